@@ -1,0 +1,54 @@
+# syncd — every task a developer or CI runs. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help demo test check lint format types contracts services bench bench-1m clean
+
+help:
+	@echo "make demo       run syncd end to end against the embedded fakes (offline)"
+	@echo "make test       run the test suite (starts PostgreSQL/MariaDB if they are down)"
+	@echo "make check      lint, format check, types, import contracts, then the tests"
+	@echo "make bench      benchmark (100k products; BENCH_N=1000000 for 1M)"
+	@echo "make clean      remove the virtualenv and scratch files"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/syncd demo
+
+services:
+	@scripts/services.sh
+
+test: $(STAMP) services
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check syncd tests bench migrations
+	$(BIN)/ruff format --check syncd tests bench migrations
+
+format: $(STAMP)
+	$(BIN)/ruff format syncd tests bench migrations
+	$(BIN)/ruff check --fix syncd tests bench migrations
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint types contracts test
+
+bench: $(STAMP) services
+	$(BIN)/python -m bench --n $${BENCH_N:-100000}
+
+bench-1m: $(STAMP) services
+	$(BIN)/python -m bench --n 1000000
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

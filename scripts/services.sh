@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Start the PostgreSQL and MariaDB servers the SQL tests use, when they are down.
+# On a machine without them (a laptop) it only warns: the SQL tests then skip locally,
+# and fail under CI=true so SQL coverage can't silently vanish.
+set -u
+
+wait_for() {  # wait_for NAME COMMAND...
+  local name=$1; shift
+  for _ in $(seq 1 30); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 1
+  done
+  echo "services: $name did not come up" >&2
+  return 1
+}
+
+if command -v pg_isready >/dev/null 2>&1; then
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    echo "services: starting PostgreSQL"
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    fi
+    wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432 -q || true
+  fi
+else
+  echo "services: PostgreSQL is not installed here; its tests will be skipped (or fail under CI)" >&2
+fi
+
+if command -v mariadb-admin >/dev/null 2>&1 || command -v mysqladmin >/dev/null 2>&1; then
+  admin=$(command -v mariadb-admin || command -v mysqladmin)
+  if ! "$admin" -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; then
+    echo "services: starting MariaDB"
+    if [ -x /usr/sbin/mariadbd ]; then
+      start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+    fi
+    wait_for MariaDB "$admin" -h 127.0.0.1 -P 3306 -uroot ping || true
+  fi
+else
+  echo "services: MariaDB is not installed here; its tests will be skipped (or fail under CI)" >&2
+fi
+exit 0

@@ -1,0 +1,352 @@
+"""The command line: parses, loads the config, calls one function, prints the result.
+
+Exit codes: 0 ok; 1 the run failed, was blocked by a guard or only partly done;
+2 configuration or usage error; 3 ``plan --exit-code`` found pending changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import click
+
+from syncd import __version__
+from syncd.config import SyncdConfig, load_config, resolve_secret
+from syncd.errors import ConfigError, SyncdError
+from syncd.logs import configure_logging, register_secret
+from syncd.reconcile import Reconciler, RunOptions, RunReport
+from syncd.report import render_plan, table
+from syncd.state import StateStore, open_store
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING = 0, 1, 2, 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass
+class _Context:
+    config_path: str | None
+    log_level: str | None
+    log_format: str | None
+    _config: SyncdConfig | None = None
+
+    def config(self) -> SyncdConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+            logging = self._config.logging
+            configure_logging(self.log_level or logging.level, self.log_format or logging.format)
+            for target in self._config.targets:
+                register_secret(resolve_secret(target.api_key_env))
+        return self._config
+
+    def store(self) -> StateStore:
+        return open_store(self.config().state.resolved_url())
+
+
+class _Group(click.Group):
+    """Turns syncd's errors into a message and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"syncd: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
+        except SyncdError as exc:
+            click.echo(f"syncd: {exc}", err=True)
+            ctx.exit(EXIT_FAILED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar="SYNCD_CONFIG",
+    metavar="PATH",
+    help="The TOML config file (or $SYNCD_CONFIG).",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None
+)
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None)
+@click.version_option(__version__, prog_name="syncd")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_level: str | None, log_format: str | None) -> None:
+    """syncd mirrors a product catalog into UserFlux and Vambe with the fewest writes."""
+    ctx.obj = _Context(config_path, log_level, log_format)
+
+
+def _target_options(func: F) -> F:
+    func = click.option(
+        "--target", "-t", "targets", multiple=True, metavar="NAME", help="Only this target (repeatable)."
+    )(func)
+    func = click.option(
+        "--full", is_flag=True, help="Full refresh: re-send everything in the mode that makes each target exact."
+    )(func)
+    return func
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+@main.command()
+@_target_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--exit-code", is_flag=True, help="Exit 3 when changes are pending (like `alembic check`).")
+@click.option("--sample", default=5, show_default=True, help="Keys shown per kind of request.")
+@click.pass_obj
+def plan(obj: _Context, targets: Sequence[str], full: bool, as_json: bool, exit_code: bool, sample: int) -> None:
+    """Show what a sync would send to each target, sending nothing."""
+    config = obj.config()
+    store = obj.store()
+    try:
+        plans = Reconciler(config, store).plan(RunOptions(full=full, targets=tuple(targets)))
+    finally:
+        store.close()
+    if as_json:
+        _print_json([p.summary(sample) for p in plans])
+    else:
+        click.echo("\n\n".join(render_plan(p, sample) for p in plans))
+    if exit_code and any(p.pending for p in plans):
+        sys.exit(EXIT_PENDING)
+
+
+def _report_rows(report: RunReport) -> list[list[Any]]:
+    return [
+        [
+            t.target,
+            t.outcome,
+            t.mode,
+            t.created,
+            t.updated + t.refreshed,
+            t.deleted,
+            t.unchanged,
+            t.rejected,
+            t.failed,
+            t.held,
+            t.requests,
+            f"{t.duration_ms / 1000:.1f}s",
+        ]
+        for t in report.targets
+    ]
+
+
+@main.command()
+@_target_options
+@click.option(
+    "--allow-deletes",
+    is_flag=True,
+    help="Let deletes through a tripped size guard, this run only.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.pass_obj
+def sync(obj: _Context, targets: Sequence[str], full: bool, allow_deletes: bool, as_json: bool) -> None:
+    """Run one sync now: read the source, send the changes, record the acknowledgements."""
+    config = obj.config()
+    store = obj.store()
+    try:
+        options = RunOptions(full=full, targets=tuple(targets), allow_deletes=allow_deletes)
+        report = Reconciler(config, store).sync(options)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(dataclasses.asdict(report))
+    else:
+        headers = ["target", "outcome", "mode", "created", "updated", "deleted", "unchanged",
+                   "rejected", "failed", "held", "requests", "took"]
+        click.echo(table(headers, _report_rows(report)))
+        for target in report.targets:
+            if target.error:
+                click.echo(f"{target.target}: {target.error}", err=True)
+    sys.exit(report.exit_code)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(obj: _Context, as_json: bool) -> None:
+    """Per target: the last run, its outcome and counts, products in state, open rejections."""
+    config = obj.config()
+    store = obj.store()
+    try:
+        rows = []
+        for target in config.targets:
+            last = store.recent_runs(target.name, limit=1)
+            run = last[0] if last else None
+            rows.append(
+                {
+                    "target": target.name,
+                    "kind": target.kind,
+                    "enabled": target.enabled,
+                    "products_in_state": store.count(target.name),
+                    "open_rejections": len(store.open_rejections(target.name)),
+                    "last_run": dataclasses.asdict(run) if run else None,
+                    "lease_holder": store.lease_holder(target.name, time.time()),
+                }
+            )
+    finally:
+        store.close()
+    if as_json:
+        _print_json(rows)
+        return
+    click.echo(
+        table(
+            ["target", "kind", "in state", "rejections", "last run", "outcome", "created",
+             "updated", "deleted", "error"],
+            [
+                [
+                    r["target"], r["kind"], r["products_in_state"], r["open_rejections"],
+                    _when(r["last_run"]["started_at"]) if r["last_run"] else "never",
+                    r["last_run"]["outcome"] if r["last_run"] else "",
+                    r["last_run"]["created"] if r["last_run"] else "",
+                    r["last_run"]["updated"] if r["last_run"] else "",
+                    r["last_run"]["deleted"] if r["last_run"] else "",
+                    (r["last_run"]["error"] or "")[:60] if r["last_run"] else "",
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@main.command()
+@click.option("--target", "-t", default=None, metavar="NAME")
+@click.option("--limit", "-n", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> None:
+    """Recent runs, newest first."""
+    obj.config()
+    store = obj.store()
+    try:
+        runs = store.recent_runs(target, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        _print_json([dataclasses.asdict(r) for r in runs])
+        return
+    click.echo(
+        table(
+            ["id", "target", "started", "took", "mode", "outcome", "created", "updated",
+             "deleted", "unchanged", "rejected", "failed", "requests", "error"],
+            [
+                [
+                    r.id, r.target, _when(r.started_at),
+                    f"{(r.finished_at - r.started_at):.1f}s" if r.finished_at else "",
+                    r.mode, r.outcome, r.created, r.updated, r.deleted, r.unchanged,
+                    r.rejected, r.failed, r.requests, (r.error or "")[:60],
+                ]
+                for r in runs
+            ],
+        )
+    )
+
+
+@main.command()
+@click.option("--target", "-t", default=None, metavar="NAME")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def rejections(obj: _Context, target: str | None, as_json: bool) -> None:
+    """Products refused (locally or by the target), with the reason."""
+    obj.config()
+    store = obj.store()
+    try:
+        found = store.open_rejections(target)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            [dict(dataclasses.asdict(r), hash=r.hash.hex() if r.hash else None) for r in found]
+        )
+        return
+    click.echo(
+        table(
+            ["target", "key", "by", "count", "first seen", "last seen", "reason"],
+            [
+                [r.target, r.key, "target" if r.by_target else "local", r.count,
+                 _when(r.first_seen), _when(r.last_seen), r.reason[:100]]
+                for r in found
+            ],
+        )
+    )
+
+
+@main.group()
+def db() -> None:
+    """The state database's schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: _Context) -> None:
+    """Apply pending migrations (also done automatically at start)."""
+    from syncd.state.sql import upgrade_database
+
+    revision = upgrade_database(obj.config().state.resolved_url())
+    click.echo(f"state database at revision {revision}")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(obj: _Context) -> None:
+    """Print the state database's revision."""
+    from syncd.state.sql import current_revision
+
+    click.echo(current_revision(obj.config().state.resolved_url()) or "empty (no revision)")
+
+
+@main.command("check-config")
+@click.pass_obj
+def check_config(obj: _Context) -> None:
+    """Validate the config file and the environment variables it names."""
+    config = obj.config()
+    click.echo(
+        f"config OK: source {config.source.kind}, "
+        + ", ".join(f"{t.name} ({t.kind})" for t in config.targets)
+    )
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["userflux", "vambe"]))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option(
+    "--api-key-env",
+    default="SANDBOX_API_KEY",
+    show_default=True,
+    help="Environment variable holding the key the fake accepts.",
+)
+@click.option("--block", "blocks", multiple=True, help="Vambe: a block id to create (repeatable).")
+def sandbox(kind: str, host: str, port: int, api_key_env: str, blocks: Sequence[str]) -> None:
+    """Run a fake UserFlux or Vambe API on loopback, to try a config without an account."""
+    from syncd.sandbox import serve
+
+    api_key = resolve_secret(api_key_env)
+    if not api_key:
+        raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set")
+    serve(kind, host, port, api_key, list(blocks) or None)
+
+
+@main.command()
+@click.option("--dir", "workdir", default=".demo", show_default=True, help="Scratch folder.")
+def demo(workdir: str) -> None:
+    """Run the offline demo: the sample catalog synced to fake UserFlux and Vambe APIs."""
+    from pathlib import Path
+
+    from syncd.demo import run_demo
+
+    sys.exit(run_demo(Path(workdir)))

@@ -1,0 +1,183 @@
+"""The pure core: changes between documents and state, and the immutable plan of requests.
+
+No I/O and no logging here. ``diff_chunk`` turns one chunk of mapped documents and
+the state's answer for them into ``Change`` objects; targets turn changes into
+``Operation`` objects (one request each); a ``Plan`` holds them with its ``summary()``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncd.model import Acked, Document, Rejection
+
+
+class ChangeKind(enum.StrEnum):
+    CREATE = "create"
+    """The key is unknown to state: a new product, or state was lost."""
+    UPDATE = "update"
+    """The payload's hash differs from the one last acknowledged."""
+    REFRESH = "refresh"
+    """Unchanged, but re-sent because this is a full refresh."""
+    DELETE = "delete"
+    """In state, absent from a source read that completed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One product that must be written to (or removed from) a target."""
+
+    kind: ChangeKind
+    key: str
+    document: Document | None = None
+    """The new document; ``None`` for deletes."""
+    previous: Acked | None = None
+    """What the target last acknowledged; ``None`` for creates."""
+
+
+def diff_chunk(
+    documents: Mapping[str, Document],
+    differing: Mapping[str, Acked | None],
+    *,
+    full: bool = False,
+    previous: Mapping[str, Acked] | None = None,
+) -> list[Change]:
+    """The changes in one chunk.
+
+    ``differing`` is the state's answer for the chunk: only keys whose hash differs
+    (``Acked``) or that are unknown (``None``). On a full refresh every document is a
+    change; the unchanged ones are ``REFRESH`` (``previous`` may give their entries).
+    """
+    changes: list[Change] = []
+    for key, document in documents.items():
+        if key in differing:
+            acked = differing[key]
+            kind = ChangeKind.CREATE if acked is None else ChangeKind.UPDATE
+            changes.append(Change(kind, key, document, acked))
+        elif full:
+            known = previous.get(key) if previous is not None else None
+            changes.append(Change(ChangeKind.REFRESH, key, document, known))
+    return changes
+
+
+def deletes_of(unseen: Iterable[Acked]) -> list[Change]:
+    """Delete changes for acknowledged entries absent from a complete read."""
+    return [Change(ChangeKind.DELETE, acked.key, None, acked) for acked in unseen]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One request to a target and the changes it acknowledges when answered 2xx.
+
+    ``endpoint`` names the call (``product.upsert``, ``product.delete``, ``block.create``,
+    ``block.delete``, ``block.upsert``); ``mode`` is what was chosen for it
+    (``FULL_UPDATE``, ``INCREMENTAL_UPDATE``, ...) and ``reason`` says why.
+    """
+
+    endpoint: str
+    mode: str
+    reason: str
+    changes: tuple[Change, ...]
+    body: Any = None
+    """The JSON body to send (``None`` for a bodiless request)."""
+    path: str = ""
+    """The request path, relative to the target's base URL."""
+    removes_unlisted: bool = False
+    """The target drops every product not in ``changes`` (a whole-block upsert)."""
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(change.key for change in self.changes)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardVerdict:
+    """Whether deletes (and full upserts) may be sent this run, and if not, why."""
+
+    allowed: bool
+    reasons: tuple[str, ...] = ()
+    overridden: bool = False
+    """An operator let a tripped guard through (``--allow-deletes``)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one run intends to do to one target. Immutable; printed or executed."""
+
+    target: str
+    kind: str
+    mode: str
+    """``incremental`` or ``full``."""
+    mode_reason: str
+    operations: tuple[Operation, ...]
+    unchanged: int
+    rejected: tuple[Rejection, ...] = ()
+    held: tuple[Change, ...] = ()
+    """Deletes (or the whole-block upsert's implied deletes) held back by a guard."""
+    guard: GuardVerdict = field(default_factory=lambda: GuardVerdict(True))
+    source_count: int = 0
+    source_complete: bool = True
+    state_count: int = 0
+    notes: tuple[str, ...] = ()
+    """Why requests were chosen as they were (e.g. why ``upsert`` was or wasn't used)."""
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.operations)
+
+    def counts(self) -> Counter[str]:
+        """Products per change kind (create, update, refresh, delete)."""
+        counts: Counter[str] = Counter()
+        for operation in self.operations:
+            for change in operation.changes:
+                counts[change.kind.value] += 1
+        return counts
+
+    def summary(self, sample: int = 5) -> dict[str, Any]:
+        """A JSON-ready description: counts by operation and mode, sample keys with reasons."""
+        by_request: dict[str, dict[str, Any]] = {}
+        for operation in self.operations:
+            name = f"{operation.endpoint} {operation.mode}"
+            entry = by_request.setdefault(
+                name, {"requests": 0, "products": 0, "samples": []}
+            )
+            entry["requests"] += 1
+            entry["products"] += len(operation.changes)
+            if len(entry["samples"]) < sample:
+                keys = operation.keys
+                shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
+                entry["samples"].append({"key": shown, "reason": operation.reason})
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "source_count": self.source_count,
+            "source_complete": self.source_complete,
+            "state_count": self.state_count,
+            "unchanged": self.unchanged,
+            "changes": dict(sorted(self.counts().items())),
+            "requests": by_request,
+            "request_count": len(self.operations),
+            "rejected": len(self.rejected),
+            "rejected_samples": [
+                {"key": r.key, "reason": r.reason} for r in self.rejected[:sample]
+            ],
+            "held": len(self.held),
+            "guard": {
+                "allowed": self.guard.allowed,
+                "overridden": self.guard.overridden,
+                "reasons": list(self.guard.reasons),
+            },
+            "notes": list(self.notes),
+        }
+
+
+def chunked(items: Sequence[Change], size: int) -> Iterable[tuple[Change, ...]]:
+    """Consecutive slices of at most ``size`` changes."""
+    for start in range(0, len(items), size):
+        yield tuple(items[start : start + size])

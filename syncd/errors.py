@@ -1,0 +1,96 @@
+"""The one error tree of syncd, sorted by what the caller does next.
+
+- ``ConfigError``: exit at start (exit code 2), every problem listed with its place.
+- ``SourceError``: the read failed or was partial; no deletes this run.
+- ``TargetRetriableError``: try again later (carries ``retry_after``).
+- ``TargetFatalError``: the target is misconfigured; stop that target's run.
+- ``RecordError``: one record or product is refused; reject it and go on.
+- ``StateError``: the state database is unusable.
+Library exceptions are translated into these once, at the adapter boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SyncdError(Exception):
+    """Base of every error syncd raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem in the configuration: where (a TOML path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(SyncdError):
+    """The configuration is unusable; every problem is listed at once."""
+
+    def __init__(self, problems: Sequence[ConfigProblem] | str, *, source: str = "") -> None:
+        if isinstance(problems, str):
+            problems = [ConfigProblem("", problems)]
+        self.problems = tuple(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")
+
+
+class SourceError(SyncdError):
+    """Reading the source failed or came back incomplete."""
+
+
+class TargetError(SyncdError):
+    """A request to a target failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TargetRetriableError(TargetError):
+    """Worth retrying: 429, 5xx, timeouts, dropped connections."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class TargetFatalError(TargetError):
+    """The target is misconfigured (bad key, IP not allowed, block missing): stop it."""
+
+
+class TargetRejectedError(TargetError):
+    """The target refused the products of a request as invalid (HTTP 400)."""
+
+
+class RecordError(SyncdError):
+    """One record cannot become a valid document for a target; it is rejected."""
+
+    def __init__(self, reason: str, *, key: str | None = None, field: str | None = None) -> None:
+        self.reason = reason
+        self.key = key
+        self.field = field
+        where = f"{field}: " if field else ""
+        super().__init__(f"{where}{reason}")
+
+
+class StateError(SyncdError):
+    """The state database cannot be used."""
+
+
+class StateVersionError(StateError):
+    """The state database was written by a newer syncd than this one."""
+
+
+class LockHeldError(SyncdError):
+    """Another process holds the lease on a target."""

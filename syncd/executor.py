@@ -1,0 +1,295 @@
+"""Sends a plan's operations: bounded concurrency, a rate limit, retries, acknowledgements.
+
+Each operation runs in a worker thread; the calling thread alone records results,
+so acknowledgements reach state in small transactions as they arrive. A refused
+batch is split to isolate its bad products. A fatal answer stops the target; a
+stop request (SIGTERM) lets in-flight requests finish within a grace period.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from syncd.config import RetryConfig
+from syncd.diff import Operation
+from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
+from syncd.model import Rejection
+
+
+class Clock(Protocol):
+    """Time as the executor sees it; tests pass one that never really sleeps."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float, stop: threading.Event) -> None:
+        """Sleep, waking early when ``stop`` is set."""
+        ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float, stop: threading.Event) -> None:
+        if seconds > 0:
+            stop.wait(seconds)
+
+
+class RateLimiter:
+    """Spaces requests at most ``rate`` per second across threads; pausable on 429."""
+
+    def __init__(self, rate: float, clock: Clock) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._paused_until = 0.0
+
+    def acquire(self, stop: threading.Event) -> None:
+        with self._lock:
+            now = self._clock.monotonic()
+            slot = max(now, self._next, self._paused_until)
+            self._next = slot + self._interval
+        self._clock.sleep(slot - now, stop)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every worker back (the target said it is over its limit)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock.monotonic() + seconds)
+
+
+class RetryBudget:
+    """The time one run may spend waiting to retry, shared by all its requests."""
+
+    def __init__(self, seconds: float) -> None:
+        self._left = seconds
+        self._lock = threading.Lock()
+
+    def take(self, seconds: float) -> bool:
+        with self._lock:
+            if seconds > self._left:
+                return False
+            self._left -= seconds
+            return True
+
+
+def backoff_delay(
+    attempt: int, retry_after: float | None, policy: RetryConfig, rng: random.Random
+) -> float:
+    """The wait before try ``attempt + 1``: exponential with equal jitter, at least the
+    server's ``Retry-After`` (so ``Retry-After: 0`` can't cause a hot loop), capped."""
+    base = policy.initial_delay_s * (2 ** (attempt - 1))
+    jittered = base / 2 + rng.uniform(0, base / 2)
+    return min(policy.max_delay_s, max(retry_after or 0.0, jittered))
+
+
+class Sender(Protocol):
+    """What the executor needs of a target."""
+
+    name: str
+
+    def send(self, operation: Operation) -> None: ...
+
+    def split(self, operation: Operation) -> tuple[Operation, ...] | None: ...
+
+
+class Events(Protocol):
+    """Hooks for metrics: every request answered, every retry."""
+
+    def request(self, target: str, endpoint: str, status: str, seconds: float) -> None: ...
+
+    def retry(self, target: str, status: str) -> None: ...
+
+
+class NoEvents:
+    def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
+        pass
+
+    def retry(self, target: str, status: str) -> None:
+        pass
+
+
+@dataclass
+class Execution:
+    """What happened to a plan's operations."""
+
+    acked: Counter[str] = field(default_factory=Counter)
+    """Products acknowledged, by change kind."""
+    rejections: list[Rejection] = field(default_factory=list)
+    failed: int = 0
+    """Products still failing when retries or the budget ran out (re-sent next run)."""
+    not_sent: int = 0
+    """Products never attempted (stopped by a fatal error or a shutdown)."""
+    fatal: str | None = None
+    requests: int = 0
+    retries: int = 0
+    interrupted: bool = False
+    last_error: str | None = None
+
+
+@dataclass
+class _Outcome:
+    requests: int = 0
+    retries: int = 0
+
+
+class Executor:
+    """Runs operations against one target."""
+
+    def __init__(
+        self,
+        target: Sender,
+        *,
+        concurrency: int,
+        rate_limit_per_s: float,
+        retry: RetryConfig,
+        clock: Clock | None = None,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+        grace_s: float = 30.0,
+        flush_every: int = 500,
+        flush_interval_s: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        self._target = target
+        self._concurrency = concurrency
+        self._clock = clock or SystemClock()
+        self._limiter = RateLimiter(rate_limit_per_s, self._clock)
+        self._retry = retry
+        self._budget = RetryBudget(retry.budget_s)
+        self._events = events or NoEvents()
+        self._stop = stop or threading.Event()
+        self._grace_s = grace_s
+        self._flush_every = flush_every
+        self._flush_interval_s = flush_interval_s
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+
+    def run(
+        self,
+        operations: tuple[Operation, ...],
+        on_ack: Callable[[Operation], None],
+        flush: Callable[[], None],
+    ) -> Execution:
+        """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit."""
+        result = Execution()
+        pending: deque[Operation] = deque(operations)
+        inflight: dict[Future[_Outcome], Operation] = {}
+        unflushed = 0
+        last_flush = self._clock.monotonic()
+        stop_deadline: float | None = None
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"syncd-{self._target.name}")
+        try:
+            while pending or inflight:
+                stopping = self._stop.is_set() or result.fatal is not None
+                while pending and not stopping and len(inflight) < self._concurrency * 2:
+                    operation = pending.popleft()
+                    inflight[pool.submit(self._attempt, operation)] = operation
+                if stopping and stop_deadline is None:
+                    stop_deadline = self._clock.monotonic() + self._grace_s
+                if not inflight:
+                    break
+                done, _ = wait(inflight, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    operation = inflight.pop(future)
+                    unflushed += self._settle(future, operation, result, pending, on_ack)
+                now = self._clock.monotonic()
+                if unflushed >= self._flush_every or (
+                    unflushed and now - last_flush >= self._flush_interval_s
+                ):
+                    flush()
+                    unflushed, last_flush = 0, now
+                if stop_deadline is not None and time.monotonic() > stop_deadline and inflight:
+                    result.not_sent += sum(len(op.changes) for op in inflight.values())
+                    result.interrupted = True
+                    inflight.clear()
+                    break
+            if pending:
+                result.not_sent += sum(len(op.changes) for op in pending)
+            if self._stop.is_set():
+                result.interrupted = True
+        finally:
+            flush()
+            pool.shutdown(wait=False, cancel_futures=True)
+        return result
+
+    def _settle(
+        self,
+        future: Future[_Outcome],
+        operation: Operation,
+        result: Execution,
+        pending: deque[Operation],
+        on_ack: Callable[[Operation], None],
+    ) -> int:
+        error = future.exception()
+        outcome = getattr(error, "outcome", None) if error else future.result()
+        if isinstance(outcome, _Outcome):
+            result.requests += outcome.requests
+            result.retries += outcome.retries
+        if error is None:
+            on_ack(operation)
+            for change in operation.changes:
+                result.acked[change.kind.value] += 1
+            return len(operation.changes)
+        if isinstance(error, TargetRejectedError):
+            halves = self._target.split(operation)
+            if halves:
+                pending.extendleft(reversed(halves))
+            else:
+                for change in operation.changes:
+                    digest = change.document.hash if change.document else None
+                    result.rejections.append(
+                        Rejection(change.key, str(error), digest, by_target=True)
+                    )
+            return 0
+        if isinstance(error, TargetFatalError):
+            result.fatal = result.fatal or str(error)
+            result.not_sent += len(operation.changes)
+            return 0
+        result.failed += len(operation.changes)
+        result.last_error = str(error) if isinstance(error, TargetRetriableError) else repr(error)
+        return 0
+
+    def _attempt(self, operation: Operation) -> _Outcome:
+        outcome = _Outcome()
+        attempt = 1
+        name = self._target.name
+        while True:
+            self._limiter.acquire(self._stop)
+            started = time.perf_counter()
+            outcome.requests += 1
+            try:
+                self._target.send(operation)
+            except TargetRetriableError as exc:
+                status = str(exc.status or "error")
+                self._events.request(name, operation.endpoint, status, time.perf_counter() - started)
+                if attempt >= self._retry.max_attempts or self._stop.is_set():
+                    exc.outcome = outcome  # type: ignore[attr-defined]
+                    raise
+                with self._rng_lock:
+                    delay = backoff_delay(attempt, exc.retry_after, self._retry, self._rng)
+                if not self._budget.take(delay):
+                    exc.outcome = outcome  # type: ignore[attr-defined]
+                    raise
+                if exc.status == 429:
+                    self._limiter.pause(delay)
+                self._events.retry(name, status)
+                outcome.retries += 1
+                self._clock.sleep(delay, self._stop)
+                attempt += 1
+                continue
+            except (TargetRejectedError, TargetFatalError) as exc:
+                self._events.request(
+                    name, operation.endpoint, str(exc.status or "error"), time.perf_counter() - started
+                )
+                exc.outcome = outcome  # type: ignore[attr-defined]
+                raise
+            self._events.request(name, operation.endpoint, "2xx", time.perf_counter() - started)
+            return outcome

@@ -1,0 +1,74 @@
+"""The guards: pure checks that hold deletes and full upserts back on a suspicious run.
+
+A failed or short source read, or a plan deleting too much of a target, must never
+reach the target. Each tripped guard gives a reason that says what to do next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from syncd.config import GuardConfig
+from syncd.diff import GuardVerdict
+
+
+@dataclass(frozen=True, slots=True)
+class GuardInput:
+    """The figures a guard looks at."""
+
+    source_complete: bool
+    source_error: str | None
+    source_count: int
+    last_source_count: int | None
+    state_count: int
+    deletes: int
+
+
+def check_guards(
+    figures: GuardInput, config: GuardConfig, *, target_path: str, allow_deletes: bool = False
+) -> GuardVerdict:
+    """Whether deletes (and a whole-block upsert) may be sent.
+
+    A read that did not complete is never overridable: nothing tells what is really gone.
+    """
+    if not figures.source_complete:
+        why = figures.source_error or "the source read did not complete"
+        return GuardVerdict(
+            False,
+            (
+                f"source read incomplete ({why}): no deletes and no full upsert this run; "
+                "fix the source and run again",
+            ),
+        )
+    reasons: list[str] = []
+    how = f"if this is intended, run `syncd sync --allow-deletes` once, or change {target_path}.guards"
+    if figures.source_count < config.min_source_count:
+        reasons.append(
+            f"source returned {figures.source_count} records, fewer than "
+            f"min_source_count={config.min_source_count}; {how}.min_source_count"
+        )
+    last = figures.last_source_count
+    if last and figures.source_count < config.min_source_fraction * last:
+        reasons.append(
+            f"source returned {figures.source_count} records, under "
+            f"{config.min_source_fraction:.0%} of the last complete read ({last}); "
+            f"{how}.min_source_fraction"
+        )
+    if figures.deletes and figures.state_count:
+        fraction = figures.deletes / figures.state_count
+        if fraction > config.max_delete_fraction:
+            reasons.append(
+                f"{figures.deletes} deletes are {fraction:.1%} of the target's "
+                f"{figures.state_count} products, over max_delete_fraction="
+                f"{config.max_delete_fraction:.0%}; {how}.max_delete_fraction"
+            )
+    if config.max_delete_count is not None and figures.deletes > config.max_delete_count:
+        reasons.append(
+            f"{figures.deletes} deletes exceed max_delete_count={config.max_delete_count}; "
+            f"{how}.max_delete_count"
+        )
+    if not reasons:
+        return GuardVerdict(True)
+    if allow_deletes:
+        return GuardVerdict(True, tuple(reasons), overridden=True)
+    return GuardVerdict(False, tuple(reasons))

@@ -1,0 +1,55 @@
+"""The one factory of HTTP clients: explicit timeouts, pool limits, TLS and User-Agent.
+
+Adapters receive a client from here; tests inject a transport or point the base URL
+at a loopback fake. TLS verification is always on; a custom CA bundle may be added.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+
+import httpx
+
+from syncd import __version__
+from syncd.config import HttpConfig
+from syncd.errors import ConfigError
+
+USER_AGENT = f"syncd/{__version__}"
+
+
+def _ssl_context(http: HttpConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if http.ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=str(http.ca_bundle))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"http.ca_bundle: cannot load {http.ca_bundle}: {exc}") from None
+    return context
+
+
+def make_client(
+    http: HttpConfig,
+    *,
+    base_url: str = "",
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+    max_connections: int = 10,
+    auth: httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """A configured ``httpx.Client``; the caller closes it."""
+    all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    all_headers.update(headers or {})
+    return httpx.Client(
+        base_url=base_url,
+        headers=all_headers,
+        auth=auth,
+        timeout=httpx.Timeout(timeout_s, connect=http.connect_timeout_s, pool=None),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        verify=_ssl_context(http),
+        transport=transport,
+        follow_redirects=False,
+    )

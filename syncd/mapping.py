@@ -1,0 +1,744 @@
+"""Mapping: a source record becomes a target's document, as the config declares.
+
+``build_mapper`` compiles a target's mapping once (paths split, templates parsed, the
+escape-hatch callable imported); ``Mapper.map`` then runs for every record and raises
+``RecordError`` for one it can't map. Pure: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import importlib
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from string import Formatter
+from typing import Any, Final, Protocol
+
+from syncd.config import FieldSpec, UserfluxTargetConfig, ValueType, VambeTargetConfig
+from syncd.errors import ConfigError, ConfigProblem, RecordError
+from syncd.model import Document, Payload, Record
+from syncd.text import html_to_text, truncate_words
+
+
+class _Missing(enum.Enum):
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing.MISSING
+"""What ``evaluate`` returns for a value the record does not have."""
+
+MAX_DEPTH = 32
+"""Containers nested deeper than this reject the record."""
+MAX_KEY_LENGTH = 512
+"""Longest product key, in characters."""
+
+Hook = Callable[[Record, Payload], Payload]
+
+
+class Mapper(Protocol):
+    """Turns records into one target's documents."""
+
+    def map(self, record: Record) -> Document:
+        """The record's document; raise ``RecordError`` when it can't be mapped."""
+        ...
+
+
+# --------------------------------------------------------------------------------------
+# Values: JSON-compatible forms, strings, coercions
+# --------------------------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value quoted for an error message, cut to about 40 characters."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > 40:
+        text = text[:39] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+def _finite(value: float) -> float:
+    if value - value == 0.0:  # false for NaN and both infinities
+        return value
+    raise RecordError(f"not a finite number: {_show(value)}")
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON-compatible data, the same object when it already is."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return _finite(value)
+    if kind is dict:
+        if depth >= MAX_DEPTH:
+            raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
+        copy: dict[str, Any] | None = None
+        for name, item in value.items():
+            if type(name) is not str:
+                raise RecordError(f"not JSON-compatible: a {type(name).__name__} key {_show(name)}")
+            new = _jsonable(item, depth + 1)
+            if new is not item:
+                if copy is None:
+                    copy = dict(value)
+                copy[name] = new
+        return value if copy is None else copy
+    if kind is list or kind is tuple:
+        if depth >= MAX_DEPTH:
+            raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
+        items = [_jsonable(item, depth + 1) for item in value]
+        if kind is list and all(new is old for new, old in zip(items, value, strict=True)):
+            return value
+        return items
+    return _jsonable_other(value, depth)
+
+
+def _jsonable_other(value: Any, depth: int) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RecordError(f"not a finite number: {_show(value)}")
+        return float(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _finite(float(value))
+    if isinstance(value, str):
+        return value[:]  # a plain str, even from a str-based enum
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        return _jsonable(dict(value), depth)
+    if isinstance(value, (list, tuple)):
+        return _jsonable(list(value), depth)
+    raise RecordError(f"not JSON-compatible: {type(value).__name__} {_show(value)}")
+
+
+def _stringify(value: Any) -> str:
+    """The text of a scalar: ``true``/``false``, ``42`` for 42.0, ISO dates."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        _finite(value)
+        return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RecordError(f"not a finite number: {_show(value)}")
+        if value == value.to_integral_value():
+            return str(int(value))
+        return format(value.normalize(), "f")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_stringify(item) for item in value if item is not None and item != "")
+    if isinstance(value, dict):
+        return json.dumps(_jsonable(value), sort_keys=True, ensure_ascii=False)
+    return _stringify(_jsonable_other(value, 0))
+
+
+_CURRENCY = r"(?:[A-Z]{3}|[A-Za-z]{0,2}\$|[€£¥₹₩₽₺₪₫₱₦₴₡₲₵₸฿¢]|zł|kr|Kč|Fr\.?|S/)"
+
+
+def _number_pattern(decimal: str, groups: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>[-+]?)\s*(?:{_CURRENCY}\s*)?"
+        rf"(?P<int>\d{{1,3}}(?P<sep>[{groups}])\d{{3}}(?:(?P=sep)\d{{3}})*|\d*)"
+        rf"(?:{decimal}(?P<frac>\d*))?(?:[eE](?P<exp>[-+]?\d+))?\s*(?:{_CURRENCY})?\s*"
+    )
+
+
+_NUMBER_TEXT = {
+    ".": _number_pattern(r"\.", ",' \u00a0\u202f"),
+    ",": _number_pattern(",", r".' \u00a0\u202f"),
+}
+_INTEGER_TEXT = re.compile(r"\s*[-+]?\d+\s*")
+_LIST_SEPARATORS = re.compile(r"[,|]")
+_TRUE = frozenset({"true", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "no", "n", "off", "0"})
+
+
+def _number_text(text: str, decimal_separator: str) -> str:
+    """A price-like string as plain decimal text (``"-1234.50"``), or ``RecordError``."""
+    match = _NUMBER_TEXT[decimal_separator].fullmatch(text)
+    if match is None or not (match["int"] or match["frac"]):
+        other = "," if decimal_separator == "." else "."
+        match = _NUMBER_TEXT[other].fullmatch(text)
+        hint = f' (with decimal_separator = "{other}" it would be one)'
+        if match is None or not (match["int"] or match["frac"]):
+            hint = ""
+        raise RecordError(f"not a number: {_show(text)}{hint}")
+    digits = match["int"] or "0"
+    if match["sep"]:
+        digits = digits.replace(match["sep"], "")
+    exponent = f"e{match['exp']}" if match["exp"] else ""
+    return f"{match['sign']}{digits}.{match['frac'] or '0'}{exponent}"
+
+
+def _to_number(value: Any, decimal_separator: str) -> int | float:
+    """A number for JSON; an integral one becomes an int, so 45, 45.0 and "45.000" agree."""
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        raise RecordError(f"a boolean is not a number: {value!r}")
+    if kind is float:
+        number: float = _finite(value)
+    elif kind is str:
+        number = _finite(float(_number_text(value, decimal_separator)))
+    elif isinstance(value, (Decimal, int, float)) and not isinstance(value, bool):
+        if isinstance(value, int):
+            return int(value)
+        if not math.isfinite(value):
+            raise RecordError(f"not a finite number: {_show(value)}")
+        number = float(value)
+    else:
+        raise RecordError(f"not a number: {_show(value)}")
+    if number.is_integer() and abs(number) <= 2**53:
+        return int(number)
+    return number
+
+
+def _to_integer(value: Any, decimal_separator: str) -> int:
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is str and _INTEGER_TEXT.fullmatch(value):
+        return int(value)
+    if isinstance(value, bool):
+        raise RecordError(f"a boolean is not an integer: {value!r}")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        exact = Decimal(_number_text(value, decimal_separator))
+    elif isinstance(value, (float, Decimal)):
+        if not math.isfinite(value):
+            raise RecordError(f"not a finite number: {_show(value)}")
+        exact = Decimal(value)
+    else:
+        raise RecordError(f"not an integer: {_show(value)}")
+    if exact != exact.to_integral_value():
+        raise RecordError(f"not an integer: {_show(value)}")
+    return int(exact)
+
+
+def _to_boolean(value: Any, decimal_separator: str) -> bool:
+    if value is True or value is False:
+        return value
+    if type(value) is int and value in (0, 1):
+        return value == 1
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise RecordError(f"not a boolean: {_show(value)}")
+
+
+def _to_string(value: Any, decimal_separator: str) -> str:
+    return _stringify(value)
+
+
+def _to_json(value: Any, decimal_separator: str) -> Any:
+    return _jsonable(value)
+
+
+def _to_list(value: Any, decimal_separator: str) -> list[Any] | _Missing:
+    if isinstance(value, str):
+        items = [item.strip() for item in _LIST_SEPARATORS.split(value)]
+        return [item for item in items if item] or MISSING
+    if isinstance(value, (list, tuple)):
+        return _jsonable(list(value))  # type: ignore[no-any-return]
+    if isinstance(value, Mapping):
+        raise RecordError(f"not a list: {_show(value)}")
+    return [_jsonable(value)]
+
+
+_COERCIONS: dict[ValueType | None, Callable[[Any, str], Any]] = {
+    None: _to_json,
+    "json": _to_json,
+    "number": _to_number,
+    "integer": _to_integer,
+    "boolean": _to_boolean,
+    "string": _to_string,
+    "list": _to_list,
+}
+
+
+def coerce(value: Any, type: ValueType | None, *, decimal_separator: str = ".") -> Any:
+    """``value`` as the given field type (``None``: JSON-compatible as it is).
+
+    For callables that need the mapping's rules (``coerce("$ 12.99", "number")``).
+    Raise ``RecordError`` when the value can't be coerced.
+    """
+    return _COERCIONS[type](value, decimal_separator)
+
+
+# --------------------------------------------------------------------------------------
+# Fields: paths, templates, the evaluation of one spec
+# --------------------------------------------------------------------------------------
+
+Getter = Callable[[Record], Any]
+
+
+def _walk(value: Any, parts: tuple[tuple[str, int | None], ...], start: int) -> Any:
+    for position in range(start, len(parts)):
+        name, index = parts[position]
+        if isinstance(value, dict):
+            found = value.get(name)
+            if found is None and position + 1 < len(parts):
+                return _walk_dotted_key(value, parts, position)
+            value = found
+        elif index is not None and isinstance(value, (list, tuple)):
+            if not -len(value) <= index < len(value):
+                return None
+            value = value[index]
+        else:
+            return None
+    return value
+
+
+def _walk_dotted_key(
+    value: dict[str, Any], parts: tuple[tuple[str, int | None], ...], at: int
+) -> Any:
+    """Try keys that contain dots themselves (``"Weight (lbs.)"``) from part ``at`` on."""
+    for end in range(at + 2, len(parts) + 1):
+        name = ".".join(part for part, _ in parts[at:end])
+        if name in value:
+            return _walk(value[name], parts, end)
+    return None
+
+
+def compile_path(path: str) -> Getter:
+    """A function reading the dotted ``path`` from a record (None when absent)."""
+    if "." not in path:
+        return lambda record: record.get(path)
+    parts = tuple(
+        (part, int(part) if part.lstrip("-").isdigit() else None) for part in path.split(".")
+    )
+
+    def get(record: Record) -> Any:
+        value = record.get(path)  # a literal key with dots wins
+        return _walk(record, parts, 0) if value is None else value
+
+    return get
+
+
+class _Hole:
+    """What a template gives when a placeholder is missing (one per placeholder)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _compile_template(template: str) -> Getter:
+    pieces: list[tuple[str, Getter | None, str, _Hole | None, str]] = []
+    for literal, name, spec, conversion in Formatter().parse(template):
+        if name is None:
+            pieces.append((literal, None, "", None, ""))
+            continue
+        if not name or conversion:
+            raise ValueError(f"placeholder {{{name}{'!' + conversion if conversion else ''}}}")
+        pieces.append((literal, compile_path(name), spec or "", _Hole(name), name))
+
+    def fill(record: Record) -> Any:
+        out: list[str] = []
+        for literal, get, spec, hole, name in pieces:
+            out.append(literal)
+            if get is None:
+                continue
+            value = get(record)
+            if value is None or (type(value) is str and not value.strip()):
+                return hole
+            if spec:
+                try:
+                    out.append(format(value, spec))
+                except (ValueError, TypeError) as exc:
+                    raise RecordError(f"template placeholder {{{name}:{spec}}}: {exc}") from None
+            else:
+                out.append(_stringify(value))
+        return "".join(out)
+
+    return fill
+
+
+FieldFn = Callable[[Record], Any]
+"""A compiled ``FieldSpec``: the value in a record, ``MISSING``, or ``RecordError``."""
+
+
+def _plain_value(value: Any) -> Any:
+    """The untyped, simple case: strings stripped, JSON-compatible data as it is."""
+    kind = type(value)
+    if kind is str:
+        value = value.strip()
+        return value if value else MISSING
+    if kind is int or kind is bool:
+        return value
+    return _jsonable(value)
+
+
+def _simple_field(path: str, coerce: Callable[[Any, str], Any] | None, separator: str) -> FieldFn:
+    """A field that is one path and perhaps a type: the hot path of most mappings."""
+    if coerce is None:
+        if "." not in path:
+            return lambda record: MISSING if (v := record.get(path)) is None else _plain_value(v)
+        get = compile_path(path)
+        return lambda record: MISSING if (v := get(record)) is None else _plain_value(v)
+    get = compile_path(path)
+
+    def value(record: Record) -> Any:
+        found = get(record)
+        if found is None:
+            return MISSING
+        if type(found) is str:
+            found = found.strip()
+            if not found:
+                return MISSING
+        return coerce(found, separator)
+
+    return value
+
+
+def compile_field(
+    spec: FieldSpec, *, type: ValueType | None = None, required: bool = False
+) -> FieldFn:
+    """Compile ``spec`` once into a function of a record (``type``: the default type).
+
+    ``ValueError`` for a template that can't be parsed.
+    """
+    kind = spec.type or type
+    required = spec.required or required
+    separator = spec.decimal_separator
+    if (
+        spec.path is not None
+        and not (spec.fallback or spec.html or required)
+        and spec.default is None
+        and spec.index is None
+        and spec.max_length is None
+    ):
+        return _simple_field(
+            spec.path, None if kind in (None, "json") else _COERCIONS[kind], separator
+        )
+    getters: list[Getter] = []
+    if spec.path is not None:
+        getters.append(compile_path(spec.path))
+    elif spec.template is not None:
+        getters.append(_compile_template(spec.template))
+    else:
+        const = spec.const
+        getters.append(lambda record: const)
+    getters.extend(compile_path(path) for path in spec.fallback)
+    has_default = spec.default is not None
+    default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
+    default = MISSING if default is None else default
+    coerce = _COERCIONS[kind]
+    to_text: Callable[[str], str] = html_to_text if spec.html else str.strip
+    index, max_length = spec.index, spec.max_length
+
+    def value(record: Record) -> Any:
+        hole = None
+        for get in getters:
+            found = get(record)
+            if found is None:
+                continue
+            found_type = found.__class__
+            if found_type is str:
+                found = to_text(found)
+                if not found:
+                    continue
+            elif found_type is _Hole:
+                hole = hole or found
+                continue
+            break
+        else:
+            found = default
+            if found is MISSING:
+                if hole is not None and not has_default:
+                    raise RecordError(f"template placeholder {{{hole.name}}} is missing")
+                if required:
+                    raise RecordError("missing (required)")
+                return MISSING
+        found = coerce(found, separator)
+        if index is not None and found.__class__ is list:
+            found = found[index] if -len(found) <= index < len(found) else MISSING
+        if max_length is not None and found.__class__ is str:
+            found = truncate_words(found, max_length)
+        if found is MISSING and required:
+            raise RecordError("missing (required)")
+        return found
+
+    return value
+
+
+def evaluate(spec: FieldSpec, record: Record) -> Any:
+    """The value ``spec`` gives in ``record`` (or ``MISSING``); ``RecordError`` if unusable.
+
+    Compiles the spec on every call: a mapper compiles once, use it for many records.
+    """
+    return compile_field(spec)(record)
+
+
+# --------------------------------------------------------------------------------------
+# Mappers: one per target kind
+# --------------------------------------------------------------------------------------
+
+
+def _key_text(value: Any) -> str:
+    if value is MISSING:
+        raise RecordError("missing key")
+    if isinstance(value, (dict, list)):
+        raise RecordError(f"the key must be a single value, not {_show(value)}")
+    key = _stringify(value)
+    if not key:
+        raise RecordError("missing key")
+    if len(key) > MAX_KEY_LENGTH:
+        raise RecordError(f"key longer than {MAX_KEY_LENGTH} characters ({len(key)})")
+    return key
+
+
+def _key_of(field: FieldFn, record: Record, label: str) -> str:
+    try:
+        return _key_text(field(record))
+    except RecordError as exc:
+        raise RecordError(exc.reason, field=label) from None
+
+
+def _import_hook(ref: str | None, target: str) -> Hook | None:
+    if ref is None:
+        return None
+    where = f"target {target!r} mapping.callable"
+    module_name, colon, attribute = ref.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ConfigError([ConfigProblem(where, f"expected 'module:function', got {ref!r}")])
+    try:
+        found: Any = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            found = getattr(found, name)
+    except Exception as exc:
+        raise ConfigError(
+            [ConfigProblem(where, f"cannot import {ref!r} ({type(exc).__name__}: {exc})")]
+        ) from exc
+    if not callable(found):
+        raise ConfigError([ConfigProblem(where, f"{ref!r} is not callable")])
+    return found  # type: ignore[no-any-return]
+
+
+def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field: str) -> Payload:
+    """Call the escape hatch; its result is made JSON-compatible and its key re-read."""
+    try:
+        result = hook(record, payload)
+    except ValueError as exc:
+        raise RecordError(str(exc) or "rejected by mapping.callable", key=key) from None
+    except (TypeError, KeyError) as exc:
+        raise RecordError(f"{type(exc).__name__}: {exc}", key=key) from None
+    if not isinstance(result, dict):
+        raise RecordError(f"mapping.callable returned {type(result).__name__}, not a dict", key=key)
+    try:
+        result = _jsonable(result)
+    except RecordError as exc:
+        raise RecordError(f"mapping.callable returned {exc.reason}", key=key) from None
+    try:
+        result[key_field] = _key_text(result.get(key_field, MISSING))
+    except RecordError as exc:
+        raise RecordError(exc.reason, key=key, field=key_field) from None
+    return result  # type: ignore[no-any-return]
+
+
+def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **options: Any) -> FieldFn:
+    try:
+        return compile_field(spec, **options)
+    except ValueError as exc:
+        problems.append(ConfigProblem(where, f"bad template: {exc}"))
+        return _plain_value  # never called: the build raises
+
+
+class UserfluxMapper:
+    """Records → UserFlux products: ``{"id", "typeId", "properties", "aiPropertyOverrides"}``."""
+
+    __slots__ = ("_hook", "_key", "_overrides", "_properties", "_type_id")
+
+    def __init__(self, target: UserfluxTargetConfig, source_key: str) -> None:
+        mapping = target.mapping
+        where = f"target {target.name!r} mapping"
+        problems: list[ConfigProblem] = []
+        self._key = _compile(problems, f"{where}.key", mapping.key or FieldSpec(path=source_key))
+        self._type_id = target.type_id
+        names = set(mapping.properties)
+        properties = []
+        for name, spec in mapping.properties.items():
+            parts = name.split(".")
+            if not all(parts):
+                problems.append(ConfigProblem(f"{where}.properties", f"bad name {name!r}"))
+            for end in range(1, len(parts)):
+                if ".".join(parts[:end]) in names:
+                    problems.append(
+                        ConfigProblem(
+                            f"{where}.properties",
+                            f"{'.'.join(parts[:end])!r} and {name!r} collide: "
+                            "a property can't be a value and an object at once",
+                        )
+                    )
+            field = _compile(problems, f"{where}.properties.{name}", spec)
+            properties.append((f"properties.{name}", tuple(parts[:-1]), parts[-1], field))
+        self._properties = tuple(properties)
+        self._overrides = tuple(
+            (
+                f"aiPropertyOverrides.{name}",
+                name,
+                _compile(problems, f"{where}.ai_property_overrides.{name}", spec),
+            )
+            for name, spec in mapping.ai_property_overrides.items()
+        )
+        if problems:
+            raise ConfigError(problems)
+        self._hook = _import_hook(mapping.callable, target.name)
+
+    def map(self, record: Record) -> Document:
+        key = _key_of(self._key, record, "id")
+        properties: dict[str, Any] = {}
+        for label, parents, leaf, field in self._properties:
+            try:
+                value = field(record)
+            except RecordError as exc:
+                raise RecordError(exc.reason, key=key, field=label) from None
+            if value is MISSING:
+                continue
+            node = properties
+            for parent in parents:
+                child = node.get(parent)
+                if child is None:
+                    child = node[parent] = {}
+                node = child
+            node[leaf] = value
+        payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
+        overrides = {}
+        for label, name, field in self._overrides:
+            try:
+                value = field(record)
+            except RecordError as exc:
+                raise RecordError(exc.reason, key=key, field=label) from None
+            if value is not MISSING:
+                overrides[name] = value
+        if overrides:
+            payload["aiPropertyOverrides"] = overrides
+        if self._hook is not None:
+            payload = _run_hook(self._hook, record, payload, key, "id")
+            if not isinstance(payload.get("properties"), dict):
+                raise RecordError("must be an object", key=payload["id"], field="properties")
+            if payload.get("aiPropertyOverrides") == {}:
+                del payload["aiPropertyOverrides"]
+        return Document.of(payload["id"], payload)
+
+
+def _flatten(out: list[dict[str, str]], label: str, value: Any) -> None:
+    """Append ``value`` as metadata pairs: nested values under dotted keys, sorted."""
+    kind = type(value)
+    if kind is dict:
+        for name in sorted(value):
+            _flatten(out, f"{label}.{name}", value[name])
+    elif kind is list:
+        for position, item in enumerate(value):
+            _flatten(out, f"{label}.{position}", item)
+    elif value is not None and (kind is not str or value.strip()):
+        out.append({"key": label, "value": _stringify(value)})
+
+
+class VambeMapper:
+    """Records → Vambe products (``external_id``, ``name``, ``price``, ``metadata``, ...).
+
+    The contract's rules (price > 0, currency list, description length) are checked
+    by the Vambe target; here the values are found, cleaned and typed, and a product
+    without name, description, price or currency is rejected as missing them.
+    """
+
+    __slots__ = ("_fields", "_hook", "_key", "_metadata", "_optional", "_type")
+
+    def __init__(self, target: VambeTargetConfig, source_key: str) -> None:
+        mapping = target.mapping
+        where = f"target {target.name!r} mapping"
+        problems: list[ConfigProblem] = []
+        self._key = _compile(problems, f"{where}.key", mapping.key or FieldSpec(path=source_key))
+        self._type = target.product_type
+        specs = {
+            "name": (mapping.name, "string"),
+            "description": (mapping.description, "string"),
+            "price": (mapping.price, "number"),
+            "currency": (mapping.currency, "string"),
+        }
+        self._fields = tuple(
+            (name, _compile(problems, f"{where}.{name}", spec, type=kind, required=True))
+            for name, (spec, kind) in specs.items()
+        )
+        self._optional = tuple(
+            (name, _compile(problems, f"{where}.{name}", spec, type="string"))
+            for name, spec in (("file_url", mapping.file_url), ("sku", mapping.sku))
+            if spec is not None
+        )
+        metadata = mapping.metadata
+        pairs = (
+            [(path, FieldSpec(path=path)) for path in metadata]
+            if isinstance(metadata, list)
+            else list(metadata.items())
+        )
+        self._metadata = tuple(
+            (f"metadata.{label}", label, _compile(problems, f"{where}.metadata.{label}", spec))
+            for label, spec in pairs
+        )
+        if problems:
+            raise ConfigError(problems)
+        self._hook = _import_hook(mapping.callable, target.name)
+
+    def map(self, record: Record) -> Document:
+        key = _key_of(self._key, record, "external_id")
+        payload: Payload = {"external_id": key}
+        for label, field in self._fields:
+            try:
+                value = field(record)
+                payload[label] = value if label == "price" else _stringify(value)
+            except RecordError as exc:
+                raise RecordError(exc.reason, key=key, field=label) from None
+        payload["currency"] = payload["currency"].upper()
+        for label, field in self._optional:
+            try:
+                value = field(record)
+            except RecordError as exc:
+                raise RecordError(exc.reason, key=key, field=label) from None
+            if value is not MISSING:
+                payload[label] = _stringify(value)
+        metadata: list[dict[str, str]] = []
+        for label, name, field in self._metadata:
+            try:
+                value = field(record)
+            except RecordError as exc:
+                raise RecordError(exc.reason, key=key, field=label) from None
+            if value is not MISSING:
+                _flatten(metadata, name, value)
+        payload["type"] = self._type
+        payload["metadata"] = metadata
+        if self._hook is not None:
+            payload = _run_hook(self._hook, record, payload, key, "external_id")
+        return Document.of(payload["external_id"], payload)
+
+
+def build_mapper(target: UserfluxTargetConfig | VambeTargetConfig, source_key: str) -> Mapper:
+    """The mapper of ``target``, compiled once; ``ConfigError`` when the mapping is unusable
+    (colliding property names, a bad template, a callable that can't be imported).
+    """
+    if isinstance(target, UserfluxTargetConfig):
+        return UserfluxMapper(target, source_key)
+    return VambeMapper(target, source_key)

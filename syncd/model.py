@@ -1,0 +1,126 @@
+"""Values that flow through a run: documents, acknowledged entries, rejections.
+
+Also the canonical form of a payload and its hash, which every layer must agree on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Record = dict[str, Any]
+"""One row of the source catalog, as read."""
+
+Payload = dict[str, Any]
+"""The document a target receives for one product (JSON-compatible)."""
+
+
+def canonical_json(payload: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a payload: sorted keys, no whitespace, UTF-8, no NaN."""
+    return json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def payload_hash(canonical: bytes) -> bytes:
+    """A 128-bit BLAKE2b digest of a canonical payload."""
+    return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A record mapped for one target: its key, payload and the payload's hash."""
+
+    key: str
+    payload: Payload
+    canonical: bytes
+    hash: bytes
+
+    @classmethod
+    def of(cls, key: str, payload: Payload) -> Document:
+        canonical = canonical_json(payload)
+        return cls(key=key, payload=payload, canonical=canonical, hash=payload_hash(canonical))
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """What the target last acknowledged for a key: the hash and the payload sent."""
+
+    key: str
+    hash: bytes
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A product refused, locally or by the target, with the reason."""
+
+    key: str
+    reason: str
+    hash: bytes | None = None
+    by_target: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run of one target, as kept in the ``runs`` table.
+
+    ``outcome`` is one of: running, ok, partial (some products failed or were
+    rejected by the target), blocked (a guard held deletes back), failed,
+    interrupted (the process died mid-run).
+    """
+
+    id: int
+    target: str
+    started_at: float
+    finished_at: float | None
+    mode: str
+    mode_reason: str
+    outcome: str
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    failed: int = 0
+    held: int = 0
+    requests: int = 0
+    retries: int = 0
+    source_count: int | None = None
+    source_complete: bool = False
+    drift: int | None = None
+    error: str | None = None
+    holder: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRecord:
+    """An open rejection as kept in the ``rejections`` table."""
+
+    target: str
+    key: str
+    reason: str
+    first_seen: float
+    last_seen: float
+    count: int
+    hash: bytes | None
+    by_target: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRow:
+    """A piece of the source that could not be parsed into a record at all.
+
+    Its key is unknown, so the product it held might look deleted: a read that
+    yields one is not clean, and the run holds its deletes back.
+    """
+
+    place: str
+    reason: str
+
+
+SourceItem = Record | UnreadableRow
+"""What a source yields: a record, or a row it could not parse."""

@@ -1,0 +1,612 @@
+"""One run: read the source once, plan every target, guard, send, acknowledge, report.
+
+``reconcile_once`` is a plain function; the daemon only schedules it and the CLI only
+calls it. ``plan_once`` is the same run up to the plan, sending nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+
+from syncd.config import SyncdConfig, TargetConfig, resolve_secret
+from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of, diff_chunk
+from syncd.errors import ConfigError, RecordError, SourceError, TargetFatalError
+from syncd.executor import Clock, Events, Execution, Executor
+from syncd.guards import GuardInput, check_guards
+from syncd.mapping import Mapper, build_mapper
+from syncd.model import Document, Rejection, RunRecord, UnreadableRow
+from syncd.sources import Source, group_records, open_source
+from syncd.state.base import Staging, StateStore
+from syncd.targets import Target, open_target
+
+log = structlog.get_logger("syncd.run")
+
+CHUNK = 5000
+"""Documents staged and compared with state at a time."""
+MAX_DOCUMENT_BYTES = 1_000_000
+"""A mapped payload larger than this is rejected (no API documents a larger one)."""
+_UNSEEN_HASH = b""
+"""Staged for a product present in the source but rejected: it must not look deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What one run is asked to do."""
+
+    full: bool = False
+    """Full refresh: re-send everything in the mode that makes each target exactly right."""
+    full_reason: str = "full refresh requested (--full)"
+    targets: tuple[str, ...] = ()
+    """Only these targets (by name); empty: every enabled target."""
+    allow_deletes: bool = False
+    """Let deletes through a tripped size guard, once."""
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """How one target's run ended."""
+
+    target: str
+    kind: str
+    run_id: int | None
+    mode: str
+    mode_reason: str
+    outcome: str
+    created: int = 0
+    updated: int = 0
+    refreshed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    failed: int = 0
+    held: int = 0
+    requests: int = 0
+    retries: int = 0
+    duration_ms: int = 0
+    drift: int | None = None
+    error: str | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How a whole run ended: one report per target."""
+
+    targets: tuple[TargetReport, ...]
+    source_count: int
+    source_complete: bool
+    source_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.targets)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+@dataclass
+class _TargetRun:
+    """Mutable bookkeeping of one target during a run."""
+
+    config: TargetConfig
+    index: int
+    target: Target
+    mapper: Mapper
+    mode: str
+    mode_reason: str
+    state_count: int
+    held_rejections: dict[str, bytes | None]
+    staging: Staging | None = None
+    run_id: int | None = None
+    drift: int | None = None
+    notes: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    held_rejected: int = 0
+    unchanged: int = 0
+    chunk: list[Document] = field(default_factory=list)
+    error: str | None = None
+    outcome: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.mode == "full"
+
+
+def holder_id() -> str:
+    """Who holds a lease: host, process and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _LeaseKeeper:
+    """Holds the targets' leases and renews them in the background while a run lasts."""
+
+    def __init__(self, store: StateStore, holder: str, ttl: float, lost: threading.Event) -> None:
+        self._store = store
+        self._holder = holder
+        self._ttl = ttl
+        self._lost = lost
+        self._targets: list[str] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="syncd-lease", daemon=True)
+
+    def acquire(self, target: str) -> bool:
+        if self._store.acquire_lease(target, self._holder, self._ttl, time.time()):
+            self._targets.append(target)
+            return True
+        return False
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+        for target in self._targets:
+            try:
+                self._store.release_lease(target, self._holder)
+            except Exception:  # noqa: BLE001 (a lease left behind expires by itself)
+                log.warning("syncd.lease.release_failed", target=target)
+
+    def _renew(self) -> None:
+        while not self._done.wait(self._ttl / 3):
+            for target in list(self._targets):
+                try:
+                    held = self._store.renew_lease(target, self._holder, self._ttl, time.time())
+                except Exception:  # noqa: BLE001 (treated as lost: stop pushing)
+                    held = False
+                if not held:
+                    log.error("syncd.lease.lost", target=target)
+                    self._lost.set()
+
+
+def _select_targets(config: SyncdConfig, names: Sequence[str]) -> list[tuple[int, TargetConfig]]:
+    if names:
+        wanted = [config.target(name) for name in names]
+        return [(config.targets.index(t), t) for t in wanted]
+    return [(i, t) for i, t in enumerate(config.targets) if t.enabled]
+
+
+def _read(source: Source, config: SyncdConfig) -> Iterator[Any]:
+    items = source.read()
+    if config.source.group_by:
+        return group_records(items, config.source.group_by, config.source.group_into)
+    return items
+
+
+class Reconciler:
+    """Everything a run needs, wired once; ``plan`` and ``sync`` are the two entry points."""
+
+    def __init__(
+        self,
+        config: SyncdConfig,
+        store: StateStore,
+        *,
+        environ: Mapping[str, str] | None = None,
+        transports: Mapping[str, httpx.BaseTransport] | None = None,
+        clock: Clock | None = None,
+        events: Events | None = None,
+        stop: threading.Event | None = None,
+        source: Source | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._environ = os.environ if environ is None else environ
+        self._transports = transports or {}
+        self._clock = clock
+        self._events = events
+        self.stop = stop or threading.Event()
+        self._source = source
+
+    # -- the two entry points -------------------------------------------------------
+    def plan(self, options: RunOptions = RunOptions()) -> list[Plan]:
+        """What a run would send to each target, sending nothing and writing nothing."""
+        with ExitStack() as stack:
+            runs = self._open_runs(options, stack, leases=None)
+            plans, _, _ = self._plan_runs(runs, options)
+            return plans
+
+    def sync(self, options: RunOptions = RunOptions()) -> RunReport:
+        """One run: plan every target, then send and record."""
+        started = time.monotonic()
+        lost = threading.Event()
+        holder = holder_id()
+        with ExitStack() as stack:
+            leases = stack.enter_context(
+                _LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, lost)
+            )
+            runs = self._open_runs(options, stack, leases=leases, holder=holder)
+            plans, source_count, source_error = self._plan_runs(runs, options)
+            stop = self.stop
+            reports = []
+            for run, plan in zip(runs, plans, strict=True):
+                if lost.is_set():
+                    stop.set()
+                reports.append(self._execute(run, plan, started))
+            return RunReport(
+                tuple(reports), source_count, source_error is None, source_error
+            )
+
+    # -- opening ----------------------------------------------------------------------
+    def _open_runs(
+        self,
+        options: RunOptions,
+        stack: ExitStack,
+        *,
+        leases: _LeaseKeeper | None,
+        holder: str = "",
+    ) -> list[_TargetRun]:
+        runs: list[_TargetRun] = []
+        for index, config in _select_targets(self.config, options.targets):
+            api_key = resolve_secret(config.api_key_env, self._environ)
+            if api_key is None:
+                raise ConfigError(
+                    f"targets[{index}].api_key_env: environment variable "
+                    f"{config.api_key_env} is not set"
+                )
+            target = open_target(
+                config,
+                self.config.http,
+                api_key=api_key,
+                transport=self._transports.get(config.name),
+            )
+            stack.callback(target.close)
+            mapper = build_mapper(config, self.config.source.key)
+            state_count = self.store.count(config.name)
+            if options.full:
+                mode, reason = "full", options.full_reason
+            elif state_count == 0:
+                mode, reason = "full", "state holds nothing for this target: full refresh"
+            else:
+                mode, reason = "incremental", "only what changed since the last acknowledged push"
+            since = time.time() - config.rejection_backoff_s
+            run = _TargetRun(
+                config=config,
+                index=index,
+                target=target,
+                mapper=mapper,
+                mode=mode,
+                mode_reason=reason,
+                state_count=state_count,
+                held_rejections=self.store.held_rejections(config.name, since),
+            )
+            runs.append(run)
+            if leases is not None:
+                if not leases.acquire(config.name):
+                    other = self.store.lease_holder(config.name, time.time())
+                    run.outcome = "locked"
+                    run.error = f"another syncd ({other}) is running this target; not started"
+                    continue
+                self.store.mark_interrupted(config.name)
+                run.run_id = self.store.start_run(
+                    config.name, mode=mode, mode_reason=reason, holder=holder
+                )
+            try:
+                info = target.inspect()
+            except TargetFatalError as exc:
+                run.outcome, run.error = "failed", str(exc)
+                continue
+            if info.count is not None and info.count != state_count:
+                run.drift = info.count - state_count
+                run.notes.append(
+                    f"drift: the target holds {info.count} products, state says {state_count}; "
+                    "a full refresh repairs it"
+                )
+                log.warning(
+                    "syncd.target.drift_detected",
+                    target=config.name,
+                    target_count=info.count,
+                    state_count=state_count,
+                )
+            run.staging = self.store.begin_staging(config.name)
+            stack.callback(run.staging.close)
+        return runs
+
+    # -- reading and planning ---------------------------------------------------------
+    def _plan_runs(
+        self, runs: list[_TargetRun], options: RunOptions
+    ) -> tuple[list[Plan], int, str | None]:
+        active = [run for run in runs if run.outcome is None]
+        count = 0
+        unreadable: list[UnreadableRow] = []
+        source_error: str | None = None
+        source = self._source or open_source(self.config.source, self.config.http)
+        if active:
+            try:
+                for item in _read(source, self.config):
+                    if isinstance(item, UnreadableRow):
+                        unreadable.append(item)
+                        continue
+                    count += 1
+                    for run in active:
+                        self._map_one(run, item, count)
+                for run in active:
+                    self._flush_chunk(run)
+            except SourceError as exc:
+                source_error = str(exc)
+                for run in active:
+                    self._flush_chunk(run)
+            if source_error is None and count < self.config.source.min_records:
+                source_error = (
+                    f"the source returned {count} records, fewer than "
+                    f"source.min_records={self.config.source.min_records}"
+                )
+            if source_error is None and unreadable:
+                first = unreadable[0]
+                source_error = (
+                    f"{len(unreadable)} source rows could not be parsed (first: {first.place}: "
+                    f"{first.reason}); their products can't be told from deleted ones"
+                )
+            log.info(
+                "syncd.source.read",
+                source=source.describe(),
+                records=count,
+                complete=source_error is None,
+                error=source_error,
+            )
+        plans = [self._plan_one(run, count, source_error, unreadable, options) for run in runs]
+        return plans, count, source_error
+
+    def _map_one(self, run: _TargetRun, record: dict[str, Any], ordinal: int) -> None:
+        try:
+            document = run.mapper.map(record)
+            run.target.validate(document.key, document.payload)
+            if len(document.canonical) > MAX_DOCUMENT_BYTES:
+                raise RecordError(
+                    f"payload is {len(document.canonical)} bytes, over {MAX_DOCUMENT_BYTES}",
+                    key=document.key,
+                )
+        except RecordError as exc:
+            key = exc.key
+            reason = f"record {ordinal}: {exc}"
+            run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
+            if key:
+                run.chunk.append(Document(key, {}, b"", _UNSEEN_HASH))
+        else:
+            run.chunk.append(document)
+        if len(run.chunk) >= CHUNK:
+            self._flush_chunk(run)
+
+    def _flush_chunk(self, run: _TargetRun) -> None:
+        if not run.chunk or run.staging is None:
+            run.chunk = []
+            return
+        entries = [(document.key, document.hash) for document in run.chunk]
+        differing = run.staging.compare(entries)
+        documents = {d.key: d for d in run.chunk if d.hash != _UNSEEN_HASH}
+        changes = diff_chunk(documents, differing, full=run.full)
+        run.unchanged += sum(1 for key in documents if key not in differing)
+        for change in changes:
+            held_hash = run.held_rejections.get(change.key, _UNSEEN_HASH)
+            if change.document is not None and held_hash == change.document.hash:
+                run.held_rejected += 1  # refused before, unchanged since: wait out the back-off
+                continue
+            run.changes.append(change)
+        run.chunk = []
+
+    def _plan_one(
+        self,
+        run: _TargetRun,
+        source_count: int,
+        source_error: str | None,
+        unreadable: Sequence[UnreadableRow],
+        options: RunOptions,
+    ) -> Plan:
+        kind = run.target.kind
+        if run.outcome is not None or run.staging is None:
+            return Plan(run.config.name, kind, run.mode, run.mode_reason, (), 0)
+        staging = run.staging
+        duplicates = set(staging.duplicates())
+        if duplicates:
+            run.changes = [c for c in run.changes if c.key not in duplicates]
+            run.rejections.extend(
+                Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
+                for key in sorted(duplicates)
+            )
+        deletes = deletes_of(staging.unseen()) if source_error is None else []
+        verdict = check_guards(
+            GuardInput(
+                source_complete=source_error is None,
+                source_error=source_error,
+                source_count=source_count,
+                last_source_count=self.store.last_complete_source_count(run.config.name),
+                state_count=run.state_count,
+                deletes=len(deletes),
+            ),
+            run.config.guards,
+            target_path=f"targets[{run.index}]",
+            allow_deletes=options.allow_deletes,
+        )
+        planned = run.target.plan(
+            run.changes, deletes, full=run.full, deletes_allowed=verdict.allowed
+        )
+        if source_error is not None and run.full:
+            run.notes.append("source read incomplete: full refresh limited to what was read")
+        return Plan(
+            target=run.config.name,
+            kind=kind,
+            mode=run.mode,
+            mode_reason=run.mode_reason,
+            operations=planned.operations,
+            unchanged=run.unchanged,
+            rejected=tuple(run.rejections),
+            held=planned.held,
+            guard=verdict if (planned.held or not verdict.allowed or verdict.overridden) else GuardVerdict(True),
+            source_count=source_count,
+            source_complete=source_error is None,
+            state_count=run.state_count,
+            notes=tuple(run.notes) + planned.notes,
+        )
+
+    # -- sending ---------------------------------------------------------------------
+    def _execute(self, run: _TargetRun, plan: Plan, started: float) -> TargetReport:
+        config = run.config
+        name = config.name
+        structlog.contextvars.bind_contextvars(target=name, run_id=run.run_id)
+        try:
+            if run.outcome is not None:
+                return self._finish(run, plan, Execution(), started, run.outcome, run.error)
+            upserts: list[tuple[str, bytes, bytes]] = []
+            deletes: list[str] = []
+
+            def on_ack(operation: Operation) -> None:
+                for change in operation.changes:
+                    if change.kind is ChangeKind.DELETE:
+                        deletes.append(change.key)
+                    elif change.document is not None:
+                        document = change.document
+                        upserts.append((document.key, document.hash, document.canonical))
+
+            def flush() -> None:
+                if upserts or deletes:
+                    self.store.apply_acks(name, upserts, deletes)
+                    upserts.clear()
+                    deletes.clear()
+
+            executor = Executor(
+                run.target,
+                concurrency=config.concurrency,
+                rate_limit_per_s=config.rate_limit_per_s,
+                retry=config.retry,
+                clock=self._clock,
+                events=self._events,
+                stop=self.stop,
+                grace_s=self.config.schedule.shutdown_grace_s,
+            )
+            execution = executor.run(plan.operations, on_ack, flush)
+            if execution.fatal:
+                outcome, error = "failed", execution.fatal
+            elif not plan.source_complete:
+                outcome, error = "failed", f"source read failed: {plan.guard.reasons[0] if plan.guard.reasons else ''}"
+            elif execution.interrupted:
+                outcome, error = "interrupted", "stopped before every request was sent"
+            elif not plan.guard.allowed:
+                outcome, error = "blocked", "; ".join(plan.guard.reasons)
+            elif execution.failed:
+                outcome, error = "partial", (
+                    f"{execution.failed} products still failing after retries "
+                    f"(last: {execution.last_error}); they are re-sent next run"
+                )
+            else:
+                outcome, error = "ok", None
+            return self._finish(run, plan, execution, started, outcome, error)
+        finally:
+            structlog.contextvars.unbind_contextvars("target", "run_id")
+
+    def _finish(
+        self,
+        run: _TargetRun,
+        plan: Plan,
+        execution: Execution,
+        started: float,
+        outcome: str,
+        error: str | None,
+    ) -> TargetReport:
+        name = run.config.name
+        now = time.time()
+        rejections = list(plan.rejected) + execution.rejections
+        if run.run_id is not None:
+            if rejections:
+                self.store.record_rejections(name, rejections, now)
+            if plan.source_complete and outcome != "locked":
+                keep = {r.key for r in rejections} | set(run.held_rejections)
+                self.store.prune_rejections(name, keep)
+        acked = execution.acked
+        report = TargetReport(
+            target=name,
+            kind=run.target.kind,
+            run_id=run.run_id,
+            mode=run.mode,
+            mode_reason=run.mode_reason,
+            outcome=outcome,
+            created=acked["create"],
+            updated=acked["update"],
+            refreshed=acked["refresh"],
+            deleted=acked["delete"],
+            unchanged=plan.unchanged,
+            rejected=len(rejections) + run.held_rejected,
+            failed=execution.failed + execution.not_sent,
+            held=len(plan.held),
+            requests=execution.requests,
+            retries=execution.retries,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            drift=run.drift,
+            error=error,
+            plan=plan.summary(),
+        )
+        if run.run_id is not None:
+            self.store.finish_run(
+                RunRecord(
+                    id=run.run_id,
+                    target=name,
+                    started_at=now - report.duration_ms / 1000,
+                    finished_at=now,
+                    mode=run.mode,
+                    mode_reason=run.mode_reason,
+                    outcome=outcome,
+                    created=report.created,
+                    updated=report.updated + report.refreshed,
+                    deleted=report.deleted,
+                    unchanged=report.unchanged,
+                    rejected=report.rejected,
+                    failed=report.failed,
+                    held=report.held,
+                    requests=report.requests,
+                    retries=report.retries,
+                    source_count=plan.source_count,
+                    source_complete=plan.source_complete,
+                    drift=run.drift,
+                    error=error,
+                )
+            )
+        level = "info" if outcome == "ok" else "warning" if outcome in ("partial", "blocked") else "error"
+        getattr(log, level)(
+            "syncd.run.finished",
+            target=name,
+            kind=report.kind,
+            outcome=outcome,
+            mode=run.mode,
+            mode_reason=run.mode_reason,
+            created=report.created,
+            updated=report.updated,
+            refreshed=report.refreshed,
+            deleted=report.deleted,
+            unchanged=report.unchanged,
+            rejected=report.rejected,
+            failed=report.failed,
+            held=report.held,
+            requests=report.requests,
+            retries=report.retries,
+            drift=run.drift,
+            duration_ms=report.duration_ms,
+            error=error,
+        )
+        return report
+
+
+def reconcile_once(
+    config: SyncdConfig, store: StateStore, options: RunOptions = RunOptions(), **kwargs: Any
+) -> RunReport:
+    """One run over every selected target (see ``Reconciler``)."""
+    return Reconciler(config, store, **kwargs).sync(options)
+
+
+__all__ = ["Reconciler", "RunOptions", "RunReport", "TargetReport", "reconcile_once"]

@@ -1,0 +1,50 @@
+"""Plain-text rendering of plans and run reports for the terminal (JSON is left to callers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from syncd.diff import Plan
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A left-aligned text table."""
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_plan(plan: Plan, sample: int = 5) -> str:
+    """What one target's plan would send, and why."""
+    summary = plan.summary(sample)
+    out = [
+        f"target {plan.target} ({plan.kind}): {plan.mode} — {plan.mode_reason}",
+        f"  source: {plan.source_count} records"
+        + ("" if plan.source_complete else " (read INCOMPLETE)")
+        + f"; state: {plan.state_count} products; unchanged: {plan.unchanged}",
+    ]
+    if summary["requests"]:
+        out.append("  requests:")
+        for name, entry in summary["requests"].items():
+            out.append(
+                f"    {name}: {entry['requests']} requests, {entry['products']} products"
+            )
+            for item in entry["samples"]:
+                out.append(f"      {item['key']}: {item['reason']}")
+    else:
+        out.append("  requests: none — the target is in line with the source")
+    for note in plan.notes:
+        out.append(f"  note: {note}")
+    if plan.rejected:
+        out.append(f"  rejected: {len(plan.rejected)} products")
+        for rejection in plan.rejected[:sample]:
+            out.append(f"    {rejection.key}: {rejection.reason}")
+    if plan.held:
+        out.append(f"  HELD: {len(plan.held)} deletes not sent")
+    for reason in plan.guard.reasons:
+        prefix = "guard overridden" if plan.guard.overridden else "guard"
+        out.append(f"  {prefix}: {reason}")
+    return "\n".join(out)

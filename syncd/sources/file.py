@@ -1,0 +1,274 @@
+"""The file source: a catalog export on disk in JSON Lines, JSON or CSV.
+
+JSON Lines and CSV stream line by line in bounded memory. A whole-document JSON file
+is the exception: it is parsed at once (the standard library has no streaming JSON
+parser), so its size is bounded by memory; prefer JSON Lines for big catalogs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from syncd.config import FileSourceConfig
+from syncd.errors import SourceError
+from syncd.model import SourceItem, UnreadableRow
+
+Format = Literal["jsonl", "json", "csv"]
+
+_EXTENSIONS: dict[str, Format] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+}
+_BOM = codecs.BOM_UTF8
+_PROBE = '\n\r,;"{}[]:az09'
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` refusing NaN and Infinity, which no target accepts."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _ascii_compatible(codec: str) -> bool:
+    """Whether lines can be split on ``\\n`` bytes before decoding (UTF-8, Latin-1, ...)."""
+    try:
+        return _PROBE.encode("ascii").decode(codec) == _PROBE
+    except UnicodeDecodeError:
+        return False
+
+
+class _Lines:
+    """The decoded lines of a text file, counting them (1-based) as they are taken."""
+
+    def __init__(self, path: Path, encoding: str) -> None:
+        self.path = path
+        self.encoding = encoding
+        self.count = 0
+        self.last_ended = True
+        """Whether the last line taken ended with a newline (False: the file's cut-off tail)."""
+        self.done = False
+        """Whether every line has been taken."""
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            codec = codecs.lookup(self.encoding).name
+        except LookupError:
+            raise SourceError(f"{self.path}: unknown encoding {self.encoding!r}") from None
+        try:
+            if _ascii_compatible(codec):
+                yield from self._split_bytes(codec)
+            else:
+                yield from self._split_text()
+            self.done = True
+        except OSError as exc:
+            raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+
+    def _split_bytes(self, codec: str) -> Iterator[str]:
+        strip_bom = codec == "utf-8-sig"
+        decode_as = "utf-8" if strip_bom else codec
+        offset = 0
+        with self.path.open("rb") as handle:
+            for raw in handle:
+                start = offset
+                offset += len(raw)
+                if strip_bom and self.count == 0 and raw.startswith(_BOM):
+                    raw = raw[len(_BOM) :]
+                    start += len(_BOM)
+                self.count += 1
+                try:
+                    text = raw.decode(decode_as)
+                except UnicodeDecodeError as exc:
+                    raise SourceError(
+                        f"{self.path}: line {self.count} (byte {start + exc.start}) is not valid "
+                        f"{self.encoding}: {exc.reason}"
+                    ) from exc
+                self.last_ended = text.endswith("\n")
+                yield text
+
+    def _split_text(self) -> Iterator[str]:
+        with self.path.open(encoding=self.encoding, newline="") as handle:
+            try:
+                for text in handle:
+                    self.count += 1
+                    self.last_ended = text.endswith(("\n", "\r"))
+                    yield text
+            except UnicodeDecodeError as exc:
+                raise SourceError(
+                    f"{self.path}: not valid {self.encoding} near line {self.count + 1}: "
+                    f"{exc.reason}"
+                ) from exc
+
+
+def _walk(document: Any, dotted: str) -> Any:
+    """The value at a dotted path (list items by index); ``KeyError`` naming the missing part."""
+    value = document
+    walked: list[str] = []
+    for part in dotted.split("."):
+        walked.append(part)
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(".".join(walked))
+    return value
+
+
+class FileSource:
+    """Reads a JSON Lines, JSON or CSV export (format by extension unless configured)."""
+
+    def __init__(self, config: FileSourceConfig) -> None:
+        self.config = config
+        self.path = config.path
+
+    @property
+    def format(self) -> Format:
+        """The file's format: configured, or picked by its extension."""
+        if self.config.format != "auto":
+            return self.config.format
+        found = _EXTENSIONS.get(self.path.suffix.lower())
+        if found is None:
+            raise SourceError(
+                f"{self.path}: cannot tell the format from the extension "
+                f"{self.path.suffix or '(none)'!r}; set source.format to jsonl, json or csv"
+            )
+        return found
+
+    def describe(self) -> str:
+        return f"file {self.path} ({self.config.format})"
+
+    def read(self) -> Iterator[SourceItem]:
+        """Yield the file's records; every failure is raised while iterating."""
+        fmt = self.format
+        if not self.path.is_file():
+            what = "is not a file" if self.path.exists() else "does not exist"
+            raise SourceError(f"{self.path}: {what}")
+        if fmt == "jsonl":
+            yield from self._read_jsonl()
+        elif fmt == "json":
+            yield from self._read_json()
+        else:
+            yield from self._read_csv()
+
+    # ----------------------------------------------------------------------------------
+
+    def _read_jsonl(self) -> Iterator[SourceItem]:
+        lines = _Lines(self.path, self.config.encoding)
+        for text in lines:
+            if not text.strip():
+                continue
+            place = f"line {lines.count}"
+            try:
+                value = _loads(text)
+            except ValueError as exc:
+                if not lines.last_ended:
+                    raise SourceError(
+                        f"{self.path}: the last line ({lines.count}) is cut short without a "
+                        "newline: the file looks truncated"
+                    ) from exc
+                yield UnreadableRow(place, f"not JSON: {exc}")
+                continue
+            if isinstance(value, dict):
+                yield value
+            else:
+                yield UnreadableRow(place, f"a JSON {type(value).__name__}, not an object")
+
+    def _read_json(self) -> Iterator[SourceItem]:
+        data = self._read_bytes()
+        encoding = self.config.encoding
+        bom = 0
+        if codecs.lookup(encoding).name == "utf-8-sig" and data.startswith(_BOM):
+            data, bom, encoding = data[len(_BOM) :], len(_BOM), "utf-8"
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise SourceError(
+                f"{self.path}: line {line} (byte {bom + exc.start}) is not valid "
+                f"{self.config.encoding}: {exc.reason}"
+            ) from exc
+        del data
+        try:
+            document = _loads(text)
+        except json.JSONDecodeError as exc:
+            ending = text.rstrip()[-1:]
+            hint = "" if ending in ("]", "}") else " (the file looks truncated)"
+            raise SourceError(
+                f"{self.path}: not valid JSON at line {exc.lineno} column {exc.colno}: "
+                f"{exc.msg}{hint}"
+            ) from exc
+        except ValueError as exc:
+            raise SourceError(f"{self.path}: not valid JSON: {exc}") from exc
+        del text
+        records_path = self.config.records_path
+        if records_path:
+            try:
+                document = _walk(document, records_path)
+            except KeyError as exc:
+                raise SourceError(
+                    f"{self.path}: records_path {records_path!r} not found "
+                    f"(no {exc.args[0]!r} in the document)"
+                ) from None
+        where = records_path or "the document root"
+        if not isinstance(document, list):
+            raise SourceError(
+                f"{self.path}: {where} is a JSON {type(document).__name__}, not an array of records"
+            )
+        for index, value in enumerate(document):
+            if isinstance(value, dict):
+                yield value
+            else:
+                yield UnreadableRow(
+                    f"item {index}", f"a JSON {type(value).__name__}, not an object"
+                )
+
+    def _read_bytes(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+
+    def _read_csv(self) -> Iterator[SourceItem]:
+        lines = _Lines(self.path, self.config.encoding)
+        reader = csv.reader(lines, delimiter=self.config.csv_delimiter, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise SourceError(f"{self.path}: empty CSV file, not even a header line") from None
+        except csv.Error as exc:
+            raise SourceError(f"{self.path}: line {lines.count}: bad CSV header: {exc}") from exc
+        width = len(header)
+        while True:
+            first_line = lines.count + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if lines.done:
+                    raise SourceError(
+                        f"{self.path}: a quoted field opened at line {first_line} never closes: "
+                        "the file looks truncated"
+                    ) from exc
+                yield UnreadableRow(f"line {first_line}", f"bad CSV: {exc}")
+                continue
+            if not row:
+                continue
+            if len(row) != width:
+                more_or_fewer = "more" if len(row) > width else "fewer"
+                yield UnreadableRow(
+                    f"line {first_line}",
+                    f"{len(row)} fields, {more_or_fewer} than the {width} of the header",
+                )
+                continue
+            yield dict(zip(header, row, strict=True))

@@ -1,0 +1,327 @@
+"""The HTTP source: a paginated JSON API of the backend, read one page at a time.
+
+Owns the pagination styles (none, page, offset, cursor, next_url, link), the source's
+auth, per-page retries with backoff, and the checks that make a partial read fail
+loudly: bad pages, vanished pages, pagination loops and a disagreeing total.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret
+from syncd.errors import SourceError
+from syncd.httpclient import make_client
+from syncd.model import SourceItem, UnreadableRow
+
+BACKOFF_INITIAL_S = 0.5
+"""First wait before retrying a page; doubles on each try (with jitter)."""
+BACKOFF_MAX_S = 30.0
+"""Longest wait between two tries of a page."""
+RETRY_AFTER_MAX_S = 300.0
+"""Longest ``Retry-After`` honoured; a longer one is cut to this."""
+
+_RETRIABLE_STATUS = frozenset({408, 425, 429})
+_MISSING = object()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _walk(body: Any, dotted: str) -> Any:
+    """The value at a dotted path, or ``_MISSING``."""
+    value = body
+    for part in dotted.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
+
+
+def _safe_url(url: str | httpx.URL) -> str:
+    """A URL without user information, for messages."""
+    parts = urlsplit(str(url))
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+@dataclass
+class _Page:
+    """Where the next request goes: its URL and the query parameters to add."""
+
+    number: int
+    url: str
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class HttpSource:
+    """Reads the catalog from a paginated JSON API."""
+
+    def __init__(
+        self,
+        config: HttpSourceConfig,
+        http: HttpConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.http = http
+        self._transport = transport
+        self._sleep = sleep
+
+    def describe(self) -> str:
+        return f"http {_safe_url(self.config.url)} ({self.config.pagination.style} pagination)"
+
+    # ----------------------------------------------------------------------------------
+    # Auth
+
+    def _secret(self, env_name: str | None, what: str) -> str:
+        if not env_name:
+            raise SourceError(f"source.auth.{what}: missing (needed by {self.config.auth.kind})")
+        value = resolve_secret(env_name)
+        if value is None:
+            raise SourceError(f"source.auth.{what}: environment variable {env_name} is not set")
+        return value
+
+    def _client(self) -> tuple[httpx.Client, str | None]:
+        """The client, and the secret to keep out of messages."""
+        auth = self.config.auth
+        headers: dict[str, str] = {}
+        basic: httpx.Auth | None = None
+        secret: str | None = None
+        if auth.kind == "bearer":
+            secret = self._secret(auth.token_env, "token_env")
+            headers["Authorization"] = f"Bearer {secret}"
+        elif auth.kind == "header":
+            secret = self._secret(auth.token_env, "token_env")
+            headers[auth.header] = secret
+        elif auth.kind == "basic":
+            secret = self._secret(auth.password_env, "password_env")
+            basic = httpx.BasicAuth(auth.username or "", secret)
+        client = make_client(
+            self.http,
+            headers=headers,
+            timeout_s=self.config.timeout_s,
+            max_connections=1,
+            auth=basic,
+            transport=self._transport,
+        )
+        return client, secret
+
+    def _auth_hint(self) -> str:
+        auth = self.config.auth
+        if auth.kind in ("bearer", "header"):
+            return f"check the token in ${auth.token_env}"
+        if auth.kind == "basic":
+            return f"check source.auth.username and the password in ${auth.password_env}"
+        return "the API wants credentials: configure source.auth"
+
+    # ----------------------------------------------------------------------------------
+    # Reading
+
+    def read(self) -> Iterator[SourceItem]:
+        """Yield every page's records in order; every failure is raised while iterating."""
+        client, secret = self._client()
+        with client:
+            yield from self._pages(client, secret)
+
+    def _pages(self, client: httpx.Client, secret: str | None) -> Iterator[SourceItem]:
+        config = self.config
+        pagination = config.pagination
+        style = pagination.style
+        page: _Page | None = _Page(1, config.url, dict(config.params))
+        position = pagination.first_page if style == "page" else 0
+        seen: set[str] = set()
+        previous_digest = b""
+        count = 0
+        total: Any = _MISSING
+        while page is not None:
+            if page.number > pagination.max_pages:
+                raise SourceError(
+                    f"{self.describe()}: more than {pagination.max_pages} pages; a pagination "
+                    "loop? (raise source.pagination.max_pages if the catalog is that big)"
+                )
+            if style == "page":
+                page.params[pagination.page_param] = str(position)
+                page.params[pagination.size_param] = str(pagination.page_size)
+            elif style == "offset":
+                page.params[pagination.offset_param] = str(position)
+                page.params[pagination.size_param] = str(pagination.page_size)
+            response = self._fetch(client, page, secret)
+            where = f"{self.describe()}: page {page.number} ({_safe_url(response.url)})"
+            body = self._json(response, where)
+            records = body if config.records_path is None else _walk(body, config.records_path)
+            if records is _MISSING:
+                raise SourceError(f"{where}: no {config.records_path!r} in the body")
+            if not isinstance(records, list):
+                raise SourceError(
+                    f"{where}: {config.records_path or 'the body'} is a JSON "
+                    f"{type(records).__name__}, not an array of records"
+                )
+            digest = hashlib.blake2b(response.content, digest_size=16).digest()
+            if records and digest == previous_digest:
+                raise SourceError(f"{where}: the same page again; the API ignores the pagination")
+            previous_digest = digest
+            if pagination.total_path is not None:
+                found = _walk(body, pagination.total_path)
+                if found is not _MISSING:
+                    total = found
+            for index, item in enumerate(records):
+                if isinstance(item, dict):
+                    yield item
+                else:
+                    yield UnreadableRow(
+                        f"page {page.number} item {index}",
+                        f"a JSON {type(item).__name__}, not an object",
+                    )
+            count += len(records)
+            page = self._next(page, response, body, records, seen, where)
+            if style in ("page", "offset"):
+                position += 1 if style == "page" else len(records)
+        if pagination.total_path is not None:
+            self._check_total(total, count)
+
+    def _next(
+        self,
+        page: _Page,
+        response: httpx.Response,
+        body: Any,
+        records: list[Any],
+        seen: set[str],
+        where: str,
+    ) -> _Page | None:
+        """The page after this one, or None at the end."""
+        pagination = self.config.pagination
+        style = pagination.style
+        number = page.number + 1
+        if style == "none":
+            return None
+        if style in ("page", "offset"):
+            if len(records) < pagination.page_size:
+                return None
+            return _Page(number, page.url, dict(page.params))
+        if style == "link":
+            target = response.links.get("next", {}).get("url")
+        else:
+            found = _walk(body, pagination.next_path)
+            target = None if found is _MISSING or found in (None, "") else str(found)
+        if not target:
+            return None
+        if style != "cursor":
+            seen.add(str(response.url))
+            target = urljoin(str(response.url), target)
+        if target in seen:
+            raise SourceError(
+                f"{where}: next {style} {target!r} was already read: a pagination loop"
+            )
+        seen.add(target)
+        if style == "cursor":
+            params = dict(self.config.params)
+            params[pagination.cursor_param] = target
+            return _Page(number, self.config.url, params)
+        url = target
+        present = {key for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+        params = {k: v for k, v in self.config.params.items() if k not in present}
+        return _Page(number, url, params)
+
+    def _check_total(self, total: Any, count: int) -> None:
+        path = self.config.pagination.total_path
+        if total is _MISSING:
+            raise SourceError(f"{self.describe()}: no page had a total at {path!r}")
+        if isinstance(total, bool) or not isinstance(total, int | float | str):
+            raise SourceError(f"{self.describe()}: the total at {path!r} is not a number")
+        try:
+            expected = int(total)
+        except ValueError:
+            raise SourceError(f"{self.describe()}: the total at {path!r} is not a number") from None
+        if expected != count:
+            raise SourceError(
+                f"{self.describe()}: the API announced {expected} records ({path}) "
+                f"but {count} were read"
+            )
+
+    # ----------------------------------------------------------------------------------
+    # One page, with retries
+
+    def _fetch(self, client: httpx.Client, page: _Page, secret: str | None) -> httpx.Response:
+        attempts = self.config.max_attempts
+        where = f"{self.describe()}: page {page.number} ({_safe_url(page.url)})"
+        for attempt in range(1, attempts + 1):
+            wait: float | None = None
+            try:
+                response = client.get(page.url, params=page.params)
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                raise SourceError(f"{where}: {exc}") from exc
+            except httpx.TransportError as exc:
+                if attempt == attempts:
+                    raise SourceError(
+                        f"{where}: {exc.__class__.__name__} after {attempts} attempts: {exc}"
+                    ) from exc
+            else:
+                status = response.status_code
+                if status < 300:
+                    return response
+                if status not in _RETRIABLE_STATUS and status < 500:
+                    raise SourceError(self._status_message(where, response, secret))
+                if attempt == attempts:
+                    raise SourceError(
+                        f"{self._status_message(where, response, secret)} after {attempts} attempts"
+                    )
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+            if wait is None:
+                delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (attempt - 1))
+                wait = delay / 2 + random.uniform(0, delay / 2)
+            self._sleep(min(wait, RETRY_AFTER_MAX_S))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _status_message(self, where: str, response: httpx.Response, secret: str | None) -> str:
+        status = response.status_code
+        message = f"{where}: HTTP {status} {response.reason_phrase}".rstrip()
+        if status in (401, 403):
+            return f"{message}; {self._auth_hint()}"
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            return f"{message} to {_safe_url(location)!r}; configure the final URL"
+        snippet = response.text[:200].strip()
+        if secret:
+            snippet = snippet.replace(secret, "***")
+        return f"{message}: {snippet}" if snippet else message
+
+    def _json(self, response: httpx.Response, where: str) -> Any:
+        try:
+            return json.loads(response.content, parse_constant=_reject_constant)
+        except ValueError as exc:
+            kind = response.headers.get("Content-Type", "no content type")
+            raise SourceError(f"{where}: the body is not valid JSON ({kind}): {exc}") from exc

@@ -1,0 +1,235 @@
+"""The SQL source: one query (or table) read through SQLAlchemy, streamed, read-only.
+
+Rows stream from a server-side cursor (psycopg named cursor, PyMySQL ``SSCursor``;
+SQLite steps its cursor lazily) inside a read-only transaction with a statement
+timeout where the database has one (PostgreSQL, MariaDB/MySQL; SQLite has none and
+is opened read-only with ``query_only`` instead). One engine per read, disposed after.
+
+Values become JSON-friendly, so every database yields the same record for the same
+data: ``Decimal`` → ``int`` when it has no fractional digits (``NUMERIC(10,0)`` keys),
+else ``float`` when the float prints back as the same number (``19.90`` → ``19.9``),
+else ``str`` (precision beyond a double is kept, the mapping's ``number`` type parses
+it); NaN/infinite numbers → ``None``; datetimes, dates and times → ISO 8601 strings
+(naive ones stay naive); ``timedelta`` → seconds (float); ``bytes`` → lowercase hex
+(binary UUID keys stay usable); ``UUID`` and other unknown types → ``str``. JSON columns
+parsed by the driver (PostgreSQL json/jsonb, arrays) stay nested; MariaDB returns JSON
+columns as text, and ``TINYINT(1)`` as 0/1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from syncd.config import SqlSourceConfig, resolve_secret
+from syncd.errors import SourceError
+from syncd.model import Record, SourceItem
+
+_PG_QUERY_CANCELED = "57014"
+_MYSQL_TIMEOUT_CODES = frozenset({1969, 3024})
+"""MariaDB ``max_statement_time`` exceeded; MySQL ``max_execution_time`` exceeded."""
+
+
+def plain_value(value: Any) -> Any:
+    """A database value as a JSON-friendly one (see the module docstring)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, decimal.Decimal):
+        return _plain_decimal(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_value(v) for v in value]
+    return str(value)
+
+
+def _plain_decimal(value: decimal.Decimal) -> Any:
+    if not value.is_finite():
+        return None
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= 0:
+        return int(value)
+    as_float = float(value)
+    if decimal.Decimal(repr(as_float)) == value:
+        return as_float
+    return str(value)
+
+
+class SqlSource:
+    """Reads the catalog from a SQL query or table."""
+
+    def __init__(
+        self, config: SqlSourceConfig, *, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.config = config
+        self._environ = environ
+
+    # ----------------------------------------------------------------------------------
+    # The URL, with its secrets
+
+    def _secret(self, env_name: str, what: str) -> str:
+        value = resolve_secret(env_name, self._environ)
+        if value is None:
+            raise SourceError(f"{what}: environment variable {env_name} is not set")
+        return value
+
+    def _url(self) -> URL:
+        config = self.config
+        if config.url_env is not None:
+            raw = self._secret(config.url_env, "source.url_env")
+            where = f"the URL in {config.url_env}"
+        else:
+            raw = config.url or ""
+            where = "source.url"
+        try:
+            url = sa.make_url(raw)
+        except (sa.exc.ArgumentError, ValueError):
+            # The library's message repeats the URL, password included: not chained.
+            raise SourceError(f"{where} is not a valid SQLAlchemy URL") from None
+        if config.password_env is not None:
+            url = url.set(password=self._secret(config.password_env, "source.password_env"))
+        return url
+
+    def _password(self) -> str | None:
+        try:
+            password = self._url().password
+        except SourceError:
+            return None
+        return None if password is None else str(password)
+
+    def describe(self) -> str:
+        what = f"table {self.config.table}" if self.config.table else "query"
+        try:
+            url = self._url().render_as_string(hide_password=True)
+        except SourceError:
+            url = f"(URL from ${self.config.url_env})" if self.config.url_env else "(bad URL)"
+        return f"sql {url} {what}"
+
+    # ----------------------------------------------------------------------------------
+    # Reading
+
+    def read(self) -> Iterator[SourceItem]:
+        """Stream the rows as records; every failure is raised while iterating."""
+        url = self._url()
+        try:
+            engine = _create_engine(url, self.config)
+        except sa.exc.NoSuchModuleError as exc:
+            raise SourceError(
+                f"{self.describe()}: no database driver for {url.drivername}"
+            ) from exc
+        except (sa.exc.ArgumentError, TypeError, ValueError) as exc:
+            raise SourceError(
+                f"{self.describe()}: unusable URL ({exc.__class__.__name__})"
+            ) from None
+        try:
+            with engine.connect() as conn, conn.begin():
+                _start_read_only(conn, self.config.statement_timeout_s)
+                yield from self._rows(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._translate(exc) from exc
+        finally:
+            engine.dispose()
+
+    def _statement(self, conn: Connection) -> sa.TextClause:
+        if self.config.query is not None:
+            return sa.text(self.config.query)
+        preparer = conn.dialect.identifier_preparer
+        assert self.config.table is not None
+        name = ".".join(preparer.quote(part) for part in self.config.table.split("."))
+        return sa.text(f"SELECT * FROM {name}")
+
+    def _rows(self, conn: Connection) -> Iterator[Record]:
+        streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)
+        result = streaming.execute(self._statement(conn))
+        keys = list(result.keys())
+        duplicated = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicated:
+            result.close()
+            raise SourceError(
+                f"{self.describe()}: the query returns column {duplicated[0]!r} more than once; "
+                "give each column its own name (AS ...)"
+            )
+        for row in result:
+            yield {key: plain_value(value) for key, value in zip(keys, row, strict=True)}
+
+    def _translate(self, exc: sa.exc.SQLAlchemyError) -> SourceError:
+        where = self.describe()
+        orig = getattr(exc, "orig", None)
+        if orig is not None and _is_timeout(orig):
+            return SourceError(
+                f"{where}: statement timeout exceeded: a statement ran longer than "
+                f"{self.config.statement_timeout_s:g} s (source.statement_timeout_s)"
+            )
+        cause = orig if orig is not None else exc
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        password = self._password()
+        if password:
+            message = message.replace(password, "***")
+        return SourceError(f"{where}: {cause.__class__.__name__}: {message}")
+
+
+def _is_timeout(orig: BaseException) -> bool:
+    if getattr(orig, "sqlstate", None) == _PG_QUERY_CANCELED:
+        return True
+    args: tuple[Any, ...] = orig.args
+    return bool(args) and args[0] in _MYSQL_TIMEOUT_CODES
+
+
+def _create_engine(url: URL, config: SqlSourceConfig) -> Engine:
+    connect_args: dict[str, Any] = {}
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        url = _sqlite_read_only(url)
+    elif backend in ("postgresql", "mysql", "mariadb") and "connect_timeout" not in url.query:
+        # libpq takes whole seconds (at least 2); PyMySQL takes at least 1.
+        connect_args["connect_timeout"] = max(2, math.ceil(config.connect_timeout_s))
+    return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
+def _sqlite_read_only(url: URL) -> URL:
+    """A file database opened read-only through a SQLite URI (no empty file is created)."""
+    database = url.database
+    if (
+        not database
+        or database == ":memory:"
+        or url.query.get("uri")
+        or database.startswith("file:")
+    ):
+        return url
+    path = quote(str(Path(database).absolute()))
+    return url.set(database=f"file:{path}", query={**url.query, "mode": "ro", "uri": "true"})
+
+
+def _start_read_only(conn: Connection, timeout_s: float) -> None:
+    """Make the transaction read-only and bound each statement's time, per database."""
+    dialect = conn.dialect
+    if dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
+    elif dialect.name in ("mysql", "mariadb"):
+        if getattr(dialect, "is_mariadb", False):
+            conn.exec_driver_sql(f"SET SESSION max_statement_time = {timeout_s:.3f}")
+        else:
+            ms = max(1, round(timeout_s * 1000))
+            conn.exec_driver_sql(f"SET SESSION max_execution_time = {ms}")
+        conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+        conn.exec_driver_sql("START TRANSACTION READ ONLY")
+    elif dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA query_only = ON")

@@ -1,0 +1,126 @@
+"""The ``StateStore`` protocol every state backend implements.
+
+Times are POSIX seconds (UTC). Hashes are the 16-byte digests of ``syncd.model``.
+A row of acknowledged state is written only after the target answered 2xx for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from typing import Protocol
+
+from syncd.model import Acked, Rejection, RejectionRecord, RunRecord
+
+
+class Staging(Protocol):
+    """The keys and hashes of one target's documents in the current run.
+
+    Lives in a temporary table on a dedicated connection, so the diff runs in
+    bounded memory: Python only ever holds one chunk plus what changed.
+    """
+
+    def compare(self, entries: Sequence[tuple[str, bytes]]) -> dict[str, Acked | None]:
+        """Stage a chunk of (key, hash) and return only the keys that differ from state.
+
+        ``None`` means the key is unknown to state (a create); an ``Acked`` is what
+        the target holds now (an update). Unchanged keys are not returned.
+        """
+        ...
+
+    def staged_count(self) -> int:
+        """How many entries were staged (duplicates included)."""
+        ...
+
+    def duplicates(self) -> list[str]:
+        """Keys staged more than once in this run."""
+        ...
+
+    def unseen(self) -> Iterator[Acked]:
+        """Acknowledged entries of the target whose key was not staged: the deletes."""
+        ...
+
+    def close(self) -> None:
+        """Drop the staged entries and release the connection."""
+        ...
+
+
+class StateStore(Protocol):
+    """Durable state of syncd (SQLite by default, any SQLAlchemy URL)."""
+
+    def upgrade(self) -> None:
+        """Bring the schema to the current version; refuse a database from a newer syncd."""
+        ...
+
+    def close(self) -> None: ...
+
+    # -- acknowledged products ------------------------------------------------
+    def begin_staging(self, target: str) -> Staging: ...
+
+    def apply_acks(
+        self,
+        target: str,
+        upserts: Sequence[tuple[str, bytes, bytes]],
+        deletes: Sequence[str] = (),
+    ) -> None:
+        """Record in one transaction: (key, hash, canonical payload) acknowledged, keys deleted.
+
+        Also closes any rejection of those keys.
+        """
+        ...
+
+    def count(self, target: str) -> int: ...
+
+    def iter_acked(self, target: str) -> Iterator[Acked]: ...
+
+    def get(self, target: str, key: str) -> Acked | None: ...
+
+    def forget_target(self, target: str) -> int:
+        """Drop every acknowledged entry of a target (after the target was wiped)."""
+        ...
+
+    # -- runs ------------------------------------------------------------------
+    def start_run(self, target: str, *, mode: str, mode_reason: str, holder: str) -> int: ...
+
+    def finish_run(self, record: RunRecord) -> None:
+        """Write the final figures and outcome of a run (matched by ``record.id``)."""
+        ...
+
+    def mark_interrupted(self, target: str) -> int:
+        """Mark the target's runs still 'running' as 'interrupted'; call while holding the lease."""
+        ...
+
+    def recent_runs(self, target: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+
+    def last_complete_source_count(self, target: str) -> int | None:
+        """The source size of the target's last run whose source read completed."""
+        ...
+
+    # -- rejections ------------------------------------------------------------
+    def record_rejections(self, target: str, rejections: Sequence[Rejection], now: float) -> None:
+        """Upsert rejections: first_seen kept, last_seen=now, count+1, reason and hash replaced."""
+        ...
+
+    def held_rejections(self, target: str, since: float) -> dict[str, bytes | None]:
+        """Target-side rejections seen at or after ``since``: key -> rejected hash."""
+        ...
+
+    def prune_rejections(self, target: str, keep: Collection[str]) -> int:
+        """Delete the target's rejections whose key is not in ``keep``."""
+        ...
+
+    def open_rejections(self, target: str | None = None) -> list[RejectionRecord]: ...
+
+    # -- leases (one writer per target) ----------------------------------------
+    def acquire_lease(self, target: str, holder: str, ttl: float, now: float) -> bool:
+        """Take the target's lease if it is free, expired, or already ours."""
+        ...
+
+    def renew_lease(self, target: str, holder: str, ttl: float, now: float) -> bool: ...
+
+    def release_lease(self, target: str, holder: str) -> None: ...
+
+    def lease_holder(self, target: str, now: float) -> str | None: ...
+
+    def ping(self) -> None:
+        """Raise ``StateError`` when the database cannot be reached."""
+        ...

@@ -1,0 +1,125 @@
+"""The tables of the state database, as SQLAlchemy Core objects.
+
+The migrations in ``migrations/versions`` create exactly this schema (a test compares
+them); the store only queries through these objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+# On MySQL/MariaDB every table is utf8mb4 with a binary, no-pad collation (chosen per
+# server by ``mysql_collation``), so keys compare byte for byte as everywhere else.
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+Target = sa.String(128)
+Key = sa.String(512)
+Hash = sa.LargeBinary(16).with_variant(mysql.BINARY(16), "mysql", "mariadb")
+"""A 16-byte BLAKE2b digest."""
+Json = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+"""Canonical JSON as UTF-8 text; LONGTEXT on MySQL so big payloads fit."""
+Seconds: sa.Double[float] = sa.Double()
+"""POSIX seconds (UTC), double precision."""
+
+products = sa.Table(
+    "products",
+    metadata,
+    sa.Column("target", Target, primary_key=True),
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("hash", Hash, nullable=False),
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("acked_at", Seconds, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("target", Target, nullable=False),
+    sa.Column("started_at", Seconds, nullable=False),
+    sa.Column("finished_at", Seconds, nullable=True),
+    sa.Column("mode", sa.String(32), nullable=False),
+    sa.Column("mode_reason", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("created", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("deleted", sa.Integer, nullable=False),
+    sa.Column("unchanged", sa.Integer, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("held", sa.Integer, nullable=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("source_count", sa.Integer, nullable=True),
+    sa.Column("source_complete", sa.Boolean, nullable=False),
+    sa.Column("drift", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Index(None, "target", "id"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+rejections = sa.Table(
+    "rejections",
+    metadata,
+    sa.Column("target", Target, primary_key=True),
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("first_seen", Seconds, nullable=False),
+    sa.Column("last_seen", Seconds, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("hash", Hash, nullable=True),
+    sa.Column("by_target", sa.Boolean, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("target", Target, primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("expires_at", Seconds, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+
+def mysql_collation(dialect: Dialect) -> str:
+    """The binary, no-pad utf8mb4 collation of this MySQL or MariaDB server.
+
+    Binary so keys are case-sensitive; no-pad so ``"a"`` and ``"a "`` stay two keys.
+    """
+    return "utf8mb4_nopad_bin" if getattr(dialect, "is_mariadb", False) else "utf8mb4_0900_bin"
+
+
+def staging_table(name: str, dialect: Dialect) -> sa.Table:
+    """A temporary table for one run's (seq, key, hash), typed like ``products``.
+
+    Same key type and collation as ``products.key``, so the joins use its index.
+    """
+    options: dict[str, Any] = {}
+    if dialect.name in ("mysql", "mariadb"):
+        options = {**MYSQL_TABLE_OPTIONS, "mysql_collate": mysql_collation(dialect)}
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("key", Key, nullable=False),
+        sa.Column("hash", Hash, nullable=False),
+        prefixes=["TEMPORARY"],
+        **options,
+    )

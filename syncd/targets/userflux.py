@@ -1,0 +1,268 @@
+"""UserFlux's Products API: one ``POST /product`` or ``DELETE`` per product.
+
+The update type of every request is chosen deliberately (see ``plan_update``):
+FULL_UPDATE when we can't know or must remove something, INCREMENTAL_UPDATE with
+only the changed top-level properties otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from syncd.config import HttpConfig, UserfluxTargetConfig
+from syncd.diff import Change, ChangeKind, Operation
+from syncd.errors import RecordError
+from syncd.httpclient import make_client
+from syncd.model import Payload
+from syncd.targets.base import (
+    PlannedRequests,
+    TargetInfo,
+    fatal,
+    raise_for_retriable,
+    rejected,
+    response_reason,
+    send_request,
+)
+
+FULL = "FULL_UPDATE"
+INCREMENTAL = "INCREMENTAL_UPDATE"
+UPSERT = "product.upsert"
+DELETE = "product.delete"
+
+
+def leaf_paths(value: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted paths of the leaves of a JSON value (an empty object is a leaf)."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from leaf_paths(item, f"{prefix}.{key}" if prefix else str(key))
+    elif prefix:
+        yield prefix
+
+
+def _first_removed(before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
+    removed = set(leaf_paths(before)) - set(leaf_paths(after))
+    return min(removed) if removed else None
+
+
+def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    return sorted(key for key, value in after.items() if before.get(key, _ABSENT) != value)
+
+
+_ABSENT = object()
+
+
+def _describe(keys: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def _full_body(payload: Payload) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": payload["id"],
+        "typeId": payload["typeId"],
+        "properties": payload.get("properties", {}),
+        "propertiesUpdateType": FULL,
+    }
+    if payload.get("aiPropertyOverrides"):
+        body["aiPropertyOverrides"] = payload["aiPropertyOverrides"]
+    return body
+
+
+def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
+    """The request for a create, update or refresh, following DESIGN.md's table.
+
+    ``full_reason`` forces FULL_UPDATE (a full refresh) and says why.
+    """
+    document = change.document
+    assert document is not None
+    payload = document.payload
+    previous = change.previous.payload if change.previous is not None else None
+    path = "/product"
+
+    def full(reason: str) -> Operation:
+        return Operation(UPSERT, FULL, reason, (change,), _full_body(payload), path)
+
+    if full_reason is not None:
+        return full(full_reason)
+    if previous is None:
+        return full("not in state: the target's copy is unknown, so send every property")
+    if previous.get("typeId") != payload["typeId"]:
+        return full(f"typeId changed from {previous.get('typeId')!r}: re-created under the new type")
+    before_props = previous.get("properties", {})
+    after_props = payload.get("properties", {})
+    removed = _first_removed(before_props, after_props)
+    if removed is not None:
+        return full(f"property {removed!r} was removed: incremental would leave it behind")
+    before_ai = previous.get("aiPropertyOverrides", {})
+    after_ai = payload.get("aiPropertyOverrides", {})
+    removed_ai = sorted(set(before_ai) - set(after_ai))
+    if removed_ai:
+        return full(f"AI override {removed_ai[0]!r} was removed")
+    changed = _changed_keys(before_props, after_props)
+    changed_ai = _changed_keys(before_ai, after_ai)
+    body: dict[str, Any] = {
+        "id": payload["id"],
+        "typeId": payload["typeId"],
+        "properties": {key: after_props[key] for key in changed},
+        "propertiesUpdateType": INCREMENTAL,
+    }
+    if changed_ai:
+        body["aiPropertyOverrides"] = {key: after_ai[key] for key in changed_ai}
+    parts = []
+    if changed:
+        parts.append(f"changed {_describe(changed)}")
+    if changed_ai:
+        parts.append(f"AI overrides {_describe(changed_ai)}")
+    reason = " and ".join(parts) or "payload changed"
+    return Operation(UPSERT, INCREMENTAL, f"{reason}; nothing removed", (change,), body, path)
+
+
+def plan_delete(change: Change) -> Operation:
+    """``DELETE /product/{typeId}/{id}`` for a product gone from the source."""
+    assert change.previous is not None
+    payload = change.previous.payload
+    type_id = str(payload.get("typeId", ""))
+    product_id = str(payload.get("id", change.key))
+    path = f"/product/{quote(type_id, safe='')}/{quote(product_id, safe='')}"
+    return Operation(DELETE, "DELETE", "gone from a complete source read", (change,), None, path)
+
+
+def plan_userflux(
+    changes: Sequence[Change],
+    deletes: Sequence[Change],
+    *,
+    full: bool,
+    full_reason: str = "full refresh",
+    deletes_allowed: bool,
+) -> PlannedRequests:
+    """One operation per change; deletes only when the guards allow them."""
+    operations = [
+        plan_update(change, full_reason=full_reason if full else None) for change in changes
+    ]
+    held: tuple[Change, ...] = ()
+    if deletes_allowed:
+        operations.extend(plan_delete(change) for change in deletes)
+    else:
+        held = tuple(deletes)
+    return PlannedRequests(tuple(operations), held)
+
+
+class UserfluxTarget:
+    """Sends products to UserFlux (``Authorization: Bearer``)."""
+
+    kind = "userflux"
+
+    def __init__(
+        self,
+        config: UserfluxTargetConfig,
+        http: HttpConfig,
+        *,
+        api_key: str,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = config.name
+        self._config = config
+        self._client = make_client(
+            http,
+            base_url=config.base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout_s=config.timeout_s,
+            max_connections=config.concurrency,
+            transport=transport,
+        )
+
+    def inspect(self) -> TargetInfo:
+        """UserFlux has no read endpoint: nothing to check before sending."""
+        return TargetInfo()
+
+    def validate(self, key: str, payload: Payload) -> None:
+        """The contract's required keys and types (``UpsertProductRequest``)."""
+        for name in ("id", "typeId"):
+            value = payload.get(name)
+            if not isinstance(value, str) or not value:
+                raise RecordError(f"{name} must be a non-empty string", key=key, field=name)
+        if not isinstance(payload.get("properties"), dict):
+            raise RecordError("properties must be an object", key=key, field="properties")
+        overrides = payload.get("aiPropertyOverrides")
+        if overrides is not None and not isinstance(overrides, dict):
+            raise RecordError(
+                "aiPropertyOverrides must be an object", key=key, field="aiPropertyOverrides"
+            )
+
+    def plan(
+        self,
+        changes: Sequence[Change],
+        deletes: Sequence[Change],
+        *,
+        full: bool,
+        deletes_allowed: bool,
+    ) -> PlannedRequests:
+        return plan_userflux(changes, deletes, full=full, deletes_allowed=deletes_allowed)
+
+    def send(self, operation: Operation) -> None:
+        key = operation.changes[0].key
+        if operation.endpoint == UPSERT:
+            body = json.dumps(operation.body, separators=(",", ":"), ensure_ascii=False).encode()
+            what = f"POST /product (id {key!r})"
+            response = send_request(self._client, "POST", operation.path, body=body, what=what)
+            self._check(response, what)
+            change = operation.changes[0]
+            previous = change.previous
+            if previous is not None and change.kind is not ChangeKind.CREATE:
+                old_type = previous.payload.get("typeId")
+                if old_type is not None and change.document is not None:
+                    if old_type != change.document.payload["typeId"]:
+                        self._delete_old_type(key, str(old_type))
+        elif operation.endpoint == DELETE:
+            what = f"DELETE {operation.path}"
+            response = send_request(self._client, "DELETE", operation.path, body=None, what=what)
+            if response.status_code == 404:
+                return  # already gone: that is what we wanted
+            self._check(response, what)
+        else:
+            raise ValueError(f"unknown UserFlux operation {operation.endpoint!r}")
+
+    def _delete_old_type(self, key: str, old_type: str) -> None:
+        path = f"/product/{quote(old_type, safe='')}/{quote(key, safe='')}"
+        what = f"DELETE {path} (typeId changed)"
+        response = send_request(self._client, "DELETE", path, body=None, what=what)
+        if response.status_code != 404:
+            self._check(response, what)
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        raise_for_retriable(response, what)
+        env = self._config.api_key_env
+        if status == 401:
+            raise fatal(
+                f"UserFlux refused the API key ({response_reason(response)}): check "
+                f"${env} holds the Product Read + Write key of the right workspace",
+                status,
+            )
+        if status == 403:
+            raise fatal(
+                f"UserFlux forbade the request ({response_reason(response)}): either ${env} "
+                "is the wrong key family (it must be Product Read + Write, not Write Only) "
+                "or this host's IP is not in the key's IP allow-list",
+                status,
+            )
+        if status in (404, 405):
+            raise fatal(
+                f"{what}: {response_reason(response)}: check base_url "
+                f"({self._config.base_url}) points at the UserFlux Integration API",
+                status,
+            )
+        raise rejected(response, what)
+
+    def split(self, operation: Operation) -> tuple[Operation, ...] | None:
+        return None  # one product per request already
+
+    def close(self) -> None:
+        self._client.close()

@@ -183,7 +183,7 @@ def status(obj: _Context, as_json: bool) -> None:
     config = obj.config()
     store = obj.store()
     try:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for target in config.targets:
             last = store.recent_runs(target.name, limit=1)
             run = last[0] if last else None
@@ -200,13 +200,20 @@ def status(obj: _Context, as_json: bool) -> None:
             )
     finally:
         store.close()
+    from syncd.daemon import next_runs
+
+    last_started = {r["target"]: r["last_run"]["started_at"] for r in rows if r["last_run"]}
+    upcoming = next_runs(config, datetime.now(UTC), last_started)
+    for r in rows:
+        when = upcoming[r["target"]]
+        r["next_run"] = when.isoformat() if when else None
     if as_json:
         _print_json(rows)
         return
     click.echo(
         table(
             ["target", "kind", "in state", "rejections", "last run", "outcome", "created",
-             "updated", "deleted", "error"],
+             "updated", "deleted", "next run", "error"],
             [
                 [
                     r["target"], r["kind"], r["products_in_state"], r["open_rejections"],
@@ -215,6 +222,7 @@ def status(obj: _Context, as_json: bool) -> None:
                     r["last_run"]["created"] if r["last_run"] else "",
                     r["last_run"]["updated"] if r["last_run"] else "",
                     r["last_run"]["deleted"] if r["last_run"] else "",
+                    _when(datetime.fromisoformat(r["next_run"]).timestamp()) if r["next_run"] else "",
                     (r["last_run"]["error"] or "")[:60] if r["last_run"] else "",
                 ]
                 for r in rows
@@ -350,3 +358,38 @@ def demo(workdir: str) -> None:
     from syncd.demo import run_demo
 
     sys.exit(run_demo(Path(workdir)))
+
+
+@main.command()
+@click.option(
+    "--run-now/--no-run-now",
+    default=None,
+    help="Run one sync as soon as the daemon starts (default: schedule.run_at_start).",
+)
+@click.pass_obj
+def run(obj: _Context, run_now: bool | None) -> None:
+    """Run the daemon in the foreground: sync on schedule until SIGTERM (the container command)."""
+    from syncd.daemon import run_daemon
+
+    sys.exit(run_daemon(obj.config(), obj.store, run_at_start=run_now))
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="The listener's port (default: health.port).")
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
+@click.pass_obj
+def healthcheck(obj: _Context, port: int | None, timeout: float) -> None:
+    """Exit 0 when the daemon's /healthz answers 200, else 1 (Docker's HEALTHCHECK)."""
+    from syncd.health import local_address, probe
+
+    host = "127.0.0.1"
+    if port is None:
+        try:
+            health = obj.config().health
+        except ConfigError as exc:
+            click.echo(f"syncd: unhealthy: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        host, port = local_address(health.host), health.port
+    healthy, message = probe(f"http://{host}:{port}/healthz", timeout)
+    click.echo(message, err=not healthy)
+    sys.exit(EXIT_OK if healthy else EXIT_FAILED)

@@ -140,6 +140,10 @@ class _Outcome:
     retries: int = 0
 
 
+class _NotSent(Exception):
+    """An operation dropped before its first request: the target was halted or stopping."""
+
+
 class Executor:
     """Runs operations against one target."""
 
@@ -171,6 +175,8 @@ class Executor:
         self._flush_interval_s = flush_interval_s
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
+        self._halt = threading.Event()
+        """Set on a fatal answer: queued operations are dropped, not sent."""
 
     def run(
         self,
@@ -250,7 +256,11 @@ class Executor:
                     )
             return 0
         if isinstance(error, TargetFatalError):
+            self._halt.set()
             result.fatal = result.fatal or str(error)
+            result.not_sent += len(operation.changes)
+            return 0
+        if isinstance(error, _NotSent):
             result.not_sent += len(operation.changes)
             return 0
         result.failed += len(operation.changes)
@@ -262,6 +272,8 @@ class Executor:
         attempt = 1
         name = self._target.name
         while True:
+            if attempt == 1 and (self._halt.is_set() or self._stop.is_set()):
+                raise _NotSent
             self._limiter.acquire(self._stop)
             started = time.perf_counter()
             outcome.requests += 1
@@ -286,6 +298,8 @@ class Executor:
                 attempt += 1
                 continue
             except (TargetRejectedError, TargetFatalError) as exc:
+                if isinstance(exc, TargetFatalError):
+                    self._halt.set()  # here, before this worker takes the next operation
                 self._events.request(
                     name, operation.endpoint, str(exc.status or "error"), time.perf_counter() - started
                 )

@@ -256,6 +256,10 @@ def _to_json(value: Any, decimal_separator: str) -> Any:
     return _jsonable(value)
 
 
+def _as_it_is(value: Any, decimal_separator: str) -> Any:
+    return value
+
+
 def _to_list(value: Any, decimal_separator: str) -> list[Any] | _Missing:
     if isinstance(value, str):
         items = [item.strip() for item in _LIST_SEPARATORS.split(value)]
@@ -348,12 +352,18 @@ class _Hole:
 
 def _compile_template(template: str) -> Getter:
     pieces: list[tuple[str, Getter | None, str, _Hole | None, str]] = []
-    for literal, name, spec, conversion in Formatter().parse(template):
+    try:
+        parsed = list(Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from None
+    for literal, name, spec, conversion in parsed:
         if name is None:
             pieces.append((literal, None, "", None, ""))
             continue
         if not name or conversion:
-            raise ValueError(f"placeholder {{{name}{'!' + conversion if conversion else ''}}}")
+            raise ValueError(
+                f"bad template placeholder {{{name}{'!' + conversion if conversion else ''}}}"
+            )
         pieces.append((literal, compile_path(name), spec or "", _Hole(name), name))
 
     def fill(record: Record) -> Any:
@@ -392,48 +402,65 @@ def _plain_value(value: Any) -> Any:
     return _jsonable(value)
 
 
-def _simple_field(path: str, coerce: Callable[[Any, str], Any] | None, separator: str) -> FieldFn:
+def _raw_value(value: Any) -> Any:
+    """Untyped, for a caller that makes the value JSON-compatible itself."""
+    if value.__class__ is str:
+        value = value.strip()
+        return value if value else MISSING
+    return value
+
+
+def _simple_field(
+    path: str, kind: ValueType | None, separator: str, raw: bool, required: bool
+) -> FieldFn:
     """A field that is one path and perhaps a type: the hot path of most mappings."""
-    if coerce is None:
-        if "." not in path:
-            return lambda record: MISSING if (v := record.get(path)) is None else _plain_value(v)
-        get = compile_path(path)
-        return lambda record: MISSING if (v := get(record)) is None else _plain_value(v)
     get = compile_path(path)
+    if (kind is None or kind == "json") and not required:
+        finish = _raw_value if raw else _plain_value
+        if "." not in path:
+            return lambda record: MISSING if (v := record.get(path)) is None else finish(v)
+        return lambda record: MISSING if (v := get(record)) is None else finish(v)
+    coerce = _COERCIONS[kind] if not (raw and kind in (None, "json")) else _as_it_is
+    is_string = kind == "string"
 
     def value(record: Record) -> Any:
         found = get(record)
-        if found is None:
-            return MISSING
-        if type(found) is str:
+        if found.__class__ is str:
             found = found.strip()
-            if not found:
-                return MISSING
-        return coerce(found, separator)
+            if found and is_string:
+                return found
+        if found is None or found == "":
+            if required:
+                raise RecordError("missing (required)")
+            return MISSING
+        found = coerce(found, separator)
+        if found is MISSING and required:
+            raise RecordError("missing (required)")
+        return found
 
     return value
 
 
 def compile_field(
-    spec: FieldSpec, *, type: ValueType | None = None, required: bool = False
+    spec: FieldSpec, *, type: ValueType | None = None, required: bool = False, raw: bool = False
 ) -> FieldFn:
-    """Compile ``spec`` once into a function of a record (``type``: the default type).
+    """Compile ``spec`` once into a function of a record.
 
-    ``ValueError`` for a template that can't be parsed.
+    ``type`` and ``required`` are defaults the spec can override; ``raw`` leaves untyped
+    values unchecked for a caller that makes them JSON-compatible itself. ``ValueError``
+    for a template that can't be parsed.
     """
     kind = spec.type or type
     required = spec.required or required
     separator = spec.decimal_separator
     if (
         spec.path is not None
-        and not (spec.fallback or spec.html or required)
+        and not (spec.fallback or spec.html)
         and spec.default is None
         and spec.index is None
         and spec.max_length is None
     ):
-        return _simple_field(
-            spec.path, None if kind in (None, "json") else _COERCIONS[kind], separator
-        )
+        return _simple_field(spec.path, kind, separator, raw, required)
     getters: list[Getter] = []
     if spec.path is not None:
         getters.append(compile_path(spec.path))
@@ -446,7 +473,7 @@ def compile_field(
     has_default = spec.default is not None
     default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
     default = MISSING if default is None else default
-    coerce = _COERCIONS[kind]
+    coerce = _COERCIONS[kind] if not (raw and kind in (None, "json")) else _as_it_is
     to_text: Callable[[str], str] = html_to_text if spec.html else str.strip
     index, max_length = spec.index, spec.max_length
 
@@ -482,6 +509,13 @@ def compile_field(
             raise RecordError("missing (required)")
         return found
 
+    if spec.const is not None:  # the same for every record: work it out once
+        try:
+            constant = value({})
+        except RecordError as exc:
+            raise ValueError(f"const {_show(spec.const)}: {exc.reason}") from None
+        if constant.__class__ in (str, int, float, bool):
+            return lambda record: constant
     return value
 
 
@@ -563,7 +597,7 @@ def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **optio
     try:
         return compile_field(spec, **options)
     except ValueError as exc:
-        problems.append(ConfigProblem(where, f"bad template: {exc}"))
+        problems.append(ConfigProblem(where, str(exc)))
         return _plain_value  # never called: the build raises
 
 
@@ -645,16 +679,27 @@ class UserfluxMapper:
         return Document.of(payload["id"], payload)
 
 
-def _flatten(out: list[dict[str, str]], label: str, value: Any) -> None:
-    """Append ``value`` as metadata pairs: nested values under dotted keys, sorted."""
-    kind = type(value)
-    if kind is dict:
-        for name in sorted(value):
-            _flatten(out, f"{label}.{name}", value[name])
-    elif kind is list:
-        for position, item in enumerate(value):
-            _flatten(out, f"{label}.{position}", item)
-    elif value is not None and (kind is not str or value.strip()):
+def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) -> None:
+    """Append ``value`` as metadata pairs; nested values under dotted keys, dict keys sorted."""
+    kind = value.__class__
+    if kind is str:
+        if value and not value.isspace():
+            out.append({"key": label, "value": value})
+    elif kind is int or kind is float or kind is bool:
+        out.append({"key": label, "value": _stringify(value)})
+    elif kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
+        if depth >= MAX_DEPTH:
+            raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
+        if kind is list or kind is tuple:
+            items: Any = enumerate(value)
+        else:
+            try:
+                items = ((name, value[name]) for name in sorted(value))
+            except TypeError:
+                items = ((name, value[name]) for name in sorted(value, key=str))
+        for name, item in items:
+            _flatten(out, f"{label}.{name}", item, depth + 1)
+    elif value is not None:
         out.append({"key": label, "value": _stringify(value)})
 
 
@@ -696,7 +741,11 @@ class VambeMapper:
             else list(metadata.items())
         )
         self._metadata = tuple(
-            (f"metadata.{label}", label, _compile(problems, f"{where}.metadata.{label}", spec))
+            (
+                f"metadata.{label}",
+                label,
+                _compile(problems, f"{where}.metadata.{label}", spec, raw=True),
+            )
             for label, spec in pairs
         )
         if problems:
@@ -709,7 +758,9 @@ class VambeMapper:
         for label, field in self._fields:
             try:
                 value = field(record)
-                payload[label] = value if label == "price" else _stringify(value)
+                if label != "price" and value.__class__ is not str:
+                    value = _stringify(value)
+                payload[label] = value
             except RecordError as exc:
                 raise RecordError(exc.reason, key=key, field=label) from None
         payload["currency"] = payload["currency"].upper()
@@ -719,7 +770,7 @@ class VambeMapper:
             except RecordError as exc:
                 raise RecordError(exc.reason, key=key, field=label) from None
             if value is not MISSING:
-                payload[label] = _stringify(value)
+                payload[label] = value if value.__class__ is str else _stringify(value)
         metadata: list[dict[str, str]] = []
         for label, name, field in self._metadata:
             try:

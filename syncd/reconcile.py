@@ -436,7 +436,11 @@ class Reconciler:
             allow_deletes=options.allow_deletes,
         )
         planned = run.target.plan(
-            run.changes, deletes, full=run.full, deletes_allowed=verdict.allowed
+            run.changes,
+            deletes,
+            full=run.full,
+            deletes_allowed=verdict.allowed,
+            full_reason=run.mode_reason,
         )
         if source_error is not None and run.full:
             run.notes.append("source read incomplete: full refresh limited to what was read")

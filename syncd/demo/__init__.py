@@ -159,14 +159,29 @@ def run_demo(workdir: Path = Path(".demo")) -> int:
         ))
         print(
             "Vambe requests this run: "
-            + ", ".join(f"POST {r.path.split('/')[4]} ({len(r.json or [])} items)" for r in vambe.requests)
+            + ", ".join(
+                f"POST {r.path.split('/')[4]} ({len(r.json or [])} items)"
+                for r in vambe.requests
+                if r.method == "POST"
+            )
+        )
+        example = userflux.products.get(("product", "SKU-0001"), {})
+        properties = example.get("properties", {})
+        print(
+            "SKU-0001 in fake UserFlux now has properties: "
+            + ", ".join(sorted(properties))
+            + (" — 'color' is still there!" if "color" in properties else " — 'color' is gone")
         )
 
         _say("3. Nothing changed: a third sync sends nothing")
         userflux.reset_requests()
         vambe.reset_requests()
         status |= _syncd(workdir, env, "sync")
-        print(f"requests sent: UserFlux {userflux.request_count()}, Vambe {vambe.request_count()}")
+        print(
+            f"writes sent: UserFlux {userflux.request_count()}, "
+            f"Vambe {vambe.request_count(method='POST')} "
+            f"(plus {vambe.request_count(method='GET')} GET product-blocks, the drift check)"
+        )
 
         _say("4. Run history")
         _syncd(workdir, env, "history", "--limit", "6")

@@ -3,6 +3,9 @@
 Owns the pagination styles (none, page, offset, cursor, next_url, link), the source's
 auth, per-page retries with backoff, and the checks that make a partial read fail
 loudly: bad pages, vanished pages, pagination loops and a disagreeing total.
+``page_size`` goes out as ``size_param`` on every page and offset request; for the cursor
+style too when set in the config, and for next_url/link on the first request only (the
+server's next URLs carry it on).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 import httpx
+import structlog
 
 from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret
 from syncd.errors import SourceError
@@ -32,6 +36,7 @@ RETRY_AFTER_MAX_S = 300.0
 """Longest ``Retry-After`` honoured; a longer one is cut to this."""
 
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
+log = structlog.get_logger("syncd.source")
 _MISSING = object()
 
 
@@ -161,7 +166,10 @@ class HttpSource:
         config = self.config
         pagination = config.pagination
         style = pagination.style
-        page: _Page | None = _Page(1, config.url, dict(config.params))
+        first = _Page(1, config.url, dict(config.params))
+        if style in ("cursor", "next_url", "link") and "page_size" in pagination.model_fields_set:
+            first.params[pagination.size_param] = str(pagination.page_size)
+        page: _Page | None = first
         position = pagination.first_page if style == "page" else 0
         seen: set[str] = set()
         previous_digest = b""
@@ -248,7 +256,7 @@ class HttpSource:
             )
         seen.add(target)
         if style == "cursor":
-            params = dict(self.config.params)
+            params = dict(page.params)
             params[pagination.cursor_param] = target
             return _Page(number, self.config.url, params)
         url = target
@@ -278,13 +286,20 @@ class HttpSource:
     def _fetch(self, client: httpx.Client, page: _Page, secret: str | None) -> httpx.Response:
         attempts = self.config.max_attempts
         where = f"{self.describe()}: page {page.number} ({_safe_url(page.url)})"
+        try:
+            # Merged here: ``params=`` would replace a next URL's own query.
+            url = httpx.URL(page.url).copy_merge_params(page.params)
+        except httpx.InvalidURL as exc:
+            raise SourceError(f"{where}: {exc}") from exc
+        where = f"{self.describe()}: page {page.number} ({_safe_url(url)})"
         for attempt in range(1, attempts + 1):
             wait: float | None = None
             try:
-                response = client.get(page.url, params=page.params)
+                response = client.get(url)
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                 raise SourceError(f"{where}: {exc}") from exc
             except httpx.TransportError as exc:
+                reason = exc.__class__.__name__
                 if attempt == attempts:
                     raise SourceError(
                         f"{where}: {exc.__class__.__name__} after {attempts} attempts: {exc}"
@@ -299,11 +314,20 @@ class HttpSource:
                     raise SourceError(
                         f"{self._status_message(where, response, secret)} after {attempts} attempts"
                     )
+                reason = f"HTTP {status}"
                 wait = retry_after_seconds(response.headers.get("Retry-After"))
             if wait is None:
                 delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (attempt - 1))
                 wait = delay / 2 + random.uniform(0, delay / 2)
-            self._sleep(min(wait, RETRY_AFTER_MAX_S))
+            wait = min(wait, RETRY_AFTER_MAX_S)
+            log.warning(
+                "syncd.source.page_retried",
+                page=page.number,
+                attempt=attempt,
+                reason=reason,
+                wait_s=round(wait, 3),
+            )
+            self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _status_message(self, where: str, response: httpx.Response, secret: str | None) -> str:

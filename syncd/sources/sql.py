@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
-from syncd.model import Record, SourceItem
+from syncd.model import Record
 
 _PG_QUERY_CANCELED = "57014"
 _MYSQL_TIMEOUT_CODES = frozenset({1969, 3024})
@@ -125,7 +125,7 @@ class SqlSource:
     # ----------------------------------------------------------------------------------
     # Reading
 
-    def read(self) -> Iterator[SourceItem]:
+    def read(self) -> Iterator[Record]:
         """Stream the rows as records; every failure is raised while iterating."""
         url = self._url()
         try:

@@ -61,8 +61,9 @@ class Target(Protocol):
         *,
         full: bool,
         deletes_allowed: bool,
+        full_reason: str = "full refresh",
     ) -> PlannedRequests:
-        """Operations for the changes (pure: no I/O)."""
+        """Operations for the changes (pure: no I/O); ``full_reason`` says why a run is full."""
         ...
 
     def send(self, operation: Operation) -> None:

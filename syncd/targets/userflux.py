@@ -201,8 +201,11 @@ class UserfluxTarget:
         *,
         full: bool,
         deletes_allowed: bool,
+        full_reason: str = "full refresh",
     ) -> PlannedRequests:
-        return plan_userflux(changes, deletes, full=full, deletes_allowed=deletes_allowed)
+        return plan_userflux(
+            changes, deletes, full=full, full_reason=full_reason, deletes_allowed=deletes_allowed
+        )
 
     def send(self, operation: Operation) -> None:
         key = operation.changes[0].key

@@ -98,6 +98,7 @@ def plan_vambe(
     full: bool,
     mirror_block: bool,
     deletes_allowed: bool,
+    full_reason: str = "full refresh",
 ) -> PlannedRequests:
     """Batches for a run, and notes saying why ``upsert`` was or wasn't used."""
     block = quote(block_id, safe="")
@@ -111,7 +112,7 @@ def plan_vambe(
         operation = Operation(
             UPSERT,
             "upsert",
-            "full refresh of a mirrored block: the block then holds exactly the catalog",
+            f"{full_reason}; mirrored block: it then holds exactly the catalog",
             tuple(changes) + tuple(deletes),
             path=f"/api/public/product/upsert/{block}",
             removes_unlisted=True,
@@ -124,7 +125,7 @@ def plan_vambe(
         notes.append("no upsert: mirror_block is off, so the full refresh re-sends with create")
     else:
         notes.append("no upsert: incremental run (upsert only on a full refresh with mirror_block)")
-    reason = "full refresh: re-send every product" if full else "created or changed products"
+    reason = f"{full_reason}: re-send every product" if full else "created or changed products"
     operations = [
         Operation(CREATE, "create", reason, batch, path=f"/api/public/product/create/{block}")
         for batch in chunked(changes, batch_size)
@@ -227,6 +228,7 @@ class VambeTarget:
         *,
         full: bool,
         deletes_allowed: bool,
+        full_reason: str = "full refresh",
     ) -> PlannedRequests:
         return plan_vambe(
             changes,
@@ -234,6 +236,7 @@ class VambeTarget:
             block_id=self._config.block_id,
             batch_size=self._config.batch_size,
             full=full,
+            full_reason=full_reason,
             mirror_block=self._config.mirror_block,
             deletes_allowed=deletes_allowed,
         )

@@ -138,7 +138,7 @@ def test_an_unknown_extension_fails_the_read_asking_for_the_format(tmp_path: Pat
     path = tmp_path / "catalog.txt"
     path.write_text("{}\n", encoding="utf-8")
 
-    with pytest.raises(SourceError, match="set source.format"):
+    with pytest.raises(SourceError, match=r"set source\.format"):
         list(source(path).read())
     assert list(source(path, format="jsonl").read()) == [{}]
 
@@ -172,7 +172,7 @@ def test_a_records_path_that_is_not_an_array_fails_the_read(tmp_path: Path) -> N
     path = tmp_path / "catalog.json"
     path.write_text(json.dumps({"data": {"products": {"id": "1"}}}), encoding="utf-8")
 
-    with pytest.raises(SourceError, match="data.products is a JSON dict, not an array"):
+    with pytest.raises(SourceError, match=r"data\.products is a JSON dict, not an array"):
         list(source(path, records_path="data.products").read())
 
 

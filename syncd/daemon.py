@@ -1,0 +1,567 @@
+"""The daemon (``syncd run``, the container's command): syncs on a schedule until SIGTERM.
+
+APScheduler 3 fires the incremental and the full-refresh schedules into one worker
+thread, so two runs never overlap in a process; the reconciler's leases keep other
+processes off a target. Also serves /healthz, /readyz and /metrics, and computes the
+next scheduled runs for ``syncd status``. The only module that imports APScheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd.config import ScheduleConfig, SyncdConfig
+from syncd.errors import ConfigError, SyncdError
+from syncd.health import FAILING, HealthServer, Probes, RunHealth
+from syncd.metrics import Progress, SyncdMetrics
+from syncd.reconcile import Reconciler, RunOptions, RunReport
+from syncd.state import StateStore
+
+log = structlog.get_logger("syncd.daemon")
+
+StoreFactory = Callable[[], StateStore]
+"""Opens the state store (and applies pending migrations)."""
+
+SYNC_JOB, FULL_JOB = "sync", "full_refresh"
+_HARD_EXIT = 130
+
+
+# --------------------------------------------------------------------------------------
+# The schedule
+# --------------------------------------------------------------------------------------
+
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _crontab_day(token: str) -> int:
+    token = token.strip().lower()
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token)
+    if token[:3] in _DAYS:
+        return _DAYS.index(token[:3])
+    raise ValueError(f"{token!r} is not a day of the week (0-7 or sun-sat)")
+
+
+def crontab_day_of_week(field: str) -> str:
+    """A crontab day-of-week field (0 and 7 are Sunday) in APScheduler 3's terms.
+
+    APScheduler 3 numbers days from Monday = 0, so ``0`` would mean Monday there;
+    the field is spelled out as day names instead (``1-5`` becomes ``mon,...,fri``).
+    """
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step {step_text!r} must be at least 1")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            low, high = span.split("-", 1)
+            first, last = _crontab_day(low), _crontab_day(high)
+        else:
+            first = _crontab_day(span)
+            last = 6 if step_text else first
+        if last < first:
+            raise ValueError(f"range {span!r} runs backwards")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_DAYS[day] for day in sorted(days))
+
+
+def crontab_trigger(expression: str, timezone: ZoneInfo, *, path: str) -> CronTrigger:
+    """A 5-field crontab as an APScheduler trigger; a bad one is a ``ConfigError`` at ``path``."""
+    fields = expression.split()
+    try:
+        if len(fields) != 5:
+            raise ValueError("a crontab needs 5 fields")
+        minute, hour, day, month, day_of_week = fields
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=crontab_day_of_week(day_of_week),
+            timezone=timezone,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {expression!r}: {exc}") from None
+
+
+def schedule_timezone(schedule: ScheduleConfig) -> ZoneInfo:
+    try:
+        return ZoneInfo(schedule.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"schedule.timezone: unknown time zone {schedule.timezone!r}") from None
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """When incremental runs and full refreshes fire (None: never on a schedule)."""
+
+    sync: BaseTrigger | None
+    full_refresh: BaseTrigger | None
+
+
+def schedule_triggers(
+    schedule: ScheduleConfig, *, interval_start: datetime | None = None
+) -> Triggers:
+    """The triggers of a schedule: ``interval_s`` wins over ``cron``.
+
+    An interval counts from ``interval_start`` (default one interval from now).
+    """
+    timezone = schedule_timezone(schedule)
+    sync: BaseTrigger | None = None
+    if schedule.interval_s is not None:
+        sync = IntervalTrigger(
+            seconds=schedule.interval_s, start_date=interval_start, timezone=timezone
+        )
+    elif schedule.cron:
+        sync = crontab_trigger(schedule.cron, timezone, path="schedule.cron")
+    full = (
+        crontab_trigger(schedule.full_refresh_cron, timezone, path="schedule.full_refresh_cron")
+        if schedule.full_refresh_cron
+        else None
+    )
+    return Triggers(sync, full)
+
+
+def _next_fire(trigger: BaseTrigger | None, now: datetime) -> datetime | None:
+    if trigger is None:
+        return None
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return None if fire is None else fire.astimezone(UTC)
+
+
+def next_runs(
+    config: SyncdConfig, now: datetime, last_started: Mapping[str, float] | None = None
+) -> dict[str, datetime | None]:
+    """Per target, when the daemon runs it next (incremental or full, whichever comes first).
+
+    For an ``interval_s`` schedule the daemon counts from its own start, which
+    ``syncd status`` can't see: the interval is counted from the target's last run
+    (``last_started``, POSIX seconds) when known, else from ``now``. Disabled
+    targets never run on the schedule: None. Times are aware UTC datetimes.
+    """
+    last_started = last_started or {}
+    schedule = config.schedule
+    full = _next_fire(schedule_triggers(schedule).full_refresh, now)
+    out: dict[str, datetime | None] = {}
+    for target in config.targets:
+        if not target.enabled:
+            out[target.name] = None
+            continue
+        start = None
+        if schedule.interval_s is not None:
+            last = last_started.get(target.name)
+            anchor = datetime.fromtimestamp(last, UTC) if last is not None else now
+            start = anchor + timedelta(seconds=schedule.interval_s)
+        sync = _next_fire(schedule_triggers(schedule, interval_start=start).sync, now)
+        candidates = [fire for fire in (sync, full) if fire is not None]
+        out[target.name] = min(candidates) if candidates else None
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The daemon
+# --------------------------------------------------------------------------------------
+
+
+def _observe_state(store: StateStore, config: SyncdConfig, metrics: SyncdMetrics) -> None:
+    for target in config.targets:
+        try:
+            metrics.observe_state(
+                target.name,
+                products=store.count(target.name),
+                open_rejections=len(store.open_rejections(target.name)),
+            )
+        except SyncdError as exc:
+            log.warning("syncd.daemon.state_unreadable", target=target.name, error=str(exc))
+
+
+def _store_reasons(store: StateStore) -> list[str]:
+    try:
+        store.ping()
+    except SyncdError as exc:
+        return [f"state database unreachable: {exc}"]
+    return []
+
+
+class Daemon:
+    """Schedules runs in one worker thread and serves the probes; ``run_daemon`` drives it."""
+
+    def __init__(
+        self,
+        config: SyncdConfig,
+        open_state: StoreFactory,
+        *,
+        environ: Mapping[str, str] | None = None,
+        transports: Mapping[str, httpx.BaseTransport] | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.config = config
+        self._open_state = open_state
+        self._environ = environ
+        self._transports = transports
+        self._progress = progress
+        self.metrics = SyncdMetrics()
+        self.health = RunHealth()
+        self.store: StateStore | None = None
+        self._stopping = threading.Event()
+        self._run_stop: threading.Event | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._run_lock = threading.Lock()
+        self._scheduler: BlockingScheduler | None = None
+        self._scheduler_thread: threading.Thread | None = None
+        self._server: HealthServer | None = None
+        self.runs_finished = 0
+        """Runs done since start (whatever their outcome)."""
+        self.stop_requested = False
+        """Set by ``request_stop`` (a plain flag: signal handlers must not take locks)."""
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self, *, run_at_start: bool | None = None) -> None:
+        """Open state (migrating it), start the listener and the scheduler; return at once."""
+        config = self.config
+        schedule = config.schedule
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        triggers = schedule_triggers(schedule)
+        now = datetime.now(UTC)
+        start_now = schedule.run_at_start if run_at_start is None else run_at_start
+        scheduler = self._scheduler_for(triggers, start_now=start_now, now=now)
+        self.store = store = self._open_state()
+        try:
+            self._seed(store)
+            if config.health.enabled:
+                self._server = HealthServer(
+                    config.health.host,
+                    config.health.port,
+                    Probes(alive=self.alive, ready=self.not_ready, metrics=self.metrics.render),
+                ).start()
+        except BaseException:
+            store.close()
+            raise
+        self._scheduler = scheduler
+        self._scheduler_thread = threading.Thread(
+            target=scheduler.start, name="syncd-scheduler", daemon=True
+        )
+        self._scheduler_thread.start()
+        log.info(
+            "syncd.daemon.started",
+            schedule={
+                "cron": None if schedule.interval_s is not None else schedule.cron,
+                "interval_s": schedule.interval_s,
+                "full_refresh_cron": schedule.full_refresh_cron or None,
+                "timezone": schedule.timezone,
+                "run_at_start": start_now,
+            },
+            next_sync=_iso(now if start_now else _next_fire(triggers.sync, now)),
+            next_full_refresh=_iso(_next_fire(triggers.full_refresh, now)),
+            targets=[t.name for t in config.targets if t.enabled],
+            health=self._server.url if self._server else None,
+        )
+
+    def _scheduler_for(
+        self, triggers: Triggers, *, start_now: bool, now: datetime
+    ) -> BlockingScheduler:
+        schedule = self.config.schedule
+        scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": max(1, round(schedule.misfire_grace_s)),
+            },
+            timezone=schedule_timezone(schedule),
+        )
+        if triggers.sync is not None or start_now:
+            scheduler.add_job(
+                self.run_once,
+                triggers.sync or "date",
+                id=SYNC_JOB,
+                name="incremental sync",
+                kwargs={"full": False, "reason": "", "trigger": "schedule"},
+                **({"next_run_time": now} if start_now else {}),
+            )
+        if triggers.full_refresh is not None:
+            scheduler.add_job(
+                self.run_once,
+                triggers.full_refresh,
+                id=FULL_JOB,
+                name="full refresh",
+                kwargs={
+                    "full": True,
+                    "reason": "scheduled full refresh "
+                    f"(schedule.full_refresh_cron = {schedule.full_refresh_cron!r})",
+                    "trigger": "full_refresh_cron",
+                },
+            )
+        return scheduler
+
+    def _seed(self, store: StateStore) -> None:
+        for target in self.config.targets:
+            runs = store.recent_runs(target.name, limit=50)
+            self.health.seed(target.name, runs)
+            success = next((r for r in runs if r.outcome == "ok" and r.finished_at), None)
+            if success is not None and success.finished_at is not None:
+                self.metrics.seed_last_success(target.name, success.finished_at)
+        _observe_state(store, self.config, self.metrics)
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop; safe from any thread and from a signal handler."""
+        self.stop_requested = True
+
+    def wait(self, poll_s: float = 0.2) -> None:
+        """Block until a stop is requested or the scheduler thread died."""
+        while not self.stop_requested and self.alive():
+            time.sleep(poll_s)
+
+    def shutdown(self) -> bool:
+        """Stop the run in progress (within the grace period) and the scheduler.
+
+        Returns whether everything stopped in time; when not, a run thread is still going.
+        """
+        grace = self.config.schedule.shutdown_grace_s
+        log.info(
+            "syncd.daemon.stopping",
+            run_in_progress=not self._idle.is_set(),
+            grace_s=grace,
+        )
+        self._stopping.set()
+        run_stop = self._run_stop
+        if run_stop is not None:
+            run_stop.set()
+        scheduler, thread = self._scheduler, self._scheduler_thread
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+        if thread is not None:
+            thread.join(timeout=5)
+        finished = self._idle.wait(grace + 15)
+        if self._server is not None:
+            self._server.stop()
+        if finished and self.store is not None:
+            self.store.close()
+        return finished
+
+    # -- probes ---------------------------------------------------------------------------
+    def alive(self) -> bool:
+        thread = self._scheduler_thread
+        return thread is not None and thread.is_alive()
+
+    def not_ready(self) -> list[str]:
+        reasons = _store_reasons(self.store) if self.store is not None else ["not started"]
+        return reasons + self.health.reasons(time.time(), self.config.health.max_failing_s)
+
+    @property
+    def health_url(self) -> str | None:
+        return self._server.url if self._server else None
+
+    # -- one run --------------------------------------------------------------------------
+    def run_once(self, *, full: bool, reason: str, trigger: str) -> RunReport | None:
+        """One run (the scheduled job); None when the daemon is stopping or the run raised."""
+        store = self.store
+        if store is None or self._stopping.is_set():
+            return None
+        with self._run_lock:
+            self._idle.clear()
+            try:
+                run_stop = threading.Event()
+                self._run_stop = run_stop
+                if self._stopping.is_set():
+                    return None
+                return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
+            finally:
+                self._run_stop = None
+                self.runs_finished += 1
+                self._idle.set()
+
+    def _run(
+        self, store: StateStore, stop: threading.Event, *, full: bool, reason: str, trigger: str
+    ) -> RunReport | None:
+        config = self.config
+        names = [t.name for t in config.targets if t.enabled]
+        mode = "full" if full else "incremental"
+        log.info("syncd.daemon.run_started", mode=mode, trigger=trigger, targets=names)
+        started = time.monotonic()
+        options = RunOptions(full=full, full_reason=reason) if full else RunOptions()
+        self.metrics.running.set(1)
+        try:
+            with contextlib.ExitStack() as stack:
+                events: SyncdMetrics | Progress = self.metrics
+                if self._progress:
+                    events = stack.enter_context(Progress(self.metrics))
+                reconciler = Reconciler(
+                    config,
+                    store,
+                    environ=self._environ,
+                    transports=self._transports,
+                    events=events,
+                    stop=stop,
+                )
+                report = reconciler.sync(options)
+        except Exception as exc:  # the daemon outlives a failed run
+            now = time.time()
+            for name in names:
+                self.health.observe(name, "failed", now)
+            self.metrics.observe_failure(names, now)
+            log.error(
+                "syncd.daemon.run_failed",
+                mode=mode,
+                error=str(exc),
+                exc_info=not isinstance(exc, SyncdError),
+            )
+            return None
+        finally:
+            self.metrics.running.set(0)
+        now = time.time()
+        self.metrics.observe_report(report, now)
+        for target in report.targets:
+            self.health.observe(target.target, target.outcome, now)
+            if target.outcome == "locked":
+                log.info("syncd.daemon.target_locked", target=target.target, reason=target.error)
+        _observe_state(store, config, self.metrics)
+        outcomes = {t.target: t.outcome for t in report.targets}
+        failing = any(outcome in FAILING for outcome in outcomes.values())
+        (log.warning if failing else log.info)(
+            "syncd.daemon.run_finished",
+            mode=mode,
+            trigger=trigger,
+            outcomes=outcomes,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            next_sync=_iso(self._next_sync()),
+        )
+        return report
+
+    def _next_sync(self) -> datetime | None:
+        scheduler = self._scheduler
+        job = scheduler.get_job(SYNC_JOB) if scheduler is not None else None
+        when: datetime | None = getattr(job, "next_run_time", None)
+        return when
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.astimezone(UTC).isoformat()
+
+
+# --------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _signals(daemon: Daemon) -> Iterator[None]:
+    """SIGTERM/SIGINT ask the daemon to stop; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        # Only plain assignments here: the main thread may be inside a lock.
+        received.append(signum)
+        if len(received) > 1:
+            os.write(2, b"syncd: second signal, exiting at once\n")
+            os._exit(_HARD_EXIT)
+        daemon.request_stop()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_daemon(
+    config: SyncdConfig,
+    open_state: StoreFactory,
+    *,
+    run_at_start: bool | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: bool | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; the exit code (0 after a signal, 1 if the scheduler died)."""
+    daemon = Daemon(
+        config,
+        open_state,
+        environ=environ,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    with _signals(daemon):
+        daemon.start(run_at_start=run_at_start)
+        try:
+            daemon.wait()
+        finally:
+            code = 0 if daemon.stop_requested else 1
+            finished = daemon.shutdown()
+            log.info("syncd.daemon.stopped", exit_code=code, run_abandoned=not finished)
+    if not finished:
+        # The run's thread is stuck past the grace period (e.g. still reading the source);
+        # the interpreter would wait for it. Its acks are committed; its lease expires.
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def sync_once(
+    config: SyncdConfig,
+    store: StateStore,
+    options: RunOptions,
+    *,
+    metrics_port: int | None = None,
+    progress: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> RunReport:
+    """One run outside the daemon (``syncd sync``), serving /metrics while it lasts if asked."""
+    metrics = SyncdMetrics()
+    with contextlib.ExitStack() as stack:
+        if metrics_port is not None:
+            stack.enter_context(
+                HealthServer(
+                    config.health.host,
+                    metrics_port,
+                    Probes(
+                        alive=lambda: True,
+                        ready=lambda: _store_reasons(store),
+                        metrics=metrics.render,
+                    ),
+                )
+            )
+        events: Any = stack.enter_context(Progress(metrics)) if progress else metrics
+        report = Reconciler(config, store, environ=environ, events=events).sync(options)
+        metrics.observe_report(report)
+        _observe_state(store, config, metrics)
+        return report
+
+
+__all__ = [
+    "Daemon",
+    "Triggers",
+    "crontab_day_of_week",
+    "next_runs",
+    "run_daemon",
+    "schedule_triggers",
+    "sync_once",
+]

@@ -1,0 +1,209 @@
+"""Prometheus metrics of syncd, in a registry of their own (never the global default one).
+
+``SyncdMetrics`` is the executor's ``Events`` (every request answered, every retry) and
+takes each run's ``RunReport``; ``render`` gives the text format served on ``/metrics``.
+``Progress`` forwards the same events and prints a progress line on a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from syncd import __version__
+from syncd.executor import Events
+from syncd.reconcile import RunReport
+
+OPERATIONS = ("created", "updated", "deleted", "rejected", "failed", "held")
+"""The ``operation`` label of ``syncd_products_total``."""
+
+_RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
+_REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
+
+
+class SyncdMetrics:
+    """Counters, gauges and histograms of runs, products and requests, per target."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        Info("syncd_build", "The running syncd.", registry=registry).info({"version": __version__})
+        self.runs = Counter(
+            "syncd_runs", "Runs by target and outcome.", ["target", "outcome"], registry=registry
+        )
+        self.products = Counter(
+            "syncd_products",
+            "Products by target and what happened to them (created, updated, deleted, "
+            "rejected, failed, held).",
+            ["target", "operation"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "syncd_http_requests",
+            "Requests to the targets, by endpoint and status (2xx, 4xx codes, 5xx codes, error).",
+            ["target", "endpoint", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "syncd_http_request_duration_seconds",
+            "Time a target took to answer a request.",
+            ["target", "endpoint"],
+            buckets=_REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "syncd_retries",
+            "Requests retried, by target and the status that caused the retry.",
+            ["target", "status"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "syncd_last_success_timestamp_seconds",
+            "When the target's last successful run finished (POSIX seconds).",
+            ["target"],
+            registry=registry,
+        )
+        self.last_run = Gauge(
+            "syncd_last_run_timestamp_seconds",
+            "When the target's last run finished, whatever its outcome (POSIX seconds).",
+            ["target"],
+            registry=registry,
+        )
+        self.run_seconds = Histogram(
+            "syncd_run_duration_seconds",
+            "How long a target's run took.",
+            ["target"],
+            buckets=_RUN_BUCKETS,
+            registry=registry,
+        )
+        self.drift = Gauge(
+            "syncd_drift_products",
+            "Products the target holds minus products state says it holds (last run).",
+            ["target"],
+            registry=registry,
+        )
+        self.in_state = Gauge(
+            "syncd_products_in_state",
+            "Products the target acknowledged, as kept in state.",
+            ["target"],
+            registry=registry,
+        )
+        self.open_rejections = Gauge(
+            "syncd_open_rejections",
+            "Products currently refused (open rejections in state).",
+            ["target"],
+            registry=registry,
+        )
+        self.running = Gauge(
+            "syncd_run_in_progress", "1 while a run is going, else 0.", registry=registry
+        )
+
+    # -- the executor's Events --------------------------------------------------------
+    def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
+        self.requests.labels(target, endpoint, status).inc()
+        self.request_seconds.labels(target, endpoint).observe(seconds)
+
+    def retry(self, target: str, status: str) -> None:
+        self.retries.labels(target, status).inc()
+
+    # -- runs and state ---------------------------------------------------------------
+    def observe_report(self, report: RunReport, now: float | None = None) -> None:
+        """Count one run: its outcome, products by operation, duration, drift, per target."""
+        now = time.time() if now is None else now
+        for target in report.targets:
+            name = target.target
+            self.runs.labels(name, target.outcome).inc()
+            if target.outcome == "locked":
+                continue  # another process ran it: nothing happened here
+            counts = {
+                "created": target.created,
+                "updated": target.updated + target.refreshed,
+                "deleted": target.deleted,
+                "rejected": target.rejected,
+                "failed": target.failed,
+                "held": target.held,
+            }
+            for operation, count in counts.items():
+                self.products.labels(name, operation).inc(count)
+            self.run_seconds.labels(name).observe(target.duration_ms / 1000)
+            self.last_run.labels(name).set(now)
+            if target.ok:
+                self.last_success.labels(name).set(now)
+            if target.drift is not None:
+                self.drift.labels(name).set(target.drift)
+
+    def observe_failure(self, targets: list[str], now: float | None = None) -> None:
+        """A run that raised before it could report: count it as failed for each target."""
+        now = time.time() if now is None else now
+        for name in targets:
+            self.runs.labels(name, "failed").inc()
+            self.last_run.labels(name).set(now)
+
+    def observe_state(self, target: str, *, products: int, open_rejections: int) -> None:
+        """What state holds for a target now."""
+        self.in_state.labels(target).set(products)
+        self.open_rejections.labels(target).set(open_rejections)
+
+    def seed_last_success(self, target: str, finished_at: float) -> None:
+        """The last success recorded in state before this process started."""
+        self.last_success.labels(target).set(finished_at)
+
+    # -- exposition -------------------------------------------------------------------
+    def render(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Progress:
+    """Forwards the executor's events and prints a line on stderr now and then (for a TTY).
+
+    The counts are approximate (unlocked increments from worker threads): display only.
+    """
+
+    def __init__(self, events: Events, interval_s: float = 10.0) -> None:
+        self._events = events
+        self._interval_s = interval_s
+        self._requests = 0
+        self._retries = 0
+        self._started = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._report, name="syncd-progress", daemon=True)
+
+    def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
+        self._requests += 1
+        self._events.request(target, endpoint, status, seconds)
+
+    def retry(self, target: str, status: str) -> None:
+        self._retries += 1
+        self._events.retry(target, status)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=1)
+
+    def _report(self) -> None:
+        while not self._done.wait(self._interval_s):
+            elapsed = int(time.monotonic() - self._started)
+            sys.stderr.write(
+                f"syncd: {self._requests} requests answered, {self._retries} retried, "
+                f"{elapsed // 60}m{elapsed % 60:02d}s\n"
+            )
+            sys.stderr.flush()
+
+
+__all__ = ["OPERATIONS", "Progress", "SyncdMetrics"]

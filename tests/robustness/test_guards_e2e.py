@@ -1,0 +1,203 @@
+"""Delete guards end to end: a suspicious run sends no deletes and no whole-block upsert,
+still pushes the safe creates and updates, is recorded as blocked, exits 1 and says how
+to let it through once (``syncd sync --allow-deletes``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.reconcile import RunOptions
+from tests.robustness.helpers import (
+    UF_NAME,
+    VB_NAME,
+    Sandbox,
+    box,
+    deleted_keys,
+    keys_of,
+    make_record,
+    make_records,
+    state_rows,
+)
+
+__all__ = ["box"]
+
+
+def populated(box: Sandbox, n: int = 100, **config: object) -> list[dict]:
+    records = make_records(n)
+    box.write_catalog(records)
+    box.configure(**config)  # type: ignore[arg-type]
+    report = box.sync()
+    assert report.ok, report
+    box.assert_converged(records)
+    box.mark()
+    return records
+
+
+def deletes_sent(box: Sandbox) -> list[str]:
+    return list(deleted_keys(*box.new_requests()))
+
+
+def upserts_sent(box: Sandbox) -> int:
+    _, vb = box.new_requests()
+    return sum(1 for r in vb if r.method == "POST" and "/upsert/" in r.path)
+
+
+@pytest.fixture
+def hundred(box: Sandbox) -> Iterator[tuple[Sandbox, list[dict]]]:
+    yield box, populated(box)
+
+
+# -- the CLI: blocked run, message, exit code, history, then --allow-deletes once ---------
+
+
+@pytest.mark.slow
+def test_a_tripped_guard_holds_deletes_pushes_safe_changes_and_says_how_to_allow_them(
+    hundred: tuple[Sandbox, list[dict]],
+) -> None:
+    box, records = hundred
+    kept = records[:70]  # 30 of 100 gone: over max_delete_fraction=20%
+    kept[0] = make_record(1, version=1)
+    kept[1] = make_record(2, version=1)
+    new = [make_record(500), make_record(501)]
+    edited = kept + new
+    box.write_catalog(edited)
+
+    result = box.cli("sync")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "syncd sync --allow-deletes" in result.stderr
+    assert "max_delete_fraction" in result.stderr
+    assert deletes_sent(box) == []
+    assert upserts_sent(box) == 0
+    # The safe creates and updates went through on both targets.
+    uf, vb = box.uf_products(), box.vb_products()
+    assert uf[("product", "P00500")]["properties"]["name"] == "Product 500"
+    assert uf[("product", "P00001")]["properties"]["name"] == "Product 1 v1"
+    assert vb["P00501"]["name"] == "Product 501"
+    assert vb["P00002"]["name"] == "Product 2 v1"
+    # ...and nothing was removed.
+    assert len(uf) == 102 and len(vb) == 102
+    # Recorded as blocked, with the numbers.
+    runs = {r["target"]: r for r in box.history()[:2]}
+    for name in (UF_NAME, VB_NAME):
+        run = runs[name]
+        assert run["outcome"] == "blocked", run
+        assert (run["created"], run["updated"], run["deleted"], run["held"]) == (2, 2, 0, 30)
+        assert "--allow-deletes" in run["error"]
+    # The held deletes stay in state, so the next run holds them again.
+    assert len(state_rows(box.state_path, UF_NAME)) == 102
+
+    again = box.cli("sync")
+    assert again.returncode == 1
+    box.mark()
+
+    allowed = box.cli("sync", "--allow-deletes")
+
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    gone = keys_of(records) - keys_of(edited)
+    assert sorted(deletes_sent(box)) == sorted(list(gone) * 2)  # once per target
+    box.assert_converged(edited)
+    runs = {r["target"]: r for r in box.history()[:2]}
+    assert {r["outcome"] for r in runs.values()} == {"ok"}
+    assert {r["deleted"] for r in runs.values()} == {30}
+
+
+def test_allow_deletes_lets_one_run_through_and_the_next_one_is_guarded_again(
+    hundred: tuple[Sandbox, list[dict]],
+) -> None:
+    box, records = hundred
+    box.write_catalog(records[:60])
+    assert box.sync(RunOptions(allow_deletes=True)).ok
+    box.assert_converged(records[:60])
+    box.mark()
+
+    box.write_catalog(records[:30])  # half of what is left
+    report = box.sync()
+
+    assert [t.outcome for t in report.targets] == ["blocked", "blocked"]
+    assert report.exit_code == 1
+    assert deletes_sent(box) == []
+    box.assert_converged(records[:60])
+
+
+# -- a backend that suddenly returns nothing, or a tenth ---------------------------------
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1], ids=["empty", "ten-percent"])
+@pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
+def test_a_source_that_suddenly_shrinks_deletes_nothing_on_either_target(
+    box: Sandbox, fraction: float, full: bool
+) -> None:
+    records = populated(box, mirror_block=True)
+    shrunk = records[: int(len(records) * fraction)]
+    box.write_catalog(shrunk)
+
+    report = box.sync(RunOptions(full=full))
+
+    assert report.exit_code == 1
+    for target in report.targets:
+        assert target.outcome == "blocked", target
+        assert target.deleted == 0
+        assert target.held == len(records) - len(shrunk)
+        assert "--allow-deletes" in (target.error or "")
+    assert deletes_sent(box) == []
+    assert upserts_sent(box) == 0  # mirror_block is on, but the guard holds the upsert
+    assert box.vambe is not None and box.vambe.upsert_calls[box.block] == 1  # the first run's
+    box.assert_converged(records)
+    assert len(state_rows(box.state_path, UF_NAME)) == len(records)
+    assert len(state_rows(box.state_path, VB_NAME)) == len(records)
+
+
+def test_plan_shows_the_held_deletes_and_the_way_to_allow_them(
+    hundred: tuple[Sandbox, list[dict]],
+) -> None:
+    box, records = hundred
+    box.write_catalog(records[:10])
+
+    result = box.cli("plan")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("HELD: 90 deletes not sent") == 2
+    assert "syncd sync --allow-deletes" in result.stdout
+    assert box.userflux is not None and box.vambe is not None
+    _, vb = box.new_requests()
+    assert box.userflux.request_count() == 100  # nothing new
+    assert all(r.method == "GET" for r in vb)
+
+
+def test_max_delete_count_holds_one_delete_too_many(box: Sandbox) -> None:
+    guards = {"max_delete_fraction": 1.0, "max_delete_count": 2}
+    records = populated(box, n=20, guards=guards)
+
+    box.write_catalog(records[3:])  # 3 deletes
+    report = box.sync()
+    assert [t.outcome for t in report.targets] == ["blocked", "blocked"]
+    assert all("max_delete_count=2" in (t.error or "") for t in report.targets)
+    assert deletes_sent(box) == []
+
+    box.write_catalog(records[2:])  # 2 deletes: within the limit
+    report = box.sync()
+    assert report.ok, report
+    assert sorted(deletes_sent(box)) == ["P00001", "P00001", "P00002", "P00002"]
+    box.assert_converged(records[2:])
+
+
+def test_a_source_read_that_fails_is_never_overridable(
+    hundred: tuple[Sandbox, list[dict]], tmp_path: Path
+) -> None:
+    box, records = hundred
+    text = "".join(__import__("json").dumps(r) + "\n" for r in records[:50])
+    box.catalog.write_text(text + '{"id": "P00051", "title": "cut sh', encoding="utf-8")
+
+    report = box.sync(RunOptions(allow_deletes=True, full=True))
+
+    assert report.exit_code == 1
+    assert not report.source_complete
+    assert "truncated" in (report.source_error or "")
+    assert [t.outcome for t in report.targets] == ["failed", "failed"]
+    assert deletes_sent(box) == []
+    assert upserts_sent(box) == 0
+    box.assert_converged(records)

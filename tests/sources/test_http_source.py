@@ -1,0 +1,440 @@
+"""The HTTP source against a real loopback catalog API: pagination, auth, retries, damage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from syncd.config import HttpAuthConfig, HttpConfig, HttpSourceConfig, PaginationConfig
+from syncd.errors import SourceError
+from syncd.model import UnreadableRow
+from syncd.sandbox.catalog import FakeCatalogApi
+from syncd.sources import open_source
+from syncd.sources.http import HttpSource, retry_after_seconds
+
+TOKEN = "tok-very-secret-123"
+
+
+def catalog(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"p{i}", "name": f"Product {i}", "price": i + 0.5} for i in range(1, n + 1)]
+
+
+def http_source(
+    url: str,
+    sleeps: list[float] | None = None,
+    transport: httpx.BaseTransport | None = None,
+    **options: Any,
+) -> HttpSource:
+    options.setdefault("records_path", "products")
+    config = HttpSourceConfig(kind="http", url=url, **options)
+    record_sleep = sleeps.append if sleeps is not None else _no_sleep
+    return HttpSource(config, HttpConfig(), transport=transport, sleep=record_sleep)
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"unexpected sleep of {seconds} s")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeCatalogApi]:
+    with FakeCatalogApi(catalog(250), style="page") as fake:
+        yield fake
+
+
+def read_until_failure(source: HttpSource) -> tuple[list[Any], SourceError]:
+    items: list[Any] = []
+    with pytest.raises(SourceError) as raised:
+        items.extend(source.read())
+    return items, raised.value
+
+
+# --- Pagination ------------------------------------------------------------------------
+
+STYLES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # style: (fake options, source options)
+    "none": ({}, {"pagination": PaginationConfig(style="none")}),
+    "page": ({}, {"pagination": PaginationConfig(style="page", page_size=40)}),
+    "offset": (
+        {},
+        {"pagination": PaginationConfig(style="offset", size_param="limit", page_size=40)},
+    ),
+    "cursor": ({"page_size_default": 40}, {"pagination": PaginationConfig(style="cursor")}),
+    "next_url": ({"page_size_default": 40}, {"pagination": PaginationConfig(style="next_url")}),
+    "link": (
+        {"page_size_default": 40, "records_path": None},
+        {"pagination": PaginationConfig(style="link"), "records_path": None},
+    ),
+}
+PAGES = {"none": 1, "page": 7, "offset": 7, "cursor": 7, "next_url": 7, "link": 7}
+"""Requests for 250 records at 40 a page: 6 full pages, a short one."""
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_every_pagination_style_reads_every_record_exactly_once(style: str) -> None:
+    fake_options, source_options = STYLES[style]
+    records = catalog(250)
+
+    with FakeCatalogApi(records, style=style, **fake_options) as fake:
+        items = list(http_source(fake.url, **source_options).read())
+
+    assert items == records
+    assert fake.requests == PAGES[style]
+
+
+@pytest.mark.parametrize("style", ["page", "offset"])
+def test_a_full_last_page_is_followed_by_one_empty_page(style: str) -> None:
+    _, source_options = STYLES[style]
+
+    with FakeCatalogApi(catalog(80), style=style) as fake:
+        items = list(http_source(fake.url, **source_options).read())
+
+    assert len(items) == 80
+    assert fake.requests == 3
+
+
+@pytest.mark.parametrize("style", ["cursor", "next_url", "link"])
+def test_a_configured_page_size_is_asked_for_by_the_other_styles(style: str) -> None:
+    pagination = PaginationConfig(style=style, page_size=50)
+
+    with FakeCatalogApi(catalog(250), style=style, page_size_default=10) as fake:
+        items = list(http_source(fake.url, pagination=pagination).read())
+
+    assert len(items) == 250
+    assert fake.requests == 5
+
+
+def test_an_empty_catalog_is_a_complete_read_of_nothing() -> None:
+    with FakeCatalogApi([], style="page") as fake:
+        assert list(http_source(fake.url, pagination=PaginationConfig(style="page")).read()) == []
+
+
+def test_each_read_sees_the_catalog_as_it_is_now(api: FakeCatalogApi) -> None:
+    source = http_source(api.url, pagination=PaginationConfig(style="page"))
+    first = list(source.read())
+
+    del api.records[10:]
+    api.records.append({"id": "new"})
+
+    assert len(first) == 250
+    assert list(source.read()) == [*catalog(10), {"id": "new"}]
+
+
+def test_extra_params_go_with_every_page(api: FakeCatalogApi) -> None:
+    seen: list[httpx.URL] = []
+
+    def spy(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json={"products": []})
+
+    source = http_source(
+        "https://shop.test/products",
+        transport=httpx.MockTransport(spy),
+        params={"status": "active"},
+        pagination=PaginationConfig(style="page"),
+    )
+    list(source.read())
+
+    assert seen[0].params["status"] == "active"
+    assert seen[0].params["page"] == "1"
+
+
+def test_the_total_is_checked_against_what_was_read(api: FakeCatalogApi) -> None:
+    source = http_source(api.url, pagination=PaginationConfig(style="page", total_path="total"))
+
+    assert len(list(source.read())) == 250
+
+
+def test_a_total_that_disagrees_with_the_records_read_fails_the_read() -> None:
+    def lying(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"products": catalog(3), "meta": {"count": 10}})
+
+    source = http_source(
+        "https://shop.test/products",
+        transport=httpx.MockTransport(lying),
+        pagination=PaginationConfig(style="none", total_path="meta.count"),
+    )
+
+    items, error = read_until_failure(source)
+
+    assert len(items) == 3
+    assert "announced 10 records (meta.count) but 3 were read" in str(error)
+
+
+# --- Auth ------------------------------------------------------------------------------
+
+
+def test_a_bearer_token_from_the_environment_is_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
+    auth = HttpAuthConfig(kind="bearer", token_env="CATALOG_TOKEN")
+
+    with FakeCatalogApi(catalog(5), auth=("Authorization", f"Bearer {TOKEN}")) as fake:
+        items = list(http_source(fake.url, auth=auth).read())
+
+    assert len(items) == 5
+    assert fake.headers[0]["authorization"] == f"Bearer {TOKEN}"
+    assert fake.headers[0]["user-agent"].startswith("syncd/")
+
+
+def test_a_named_header_carries_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
+    auth = HttpAuthConfig(kind="header", header="X-Api-Key", token_env="CATALOG_TOKEN")
+
+    with FakeCatalogApi(catalog(5), auth=("X-Api-Key", TOKEN)) as fake:
+        assert len(list(http_source(fake.url, auth=auth).read())) == 5
+
+
+def test_basic_auth_sends_the_user_and_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATALOG_PASSWORD", TOKEN)
+    auth = HttpAuthConfig(kind="basic", username="shop", password_env="CATALOG_PASSWORD")
+    expected = httpx.BasicAuth("shop", TOKEN)._auth_header
+
+    with FakeCatalogApi(catalog(5), auth=("Authorization", expected)) as fake:
+        assert len(list(http_source(fake.url, auth=auth).read())) == 5
+
+
+def test_a_refused_token_fails_at_once_naming_its_variable_not_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
+    auth = HttpAuthConfig(kind="bearer", token_env="CATALOG_TOKEN")
+
+    with FakeCatalogApi(catalog(5), auth=("Authorization", "Bearer other")) as fake:
+        items, error = read_until_failure(http_source(fake.url, auth=auth))
+
+    assert items == []
+    assert fake.requests == 1, "401 is not retried"
+    assert "HTTP 401" in str(error)
+    assert "$CATALOG_TOKEN" in str(error)
+    assert TOKEN not in str(error)
+
+
+def test_an_unset_token_variable_fails_the_read_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, api: FakeCatalogApi
+) -> None:
+    monkeypatch.delenv("CATALOG_TOKEN", raising=False)
+    auth = HttpAuthConfig(kind="bearer", token_env="CATALOG_TOKEN")
+
+    with pytest.raises(SourceError, match="CATALOG_TOKEN is not set"):
+        list(http_source(api.url, auth=auth).read())
+
+    assert api.requests == 0
+
+
+# --- Retries and failures --------------------------------------------------------------
+
+
+def test_a_page_failing_twice_is_retried_then_read(api: FakeCatalogApi) -> None:
+    api.fail_on_page(2, status=503, times=2)
+    sleeps: list[float] = []
+
+    items = list(http_source(api.url, sleeps, pagination=PaginationConfig(style="page")).read())
+
+    assert items == catalog(250)
+    assert api.requests == 3 + 2
+    assert len(sleeps) == 2
+    assert sleeps[1] > sleeps[0] / 2, "the back-off grows"
+
+
+def test_retry_after_is_honoured(api: FakeCatalogApi) -> None:
+    api.fail_on_page(1, status=429, times=1, retry_after="7")
+    sleeps: list[float] = []
+
+    list(http_source(api.url, sleeps, pagination=PaginationConfig(style="page")).read())
+
+    assert sleeps == [7.0]
+
+
+def test_a_page_that_keeps_failing_fails_the_read_after_the_earlier_pages_were_yielded() -> None:
+    sleeps: list[float] = []
+    with FakeCatalogApi(catalog(500), style="page") as fake:
+        fake.fail_on_page(3, status=500)
+        source = http_source(
+            fake.url, sleeps, max_attempts=3, pagination=PaginationConfig(style="page")
+        )
+
+        items, error = read_until_failure(source)
+
+    assert items == catalog(200), "two pages came out; the exception says the read failed"
+    assert fake.requests == 2 + 3
+    assert len(sleeps) == 2
+    message = str(error)
+    assert "page 3" in message
+    assert "page=3" in message
+    assert "HTTP 500 Internal Server Error" in message
+    assert "after 3 attempts" in message
+
+
+def test_a_malformed_page_fails_the_read_naming_it(api: FakeCatalogApi) -> None:
+    api.malformed_page(2)
+
+    items, error = read_until_failure(
+        http_source(api.url, pagination=PaginationConfig(style="page"))
+    )
+
+    assert len(items) == 100
+    assert "page 2" in str(error)
+    assert "not valid JSON" in str(error)
+
+
+def test_a_page_that_vanishes_mid_read_fails_the_read(api: FakeCatalogApi) -> None:
+    api.vanish_from_page(2)
+
+    items, error = read_until_failure(
+        http_source(api.url, pagination=PaginationConfig(style="page"))
+    )
+
+    assert len(items) == 100
+    assert "page 2" in str(error)
+    assert "HTTP 404 Not Found" in str(error)
+    assert api.requests == 2, "404 is not retried"
+
+
+def test_records_path_that_is_not_a_list_fails_the_read(api: FakeCatalogApi) -> None:
+    with pytest.raises(SourceError, match=r"page 1 .*: total is a JSON int, not an array"):
+        list(http_source(api.url, records_path="total").read())
+
+
+def test_a_missing_records_path_fails_the_read(api: FakeCatalogApi) -> None:
+    with pytest.raises(SourceError, match=r"page 1 .*no 'items' in the body"):
+        list(http_source(api.url, records_path="items").read())
+
+
+def test_an_item_that_is_not_an_object_is_an_unreadable_row() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"products": [{"id": "1"}, "oops"]})
+
+    source = http_source("https://shop.test/p", transport=httpx.MockTransport(answer))
+
+    assert list(source.read()) == [
+        {"id": "1"},
+        UnreadableRow("page 1 item 1", "a JSON str, not an object"),
+    ]
+
+
+def test_dropped_connections_and_timeouts_are_retried() -> None:
+    failures: list[Exception] = [
+        httpx.ConnectError("connection reset"),
+        httpx.ReadTimeout("too slow"),
+    ]
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if failures:
+            raise failures.pop(0)
+        return httpx.Response(200, json={"products": [{"id": "1"}]})
+
+    sleeps: list[float] = []
+    source = http_source("https://shop.test/p", sleeps, transport=httpx.MockTransport(flaky))
+
+    assert list(source.read()) == [{"id": "1"}]
+    assert len(sleeps) == 2
+
+
+def test_an_unreachable_server_fails_the_read_after_its_attempts() -> None:
+    sleeps: list[float] = []
+    source = http_source("http://127.0.0.1:1/products", sleeps, max_attempts=2)
+
+    items, error = read_until_failure(source)
+
+    assert items == []
+    assert "ConnectError after 2 attempts" in str(error)
+    assert isinstance(error.__cause__, httpx.ConnectError)
+    assert len(sleeps) == 1
+
+
+def test_a_redirect_is_not_followed(api: FakeCatalogApi) -> None:
+    def moved(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(301, headers={"Location": "https://elsewhere.test/products"})
+
+    source = http_source("https://shop.test/p", transport=httpx.MockTransport(moved))
+
+    with pytest.raises(SourceError, match=r"HTTP 301.*elsewhere\.test"):
+        list(source.read())
+
+
+# --- Loop guards -----------------------------------------------------------------------
+
+
+def answering(body: Callable[[httpx.Request], Any]) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(200, json=body(request)))
+
+
+def test_a_cursor_that_repeats_fails_the_read_as_a_loop() -> None:
+    cursors = iter(["a", "b", "a"])
+    transport = answering(lambda request: {"products": [{"id": "x"}], "next": next(cursors)})
+    source = http_source(
+        "https://shop.test/p", transport=transport, pagination=PaginationConfig(style="cursor")
+    )
+
+    items, error = read_until_failure(source)
+
+    assert len(items) == 3
+    assert "'a' was already read: a pagination loop" in str(error)
+
+
+def test_a_next_url_pointing_back_to_itself_fails_the_read_as_a_loop() -> None:
+    served = iter(range(100))
+    transport = answering(lambda request: {"products": [{"id": next(served)}], "next": "/p?page=2"})
+    source = http_source(
+        "https://shop.test/p", transport=transport, pagination=PaginationConfig(style="next_url")
+    )
+
+    items, error = read_until_failure(source)
+
+    assert len(items) == 2
+    assert "pagination loop" in str(error)
+
+
+def test_an_api_ignoring_the_page_parameter_fails_the_read() -> None:
+    transport = answering(lambda request: {"products": catalog(100)})
+    source = http_source(
+        "https://shop.test/p", transport=transport, pagination=PaginationConfig(style="page")
+    )
+
+    items, error = read_until_failure(source)
+
+    assert len(items) == 100
+    assert "the same page again" in str(error)
+
+
+def test_max_pages_stops_an_endless_read(api: FakeCatalogApi) -> None:
+    source = http_source(api.url, pagination=PaginationConfig(style="page", max_pages=2))
+
+    items, error = read_until_failure(source)
+
+    assert len(items) == 200
+    assert "more than 2 pages" in str(error)
+    assert api.requests == 2
+
+
+# --- The rest --------------------------------------------------------------------------
+
+
+def test_describe_leaves_credentials_out_of_the_url() -> None:
+    source = http_source("https://user:pw@shop.test/products")
+
+    assert source.describe() == "http https://shop.test/products (none pagination)"
+
+
+def test_open_source_builds_an_http_source() -> None:
+    config = HttpSourceConfig(kind="http", url="https://shop.test/products")
+
+    assert isinstance(open_source(config), HttpSource)
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+
+
+def test_the_fake_serves_bare_lists_and_nested_records_paths() -> None:
+    with FakeCatalogApi(catalog(3), style="none", records_path="data.items") as fake:
+        body = json.loads(httpx.get(fake.url).content)
+
+    assert body["data"]["items"] == catalog(3)
+    assert body["total"] == 3

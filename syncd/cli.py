@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from syncd import __version__
-from syncd.config import SyncdConfig, load_config, resolve_secret
+from syncd.config import SyncdConfig, load_config, resolve_secret, secret_names
 from syncd.errors import ConfigError, SyncdError
 from syncd.logs import configure_logging, register_secret
 from syncd.reconcile import Reconciler, RunOptions, RunReport
@@ -41,8 +41,8 @@ class _Context:
             self._config = load_config(self.config_path)
             logging = self._config.logging
             configure_logging(self.log_level or logging.level, self.log_format or logging.format)
-            for target in self._config.targets:
-                register_secret(resolve_secret(target.api_key_env))
+            for _, name in secret_names(self._config):
+                register_secret(resolve_secret(name))
         return self._config
 
     def store(self) -> StateStore:
@@ -204,6 +204,7 @@ def status(obj: _Context, as_json: bool) -> None:
 
     last_started = {r["target"]: r["last_run"]["started_at"] for r in rows if r["last_run"]}
     upcoming = next_runs(config, datetime.now(UTC), last_started)
+    next_at = {name: when.timestamp() for name, when in upcoming.items() if when}
     for r in rows:
         when = upcoming[r["target"]]
         r["next_run"] = when.isoformat() if when else None
@@ -222,7 +223,7 @@ def status(obj: _Context, as_json: bool) -> None:
                     r["last_run"]["created"] if r["last_run"] else "",
                     r["last_run"]["updated"] if r["last_run"] else "",
                     r["last_run"]["deleted"] if r["last_run"] else "",
-                    _when(datetime.fromisoformat(r["next_run"]).timestamp()) if r["next_run"] else "",
+                    _when(next_at.get(r["target"])),
                     (r["last_run"]["error"] or "")[:60] if r["last_run"] else "",
                 ]
                 for r in rows

@@ -109,6 +109,7 @@ class FileSourceConfig(_SourceBase):
     """A catalog export on disk: JSON Lines, JSON or CSV."""
 
     kind: Literal["file"]
+    """Selects this source kind."""
     path: Path
     """The file to read (relative paths are relative to the config file)."""
     format: Literal["auto", "jsonl", "json", "csv"] = "auto"
@@ -125,6 +126,7 @@ class SqlSourceConfig(_SourceBase):
     """A SQL database read through SQLAlchemy (PostgreSQL, MySQL/MariaDB, SQLite)."""
 
     kind: Literal["sql"]
+    """Selects this source kind."""
     url: str | None = None
     """SQLAlchemy URL without the password (``postgresql+psycopg://syncd@db/shop``)."""
     url_env: str | None = None
@@ -160,12 +162,17 @@ class PaginationConfig(_Model):
     """``page``: page/per_page; ``offset``: offset/limit; ``cursor``: a cursor from the body;
     ``next_url``: the next page's URL from the body; ``link``: RFC 8288 ``Link: rel=next``."""
     page_param: str = "page"
+    """Query parameter carrying the page number (``page`` style)."""
     size_param: str = "per_page"
     """Query parameter carrying the page size (``limit`` for offset style)."""
     offset_param: str = "offset"
+    """Query parameter carrying the offset (``offset`` style)."""
     cursor_param: str = "cursor"
+    """Query parameter carrying the cursor (``cursor`` style)."""
     page_size: int = Field(default=100, ge=1)
+    """Records asked for per page."""
     first_page: int = 1
+    """Number of the first page (``page`` style; some APIs start at 0)."""
     next_path: str = "next"
     """Dotted path in the body to the next cursor or URL (``meta.next_cursor``)."""
     total_path: str | None = None
@@ -178,6 +185,7 @@ class HttpAuthConfig(_Model):
     """Authentication of the HTTP source; secrets come from the environment."""
 
     kind: Literal["none", "bearer", "header", "basic"] = "none"
+    """How to authenticate: none, bearer token, a named header, or HTTP basic."""
     token_env: str | None = None
     """bearer/header: environment variable holding the token."""
     header: str = "Authorization"
@@ -192,6 +200,7 @@ class HttpSourceConfig(_SourceBase):
     """A paginated JSON API of the backend."""
 
     kind: Literal["http"]
+    """Selects this source kind."""
     url: str
     """The first page's URL."""
     records_path: str | None = None
@@ -199,8 +208,11 @@ class HttpSourceConfig(_SourceBase):
     params: dict[str, str] = Field(default_factory=dict)
     """Extra query parameters sent with every page."""
     pagination: PaginationConfig = Field(default_factory=PaginationConfig)
+    """How pages are walked (default: a single page)."""
     auth: HttpAuthConfig = Field(default_factory=HttpAuthConfig)
+    """Authentication (default: none)."""
     timeout_s: float = Field(default=30.0, gt=0)
+    """Per page: read timeout in seconds."""
     max_attempts: int = Field(default=4, ge=1)
     """Tries per page on 429/5xx/timeouts before the read fails."""
 
@@ -261,14 +273,19 @@ class VambeMappingConfig(_Model):
     key: Spec | None = None
     """The ``external_id``; default the source's key."""
     name: Spec = Field(default_factory=lambda: FieldSpec(path="name"))
+    """The product name (default: the ``name`` field)."""
     description: Spec = Field(
         default_factory=lambda: FieldSpec(path="description", html=True, max_length=8192)
     )
     """Natural language for AI search; HTML stripped and truncated at 8192 by default."""
     price: Spec = Field(default_factory=lambda: FieldSpec(path="price", type="number"))
+    """The price, a number > 0 (default: the ``price`` field)."""
     currency: Spec = Field(default_factory=lambda: FieldSpec(const="USD"))
+    """One of CLP ARS COP MXN EUR USD UF PEN BRL HNL (default: USD)."""
     file_url: Spec | None = None
+    """An image or file URL (optional)."""
     sku: Spec | None = None
+    """The SKU (optional; newer API versions only)."""
     metadata: list[str] | dict[str, Spec] = Field(default_factory=list)
     """Fields kept as metadata: a list of paths, or label → spec. Values are stringified,
     nested ones flattened to dotted keys."""
@@ -280,6 +297,7 @@ class _TargetBase(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     """Unique name of the target (used in state, logs, metrics, ``--target``)."""
     enabled: bool = True
+    """A disabled target is skipped by every run (its state is kept)."""
     api_key_env: str
     """Environment variable holding the API key."""
     concurrency: int = Field(default=8, ge=1, le=256)
@@ -289,7 +307,9 @@ class _TargetBase(_Model):
     timeout_s: float = Field(default=30.0, gt=0)
     """Per request: read/write timeout in seconds."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    """Retries of one request."""
     guards: GuardConfig = Field(default_factory=GuardConfig)
+    """Delete guards of this target."""
     rejection_backoff_s: float = Field(default=86_400.0, ge=0)
     """A product the target refused is re-sent unchanged only after this long."""
 
@@ -298,10 +318,13 @@ class UserfluxTargetConfig(_TargetBase):
     """UserFlux's Products API: one request per product."""
 
     kind: Literal["userflux"]
+    """Selects this target kind."""
     base_url: str = "https://integration-api.userflux.co"
+    """The API's base URL (a fake's URL to try a config)."""
     type_id: str = Field(min_length=1)
     """The product schema's ID (slug), created beforehand in UserFlux."""
     mapping: UserfluxMappingConfig = Field(default_factory=UserfluxMappingConfig)
+    """How records become UserFlux products."""
 
 
 VAMBE_TYPES = ("vambe", "shopify", "woocommerce", "axis", "vtex", "PRODUCT", "SERVICE")
@@ -311,7 +334,9 @@ class VambeTargetConfig(_TargetBase):
     """A Vambe product block: batched creates and deletes, optional whole-block upsert."""
 
     kind: Literal["vambe"]
+    """Selects this target kind."""
     base_url: str = "https://api.vambe.me"
+    """The API's base URL (some accounts use https://api.vambe.ai)."""
     block_id: str = Field(min_length=1)
     """The ``promptBlockId`` (a UUID) of the product block."""
     batch_size: int = Field(default=2000, ge=1, le=2000)
@@ -323,7 +348,9 @@ class VambeTargetConfig(_TargetBase):
     mirror_block: bool = False
     """On a full refresh, replace the whole block with ``upsert`` (deletes what we did not send)."""
     mapping: VambeMappingConfig = Field(default_factory=VambeMappingConfig)
+    """How records become Vambe products."""
     concurrency: int = Field(default=2, ge=1, le=64)
+    """Batches in flight at once (each carries up to ``batch_size`` products)."""
 
 
 TargetConfig = Annotated[
@@ -364,6 +391,7 @@ class ScheduleConfig(_Model):
     full_refresh_cron: str | None = "0 4 * * 0"
     """Crontab of the full refresh (drift repair); default Sundays 04:00. Empty: never."""
     timezone: str = "UTC"
+    """Time zone of the crontabs (an IANA name)."""
     run_at_start: bool = False
     """Run one sync as soon as the daemon starts."""
     misfire_grace_s: float = Field(default=3600.0, ge=1)
@@ -380,13 +408,16 @@ class HealthConfig(_Model):
     enabled: bool = True
     """Serve it in ``syncd run`` (``syncd sync`` never does unless asked)."""
     host: str = "0.0.0.0"  # noqa: S104 (the container's port is published on purpose)
+    """Address to listen on (all interfaces, for the container)."""
     port: int = Field(default=9102, ge=0, le=65535)
+    """Port to listen on."""
     max_failing_s: float = Field(default=2 * 86_400.0, gt=0)
     """/readyz fails when no run succeeded for this long while the last one failed."""
 
 
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level written."""
     format: Literal["auto", "json", "console"] = "auto"
     """``auto``: coloured console on a terminal, JSON lines otherwise."""
 
@@ -395,6 +426,7 @@ class HttpConfig(_Model):
     """Settings of every HTTP client syncd opens."""
 
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds to establish a connection."""
     ca_bundle: Path | None = None
     """A PEM file of extra CA certificates; TLS verification itself can't be turned off."""
 
@@ -403,12 +435,19 @@ class SyncdConfig(_Model):
     """The whole configuration file."""
 
     source: SourceConfig
+    """The source of truth (``kind`` = file, sql or http)."""
     targets: list[TargetConfig] = Field(min_length=1)
+    """The product APIs to mirror into (``kind`` = userflux or vambe)."""
     state: StateConfig = Field(default_factory=StateConfig)
+    """Where acknowledged state lives."""
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """When ``syncd run`` syncs."""
     health: HealthConfig = Field(default_factory=HealthConfig)
+    """The health and metrics listener."""
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    """Log level and format."""
     http: HttpConfig = Field(default_factory=HttpConfig)
+    """Settings of every HTTP client."""
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:
@@ -466,7 +505,8 @@ def resolve_secret(env_name: str, environ: Mapping[str, str] | None = None) -> s
     return None
 
 
-def _secret_problems(config: SyncdConfig, environ: Mapping[str, str]) -> list[ConfigProblem]:
+def secret_names(config: SyncdConfig) -> list[tuple[str, str]]:
+    """Every secret the config names: (TOML path, environment variable)."""
     wanted: list[tuple[str, str]] = []
     for index, target in enumerate(config.targets):
         if target.enabled:
@@ -478,20 +518,27 @@ def _secret_problems(config: SyncdConfig, environ: Mapping[str, str]) -> list[Co
         if source.password_env:
             wanted.append(("source.password_env", source.password_env))
     if isinstance(source, HttpSourceConfig):
-        auth = source.auth
-        if auth.kind in ("bearer", "header"):
-            if not auth.token_env:
-                return [ConfigProblem("source.auth.token_env", f"missing (needed by {auth.kind})")]
-            wanted.append(("source.auth.token_env", auth.token_env))
-        if auth.kind == "basic":
-            if not (auth.username and auth.password_env):
-                return [ConfigProblem("source.auth", "basic needs username and password_env")]
-            wanted.append(("source.auth.password_env", auth.password_env))
+        if source.auth.kind in ("bearer", "header") and source.auth.token_env:
+            wanted.append(("source.auth.token_env", source.auth.token_env))
+        if source.auth.kind == "basic" and source.auth.password_env:
+            wanted.append(("source.auth.password_env", source.auth.password_env))
     if config.state.url_env:
         wanted.append(("state.url_env", config.state.url_env))
-    return [
+    return wanted
+
+
+def _secret_problems(config: SyncdConfig, environ: Mapping[str, str]) -> list[ConfigProblem]:
+    problems = []
+    source = config.source
+    if isinstance(source, HttpSourceConfig):
+        auth = source.auth
+        if auth.kind in ("bearer", "header") and not auth.token_env:
+            problems.append(ConfigProblem("source.auth.token_env", f"missing (needed by {auth.kind})"))
+        if auth.kind == "basic" and not (auth.username and auth.password_env):
+            problems.append(ConfigProblem("source.auth", "basic needs username and password_env"))
+    return problems + [
         ConfigProblem(path, f"environment variable {name} is not set (nor {name}_FILE)")
-        for path, name in wanted
+        for path, name in secret_names(config)
         if resolve_secret(name, environ) is None
     ]
 

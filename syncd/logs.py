@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -19,10 +20,20 @@ _secrets_lock = threading.Lock()
 
 
 def register_secret(value: str | None) -> None:
-    """Never let this value appear in a log line (API keys, passwords)."""
-    if value and len(value) >= 4:
-        with _secrets_lock:
-            _secrets.add(value)
+    """Never let this value appear in a log line (API keys, passwords, and the password
+    inside a URL such as a database URL from the environment)."""
+    if not value or len(value) < 4:
+        return
+    found = {value}
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            found |= {password, unquote(password)}
+    with _secrets_lock:
+        _secrets.update(v for v in found if len(v) >= 4)
 
 
 def scrub(text: str) -> str:

@@ -105,9 +105,7 @@ def _jsonable_other(value: Any, depth: int) -> Any:
         if not value.is_finite():
             raise RecordError(f"not a finite number: {_show(value)}")
         return float(value)
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
+    if isinstance(value, int):  # an int-based enum, say
         return int(value)
     if isinstance(value, float):
         return _finite(float(value))
@@ -166,6 +164,7 @@ _NUMBER_TEXT = {
 }
 _INTEGER_TEXT = re.compile(r"\s*[-+]?\d+\s*")
 _LIST_SEPARATORS = re.compile(r"[,|]")
+_INDEX = re.compile(r"-?[0-9]+")
 _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0"})
 
@@ -330,9 +329,7 @@ def compile_path(path: str) -> Getter:
     """A function reading the dotted ``path`` from a record (None when absent)."""
     if "." not in path:
         return lambda record: record.get(path)
-    parts = tuple(
-        (part, int(part) if part.lstrip("-").isdigit() else None) for part in path.split(".")
-    )
+    parts = tuple((part, int(part) if _INDEX.fullmatch(part) else None) for part in path.split("."))
 
     def get(record: Record) -> Any:
         value = record.get(path)  # a literal key with dots wins
@@ -373,7 +370,9 @@ def _compile_template(template: str) -> Getter:
             if get is None:
                 continue
             value = get(record)
-            if value is None or (type(value) is str and not value.strip()):
+            if value.__class__ is str:
+                value = value.strip()
+            if value is None or value == "":
                 return hole
             if spec:
                 try:
@@ -509,11 +508,13 @@ def compile_field(
             raise RecordError("missing (required)")
         return found
 
-    if spec.const is not None:  # the same for every record: work it out once
+    const = spec.const
+    if const is not None and not (isinstance(const, str) and not const.strip()):
+        # The same for every record: work it out once, and a bad one is a config error.
         try:
             constant = value({})
         except RecordError as exc:
-            raise ValueError(f"const {_show(spec.const)}: {exc.reason}") from None
+            raise ValueError(f"const {_show(const)}: {exc.reason}") from None
         if constant.__class__ in (str, int, float, bool):
             return lambda record: constant
     return value
@@ -576,9 +577,11 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     """Call the escape hatch; its result is made JSON-compatible and its key re-read."""
     try:
         result = hook(record, payload)
+    except RecordError as exc:
+        raise RecordError(exc.reason, key=key, field=exc.field) from None
     except ValueError as exc:
         raise RecordError(str(exc) or "rejected by mapping.callable", key=key) from None
-    except (TypeError, KeyError) as exc:
+    except (TypeError, KeyError, IndexError) as exc:
         raise RecordError(f"{type(exc).__name__}: {exc}", key=key) from None
     if not isinstance(result, dict):
         raise RecordError(f"mapping.callable returned {type(result).__name__}, not a dict", key=key)
@@ -604,7 +607,7 @@ def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **optio
 class UserfluxMapper:
     """Records → UserFlux products: ``{"id", "typeId", "properties", "aiPropertyOverrides"}``."""
 
-    __slots__ = ("_hook", "_key", "_overrides", "_properties", "_type_id")
+    __slots__ = ("_flat", "_hook", "_key", "_nested", "_overrides", "_type_id")
 
     def __init__(self, target: UserfluxTargetConfig, source_key: str) -> None:
         mapping = target.mapping
@@ -613,7 +616,7 @@ class UserfluxMapper:
         self._key = _compile(problems, f"{where}.key", mapping.key or FieldSpec(path=source_key))
         self._type_id = target.type_id
         names = set(mapping.properties)
-        properties = []
+        flat, nested = [], []
         for name, spec in mapping.properties.items():
             parts = name.split(".")
             if not all(parts):
@@ -628,8 +631,12 @@ class UserfluxMapper:
                         )
                     )
             field = _compile(problems, f"{where}.properties.{name}", spec)
-            properties.append((f"properties.{name}", tuple(parts[:-1]), parts[-1], field))
-        self._properties = tuple(properties)
+            if len(parts) == 1:
+                flat.append((f"properties.{name}", name, field))
+            else:
+                nested.append((f"properties.{name}", tuple(parts[:-1]), parts[-1], field))
+        self._flat = tuple(flat)
+        self._nested = tuple(nested)
         self._overrides = tuple(
             (
                 f"aiPropertyOverrides.{name}",
@@ -645,7 +652,14 @@ class UserfluxMapper:
     def map(self, record: Record) -> Document:
         key = _key_of(self._key, record, "id")
         properties: dict[str, Any] = {}
-        for label, parents, leaf, field in self._properties:
+        for label, name, field in self._flat:
+            try:
+                value = field(record)
+            except RecordError as exc:
+                raise RecordError(exc.reason, key=key, field=label) from None
+            if value is not MISSING:
+                properties[name] = value
+        for label, parents, leaf, field in self._nested:
             try:
                 value = field(record)
             except RecordError as exc:
@@ -775,10 +789,10 @@ class VambeMapper:
         for label, name, field in self._metadata:
             try:
                 value = field(record)
+                if value is not MISSING:
+                    _flatten(metadata, name, value)
             except RecordError as exc:
                 raise RecordError(exc.reason, key=key, field=label) from None
-            if value is not MISSING:
-                _flatten(metadata, name, value)
         payload["type"] = self._type
         payload["metadata"] = metadata
         if self._hook is not None:

@@ -184,10 +184,14 @@ class FileSource:
                 yield UnreadableRow(place, f"a JSON {type(value).__name__}, not an object")
 
     def _read_json(self) -> Iterator[SourceItem]:
-        data = self._read_bytes()
         encoding = self.config.encoding
+        try:
+            codec = codecs.lookup(encoding).name
+        except LookupError:
+            raise SourceError(f"{self.path}: unknown encoding {encoding!r}") from None
+        data = self._read_bytes()
         bom = 0
-        if codecs.lookup(encoding).name == "utf-8-sig" and data.startswith(_BOM):
+        if codec == "utf-8-sig" and data.startswith(_BOM):
             data, bom, encoding = data[len(_BOM) :], len(_BOM), "utf-8"
         try:
             text = data.decode(encoding)
@@ -221,8 +225,10 @@ class FileSource:
                 ) from None
         where = records_path or "the document root"
         if not isinstance(document, list):
+            hint = "" if records_path else "; set source.records_path to the array"
             raise SourceError(
-                f"{self.path}: {where} is a JSON {type(document).__name__}, not an array of records"
+                f"{self.path}: {where} is a JSON {type(document).__name__}, "
+                f"not an array of records{hint}"
             )
         for index, value in enumerate(document):
             if isinstance(value, dict):

@@ -149,7 +149,9 @@ class SqlSource:
 
     def _statement(self, conn: Connection) -> sa.TextClause:
         if self.config.query is not None:
-            return sa.text(self.config.query)
+            # Sent as written: colons escaped so text() binds no ``:name``, and text()
+            # escapes ``%`` for the drivers that use it as a placeholder.
+            return sa.text(self.config.query.replace(":", "\\:"))
         preparer = conn.dialect.identifier_preparer
         assert self.config.table is not None
         name = ".".join(preparer.quote(part) for part in self.config.table.split("."))

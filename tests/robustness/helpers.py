@@ -501,3 +501,75 @@ def run_in_thread(target: Any, *args: Any) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
     return thread
+
+
+# --------------------------------------------------------------------------------------
+# Faults: which requests they hit, what was acknowledged
+# --------------------------------------------------------------------------------------
+
+
+def _key_in_path(path: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(path.split("?", 1)[0].rsplit("/", 1)[-1])
+
+
+def touches(*keys: str) -> Any:
+    """A ``Fault.match`` for writes naming any of ``keys`` (UserFlux or Vambe)."""
+    wanted = set(keys)
+
+    def match(method: str, path: str, body: object) -> bool:
+        if method == "DELETE":
+            return _key_in_path(path) in wanted
+        if isinstance(body, dict):
+            return body.get("id") in wanted
+        if isinstance(body, list):
+            return any(isinstance(i, dict) and i.get("external_id") in wanted for i in body)
+        return False
+
+    return match
+
+
+def writes(method: str, path: str, body: object) -> bool:
+    """A ``Fault.match`` for every write (not Vambe's ``product-blocks`` GET)."""
+    return method != "GET"
+
+
+def acknowledged(requests: Iterable[RecordedRequest]) -> set[str]:
+    """Keys of products some write answered 2xx for (upserts, creates, deletes)."""
+    keys: set[str] = set()
+    for request in requests:
+        if not 200 <= request.status < 300 or request.method == "GET":
+            continue
+        if request.method == "DELETE":
+            keys.add(_key_in_path(request.path))
+        elif isinstance(request.json, dict):
+            keys.add(str(request.json.get("id")))
+        elif isinstance(request.json, list):
+            keys.update(str(i.get("external_id")) for i in request.json if isinstance(i, dict))
+    return keys
+
+
+class Timeline:
+    """``Events`` recording when each answer and retry happened (monotonic seconds)."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, str, str, str]] = []
+        self.retries: list[tuple[float, str, str]] = []
+        self._lock = threading.Lock()
+
+    def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
+        import time
+
+        with self._lock:
+            self.answers.append((time.monotonic(), target, endpoint, status))
+
+    def retry(self, target: str, status: str) -> None:
+        import time
+
+        with self._lock:
+            self.retries.append((time.monotonic(), target, status))
+
+    def gaps(self, target: str) -> list[float]:
+        times = [t for t, name, _, _ in self.answers if name == target]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]

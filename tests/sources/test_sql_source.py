@@ -130,6 +130,18 @@ def test_every_database_yields_the_same_records_for_the_same_catalog(loaded_url:
     assert [normalised(r) for r in from_query] == expected
 
 
+def test_the_query_reaches_the_database_as_written(loaded_url: str) -> None:
+    query = (
+        "SELECT id, ':x' AS colon, '{\"a\":1}' AS json, '50%' AS pct FROM products "
+        "WHERE name LIKE 'Product 1%' ORDER BY id"
+    )
+
+    records = list(sql_source(loaded_url, query=query).read())
+
+    assert [r["id"] for r in records] == ["sku-0001", *(f"sku-{i:04d}" for i in range(10, 20))]
+    assert records[0] == {"id": "sku-0001", "colon": ":x", "json": '{"a":1}', "pct": "50%"}
+
+
 def test_the_read_runs_in_a_read_only_transaction(loaded_url: str) -> None:
     writing = "INSERT INTO products (id, name) VALUES ('sneaky', 'x') RETURNING id"
     if loaded_url.startswith("postgresql"):

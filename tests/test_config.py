@@ -1,0 +1,147 @@
+"""Config loading: every problem at once with its TOML path, secrets from the environment."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from syncd import config as cfg
+from syncd.config import load_config, parse_config, resolve_secret
+from syncd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.toml"
+ENV = {"USERFLUX_API_KEY": "k1", "VAMBE_API_KEY": "k2"}
+
+
+def minimal(**target: object) -> dict:
+    return {
+        "source": {"kind": "file", "path": "c.jsonl"},
+        "targets": [{"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "p", **target}],
+    }
+
+
+def problems_of(data: dict, environ: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, environ={"K": "x"} if environ is None else environ)
+    return [str(p) for p in caught.value.problems]
+
+
+def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    for field in model.model_fields.values():
+        stack = [field.annotation]
+        while stack:
+            annotation = stack.pop()
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                _models(annotation, seen)
+            stack.extend(typing.get_args(annotation))
+
+
+def test_the_example_config_is_valid():
+    config = load_config(EXAMPLE, environ=ENV)
+    assert [t.name for t in config.targets] == ["userflux", "vambe"]
+    assert config.source.path == EXAMPLE.parent / "catalog.jsonl"
+
+
+def test_the_example_config_documents_every_option():
+    text = EXAMPLE.read_text()
+    models: set[type[BaseModel]] = set()
+    _models(cfg.SyncdConfig, models)
+    missing = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name in model.model_fields
+        if not re.search(rf"(^|[\s#{{,]){re.escape(name)}\s*=|\b{re.escape(name)}\b", text)
+    ]
+    assert missing == []
+
+
+def test_every_option_has_a_docstring():
+    models: set[type[BaseModel]] = set()
+    _models(cfg.SyncdConfig, models)
+    undocumented = [
+        f"{m.__name__}.{name}" for m in models for name, f in m.model_fields.items()
+        if not f.description
+    ]
+    assert undocumented == []
+
+
+def test_every_problem_is_reported_at_once_with_its_toml_path():
+    data = minimal()
+    data["source"]["bogus"] = 1
+    data["targets"][0].pop("type_id")
+    data["targets"][0]["concurrency"] = "many"
+    data["targets"].append({"kind": "vambe", "name": "vb", "api_key_env": "K"})
+
+    problems = problems_of(data)
+
+    assert "source.bogus: unknown key" in problems
+    assert "targets[0].type_id: missing" in problems
+    assert any(p.startswith("targets[0].concurrency:") for p in problems)
+    assert "targets[1].block_id: missing" in problems
+
+
+def test_a_missing_environment_variable_is_named_with_its_place():
+    problems = problems_of(minimal(), environ={})
+    assert problems == ["targets[0].api_key_env: environment variable K is not set (nor K_FILE)"]
+
+
+def test_a_secret_can_come_from_a_file_named_by_name_file(tmp_path):
+    secret = tmp_path / "key"
+    secret.write_text("from-file\n")
+    assert resolve_secret("K", {"K_FILE": str(secret)}) == "from-file"
+    parse_config(minimal(), environ={"K_FILE": str(secret)})
+
+
+def test_duplicate_target_names_are_refused():
+    data = minimal()
+    data["targets"].append(dict(data["targets"][0]))
+    assert "targets[1].name: duplicate target name 'uf' (also targets[0])" in problems_of(data)
+
+
+def test_a_field_spec_needs_exactly_one_source_of_value():
+    data = minimal(mapping={"properties": {"price": {"path": "p", "const": 3}}})
+    [problem] = problems_of(data)
+    assert problem.startswith("targets[0].mapping.properties.price:")
+    assert "exactly one of path, const or template" in problem
+
+
+def test_a_sql_source_needs_a_url_and_a_query_or_table():
+    data = minimal()
+    data["source"] = {"kind": "sql", "url": "sqlite:///x.db"}
+    [problem] = problems_of(data)
+    assert "query or table" in problem
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"source = [", "is not valid TOML"),
+        (b"\xff\xfe\x00", "is not UTF-8"),
+    ],
+)
+def test_an_unparsable_config_file_says_why(tmp_path, content, expected):
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path, environ={})
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.toml", environ={})
+    with pytest.raises(ConfigError, match="SYNCD_CONFIG"):
+        load_config(None, environ={})
+
+
+def test_the_example_is_valid_toml_with_two_targets():
+    data = tomllib.loads(EXAMPLE.read_text())
+    assert len(data["targets"]) == 2

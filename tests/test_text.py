@@ -1,0 +1,52 @@
+"""HTML to plain text, and truncation on a word boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.text import html_to_text, truncate_words
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("plain text stays", "plain text stays"),
+        ("  folds \t runs\nof   whitespace  ", "folds runs of whitespace"),
+        ("<p>Launch <b>new markets <i>fast</i></b></p>", "Launch new markets fast"),
+        ("Fish &amp; chips &lt;3 &eacute;t&#233; &#x2019;", "Fish & chips <3 été \u2019"),
+        ("a&nbsp;b\u00a0c", "a b c"),
+        ("one\u2028two", "one two"),
+        ("<p>First</p><p>Second</p>", "First\nSecond"),
+        ("line one<br>line two<br/>line three", "line one\nline two\nline three"),
+        ("<div><p>  </p><p>kept</p></div>", "kept"),
+        ("<ul><li>Gold</li><li>Silver</li></ul>", "Gold\nSilver"),
+        ("<table><tr><td>a</td><td>b</td></tr></table>", "a b"),
+        ("before<script>var x = '<p>no</p>';</script>after", "beforeafter"),
+        ("<style>p { color: red }</style><p>shown</p>", "shown"),
+        ("<p>unclosed <b>bold", "unclosed bold"),
+        ("5 < 6 and 7 > 3", "5 < 6 and 7 > 3"),
+        ("<p></p>", ""),
+    ],
+)
+def test_html_becomes_the_text_a_reader_sees(html: str, text: str) -> None:
+    assert html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "cut"),
+    [
+        ("short", 10, "short"),
+        ("exactly ten", 11, "exactly ten"),
+        ("hello world again", 11, "hello world"),
+        ("hello world again", 12, "hello world"),
+        ("hello world again", 14, "hello world"),
+        ("hello   world", 7, "hello"),
+        ("supercalifragilistic word", 5, "super"),
+        ("a b", 1, "a"),
+    ],
+)
+def test_truncation_cuts_on_a_word_boundary_and_appends_nothing(
+    text: str, limit: int, cut: str
+) -> None:
+    assert truncate_words(text, limit) == cut
+    assert len(truncate_words(text, limit)) <= limit

@@ -93,10 +93,14 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     if kind is list or kind is tuple:
         if depth >= MAX_DEPTH:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
-        items = [_jsonable(item, depth + 1) for item in value]
-        if kind is list and all(new is old for new, old in zip(items, value, strict=True)):
-            return value
-        return items
+        items: list[Any] | None = None if kind is list else list(value)
+        for position, item in enumerate(value):
+            new = _jsonable(item, depth + 1)
+            if new is not item:
+                if items is None:
+                    items = list(value)
+                items[position] = new
+        return value if items is None else items
     return _jsonable_other(value, depth)
 
 

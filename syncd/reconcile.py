@@ -499,7 +499,7 @@ class Reconciler:
             if execution.fatal:
                 outcome, error = "failed", execution.fatal
             elif not plan.source_complete:
-                outcome, error = "failed", f"source read failed: {plan.guard.reasons[0] if plan.guard.reasons else ''}"
+                outcome, error = "failed", "; ".join(plan.guard.reasons)
             elif execution.interrupted:
                 outcome, error = "interrupted", "stopped before every request was sent"
             elif not plan.guard.allowed:

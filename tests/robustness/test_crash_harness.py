@@ -233,5 +233,6 @@ def test_syncd_killed_at_random_points_never_loses_or_wrongly_deletes(tmp_path: 
                 assert "running" not in mine, trial.fail(f"killed runs left running: {mine}")
                 if any(o == "running" for _, _, o in killed_runs):
                     assert "interrupted" in mine, trial.fail(f"killed runs: {mine}")
+                print(f"  [{trial.where}] killed runs: {[o for _, _, o in killed_runs]} -> {mine}")
     took = time.monotonic() - began
     print(f"crash harness: {TRIALS} trials in {took:.1f}s, kills: {', '.join(kinds)}")

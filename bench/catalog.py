@@ -1,8 +1,8 @@
 """Synthetic catalogs for the benchmark: N realistic products, and a 1% edit of them.
 
-Product ``i`` is a pure function of ``i`` (seeded per product), so a catalog streams
-to disk in bounded memory and the edited copy is derived line by line from the
-original. The edit touches 1% of the products: price and stock changes, rewritten
+Products come from one seeded random stream, each taking the same number of draws,
+so a catalog streams to disk in bounded memory and its edited copy is the same
+stream with 1% of the products changed: price and stock changes, rewritten
 descriptions, removed attributes (which force a UserFlux FULL_UPDATE), deletes and
 new products.
 """
@@ -38,11 +38,13 @@ COLORS = ("black", "white", "red", "navy", "olive", "sand", "grey", "teal", "plu
 SIZES = ("XS", "S", "M", "L", "XL", "One size", "10 in", "12 in", "Queen", "King")
 MATERIALS = ("steel", "cotton", "linen", "aluminium", "leather", "bamboo", "polyester", "oak")
 WORDS = (
-    "durable design built for daily use with a comfortable grip and a finish that lasts "
-    "crafted from carefully selected materials tested in real kitchens gardens and trails "
-    "easy to clean store and carry a thoughtful gift for anyone who values quality tools "
-    "balanced weight precise edges breathable fabric reinforced seams water resistant"
-).split()
+    "durable", "design", "built", "for", "daily", "use", "with", "a", "comfortable", "grip",
+    "and", "a", "finish", "that", "lasts", "crafted", "from", "carefully", "selected",
+    "materials", "tested", "in", "real", "kitchens", "gardens", "and", "trails", "easy", "to",
+    "clean", "store", "and", "carry", "a", "thoughtful", "gift", "for", "anyone", "who",
+    "values", "quality", "tools", "balanced", "weight", "precise", "edges", "breathable",
+    "fabric", "reinforced", "seams", "water", "resistant",
+)  # fmt: skip
 TAGS = ("new", "sale", "bestseller", "gift", "eco", "limited", "bundle", "clearance", "premium")
 
 
@@ -51,17 +53,21 @@ def product_id(i: int) -> str:
 
 
 def _sentence(rng: random.Random, words: int) -> str:
-    text = " ".join(rng.choice(WORDS) for _ in range(words))
+    text = " ".join(rng.choices(WORDS, k=words))
     return text[0].upper() + text[1:] + "."
 
 
-def make_product(i: int, edition: int = 0) -> dict[str, Any]:
-    """Product ``i`` (``edition`` > 0: a rewritten description, for the edit)."""
-    rng = random.Random(i * 7919 + edition)
-    brand = rng.choice(BRANDS)
-    title = f"{brand} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {i % 997}"
+def _description(rng: random.Random, title: str) -> str:
     paragraphs = "".join(f"<p>{_sentence(rng, rng.randint(12, 30))}</p>" for _ in range(2))
     bullets = "".join(f"<li>{_sentence(rng, rng.randint(3, 7))}</li>" for _ in range(3))
+    return f"<h2>{title}</h2>{paragraphs}<ul>{bullets}</ul>"
+
+
+def make_product(i: int, rng: random.Random) -> dict[str, Any]:
+    """Product ``i``, drawing from ``rng`` (always the same number of draws)."""
+    brand = rng.choice(BRANDS)
+    title = f"{brand} {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {i % 997}"
+    description = _description(rng, title)
     cents = rng.randint(199, 299_999)
     price = f"{cents // 100}.{cents % 100:02d}"
     attributes: dict[str, Any] = {
@@ -76,12 +82,13 @@ def make_product(i: int, edition: int = 0) -> dict[str, Any]:
     }
     if rng.random() < 0.3:
         del attributes["size"]
+    compare_at = rng.random() < 0.2
     return {
         "id": product_id(i),
         "title": title,
-        "description": f"<h2>{title}</h2>{paragraphs}<ul>{bullets}</ul>",
+        "description": description,
         "price": price if cents < 100_000 else f"{cents // 100:,}.{cents % 100:02d}",
-        "compare_at_price": f"{(cents * 5 // 4) // 100}.99" if rng.random() < 0.2 else None,
+        "compare_at_price": f"{(cents * 5 // 4) // 100}.99" if compare_at else None,
         "brand": brand,
         "category": rng.choice(CATEGORIES),
         "tags": rng.sample(TAGS, rng.randint(0, 4)),
@@ -135,19 +142,25 @@ def edited(record: dict[str, Any], i: int, edit: Edit) -> dict[str, Any] | None:
         return None
     if i in edit.prices:
         cents = round(float(record["price"].replace(",", "")) * 100) + 100
-        return {**record, "price": f"{cents // 100}.{cents % 100:02d}", "stock": record["stock"] + 3}
+        return {
+            **record,
+            "price": f"{cents // 100}.{cents % 100:02d}",
+            "stock": record["stock"] + 3,
+        }
     if i in edit.descriptions:
-        return {**record, "description": make_product(i, edition=1)["description"]}
+        rng = random.Random(i)
+        return {**record, "description": _description(rng, record["title"])}
     if i in edit.removals:
         attributes = {k: v for k, v in record["attributes"].items() if k != "color"}
         return {**record, "attributes": attributes, "tags": []}
     return record
 
 
-def products(n: int, edit: Edit | None = None) -> Iterator[dict[str, Any]]:
+def products(n: int, edit: Edit | None = None, seed: int = 1) -> Iterator[dict[str, Any]]:
     """The catalog of ``n`` products, or its edited version."""
+    rng = random.Random(seed)
     for i in range(n):
-        record = make_product(i)
+        record = make_product(i, rng)
         if edit is not None:
             changed = edited(record, i, edit)
             if changed is None:
@@ -156,7 +169,7 @@ def products(n: int, edit: Edit | None = None) -> Iterator[dict[str, Any]]:
         yield record
     if edit is not None:
         for i in edit.creates:
-            yield make_product(i)
+            yield make_product(i, rng)
 
 
 def write_jsonl(path: Path, n: int, edit: Edit | None = None) -> int:

@@ -9,8 +9,23 @@ from __future__ import annotations
 import json
 import random
 
-ADJECTIVES = ["Classic", "Urban", "Alpine", "Coastal", "Everyday", "Studio", "Trail", "Nordic",
-              "Vintage", "Compact", "Premium", "Soft", "Rugged", "Light", "Bold"]
+ADJECTIVES = [
+    "Classic",
+    "Urban",
+    "Alpine",
+    "Coastal",
+    "Everyday",
+    "Studio",
+    "Trail",
+    "Nordic",
+    "Vintage",
+    "Compact",
+    "Premium",
+    "Soft",
+    "Rugged",
+    "Light",
+    "Bold",
+]
 NOUNS = {
     "apparel": ["Hoodie", "T-Shirt", "Rain Jacket", "Wool Sweater", "Chinos", "Beanie", "Scarf"],
     "home": ["Ceramic Mug", "Linen Pillow", "Desk Lamp", "Oak Cutting Board", "Throw Blanket"],
@@ -19,8 +34,15 @@ NOUNS = {
 }
 COLORS = ["black", "white", "navy", "olive", "sand", "rust", "grey", "forest green"]
 BRANDS = ["Northwind", "Fjordline", "Kestrel & Co", "Moss Lane", "Harbor Goods"]
-FEATURES = ["water-resistant finish", "recycled materials", "a lifetime warranty",
-            "hand-finished details", "a relaxed fit", "dishwasher-safe parts", "a slim profile"]
+FEATURES = [
+    "water-resistant finish",
+    "recycled materials",
+    "a lifetime warranty",
+    "hand-finished details",
+    "a relaxed fit",
+    "dishwasher-safe parts",
+    "a slim profile",
+]
 
 
 def product(rng: random.Random, number: int) -> dict[str, object]:

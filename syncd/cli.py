@@ -72,23 +72,30 @@ class _Group(click.Group):
     metavar="PATH",
     help="The TOML config file (or $SYNCD_CONFIG).",
 )
-@click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None
-)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default=None)
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None)
 @click.version_option(__version__, prog_name="syncd")
 @click.pass_context
-def main(ctx: click.Context, config_path: str | None, log_level: str | None, log_format: str | None) -> None:
+def main(
+    ctx: click.Context, config_path: str | None, log_level: str | None, log_format: str | None
+) -> None:
     """syncd mirrors a product catalog into UserFlux and Vambe with the fewest writes."""
     ctx.obj = _Context(config_path, log_level, log_format)
 
 
 def _target_options(func: F) -> F:
     func = click.option(
-        "--target", "-t", "targets", multiple=True, metavar="NAME", help="Only this target (repeatable)."
+        "--target",
+        "-t",
+        "targets",
+        multiple=True,
+        metavar="NAME",
+        help="Only this target (repeatable).",
     )(func)
     func = click.option(
-        "--full", is_flag=True, help="Full refresh: re-send everything in the mode that makes each target exact."
+        "--full",
+        is_flag=True,
+        help="Full refresh: re-send everything in the mode that makes each target exact.",
     )(func)
     return func
 
@@ -100,10 +107,14 @@ def _print_json(value: Any) -> None:
 @main.command()
 @_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.option("--exit-code", is_flag=True, help="Exit 3 when changes are pending (like `alembic check`).")
+@click.option(
+    "--exit-code", is_flag=True, help="Exit 3 when changes are pending (like `alembic check`)."
+)
 @click.option("--sample", default=5, show_default=True, help="Keys shown per kind of request.")
 @click.pass_obj
-def plan(obj: _Context, targets: Sequence[str], full: bool, as_json: bool, exit_code: bool, sample: int) -> None:
+def plan(
+    obj: _Context, targets: Sequence[str], full: bool, as_json: bool, exit_code: bool, sample: int
+) -> None:
     """Show what a sync would send to each target, sending nothing."""
     config = obj.config()
     store = obj.store()
@@ -148,7 +159,9 @@ def _report_rows(report: RunReport) -> list[list[Any]]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 @click.pass_obj
-def sync(obj: _Context, targets: Sequence[str], full: bool, allow_deletes: bool, as_json: bool) -> None:
+def sync(
+    obj: _Context, targets: Sequence[str], full: bool, allow_deletes: bool, as_json: bool
+) -> None:
     """Run one sync now: read the source, send the changes, record the acknowledgements."""
     config = obj.config()
     store = obj.store()
@@ -160,8 +173,20 @@ def sync(obj: _Context, targets: Sequence[str], full: bool, allow_deletes: bool,
     if as_json:
         _print_json(dataclasses.asdict(report))
     else:
-        headers = ["target", "outcome", "mode", "created", "updated", "deleted", "unchanged",
-                   "rejected", "failed", "held", "requests", "took"]
+        headers = [
+            "target",
+            "outcome",
+            "mode",
+            "created",
+            "updated",
+            "deleted",
+            "unchanged",
+            "rejected",
+            "failed",
+            "held",
+            "requests",
+            "took",
+        ]
         click.echo(table(headers, _report_rows(report)))
         for target in report.targets:
             if target.error:
@@ -213,11 +238,25 @@ def status(obj: _Context, as_json: bool) -> None:
         return
     click.echo(
         table(
-            ["target", "kind", "in state", "rejections", "last run", "outcome", "created",
-             "updated", "deleted", "next run", "error"],
+            [
+                "target",
+                "kind",
+                "in state",
+                "rejections",
+                "last run",
+                "outcome",
+                "created",
+                "updated",
+                "deleted",
+                "next run",
+                "error",
+            ],
             [
                 [
-                    r["target"], r["kind"], r["products_in_state"], r["open_rejections"],
+                    r["target"],
+                    r["kind"],
+                    r["products_in_state"],
+                    r["open_rejections"],
                     _when(r["last_run"]["started_at"]) if r["last_run"] else "never",
                     r["last_run"]["outcome"] if r["last_run"] else "",
                     r["last_run"]["created"] if r["last_run"] else "",
@@ -250,14 +289,38 @@ def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> Non
         return
     click.echo(
         table(
-            ["id", "target", "started", "took", "mode", "outcome", "created", "updated",
-             "deleted", "unchanged", "rejected", "failed", "requests", "error"],
+            [
+                "id",
+                "target",
+                "started",
+                "took",
+                "mode",
+                "outcome",
+                "created",
+                "updated",
+                "deleted",
+                "unchanged",
+                "rejected",
+                "failed",
+                "requests",
+                "error",
+            ],
             [
                 [
-                    r.id, r.target, _when(r.started_at),
+                    r.id,
+                    r.target,
+                    _when(r.started_at),
                     f"{(r.finished_at - r.started_at):.1f}s" if r.finished_at else "",
-                    r.mode, r.outcome, r.created, r.updated, r.deleted, r.unchanged,
-                    r.rejected, r.failed, r.requests, (r.error or "")[:60],
+                    r.mode,
+                    r.outcome,
+                    r.created,
+                    r.updated,
+                    r.deleted,
+                    r.unchanged,
+                    r.rejected,
+                    r.failed,
+                    r.requests,
+                    (r.error or "")[:60],
                 ]
                 for r in runs
             ],
@@ -286,8 +349,15 @@ def rejections(obj: _Context, target: str | None, as_json: bool) -> None:
         table(
             ["target", "key", "by", "count", "first seen", "last seen", "reason"],
             [
-                [r.target, r.key, "target" if r.by_target else "local", r.count,
-                 _when(r.first_seen), _when(r.last_seen), r.reason[:100]]
+                [
+                    r.target,
+                    r.key,
+                    "target" if r.by_target else "local",
+                    r.count,
+                    _when(r.first_seen),
+                    _when(r.last_seen),
+                    r.reason[:100],
+                ]
                 for r in found
             ],
         )

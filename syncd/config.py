@@ -71,7 +71,11 @@ class FieldSpec(_Model):
     def _one_source(self) -> FieldSpec:
         given = [
             name
-            for name, value in (("path", self.path), ("const", self.const), ("template", self.template))
+            for name, value in (
+                ("path", self.path),
+                ("const", self.const),
+                ("template", self.template),
+            )
             if value is not None
         ]
         if len(given) != 1:
@@ -353,9 +357,7 @@ class VambeTargetConfig(_TargetBase):
     """Batches in flight at once (each carries up to ``batch_size`` products)."""
 
 
-TargetConfig = Annotated[
-    UserfluxTargetConfig | VambeTargetConfig, Field(discriminator="kind")
-]
+TargetConfig = Annotated[UserfluxTargetConfig | VambeTargetConfig, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------------------
@@ -466,7 +468,14 @@ _MESSAGES = {
     "missing": "missing",
     "extra_forbidden": "unknown key",
 }
-_UNION_TAGS = {"file", "sql", "http", "userflux", "vambe", "function-after[_one_source(), FieldSpec]"}
+_UNION_TAGS = {
+    "file",
+    "sql",
+    "http",
+    "userflux",
+    "vambe",
+    "function-after[_one_source(), FieldSpec]",
+}
 
 
 def _toml_path(loc: tuple[int | str, ...]) -> str:
@@ -533,7 +542,9 @@ def _secret_problems(config: SyncdConfig, environ: Mapping[str, str]) -> list[Co
     if isinstance(source, HttpSourceConfig):
         auth = source.auth
         if auth.kind in ("bearer", "header") and not auth.token_env:
-            problems.append(ConfigProblem("source.auth.token_env", f"missing (needed by {auth.kind})"))
+            problems.append(
+                ConfigProblem("source.auth.token_env", f"missing (needed by {auth.kind})")
+            )
         if auth.kind == "basic" and not (auth.username and auth.password_env):
             problems.append(ConfigProblem("source.auth", "basic needs username and password_env"))
     return problems + [
@@ -580,14 +591,20 @@ def parse_config(
     )
     if problems:
         raise ConfigError(problems, source=source)
-    if base_dir is not None and isinstance(config.source, FileSourceConfig):
-        if not config.source.path.is_absolute():
-            resolved = config.source.model_copy(update={"path": base_dir / config.source.path})
-            config = config.model_copy(update={"source": resolved})
+    source_config = config.source
+    if (
+        base_dir is not None
+        and isinstance(source_config, FileSourceConfig)
+        and not source_config.path.is_absolute()
+    ):
+        resolved = source_config.model_copy(update={"path": base_dir / source_config.path})
+        config = config.model_copy(update={"source": resolved})
     return config
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> SyncdConfig:
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> SyncdConfig:
     """Read and validate the config file named by ``path`` or ``$SYNCD_CONFIG``."""
     environ = os.environ if environ is None else environ
     if path is None:
@@ -600,7 +617,9 @@ def load_config(path: str | Path | None = None, environ: Mapping[str, str] | Non
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {file} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(
+            f"config file {file} is not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

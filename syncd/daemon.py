@@ -270,16 +270,14 @@ class Daemon:
         self._scheduler_thread.start()
         log.info(
             "syncd.daemon.started",
-            schedule={
-                "cron": None if schedule.interval_s is not None else schedule.cron,
-                "interval_s": schedule.interval_s,
-                "full_refresh_cron": schedule.full_refresh_cron or None,
-                "timezone": schedule.timezone,
-                "run_at_start": start_now,
-            },
+            cron=None if schedule.interval_s is not None else schedule.cron,
+            interval_s=schedule.interval_s,
+            full_refresh_cron=schedule.full_refresh_cron or None,
+            timezone=schedule.timezone,
+            run_at_start=start_now,
             next_sync=_iso(now if start_now else _next_fire(triggers.sync, now)),
             next_full_refresh=_iso(_next_fire(triggers.full_refresh, now)),
-            targets=[t.name for t in config.targets if t.enabled],
+            targets=",".join(t.name for t in config.targets if t.enabled),
             health=self._server.url if self._server else None,
         )
 
@@ -403,7 +401,7 @@ class Daemon:
         config = self.config
         names = [t.name for t in config.targets if t.enabled]
         mode = "full" if full else "incremental"
-        log.info("syncd.daemon.run_started", mode=mode, trigger=trigger, targets=names)
+        log.info("syncd.daemon.run_started", mode=mode, trigger=trigger, targets=",".join(names))
         started = time.monotonic()
         options = RunOptions(full=full, full_reason=reason) if full else RunOptions()
         self.metrics.running.set(1)
@@ -442,13 +440,12 @@ class Daemon:
             if target.outcome == "locked":
                 log.info("syncd.daemon.target_locked", target=target.target, reason=target.error)
         _observe_state(store, config, self.metrics)
-        outcomes = {t.target: t.outcome for t in report.targets}
-        failing = any(outcome in FAILING for outcome in outcomes.values())
+        failing = any(t.outcome in FAILING for t in report.targets)
         (log.warning if failing else log.info)(
             "syncd.daemon.run_finished",
             mode=mode,
             trigger=trigger,
-            outcomes=outcomes,
+            outcomes=" ".join(f"{t.target}={t.outcome}" for t in report.targets),
             duration_ms=int((time.monotonic() - started) * 1000),
             next_sync=_iso(self._next_sync()),
         )
@@ -533,9 +530,10 @@ def sync_once(
     metrics_port: int | None = None,
     progress: bool = False,
     environ: Mapping[str, str] | None = None,
+    metrics: SyncdMetrics | None = None,
 ) -> RunReport:
     """One run outside the daemon (``syncd sync``), serving /metrics while it lasts if asked."""
-    metrics = SyncdMetrics()
+    metrics = metrics or SyncdMetrics()
     with contextlib.ExitStack() as stack:
         if metrics_port is not None:
             stack.enter_context(

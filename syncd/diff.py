@@ -142,9 +142,7 @@ class Plan:
         by_request: dict[str, dict[str, Any]] = {}
         for operation in self.operations:
             name = f"{operation.endpoint} {operation.mode}"
-            entry = by_request.setdefault(
-                name, {"requests": 0, "products": 0, "samples": []}
-            )
+            entry = by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
             entry["requests"] += 1
             entry["products"] += len(operation.changes)
             if len(entry["samples"]) < sample:

@@ -87,7 +87,7 @@ def backoff_delay(
     server's ``Retry-After`` (so ``Retry-After: 0`` can't cause a hot loop), capped."""
     base = policy.initial_delay_s * (2 ** (attempt - 1))
     jittered = base / 2 + rng.uniform(0, base / 2)
-    return min(policy.max_delay_s, max(retry_after or 0.0, jittered))
+    return float(min(policy.max_delay_s, max(retry_after or 0.0, jittered)))
 
 
 class Sender(Protocol):
@@ -136,12 +136,13 @@ class Execution:
 
 @dataclass
 class _Outcome:
+    """What sending one operation came to: its requests, retries, and the error if any."""
+
     requests: int = 0
     retries: int = 0
-
-
-class _NotSent(Exception):
-    """An operation dropped before its first request: the target was halted or stopping."""
+    error: BaseException | None = None
+    not_sent: bool = False
+    """Dropped before its first request: the target was halted or is stopping."""
 
 
 class Executor:
@@ -191,7 +192,9 @@ class Executor:
         unflushed = 0
         last_flush = self._clock.monotonic()
         stop_deadline: float | None = None
-        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"syncd-{self._target.name}")
+        pool = ThreadPoolExecutor(
+            self._concurrency, thread_name_prefix=f"syncd-{self._target.name}"
+        )
         try:
             while pending or inflight:
                 stopping = self._stop.is_set() or result.fatal is not None
@@ -234,11 +237,14 @@ class Executor:
         pending: deque[Operation],
         on_ack: Callable[[Operation], None],
     ) -> int:
-        error = future.exception()
-        outcome = getattr(error, "outcome", None) if error else future.result()
-        if isinstance(outcome, _Outcome):
-            result.requests += outcome.requests
-            result.retries += outcome.retries
+        crash = future.exception()
+        outcome = _Outcome(error=crash) if crash is not None else future.result()
+        result.requests += outcome.requests
+        result.retries += outcome.retries
+        error = outcome.error
+        if outcome.not_sent:
+            result.not_sent += len(operation.changes)
+            return 0
         if error is None:
             on_ack(operation)
             for change in operation.changes:
@@ -256,11 +262,7 @@ class Executor:
                     )
             return 0
         if isinstance(error, TargetFatalError):
-            self._halt.set()
             result.fatal = result.fatal or str(error)
-            result.not_sent += len(operation.changes)
-            return 0
-        if isinstance(error, _NotSent):
             result.not_sent += len(operation.changes)
             return 0
         result.failed += len(operation.changes)
@@ -268,12 +270,13 @@ class Executor:
         return 0
 
     def _attempt(self, operation: Operation) -> _Outcome:
+        """Send one operation with retries; never raises for the target's answers."""
         outcome = _Outcome()
-        attempt = 1
         name = self._target.name
-        while True:
-            if attempt == 1 and (self._halt.is_set() or self._stop.is_set()):
-                raise _NotSent
+        if self._halt.is_set() or self._stop.is_set():
+            outcome.not_sent = True
+            return outcome
+        for attempt in range(1, self._retry.max_attempts + 1):
             self._limiter.acquire(self._stop)
             started = time.perf_counter()
             outcome.requests += 1
@@ -281,29 +284,32 @@ class Executor:
                 self._target.send(operation)
             except TargetRetriableError as exc:
                 status = str(exc.status or "error")
-                self._events.request(name, operation.endpoint, status, time.perf_counter() - started)
-                if attempt >= self._retry.max_attempts or self._stop.is_set():
-                    exc.outcome = outcome  # type: ignore[attr-defined]
-                    raise
+                self._events.request(
+                    name, operation.endpoint, status, time.perf_counter() - started
+                )
+                outcome.error = exc
+                if attempt == self._retry.max_attempts or self._stop.is_set():
+                    return outcome
                 with self._rng_lock:
                     delay = backoff_delay(attempt, exc.retry_after, self._retry, self._rng)
                 if not self._budget.take(delay):
-                    exc.outcome = outcome  # type: ignore[attr-defined]
-                    raise
+                    return outcome
                 if exc.status == 429:
                     self._limiter.pause(delay)
                 self._events.retry(name, status)
                 outcome.retries += 1
                 self._clock.sleep(delay, self._stop)
-                attempt += 1
                 continue
             except (TargetRejectedError, TargetFatalError) as exc:
                 if isinstance(exc, TargetFatalError):
                     self._halt.set()  # here, before this worker takes the next operation
+                status = str(exc.status or "error")
                 self._events.request(
-                    name, operation.endpoint, str(exc.status or "error"), time.perf_counter() - started
+                    name, operation.endpoint, status, time.perf_counter() - started
                 )
-                exc.outcome = outcome  # type: ignore[attr-defined]
-                raise
+                outcome.error = exc
+                return outcome
             self._events.request(name, operation.endpoint, "2xx", time.perf_counter() - started)
+            outcome.error = None
             return outcome
+        return outcome

@@ -41,7 +41,10 @@ def check_guards(
             ),
         )
     reasons: list[str] = []
-    how = f"if this is intended, run `syncd sync --allow-deletes` once, or change {target_path}.guards"
+    how = (
+        "if this is intended, run `syncd sync --allow-deletes` once, "
+        f"or change {target_path}.guards"
+    )
     if figures.source_count < config.min_source_count:
         reasons.append(
             f"source returned {figures.source_count} records, fewer than "

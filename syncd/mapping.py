@@ -166,7 +166,7 @@ _NUMBER_TEXT = {
     ".": _number_pattern(r"\.", ",' \u00a0\u202f"),
     ",": _number_pattern(",", r".' \u00a0\u202f"),
 }
-_INTEGER_TEXT = re.compile(r"\s*[-+]?\d+\s*")
+_INTEGER_TEXT = re.compile(r"\s*[-+]?\d{1,18}\s*")
 _LIST_SEPARATORS = re.compile(r"[,|]")
 _INDEX = re.compile(r"-?[0-9]+")
 _TRUE = frozenset({"true", "yes", "y", "on", "1"})
@@ -201,9 +201,9 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
         number: float = _finite(value)
     elif kind is str:
         number = _finite(float(_number_text(value, decimal_separator)))
-    elif isinstance(value, (Decimal, int, float)) and not isinstance(value, bool):
-        if isinstance(value, int):
-            return int(value)
+    elif isinstance(value, int):  # an int-based enum, say
+        return int(value)
+    elif isinstance(value, (Decimal, float)):
         if not math.isfinite(value):
             raise RecordError(f"not a finite number: {_show(value)}")
         number = float(value)
@@ -289,7 +289,8 @@ def coerce(value: Any, type: ValueType | None, *, decimal_separator: str = ".") 
     """``value`` as the given field type (``None``: JSON-compatible as it is).
 
     For callables that need the mapping's rules (``coerce("$ 12.99", "number")``).
-    Raise ``RecordError`` when the value can't be coerced.
+    Raise ``RecordError`` when the value can't be coerced; a ``list`` of a string
+    without items is ``MISSING``.
     """
     return _COERCIONS[type](value, decimal_separator)
 
@@ -329,7 +330,7 @@ def _walk_dotted_key(
     return None
 
 
-def compile_path(path: str) -> Getter:
+def _compile_path(path: str) -> Getter:
     """A function reading the dotted ``path`` from a record (None when absent)."""
     if "." not in path:
         return lambda record: record.get(path)
@@ -365,7 +366,7 @@ def _compile_template(template: str) -> Getter:
             raise ValueError(
                 f"bad template placeholder {{{name}{'!' + conversion if conversion else ''}}}"
             )
-        pieces.append((literal, compile_path(name), spec or "", _Hole(name), name))
+        pieces.append((literal, _compile_path(name), spec or "", _Hole(name), name))
 
     def fill(record: Record) -> Any:
         out: list[str] = []
@@ -417,7 +418,7 @@ def _simple_field(
     path: str, kind: ValueType | None, separator: str, raw: bool, required: bool
 ) -> FieldFn:
     """A field that is one path and perhaps a type: the hot path of most mappings."""
-    get = compile_path(path)
+    get = _compile_path(path)
     if (kind is None or kind == "json") and not required:
         finish = _raw_value if raw else _plain_value
         if "." not in path:
@@ -466,13 +467,13 @@ def compile_field(
         return _simple_field(spec.path, kind, separator, raw, required)
     getters: list[Getter] = []
     if spec.path is not None:
-        getters.append(compile_path(spec.path))
+        getters.append(_compile_path(spec.path))
     elif spec.template is not None:
         getters.append(_compile_template(spec.template))
     else:
         const = spec.const
         getters.append(lambda record: const)
-    getters.extend(compile_path(path) for path in spec.fallback)
+    getters.extend(_compile_path(path) for path in spec.fallback)
     has_default = spec.default is not None
     default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
     default = MISSING if default is None else default
@@ -600,6 +601,13 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     return result  # type: ignore[no-any-return]
 
 
+def _document(key: str, payload: Payload) -> Document:
+    try:
+        return Document.of(key, payload)
+    except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
+        raise RecordError(f"payload is not JSON: {exc}", key=key) from None
+
+
 def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **options: Any) -> FieldFn:
     try:
         return compile_field(spec, **options)
@@ -694,7 +702,7 @@ class UserfluxMapper:
                 raise RecordError("must be an object", key=payload["id"], field="properties")
             if payload.get("aiPropertyOverrides") == {}:
                 del payload["aiPropertyOverrides"]
-        return Document.of(payload["id"], payload)
+        return _document(payload["id"], payload)
 
 
 def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) -> None:
@@ -801,7 +809,7 @@ class VambeMapper:
         payload["metadata"] = metadata
         if self._hook is not None:
             payload = _run_hook(self._hook, record, payload, key, "external_id")
-        return Document.of(payload["external_id"], payload)
+        return _document(payload["external_id"], payload)
 
 
 def build_mapper(target: UserfluxTargetConfig | VambeTargetConfig, source_key: str) -> Mapper:

@@ -163,7 +163,7 @@ class _LeaseKeeper:
         for target in self._targets:
             try:
                 self._store.release_lease(target, self._holder)
-            except Exception:  # noqa: BLE001 (a lease left behind expires by itself)
+            except Exception:
                 log.warning("syncd.lease.release_failed", target=target)
 
     def _renew(self) -> None:
@@ -171,7 +171,7 @@ class _LeaseKeeper:
             for target in list(self._targets):
                 try:
                     held = self._store.renew_lease(target, self._holder, self._ttl, time.time())
-                except Exception:  # noqa: BLE001 (treated as lost: stop pushing)
+                except Exception:
                     held = False
                 if not held:
                     log.error("syncd.lease.lost", target=target)
@@ -217,15 +217,17 @@ class Reconciler:
         self._source = source
 
     # -- the two entry points -------------------------------------------------------
-    def plan(self, options: RunOptions = RunOptions()) -> list[Plan]:
+    def plan(self, options: RunOptions | None = None) -> list[Plan]:
         """What a run would send to each target, sending nothing and writing nothing."""
+        options = options or RunOptions()
         with ExitStack() as stack:
             runs = self._open_runs(options, stack, leases=None)
             plans, _, _ = self._plan_runs(runs, options)
             return plans
 
-    def sync(self, options: RunOptions = RunOptions()) -> RunReport:
+    def sync(self, options: RunOptions | None = None) -> RunReport:
         """One run: plan every target, then send and record."""
+        options = options or RunOptions()
         started = time.monotonic()
         lost = threading.Event()
         holder = holder_id()
@@ -241,9 +243,7 @@ class Reconciler:
                 if lost.is_set():
                     stop.set()
                 reports.append(self._execute(run, plan, started))
-            return RunReport(
-                tuple(reports), source_count, source_error is None, source_error
-            )
+            return RunReport(tuple(reports), source_count, source_error is None, source_error)
 
     # -- opening ----------------------------------------------------------------------
     def _open_runs(
@@ -453,7 +453,9 @@ class Reconciler:
             unchanged=run.unchanged,
             rejected=tuple(run.rejections),
             held=planned.held,
-            guard=verdict if (planned.held or not verdict.allowed or verdict.overridden) else GuardVerdict(True),
+            guard=verdict
+            if (planned.held or not verdict.allowed or verdict.overridden)
+            else GuardVerdict(True),
             source_count=source_count,
             source_complete=source_error is None,
             state_count=run.state_count,
@@ -505,9 +507,12 @@ class Reconciler:
             elif not plan.guard.allowed:
                 outcome, error = "blocked", "; ".join(plan.guard.reasons)
             elif execution.failed:
-                outcome, error = "partial", (
-                    f"{execution.failed} products still failing after retries "
-                    f"(last: {execution.last_error}); they are re-sent next run"
+                outcome, error = (
+                    "partial",
+                    (
+                        f"{execution.failed} products still failing after retries "
+                        f"(last: {execution.last_error}); they are re-sent next run"
+                    ),
                 )
             else:
                 outcome, error = "ok", None
@@ -581,7 +586,13 @@ class Reconciler:
                     error=error,
                 )
             )
-        level = "info" if outcome == "ok" else "warning" if outcome in ("partial", "blocked") else "error"
+        level = (
+            "info"
+            if outcome in ("ok", "locked")
+            else "warning"
+            if outcome in ("partial", "blocked", "interrupted")
+            else "error"
+        )
         getattr(log, level)(
             "syncd.run.finished",
             target=name,
@@ -607,7 +618,7 @@ class Reconciler:
 
 
 def reconcile_once(
-    config: SyncdConfig, store: StateStore, options: RunOptions = RunOptions(), **kwargs: Any
+    config: SyncdConfig, store: StateStore, options: RunOptions | None = None, **kwargs: Any
 ) -> RunReport:
     """One run over every selected target (see ``Reconciler``)."""
     return Reconciler(config, store, **kwargs).sync(options)

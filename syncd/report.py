@@ -10,9 +10,13 @@ from syncd.diff import Plan
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A left-aligned text table."""
-    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [[str(h) for h in headers]] + [
+        ["" if v is None else str(v) for v in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -29,9 +33,7 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
     if summary["requests"]:
         out.append("  requests:")
         for name, entry in summary["requests"].items():
-            out.append(
-                f"    {name}: {entry['requests']} requests, {entry['products']} products"
-            )
+            out.append(f"    {name}: {entry['requests']} requests, {entry['products']} products")
             for item in entry["samples"]:
                 out.append(f"      {item['key']}: {item['reason']}")
     else:

@@ -22,7 +22,9 @@ ENV = {"USERFLUX_API_KEY": "k1", "VAMBE_API_KEY": "k2"}
 def minimal(**target: object) -> dict:
     return {
         "source": {"kind": "file", "path": "c.jsonl"},
-        "targets": [{"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "p", **target}],
+        "targets": [
+            {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "p", **target}
+        ],
     }
 
 
@@ -68,7 +70,9 @@ def test_every_option_has_a_docstring():
     models: set[type[BaseModel]] = set()
     _models(cfg.SyncdConfig, models)
     undocumented = [
-        f"{m.__name__}.{name}" for m in models for name, f in m.model_fields.items()
+        f"{m.__name__}.{name}"
+        for m in models
+        for name, f in m.model_fields.items()
         if not f.description
     ]
     assert undocumented == []

@@ -43,7 +43,13 @@ def write_catalog(path: Path, count: int, *, version: int = 1) -> set[str]:
     keys = {f"p{i:03d}" for i in range(count)}
     with path.open("w", encoding="utf-8") as out:
         for key in sorted(keys):
-            out.write(json.dumps({"id": key, "name": f"Product {key} v{version}"}) + "\n")
+            record = {
+                "id": key,
+                "name": f"Product {key} v{version}",
+                "description": f"<p>All about {key}</p>",
+                "price": 9.5,
+            }
+            out.write(json.dumps(record) + "\n")
     return keys
 
 
@@ -377,8 +383,8 @@ def test_sigterm_mid_run_exits_0_and_the_next_sync_converges(tmp_path: Path) -> 
         events = [e["event"] for e in log_events(log)]
         assert "syncd.daemon.stopping" in events
         assert events[-1] == "syncd.daemon.stopped"
-        history = json.loads(syncd("history", "--json", config=config).stdout)
-        assert [run["outcome"] for run in history] in (["interrupted"], ["ok"])
+        runs = open_store(f"sqlite:///{tmp_path / 'state.db'}").recent_runs("uf")
+        assert [run.outcome for run in runs] in (["interrupted"], ["ok"])
 
         fake.latency = 0.0
         result = syncd("sync", config=config)

@@ -54,8 +54,12 @@ def load_table(url: str, records: list[dict[str, Any]]) -> None:
 def sync_from_sql(url: str, tmp_path: Path, fakes, name: str) -> tuple[list, Any]:
     userflux, vambe, block = fakes
     raw = {
-        "source": {"kind": "sql", "url": url, "query": "SELECT * FROM products ORDER BY sku",
-                   "key": "sku"},
+        "source": {
+            "kind": "sql",
+            "url": url,
+            "query": "SELECT * FROM products ORDER BY sku",
+            "key": "sku",
+        },
         "state": {"url": f"sqlite:///{tmp_path / f'{name}.db'}"},
         "targets": [userflux_target(userflux.url), vambe_target(vambe.url, block)],
     }

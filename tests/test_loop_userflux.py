@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.sandbox import Fault, FakeUserflux
+from syncd.sandbox import FakeUserflux, Fault
 from tests.support import KEY, Harness, catalog, expected_userflux, userflux_target
 
 
@@ -193,8 +193,12 @@ def test_a_product_refused_with_400_is_rejected_and_not_resent_until_it_changes(
     harness.write(records)
     bad = records[3]["sku"]
     fake.inject(
-        Fault(status=400, body='{"error": "price out of range"}', times=None,
-              match=lambda method, path, body: isinstance(body, dict) and body.get("id") == bad)
+        Fault(
+            status=400,
+            body='{"error": "price out of range"}',
+            times=None,
+            match=lambda method, path, body: isinstance(body, dict) and body.get("id") == bad,
+        )
     )
 
     first = harness.sync()
@@ -255,8 +259,11 @@ def test_failures_that_outlast_the_retries_stay_unacknowledged_and_the_next_run_
     harness.write(records)
     flaky = records[0]["sku"]
     fake.inject(
-        Fault(status=503, times=None,
-              match=lambda method, path, body: isinstance(body, dict) and body.get("id") == flaky)
+        Fault(
+            status=503,
+            times=None,
+            match=lambda method, path, body: isinstance(body, dict) and body.get("id") == flaky,
+        )
     )
 
     report = harness.sync()
@@ -269,9 +276,7 @@ def test_failures_that_outlast_the_retries_stay_unacknowledged_and_the_next_run_
     assert fake.products == expected_userflux(records)
 
 
-def test_changing_the_mapping_re_pushes_exactly_the_products_whose_payload_changed(
-    tmp_path, fake
-):
+def test_changing_the_mapping_re_pushes_exactly_the_products_whose_payload_changed(tmp_path, fake):
     records = catalog(6)
     records[0]["color"] = ""
     h = Harness(tmp_path, [userflux_target(fake.url)])

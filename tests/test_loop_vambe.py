@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.sandbox import Fault, FakeUserflux, FakeVambe
+from syncd.sandbox import FakeUserflux, FakeVambe, Fault
 from tests.support import (
     KEY,
     Harness,
@@ -50,8 +50,12 @@ def test_rounds_of_edits_keep_the_block_equal_to_the_source_with_minimal_batches
     rounds = [
         (lambda rs: [dict(r, price="77.00") if i % 5 == 0 else r for i, r in enumerate(rs)]),
         (lambda rs: rs[:30] + catalog(4, start=500)),
-        (lambda rs: [{k: v for k, v in r.items() if k != "color"} if i < 9 else r
-                     for i, r in enumerate(rs)]),
+        (
+            lambda rs: [
+                {k: v for k, v in r.items() if k != "color"} if i < 9 else r
+                for i, r in enumerate(rs)
+            ]
+        ),
         (lambda rs: rs),
     ]
     for edit in rounds:
@@ -130,8 +134,14 @@ def test_a_batch_refused_with_400_is_split_until_the_bad_product_is_isolated(
             isinstance(p, dict) and p.get("external_id") == bad for p in body
         )
 
-    fake.inject(Fault(status=400, body='{"error": "rejected by the AI indexer"}', times=None,
-                      match=carries_bad))
+    fake.inject(
+        Fault(
+            status=400,
+            body='{"error": "rejected by the AI indexer"}',
+            times=None,
+            match=carries_bad,
+        )
+    )
 
     report = h.sync()
 
@@ -221,8 +231,10 @@ def test_a_missing_block_stops_that_target_and_the_other_target_goes_on(
     with FakeUserflux(api_key=KEY) as userflux:
         h = Harness(
             tmp_path,
-            [vambe_target(fake.url, "00000000-0000-0000-0000-000000000000"),
-             userflux_target(userflux.url)],
+            [
+                vambe_target(fake.url, "00000000-0000-0000-0000-000000000000"),
+                userflux_target(userflux.url),
+            ],
         )
         records = catalog(5)
         h.write(records)

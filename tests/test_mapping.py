@@ -753,3 +753,15 @@ def test_equal_numbers_written_differently_hash_the_same() -> None:
     mapper = build_mapper(userflux(properties={"price": {"path": "p", "type": "number"}}), "id")
     hashes = {mapper.map({"id": 1, "p": p}).hash for p in (45, 45.0, "45.000", Decimal("45"))}
     assert len(hashes) == 1
+
+
+def test_a_huge_integer_string_is_still_an_integer() -> None:
+    digits = "9" * 5000
+    assert coerce(digits, "integer") == int(Decimal(digits))
+
+
+def test_a_number_json_cannot_write_rejects_the_record_instead_of_crashing() -> None:
+    mapper = build_mapper(userflux(properties={"n": {"path": "n", "type": "integer"}}), "id")
+    error = rejection(mapper.map, {"id": 1, "n": "9" * 5000})
+    assert error.key == "1"
+    assert error.reason.startswith("payload is not JSON")

@@ -12,13 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+KEY = sa.String(512).with_variant(postgresql.VARCHAR(512, collation="C"), "postgresql")
 HASH = sa.LargeBinary(16).with_variant(mysql.BINARY(16), "mysql", "mariadb")
 JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
@@ -37,7 +38,7 @@ def upgrade() -> None:
     op.create_table(
         "products",
         sa.Column("target", sa.String(128), nullable=False),
-        sa.Column("key", sa.String(512), nullable=False),
+        sa.Column("key", KEY, nullable=False),
         sa.Column("hash", HASH, nullable=False),
         sa.Column("payload", JSON_TEXT, nullable=False),
         sa.Column("acked_at", sa.Double(), nullable=False),
@@ -74,7 +75,7 @@ def upgrade() -> None:
     op.create_table(
         "rejections",
         sa.Column("target", sa.String(128), nullable=False),
-        sa.Column("key", sa.String(512), nullable=False),
+        sa.Column("key", KEY, nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("first_seen", sa.Double(), nullable=False),
         sa.Column("last_seen", sa.Double(), nullable=False),

@@ -90,7 +90,9 @@ def _load(path: Path) -> list[dict[str, Any]]:
 
 
 def _save(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, sort_keys=True) + "\n" for r in records), encoding="utf-8"
+    )
 
 
 def _edit(path: Path) -> str:
@@ -151,16 +153,24 @@ def run_demo(workdir: Path = Path(".demo")) -> int:
         _syncd(workdir, env, "plan", "--sample", "3")
         status |= _syncd(workdir, env, "sync")
         modes = Counter(
-            (r.method, (r.json or {}).get("propertiesUpdateType") if isinstance(r.json, dict) else None)
+            (
+                r.method,
+                (r.json or {}).get("propertiesUpdateType") if isinstance(r.json, dict) else None,
+            )
             for r in userflux.requests
         )
-        print("UserFlux requests this run: " + ", ".join(
-            f"{method} {mode or ''}".strip() + f" x{n}" for (method, mode), n in sorted(modes.items(), key=str)
-        ))
+        print(
+            "UserFlux requests this run: "
+            + ", ".join(
+                f"{method} {mode or ''}".strip() + f" x{n}"
+                for (method, mode), n in sorted(modes.items(), key=str)
+            )
+        )
         print(
             "Vambe requests this run: "
             + ", ".join(
-                f"POST {r.path.split('/')[4]} ({len(r.json or [])} items)"
+                f"POST {r.path.split('/')[4]} "
+                f"({len(r.json) if isinstance(r.json, list) else 0} items)"
                 for r in vambe.requests
                 if r.method == "POST"
             )

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from syncd.config import FileSourceConfig, HttpConfig, HttpSourceConfig, SourceConfig, SqlSourceConfig
+from syncd.config import (
+    FileSourceConfig,
+    HttpConfig,
+    HttpSourceConfig,
+    SourceConfig,
+    SqlSourceConfig,
+)
 from syncd.sources.base import Source, group_records
 
 

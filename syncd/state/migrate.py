@@ -73,7 +73,9 @@ def upgrade_connection(connection: Connection) -> str:
 
     The caller owns the transaction (commit after this returns).
     """
-    check_known(connection)
+    head = head_revision()
+    if check_known(connection) == head:
+        return head
     command.upgrade(alembic_config(connection), "head")
     revision = current_revision_of(connection)
     assert revision is not None

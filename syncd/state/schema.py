@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Dialect
 
 NAMING_CONVENTION = {
@@ -27,7 +27,8 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 Target = sa.String(128)
-Key = sa.String(512)
+Key = sa.String(512).with_variant(postgresql.VARCHAR(512, collation="C"), "postgresql")
+"""A product key; compared byte for byte on every backend (PostgreSQL: ``COLLATE "C"``)."""
 Hash = sa.LargeBinary(16).with_variant(mysql.BINARY(16), "mysql", "mariadb")
 """A 16-byte BLAKE2b digest."""
 Json = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")

@@ -423,7 +423,7 @@ class SqlStateStore:
                 lambda new: {
                     "reason": new.reason,
                     "last_seen": new.last_seen,
-                    "count": rejections_table.c.count + 1,
+                    "count": rejections_table.c.count + sa.literal_column("1", sa.Integer),
                     "hash": new.hash,
                     "by_target": new.by_target,
                 },
@@ -537,6 +537,10 @@ class SqlStaging:
             try:
                 self._table = staging_table(f"syncd_staged_{uuid.uuid4().hex[:16]}", conn.dialect)
                 self._table.create(conn)
+                if conn.dialect.name == "postgresql":
+                    # Fresh statistics, so the planner probes products by key (see
+                    # _transaction); a large first load may not be analyzed yet.
+                    conn.exec_driver_sql("ANALYZE products")
                 conn.commit()
             except BaseException:
                 conn.invalidate()
@@ -554,8 +558,9 @@ class SqlStaging:
     def _transaction(self, what: str) -> Iterator[Connection]:
         """One short transaction on the staging connection, errors translated.
 
-        On PostgreSQL, joins become index probes: a temp table has no statistics,
-        and a hash join would read every product of the target for each chunk.
+        On PostgreSQL, joins are forced to index probes: the temp table has no
+        statistics, and a hash or merge join would read every product of the target
+        for each chunk.
         """
         if self._conn is None:
             raise StateError("staging is closed")

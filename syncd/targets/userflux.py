@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from syncd.config import HttpConfig, UserfluxTargetConfig
-from syncd.diff import Change, ChangeKind, Operation
+from syncd.diff import Change, Operation
 from syncd.errors import RecordError
 from syncd.httpclient import make_client
 from syncd.model import Payload
@@ -35,18 +35,21 @@ UPSERT = "product.upsert"
 DELETE = "product.delete"
 
 
-def leaf_paths(value: Any, prefix: str = "") -> Iterator[str]:
-    """Dotted paths of the leaves of a JSON value (an empty object is a leaf)."""
+def leaf_paths(value: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Paths of the leaves of a JSON value, as tuples of keys (an empty object is a leaf).
+
+    Tuples, not dotted strings: a literal key ``"a.b"`` and ``{"a": {"b": ...}}`` differ.
+    """
     if isinstance(value, dict) and value:
         for key, item in value.items():
-            yield from leaf_paths(item, f"{prefix}.{key}" if prefix else str(key))
+            yield from leaf_paths(item, (*prefix, str(key)))
     elif prefix:
         yield prefix
 
 
 def _first_removed(before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
     removed = set(leaf_paths(before)) - set(leaf_paths(after))
-    return min(removed) if removed else None
+    return ".".join(min(removed)) if removed else None
 
 
 def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
@@ -92,14 +95,16 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
     if previous is None:
         return full("not in state: the target's copy is unknown, so send every property")
     if previous.get("typeId") != payload["typeId"]:
-        return full(f"typeId changed from {previous.get('typeId')!r}: re-created under the new type")
-    before_props = previous.get("properties", {})
-    after_props = payload.get("properties", {})
+        return full(
+            f"typeId changed from {previous.get('typeId')!r}: re-created under the new type"
+        )
+    before_props = previous.get("properties") or {}
+    after_props = payload.get("properties") or {}
     removed = _first_removed(before_props, after_props)
     if removed is not None:
         return full(f"property {removed!r} was removed: incremental would leave it behind")
-    before_ai = previous.get("aiPropertyOverrides", {})
-    after_ai = payload.get("aiPropertyOverrides", {})
+    before_ai = previous.get("aiPropertyOverrides") or {}
+    after_ai = payload.get("aiPropertyOverrides") or {}
     removed_ai = sorted(set(before_ai) - set(after_ai))
     if removed_ai:
         return full(f"AI override {removed_ai[0]!r} was removed")
@@ -188,8 +193,9 @@ class UserfluxTarget:
                 raise RecordError(f"{name} must be a non-empty string", key=key, field=name)
         if not isinstance(payload.get("properties"), dict):
             raise RecordError("properties must be an object", key=key, field="properties")
-        overrides = payload.get("aiPropertyOverrides")
-        if overrides is not None and not isinstance(overrides, dict):
+        if "aiPropertyOverrides" in payload and not isinstance(
+            payload["aiPropertyOverrides"], dict
+        ):
             raise RecordError(
                 "aiPropertyOverrides must be an object", key=key, field="aiPropertyOverrides"
             )
@@ -215,12 +221,13 @@ class UserfluxTarget:
             response = send_request(self._client, "POST", operation.path, body=body, what=what)
             self._check(response, what)
             change = operation.changes[0]
-            previous = change.previous
-            if previous is not None and change.kind is not ChangeKind.CREATE:
-                old_type = previous.payload.get("typeId")
-                if old_type is not None and change.document is not None:
-                    if old_type != change.document.payload["typeId"]:
-                        self._delete_old_type(key, str(old_type))
+            old_type = change.previous.payload.get("typeId") if change.previous else None
+            if (
+                old_type is not None
+                and change.document is not None
+                and old_type != change.document.payload["typeId"]
+            ):
+                self._delete_old_type(key, str(old_type))
         elif operation.endpoint == DELETE:
             what = f"DELETE {operation.path}"
             response = send_request(self._client, "DELETE", operation.path, body=None, what=what)

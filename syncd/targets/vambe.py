@@ -38,7 +38,17 @@ CREATE = "block.create"
 DELETE = "block.delete"
 UPSERT = "block.upsert"
 _FIELDS = frozenset(
-    {"name", "description", "price", "currency", "type", "external_id", "metadata", "file_url", "sku"}
+    {
+        "name",
+        "description",
+        "price",
+        "currency",
+        "type",
+        "external_id",
+        "metadata",
+        "file_url",
+        "sku",
+    }
 )
 _REQUIRED = ("name", "description", "price", "currency", "type", "external_id", "metadata")
 
@@ -68,7 +78,7 @@ def validate_product(key: str, product: Payload) -> None:
         raise fail("price", f"must be a number, not {type(price).__name__}")
     if not math.isfinite(price) or price <= 0:
         raise fail("price", f"must be greater than 0 (got {price})")
-    if product["currency"] not in CURRENCIES:
+    if not isinstance(product["currency"], str) or product["currency"] not in CURRENCIES:
         raise fail(
             "currency",
             f"{product['currency']!r} is not one of {', '.join(sorted(CURRENCIES))}",
@@ -83,7 +93,7 @@ def validate_product(key: str, product: Payload) -> None:
             or not isinstance(item["key"], str)
             or not isinstance(item["value"], str)
         ):
-            raise fail(f"metadata[{index}]", "must be {\"key\": string, \"value\": string}")
+            raise fail(f"metadata[{index}]", 'must be {"key": string, "value": string}')
     for name in ("file_url", "sku"):
         if name in product and not isinstance(product[name], str):
             raise fail(name, "must be a string")
@@ -255,7 +265,9 @@ class VambeTarget:
         raise_for_retriable(response, what)
         env = self._config.api_key_env
         if status == 401:
-            raise fatal(f"Vambe refused the API key ({response_reason(response)}): check ${env}", status)
+            raise fatal(
+                f"Vambe refused the API key ({response_reason(response)}): check ${env}", status
+            )
         if status == 403:
             raise fatal(
                 f"Vambe forbade the request ({response_reason(response)}): the key in ${env} "
@@ -275,17 +287,39 @@ class VambeTarget:
         if operation.endpoint == UPSERT:
             sendable = [c for c in operation.changes if c.kind is not ChangeKind.DELETE]
             reason = "the block upsert was refused: sent with create to isolate the bad products"
-            return tuple(
-                Operation(CREATE, "create", reason, batch, path=operation.path.replace("/upsert/", "/create/"))
-                for batch in chunked(sendable, self._config.batch_size)
-            ) or None
+            gone = [c for c in operation.changes if c.kind is ChangeKind.DELETE]
+            create_path = operation.path.replace("/upsert/", "/create/")
+            delete_path = operation.path.replace("/upsert/", "/delete/")
+            size = self._config.batch_size
+            batches = tuple(
+                Operation(CREATE, "create", reason, batch, path=create_path)
+                for batch in chunked(sendable, size)
+            ) + tuple(
+                Operation(
+                    DELETE, "delete", "implied by the refused block upsert", batch, path=delete_path
+                )
+                for batch in chunked(gone, size)
+            )
+            return batches if batches else None
         if len(operation.changes) < 2:
             return None
         middle = len(operation.changes) // 2
         reason = operation.reason.split(" [split")[0] + " [split to isolate a refused product]"
         return (
-            Operation(operation.endpoint, operation.mode, reason, operation.changes[:middle], path=operation.path),
-            Operation(operation.endpoint, operation.mode, reason, operation.changes[middle:], path=operation.path),
+            Operation(
+                operation.endpoint,
+                operation.mode,
+                reason,
+                operation.changes[:middle],
+                path=operation.path,
+            ),
+            Operation(
+                operation.endpoint,
+                operation.mode,
+                reason,
+                operation.changes[middle:],
+                path=operation.path,
+            ),
         )
 
     def close(self) -> None:

@@ -176,7 +176,9 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
     raise TypeError(f"no TOML for {type(value).__name__}")
 
 
@@ -257,13 +259,7 @@ class Sandbox:
         if guards is not None:
             common["guards"] = dict(guards)
         lines = [
-            source
-            or (
-                "[source]\n"
-                'kind = "file"\n'
-                f"path = {toml_value(self.catalog)}\n"
-                'key = "id"\n'
-            ),
+            source or (f'[source]\nkind = "file"\npath = {toml_value(self.catalog)}\nkey = "id"\n'),
             "[state]",
             state or f"url = {toml_value(self.state_url)}",
             "",
@@ -330,11 +326,13 @@ class Sandbox:
 
     def sync(self, options: RunOptions | None = None, **kwargs: Any) -> RunReport:
         """One in-process run (real HTTP to the fakes), its own store opened and closed."""
-        store = kwargs.pop("store", None) or self.store()
+        given = kwargs.pop("store", None)
+        store = given or self.store()
         try:
             return self.reconciler(store, **kwargs).sync(options or RunOptions())
         finally:
-            store.close()
+            if given is None:
+                store.close()
 
     def plan(self, options: RunOptions | None = None) -> list[Any]:
         store = self.store()
@@ -400,7 +398,9 @@ class Sandbox:
         vb = self.vambe.requests[self._marks.get("vb", 0) :] if self.vambe else []
         return uf, vb
 
-    def assert_no_wrong_delete(self, source_keys: set[str], vambe_keys: set[str] | None = None) -> None:
+    def assert_no_wrong_delete(
+        self, source_keys: set[str], vambe_keys: set[str] | None = None
+    ) -> None:
         """No request since ``mark`` deleted a key present in the source.
 
         Checks UserFlux DELETEs, Vambe delete bodies, and that every Vambe whole-block
@@ -412,14 +412,14 @@ class Sandbox:
         wanted = source_keys if vambe_keys is None else vambe_keys
         for request in vb:
             if request.method == "POST" and "/upsert/" in request.path:
-                sent = {str(p.get("external_id")) for p in request.json or [] if isinstance(p, dict)}
+                sent = {
+                    str(p.get("external_id")) for p in request.json or [] if isinstance(p, dict)
+                }
                 missing = sorted(wanted - sent)
                 assert not missing, f"a block upsert left out source keys: {missing[:10]}"
 
 
-def deleted_keys(
-    uf: Iterable[RecordedRequest], vb: Iterable[RecordedRequest]
-) -> Iterator[str]:
+def deleted_keys(uf: Iterable[RecordedRequest], vb: Iterable[RecordedRequest]) -> Iterator[str]:
     """Every product key a DELETE (UserFlux) or delete body (Vambe) named."""
     from urllib.parse import unquote
 
@@ -427,7 +427,11 @@ def deleted_keys(
         if request.method == "DELETE":
             yield unquote(request.path.rsplit("/", 1)[-1])
     for request in vb:
-        if request.method == "POST" and "/delete/" in request.path and isinstance(request.json, list):
+        if (
+            request.method == "POST"
+            and "/delete/" in request.path
+            and isinstance(request.json, list)
+        ):
             for item in request.json:
                 if isinstance(item, dict):
                     yield str(item.get("external_id"))
@@ -465,10 +469,39 @@ def sandbox(
         yield box
 
 
+@contextlib.contextmanager
+def shared_tls_context() -> Iterator[None]:
+    """Build each distinct TLS context once instead of once per client.
+
+    ``ssl.create_default_context`` loads the system CA store, about 0.1 s per target
+    per run; the fakes speak plain HTTP, so sharing it changes nothing they see and makes
+    in-process runs several times faster. Verification settings are untouched.
+    """
+    from syncd import httpclient
+
+    real = getattr(httpclient, "_ssl_context", None)
+    if real is None:
+        yield
+        return
+    cache: dict[Any, Any] = {}
+
+    def cached(http: Any) -> Any:
+        key = http.ca_bundle
+        if key not in cache:
+            cache[key] = real(http)
+        return cache[key]
+
+    httpclient._ssl_context = cached  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        httpclient._ssl_context = real  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def box(tmp_path: Path) -> Iterator[Sandbox]:
-    """Both fakes running, nothing configured yet."""
-    with sandbox(tmp_path / "box") as created:
+    """Both fakes running, nothing configured yet (TLS contexts shared, see above)."""
+    with shared_tls_context(), sandbox(tmp_path / "box") as created:
         yield created
 
 

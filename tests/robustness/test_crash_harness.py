@@ -56,7 +56,9 @@ class Trial:
         return f"[{self.where}] {message}"
 
 
-def edit(rng: random.Random, records: list[dict[str, Any]], gone: list[dict], next_id: list[int]) -> tuple[list[dict], int]:
+def edit(
+    rng: random.Random, records: list[dict[str, Any]], gone: list[dict], next_id: list[int]
+) -> tuple[list[dict], int]:
     """Change ~10%, delete up to ~8%, add a few, bring back a deleted one; the change count."""
     records = list(records)
     changes = 0
@@ -81,7 +83,9 @@ def writes_of(requests: list[RecordedRequest]) -> int:
     return sum(1 for r in requests if r.method != "GET")
 
 
-def run_and_kill(box: Sandbox, rng: random.Random, changes: int, trial: Trial) -> tuple[str, int | None]:
+def run_and_kill(
+    box: Sandbox, rng: random.Random, changes: int, trial: Trial
+) -> tuple[str, int | None]:
     """Start ``syncd sync`` and SIGKILL it at a random point; (how it was killed, return code)."""
     assert box.userflux is not None and box.vambe is not None
     uf_before, vb_before = len(box.userflux.requests), len(box.vambe.requests)
@@ -121,7 +125,9 @@ def run_and_kill(box: Sandbox, rng: random.Random, changes: int, trial: Trial) -
             process.wait()
     stderr = process.stderr.read() if process.stderr else ""
     if process.returncode not in (-signal.SIGKILL, 0):
-        pytest.fail(trial.fail(f"the run ended {process.returncode} before the kill:\n{stderr[-3000:]}"))
+        pytest.fail(
+            trial.fail(f"the run ended {process.returncode} before the kill:\n{stderr[-3000:]}")
+        )
     return f"{kind}@{threshold}", process.returncode
 
 
@@ -155,7 +161,9 @@ def check_state_moved_only_on_acks(
         old, new = before[name], after[name]
         moved = {k for k, row in new.items() if old.get(k) != row} | (set(old) - set(new))
         unacked = moved - acknowledged(requests[name])
-        assert not unacked, trial.fail(f"{name}: state changed without a 2xx: {sorted(unacked)[:5]}")
+        assert not unacked, trial.fail(
+            f"{name}: state changed without a 2xx: {sorted(unacked)[:5]}"
+        )
 
 
 @pytest.mark.slow
@@ -216,7 +224,9 @@ def test_syncd_killed_at_random_points_never_loses_or_wrongly_deletes(tmp_path: 
             box.mark()
             rerun = box.cli("sync")
 
-            assert rerun.returncode == 0, trial.fail(f"re-run:\n{rerun.stdout}\n{rerun.stderr[-3000:]}")
+            assert rerun.returncode == 0, trial.fail(
+                f"re-run:\n{rerun.stdout}\n{rerun.stderr[-3000:]}"
+            )
             uf, vb = box.new_requests()
             wrong = set(deleted_keys(uf, vb)) & source
             assert not wrong, trial.fail(f"the re-run deleted source keys {sorted(wrong)}")
@@ -228,7 +238,9 @@ def test_syncd_killed_at_random_points_never_loses_or_wrongly_deletes(tmp_path: 
             assert set(state_rows(box.state_path, UF_NAME)) == source, trial.fail("UF state")
             assert set(state_rows(box.state_path, VB_NAME)) == set(expected_vambe(records))
             if code != 0:
-                outcomes = {run_id: outcome for run_id, _, outcome in runs_after(box.state_path, first_id)}
+                outcomes = {
+                    run_id: outcome for run_id, _, outcome in runs_after(box.state_path, first_id)
+                }
                 mine = [outcomes[run_id] for run_id, _, _ in killed_runs]
                 assert "running" not in mine, trial.fail(f"killed runs left running: {mine}")
                 if any(o == "running" for _, _, o in killed_runs):

@@ -172,7 +172,9 @@ def test_retry_after_zero_still_backs_off_and_stops_after_max_attempts(tmp_path)
 
 
 def test_a_huge_retry_after_is_capped_and_the_run_ends_within_its_budget(box: Sandbox) -> None:
-    records = start(box, retry={"max_attempts": 50, "initial_delay_s": 0.05, "max_delay_s": 0.2, "budget_s": 1})
+    records = start(
+        box, retry={"max_attempts": 50, "initial_delay_s": 0.05, "max_delay_s": 0.2, "budget_s": 1}
+    )
     assert box.userflux is not None and box.vambe is not None
     box.userflux.inject(Fault(status=429, retry_after="3600", times=None, match=writes))
     box.vambe.inject(Fault(status=503, retry_after="3600", times=None, match=writes))

@@ -189,9 +189,7 @@ def test_userflux_incremental_update_merges_only_the_changed_properties(userflux
 
 
 @pytest.mark.parametrize("exists", [True, False])
-def test_userflux_delete_is_done_whether_the_product_existed_or_was_already_gone(
-    userflux, exists
-):
+def test_userflux_delete_is_done_whether_the_product_existed_or_was_already_gone(userflux, exists):
     target = userflux_target(userflux)
     body = uf_payload("a/b", title="Shoe")
     if exists:

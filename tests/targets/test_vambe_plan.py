@@ -101,7 +101,9 @@ def target(**config: object) -> VambeTarget:
 def test_creates_updates_and_deletes_go_in_batches_of_batch_size(
     creates, deletes, batch_size, create_sizes, delete_sizes
 ):
-    changes = [change(f"c{i}", ChangeKind.UPDATE if i % 2 else ChangeKind.CREATE) for i in range(creates)]
+    changes = [
+        change(f"c{i}", ChangeKind.UPDATE if i % 2 else ChangeKind.CREATE) for i in range(creates)
+    ]
     removals = [gone(f"d{i}") for i in range(deletes)]
 
     planned = plan(changes, removals, batch_size=batch_size)
@@ -276,7 +278,9 @@ def test_a_create_body_is_the_array_of_canonical_products():
     body = encode_body(operation)
 
     assert json.loads(body) == [product("a"), product("b")]
-    assert body == b"[" + changes[0].document.canonical + b"," + changes[1].document.canonical + b"]"
+    assert (
+        body == b"[" + changes[0].document.canonical + b"," + changes[1].document.canonical + b"]"
+    )
     assert batch_problem(json.loads(body), frozenset(DEFAULT_TYPES), 2000) is None
 
 
@@ -312,7 +316,9 @@ def test_block_ids_are_url_quoted_in_paths():
 def test_split_halves_a_refused_batch_keeping_endpoint_path_and_order(size, halves):
     vambe = target()
     changes = tuple(change(f"k{i}") for i in range(size))
-    operation = Operation(CREATE, "create", "created or changed products", changes, path=CREATE_PATH)
+    operation = Operation(
+        CREATE, "create", "created or changed products", changes, path=CREATE_PATH
+    )
 
     parts = vambe.split(operation)
 

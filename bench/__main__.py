@@ -1,0 +1,52 @@
+"""``python -m bench --n 100000 [--repeat 3]``: run the benchmark, print the table,
+write the figures to ``bench/results/<timestamp>-<n>.json``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.suite import Options, main
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--n", type=int, default=100_000, help="products in the catalog")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (medians)")
+    parser.add_argument(
+        "--sources", default="jsonl,postgres", help="comma-separated: jsonl, postgres"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "syncd-bench",
+        help="catalogs (kept and reused), state databases, the children's log",
+    )
+    parser.add_argument("--concurrency", default="1,4,16,64", help="throughput: concurrency levels")
+    parser.add_argument(
+        "--seed",
+        choices=("auto", "sync", "direct"),
+        default="auto",
+        help="how state is first filled: a measured first sync, or written directly "
+        "(auto: directly above 200k products)",
+    )
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive re-push")
+    parser.add_argument("--no-throughput", action="store_true", help="skip throughput runs")
+    args = parser.parse_args(argv)
+    direct = args.seed == "direct" or (args.seed == "auto" and args.n > 200_000)
+    return Options(
+        n=args.n,
+        repeat=args.repeat,
+        sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
+        workdir=args.workdir,
+        concurrency=tuple(int(c) for c in args.concurrency.split(",")),
+        seed_directly=direct,
+        naive=not args.no_naive and not direct,
+        throughput=not args.no_throughput,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse(sys.argv[1:])))

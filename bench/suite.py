@@ -1,0 +1,575 @@
+"""The benchmark's scenarios, their measurement, and the report.
+
+Every measured sync runs in a fresh process (``bench.child``), so its CPU time and
+peak RSS are its own (``os.wait4``); the fakes run in this process, so their CPU is
+not counted in syncd's figures (it is in the wall time of a run that pushes a lot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import catalog
+from bench.config import ENV, write_config
+from bench.postgres import ScratchDatabase
+from bench.seed import naive_sizes
+from bench.sink import Sink
+from syncd.config import load_config
+from syncd.sandbox import FakeUserflux, FakeVambe
+
+RESULTS = Path(__file__).with_name("results")
+LATENCY = 0.050
+"""Seconds the target takes to answer, in the throughput runs."""
+
+
+@dataclass
+class Options:
+    n: int
+    repeat: int
+    sources: tuple[str, ...]
+    workdir: Path
+    concurrency: tuple[int, ...]
+    seed_directly: bool
+    naive: bool
+    throughput: bool
+
+
+@dataclass
+class Run:
+    """One measured process."""
+
+    wall_s: float
+    cpu_s: float
+    rss_mb: float
+    requests: dict[str, int]
+    """Write requests each target received (Vambe's GET product-blocks not counted)."""
+    bytes: dict[str, int]
+    """Request body bytes each target received."""
+    report: dict[str, Any] = field(default_factory=dict)
+    push: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+
+class Fakes:
+    """Fake UserFlux and Vambe (one block), started fresh for each repeat."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.userflux = stack.enter_context(FakeUserflux(ENV["BENCH_UF_KEY"]))
+        self.vambe = stack.enter_context(FakeVambe(ENV["BENCH_VB_KEY"]))
+        self.block = self.vambe.add_block(name="bench")
+
+    def reset(self) -> None:
+        self.userflux.reset_requests()
+        self.vambe.reset_requests()
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        vambe_writes = sum(1 for r in self.vambe.requests if r.method != "GET")
+        requests = {"userflux": self.userflux.request_count(), "vambe": vambe_writes}
+        sizes = {"userflux": self.userflux.bytes_received, "vambe": self.vambe.bytes_received}
+        return requests, sizes
+
+
+def run_process(argv: Sequence[str], fakes: Fakes | Sink | None, log: Path) -> Run:
+    """Run ``argv`` to its end; its wall time, CPU, peak RSS and what the fakes got."""
+    if isinstance(fakes, Fakes) or fakes is not None:
+        fakes.reset()
+    env = dict(os.environ, **ENV, PYTHONPATH=str(Path(__file__).parent.parent))
+    started = time.perf_counter()
+    with log.open("ab") as err:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=err)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if isinstance(fakes, Fakes):
+        requests, sizes = fakes.counts()
+    elif fakes is not None:
+        requests, sizes = {"sink": fakes.requests}, {"sink": fakes.bytes_received}
+    else:
+        requests, sizes = {}, {}
+    try:
+        result = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}); see {log}") from None
+    return Run(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        rss_mb=usage.ru_maxrss / 1024,
+        requests=requests,
+        bytes=sizes,
+        report=result.get("report", {}),
+        push=result.get("push", {}),
+    )
+
+
+def sync(config: Path, fakes: Fakes | Sink | None, log: Path) -> Run:
+    run = run_process([sys.executable, "-m", "bench.child", str(config)], fakes, log)
+    for target in run.report.get("targets", []):
+        if target["outcome"] != "ok":
+            raise RuntimeError(
+                f"{config}: {target['target']} ended {target['outcome']}: {target['error']}"
+            )
+    return run
+
+
+def snapshot(state: Path, copy: Path) -> None:
+    """Copy a SQLite state database consistently (the backup API, WAL included)."""
+    copy.unlink(missing_ok=True)
+    with sqlite3.connect(state) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    source.close()
+    target.close()
+
+
+def restore(copy: Path, state: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{state}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(copy, state)
+
+
+# -- the catalogs -------------------------------------------------------------------
+
+
+@dataclass
+class Catalogs:
+    v1: Path
+    v2: Path
+    edit: catalog.Edit
+    size_v1: int
+
+
+def prepare_catalogs(n: int, workdir: Path, say: Any) -> Catalogs:
+    """Write (or reuse) the catalog and its 1% edit as JSON Lines."""
+    v1, v2 = workdir / f"catalog-{n}.jsonl", workdir / f"catalog-{n}-edited.jsonl"
+    edit = catalog.plan_edit(n)
+    for path, which in ((v1, None), (v2, edit)):
+        if not path.exists():
+            say(f"writing {path.name}")
+            partial = path.with_suffix(".partial")
+            catalog.write_jsonl(partial, n, which)
+            partial.rename(path)
+    return Catalogs(v1, v2, edit, v1.stat().st_size)
+
+
+def subset(source: Path, k: int, path: Path) -> Path:
+    with source.open(encoding="utf-8") as lines, path.open("w", encoding="utf-8") as out:
+        for _, line in zip(range(k), lines, strict=False):
+            out.write(line)
+    return path
+
+
+def changed_payloads(config: Path, cats: Catalogs) -> dict[str, int]:
+    """Body bytes of the changed products' new documents, per target: the floor a
+    run after the edit can't go under by much (Vambe deletes: their external ids)."""
+    from syncd.mapping import build_mapper
+
+    loaded = load_config(config)
+    mappers = {t.name: build_mapper(t, loaded.source.key) for t in loaded.targets}
+    changed = {
+        catalog.product_id(i)
+        for i in (
+            *cats.edit.prices,
+            *cats.edit.descriptions,
+            *cats.edit.removals,
+            *cats.edit.creates,
+        )
+    }
+    sizes = dict.fromkeys(mappers, 0)
+    with cats.v2.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line[7:18] in changed:
+                record = json.loads(line)
+                for name, mapper in mappers.items():
+                    sizes[name] += len(mapper.map(record).canonical)
+    sizes["vambe"] += sum(
+        len(f'{{"external_id":"{catalog.product_id(i)}"}},') for i in cats.edit.deletes
+    )
+    return sizes
+
+
+def minimal_requests(edit: catalog.Edit, batch: int = 2000) -> dict[str, int]:
+    upserts = edit.changed - len(edit.deletes)
+    return {
+        "userflux": edit.changed,
+        "vambe": math.ceil(upserts / batch) + math.ceil(len(edit.deletes) / batch),
+    }
+
+
+# -- the scenarios ------------------------------------------------------------------
+
+
+def medians(runs: Sequence[Run]) -> dict[str, Any]:
+    def med(values: Sequence[float]) -> float:
+        return statistics.median(values)
+
+    names = runs[0].requests.keys()
+    return {
+        "wall_s": med([r.wall_s for r in runs]),
+        "cpu_s": med([r.cpu_s for r in runs]),
+        "rss_mb": med([r.rss_mb for r in runs]),
+        "requests": {k: int(med([r.requests[k] for r in runs])) for k in names},
+        "bytes": {k: int(med([r.bytes[k] for r in runs])) for k in names},
+        "runs": len(runs),
+    }
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
+    work = opts.workdir
+    log = work / "syncd.log"
+    state, seeded = work / "state.db", work / "seeded.db"
+    results: dict[str, list[Run]] = {}
+    extra: dict[str, Any] = {}
+    with ExitStack() as outer:
+        database = None
+        if "postgres" in opts.sources:
+            database = outer.enter_context(ScratchDatabase())
+            for table, path in (("catalog_v1", cats.v1), ("catalog_v2", cats.v2)):
+                say(f"loading {path.name} into PostgreSQL {database.dbname}.{table}")
+                database.load(table, path)
+        for repeat in range(opts.repeat):
+            with ExitStack() as stack:
+                fakes = Fakes(stack)
+
+                def config(source: str, version: str, *, fakes: Fakes = fakes) -> Path:
+                    path = cats.v1 if version == "v1" else cats.v2
+                    location = (
+                        str(path) if source == "jsonl" else (database.url if database else "")
+                    )
+                    return write_config(
+                        work / f"{source}-{version}.toml",
+                        source=source,
+                        location=location,
+                        table=f"catalog_{version}",
+                        state=state,
+                        userflux=fakes.userflux.url,
+                        vambe=fakes.vambe.url,
+                        block=fakes.block,
+                    )
+
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{state}{suffix}").unlink(missing_ok=True)
+                first_source = opts.sources[0]
+                if opts.seed_directly:
+                    if repeat == 0:
+                        say("seeding state directly (no first sync measured at this size)")
+                        sizes = naive_sizes(load_config(config(first_source, "v1")), seed=True)
+                        extra["naive_estimate"] = {"requests": sizes.requests, "bytes": sizes.bytes}
+                        snapshot(state, seeded)
+                    else:
+                        restore(seeded, state)
+                else:
+                    say(f"[{repeat + 1}/{opts.repeat}] first sync ({first_source})")
+                    results.setdefault(f"first sync ({first_source})", []).append(
+                        sync(config(first_source, "v1"), fakes, log)
+                    )
+                    snapshot(state, seeded)
+                for source in opts.sources:
+                    say(f"[{repeat + 1}/{opts.repeat}] no change ({source})")
+                    results.setdefault(f"no change ({source})", []).append(
+                        sync(config(source, "v1"), fakes, log)
+                    )
+                for source in opts.sources:
+                    restore(seeded, state)
+                    say(f"[{repeat + 1}/{opts.repeat}] 1% changed ({source})")
+                    results.setdefault(f"1% changed ({source})", []).append(
+                        sync(config(source, "v2"), fakes, log)
+                    )
+                if opts.naive and repeat == 0:
+                    say("naive full re-push (jsonl)")
+                    naive = run_process(
+                        [sys.executable, "-m", "bench.naive", str(config("jsonl", "v1"))],
+                        fakes,
+                        log,
+                    )
+                    results["naive full re-push (jsonl)"] = [naive]
+                if repeat == 0:
+                    extra["changed_payload_bytes"] = changed_payloads(config("jsonl", "v2"), cats)
+    return {"runs": results, **extra}
+
+
+def run_throughput(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
+    """UserFlux pushes at several concurrency levels: against the fake with ``LATENCY``,
+    and the client's ceiling against the fake and against the sink with no latency."""
+    work = opts.workdir
+    log = work / "syncd.log"
+    state = work / "throughput.db"
+    rows: list[dict[str, Any]] = []
+
+    def push(url: str, server: Any, concurrency: int, k: int) -> dict[str, Any]:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{state}{suffix}").unlink(missing_ok=True)
+        source = subset(cats.v1, k, work / f"subset-{k}.jsonl")
+        path = write_config(
+            work / "throughput.toml",
+            source="jsonl",
+            location=str(source),
+            state=state,
+            userflux=url,
+            vambe=None,
+            concurrency=concurrency,
+        )
+        run = sync(path, server, log)
+        window = run.push["userflux"]
+        return {
+            "concurrency": concurrency,
+            "requests": window["requests"],
+            "push_s": window["seconds"],
+            "rps": (window["requests"] - 1) / window["seconds"],
+        }
+
+    with FakeUserflux(ENV["BENCH_UF_KEY"]) as fake, Sink() as sink:
+        for concurrency in opts.concurrency:
+            fake.latency = LATENCY
+            ideal = concurrency / LATENCY
+            k = int(min(4000, max(100, ideal * 3)))
+            say(
+                f"throughput: concurrency {concurrency}, "
+                f"latency {LATENCY * 1000:.0f} ms, {k} products"
+            )
+            row = push(fake.url, None, concurrency, k)
+            row.update(server="fake UserFlux", latency_ms=LATENCY * 1000, ideal_rps=ideal)
+            rows.append(row)
+        fake.latency = 0.0
+        for server, url, target in (("fake UserFlux", fake.url, fake), ("sink", sink.url, sink)):
+            for concurrency in (4, 16, 64):
+                say(f"ceiling: {server}, concurrency {concurrency}, latency 0")
+                row = push(url, None, concurrency, 4000)
+                row.update(server=server, latency_ms=0.0, ideal_rps=None)
+                rows.append(row)
+            del target
+    ceiling = max(r["rps"] for r in rows if r["latency_ms"] == 0 and r["server"] == "sink")
+    for row in rows:
+        if row["ideal_rps"]:
+            row["expected_rps"] = min(row["ideal_rps"], ceiling)
+            row["efficiency"] = row["rps"] / row["expected_rps"]
+    return {"rows": rows, "ceiling_rps": ceiling}
+
+
+# -- the report ---------------------------------------------------------------------
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.2f}"
+
+
+def summarize(opts: Options, cats: Catalogs, scenarios: dict[str, Any]) -> dict[str, Any]:
+    runs: dict[str, list[Run]] = scenarios["runs"]
+    table = {name: medians(values) for name, values in runs.items()}
+    naive = table.get("naive full re-push (jsonl)")
+    if naive is None and "naive_estimate" in scenarios:
+        estimate = scenarios["naive_estimate"]
+        naive = {"requests": estimate["requests"], "bytes": estimate["bytes"], "estimated": True}
+    if naive is not None:
+        naive_requests = sum(naive["requests"].values())
+        naive_bytes = sum(naive["bytes"].values())
+        for name, row in table.items():
+            if name.startswith("naive"):
+                continue
+            row["naive_ratio"] = {
+                "requests": naive_requests / max(1, sum(row["requests"].values())),
+                "bytes": naive_bytes / max(1, sum(row["bytes"].values())),
+            }
+            if "wall_s" in naive:
+                row["naive_ratio"]["wall"] = naive["wall_s"] / row["wall_s"]
+                row["naive_ratio"]["cpu"] = naive["cpu_s"] / row["cpu_s"]
+    return {"medians": table, "naive": naive}
+
+
+def checks(
+    opts: Options,
+    cats: Catalogs,
+    summary: dict[str, Any],
+    scenarios: dict[str, Any],
+    throughput: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    table = summary["medians"]
+    out: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, measured: str) -> None:
+        out.append({"target": name, "met": ok, "measured": measured})
+
+    nochange = table.get("no change (jsonl)")
+    if nochange is not None:
+        requests = sum(nochange["requests"].values())
+        check(
+            f"no change, {opts.n:,} products, JSONL: < 10 s wall (1M), < 300 MB, 0 requests",
+            nochange["wall_s"] < 10 * opts.n / 1e6 and nochange["rss_mb"] < 300 and requests == 0,
+            f"{nochange['wall_s']:.1f} s wall, {nochange['cpu_s']:.1f} s CPU, "
+            f"{nochange['rss_mb']:.0f} MB, {requests} requests",
+        )
+    minimal = minimal_requests(cats.edit)
+    floor = scenarios.get("changed_payload_bytes", {})
+    for source in opts.sources:
+        row = table.get(f"1% changed ({source})")
+        if row is None:
+            continue
+        check(
+            f"1% changed ({source}): minimal requests {minimal}",
+            row["requests"] == minimal,
+            f"{row['requests']}",
+        )
+        if floor:
+            ratio = sum(row["bytes"].values()) / sum(floor.values())
+            check(
+                f"1% changed ({source}): bytes within 1.5x of the changed payloads",
+                ratio <= 1.5,
+                f"{_mb(sum(row['bytes'].values()))} MB sent / {_mb(sum(floor.values()))} MB "
+                f"changed payloads = {ratio:.2f}x",
+            )
+    if throughput is not None:
+        for row in throughput["rows"]:
+            if row.get("efficiency") is None:
+                continue
+            check(
+                f"throughput, concurrency {row['concurrency']}, {row['latency_ms']:.0f} ms: "
+                ">= 90% of min(c/latency, ceiling)",
+                row["efficiency"] >= 0.9,
+                f"{row['rps']:.0f} req/s of {row['expected_rps']:.0f} ({row['efficiency']:.0%})",
+            )
+    return out
+
+
+def render(
+    opts: Options,
+    cats: Catalogs,
+    summary: dict[str, Any],
+    throughput: dict[str, Any] | None,
+    found: list[dict[str, Any]],
+) -> str:
+    lines = [
+        f"syncd bench: {opts.n:,} products ({cats.size_v1 / 1e6:.0f} MB JSONL), "
+        f"medians of {opts.repeat} run(s); {os.cpu_count()} CPUs",
+        "",
+        f"{'scenario':<28} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'req UF':>8} {'req VB':>7}"
+        f" {'MB sent':>8} {'naive/this req':>15} {'bytes':>8} {'wall':>7}",
+    ]
+    for name, row in summary["medians"].items():
+        ratio = row.get("naive_ratio", {})
+        requests = row["requests"]
+        lines.append(
+            f"{name:<28} {row['wall_s']:>8.2f} {row['cpu_s']:>8.2f} {row['rss_mb']:>8.0f} "
+            f"{requests.get('userflux', 0):>8} {requests.get('vambe', 0):>7} "
+            f"{_mb(sum(row['bytes'].values())):>8} "
+            f"{_ratio(ratio.get('requests')):>15} {_ratio(ratio.get('bytes')):>8} "
+            f"{_ratio(ratio.get('wall')):>7}"
+        )
+    naive = summary.get("naive")
+    if naive and naive.get("estimated"):
+        lines.append(
+            f"{'naive full re-push (computed)':<28} {'':>8} {'':>8} {'':>8} "
+            f"{naive['requests'].get('userflux', 0):>8} {naive['requests'].get('vambe', 0):>7} "
+            f"{_mb(sum(naive['bytes'].values())):>8}"
+        )
+    if throughput is not None:
+        lines += [
+            "",
+            f"push throughput (UserFlux, one request per product); client ceiling "
+            f"{throughput['ceiling_rps']:.0f} req/s (sink, latency 0)",
+            f"{'server':<14} {'latency':>8} {'conc.':>6} {'requests':>9} {'req/s':>8}"
+            f" {'ideal':>8} {'expected':>9} {'eff.':>6}",
+        ]
+        for row in throughput["rows"]:
+            ideal = f"{row['ideal_rps']:.0f}" if row["ideal_rps"] else "-"
+            expected = f"{row['expected_rps']:.0f}" if row.get("expected_rps") else "-"
+            efficiency = f"{row['efficiency']:.0%}" if row.get("efficiency") else "-"
+            lines.append(
+                f"{row['server']:<14} {row['latency_ms']:>6.0f}ms {row['concurrency']:>6} "
+                f"{row['requests']:>9} {row['rps']:>8.0f} {ideal:>8} {expected:>9} {efficiency:>6}"
+            )
+    lines += ["", "targets:"]
+    for item in found:
+        lines.append(
+            f"  [{'met' if item['met'] else 'MISSED':>6}] {item['target']}: {item['measured']}"
+        )
+    return "\n".join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}x" if value >= 10 else f"{value:.2f}x"
+
+
+def main(opts: Options) -> int:
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    def say(text: str) -> None:
+        print(f"[{time.time() - started:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    load_before = os.getloadavg()
+    cats = prepare_catalogs(opts.n, opts.workdir, say)
+    scenarios = run_scenarios(opts, cats, say)
+    throughput = run_throughput(opts, cats, say) if opts.throughput else None
+    summary = summarize(opts, cats, scenarios)
+    found = checks(opts, cats, summary, scenarios, throughput)
+    text = render(opts, cats, summary, throughput, found)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{opts.n}.json"
+    document = {
+        "meta": {
+            "n": opts.n,
+            "repeat": opts.repeat,
+            "sources": opts.sources,
+            "catalog_bytes": cats.size_v1,
+            "edit": {
+                "changed": cats.edit.changed,
+                "deletes": len(cats.edit.deletes),
+                "creates": len(cats.edit.creates),
+            },
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+            "python": platform.python_version(),
+            "seconds": time.time() - started,
+        },
+        "medians": summary["medians"],
+        "naive": summary["naive"],
+        "changed_payload_bytes": scenarios.get("changed_payload_bytes"),
+        "runs": {name: [_plain(r) for r in runs] for name, runs in scenarios["runs"].items()},
+        "throughput": throughput,
+        "targets": found,
+    }
+    out.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+    say(f"figures written to {out}")
+    return 0
+
+
+def _plain(run: Run) -> dict[str, Any]:
+    targets = run.report.get("targets", [])
+    return {
+        "wall_s": run.wall_s,
+        "cpu_s": run.cpu_s,
+        "rss_mb": run.rss_mb,
+        "requests": run.requests,
+        "bytes": run.bytes,
+        "push": run.push,
+        "outcomes": {t["target"]: t["outcome"] for t in targets},
+        "durations_ms": {t["target"]: t["duration_ms"] for t in targets},
+    }

@@ -1,0 +1,375 @@
+"""The ``StateStore`` contract, run against every backend: SQLite, PostgreSQL, MariaDB."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from syncd.errors import StateError
+from syncd.model import Acked, Document, Rejection, RunRecord
+from syncd.state import sql
+from syncd.state.base import StateStore
+from syncd.state.sql import SqlStateStore
+
+URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request) -> Iterator[SqlStateStore]:
+    url = request.getfixturevalue(URL_FIXTURES[request.param])
+    store = SqlStateStore(url)
+    store.upgrade()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def small_batches(monkeypatch) -> None:
+    """Page through results a few rows at a time, so paging itself is exercised."""
+    monkeypatch.setattr(sql, "READ_BATCH", 3)
+
+
+def doc(key: str, **payload) -> Document:
+    return Document.of(key, payload or {"name": key})
+
+
+def acks(*docs: Document) -> list[tuple[str, bytes, bytes]]:
+    return [(d.key, d.hash, d.canonical) for d in docs]
+
+
+def acked(d: Document) -> Acked:
+    return Acked(key=d.key, hash=d.hash, payload=d.payload)
+
+
+def test_sql_store_satisfies_the_protocol(store) -> None:
+    typed: StateStore = store
+    assert typed is store
+
+
+# -- acknowledged products ------------------------------------------------------
+
+
+def test_acknowledged_products_round_trip(store) -> None:
+    a, b = doc("a", name="Ä", tags=["x", 1.5]), doc("b")
+    store.apply_acks("uf", acks(a, b))
+
+    assert store.get("uf", "a") == acked(a)
+    assert store.count("uf") == 2
+    assert list(store.iter_acked("uf")) == [acked(a), acked(b)]
+    assert store.count("other") == 0
+    assert store.get("other", "a") is None
+
+
+def test_iter_acked_pages_through_every_entry(store, small_batches) -> None:
+    docs = [doc(f"k{i:02d}") for i in range(10)]
+    store.apply_acks("uf", acks(*docs))
+
+    assert [a.key for a in store.iter_acked("uf")] == [d.key for d in docs]
+
+
+def test_acknowledging_a_key_again_replaces_hash_and_payload(store) -> None:
+    store.apply_acks("uf", acks(doc("a", v=1)))
+    store.apply_acks("uf", acks(doc("a", v=2)))
+
+    assert store.get("uf", "a") == acked(doc("a", v=2))
+    assert store.count("uf") == 1
+
+
+def test_acknowledged_delete_removes_the_key(store) -> None:
+    store.apply_acks("uf", acks(doc("a"), doc("b")))
+    store.apply_acks("uf", [], deletes=["a", "never-there"])
+
+    assert store.get("uf", "a") is None
+    assert store.count("uf") == 1
+
+
+def test_acknowledgement_closes_the_rejection_of_the_key(store) -> None:
+    store.record_rejections("uf", [Rejection("a", "bad"), Rejection("b", "bad")], now=1.0)
+    store.record_rejections("vb", [Rejection("a", "bad")], now=1.0)
+
+    store.apply_acks("uf", acks(doc("a")), deletes=["b"])
+
+    assert [(r.target, r.key) for r in store.open_rejections()] == [("vb", "a")]
+
+
+def test_keys_differing_in_case_or_trailing_space_stay_distinct(store) -> None:
+    docs = [doc("sku-1"), doc("SKU-1"), doc("sku-1 "), doc("ß")]
+    store.apply_acks("uf", acks(*docs))
+
+    assert store.count("uf") == 4
+    assert store.get("uf", "sku-1 ") == acked(docs[2])
+
+
+def test_a_large_payload_fits(store) -> None:
+    big = doc("big", text="é" * 300_000)
+    store.apply_acks("uf", acks(big))
+
+    assert store.get("uf", "big") == acked(big)
+
+
+def test_forget_target_drops_only_that_target(store) -> None:
+    store.apply_acks("uf", acks(doc("a"), doc("b")))
+    store.apply_acks("vb", acks(doc("a")))
+
+    assert store.forget_target("uf") == 2
+    assert store.count("uf") == 0
+    assert store.count("vb") == 1
+
+
+# -- staging -----------------------------------------------------------------------
+
+
+def test_staging_compare_returns_creates_and_updates_only(store) -> None:
+    store.apply_acks("uf", acks(doc("same"), doc("changed", v=1)))
+
+    with store.begin_staging("uf") as staging:
+        diff = staging.compare(
+            [(d.key, d.hash) for d in (doc("same"), doc("changed", v=2), doc("new"))]
+        )
+
+    assert diff == {"changed": acked(doc("changed", v=1)), "new": None}
+
+
+def test_staging_compares_against_its_own_target_only(store) -> None:
+    store.apply_acks("vb", acks(doc("a")))
+
+    with store.begin_staging("uf") as staging:
+        assert staging.compare([("a", doc("a").hash)]) == {"a": None}
+
+
+def test_staging_finds_duplicate_keys(store) -> None:
+    with store.begin_staging("uf") as staging:
+        staging.compare([("a", doc("a").hash), ("b", doc("b").hash), ("a", doc("a").hash)])
+        staging.compare([("b", doc("b").hash), ("c", doc("c").hash)])
+
+        assert staging.staged_count() == 5
+        assert sorted(staging.duplicates()) == ["a", "b"]
+
+
+def test_staging_unseen_gives_exactly_the_keys_not_staged(store, small_batches) -> None:
+    docs = [doc(f"k{i:02d}") for i in range(12)]
+    store.apply_acks("uf", acks(*docs))
+    store.apply_acks("vb", acks(doc("elsewhere")))
+    staged = docs[::3]
+
+    with store.begin_staging("uf") as staging:
+        staging.compare([(d.key, d.hash) for d in staged])
+        unseen = list(staging.unseen())
+
+    assert unseen == [acked(d) for d in docs if d not in staged]
+
+
+def test_staging_sees_acks_written_while_it_is_open(store) -> None:
+    store.apply_acks("uf", acks(doc("a"), doc("b")))
+
+    with store.begin_staging("uf") as staging:
+        staging.compare([("a", doc("a").hash)])
+        store.apply_acks("uf", [], deletes=["b"])
+        store.apply_acks("uf", acks(doc("c")))
+
+        assert [a.key for a in staging.unseen()] == ["c"]
+
+
+def test_staging_leaves_no_trace_after_close(store) -> None:
+    store.apply_acks("uf", acks(doc("a")))
+    first = store.begin_staging("uf")
+    first.compare([("a", doc("b").hash), ("n", doc("n").hash), ("n", doc("n").hash)])
+    assert first.duplicates() == ["n"]
+    first.close()
+    first.close()  # closing twice is harmless
+
+    assert list(store.iter_acked("uf")) == [acked(doc("a"))]
+    with store.begin_staging("uf") as second:
+        assert second.staged_count() == 0
+        assert second.duplicates() == []
+        assert [a.key for a in second.unseen()] == ["a"]
+    with pytest.raises(StateError, match="closed"):
+        first.compare([("a", doc("a").hash)])
+
+
+def test_chunked_staging_of_50k_keys(store) -> None:
+    known = [Document.of(f"p{i:06d}", {"i": i}) for i in range(10_000)]
+    store.apply_acks("uf", acks(*known))
+    catalog = [(f"p{i:06d}", Document.of("", {"i": i}).hash) for i in range(2_500, 52_500)]
+    catalog[:7_500:1_000] = [(key, b"changed-hash-16b") for key, _ in catalog[:7_500:1_000]]
+
+    changed: dict[str, Acked | None] = {}
+    with store.begin_staging("uf") as staging:
+        for start in range(0, len(catalog), 5_000):
+            changed.update(staging.compare(catalog[start : start + 5_000]))
+        unseen = [a.key for a in staging.unseen()]
+        assert staging.staged_count() == 50_000
+        assert staging.duplicates() == []
+
+    creates = [key for key, old in changed.items() if old is None]
+    updates = [key for key, old in changed.items() if old is not None]
+    assert len(creates) == 42_500
+    assert updates == [key for key, _ in catalog[:7_500:1_000]]
+    assert unseen == [d.key for d in known[:2_500]]
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+def finished(store, target: str, **fields) -> RunRecord:
+    run_id = store.start_run(target, mode="incremental", mode_reason="nightly", holder="h1")
+    [started] = [r for r in store.recent_runs(target) if r.id == run_id]
+    record = RunRecord(
+        **{**{f: getattr(started, f) for f in RunRecord.__slots__}, "finished_at": 2e9, **fields}
+    )
+    store.finish_run(record)
+    return record
+
+
+def test_runs_are_started_finished_and_listed_newest_first(store) -> None:
+    run_id = store.start_run("uf", mode="full", mode_reason="state empty", holder="h1")
+    [running] = store.recent_runs("uf")
+    assert (running.id, running.outcome, running.finished_at) == (run_id, "running", None)
+    assert (running.mode, running.mode_reason, running.holder) == ("full", "state empty", "h1")
+
+    done = finished(store, "uf", outcome="ok", created=3, source_count=10, source_complete=True)
+    store.start_run("vb", mode="full", mode_reason="first", holder="h1")
+
+    assert store.recent_runs("uf")[0] == done
+    assert [r.target for r in store.recent_runs()] == ["vb", "uf", "uf"]
+    assert len(store.recent_runs(limit=1)) == 1
+
+
+def test_mark_interrupted_touches_only_the_targets_running_runs(store) -> None:
+    finished(store, "uf", outcome="ok")
+    store.start_run("uf", mode="full", mode_reason="", holder="h1")
+    store.start_run("vb", mode="full", mode_reason="", holder="h1")
+
+    assert store.mark_interrupted("uf") == 1
+
+    outcomes = [(r.target, r.outcome, r.finished_at is None) for r in store.recent_runs()]
+    assert outcomes == [("vb", "running", True), ("uf", "interrupted", False), ("uf", "ok", False)]
+
+
+def test_last_complete_source_count_skips_partial_reads_and_unfinished_runs(store) -> None:
+    assert store.last_complete_source_count("uf") is None
+    finished(store, "uf", outcome="ok", source_count=100, source_complete=True)
+    finished(store, "uf", outcome="failed", source_count=5, source_complete=False)
+    finished(store, "uf", outcome="interrupted", source_count=6, source_complete=True)
+    store.start_run("uf", mode="full", mode_reason="", holder="h1")
+
+    assert store.last_complete_source_count("uf") == 100
+    assert store.last_complete_source_count("vb") is None
+
+
+# -- rejections ------------------------------------------------------------------------
+
+
+def test_recording_a_rejection_twice_counts_two_and_keeps_first_seen(store) -> None:
+    store.record_rejections("uf", [Rejection("a", "too long", hash=b"1" * 16)], now=10.0)
+    store.record_rejections(
+        "uf", [Rejection("a", "bad type", hash=b"2" * 16, by_target=True)], now=20.0
+    )
+
+    [record] = store.open_rejections("uf")
+    assert (record.first_seen, record.last_seen, record.count) == (10.0, 20.0, 2)
+    assert (record.reason, record.hash, record.by_target) == ("bad type", b"2" * 16, True)
+
+
+def test_held_rejections_are_target_side_and_seen_since(store) -> None:
+    store.record_rejections("uf", [Rejection("old", "400", hash=b"o" * 16, by_target=True)], 1.0)
+    store.record_rejections("uf", [Rejection("new", "400", hash=None, by_target=True)], 5.0)
+    store.record_rejections("uf", [Rejection("local", "no price", by_target=False)], 5.0)
+    store.record_rejections("vb", [Rejection("other", "400", by_target=True)], 5.0)
+
+    assert store.held_rejections("uf", since=5.0) == {"new": None}
+    assert store.held_rejections("uf", since=0.0) == {"new": None, "old": b"o" * 16}
+
+
+def test_prune_rejections_keeps_only_the_given_keys(store) -> None:
+    store.record_rejections("uf", [Rejection(k, "bad") for k in "abc"], now=1.0)
+    store.record_rejections("vb", [Rejection("a", "bad")], now=1.0)
+
+    assert store.prune_rejections("uf", keep={"b"}) == 2
+
+    assert [(r.target, r.key) for r in store.open_rejections()] == [("uf", "b"), ("vb", "a")]
+
+
+# -- leases ----------------------------------------------------------------------------
+
+
+def test_a_free_lease_is_acquired_and_a_second_holder_refused(store) -> None:
+    assert store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+    assert not store.acquire_lease("uf", "h2", ttl=60, now=120.0)
+    assert store.acquire_lease("vb", "h2", ttl=60, now=120.0)
+    assert store.lease_holder("uf", now=120.0) == "h1"
+
+
+def test_the_holder_can_acquire_again_and_renew(store) -> None:
+    assert store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+    assert store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+    assert store.renew_lease("uf", "h1", ttl=60, now=150.0)
+    assert not store.renew_lease("uf", "h2", ttl=60, now=150.0)
+
+    assert not store.acquire_lease("uf", "h2", ttl=60, now=200.0)
+    assert store.lease_holder("uf", now=200.0) == "h1"
+
+
+def test_an_expired_lease_is_taken_over(store) -> None:
+    store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+
+    assert store.lease_holder("uf", now=161.0) is None
+    assert store.acquire_lease("uf", "h2", ttl=60, now=161.0)
+    assert store.lease_holder("uf", now=161.0) == "h2"
+    assert not store.renew_lease("uf", "h1", ttl=60, now=162.0)
+
+
+def test_a_released_lease_is_free_and_only_its_holder_can_release_it(store) -> None:
+    store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+    store.release_lease("uf", "h2")
+    assert store.lease_holder("uf", now=100.0) == "h1"
+
+    store.release_lease("uf", "h1")
+
+    assert store.lease_holder("uf", now=100.0) is None
+    assert store.acquire_lease("uf", "h2", ttl=60, now=100.0)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("existing", ["no lease row", "an expired lease"])
+def test_racing_processes_on_postgresql_let_exactly_one_win(pg_url, existing) -> None:
+    contenders = [SqlStateStore(pg_url) for _ in range(6)]
+    contenders[0].upgrade()
+    try:
+        for round_ in range(5):
+            target = f"t{round_}"
+            if existing == "an expired lease":
+                contenders[0].acquire_lease(target, "dead", ttl=1, now=0.0)
+            barrier = threading.Barrier(len(contenders))
+            results: dict[str, bool] = {}
+
+            def contend(store: SqlStateStore, holder: str, target: str = target) -> None:
+                barrier.wait()
+                results[holder] = store.acquire_lease(target, holder, ttl=60, now=1000.0)
+
+            threads = [
+                threading.Thread(target=contend, args=(s, f"h{i}"))
+                for i, s in enumerate(contenders)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+            winners = [holder for holder, won in results.items() if won]
+            assert len(winners) == 1, results
+            assert contenders[0].lease_holder(target, now=1000.0) == winners[0]
+    finally:
+        for contender in contenders:
+            contender.close()
+
+
+def test_ping_passes_on_a_reachable_database(store) -> None:
+    store.ping()

@@ -1,0 +1,203 @@
+"""The health listener: /healthz, /readyz, /metrics, readiness of runs, ``syncd healthcheck``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from syncd.daemon import Daemon
+from syncd.errors import ConfigError
+from syncd.health import HealthServer, Probes, RunHealth, local_address, probe
+from syncd.model import RunRecord
+from syncd.sandbox import FakeUserflux
+from syncd.state import open_store
+from tests.test_daemon import (
+    ENV_KEYS,
+    config_toml,
+    free_port,
+    load,
+    subprocess_env,
+    write_catalog,
+)
+
+
+def get(url: str) -> tuple[int, bytes, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read(), response.headers["Content-Type"]
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers["Content-Type"]
+
+
+def _server(alive: bool = True, reasons: list[str] | None = None) -> HealthServer:
+    return HealthServer(
+        "127.0.0.1",
+        0,
+        Probes(
+            alive=lambda: alive,
+            ready=lambda: list(reasons or []),
+            metrics=lambda: (b"syncd_up 1\n", "text/plain; version=0.0.4"),
+        ),
+    )
+
+
+def test_healthz_answers_200_while_alive_and_503_when_not() -> None:
+    with _server(alive=True) as server:
+        assert get(server.url + "/healthz")[0] == 200
+    with _server(alive=False) as server:
+        status, body, _ = get(server.url + "/healthz")
+        assert status == 503
+        assert json.loads(body)["status"] == "dead"
+
+
+def test_readyz_says_why_it_is_not_ready() -> None:
+    with _server(reasons=[]) as server:
+        assert get(server.url + "/readyz")[0] == 200
+    with _server(reasons=["state database unreachable: refused"]) as server:
+        status, body, ctype = get(server.url + "/readyz")
+    assert status == 503
+    assert ctype == "application/json"
+    assert json.loads(body) == {
+        "status": "unready",
+        "reasons": ["state database unreachable: refused"],
+    }
+
+
+def test_metrics_are_served_with_their_content_type_and_other_paths_are_404() -> None:
+    with _server() as server:
+        assert get(server.url + "/metrics") == (200, b"syncd_up 1\n", "text/plain; version=0.0.4")
+        assert get(server.url + "/nope")[0] == 404
+
+
+def test_a_probe_that_raises_answers_503_and_the_listener_goes_on() -> None:
+    def broken() -> list[str]:
+        raise RuntimeError("probe broke")
+
+    with HealthServer("127.0.0.1", 0, Probes(alive=lambda: True, ready=broken)) as server:
+        status, body, _ = get(server.url + "/readyz")
+        assert status == 503 and b"probe broke" in body
+        assert get(server.url + "/healthz")[0] == 200
+
+
+def test_a_port_already_taken_is_a_config_error_naming_health_port() -> None:
+    with _server() as server, pytest.raises(ConfigError, match=r"health\.port"):
+        HealthServer("127.0.0.1", server.port, Probes(alive=lambda: True, ready=list)).start()
+
+
+def test_a_wildcard_bind_is_probed_on_loopback() -> None:
+    assert local_address("0.0.0.0") == "127.0.0.1"
+    assert local_address("::") == "[::1]"
+    assert local_address("10.1.2.3") == "10.1.2.3"
+
+
+def test_probe_reports_failure_when_nothing_listens() -> None:
+    healthy, message = probe(f"http://127.0.0.1:{free_port()}/healthz", timeout=1)
+    assert not healthy and "127.0.0.1" in message
+
+
+def _run(outcome: str, started_at: float) -> RunRecord:
+    return RunRecord(1, "uf", started_at, started_at + 1, "incremental", "", outcome)
+
+
+def test_runs_fail_readiness_only_after_failing_for_longer_than_max_failing_s() -> None:
+    health = RunHealth()
+    health.observe("uf", "failed", at=1000)
+    health.observe("uf", "partial", at=1500)  # still failing since 1000
+    health.observe("uf", "locked", at=1600)  # another process ran it: neutral
+    assert health.reasons(now=1050, max_failing_s=100) == []
+    assert health.reasons(now=1101, max_failing_s=100) == [
+        "target uf: runs failing for 101s (health.max_failing_s = 100)"
+    ]
+    health.observe("uf", "ok", at=1700)
+    assert health.reasons(now=5000, max_failing_s=100) == []
+
+
+def test_readiness_takes_up_the_failing_streak_recorded_in_state() -> None:
+    health = RunHealth()
+    newest_first = [
+        _run("failed", 900),
+        _run("interrupted", 800),
+        _run("failed", 700),
+        _run("ok", 600),
+        _run("failed", 100),
+    ]
+    health.seed("uf", newest_first)
+    assert health.reasons(now=750, max_failing_s=100) == []
+    assert health.reasons(now=801, max_failing_s=100) != []
+    healthy = RunHealth()
+    healthy.seed("uf", [_run("ok", 900), _run("failed", 100)])
+    assert healthy.reasons(now=10_000, max_failing_s=100) == []
+
+
+@pytest.mark.postgres
+def test_readyz_fails_when_the_state_database_is_unreachable(tmp_path: Path, pg_url: str) -> None:
+    import sqlalchemy as sa
+
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 1)
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        config = load(
+            config_toml(
+                catalog=catalog,
+                state_url=pg_url,
+                userflux_url=fake.url,
+                health={"host": "127.0.0.1", "port": 0},
+            )
+        )
+        daemon = Daemon(config, lambda: open_store(pg_url), environ=ENV_KEYS)
+        daemon.start()
+        try:
+            assert daemon.health_url is not None
+            assert get(daemon.health_url + "/readyz")[0] == 200
+            url = sa.make_url(pg_url)
+            admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE {url.database} WITH (FORCE)"))
+            admin.dispose()
+            status, body, _ = get(daemon.health_url + "/readyz")
+            assert status == 503
+            assert "state database unreachable" in json.loads(body)["reasons"][0]
+            assert get(daemon.health_url + "/healthz")[0] == 200  # alive, just not ready
+        finally:
+            daemon.request_stop()
+            daemon.shutdown()
+
+
+# -- syncd healthcheck ---------------------------------------------------------------------
+
+
+def healthcheck(*options: str, config: Path | None = None) -> int:
+    """The exit code of ``syncd [-c CONFIG] healthcheck [OPTIONS]``."""
+    head = ["-c", str(config)] if config else []
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *head, "healthcheck", "--timeout", "2", *options],
+        env=subprocess_env(),
+        capture_output=True,
+        timeout=30,
+    ).returncode
+
+
+def test_healthcheck_exits_0_when_healthz_answers_200_and_1_otherwise(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    with _server(alive=True) as alive:
+        config.write_text(
+            config_toml(
+                catalog=tmp_path / "catalog.jsonl",
+                state_url="sqlite://",
+                userflux_url="http://127.0.0.1:9",
+                health={"host": "0.0.0.0", "port": alive.port},  # probed on loopback
+            )
+        )
+        assert healthcheck(config=config) == 0
+        with _server(alive=False) as dead:
+            assert healthcheck("--port", str(dead.port)) == 1
+    assert healthcheck("--port", str(alive.port)) == 1  # nothing listens any more
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[source]\n")
+    assert healthcheck(config=broken) == 1  # never 2: Docker reserves it

@@ -1,0 +1,246 @@
+"""Prometheus metrics: their own registry, what a report and the executor's events count."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncd.daemon import sync_once
+from syncd.metrics import OPERATIONS, Progress, SyncdMetrics
+from syncd.reconcile import RunOptions, RunReport, TargetReport
+from syncd.sandbox import FakeUserflux
+from syncd.state import open_store
+from tests.test_daemon import config_toml, free_port, load, wait_until, write_catalog
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(metrics: SyncdMetrics) -> Samples:
+    """Every sample of the exposition, parsed back from the text format."""
+    text = metrics.render()[0].decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(found: Samples, name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+def total(found: Samples, name: str, **labels: str) -> float:
+    """The sum of a metric's samples over every label not given."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in found.items() if n == name and wanted <= ls)
+
+
+def _target(name: str = "uf", outcome: str = "ok", **counts: int) -> TargetReport:
+    return TargetReport(
+        target=name,
+        kind="userflux",
+        run_id=1,
+        mode="incremental",
+        mode_reason="",
+        outcome=outcome,
+        **counts,
+    )
+
+
+def test_metrics_live_in_their_own_registry_not_the_global_default_one() -> None:
+    first, second = SyncdMetrics(), SyncdMetrics()  # a second one can't clash either
+    first.request("uf", "product.upsert", "2xx", 0.01)
+    assert (
+        REGISTRY.get_sample_value(
+            "syncd_http_requests_total",
+            {"target": "uf", "endpoint": "product.upsert", "status": "2xx"},
+        )
+        is None
+    )
+    assert (
+        value(
+            samples(first),
+            "syncd_http_requests_total",
+            target="uf",
+            endpoint="product.upsert",
+            status="2xx",
+        )
+        == 1
+    )
+    assert (
+        value(
+            samples(second),
+            "syncd_http_requests_total",
+            target="uf",
+            endpoint="product.upsert",
+            status="2xx",
+        )
+        is None
+    )
+
+
+def test_a_report_counts_runs_products_duration_and_drift() -> None:
+    metrics = SyncdMetrics()
+    report = RunReport(
+        (
+            _target(
+                created=3,
+                updated=2,
+                refreshed=1,
+                deleted=1,
+                rejected=4,
+                failed=5,
+                held=6,
+                duration_ms=1500,
+            ),
+            TargetReport("vb", "vambe", 2, "full", "", "failed", drift=-7, error="boom"),
+        ),
+        source_count=10,
+        source_complete=True,
+    )
+    metrics.observe_report(report, now=1000.0)
+    found = samples(metrics)
+    assert value(found, "syncd_runs_total", target="uf", outcome="ok") == 1
+    assert value(found, "syncd_runs_total", target="vb", outcome="failed") == 1
+    expected = {"created": 3, "updated": 3, "deleted": 1, "rejected": 4, "failed": 5, "held": 6}
+    assert set(expected) == set(OPERATIONS)
+    for operation, count in expected.items():
+        assert value(found, "syncd_products_total", target="uf", operation=operation) == count
+    assert value(found, "syncd_run_duration_seconds_sum", target="uf") == 1.5
+    assert value(found, "syncd_run_duration_seconds_count", target="uf") == 1
+    assert value(found, "syncd_last_success_timestamp_seconds", target="uf") == 1000.0
+    assert value(found, "syncd_last_success_timestamp_seconds", target="vb") is None
+    assert value(found, "syncd_last_run_timestamp_seconds", target="vb") == 1000.0
+    assert value(found, "syncd_drift_products", target="vb") == -7
+    assert value(found, "syncd_drift_products", target="uf") is None  # unknown, not zero
+
+
+def test_a_locked_target_counts_a_run_and_nothing_else() -> None:
+    metrics = SyncdMetrics()
+    metrics.observe_report(RunReport((_target(outcome="locked"),), 0, True))
+    found = samples(metrics)
+    assert value(found, "syncd_runs_total", target="uf", outcome="locked") == 1
+    assert total(found, "syncd_products_total", target="uf") == 0
+    assert value(found, "syncd_run_duration_seconds_count", target="uf") is None
+    assert value(found, "syncd_last_run_timestamp_seconds", target="uf") is None
+
+
+def test_requests_and_retries_are_counted_by_target_endpoint_and_status() -> None:
+    metrics = SyncdMetrics()
+    metrics.request("vb", "block.create", "2xx", 0.2)
+    metrics.request("vb", "block.create", "503", 0.1)
+    metrics.retry("vb", "503")
+    metrics.observe_state("vb", products=12, open_rejections=2)
+    found = samples(metrics)
+    assert (
+        value(
+            found, "syncd_http_requests_total", target="vb", endpoint="block.create", status="2xx"
+        )
+        == 1
+    )
+    assert (
+        value(
+            found, "syncd_http_requests_total", target="vb", endpoint="block.create", status="503"
+        )
+        == 1
+    )
+    assert (
+        value(
+            found, "syncd_http_request_duration_seconds_count", target="vb", endpoint="block.create"
+        )
+        == 2
+    )
+    assert value(found, "syncd_retries_total", target="vb", status="503") == 1
+    assert value(found, "syncd_products_in_state", target="vb") == 12
+    assert value(found, "syncd_open_rejections", target="vb") == 2
+
+
+def test_the_counters_match_the_run_records_of_real_runs(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 10)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        config = load(config_toml(catalog=catalog, state_url=state_url, userflux_url=fake.url))
+        store = open_store(state_url)
+        metrics = SyncdMetrics()
+        environ = {"TEST_UF_KEY": "uf-secret-key"}
+        sync_once(config, store, RunOptions(), metrics=metrics, environ=environ)
+        lines = catalog.read_text().splitlines()
+        lines[0] = lines[0].replace("v1", "v2")  # one update ...
+        catalog.write_text("\n".join(lines[:-1]) + "\n")  # ... and one delete
+        sync_once(config, store, RunOptions(), metrics=metrics, environ=environ)
+        runs = store.recent_runs("uf")
+        store.close()
+    found = samples(metrics)
+    assert [run.outcome for run in runs] == ["ok", "ok"]
+    assert value(found, "syncd_runs_total", target="uf", outcome="ok") == len(runs)
+    for field in ("created", "updated", "deleted", "rejected", "failed", "held"):
+        recorded = sum(getattr(run, field) for run in runs)
+        assert value(found, "syncd_products_total", target="uf", operation=field) == recorded
+    assert sum(run.updated for run in runs) == 1 and sum(run.deleted for run in runs) == 1
+    assert total(found, "syncd_http_requests_total", target="uf") == sum(r.requests for r in runs)
+
+
+def test_sync_once_serves_metrics_while_the_run_lasts(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 10)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    port = free_port()
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        fake.latency = 0.1
+        config = load(
+            config_toml(
+                catalog=catalog,
+                state_url=state_url,
+                userflux_url=fake.url,
+                health={"host": "127.0.0.1"},
+                concurrency=1,
+            )
+        )
+        store = open_store(state_url)
+        reports: list[RunReport] = []
+        run = threading.Thread(
+            target=lambda: reports.append(
+                sync_once(
+                    config,
+                    store,
+                    RunOptions(),
+                    metrics_port=port,
+                    environ={"TEST_UF_KEY": "uf-secret-key"},
+                )
+            )
+        )
+        run.start()
+        try:
+
+            def scraped() -> str | None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                        text = r.read().decode()
+                except OSError:
+                    return None
+                return text if "syncd_http_requests_total{" in text else None
+
+            text = wait_until("a scrape during the run", scraped, timeout=10)
+        finally:
+            run.join(timeout=20)
+            store.close()
+    assert reports and reports[0].ok
+    assert {family.name for family in text_string_to_metric_families(text)} >= {
+        "syncd_http_requests",
+        "syncd_runs",
+    }
+
+
+def test_progress_forwards_events_and_prints_a_line_now_and_then(capsys) -> None:  # type: ignore[no-untyped-def]
+    metrics = SyncdMetrics()
+    with Progress(metrics, interval_s=0.05) as progress:
+        progress.request("uf", "product.upsert", "2xx", 0.01)
+        progress.retry("uf", "503")
+        wait_until("a progress line", lambda: "1 requests answered" in capsys.readouterr().err)
+    found = samples(metrics)
+    assert value(found, "syncd_retries_total", target="uf", status="503") == 1

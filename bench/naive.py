@@ -1,9 +1,10 @@
 """The naive baseline, run in a fresh process: what a nightly cron script does.
 
 ``python -m bench.naive CONFIG``: read the whole catalog, map it with the same
-mapping, and push everything: one UserFlux ``POST /product`` (FULL_UPDATE) per
-product, Vambe ``create`` batches of 2000 of every product; no state, no diff. Same
-HTTP client settings and concurrency as syncd, so only the strategy differs.
+mapping, and push everything, one target after the other: one UserFlux
+``POST /product`` (FULL_UPDATE) per product, Vambe ``create`` batches of 2000 of
+every product; no state, no diff. Same concurrency as syncd's targets, so only the
+strategy differs.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 
-from syncd.config import UserfluxTargetConfig, load_config
+from syncd.config import TargetConfig, UserfluxTargetConfig, load_config
 from syncd.mapping import build_mapper
 from syncd.model import UnreadableRow
 from syncd.sources import open_source
@@ -25,79 +25,62 @@ from syncd.sources import open_source
 BATCH = 2000
 
 
-def _bodies(config_path: str) -> Iterator[tuple[int, bytes]]:
-    """(target index, canonical JSON) of every product for every target."""
+def _bodies(config_path: str, target: TargetConfig) -> Iterator[tuple[str, bytes]]:
+    """(path, body) of every request the naive push sends to ``target``."""
     config = load_config(config_path)
-    mappers = [build_mapper(target, config.source.key) for target in config.targets]
+    mapper = build_mapper(target, config.source.key)
+    batch: list[bytes] = []
     for record in open_source(config.source, config.http).read():
         if isinstance(record, UnreadableRow):
             continue
-        for index, mapper in enumerate(mappers):
-            document = mapper.map(record)
-            yield index, document.canonical
+        document = mapper.map(record)
+        if isinstance(target, UserfluxTargetConfig):
+            body = dict(document.payload, propertiesUpdateType="FULL_UPDATE")
+            yield "/product", json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+            continue
+        batch.append(document.canonical)
+        if len(batch) == BATCH:
+            yield f"/api/public/product/create/{target.block_id}", b"[" + b",".join(batch) + b"]"
+            batch = []
+    if batch and not isinstance(target, UserfluxTargetConfig):
+        yield f"/api/public/product/create/{target.block_id}", b"[" + b",".join(batch) + b"]"
+
+
+def push(config_path: str, target: TargetConfig) -> int:
+    key = os.environ[target.api_key_env]
+    auth = {"x-api-key": key}
+    if isinstance(target, UserfluxTargetConfig):
+        auth = {"Authorization": f"Bearer {key}"}
+    client = httpx.Client(
+        base_url=target.base_url,
+        headers={**auth, "Content-Type": "application/json"},
+        timeout=120,
+        limits=httpx.Limits(max_connections=target.concurrency),
+    )
+    sent = 0
+    with client, ThreadPoolExecutor(target.concurrency) as pool:
+
+        def post(path: str, body: bytes) -> None:
+            client.post(path, content=body).raise_for_status()
+
+        inflight = []
+        for path, body in _bodies(config_path, target):
+            inflight.append(pool.submit(post, path, body))
+            sent += 1
+            if len(inflight) >= target.concurrency * 4:
+                for future in inflight:
+                    future.result()
+                inflight.clear()
+        for future in inflight:
+            future.result()
+    return sent
 
 
 def main(argv: list[str]) -> int:
     config = load_config(argv[0])
-    clients = []
-    for target in config.targets:
-        key = os.environ[target.api_key_env]
-        auth = (
-            {"Authorization": f"Bearer {key}"} if target.kind == "userflux" else {"x-api-key": key}
-        )
-        clients.append(
-            httpx.Client(
-                base_url=target.base_url,
-                headers={**auth, "Content-Type": "application/json"},
-                timeout=120,
-                limits=httpx.Limits(max_connections=target.concurrency),
-            )
-        )
-    batches: list[list[bytes]] = [[] for _ in config.targets]
-    sent = 0
-    workers = sum(target.concurrency for target in config.targets)
-    with ThreadPoolExecutor(workers) as pool:
-        inflight: list[Any] = []
-
-        def post(index: int, path: str, body: bytes) -> None:
-            clients[index].post(path, content=body).raise_for_status()
-
-        def submit(index: int, path: str, body: bytes) -> None:
-            nonlocal sent
-            inflight.append(pool.submit(post, index, path, body))
-            sent += 1
-            if len(inflight) >= workers * 4:
-                for future in inflight:
-                    future.result()
-                inflight.clear()
-
-        for index, canonical in _bodies(argv[0]):
-            target = config.targets[index]
-            if isinstance(target, UserfluxTargetConfig):
-                payload = json.loads(canonical)
-                payload["propertiesUpdateType"] = "FULL_UPDATE"
-                body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-                submit(index, "/product", body)
-            else:
-                batch = batches[index]
-                batch.append(canonical)
-                if len(batch) == BATCH:
-                    submit(index, f"/api/public/product/create/{target.block_id}", _join(batch))
-                    batch.clear()
-        for index, batch in enumerate(batches):
-            if batch:
-                block = config.targets[index].block_id  # type: ignore[union-attr]
-                submit(index, f"/api/public/product/create/{block}", _join(batch))
-        for future in inflight:
-            future.result()
-    for client in clients:
-        client.close()
+    sent = sum(push(argv[0], target) for target in config.targets)
     print(json.dumps({"requests": sent}))
     return 0
-
-
-def _join(batch: list[bytes]) -> bytes:
-    return b"[" + b",".join(batch) + b"]"
 
 
 if __name__ == "__main__":

@@ -517,6 +517,7 @@ def _ratio(value: float | None) -> str:
 
 def main(opts: Options) -> int:
     opts.workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(ENV)
     started = time.time()
 
     def say(text: str) -> None:

@@ -107,6 +107,11 @@ class _SourceBase(_Model):
     """With ``group_by``: the field of the merged record that lists every row of the group."""
     min_records: int = Field(default=0, ge=0)
     """A read returning fewer records than this is treated as failed."""
+    where: dict[str, Any] = Field(default_factory=dict)
+    """Keep only records whose field (dotted path) equals the value, or one of a list of
+    values (``{ model = "product.product", status = ["publish", "private"] }``). Records
+    left out count as absent from the catalog: products already pushed are deleted,
+    within the guards. Applied after ``group_by``."""
 
 
 class FileSourceConfig(_SourceBase):
@@ -239,7 +244,8 @@ class RetryConfig(_Model):
     initial_delay_s: float = Field(default=0.5, ge=0)
     """First back-off; doubles each try, with full jitter."""
     max_delay_s: float = Field(default=60.0, ge=0)
-    """Longest single wait, ``Retry-After`` included."""
+    """Longest single wait. A ``Retry-After`` asking for longer leaves the request for the
+    next run instead of holding the run up."""
     budget_s: float = Field(default=900.0, ge=0)
     """Total time one run may spend waiting to retry; past it, failures stay for next run."""
 

@@ -84,7 +84,8 @@ def backoff_delay(
     attempt: int, retry_after: float | None, policy: RetryConfig, rng: random.Random
 ) -> float:
     """The wait before try ``attempt + 1``: exponential with equal jitter, at least the
-    server's ``Retry-After`` (so ``Retry-After: 0`` can't cause a hot loop), capped."""
+    server's ``Retry-After`` (so ``Retry-After: 0`` can't cause a hot loop), capped at
+    ``max_delay_s``. (A ``Retry-After`` over the cap is not waited for: see ``_attempt``.)"""
     base = policy.initial_delay_s * (2 ** (attempt - 1))
     jittered = base / 2 + rng.uniform(0, base / 2)
     return float(min(policy.max_delay_s, max(retry_after or 0.0, jittered)))
@@ -202,7 +203,8 @@ class Executor:
                     operation = pending.popleft()
                     inflight[pool.submit(self._attempt, operation)] = operation
                 if stopping and stop_deadline is None:
-                    stop_deadline = self._clock.monotonic() + self._grace_s
+                    # real time: the grace bounds real threads, whatever clock paces retries
+                    stop_deadline = time.monotonic() + self._grace_s
                 if not inflight:
                     break
                 done, _ = wait(inflight, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -290,6 +292,8 @@ class Executor:
                 outcome.error = exc
                 if attempt == self._retry.max_attempts or self._stop.is_set():
                     return outcome
+                if exc.retry_after is not None and exc.retry_after > self._retry.max_delay_s:
+                    return outcome  # the server asks for longer than we wait: next run
                 with self._rng_lock:
                     delay = backoff_delay(attempt, exc.retry_after, self._retry, self._rng)
                 if not self._budget.take(delay):
@@ -299,6 +303,8 @@ class Executor:
                 self._events.retry(name, status)
                 outcome.retries += 1
                 self._clock.sleep(delay, self._stop)
+                if self._stop.is_set():
+                    return outcome  # stopping: no further request; re-sent next run
                 continue
             except (TargetRejectedError, TargetFatalError) as exc:
                 if isinstance(exc, TargetFatalError):

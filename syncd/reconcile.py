@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from syncd.executor import Clock, Events, Execution, Executor
 from syncd.guards import GuardInput, check_guards
 from syncd.mapping import Mapper, build_mapper
 from syncd.model import Document, Rejection, RunRecord, UnreadableRow
-from syncd.sources import Source, group_records, open_source
+from syncd.sources import Source, open_source, read_catalog
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
 
@@ -116,6 +116,8 @@ class _TargetRun:
     staging: Staging | None = None
     run_id: int | None = None
     drift: int | None = None
+    target_count: int | None = None
+    """Products the target says it holds (Vambe's block count), when it can tell."""
     notes: list[str] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -183,13 +185,6 @@ def _select_targets(config: SyncdConfig, names: Sequence[str]) -> list[tuple[int
         wanted = [config.target(name) for name in names]
         return [(config.targets.index(t), t) for t in wanted]
     return [(i, t) for i, t in enumerate(config.targets) if t.enabled]
-
-
-def _read(source: Source, config: SyncdConfig) -> Iterator[Any]:
-    items = source.read()
-    if config.source.group_by:
-        return group_records(items, config.source.group_by, config.source.group_into)
-    return items
 
 
 class Reconciler:
@@ -304,6 +299,7 @@ class Reconciler:
             except TargetFatalError as exc:
                 run.outcome, run.error = "failed", str(exc)
                 continue
+            run.target_count = info.count
             if info.count is not None and info.count != state_count:
                 run.drift = info.count - state_count
                 run.notes.append(
@@ -331,7 +327,7 @@ class Reconciler:
         source = self._source or open_source(self.config.source, self.config.http)
         if active:
             try:
-                for item in _read(source, self.config):
+                for item in read_catalog(source, self.config.source):
                     if isinstance(item, UnreadableRow):
                         unreadable.append(item)
                         continue
@@ -422,14 +418,19 @@ class Reconciler:
                 for key in sorted(duplicates)
             )
         deletes = deletes_of(staging.unseen()) if source_error is None else []
+        deleting, population = len(deletes), run.state_count
+        if run.full and getattr(run.config, "mirror_block", False) and run.target_count:
+            # a whole-block upsert also removes what state never knew (drift, lost state)
+            deleting = max(deleting, run.target_count - len(run.changes))
+            population = max(population, run.target_count)
         verdict = check_guards(
             GuardInput(
                 source_complete=source_error is None,
                 source_error=source_error,
                 source_count=source_count,
                 last_source_count=self.store.last_complete_source_count(run.config.name),
-                state_count=run.state_count,
-                deletes=len(deletes),
+                state_count=population,
+                deletes=deleting,
             ),
             run.config.guards,
             target_path=f"targets[{run.index}]",

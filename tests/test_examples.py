@@ -31,7 +31,7 @@ from syncd.mapping import build_mapper
 from syncd.model import UnreadableRow
 from syncd.reconcile import Reconciler
 from syncd.sandbox import FakeUserflux, FakeVambe
-from syncd.sources import group_records, open_source
+from syncd.sources import open_source, read_catalog
 from syncd.state import open_store
 from syncd.targets.vambe import validate_product
 from tests.support import FAST_RETRY, KEY
@@ -116,10 +116,7 @@ def the_target(config: SyncdConfig, kind: type) -> Any:
 
 
 def records(config: SyncdConfig) -> Iterator[dict[str, Any]]:
-    items = open_source(config.source).read()
-    if config.source.group_by:
-        items = group_records(items, config.source.group_by, config.source.group_into)
-    for item in items:
+    for item in read_catalog(open_source(config.source), config.source):
         assert not isinstance(item, UnreadableRow), item
         yield item
 
@@ -138,7 +135,7 @@ def mapped(config: SyncdConfig, kind: type) -> tuple[dict[str, Any], dict[str, s
                 validate_product(document.key, document.payload)
         except RecordError as exc:
             assert exc.key, exc
-            rejected[exc.key] = exc.reason
+            rejected[exc.key] = str(exc)
         else:
             payloads[document.key] = document.payload
     return payloads, rejected
@@ -147,7 +144,7 @@ def mapped(config: SyncdConfig, kind: type) -> tuple[dict[str, Any], dict[str, s
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
 def test_each_example_converges_both_fakes_on_the_first_run_and_sends_nothing_on_the_second(
     case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     shipped = load_example(case, monkeypatch)
     with FakeUserflux(api_key=KEY) as userflux, FakeVambe(api_key=KEY) as vambe:
         block = vambe.add_block(name=case.id)
@@ -207,7 +204,7 @@ def payloads_of(example: str, kind: type, monkeypatch: pytest.MonkeyPatch) -> di
 
 def test_woocommerce_reads_past_the_byte_order_mark_and_keeps_variations_as_products(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     userflux = payloads_of("woocommerce", UserfluxTargetConfig, monkeypatch)
     vambe = payloads_of("woocommerce", VambeTargetConfig, monkeypatch)
 
@@ -221,7 +218,7 @@ def test_woocommerce_reads_past_the_byte_order_mark_and_keeps_variations_as_prod
 
 def test_shopify_takes_the_lowest_variant_price_and_ignores_image_only_rows(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     userflux = payloads_of("shopify", UserfluxTargetConfig, monkeypatch)
     vambe = payloads_of("shopify", VambeTargetConfig, monkeypatch)
 
@@ -237,7 +234,7 @@ def test_shopify_takes_the_lowest_variant_price_and_ignores_image_only_rows(
 
 def test_saleor_products_are_joined_with_their_prices_per_channel_and_category(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     userflux = payloads_of("saleor", UserfluxTargetConfig, monkeypatch)
     vambe = payloads_of("saleor", VambeTargetConfig, monkeypatch)
 
@@ -252,7 +249,7 @@ def test_saleor_products_are_joined_with_their_prices_per_channel_and_category(
 
 def test_dummyjson_leaves_out_the_brand_of_products_that_have_none(
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     userflux = payloads_of("dummyjson", UserfluxTargetConfig, monkeypatch)
 
     without = [key for key, payload in userflux.items() if "brand" not in payload["properties"]]

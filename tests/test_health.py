@@ -197,7 +197,6 @@ def test_healthcheck_exits_0_when_healthz_answers_200_and_1_otherwise(tmp_path: 
         assert healthcheck(config=config) == 0
         with _server(alive=False) as dead:
             assert healthcheck("--port", str(dead.port)) == 1
-    assert healthcheck("--port", str(alive.port)) == 1  # nothing listens any more
     broken = tmp_path / "broken.toml"
     broken.write_text("[source]\n")
     assert healthcheck(config=broken) == 1  # never 2: Docker reserves it

@@ -272,3 +272,27 @@ def test_one_source_read_feeds_both_targets_each_with_its_own_state(
         assert fake.block_products(block) == expected_vambe(records)
         assert h.store.count("uf") == h.store.count("vb") == 30
         h.close()
+
+
+def test_a_mirrored_upsert_after_state_was_lost_is_held_when_it_would_wipe_the_block(
+    tmp_path: Path, fake: FakeVambe, block: str
+):
+    (tmp_path / "a").mkdir()
+    first = Harness(tmp_path / "a", [vambe_target(fake.url, block, mirror_block=True)])
+    first.write(catalog(20))
+    first.sync()
+    first.close()
+    # a new, empty state database and a source that came back short
+    (tmp_path / "b").mkdir()
+    h = Harness(tmp_path / "b", [vambe_target(fake.url, block, mirror_block=True)])
+    h.write(catalog(2))
+    fake.reset_requests()
+
+    report = h.sync()
+
+    assert posts(fake, "upsert") == []
+    assert len(fake.block_products(block)) == 20
+    [target] = report.targets
+    assert target.outcome == "blocked"
+    assert "max_delete_fraction" in (target.error or "")
+    h.close()

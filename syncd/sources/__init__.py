@@ -9,7 +9,7 @@ from syncd.config import (
     SourceConfig,
     SqlSourceConfig,
 )
-from syncd.sources.base import Source, group_records
+from syncd.sources.base import Source, filter_records, group_records, read_catalog
 
 
 def open_source(config: SourceConfig, http: HttpConfig | None = None) -> Source:
@@ -29,4 +29,4 @@ def open_source(config: SourceConfig, http: HttpConfig | None = None) -> Source:
     raise TypeError(f"unknown source config {type(config).__name__}")
 
 
-__all__ = ["Source", "group_records", "open_source"]
+__all__ = ["Source", "filter_records", "group_records", "open_source", "read_catalog"]

@@ -7,8 +7,8 @@ malformed page, truncated file) raises ``SourceError`` and the run sends no dele
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 from syncd.model import Record, SourceItem, UnreadableRow
 
@@ -32,6 +32,38 @@ def _group_value(record: Record, field: str) -> object:
             return None
         value = value.get(part)
     return value
+
+
+def filter_records(items: Iterable[SourceItem], where: Mapping[str, Any]) -> Iterator[SourceItem]:
+    """Only the records matching every ``path = value`` (or ``path = [values]``) of ``where``."""
+    tests = [
+        (path, tuple(value) if isinstance(value, list) else (value,))
+        for path, value in where.items()
+    ]
+    for item in items:
+        if isinstance(item, UnreadableRow) or all(
+            _group_value(item, path) in allowed for path, allowed in tests
+        ):
+            yield item
+
+
+def read_catalog(source: Source, config: _SourceOptions) -> Iterator[SourceItem]:
+    """A source's items with the config's grouping and filter applied."""
+    items: Iterable[SourceItem] = source.read()
+    if config.group_by:
+        items = group_records(items, config.group_by, config.group_into)
+    if config.where:
+        items = filter_records(items, config.where)
+    return iter(items)
+
+
+class _SourceOptions(Protocol):
+    @property
+    def group_by(self) -> str | None: ...
+    @property
+    def group_into(self) -> str: ...
+    @property
+    def where(self) -> dict[str, Any]: ...
 
 
 def group_records(items: Iterable[SourceItem], by: str, into: str) -> Iterator[SourceItem]:

@@ -23,7 +23,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from syncd.errors import StateError
 from syncd.model import Acked, Rejection, RejectionRecord, RunRecord
@@ -50,6 +50,7 @@ _DEFAULT_DRIVERS = {
     "mysql": "mysql+pymysql",
     "mariadb": "mariadb+pymysql",
 }
+_DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 # -- engine and errors ---------------------------------------------------------
@@ -57,7 +58,10 @@ _DEFAULT_DRIVERS = {
 
 def normalize_url(url: str | URL) -> URL:
     """Parse a state URL, choosing psycopg 3 / PyMySQL when no driver is named."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise StateError(f"invalid state database URL {safe_url(url)}: {exc}") from exc
     if parsed.drivername in _DEFAULT_DRIVERS:
         parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
@@ -139,7 +143,14 @@ def create_state_engine(url: str | URL, *, echo: bool = False) -> Engine:
         )
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
-    return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    try:
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+    except ImportError as exc:
+        extra = _DRIVER_EXTRAS.get(parsed.get_backend_name())
+        hint = f": install syncd[{extra}]" if extra else ""
+        raise StateError(
+            f"state database {safe_url(parsed)} needs the {parsed.get_driver_name()} driver{hint}"
+        ) from exc
 
 
 def upgrade_database(url: str) -> str:

@@ -21,6 +21,8 @@ from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableE
 from syncd.model import Payload
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+REJECTED_STATUSES = frozenset({400, 413, 422})
+"""Answers that refuse the products sent; any other 3xx/4xx stops the target."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from syncd.errors import RecordError
 from syncd.httpclient import make_client
 from syncd.model import Payload
 from syncd.targets.base import (
+    REJECTED_STATUSES,
     PlannedRequests,
     TargetInfo,
     fatal,
@@ -64,15 +65,18 @@ def _describe(keys: Sequence[str], limit: int = 4) -> str:
     return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _full_body(payload: Payload) -> dict[str, Any]:
+def _full_body(payload: Payload, previous: Payload | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": payload["id"],
         "typeId": payload["typeId"],
-        "properties": payload.get("properties", {}),
+        "properties": payload.get("properties") or {},
         "propertiesUpdateType": FULL,
     }
-    if payload.get("aiPropertyOverrides"):
-        body["aiPropertyOverrides"] = payload["aiPropertyOverrides"]
+    overrides = payload.get("aiPropertyOverrides") or {}
+    # whether FULL_UPDATE clears overrides that are not sent is unknown: when some were
+    # sent before, send the (possibly empty) set explicitly, right under either reading
+    if overrides or (previous is not None and previous.get("aiPropertyOverrides")):
+        body["aiPropertyOverrides"] = overrides
     return body
 
 
@@ -88,7 +92,7 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
     path = "/product"
 
     def full(reason: str) -> Operation:
-        return Operation(UPSERT, FULL, reason, (change,), _full_body(payload), path)
+        return Operation(UPSERT, FULL, reason, (change,), _full_body(payload, previous), path)
 
     if full_reason is not None:
         return full(full_reason)
@@ -263,13 +267,13 @@ class UserfluxTarget:
                 "or this host's IP is not in the key's IP allow-list",
                 status,
             )
-        if status in (404, 405):
-            raise fatal(
-                f"{what}: {response_reason(response)}: check base_url "
-                f"({self._config.base_url}) points at the UserFlux Integration API",
-                status,
-            )
-        raise rejected(response, what)
+        if status in REJECTED_STATUSES:
+            raise rejected(response, what)
+        raise fatal(
+            f"{what}: unexpected {response_reason(response)}: check base_url "
+            f"({self._config.base_url}) points at the UserFlux Integration API",
+            status,
+        )
 
     def split(self, operation: Operation) -> tuple[Operation, ...] | None:
         return None  # one product per request already

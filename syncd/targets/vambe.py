@@ -23,6 +23,7 @@ from syncd.errors import RecordError, TargetRetriableError
 from syncd.httpclient import make_client
 from syncd.model import Payload
 from syncd.targets.base import (
+    REJECTED_STATUSES,
     PlannedRequests,
     TargetInfo,
     fatal,
@@ -280,7 +281,13 @@ class VambeTarget:
                 f"not found; check block_id of target {self.name!r}",
                 status,
             )
-        raise rejected(response, what)
+        if status in REJECTED_STATUSES:
+            raise rejected(response, what)
+        raise fatal(
+            f"{what}: unexpected {response_reason(response)}: check base_url "
+            f"({self._config.base_url}) points at the Vambe API",
+            status,
+        )
 
     def split(self, operation: Operation) -> tuple[Operation, ...] | None:
         """Halve a refused batch; a refused block upsert falls back to create batches."""

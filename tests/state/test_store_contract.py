@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 
 from syncd.errors import StateError
 from syncd.model import Acked, Document, Rejection, RunRecord
@@ -179,6 +180,7 @@ def test_staging_sees_acks_written_while_it_is_open(store) -> None:
 
 def test_staging_leaves_no_trace_after_close(store) -> None:
     store.apply_acks("uf", acks(doc("a")))
+    tables = sorted(sa.inspect(store.engine).get_table_names())
     first = store.begin_staging("uf")
     first.compare([("a", doc("b").hash), ("n", doc("n").hash), ("n", doc("n").hash)])
     assert first.duplicates() == ["n"]
@@ -186,6 +188,7 @@ def test_staging_leaves_no_trace_after_close(store) -> None:
     first.close()  # closing twice is harmless
 
     assert list(store.iter_acked("uf")) == [acked(doc("a"))]
+    assert sorted(sa.inspect(store.engine).get_table_names()) == tables
     with store.begin_staging("uf") as second:
         assert second.staged_count() == 0
         assert second.duplicates() == []
@@ -337,6 +340,27 @@ def test_a_released_lease_is_free_and_only_its_holder_can_release_it(store) -> N
     assert store.acquire_lease("uf", "h2", ttl=60, now=100.0)
 
 
+def race_for_lease(contenders: list[SqlStateStore], target: str) -> list[str]:
+    """Let every contender try to take the lease at the same instant; return the winners."""
+    barrier = threading.Barrier(len(contenders))
+    results: dict[str, bool] = {}
+
+    def contend(store: SqlStateStore, holder: str) -> None:
+        barrier.wait()
+        results[holder] = store.acquire_lease(target, holder, ttl=60, now=1000.0)
+
+    threads = [
+        threading.Thread(target=contend, args=(store, f"h{i}"))
+        for i, store in enumerate(contenders)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == len(contenders)
+    return [holder for holder, won in results.items() if won]
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("existing", ["no lease row", "an expired lease"])
 def test_racing_processes_on_postgresql_let_exactly_one_win(pg_url, existing) -> None:
@@ -347,24 +371,10 @@ def test_racing_processes_on_postgresql_let_exactly_one_win(pg_url, existing) ->
             target = f"t{round_}"
             if existing == "an expired lease":
                 contenders[0].acquire_lease(target, "dead", ttl=1, now=0.0)
-            barrier = threading.Barrier(len(contenders))
-            results: dict[str, bool] = {}
 
-            def contend(store: SqlStateStore, holder: str, target: str = target) -> None:
-                barrier.wait()
-                results[holder] = store.acquire_lease(target, holder, ttl=60, now=1000.0)
+            winners = race_for_lease(contenders, target)
 
-            threads = [
-                threading.Thread(target=contend, args=(s, f"h{i}"))
-                for i, s in enumerate(contenders)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-
-            winners = [holder for holder, won in results.items() if won]
-            assert len(winners) == 1, results
+            assert len(winners) == 1
             assert contenders[0].lease_holder(target, now=1000.0) == winners[0]
     finally:
         for contender in contenders:

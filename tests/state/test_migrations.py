@@ -1,0 +1,133 @@
+"""The Alembic migrations: they build the schema the store expects, and guard its version."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from syncd.errors import StateError, StateVersionError
+from syncd.state import migrate
+from syncd.state.schema import metadata
+from syncd.state.sql import SqlStateStore, current_revision, upgrade_database
+
+URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_migrations_build_exactly_the_schema_of_the_models(request, backend) -> None:
+    url = request.getfixturevalue(URL_FIXTURES[backend])
+    upgrade_database(url)
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            differences = compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+    assert differences == []
+
+
+def test_upgrade_is_idempotent_and_reports_the_head(sqlite_url) -> None:
+    assert current_revision(sqlite_url) is None
+
+    first = upgrade_database(sqlite_url)
+    second = upgrade_database(sqlite_url)
+    SqlStateStore(sqlite_url).upgrade()
+
+    assert first == second == migrate.head_revision()
+    assert current_revision(sqlite_url) == migrate.head_revision()
+
+
+def test_migrations_run_standalone_from_an_alembic_config_with_a_url(sqlite_url) -> None:
+    command.upgrade(migrate.alembic_config(url=sqlite_url), "head")
+
+    assert current_revision(sqlite_url) == migrate.head_revision()
+
+
+def test_a_database_from_a_newer_syncd_is_refused(sqlite_url) -> None:
+    upgrade_database(sqlite_url)
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999_future'"))
+    engine.dispose()
+    expected = (
+        "state database at revision 0999_future was written by a newer syncd; "
+        f"this one knows up to {migrate.head_revision()} — upgrade syncd or point it at "
+        "another database"
+    )
+
+    with pytest.raises(StateVersionError) as raised:
+        SqlStateStore(sqlite_url).upgrade()
+    assert str(raised.value) == expected
+    with pytest.raises(StateVersionError):
+        upgrade_database(sqlite_url)
+
+
+def test_the_sqlite_file_and_its_folder_are_created_owner_only(tmp_path) -> None:
+    path = tmp_path / "new" / "state.db"
+
+    store = SqlStateStore(f"sqlite:///{path}")
+    store.upgrade()
+    store.ping()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+    store.close()
+
+
+def test_sqlite_connections_use_wal_and_wait_when_busy(sqlite_url) -> None:
+    store = SqlStateStore(sqlite_url)
+    with store.engine.connect() as conn:
+        pragmas = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+        }
+    store.close()
+
+    assert pragmas == {
+        "journal_mode": "wal",
+        "synchronous": 1,
+        "busy_timeout": 30000,
+        "foreign_keys": 1,
+    }
+
+
+def test_an_unreachable_database_error_names_it_without_the_password() -> None:
+    url = "postgresql://syncd:s3cr%40t-pw@127.0.0.1:1/state"
+
+    with pytest.raises(StateError) as raised:
+        SqlStateStore(url).ping()
+    with pytest.raises(StateError) as raised_upgrade:
+        upgrade_database(url)
+
+    for error in (raised.value, raised_upgrade.value):
+        message = str(error)
+        assert "127.0.0.1:1/state" in message
+        assert "s3cr" not in message
+        assert error.__cause__ is not None
+
+
+def test_the_migrations_folder_is_found_in_the_repository() -> None:
+    folder = migrate.migrations_dir()
+
+    assert (folder / "env.py").is_file()
+    assert any(p.name.endswith(".py") for p in (folder / "versions").iterdir())
+    assert os.path.samefile(folder.parent / "syncd" / "__init__.py", migrate.syncd.__file__)

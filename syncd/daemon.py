@@ -387,12 +387,14 @@ class Daemon:
             try:
                 run_stop = threading.Event()
                 self._run_stop = run_stop
-                if self._stopping.is_set():
+                if self._stopping.is_set():  # the stop came while waiting for the lock
                     return None
-                return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
+                try:
+                    return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
+                finally:
+                    self.runs_finished += 1
             finally:
                 self._run_stop = None
-                self.runs_finished += 1
                 self._idle.set()
 
     def _run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import importlib
 import json
 import math
@@ -391,6 +392,13 @@ def _compile_template(template: str) -> Getter:
     return fill
 
 
+@functools.lru_cache(maxsize=64)
+def _html_text(html: str) -> str:
+    """``html_to_text``, remembered for a while: every target maps the same record in
+    turn, so a description is converted once per record rather than once per target."""
+    return html_to_text(html)
+
+
 FieldFn = Callable[[Record], Any]
 """A compiled ``FieldSpec``: the value in a record, ``MISSING``, or ``RecordError``."""
 
@@ -478,7 +486,7 @@ def compile_field(
     default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
     default = MISSING if default is None else default
     coerce = _COERCIONS[kind] if not (raw and kind in (None, "json")) else _as_it_is
-    to_text: Callable[[str], str] = html_to_text if spec.html else str.strip
+    to_text: Callable[[str], str] = _html_text if spec.html else str.strip
     index, max_length = spec.index, spec.max_length
 
     def value(record: Record) -> Any:

@@ -18,16 +18,25 @@ Payload = dict[str, Any]
 """The document a target receives for one product (JSON-compatible)."""
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+"""Built once: ``json.dumps`` with options builds a new encoder on every call."""
+
+
 def canonical_json(payload: Mapping[str, Any]) -> bytes:
     """The canonical JSON of a payload: sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return _CANONICAL.encode(payload).encode()
 
 
 def payload_hash(canonical: bytes) -> bytes:
     """A 128-bit BLAKE2b digest of a canonical payload."""
     return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
+UNACKNOWLEDGED = b""
+"""The hash of a state row whose last write was sent but not acknowledged: it matches no
+payload, so the product is re-sent (in full) until the target answers 2xx for it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,22 @@ class _TargetRun:
         return self.mode == "full"
 
 
+def _writes_in(operations: Sequence[Operation]) -> list[tuple[str, bytes]]:
+    """(key, canonical payload) of every create, update and delete a plan sends.
+
+    A full refresh's unchanged products are left out: re-sending the same payload
+    can't leave the target different from what state says.
+    """
+    writes: list[tuple[str, bytes]] = []
+    for operation in operations:
+        for change in operation.changes:
+            if change.kind is ChangeKind.REFRESH:
+                continue
+            document = change.document
+            writes.append((change.key, document.canonical if document else b"{}"))
+    return writes
+
+
 def holder_id() -> str:
     """Who holds a lease: host, process and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -488,6 +504,7 @@ class Reconciler:
                     upserts.clear()
                     deletes.clear()
 
+            self.store.mark_unacknowledged(name, _writes_in(plan.operations))
             executor = Executor(
                 run.target,
                 concurrency=config.concurrency,

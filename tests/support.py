@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from syncd.config import SyncdConfig, parse_config
+from syncd.model import UNACKNOWLEDGED
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.state import StateStore, open_store
 
@@ -105,6 +106,11 @@ def expected_vambe(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "metadata": metadata,
         }
     return out
+
+
+def acknowledged(store: StateStore, target: str) -> dict[str, Any]:
+    """The state rows a target acknowledged (rows of writes in flight left out)."""
+    return {a.key: a for a in store.iter_acked(target) if a.hash != UNACKNOWLEDGED}
 
 
 class Harness:

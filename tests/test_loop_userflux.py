@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from syncd.sandbox import FakeUserflux, Fault
-from tests.support import KEY, Harness, catalog, expected_userflux, userflux_target
+from tests.support import (
+    KEY,
+    Harness,
+    acknowledged,
+    catalog,
+    expected_userflux,
+    userflux_target,
+)
 
 
 @pytest.fixture
@@ -204,7 +211,7 @@ def test_a_product_refused_with_400_is_rejected_and_not_resent_until_it_changes(
     first = harness.sync()
 
     assert first.targets[0].rejected == 1
-    assert harness.store.get("uf", bad) is None
+    assert bad not in acknowledged(harness.store, "uf")
     [rejection] = harness.store.open_rejections("uf")
     assert rejection.by_target and "price out of range" in rejection.reason
     fake.reset_requests()
@@ -234,7 +241,7 @@ def test_a_refused_key_stops_the_target_with_a_message_naming_the_env_var(tmp_pa
     assert "wrong-key-value" not in (target.error or "")
     # stopped at the first 401: only requests already in flight (concurrency 8) went out
     assert fake.request_count() <= 8
-    assert h.store.count("uf") == 0
+    assert acknowledged(h.store, "uf") == {}
     assert report.exit_code == 1
     h.close()
 
@@ -270,7 +277,8 @@ def test_failures_that_outlast_the_retries_stay_unacknowledged_and_the_next_run_
 
     assert report.targets[0].outcome == "partial"
     assert report.exit_code == 1
-    assert harness.store.get("uf", flaky) is None
+    assert flaky not in acknowledged(harness.store, "uf")
+    assert len(acknowledged(harness.store, "uf")) == 5
     fake.clear_faults()
     assert harness.sync().ok
     assert fake.products == expected_userflux(records)
@@ -294,3 +302,45 @@ def test_changing_the_mapping_re_pushes_exactly_the_products_whose_payload_chang
     assert fake.request_count() == 5
     assert {b["propertiesUpdateType"] for b in posts(fake)} == {"FULL_UPDATE"}
     h.close()
+
+
+def test_an_update_applied_but_answered_500_is_repaired_when_the_source_reverts(harness, fake):
+    records = catalog(3)
+    harness.write(records)
+    harness.sync()
+    original = records[1]["price"]
+    records[1]["price"] = "55.00"
+    harness.write(records)
+    fake.inject(Fault(status=500, apply_then_fail=True, times=None))
+
+    harness.sync()  # the target applied 55.00 but never said so
+
+    assert fake.products[("product", records[1]["sku"])]["properties"]["price"] == 55.0
+    fake.clear_faults()
+    fake.reset_requests()
+    records[1]["price"] = original
+    harness.write(records)
+
+    harness.sync()
+
+    assert fake.products == expected_userflux(records)
+    [body] = posts(fake)
+    assert body["propertiesUpdateType"] == "FULL_UPDATE"
+
+
+def test_a_create_applied_but_unanswered_is_deleted_when_it_leaves_the_source(harness, fake):
+    records = catalog(10)
+    harness.write(records)
+    harness.sync()
+    extra = catalog(1, start=50)
+    harness.write(records + extra)
+    fake.inject(Fault(drop_connection=True, apply_then_fail=True, times=None))
+
+    harness.sync()  # created on the target, the answer lost
+
+    assert ("product", extra[0]["sku"]) in fake.products
+    fake.clear_faults()
+    harness.write(records)
+
+    assert harness.sync().ok
+    assert fake.products == expected_userflux(records)

@@ -68,6 +68,15 @@ class StateStore(Protocol):
         """
         ...
 
+    def mark_unacknowledged(self, target: str, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Before sending writes: set the hash of these keys to ``UNACKNOWLEDGED``.
+
+        ``entries`` are (key, canonical payload); the payload is stored only for a key not
+        yet in state (so a create whose answer is lost can still be deleted later); an
+        existing row keeps the payload last acknowledged.
+        """
+        ...
+
     def count(self, target: str) -> int: ...
 
     def iter_acked(self, target: str) -> Iterator[Acked]: ...

@@ -6,6 +6,7 @@ Alembic is configured in code (no ``alembic.ini``); the connection is handed to
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -16,7 +17,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
 import syncd
-from syncd.errors import StateVersionError
+from syncd.errors import StateError, StateVersionError
 
 
 def migrations_dir() -> Path:
@@ -38,11 +39,17 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
     return config
 
 
+@functools.cache
+def script_directory() -> ScriptDirectory:
+    """The migration scripts this syncd ships (read once per process)."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
     """The newest revision this syncd knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = script_directory().get_current_head()
     if head is None:
-        raise RuntimeError(f"no migrations found in {migrations_dir()}")
+        raise StateError(f"no migrations found in {migrations_dir()}")
     return head
 
 
@@ -56,9 +63,8 @@ def check_known(connection: Connection) -> str | None:
     current = current_revision_of(connection)
     if current is None:
         return None
-    script = ScriptDirectory.from_config(alembic_config())
     try:
-        script.get_revision(current)
+        script_directory().get_revision(current)
     except CommandError as exc:
         raise StateVersionError(
             f"state database at revision {current} was written by a newer syncd; "

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import sqlalchemy as sa
@@ -26,8 +26,9 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from syncd.errors import StateError
-from syncd.model import Acked, Rejection, RejectionRecord, RunRecord
+from syncd.model import UNACKNOWLEDGED, Acked, Rejection, RejectionRecord, RunRecord
 from syncd.state import migrate
+from syncd.state.base import Staging, StateStore
 from syncd.state.schema import (
     leases,
     products,
@@ -312,6 +313,16 @@ class SqlStateStore:
                 _executemany(conn, stmt, ACK_COLUMNS, rows)
             _delete_keys(conn, products, target, gone)
             _delete_keys(conn, rejections_table, target, [*latest, *gone])
+
+    def mark_unacknowledged(self, target: str, entries: Sequence[tuple[str, bytes]]) -> None:
+        if not entries:
+            return
+        now = time.time()
+        latest = {key: canonical for key, canonical in entries}
+        rows = [(target, key, UNACKNOWLEDGED, c.decode(), now) for key, c in latest.items()]
+        with self.translated("mark writes in flight"), self.engine.begin() as conn:
+            stmt = _upsert(conn, products, ["target", "key"], lambda new: {"hash": new.hash})
+            _executemany(conn, stmt, ACK_COLUMNS, rows)
 
     def count(self, target: str) -> int:
         query = sa.select(sa.func.count()).select_from(products).where(products.c.target == target)
@@ -651,19 +662,19 @@ class SqlStaging:
         self._indexed = True
 
     def close(self) -> None:
+        """Drop the staged entries and give the connection back; never raises."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        with self._store.translated("close staging"):
-            try:
-                conn.rollback()
-                self._table.drop(conn)
-                conn.commit()
-            except BaseException:
-                conn.invalidate()
-                raise
-            finally:
-                conn.close()
+        try:
+            conn.rollback()
+            self._table.drop(conn)
+            conn.commit()
+        except SQLAlchemyError:
+            # The temporary table dies with its session: discard the connection.
+            conn.invalidate()
+        finally:
+            conn.close()
 
 
 def _stage(conn: Connection, table: sa.Table, rows: Sequence[tuple[int, str, bytes]]) -> None:
@@ -680,3 +691,10 @@ def _stage(conn: Connection, table: sa.Table, rows: Sequence[tuple[int, str, byt
                 copy.write_row(row)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise DBAPIError.instance(copy_sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+
+
+if TYPE_CHECKING:
+
+    def _implements(store: SqlStateStore, staging: SqlStaging) -> tuple[StateStore, Staging]:
+        """Let mypy check that the classes satisfy the protocols."""
+        return store, staging

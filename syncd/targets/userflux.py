@@ -18,7 +18,7 @@ from syncd.config import HttpConfig, UserfluxTargetConfig
 from syncd.diff import Change, Operation
 from syncd.errors import RecordError
 from syncd.httpclient import make_client
-from syncd.model import Payload
+from syncd.model import UNACKNOWLEDGED, Payload
 from syncd.targets.base import (
     REJECTED_STATUSES,
     PlannedRequests,
@@ -98,6 +98,8 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
         return full(full_reason)
     if previous is None:
         return full("not in state: the target's copy is unknown, so send every property")
+    if change.previous is not None and change.previous.hash == UNACKNOWLEDGED:
+        return full("the last write was not acknowledged: the target's copy is uncertain")
     if previous.get("typeId") != payload["typeId"]:
         return full(
             f"typeId changed from {previous.get('typeId')!r}: re-created under the new type"

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from syncd.errors import StateError
 from syncd.model import Acked, Document, Rejection, RunRecord
 from syncd.state import sql
-from syncd.state.base import StateStore
 from syncd.state.sql import SqlStateStore
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
@@ -47,11 +46,6 @@ def acks(*docs: Document) -> list[tuple[str, bytes, bytes]]:
 
 def acked(d: Document) -> Acked:
     return Acked(key=d.key, hash=d.hash, payload=d.payload)
-
-
-def test_sql_store_satisfies_the_protocol(store) -> None:
-    typed: StateStore = store
-    assert typed is store
 
 
 # -- acknowledged products ------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -158,16 +159,42 @@ def _report_rows(report: RunReport) -> list[list[Any]]:
     help="Let deletes through a tripped size guard, this run only.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    metavar="PORT",
+    help="Serve /metrics, /healthz and /readyz on this port while the run lasts.",
+)
 @click.pass_obj
 def sync(
-    obj: _Context, targets: Sequence[str], full: bool, allow_deletes: bool, as_json: bool
+    obj: _Context,
+    targets: Sequence[str],
+    full: bool,
+    allow_deletes: bool,
+    as_json: bool,
+    metrics_port: int | None,
 ) -> None:
-    """Run one sync now: read the source, send the changes, record the acknowledgements."""
+    """Run one sync now: read the source, send the changes, record the acknowledgements.
+
+    SIGTERM or Ctrl-C stops it cleanly (exit 0): in-flight requests finish and their
+    acknowledgements are kept; the next run sends the rest.
+    """
+    from syncd.daemon import sync_once
+
     config = obj.config()
     store = obj.store()
+    stop = threading.Event()
     try:
         options = RunOptions(full=full, targets=tuple(targets), allow_deletes=allow_deletes)
-        report = Reconciler(config, store).sync(options)
+        report = sync_once(
+            config,
+            store,
+            options,
+            metrics_port=metrics_port,
+            progress=sys.stderr.isatty(),
+            stop=stop,
+        )
     finally:
         store.close()
     if as_json:
@@ -191,7 +218,7 @@ def sync(
         for target in report.targets:
             if target.error:
                 click.echo(f"{target.target}: {target.error}", err=True)
-    sys.exit(report.exit_code)
+    sys.exit(EXIT_OK if stop.is_set() else report.exit_code)
 
 
 def _when(timestamp: float | None) -> str:

@@ -470,8 +470,8 @@ def _iso(when: datetime | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _signals(daemon: Daemon) -> Iterator[None]:
-    """SIGTERM/SIGINT ask the daemon to stop; a second one exits at once."""
+def _signals(request_stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM/SIGINT call ``request_stop``; a second one exits at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -483,7 +483,7 @@ def _signals(daemon: Daemon) -> Iterator[None]:
         if len(received) > 1:
             os.write(2, b"syncd: second signal, exiting at once\n")
             os._exit(_HARD_EXIT)
-        daemon.request_stop()
+        request_stop()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -508,7 +508,7 @@ def run_daemon(
         environ=environ,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
-    with _signals(daemon):
+    with _signals(daemon.request_stop):
         daemon.start(run_at_start=run_at_start)
         try:
             daemon.wait()
@@ -533,10 +533,17 @@ def sync_once(
     progress: bool = False,
     environ: Mapping[str, str] | None = None,
     metrics: SyncdMetrics | None = None,
+    stop: threading.Event | None = None,
 ) -> RunReport:
-    """One run outside the daemon (``syncd sync``), serving /metrics while it lasts if asked."""
+    """One run outside the daemon (``syncd sync``), serving /metrics while it lasts if asked.
+
+    SIGTERM/SIGINT set ``stop``: no new requests, in-flight ones finish within the grace
+    period and their acknowledgements are committed; a second signal exits at once.
+    """
     metrics = metrics or SyncdMetrics()
+    stop = stop or threading.Event()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_signals(stop.set))
         if metrics_port is not None:
             stack.enter_context(
                 HealthServer(
@@ -550,7 +557,9 @@ def sync_once(
                 )
             )
         events: Any = stack.enter_context(Progress(metrics)) if progress else metrics
-        report = Reconciler(config, store, environ=environ, events=events).sync(options)
+        report = Reconciler(config, store, environ=environ, events=events, stop=stop).sync(
+            options
+        )
         metrics.observe_report(report)
         _observe_state(store, config, metrics)
         return report

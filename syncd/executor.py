@@ -243,8 +243,8 @@ class Executor:
                     break
             if pending:
                 result.not_sent += sum(len(op.changes) for op in pending)
-            if self._stop.is_set():
-                result.interrupted = True
+            if self._stop.is_set() and (result.not_sent or result.failed):
+                result.interrupted = True  # stopped with work left; nothing left is not that
         finally:
             flush()
             pool.shutdown(wait=False, cancel_futures=True)

@@ -44,14 +44,23 @@ def scrub(text: str) -> str:
     return text
 
 
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    if value is None or isinstance(value, int | float | bool):
+        return value
+    return scrub(str(value))
+
+
 def _scrub_event(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if not _secrets:
         return event
     for key, value in event.items():
-        if isinstance(value, str):
-            event[key] = scrub(value)
-        elif value is not None and not isinstance(value, int | float | bool):
-            event[key] = scrub(str(value))
+        event[key] = _scrubbed(value)
     return event
 
 
@@ -91,5 +100,5 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for chatty in ("httpx", "httpcore", "apscheduler.executors", "alembic.runtime.migration"):
+    for chatty in ("httpx", "httpcore", "apscheduler.executors", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -126,6 +126,7 @@ class _TargetRun:
     chunk: list[Document] = field(default_factory=list)
     error: str | None = None
     outcome: str | None = None
+    holder: str = ""
 
     @property
     def full(self) -> bool:
@@ -240,20 +241,17 @@ class Reconciler:
         """One run: plan every target, then send and record."""
         options = options or RunOptions()
         started = time.monotonic()
-        lost = threading.Event()
         holder = holder_id()
         with ExitStack() as stack:
+            # a lost lease stops this run's sending at once (another process may take over)
             leases = stack.enter_context(
-                _LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, lost)
+                _LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, self.stop)
             )
             runs = self._open_runs(options, stack, leases=leases, holder=holder)
             plans, source_count, source_error = self._plan_runs(runs, options)
-            stop = self.stop
-            reports = []
-            for run, plan in zip(runs, plans, strict=True):
-                if lost.is_set():
-                    stop.set()
-                reports.append(self._execute(run, plan, started))
+            reports = [
+                self._execute(run, plan, started) for run, plan in zip(runs, plans, strict=True)
+            ]
             return RunReport(tuple(reports), source_count, source_error is None, source_error)
 
     # -- opening ----------------------------------------------------------------------
@@ -307,6 +305,7 @@ class Reconciler:
                     run.error = f"another syncd ({other}) is running this target; not started"
                     continue
                 self.store.mark_interrupted(config.name)
+                run.holder = holder
                 run.run_id = self.store.start_run(
                     config.name, mode=mode, mode_reason=reason, holder=holder
                 )
@@ -344,6 +343,8 @@ class Reconciler:
         if active:
             try:
                 for item in read_catalog(source, self.config.source):
+                    if self.stop.is_set():
+                        raise SourceError("stopped (SIGTERM) before the read completed")
                     if isinstance(item, UnreadableRow):
                         unreadable.append(item)
                         continue
@@ -602,6 +603,7 @@ class Reconciler:
                     source_complete=plan.source_complete,
                     drift=run.drift,
                     error=error,
+                    holder=run.holder,
                 )
             )
         level = (

@@ -557,9 +557,7 @@ def sync_once(
                 )
             )
         events: Any = stack.enter_context(Progress(metrics)) if progress else metrics
-        report = Reconciler(config, store, environ=environ, events=events, stop=stop).sync(
-            options
-        )
+        report = Reconciler(config, store, environ=environ, events=events, stop=stop).sync(options)
         metrics.observe_report(report)
         _observe_state(store, config, metrics)
         return report

@@ -16,6 +16,13 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--n", type=int, default=100_000, help="products in the catalog")
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (medians)")
     parser.add_argument(
+        "--first-repeat",
+        type=int,
+        default=1,
+        help="measured first syncs (each pushes everything through the Python fakes); "
+        "the other repeats start from the state the first one left",
+    )
+    parser.add_argument(
         "--sources", default="jsonl,postgres", help="comma-separated: jsonl, postgres"
     )
     parser.add_argument(
@@ -39,6 +46,7 @@ def parse(argv: list[str]) -> Options:
     return Options(
         n=args.n,
         repeat=args.repeat,
+        first_repeat=min(args.first_repeat, args.repeat),
         sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
         workdir=args.workdir,
         concurrency=tuple(int(c) for c in args.concurrency.split(",")),

@@ -40,6 +40,8 @@ LATENCY = 0.050
 class Options:
     n: int
     repeat: int
+    first_repeat: int
+    """Measured first syncs (the rest of the repeats start from the first one's state)."""
     sources: tuple[str, ...]
     workdir: Path
     concurrency: tuple[int, ...]
@@ -284,6 +286,8 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
                         snapshot(state, seeded)
                     else:
                         restore(seeded, state)
+                elif repeat >= opts.first_repeat:
+                    restore(seeded, state)
                 else:
                     say(f"[{repeat + 1}/{opts.repeat}] first sync ({first_source})")
                     results.setdefault(f"first sync ({first_source})", []).append(

@@ -20,7 +20,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 KEY = sa.String(512).with_variant(postgresql.VARCHAR(512, collation="C"), "postgresql")
-HASH = sa.LargeBinary(16).with_variant(mysql.BINARY(16), "mysql", "mariadb")
+HASH = sa.LargeBinary(16).with_variant(mysql.VARBINARY(16), "mysql", "mariadb")
 JSON_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
 

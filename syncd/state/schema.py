@@ -29,8 +29,8 @@ MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset"
 Target = sa.String(128)
 Key = sa.String(512).with_variant(postgresql.VARCHAR(512, collation="C"), "postgresql")
 """A product key; compared byte for byte on every backend (PostgreSQL: ``COLLATE "C"``)."""
-Hash = sa.LargeBinary(16).with_variant(mysql.BINARY(16), "mysql", "mariadb")
-"""A 16-byte BLAKE2b digest."""
+Hash = sa.LargeBinary(16).with_variant(mysql.VARBINARY(16), "mysql", "mariadb")
+"""A 16-byte BLAKE2b digest, or ``UNACKNOWLEDGED`` (empty): VARBINARY on MySQL, never padded."""
 Json = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 """Canonical JSON as UTF-8 text; LONGTEXT on MySQL so big payloads fit."""
 Seconds: sa.Double[float] = sa.Double()

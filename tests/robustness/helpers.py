@@ -10,6 +10,7 @@ mapping, so a mapping bug can't hide a sync bug.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -510,13 +511,22 @@ def box(tmp_path: Path) -> Iterator[Sandbox]:
 # --------------------------------------------------------------------------------------
 
 
+UNACKNOWLEDGED = b""
+"""The hash of a state row whose write was sent but not (yet) answered 2xx."""
+
+
 def state_rows(path: Path, target: str) -> dict[str, tuple[bytes, str]]:
-    """``key -> (hash, payload)`` of a target's acknowledged products."""
+    """``key -> (hash, payload)`` of a target's rows, in-flight (unacknowledged) ones too."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         rows = db.execute(
             "SELECT key, hash, payload FROM products WHERE target = ?", (target,)
         ).fetchall()
     return {key: (bytes(h), payload) for key, h, payload in rows}
+
+
+def acked_rows(path: Path, target: str) -> dict[str, tuple[bytes, str]]:
+    """Only the rows that claim an acknowledgement (a real hash)."""
+    return {k: row for k, row in state_rows(path, target).items() if row[0] != UNACKNOWLEDGED}
 
 
 def integrity_check(path: Path) -> str:
@@ -605,4 +615,4 @@ class Timeline:
 
     def gaps(self, target: str) -> list[float]:
         times = [t for t, name, _, _ in self.answers if name == target]
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import stat
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+import syncd
 from syncd.errors import StateError, StateVersionError
 from syncd.state import migrate
 from syncd.state.schema import metadata
@@ -130,4 +131,4 @@ def test_the_migrations_folder_is_found_in_the_repository() -> None:
 
     assert (folder / "env.py").is_file()
     assert any(p.name.endswith(".py") for p in (folder / "versions").iterdir())
-    assert os.path.samefile(folder.parent / "syncd" / "__init__.py", migrate.syncd.__file__)
+    assert folder.resolve() == (Path(syncd.__file__).parent.parent / "migrations").resolve()

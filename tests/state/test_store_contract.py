@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.errors import StateError
-from syncd.model import Acked, Document, Rejection, RunRecord
+from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection, RunRecord
 from syncd.state import sql
 from syncd.state.sql import SqlStateStore
 
@@ -377,3 +377,18 @@ def test_racing_processes_on_postgresql_let_exactly_one_win(pg_url, existing) ->
 
 def test_ping_passes_on_a_reachable_database(store) -> None:
     store.ping()
+
+
+def test_writes_in_flight_are_marked_unacknowledged(store) -> None:
+    store.apply_acks("uf", acks(doc("known", v=1)))
+
+    store.mark_unacknowledged("uf", [("known", doc("known", v=2).canonical), ("new", b'{"n":1}')])
+
+    assert store.get("uf", "known") == Acked("known", UNACKNOWLEDGED, {"v": 1})
+    assert store.get("uf", "new") == Acked("new", UNACKNOWLEDGED, {"n": 1})
+    with store.begin_staging("uf") as staging:
+        diff = staging.compare([("known", doc("known", v=2).hash), ("new", doc("new").hash)])
+    assert {key: old.hash for key, old in diff.items() if old} == {
+        "known": UNACKNOWLEDGED,
+        "new": UNACKNOWLEDGED,
+    }

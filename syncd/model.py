@@ -103,6 +103,8 @@ class RunRecord:
     drift: int | None = None
     error: str | None = None
     holder: str = ""
+    details: dict[str, Any] | None = None
+    """What the plan was: requests per endpoint and mode, notes on choices, guard reasons."""
 
 
 @dataclass(frozen=True, slots=True)

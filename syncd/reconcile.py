@@ -149,6 +149,19 @@ def _writes_in(operations: Sequence[Operation]) -> list[tuple[str, bytes]]:
     return writes
 
 
+def _details(plan: Plan) -> dict[str, Any]:
+    """The part of a plan kept with the run: requests per endpoint and mode, and why."""
+    summary = plan.summary(sample=0)
+    return {
+        "requests": {
+            name: {"requests": entry["requests"], "products": entry["products"]}
+            for name, entry in summary["requests"].items()
+        },
+        "notes": summary["notes"],
+        "guard": summary["guard"],
+    }
+
+
 def holder_id() -> str:
     """Who holds a lease: host, process and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -604,6 +617,7 @@ class Reconciler:
                     drift=run.drift,
                     error=error,
                     holder=run.holder,
+                    details=_details(plan),
                 )
             )
         level = (

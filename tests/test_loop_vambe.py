@@ -296,3 +296,24 @@ def test_a_mirrored_upsert_after_state_was_lost_is_held_when_it_would_wipe_the_b
     assert target.outcome == "blocked"
     assert "max_delete_fraction" in (target.error or "")
     h.close()
+
+
+def test_the_run_record_keeps_batches_per_endpoint_and_why_upsert_was_not_used(
+    tmp_path: Path, fake: FakeVambe, block: str
+):
+    h = Harness(tmp_path, [vambe_target(fake.url, block, batch_size=4)])
+    records = catalog(10)
+    h.write(records)
+    h.sync()
+    h.write(records[:9] + catalog(2, start=100))
+
+    h.sync()
+
+    details = h.store.recent_runs("vb", limit=1)[0].details
+    assert details is not None
+    assert details["requests"] == {
+        "block.create create": {"requests": 1, "products": 2},
+        "block.delete delete": {"requests": 1, "products": 1},
+    }
+    assert any("no upsert" in note for note in details["notes"])
+    h.close()

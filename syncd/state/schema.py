@@ -71,6 +71,7 @@ runs = sa.Table(
     sa.Column("drift", sa.Integer, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("details", Json, nullable=True),
     sa.Index(None, "target", "id"),
     **MYSQL_TABLE_OPTIONS,
 )

@@ -380,6 +380,8 @@ class SqlStateStore:
     def finish_run(self, record: RunRecord) -> None:
         values = asdict(record)
         del values["id"]
+        if record.details is not None:
+            values["details"] = json.dumps(record.details, sort_keys=True)
         with self.translated("finish a run"), self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == record.id).values(values))
 
@@ -399,7 +401,14 @@ class SqlStateStore:
         with self.translated("read runs"), self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            RunRecord(**{**row, "source_complete": bool(row["source_complete"])}) for row in rows
+            RunRecord(
+                **{
+                    **row,
+                    "source_complete": bool(row["source_complete"]),
+                    "details": json.loads(row["details"]) if row["details"] else None,
+                }
+            )
+            for row in rows
         ]
 
     def last_complete_source_count(self, target: str) -> int | None:

@@ -347,7 +347,7 @@ def test_a_malformed_config_lists_every_problem_with_its_toml_path(pushed: Sandb
     before = dump_database(pushed.state_path)
     bad = text.replace('type_id = "product"', 'type_id = "product"\nretyr = 3')
     bad = bad.replace("concurrency = 4", 'concurrency = "four"', 1)
-    bad = bad.replace('batch_size = 50', "batch_size = 5000")
+    bad = bad.replace("batch_size = 50", "batch_size = 5000")
     pushed.config_path.write_text(bad)
 
     result = pushed.cli("sync")

@@ -1,16 +1,15 @@
 """One run: read the source once, plan every target, guard, send, acknowledge, report.
 
-``reconcile_once`` is a plain function; the daemon only schedules it and the CLI only
-calls it. ``plan_once`` is the same run up to the plan, sending nothing.
+``reconcile_once`` (``Reconciler.sync``) is a plain function; the daemon only schedules
+it and the CLI only calls it. ``Reconciler.plan`` is the same run up to the plan, sending
+and writing nothing.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -24,8 +23,10 @@ from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, delete
 from syncd.errors import ConfigError, RecordError, SourceError, TargetFatalError
 from syncd.executor import Clock, Events, Execution, Executor
 from syncd.guards import GuardInput, check_guards
+from syncd.leases import LeaseKeeper, holder_id
 from syncd.mapping import Mapper, build_mapper
 from syncd.model import Document, Rejection, RunRecord, UnreadableRow
+from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
@@ -38,67 +39,6 @@ MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 _UNSEEN_HASH = b""
 """Staged for a product present in the source but rejected: it must not look deleted."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """What one run is asked to do."""
-
-    full: bool = False
-    """Full refresh: re-send everything in the mode that makes each target exactly right."""
-    full_reason: str = "full refresh requested (--full)"
-    targets: tuple[str, ...] = ()
-    """Only these targets (by name); empty: every enabled target."""
-    allow_deletes: bool = False
-    """Let deletes through a tripped size guard, once."""
-
-
-@dataclass(frozen=True)
-class TargetReport:
-    """How one target's run ended."""
-
-    target: str
-    kind: str
-    run_id: int | None
-    mode: str
-    mode_reason: str
-    outcome: str
-    created: int = 0
-    updated: int = 0
-    refreshed: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    failed: int = 0
-    held: int = 0
-    requests: int = 0
-    retries: int = 0
-    duration_ms: int = 0
-    drift: int | None = None
-    error: str | None = None
-    plan: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "ok"
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """How a whole run ended: one report per target."""
-
-    targets: tuple[TargetReport, ...]
-    source_count: int
-    source_complete: bool
-    source_error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(report.ok for report in self.targets)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.ok else 1
 
 
 @dataclass
@@ -162,54 +102,6 @@ def _details(plan: Plan) -> dict[str, Any]:
     }
 
 
-def holder_id() -> str:
-    """Who holds a lease: host, process and a random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class _LeaseKeeper:
-    """Holds the targets' leases and renews them in the background while a run lasts."""
-
-    def __init__(self, store: StateStore, holder: str, ttl: float, lost: threading.Event) -> None:
-        self._store = store
-        self._holder = holder
-        self._ttl = ttl
-        self._lost = lost
-        self._targets: list[str] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="syncd-lease", daemon=True)
-
-    def acquire(self, target: str) -> bool:
-        if self._store.acquire_lease(target, self._holder, self._ttl, time.time()):
-            self._targets.append(target)
-            return True
-        return False
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
-        for target in self._targets:
-            try:
-                self._store.release_lease(target, self._holder)
-            except Exception:
-                log.warning("syncd.lease.release_failed", target=target)
-
-    def _renew(self) -> None:
-        while not self._done.wait(self._ttl / 3):
-            for target in list(self._targets):
-                try:
-                    held = self._store.renew_lease(target, self._holder, self._ttl, time.time())
-                except Exception:
-                    held = False
-                if not held:
-                    log.error("syncd.lease.lost", target=target)
-                    self._lost.set()
-
-
 def _select_targets(config: SyncdConfig, names: Sequence[str]) -> list[tuple[int, TargetConfig]]:
     if names:
         wanted = [config.target(name) for name in names]
@@ -258,7 +150,7 @@ class Reconciler:
         with ExitStack() as stack:
             # a lost lease stops this run's sending at once (another process may take over)
             leases = stack.enter_context(
-                _LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, self.stop)
+                LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, self.stop)
             )
             runs = self._open_runs(options, stack, leases=leases, holder=holder)
             plans, source_count, source_error = self._plan_runs(runs, options)
@@ -273,7 +165,7 @@ class Reconciler:
         options: RunOptions,
         stack: ExitStack,
         *,
-        leases: _LeaseKeeper | None,
+        leases: LeaseKeeper | None,
         holder: str = "",
     ) -> list[_TargetRun]:
         runs: list[_TargetRun] = []

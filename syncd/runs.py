@@ -1,0 +1,67 @@
+"""What a run is asked to do (``RunOptions``) and how it ended (``TargetReport``, ``RunReport``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What one run is asked to do."""
+
+    full: bool = False
+    """Full refresh: re-send everything in the mode that makes each target exactly right."""
+    full_reason: str = "full refresh requested (--full)"
+    targets: tuple[str, ...] = ()
+    """Only these targets (by name); empty: every enabled target."""
+    allow_deletes: bool = False
+    """Let deletes through a tripped size guard, once."""
+
+
+@dataclass(frozen=True)
+class TargetReport:
+    """How one target's run ended."""
+
+    target: str
+    kind: str
+    run_id: int | None
+    mode: str
+    mode_reason: str
+    outcome: str
+    created: int = 0
+    updated: int = 0
+    refreshed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    failed: int = 0
+    held: int = 0
+    requests: int = 0
+    retries: int = 0
+    duration_ms: int = 0
+    drift: int | None = None
+    error: str | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How a whole run ended: one report per target."""
+
+    targets: tuple[TargetReport, ...]
+    source_count: int
+    source_complete: bool
+    source_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.targets)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1

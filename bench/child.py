@@ -2,9 +2,9 @@
 
 Does what ``syncd sync --json`` does (load the config, open the store, one
 ``Reconciler.sync``) and prints one JSON line: the run report, the time to the first
-request, and the push window per target (first request sent to last answer), which
-the throughput figures are computed from. The parent reads CPU and peak RSS with
-``os.wait4``.
+request, the push window per target (first request sent to last answer), which the
+throughput figures are computed from, and its own peak RSS. The parent reads its
+CPU time with ``os.wait4``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,22 @@ class PushTiming:
         pass
 
 
+def peak_rss_mb() -> float | None:
+    """This process's own peak RSS since it exec'd (``VmHWM``).
+
+    ``ru_maxrss`` won't do: Linux carries the forking parent's peak into it at exec,
+    and the bench's process holds the fakes' whole catalogs.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
     config = load_config(argv[0])
@@ -61,7 +77,12 @@ def main(argv: list[str]) -> int:
         }
         for target, window in timing.windows.items()
     }
-    out = {"report": dataclasses.asdict(report), "seconds": finished - started, "push": push}
+    out = {
+        "report": dataclasses.asdict(report),
+        "seconds": finished - started,
+        "push": push,
+        "peak_rss_mb": peak_rss_mb(),
+    }
     print(json.dumps(out, default=str))
     return report.exit_code
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from bench.child import peak_rss_mb
 from syncd.config import TargetConfig, UserfluxTargetConfig, load_config
 from syncd.mapping import build_mapper
 from syncd.model import UnreadableRow
@@ -79,7 +80,7 @@ def push(config_path: str, target: TargetConfig) -> int:
 def main(argv: list[str]) -> int:
     config = load_config(argv[0])
     sent = sum(push(argv[0], target) for target in config.targets)
-    print(json.dumps({"requests": sent}))
+    print(json.dumps({"requests": sent, "peak_rss_mb": peak_rss_mb()}))
     return 0
 
 

@@ -441,6 +441,8 @@ def sandbox(kind: str, host: str, port: int, api_key_env: str, blocks: Sequence[
     """Run a fake UserFlux or Vambe API on loopback, to try a config without an account."""
     from syncd.sandbox import serve
 
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise click.BadParameter("the fakes bind to loopback only (127.0.0.1)", param_hint="--host")
     api_key = resolve_secret(api_key_env)
     if not api_key:
         raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set")

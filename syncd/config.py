@@ -13,8 +13,17 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from syncd.errors import ConfigError, ConfigProblem
 
@@ -86,6 +95,13 @@ class FieldSpec(_Model):
         return self
 
 
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False
+
+
 def _path_shorthand(value: Any) -> Any:
     return {"path": value} if isinstance(value, str) else value
 
@@ -152,6 +168,13 @@ class SqlSourceConfig(_SourceBase):
     """Rows fetched per round trip from the server-side cursor."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
     """Give up connecting to the database server after this long (seconds)."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url is not None and _has_password(url):
+            raise ValueError("holds a password: put it in password_env (or the URL in url_env)")
+        return url
 
     @model_validator(mode="after")
     def _one_of(self) -> SqlSourceConfig:
@@ -379,6 +402,13 @@ class StateConfig(_Model):
     url_env: str | None = None
     """Environment variable holding the URL instead (when it carries a password)."""
 
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str) -> str:
+        if _has_password(url):
+            raise ValueError("holds a password: give the whole URL in url_env instead")
+        return url
+
     def resolved_url(self, environ: Mapping[str, str] | None = None) -> str:
         """The URL to open: from ``url_env`` when set, else ``url``."""
         if self.url_env:
@@ -486,13 +516,17 @@ _UNION_TAGS = {
 
 def _toml_path(loc: tuple[int | str, ...]) -> str:
     out = ""
+    previous: int | str | None = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _UNION_TAGS or part.startswith(("function-", "list[", "dict[")):
-            continue
+        elif part in _UNION_TAGS and (previous == "source" or isinstance(previous, int)):
+            pass  # the discriminator pydantic inserts: `source.file.path` is `source.path`
+        elif part.startswith(("function-", "list[", "dict[")):
+            pass
         else:
             out += f".{part}" if out else str(part)
+        previous = part
     return out
 
 

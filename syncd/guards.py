@@ -22,6 +22,9 @@ class GuardInput:
     last_source_count: int | None
     state_count: int
     deletes: int
+    keyless: int = 0
+    """Records rejected without a usable key: their products would look deleted."""
+    keyless_example: str | None = None
 
 
 def check_guards(
@@ -65,6 +68,12 @@ def check_guards(
                 f"{figures.state_count} products, over max_delete_fraction="
                 f"{config.max_delete_fraction:.0%}; {how}.max_delete_fraction"
             )
+    if figures.keyless and figures.deletes:
+        reasons.append(
+            f"{figures.keyless} records have no usable key (first: {figures.keyless_example}): "
+            "their products can't be told from deleted ones; fix those records, or, "
+            "if the deletes are intended, run `syncd sync --allow-deletes` once"
+        )
     if config.max_delete_count is not None and figures.deletes > config.max_delete_count:
         reasons.append(
             f"{figures.deletes} deletes exceed max_delete_count={config.max_delete_count}; "

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from syncd.errors import ConfigError, RecordError, SourceError, TargetFatalError
 from syncd.executor import Clock, Events, Execution, Executor
 from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
+from syncd.logs import scrub
 from syncd.mapping import Mapper, build_mapper
 from syncd.model import Document, Rejection, RunRecord, UnreadableRow
 from syncd.runs import RunOptions, RunReport, TargetReport
@@ -33,8 +34,9 @@ from syncd.targets import Target, open_target
 
 log = structlog.get_logger("syncd.run")
 
-CHUNK = 5000
-"""Documents staged and compared with state at a time."""
+CHUNK = 2000
+"""Documents staged and compared with state at a time: held in memory per target until
+compared, so this bounds a run's memory (5000 of ~1 KB products cost ~30 MB more)."""
 MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 _UNSEEN_HASH = b""
@@ -62,6 +64,11 @@ class _TargetRun:
     changes: list[Change] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     held_rejected: int = 0
+    unsendable: set[str] = field(default_factory=set)
+    """Keys in the source that can't be sent this run (rejected, held): a whole-block
+    upsert would delete their last good copy, so it is not used."""
+    keyless: list[str] = field(default_factory=list)
+    """Reasons of records rejected without a usable key: their products look deleted."""
     unchanged: int = 0
     chunk: list[Document] = field(default_factory=list)
     error: str | None = None
@@ -298,6 +305,9 @@ class Reconciler:
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key:
                 run.chunk.append(Document(key, {}, b"", _UNSEEN_HASH))
+                run.unsendable.add(key)
+            else:
+                run.keyless.append(reason)
         else:
             run.chunk.append(document)
         if len(run.chunk) >= CHUNK:
@@ -316,6 +326,7 @@ class Reconciler:
             held_hash = run.held_rejections.get(change.key, _UNSEEN_HASH)
             if change.document is not None and held_hash == change.document.hash:
                 run.held_rejected += 1  # refused before, unchanged since: wait out the back-off
+                run.unsendable.add(change.key)
                 continue
             run.changes.append(change)
         run.chunk = []
@@ -334,6 +345,7 @@ class Reconciler:
         staging = run.staging
         duplicates = set(staging.duplicates())
         if duplicates:
+            run.unsendable |= duplicates
             run.changes = [c for c in run.changes if c.key not in duplicates]
             run.rejections.extend(
                 Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
@@ -353,6 +365,8 @@ class Reconciler:
                 last_source_count=self.store.last_complete_source_count(run.config.name),
                 state_count=population,
                 deletes=deleting,
+                keyless=len(run.keyless),
+                keyless_example=run.keyless[0] if run.keyless else None,
             ),
             run.config.guards,
             target_path=f"targets[{run.index}]",
@@ -364,6 +378,7 @@ class Reconciler:
             full=run.full,
             deletes_allowed=verdict.allowed,
             full_reason=run.mode_reason,
+            keep=run.unsendable,
         )
         if source_error is not None and run.full:
             run.notes.append("source read incomplete: full refresh limited to what was read")
@@ -424,10 +439,10 @@ class Reconciler:
             execution = executor.run(plan.operations, on_ack, flush)
             if execution.fatal:
                 outcome, error = "failed", execution.fatal
+            elif self.stop.is_set() and (execution.interrupted or not plan.source_complete):
+                outcome, error = "interrupted", "stopped (signal or lost lease) before the end"
             elif not plan.source_complete:
                 outcome, error = "failed", "; ".join(plan.guard.reasons)
-            elif execution.interrupted:
-                outcome, error = "interrupted", "stopped before every request was sent"
             elif not plan.guard.allowed:
                 outcome, error = "blocked", "; ".join(plan.guard.reasons)
             elif execution.failed:
@@ -455,7 +470,10 @@ class Reconciler:
     ) -> TargetReport:
         name = run.config.name
         now = time.time()
-        rejections = list(plan.rejected) + execution.rejections
+        error = scrub(error) if error else error
+        rejections = [
+            replace(r, reason=scrub(r.reason)) for r in (*plan.rejected, *execution.rejections)
+        ]
         if run.run_id is not None:
             if rejections:
                 self.store.record_rejections(name, rejections, now)

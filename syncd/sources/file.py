@@ -36,7 +36,10 @@ def _reject_constant(name: str) -> Any:
 
 def _loads(text: str) -> Any:
     """``json.loads`` refusing NaN and Infinity, which no target accepts."""
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
 
 
 def _ascii_compatible(codec: str) -> bool:

@@ -346,6 +346,8 @@ class HttpSource:
     def _json(self, response: httpx.Response, where: str) -> Any:
         try:
             return json.loads(response.content, parse_constant=_reject_constant)
+        except RecursionError:
+            raise SourceError(f"{where}: the body is nested too deeply to parse") from None
         except ValueError as exc:
             kind = response.headers.get("Content-Type", "no content type")
             raise SourceError(f"{where}: the body is not valid JSON ({kind}): {exc}") from exc

@@ -208,7 +208,7 @@ class SqlStateStore:
             .where(
                 r.target == target,
                 r.source_complete.is_(True),
-                r.outcome.not_in(("running", "interrupted")),
+                r.outcome.in_(("ok", "partial")),  # a blocked run's count is no baseline
             )
             .order_by(r.id.desc())
             .limit(1)

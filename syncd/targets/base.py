@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,8 +64,13 @@ class Target(Protocol):
         full: bool,
         deletes_allowed: bool,
         full_reason: str = "full refresh",
+        keep: Collection[str] = (),
     ) -> PlannedRequests:
-        """Operations for the changes (pure: no I/O); ``full_reason`` says why a run is full."""
+        """Operations for the changes (pure: no I/O); ``full_reason`` says why a run is full.
+
+        ``keep`` holds keys in the source that are not sent this run (rejected, held back):
+        no request may remove them from the target.
+        """
         ...
 
     def send(self, operation: Operation) -> None:
@@ -110,6 +115,11 @@ def response_reason(response: httpx.Response, limit: int = 300) -> str:
     except (ValueError, UnicodeDecodeError):
         text = response.text
     text = " ".join(text.split())
+    for header in ("authorization", "x-api-key"):
+        secret = response.request.headers.get(header) if response.request else None
+        for value in (secret, secret.partition(" ")[2] if secret else None):
+            if value and len(value) >= 4:
+                text = text.replace(value, "***")  # some gateways echo the key back
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()

@@ -8,7 +8,7 @@ only the changed top-level properties otherwise.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -214,6 +214,7 @@ class UserfluxTarget:
         full: bool,
         deletes_allowed: bool,
         full_reason: str = "full refresh",
+        keep: Collection[str] = (),
     ) -> PlannedRequests:
         return plan_userflux(
             changes, deletes, full=full, full_reason=full_reason, deletes_allowed=deletes_allowed

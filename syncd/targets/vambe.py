@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -110,11 +110,12 @@ def plan_vambe(
     mirror_block: bool,
     deletes_allowed: bool,
     full_reason: str = "full refresh",
+    keep: Collection[str] = (),
 ) -> PlannedRequests:
     """Batches for a run, and notes saying why ``upsert`` was or wasn't used."""
     block = quote(block_id, safe="")
     notes: list[str] = []
-    if full and mirror_block and deletes_allowed and changes:
+    if full and mirror_block and deletes_allowed and changes and not keep:
         implied = len(deletes)
         notes.append(
             f"upsert: full refresh with mirror_block on and the guards passed; one request "
@@ -130,7 +131,15 @@ def plan_vambe(
         )
         return PlannedRequests((operation,), (), tuple(notes))
     if full and mirror_block:
-        why = "the guards held deletes back" if not deletes_allowed else "nothing to send"
+        if not deletes_allowed:
+            why = "the guards held deletes back"
+        elif keep:
+            why = (
+                f"{len(keep)} products in the source are not sent this run (rejected or held "
+                "back) and an upsert would delete their last good copy"
+            )
+        else:
+            why = "nothing to send"
         notes.append(f"no upsert although mirror_block is on: {why}; using create")
     elif full:
         notes.append("no upsert: mirror_block is off, so the full refresh re-sends with create")
@@ -240,6 +249,7 @@ class VambeTarget:
         full: bool,
         deletes_allowed: bool,
         full_reason: str = "full refresh",
+        keep: Collection[str] = (),
     ) -> PlannedRequests:
         return plan_vambe(
             changes,
@@ -250,6 +260,7 @@ class VambeTarget:
             full_reason=full_reason,
             mirror_block=self._config.mirror_block,
             deletes_allowed=deletes_allowed,
+            keep=keep,
         )
 
     def send(self, operation: Operation) -> None:

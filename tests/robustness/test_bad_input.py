@@ -134,12 +134,6 @@ def test_a_record_without_a_usable_key_is_rejected_with_its_record_number(
     assert_nothing_lost(pushed, spare={BAD})
 
 
-@pytest.mark.xfail(
-    reason="BUG: a record whose key is missing or unusable is rejected, but its product is "
-    "then absent from the read and deleted from both targets; like an unparseable row, a "
-    "keyless record can't be told from a deleted product, so deletes must be held",
-    strict=True,
-)
 def test_a_record_whose_key_went_missing_does_not_get_its_product_deleted(
     pushed: Sandbox,
 ) -> None:
@@ -265,12 +259,6 @@ def test_values_nested_too_deep_for_a_target_are_rejected(pushed: Sandbox) -> No
     assert_nothing_lost(pushed)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a JSON line nested deeper than Python's recursion limit raises RecursionError "
-    "out of syncd/sources/file.py _loads (not a ValueError): the run crashes with a traceback "
-    "instead of reporting the line as unreadable",
-    strict=True,
-)
 def test_a_line_nested_too_deep_to_parse_is_an_unreadable_row(pushed: Sandbox) -> None:
     text = lines(BASE)
     text[2] = '{"id": "P00003", "brand": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
@@ -365,6 +353,21 @@ def test_a_malformed_config_lists_every_problem_with_its_toml_path(pushed: Sandb
     result = pushed.cli("sync")
     assert result.returncode == 2
     assert "is not valid TOML" in result.stderr and "(at line " in result.stderr
+
+
+def test_a_problem_in_the_http_table_is_named_with_its_toml_path() -> None:
+    from syncd.config import parse_config
+    from syncd.errors import ConfigError
+
+    data = {
+        "source": {"kind": "file", "path": "catalog.jsonl"},
+        "targets": [{"name": "uf", "kind": "userflux", "type_id": "p", "api_key_env": "K"}],
+        "http": {"connect_timeout_s": "slow", "verify": False},
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, environ={"K": "k"})
+    assert "http.verify: unknown key" in str(caught.value)
+    assert "http.connect_timeout_s: Input should be a valid number" in str(caught.value)
 
 
 @pytest.mark.slow

@@ -123,6 +123,19 @@ def test_allow_deletes_lets_one_run_through_and_the_next_one_is_guarded_again(
     box.assert_converged(records[:60])
 
 
+def test_a_blocked_run_does_not_lower_the_bar_for_the_next_one(box: Sandbox) -> None:
+    records = populated(box, guards={"max_delete_fraction": 1.0, "min_source_fraction": 0.5})
+    box.write_catalog(records[:10])
+
+    first = box.sync()
+    second = box.sync()  # the next night, nothing fixed, nobody allowed anything
+
+    assert [t.outcome for t in first.targets] == ["blocked", "blocked"]
+    assert [t.outcome for t in second.targets] == ["blocked", "blocked"]
+    assert deletes_sent(box) == []
+    box.assert_converged(records)
+
+
 # -- a backend that suddenly returns nothing, or a tenth ---------------------------------
 
 
@@ -201,3 +214,35 @@ def test_a_source_read_that_fails_is_never_overridable(
     assert deletes_sent(box) == []
     assert upserts_sent(box) == 0
     box.assert_converged(records)
+
+
+# -- a whole-block upsert must carry every product present in the source ---------------
+
+
+@pytest.mark.parametrize("why", ["bad-value", "duplicate-key", "refused-by-target"])
+def test_a_mirrored_upsert_never_drops_a_product_present_in_the_source(
+    box: Sandbox, why: str
+) -> None:
+    from syncd.sandbox import Fault
+    from tests.robustness.helpers import touches
+
+    records = populated(box, n=10, mirror_block=True)
+    edited = [dict(r) for r in records]
+    if why == "bad-value":
+        edited[2]["price"] = "abc"
+    elif why == "duplicate-key":
+        edited.append(dict(edited[2], title="Another product 3"))
+    else:
+        edited[2] = make_record(3, version=1)
+        box.write_catalog(edited)
+        assert box.vambe is not None
+        box.vambe.inject(Fault(status=400, times=None, match=touches("P00003")))
+        box.sync(RunOptions(targets=(VB_NAME,)))  # refused: held until it changes again
+        box.vambe.clear_faults()
+        box.mark()
+    box.write_catalog(edited)
+
+    box.sync(RunOptions(full=True, targets=(VB_NAME,)))
+
+    box.assert_no_wrong_delete(keys_of(edited))
+    assert "P00003" in box.vb_products()

@@ -1,13 +1,15 @@
 """Model-based test: random catalog edits (add, change a value, remove a property, delete,
-re-add a deleted key, rename a property in the mapping) interleaved with faulty and
-interrupted runs, checked against a model of the source.
+re-add a deleted key, rename a property in the mapping, roll back to the last clean run)
+interleaved with runs, incremental or full (Vambe by whole-block upsert): clean, with
+failing products (5xx, 429, dropped connections, writes applied but answered 500), stopped
+after N answers, or killed before the acknowledgements were committed.
 
 Invariants: after every clean run each fake target equals the mapped source (UserFlux:
 every product's properties; Vambe: the block); after every run, no key present in the
-source was deleted from a target; while no write was applied without its answer, state
-mirrors exactly what each target holds.
+source was deleted from a target, every product a target holds is known to state, and
+every state row claiming an acknowledgement is exactly what the target holds.
 
-``SYNCD_MODEL_EXAMPLES`` sets the number of examples (default 15); runs are derandomized
+``SYNCD_MODEL_EXAMPLES`` sets the number of examples (default 20); runs are derandomized
 (the same sequences every time) unless ``SYNCD_MODEL_SEED`` picks another seed.
 """
 
@@ -52,7 +54,7 @@ from tests.robustness.helpers import (
     touches,
 )
 
-EXAMPLES = int(os.environ.get("SYNCD_MODEL_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("SYNCD_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("SYNCD_MODEL_STEPS", "14"))
 SEED = os.environ.get("SYNCD_MODEL_SEED")
 PERMISSIVE_GUARDS = {"max_delete_fraction": 1.0, "min_source_count": 0, "min_source_fraction": 0.0}
@@ -133,6 +135,7 @@ class CatalogMachine(RuleBasedStateMachine):
             guards=PERMISSIVE_GUARDS,
             batch_size=4,
             concurrency=3,
+            mirror_block=True,
             log_level="warning",
         )
 
@@ -254,9 +257,10 @@ class CatalogMachine(RuleBasedStateMachine):
 
     # -- runs -----------------------------------------------------------------------
 
-    @rule()
-    def clean_sync(self) -> None:
-        report = self._sync()
+    @rule(full=st.booleans())
+    def clean_sync(self, full: bool = False) -> None:
+        """A run without faults (``full``: a full refresh, Vambe by whole-block upsert)."""
+        report = self._sync(options=RunOptions(full=full))
         assert report.ok, [(t.target, t.outcome, t.error) for t in report.targets]
         records = list(self.records.values())
         self.box.properties = self.properties
@@ -269,8 +273,11 @@ class CatalogMachine(RuleBasedStateMachine):
         data=st.data(),
         kind=st.sampled_from(FAULTS),
         include_all=st.booleans(),
+        full=st.booleans(),
     )
-    def sync_with_failing_products(self, data: st.DataObject, kind: str, include_all: bool) -> None:
+    def sync_with_failing_products(
+        self, data: st.DataObject, kind: str, include_all: bool, full: bool
+    ) -> None:
         everything = sorted(set(self.records) | set(self.deleted))
         keys = (
             set(everything)
@@ -282,7 +289,7 @@ class CatalogMachine(RuleBasedStateMachine):
         self.box.userflux.inject(fault)
         self.box.vambe.inject(fault)
         try:
-            self._sync()
+            self._sync(options=RunOptions(full=full))
         finally:
             self.box.userflux.clear_faults()
             self.box.vambe.clear_faults()
@@ -302,7 +309,9 @@ class CatalogMachine(RuleBasedStateMachine):
                     stop.set()
 
         report = self._sync(events=StopAfter(), stop=stop, options=RunOptions())
-        assert all(t.outcome in ("ok", "interrupted") for t in report.targets), report
+        for target in report.targets:
+            stopped_reading = target.outcome == "failed" and "stopped" in (target.error or "")
+            assert target.outcome in ("ok", "interrupted") or stopped_reading, target
         self._check_state_mirrors_targets()
 
     @rule(calls=st.integers(min_value=1, max_value=2))

@@ -7,37 +7,27 @@ escape-hatch callable imported); ``Mapper.map`` then runs for every record and r
 
 from __future__ import annotations
 
-import datetime as dt
-import enum
 import functools
 import importlib
-import json
-import math
-import re
-import uuid
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from string import Formatter
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from syncd.config import FieldSpec, UserfluxTargetConfig, ValueType, VambeTargetConfig
 from syncd.errors import ConfigError, ConfigProblem, RecordError
 from syncd.model import Document, Payload, Record
 from syncd.text import html_to_text, truncate_words
+from syncd.values import (
+    COERCIONS,
+    INDEX_TEXT,
+    MAX_DEPTH,
+    MISSING,
+    as_it_is,
+    jsonable,
+    show,
+    stringify,
+)
 
-
-class _Missing(enum.Enum):
-    MISSING = "MISSING"
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final = _Missing.MISSING
-"""What ``evaluate`` returns for a value the record does not have."""
-
-MAX_DEPTH = 32
-"""Containers nested deeper than this reject the record."""
 MAX_KEY_LENGTH = 512
 """Longest product key, in characters."""
 
@@ -50,250 +40,6 @@ class Mapper(Protocol):
     def map(self, record: Record) -> Document:
         """The record's document; raise ``RecordError`` when it can't be mapped."""
         ...
-
-
-# --------------------------------------------------------------------------------------
-# Values: JSON-compatible forms, strings, coercions
-# --------------------------------------------------------------------------------------
-
-
-def _show(value: object) -> str:
-    """A value quoted for an error message, cut to about 40 characters."""
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) > 40:
-        text = text[:39] + "…"
-    return repr(text) if isinstance(value, str) else text
-
-
-def _finite(value: float) -> float:
-    if value - value == 0.0:  # false for NaN and both infinities
-        return value
-    raise RecordError(f"not a finite number: {_show(value)}")
-
-
-def _jsonable(value: Any, depth: int = 0) -> Any:
-    """``value`` as JSON-compatible data, the same object when it already is."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is float:
-        return _finite(value)
-    if kind is dict:
-        if depth >= MAX_DEPTH:
-            raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
-        copy: dict[str, Any] | None = None
-        for name, item in value.items():
-            if type(name) is not str:
-                raise RecordError(f"not JSON-compatible: a {type(name).__name__} key {_show(name)}")
-            new = _jsonable(item, depth + 1)
-            if new is not item:
-                if copy is None:
-                    copy = dict(value)
-                copy[name] = new
-        return value if copy is None else copy
-    if kind is list or kind is tuple:
-        if depth >= MAX_DEPTH:
-            raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
-        items: list[Any] | None = None if kind is list else list(value)
-        for position, item in enumerate(value):
-            new = _jsonable(item, depth + 1)
-            if new is not item:
-                if items is None:
-                    items = list(value)
-                items[position] = new
-        return value if items is None else items
-    return _jsonable_other(value, depth)
-
-
-def _jsonable_other(value: Any, depth: int) -> Any:
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise RecordError(f"not a finite number: {_show(value)}")
-        return float(value)
-    if isinstance(value, int):  # an int-based enum, say
-        return int(value)
-    if isinstance(value, float):
-        return _finite(float(value))
-    if isinstance(value, str):
-        return value[:]  # a plain str, even from a str-based enum
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Mapping):
-        return _jsonable(dict(value), depth)
-    if isinstance(value, (list, tuple)):
-        return _jsonable(list(value), depth)
-    raise RecordError(f"not JSON-compatible: {type(value).__name__} {_show(value)}")
-
-
-def _stringify(value: Any) -> str:
-    """The text of a scalar: ``true``/``false``, ``42`` for 42.0, ISO dates."""
-    kind = type(value)
-    if kind is str:
-        return value  # type: ignore[no-any-return]
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return str(value)
-    if kind is float:
-        _finite(value)
-        return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise RecordError(f"not a finite number: {_show(value)}")
-        if value == value.to_integral_value():
-            return str(int(value))
-        return format(value.normalize(), "f")
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_stringify(item) for item in value if item is not None and item != "")
-    if isinstance(value, dict):
-        return json.dumps(_jsonable(value), sort_keys=True, ensure_ascii=False)
-    return _stringify(_jsonable_other(value, 0))
-
-
-_CURRENCY = r"(?:[A-Z]{3}|[A-Za-z]{0,2}\$|[€£¥₹₩₽₺₪₫₱₦₴₡₲₵₸฿¢]|zł|kr|Kč|Fr\.?|S/)"
-
-
-def _number_pattern(decimal: str, groups: str) -> re.Pattern[str]:
-    return re.compile(
-        rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>[-+]?)\s*(?:{_CURRENCY}\s*)?"
-        rf"(?P<int>\d{{1,3}}(?P<sep>[{groups}])\d{{3}}(?:(?P=sep)\d{{3}})*|\d*)"
-        rf"(?:{decimal}(?P<frac>\d*))?(?:[eE](?P<exp>[-+]?\d+))?\s*(?:{_CURRENCY})?\s*"
-    )
-
-
-_NUMBER_TEXT = {
-    ".": _number_pattern(r"\.", ",' \u00a0\u202f"),
-    ",": _number_pattern(",", r".' \u00a0\u202f"),
-}
-_INTEGER_TEXT = re.compile(r"\s*[-+]?\d{1,18}\s*")
-_LIST_SEPARATORS = re.compile(r"[,|]")
-_INDEX = re.compile(r"-?[0-9]+")
-_TRUE = frozenset({"true", "yes", "y", "on", "1"})
-_FALSE = frozenset({"false", "no", "n", "off", "0"})
-
-
-def _number_text(text: str, decimal_separator: str) -> str:
-    """A price-like string as plain decimal text (``"-1234.50"``), or ``RecordError``."""
-    match = _NUMBER_TEXT[decimal_separator].fullmatch(text)
-    if match is None or not (match["int"] or match["frac"]):
-        other = "," if decimal_separator == "." else "."
-        match = _NUMBER_TEXT[other].fullmatch(text)
-        hint = f' (with decimal_separator = "{other}" it would be one)'
-        if match is None or not (match["int"] or match["frac"]):
-            hint = ""
-        raise RecordError(f"not a number: {_show(text)}{hint}")
-    digits = match["int"] or "0"
-    if match["sep"]:
-        digits = digits.replace(match["sep"], "")
-    exponent = f"e{match['exp']}" if match["exp"] else ""
-    return f"{match['sign']}{digits}.{match['frac'] or '0'}{exponent}"
-
-
-def _to_number(value: Any, decimal_separator: str) -> int | float:
-    """A number for JSON; an integral one becomes an int, so 45, 45.0 and "45.000" agree."""
-    kind = type(value)
-    if kind is int:
-        return value  # type: ignore[no-any-return]
-    if kind is bool:
-        raise RecordError(f"a boolean is not a number: {value!r}")
-    if kind is float:
-        number: float = _finite(value)
-    elif kind is str:
-        number = _finite(float(_number_text(value, decimal_separator)))
-    elif isinstance(value, int):  # an int-based enum, say
-        return int(value)
-    elif isinstance(value, (Decimal, float)):
-        if not math.isfinite(value):
-            raise RecordError(f"not a finite number: {_show(value)}")
-        number = float(value)
-    else:
-        raise RecordError(f"not a number: {_show(value)}")
-    if number.is_integer() and abs(number) <= 2**53:
-        return int(number)
-    return number
-
-
-def _to_integer(value: Any, decimal_separator: str) -> int:
-    kind = type(value)
-    if kind is int:
-        return value  # type: ignore[no-any-return]
-    if kind is str and _INTEGER_TEXT.fullmatch(value):
-        return int(value)
-    if isinstance(value, bool):
-        raise RecordError(f"a boolean is not an integer: {value!r}")
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, str):
-        exact = Decimal(_number_text(value, decimal_separator))
-    elif isinstance(value, (float, Decimal)):
-        if not math.isfinite(value):
-            raise RecordError(f"not a finite number: {_show(value)}")
-        exact = Decimal(value)
-    else:
-        raise RecordError(f"not an integer: {_show(value)}")
-    if exact != exact.to_integral_value():
-        raise RecordError(f"not an integer: {_show(value)}")
-    return int(exact)
-
-
-def _to_boolean(value: Any, decimal_separator: str) -> bool:
-    if value is True or value is False:
-        return value
-    if type(value) is int and value in (0, 1):
-        return value == 1
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise RecordError(f"not a boolean: {_show(value)}")
-
-
-def _to_string(value: Any, decimal_separator: str) -> str:
-    return _stringify(value)
-
-
-def _to_json(value: Any, decimal_separator: str) -> Any:
-    return _jsonable(value)
-
-
-def _as_it_is(value: Any, decimal_separator: str) -> Any:
-    return value
-
-
-def _to_list(value: Any, decimal_separator: str) -> list[Any] | _Missing:
-    if isinstance(value, str):
-        items = [item.strip() for item in _LIST_SEPARATORS.split(value)]
-        return [item for item in items if item] or MISSING
-    if isinstance(value, (list, tuple)):
-        return _jsonable(list(value))  # type: ignore[no-any-return]
-    if isinstance(value, Mapping):
-        raise RecordError(f"not a list: {_show(value)}")
-    return [_jsonable(value)]
-
-
-_COERCIONS: dict[ValueType | None, Callable[[Any, str], Any]] = {
-    None: _to_json,
-    "json": _to_json,
-    "number": _to_number,
-    "integer": _to_integer,
-    "boolean": _to_boolean,
-    "string": _to_string,
-    "list": _to_list,
-}
-
-
-def coerce(value: Any, type: ValueType | None, *, decimal_separator: str = ".") -> Any:
-    """``value`` as the given field type (``None``: JSON-compatible as it is).
-
-    For callables that need the mapping's rules (``coerce("$ 12.99", "number")``).
-    Raise ``RecordError`` when the value can't be coerced; a ``list`` of a string
-    without items is ``MISSING``.
-    """
-    return _COERCIONS[type](value, decimal_separator)
 
 
 # --------------------------------------------------------------------------------------
@@ -335,7 +81,9 @@ def _compile_path(path: str) -> Getter:
     """A function reading the dotted ``path`` from a record (None when absent)."""
     if "." not in path:
         return lambda record: record.get(path)
-    parts = tuple((part, int(part) if _INDEX.fullmatch(part) else None) for part in path.split("."))
+    parts = tuple(
+        (part, int(part) if INDEX_TEXT.fullmatch(part) else None) for part in path.split(".")
+    )
 
     def get(record: Record) -> Any:
         value = record.get(path)  # a literal key with dots wins
@@ -386,7 +134,7 @@ def _compile_template(template: str) -> Getter:
                 except (ValueError, TypeError) as exc:
                     raise RecordError(f"template placeholder {{{name}:{spec}}}: {exc}") from None
             else:
-                out.append(_stringify(value))
+                out.append(stringify(value))
         return "".join(out)
 
     return fill
@@ -411,7 +159,7 @@ def _plain_value(value: Any) -> Any:
         return value if value else MISSING
     if kind is int or kind is bool:
         return value
-    return _jsonable(value)
+    return jsonable(value)
 
 
 def _raw_value(value: Any) -> Any:
@@ -432,7 +180,7 @@ def _simple_field(
         if "." not in path:
             return lambda record: MISSING if (v := record.get(path)) is None else finish(v)
         return lambda record: MISSING if (v := get(record)) is None else finish(v)
-    coerce = _COERCIONS[kind] if not (raw and kind in (None, "json")) else _as_it_is
+    coerce = COERCIONS[kind] if not (raw and kind in (None, "json")) else as_it_is
     is_string = kind == "string"
 
     def value(record: Record) -> Any:
@@ -485,7 +233,7 @@ def compile_field(
     has_default = spec.default is not None
     default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
     default = MISSING if default is None else default
-    coerce = _COERCIONS[kind] if not (raw and kind in (None, "json")) else _as_it_is
+    coerce = COERCIONS[kind] if not (raw and kind in (None, "json")) else as_it_is
     to_text: Callable[[str], str] = _html_text if spec.html else str.strip
     index, max_length = spec.index, spec.max_length
 
@@ -527,7 +275,7 @@ def compile_field(
         try:
             constant = value({})
         except RecordError as exc:
-            raise ValueError(f"const {_show(const)}: {exc.reason}") from None
+            raise ValueError(f"const {show(const)}: {exc.reason}") from None
         if constant.__class__ in (str, int, float, bool):
             return lambda record: constant
     return value
@@ -550,8 +298,8 @@ def _key_text(value: Any) -> str:
     if value is MISSING:
         raise RecordError("missing key")
     if isinstance(value, (dict, list)):
-        raise RecordError(f"the key must be a single value, not {_show(value)}")
-    key = _stringify(value)
+        raise RecordError(f"the key must be a single value, not {show(value)}")
+    key = stringify(value)
     if not key:
         raise RecordError("missing key")
     if len(key) > MAX_KEY_LENGTH:
@@ -599,7 +347,7 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     if not isinstance(result, dict):
         raise RecordError(f"mapping.callable returned {type(result).__name__}, not a dict", key=key)
     try:
-        result = _jsonable(result)
+        result = jsonable(result)
     except RecordError as exc:
         raise RecordError(f"mapping.callable returned {exc.reason}", key=key) from None
     try:
@@ -720,7 +468,7 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
         if value and not value.isspace():
             out.append({"key": label, "value": value})
     elif kind is int or kind is float or kind is bool:
-        out.append({"key": label, "value": _stringify(value)})
+        out.append({"key": label, "value": stringify(value)})
     elif kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
         if depth >= MAX_DEPTH:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
@@ -734,7 +482,7 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
         for name, item in items:
             _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
-        out.append({"key": label, "value": _stringify(value)})
+        out.append({"key": label, "value": stringify(value)})
 
 
 class VambeMapper:
@@ -793,7 +541,7 @@ class VambeMapper:
             try:
                 value = field(record)
                 if label != "price" and value.__class__ is not str:
-                    value = _stringify(value)
+                    value = stringify(value)
                 payload[label] = value
             except RecordError as exc:
                 raise RecordError(exc.reason, key=key, field=label) from None
@@ -804,7 +552,7 @@ class VambeMapper:
             except RecordError as exc:
                 raise RecordError(exc.reason, key=key, field=label) from None
             if value is not MISSING:
-                payload[label] = value if value.__class__ is str else _stringify(value)
+                payload[label] = value if value.__class__ is str else stringify(value)
         metadata: list[dict[str, str]] = []
         for label, name, field in self._metadata:
             try:

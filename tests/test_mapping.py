@@ -11,7 +11,8 @@ import pytest
 
 from syncd.config import FieldSpec, UserfluxTargetConfig, VambeTargetConfig
 from syncd.errors import ConfigError, RecordError
-from syncd.mapping import MISSING, build_mapper, coerce, evaluate
+from syncd.mapping import MISSING, build_mapper, evaluate
+from syncd.values import coerce
 
 # --------------------------------------------------------------------------------------
 # Helpers and fixtures (shapes taken from real exports, values made up)

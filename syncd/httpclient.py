@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -33,6 +34,36 @@ def _verifying_context(ca_bundle: str | None) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"http.ca_bundle: cannot load {ca_bundle}: {exc}") from None
     return context
+
+
+class ThreadClients:
+    """One client per worker thread, made on first use and all closed together.
+
+    A single ``httpx.Client`` shared by many threads serialises on its connection pool:
+    at 64 workers and 50 ms latency it reached ~314 requests/s against ~689 with a
+    client per thread (bench/README.md).
+    """
+
+    def __init__(self, factory: Callable[[], httpx.Client]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._made: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._factory()
+            self._local.client = client
+            with self._lock:
+                self._made.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            made, self._made = self._made, []
+        for client in made:
+            client.close()
 
 
 def make_client(

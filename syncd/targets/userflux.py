@@ -17,7 +17,7 @@ import httpx
 from syncd.config import HttpConfig, UserfluxTargetConfig
 from syncd.diff import Change, Operation
 from syncd.errors import RecordError
-from syncd.httpclient import make_client
+from syncd.httpclient import ThreadClients, make_client
 from syncd.model import UNACKNOWLEDGED, Payload
 from syncd.targets.base import (
     REJECTED_STATUSES,
@@ -178,13 +178,15 @@ class UserfluxTarget:
     ) -> None:
         self.name = config.name
         self._config = config
-        self._client = make_client(
-            http,
-            base_url=config.base_url,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout_s=config.timeout_s,
-            max_connections=config.concurrency,
-            transport=transport,
+        self._clients = ThreadClients(
+            lambda: make_client(
+                http,
+                base_url=config.base_url,
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout_s=config.timeout_s,
+                max_connections=1,
+                transport=transport,
+            )
         )
 
     def inspect(self) -> TargetInfo:
@@ -225,7 +227,9 @@ class UserfluxTarget:
         if operation.endpoint == UPSERT:
             body = json.dumps(operation.body, separators=(",", ":"), ensure_ascii=False).encode()
             what = f"POST /product (id {key!r})"
-            response = send_request(self._client, "POST", operation.path, body=body, what=what)
+            response = send_request(
+                self._clients.get(), "POST", operation.path, body=body, what=what
+            )
             self._check(response, what)
             change = operation.changes[0]
             old_type = change.previous.payload.get("typeId") if change.previous else None
@@ -237,7 +241,9 @@ class UserfluxTarget:
                 self._delete_old_type(key, str(old_type))
         elif operation.endpoint == DELETE:
             what = f"DELETE {operation.path}"
-            response = send_request(self._client, "DELETE", operation.path, body=None, what=what)
+            response = send_request(
+                self._clients.get(), "DELETE", operation.path, body=None, what=what
+            )
             if response.status_code == 404:
                 return  # already gone: that is what we wanted
             self._check(response, what)
@@ -247,7 +253,7 @@ class UserfluxTarget:
     def _delete_old_type(self, key: str, old_type: str) -> None:
         path = f"/product/{quote(old_type, safe='')}/{quote(key, safe='')}"
         what = f"DELETE {path} (typeId changed)"
-        response = send_request(self._client, "DELETE", path, body=None, what=what)
+        response = send_request(self._clients.get(), "DELETE", path, body=None, what=what)
         if response.status_code != 404:
             self._check(response, what)
 
@@ -282,4 +288,4 @@ class UserfluxTarget:
         return None  # one product per request already
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()

@@ -20,7 +20,7 @@ import httpx
 from syncd.config import HttpConfig, VambeTargetConfig
 from syncd.diff import Change, ChangeKind, Operation, chunked
 from syncd.errors import RecordError, TargetRetriableError
-from syncd.httpclient import make_client
+from syncd.httpclient import ThreadClients, make_client
 from syncd.model import Payload
 from syncd.targets.base import (
     REJECTED_STATUSES,
@@ -197,13 +197,15 @@ class VambeTarget:
         self.name = config.name
         self._config = config
         self._retry_delay = inspect_retry_delay_s
-        self._client = make_client(
-            http,
-            base_url=config.base_url,
-            headers={"x-api-key": api_key},
-            timeout_s=config.timeout_s,
-            max_connections=config.concurrency,
-            transport=transport,
+        self._clients = ThreadClients(
+            lambda: make_client(
+                http,
+                base_url=config.base_url,
+                headers={"x-api-key": api_key},
+                timeout_s=config.timeout_s,
+                max_connections=1,
+                transport=transport,
+            )
         )
 
     def inspect(self) -> TargetInfo:
@@ -212,7 +214,11 @@ class VambeTarget:
         for attempt in (1, 2, 3):
             try:
                 response = send_request(
-                    self._client, "GET", "/api/public/product/product-blocks", body=None, what=what
+                    self._clients.get(),
+                    "GET",
+                    "/api/public/product/product-blocks",
+                    body=None,
+                    what=what,
                 )
                 self._check(response, what)
                 break
@@ -266,7 +272,7 @@ class VambeTarget:
     def send(self, operation: Operation) -> None:
         what = f"POST {operation.path} ({len(operation.changes)} products)"
         response = send_request(
-            self._client, "POST", operation.path, body=encode_body(operation), what=what
+            self._clients.get(), "POST", operation.path, body=encode_body(operation), what=what
         )
         self._check(response, what)
 
@@ -341,4 +347,4 @@ class VambeTarget:
         )
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close()

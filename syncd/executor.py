@@ -227,9 +227,10 @@ class Executor:
                     break
                 done = _drain(finished, timeout=0.2)
                 for future in done:
-                    operation = inflight.pop(future, None)
-                    if operation is not None:  # None: abandoned after the grace period
-                        unflushed += self._settle(future, operation, result, pending, on_ack)
+                    if future not in inflight:
+                        continue  # abandoned after the grace period
+                    operation = inflight.pop(future)
+                    unflushed += self._settle(future, operation, result, pending, on_ack)
                 now = self._clock.monotonic()
                 if unflushed >= self._flush_every or (
                     unflushed and now - last_flush >= self._flush_interval_s

@@ -2,19 +2,23 @@
 
 A first sync of a million products against the Python fakes takes the fakes most of
 an hour, so at that size the bench writes what a completed first sync leaves in
-state (each target's key, hash and canonical payload, through ``apply_acks``, as the
-executor would on each acknowledgement) and measures only the runs that follow.
+state (each target's key, hash, canonical payload and the fingerprint of the raw JSON
+Lines row it came from, through ``apply_acks``, as the executor would on each
+acknowledgement) and measures only the runs that follow.
 The same pass adds up the request bodies a naive full re-push would send.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from syncd.config import SyncdConfig, UserfluxTargetConfig
 from syncd.mapping import build_mapper
-from syncd.model import UnreadableRow
+from syncd.model import SourceItem, UnreadableRow
+from syncd.reconcile import mapping_fingerprint, row_fingerprint
 from syncd.sources import open_source
+from syncd.sources.file import FileSource
 from syncd.state import open_store
 
 CHUNK = 5000
@@ -34,14 +38,19 @@ def naive_sizes(config: SyncdConfig, *, seed: bool, batch: int = 2000) -> NaiveS
     mappers = [(target, build_mapper(target, config.source.key)) for target in config.targets]
     store = open_store(config.state.resolved_url()) if seed else None
     sizes = NaiveSizes()
-    pending: dict[str, list[tuple[str, bytes, bytes]]] = {t.name: [] for t, _ in mappers}
+    pending: dict[str, list[tuple[str, bytes, bytes, bytes | None]]] = {
+        t.name: [] for t, _ in mappers
+    }
+    keys = {t.name: mapping_fingerprint(config.source, t) for t, _ in mappers}
     count = 0
-    for record in open_source(config.source, config.http).read():
+    for record, raw in _records(config):
         if isinstance(record, UnreadableRow):
             continue
         count += 1
         for target, mapper in mappers:
             document = mapper.map(record)
+            key = keys[target.name]
+            source_hash = None if raw is None or key is None else row_fingerprint(raw, key)
             size = len(document.canonical)
             if isinstance(target, UserfluxTargetConfig):
                 sizes.bytes[target.name] = sizes.bytes.get(target.name, 0) + size + _FULL_UPDATE
@@ -49,7 +58,7 @@ def naive_sizes(config: SyncdConfig, *, seed: bool, batch: int = 2000) -> NaiveS
                 sizes.bytes[target.name] = sizes.bytes.get(target.name, 0) + size + 1
             if store is not None:
                 rows = pending[target.name]
-                rows.append((document.key, document.hash, document.canonical))
+                rows.append((document.key, document.hash, document.canonical, source_hash))
                 if len(rows) >= CHUNK:
                     store.apply_acks(target.name, rows)
                     rows.clear()
@@ -66,3 +75,16 @@ def naive_sizes(config: SyncdConfig, *, seed: bool, batch: int = 2000) -> NaiveS
     if store is not None:
         store.close()
     return sizes
+
+
+def _records(config: SyncdConfig) -> Iterator[tuple[SourceItem, bytes | None]]:
+    """Each record, with its raw JSON Lines row (stripped) when the source has rows."""
+    source = open_source(config.source, config.http)
+    if isinstance(source, FileSource) and source.can_read_lines():
+        for line in source.read_lines():
+            item = source.parse_line(line)
+            if item is not None:
+                yield item, line.data.strip()
+        return
+    for item in source.read():
+        yield item, None

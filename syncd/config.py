@@ -128,6 +128,10 @@ class _SourceBase(_Model):
     values (``{ model = "product.product", status = ["publish", "private"] }``). Records
     left out count as absent from the catalog: products already pushed are deleted,
     within the guards. Applied after ``group_by``."""
+    skip_unchanged_rows: bool = True
+    """JSON Lines files only: skip parsing and mapping a row whose raw bytes (with the
+    target's config and syncd's version) match what produced a product already pushed,
+    unchanged. Off for ``group_by``, a callable mapping and a full refresh."""
 
 
 class FileSourceConfig(_SourceBase):

@@ -41,12 +41,17 @@ payload, so the product is re-sent (in full) until the target answers 2xx for it
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A record mapped for one target: its key, payload and the payload's hash."""
+    """A record mapped for one target: its key, payload and the payload's hash.
+
+    ``source_hash`` is the fingerprint of the raw source row it was mapped from, when
+    the source has raw rows (JSON Lines) and skipping unchanged rows is on.
+    """
 
     key: str
     payload: Payload
     canonical: bytes
     hash: bytes
+    source_hash: bytes | None = None
 
     @classmethod
     def of(cls, key: str, payload: Payload) -> Document:

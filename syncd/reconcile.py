@@ -7,10 +7,12 @@ and writing nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,7 +20,8 @@ from typing import Any
 import httpx
 import structlog
 
-from syncd.config import SyncdConfig, TargetConfig, resolve_secret
+from syncd import __version__
+from syncd.config import SourceConfig, SyncdConfig, TargetConfig, resolve_secret
 from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of, diff_chunk
 from syncd.errors import ConfigError, RecordError, SourceError, TargetFatalError
 from syncd.executor import Clock, Events, Execution, Executor
@@ -26,9 +29,11 @@ from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
 from syncd.mapping import Mapper, build_mapper
-from syncd.model import Document, Rejection, RunRecord, UnreadableRow
+from syncd.model import Document, Rejection, RunRecord, SourceItem, UnreadableRow
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
+from syncd.sources.base import filter_records
+from syncd.sources.file import FileSource, RawLine
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
 
@@ -71,6 +76,11 @@ class _TargetRun:
     """Reasons of records rejected without a usable key: their products look deleted."""
     unchanged: int = 0
     chunk: list[Document] = field(default_factory=list)
+    fingerprint: bytes | None = None
+    """What a raw row's fingerprint is keyed with for this target (its config, syncd's
+    version, the source's key/group/where); None: rows are not fingerprinted."""
+    remember: bool = False
+    """Record the fingerprint of products found unchanged (a sync; a plan writes nothing)."""
     error: str | None = None
     outcome: str | None = None
     holder: str = ""
@@ -78,6 +88,56 @@ class _TargetRun:
     @property
     def full(self) -> bool:
         return self.mode == "full"
+
+    @property
+    def skipping(self) -> bool:
+        """Whether rows with a known fingerprint are skipped (never in a full refresh)."""
+        return self.fingerprint is not None and not self.full and self.staging is not None
+
+    def source_hash(self, stripped: bytes) -> bytes:
+        """The fingerprint of a raw row (stripped of surrounding whitespace) for this target."""
+        assert self.fingerprint is not None
+        return row_fingerprint(stripped, self.fingerprint)
+
+
+def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | None:
+    """What a raw row's fingerprint is keyed with for a target, or None: no skipping.
+
+    Covers the target's whole config (mapping, type, ...), syncd's version and the
+    source's key, grouping and filter. None when ``source.skip_unchanged_rows`` is off,
+    with ``group_by`` (a product spans rows), or for a mapping with a callable (it
+    may read anything).
+    """
+    mapping = getattr(target, "mapping", None)
+    if (
+        not source.skip_unchanged_rows
+        or source.group_by
+        or mapping is None
+        or getattr(mapping, "callable", None)
+    ):
+        return None
+    shared = json.dumps(
+        {
+            "version": __version__,
+            "key": source.key,
+            "group_by": source.group_by,
+            "group_into": source.group_into,
+            "where": source.where,
+        },
+        sort_keys=True,
+        default=str,
+    ).encode()
+    digest = hashlib.blake2b(target.model_dump_json().encode(), digest_size=16)
+    digest.update(shared)
+    return digest.digest()
+
+
+def row_fingerprint(stripped: bytes, fingerprint: bytes) -> bytes:
+    """BLAKE2b-128 of a raw row's bytes (surrounding whitespace stripped) and a target's
+    ``mapping_fingerprint``: equal to a product's ``source_hash``, the row is unchanged."""
+    digest = hashlib.blake2b(stripped, digest_size=16)
+    digest.update(fingerprint)
+    return digest.digest()
 
 
 def _writes_in(operations: Sequence[Operation]) -> list[tuple[str, bytes]]:
@@ -208,6 +268,7 @@ class Reconciler:
                 mode_reason=reason,
                 state_count=state_count,
                 held_rejections=self.store.held_rejections(config.name, since),
+                remember=leases is not None,
             )
             runs.append(run)
             if leases is not None:
@@ -253,16 +314,21 @@ class Reconciler:
         source_error: str | None = None
         source = self._source or open_source(self.config.source, self.config.http)
         if active:
+            lines = isinstance(source, FileSource) and self._fingerprint_runs(source, active)
             try:
-                for item in read_catalog(source, self.config.source):
-                    if self.stop.is_set():
-                        raise SourceError("stopped (SIGTERM) before the read completed")
-                    if isinstance(item, UnreadableRow):
-                        unreadable.append(item)
-                        continue
-                    count += 1
-                    for run in active:
-                        self._map_one(run, item, count)
+                if lines:
+                    assert isinstance(source, FileSource)
+                    count = self._read_lines(source, active, unreadable)
+                else:
+                    for item in read_catalog(source, self.config.source):
+                        if self.stop.is_set():
+                            raise SourceError("stopped (SIGTERM) before the read completed")
+                        if isinstance(item, UnreadableRow):
+                            unreadable.append(item)
+                            continue
+                        count += 1
+                        for run in active:
+                            self._map_one(run, item, count)
                 for run in active:
                     self._flush_chunk(run)
             except SourceError as exc:
@@ -290,9 +356,94 @@ class Reconciler:
         plans = [self._plan_one(run, count, source_error, unreadable, options) for run in runs]
         return plans, count, source_error
 
-    def _map_one(self, run: _TargetRun, record: dict[str, Any], ordinal: int) -> None:
+    def _fingerprint_runs(self, source: FileSource, active: Sequence[_TargetRun]) -> bool:
+        """Give each target that can skip unchanged rows its fingerprint key; whether any can.
+
+        Rows are fingerprinted only from a JSON Lines file read line by line (see
+        ``mapping_fingerprint`` for the rest).
+        """
+        if not source.can_read_lines():
+            return False
+        for run in active:
+            run.fingerprint = mapping_fingerprint(self.config.source, run.config)
+        return any(run.fingerprint is not None for run in active)
+
+    def _read_lines(
+        self, source: FileSource, active: Sequence[_TargetRun], unreadable: list[UnreadableRow]
+    ) -> int:
+        """Read a JSON Lines file skipping, per target, the rows whose fingerprint state knows.
+
+        Each chunk of raw lines is fingerprinted for every fingerprinting target and staged
+        (``Staging.known``); a line is parsed only when some target doesn't know it, and
+        mapped only for those targets. A skipped line's product is unchanged. Staged
+        fingerprints also count as seen (no delete), and duplicates are still found:
+        a fingerprint staged twice, or a parsed row's key that a skipped row's product
+        has, is a duplicate key (``Staging.duplicates``). Returns the records read.
+        """
+        count = 0
+        where = self.config.source.where
+        chunk: list[RawLine] = []
+
+        def flush() -> None:
+            nonlocal count
+            stripped = [line.data.strip() for line in chunk]
+            hashes: list[list[bytes] | None] = []
+            known: list[set[bytes]] = []
+            for run in active:
+                if run.fingerprint is None:
+                    hashes.append(None)
+                    known.append(set())
+                    continue
+                row_hashes = [run.source_hash(data) for data in stripped]
+                hashes.append(row_hashes)
+                staging = run.staging
+                assert staging is not None
+                known.append(staging.known(row_hashes) if run.skipping else set())
+            for i, line in enumerate(chunk):
+                wanted: list[tuple[_TargetRun, bytes | None]] = []
+                for target_run, target_hashes, found in zip(active, hashes, known, strict=True):
+                    row_hash = None if target_hashes is None else target_hashes[i]
+                    if row_hash is not None and row_hash in found:
+                        target_run.unchanged += 1
+                    else:
+                        wanted.append((target_run, row_hash))
+                if not wanted:
+                    count += 1
+                    continue
+                item: SourceItem | None = source.parse_line(line)
+                if item is None:
+                    continue  # blank once decoded (a known row always was a record)
+                if isinstance(item, UnreadableRow):
+                    unreadable.append(item)
+                    continue
+                if where and next(filter_records([item], where), None) is None:
+                    continue
+                count += 1
+                for run, row_hash in wanted:
+                    self._map_one(run, item, count, row_hash)
+            chunk.clear()
+
+        lines: Iterator[RawLine] = source.read_lines()
+        for line in lines:
+            if self.stop.is_set():
+                raise SourceError("stopped (SIGTERM) before the read completed")
+            chunk.append(line)
+            if len(chunk) >= CHUNK:
+                flush()
+        flush()
+        return count
+
+    def _map_one(
+        self,
+        run: _TargetRun,
+        record: dict[str, Any],
+        ordinal: int,
+        source_hash: bytes | None = None,
+    ) -> None:
         try:
             document = run.mapper.map(record)
+            if source_hash is not None:
+                document = replace(document, source_hash=source_hash)
             run.target.validate(document.key, document.payload)
             if len(document.canonical) > MAX_DOCUMENT_BYTES:
                 raise RecordError(
@@ -318,10 +469,20 @@ class Reconciler:
             run.chunk = []
             return
         entries = [(document.key, document.hash) for document in run.chunk]
-        differing = run.staging.compare(entries)
+        sources = [document.source_hash for document in run.chunk]
+        differing = run.staging.compare(entries, sources)
         documents = {d.key: d for d in run.chunk if d.hash != _UNSEEN_HASH}
         changes = diff_chunk(documents, differing, full=run.full)
         run.unchanged += sum(1 for key in documents if key not in differing)
+        if run.remember:
+            # unchanged by payload, mapped from a row not yet known: skip that row next run
+            run.staging.remember(
+                [
+                    (d.key, d.hash, d.source_hash)
+                    for d in documents.values()
+                    if d.source_hash is not None and d.key not in differing
+                ]
+            )
         for change in changes:
             held_hash = run.held_rejections.get(change.key, _UNSEEN_HASH)
             if change.document is not None and held_hash == change.document.hash:
@@ -408,7 +569,7 @@ class Reconciler:
         try:
             if run.outcome is not None:
                 return self._finish(run, plan, Execution(), started, run.outcome, run.error)
-            upserts: list[tuple[str, bytes, bytes]] = []
+            upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
             deletes: list[str] = []
 
             def on_ack(operation: Operation) -> None:
@@ -417,7 +578,9 @@ class Reconciler:
                         deletes.append(change.key)
                     elif change.document is not None:
                         document = change.document
-                        upserts.append((document.key, document.hash, document.canonical))
+                        upserts.append(
+                            (document.key, document.hash, document.canonical, document.source_hash)
+                        )
 
             def flush() -> None:
                 if upserts or deletes:

@@ -12,7 +12,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from syncd.config import FileSourceConfig
 from syncd.errors import SourceError
@@ -50,6 +50,17 @@ def _ascii_compatible(codec: str) -> bool:
         return False
 
 
+class RawLine(NamedTuple):
+    """One line of a JSON Lines file as bytes, before decoding (``FileSource.read_lines``)."""
+
+    number: int
+    """1-based line number in the file."""
+    start: int
+    """Byte offset of ``data`` in the file."""
+    data: bytes
+    """The line's bytes (a leading byte order mark removed), its newline included."""
+
+
 class _Lines:
     """The decoded lines of a text file, counting them (1-based) as they are taken."""
 
@@ -76,9 +87,9 @@ class _Lines:
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
 
-    def _split_bytes(self, codec: str) -> Iterator[str]:
-        strip_bom = codec == "utf-8-sig"
-        decode_as = "utf-8" if strip_bom else codec
+    def raw(self) -> Iterator[RawLine]:
+        """The undecoded lines (ASCII-compatible encodings only); ``OSError`` passes."""
+        strip_bom = codecs.lookup(self.encoding).name == "utf-8-sig"
         offset = 0
         with self.path.open("rb") as handle:
             for raw in handle:
@@ -88,15 +99,22 @@ class _Lines:
                     raw = raw[len(_BOM) :]
                     start += len(_BOM)
                 self.count += 1
-                try:
-                    text = raw.decode(decode_as)
-                except UnicodeDecodeError as exc:
-                    raise SourceError(
-                        f"{self.path}: line {self.count} (byte {start + exc.start}) is not valid "
-                        f"{self.encoding}: {exc.reason}"
-                    ) from exc
-                self.last_ended = text.endswith("\n")
-                yield text
+                self.last_ended = raw.endswith(b"\n")
+                yield RawLine(self.count, start, raw)
+
+    def decode(self, line: RawLine, codec: str) -> str:
+        """A raw line as text; ``SourceError`` naming the line and byte when it isn't valid."""
+        try:
+            return line.data.decode("utf-8" if codec == "utf-8-sig" else codec)
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{self.path}: line {line.number} (byte {line.start + exc.start}) is not valid "
+                f"{self.encoding}: {exc.reason}"
+            ) from exc
+
+    def _split_bytes(self, codec: str) -> Iterator[str]:
+        for line in self.raw():
+            yield self.decode(line, codec)
 
     def _split_text(self) -> Iterator[str]:
         with self.path.open(encoding=self.encoding, newline="") as handle:
@@ -133,6 +151,8 @@ class FileSource:
     def __init__(self, config: FileSourceConfig) -> None:
         self.config = config
         self.path = config.path
+        self._raw_lines = _Lines(config.path, config.encoding)
+        self._codec = "utf-8"
 
     @property
     def format(self) -> Format:
@@ -165,26 +185,69 @@ class FileSource:
 
     # ----------------------------------------------------------------------------------
 
+    def can_read_lines(self) -> bool:
+        """Whether ``read_lines`` works here: JSON Lines in an ASCII-compatible encoding."""
+        try:
+            codec = codecs.lookup(self.config.encoding).name
+        except LookupError:
+            return False
+        return self.format == "jsonl" and _ascii_compatible(codec)
+
+    def read_lines(self) -> Iterator[RawLine]:
+        """Yield the JSON Lines file's non-blank lines, undecoded; ``parse_line`` reads one.
+
+        ``read()`` is ``parse_line`` over these, so both apply the same rules: a line is
+        decoded, checked for truncation and parsed only in ``parse_line``.
+        """
+        if not self.path.is_file():
+            what = "is not a file" if self.path.exists() else "does not exist"
+            raise SourceError(f"{self.path}: {what}")
+        try:
+            self._codec = codecs.lookup(self.config.encoding).name
+        except LookupError:
+            raise SourceError(f"{self.path}: unknown encoding {self.config.encoding!r}") from None
+        lines = self._raw_lines = _Lines(self.path, self.config.encoding)
+        try:
+            for line in lines.raw():
+                if line.data.strip():
+                    yield line
+        except OSError as exc:
+            raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+
+    def parse_line(self, line: RawLine) -> SourceItem | None:
+        """The record of a line from ``read_lines`` (None: a blank line, not a record)."""
+        text = self._raw_lines.decode(line, self._codec)
+        return self._parse_jsonl(text, line.number, ended=line.data.endswith(b"\n"))
+
+    def _parse_jsonl(self, text: str, number: int, *, ended: bool) -> SourceItem | None:
+        if not text.strip():
+            return None
+        place = f"line {number}"
+        try:
+            value = _loads(text)
+        except ValueError as exc:
+            if not ended:
+                raise SourceError(
+                    f"{self.path}: the last line ({number}) is cut short without a "
+                    "newline: the file looks truncated"
+                ) from exc
+            return UnreadableRow(place, f"not JSON: {exc}")
+        if isinstance(value, dict):
+            return value
+        return UnreadableRow(place, f"a JSON {type(value).__name__}, not an object")
+
     def _read_jsonl(self) -> Iterator[SourceItem]:
-        lines = _Lines(self.path, self.config.encoding)
+        if self.can_read_lines():
+            for line in self.read_lines():
+                item = self.parse_line(line)
+                if item is not None:
+                    yield item
+            return
+        lines = _Lines(self.path, self.config.encoding)  # UTF-16 and other wide encodings
         for text in lines:
-            if not text.strip():
-                continue
-            place = f"line {lines.count}"
-            try:
-                value = _loads(text)
-            except ValueError as exc:
-                if not lines.last_ended:
-                    raise SourceError(
-                        f"{self.path}: the last line ({lines.count}) is cut short without a "
-                        "newline: the file looks truncated"
-                    ) from exc
-                yield UnreadableRow(place, f"not JSON: {exc}")
-                continue
-            if isinstance(value, dict):
-                yield value
-            else:
-                yield UnreadableRow(place, f"a JSON {type(value).__name__}, not an object")
+            item = self._parse_jsonl(text, lines.count, ended=lines.last_ended)
+            if item is not None:
+                yield item
 
     def _read_json(self) -> Iterator[SourceItem]:
         encoding = self.config.encoding

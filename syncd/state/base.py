@@ -19,11 +19,35 @@ class Staging(Protocol):
     bounded memory: Python only ever holds one chunk plus what changed.
     """
 
-    def compare(self, entries: Sequence[tuple[str, bytes]]) -> dict[str, Acked | None]:
+    def compare(
+        self,
+        entries: Sequence[tuple[str, bytes]],
+        sources: Sequence[bytes | None] | None = None,
+    ) -> dict[str, Acked | None]:
         """Stage a chunk of (key, hash) and return only the keys that differ from state.
+
+        ``sources`` are the fingerprints of the raw rows the entries were mapped from
+        (None: unknown), in the same order.
 
         ``None`` means the key is unknown to state (a create); an ``Acked`` is what
         the target holds now (an update). Unchanged keys are not returned.
+        """
+        ...
+
+    def known(self, fingerprints: Sequence[bytes]) -> set[bytes]:
+        """Stage a chunk of raw source rows' fingerprints; return those state knows.
+
+        A known fingerprint equals the ``source_hash`` of one of the target's products:
+        that row maps to that product unchanged, so it needn't be parsed or mapped. The
+        product's key counts as staged for ``duplicates`` and ``unseen``.
+        """
+        ...
+
+    def remember(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """Record (key, hash, source_hash) of products found unchanged by payload.
+
+        Only a product whose hash is still ``hash`` takes the fingerprint, so the next
+        run skips its row.
         """
         ...
 
@@ -32,11 +56,13 @@ class Staging(Protocol):
         ...
 
     def duplicates(self) -> list[str]:
-        """Keys staged more than once in this run."""
+        """Keys staged more than once in this run, a key found through ``known`` counting
+        as staged (a skipped row and a parsed one, or a row twice, give the same key)."""
         ...
 
     def unseen(self) -> Iterator[Acked]:
-        """Acknowledged entries of the target whose key was not staged: the deletes."""
+        """Acknowledged entries of the target whose key was neither staged nor found
+        through ``known``: the deletes."""
         ...
 
     def close(self) -> None:
@@ -59,17 +85,21 @@ class StateStore(Protocol):
     def apply_acks(
         self,
         target: str,
-        upserts: Sequence[tuple[str, bytes, bytes]],
+        upserts: Sequence[tuple[str, bytes, bytes, bytes | None]],
         deletes: Sequence[str] = (),
     ) -> None:
-        """Record in one transaction: (key, hash, canonical payload) acknowledged, keys deleted.
+        """Record in one transaction: (key, hash, canonical payload, source_hash)
+        acknowledged, keys deleted.
 
+        ``source_hash`` is the fingerprint of the raw source row the payload was mapped
+        from, or None when unknown (that product's row is always parsed and mapped).
         Also closes any rejection of those keys.
         """
         ...
 
     def mark_unacknowledged(self, target: str, entries: Sequence[tuple[str, bytes]]) -> None:
-        """Before sending writes: set the hash of these keys to ``UNACKNOWLEDGED``.
+        """Before sending writes: set the hash of these keys to ``UNACKNOWLEDGED`` (and
+        their ``source_hash`` to None).
 
         ``entries`` are (key, canonical payload); the payload is stored only for a key not
         yet in state (so a create whose answer is lost can still be deleted later); an

@@ -31,8 +31,9 @@ READ_BATCH = 2000
 IN_BATCH = 500
 """Keys per ``IN (...)`` list when deleting by key."""
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-ACK_COLUMNS = ("target", "key", "hash", "payload", "acked_at")
-STAGED_COLUMNS = ("seq", "key", "hash")
+ACK_COLUMNS = ("target", "key", "hash", "payload", "acked_at", "source_hash")
+STAGED_COLUMNS = ("seq", "key", "hash", "source_hash")
+FINGERPRINT_COLUMNS = ("seq", "source_hash")
 
 _DEFAULT_DRIVERS = {
     "postgresql": "postgresql+psycopg",
@@ -192,7 +193,7 @@ def upsert(
 
 def executemany(
     conn: Connection,
-    stmt: sa.Insert | sa.Delete,
+    stmt: sa.Insert | sa.Delete | sa.Update,
     columns: Sequence[str],
     rows: Sequence[tuple[Any, ...]],
 ) -> None:

@@ -44,6 +44,8 @@ products = sa.Table(
     sa.Column("hash", Hash, nullable=False),
     sa.Column("payload", Json, nullable=False),
     sa.Column("acked_at", Seconds, nullable=False),
+    sa.Column("source_hash", Hash, nullable=True),
+    sa.Index(None, "target", "source_hash", "key"),  # covers the fingerprint lookups
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -109,7 +111,7 @@ def mysql_collation(dialect: Dialect) -> str:
 
 
 def staging_table(name: str, dialect: Dialect) -> sa.Table:
-    """A temporary table for one run's (seq, key, hash), typed like ``products``.
+    """A temporary table for one run's (seq, key, hash, source_hash), typed like ``products``.
 
     Same key type and collation as ``products.key``, so the joins use its index.
     """
@@ -122,6 +124,36 @@ def staging_table(name: str, dialect: Dialect) -> sa.Table:
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("key", Key, nullable=False),
         sa.Column("hash", Hash, nullable=False),
+        sa.Column("source_hash", Hash, nullable=True),
+        prefixes=["TEMPORARY"],
+        **options,
+    )
+
+
+def fingerprint_table(name: str, dialect: Dialect) -> sa.Table:
+    """A temporary table for one run's (seq, source_hash): the raw rows' fingerprints."""
+    options: dict[str, Any] = {}
+    if dialect.name in ("mysql", "mariadb"):
+        options = {**MYSQL_TABLE_OPTIONS, "mysql_collate": mysql_collation(dialect)}
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("source_hash", Hash, nullable=False),
+        prefixes=["TEMPORARY"],
+        **options,
+    )
+
+
+def skipped_table(name: str, dialect: Dialect) -> sa.Table:
+    """A temporary table for the keys of the products whose source row was skipped."""
+    options: dict[str, Any] = {}
+    if dialect.name in ("mysql", "mariadb"):
+        options = {**MYSQL_TABLE_OPTIONS, "mysql_collate": mysql_collation(dialect)}
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("key", Key, nullable=False),
         prefixes=["TEMPORARY"],
         **options,
     )

@@ -79,14 +79,14 @@ class SqlStateStore:
     def apply_acks(
         self,
         target: str,
-        upserts: Sequence[tuple[str, bytes, bytes]],
+        upserts: Sequence[tuple[str, bytes, bytes, bytes | None]],
         deletes: Sequence[str] = (),
     ) -> None:
         if not upserts and not deletes:
             return
         now = time.time()
-        latest = {key: (hash_, canonical) for key, hash_, canonical in upserts}
-        rows = [(target, key, h, c.decode(), now) for key, (h, c) in latest.items()]
+        latest = {key: (hash_, canonical, source) for key, hash_, canonical, source in upserts}
+        rows = [(target, key, h, c.decode(), now, s) for key, (h, c, s) in latest.items()]
         gone = [key for key in dict.fromkeys(deletes) if key not in latest]
         with self.translated("record acknowledgements"), self.engine.begin() as conn:
             if rows:
@@ -98,6 +98,7 @@ class SqlStateStore:
                         "hash": new.hash,
                         "payload": new.payload,
                         "acked_at": new.acked_at,
+                        "source_hash": new.source_hash,
                     },
                 )
                 executemany(conn, stmt, ACK_COLUMNS, rows)
@@ -109,9 +110,14 @@ class SqlStateStore:
             return
         now = time.time()
         latest = {key: canonical for key, canonical in entries}
-        rows = [(target, key, UNACKNOWLEDGED, c.decode(), now) for key, c in latest.items()]
+        rows = [(target, key, UNACKNOWLEDGED, c.decode(), now, None) for key, c in latest.items()]
         with self.translated("mark writes in flight"), self.engine.begin() as conn:
-            stmt = upsert(conn, products, ["target", "key"], lambda new: {"hash": new.hash})
+            stmt = upsert(
+                conn,
+                products,
+                ["target", "key"],
+                lambda new: {"hash": new.hash, "source_hash": new.source_hash},
+            )
             executemany(conn, stmt, ACK_COLUMNS, rows)
 
     def count(self, target: str) -> int:

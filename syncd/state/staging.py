@@ -17,9 +17,17 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from syncd.errors import StateError
 from syncd.model import Acked
-from syncd.state.db import READ_BATCH, STAGED_COLUMNS, acked_from_row, executemany
+from syncd.state.db import (
+    FINGERPRINT_COLUMNS,
+    READ_BATCH,
+    STAGED_COLUMNS,
+    acked_from_row,
+    executemany,
+)
 from syncd.state.schema import (
+    fingerprint_table,
     products,
+    skipped_table,
     staging_table,
 )
 
@@ -41,8 +49,13 @@ class SqlStaging:
         self._store = store
         self._target = target
         self._staged = 0
+        self._fingerprinted = 0
         self._indexed = False
         self._conn: Connection | None = None
+        self._fingerprints: sa.Table | None = None
+        """The raw rows' fingerprints (``known``), created on first use."""
+        self._skipped: sa.Table | None = None
+        """The keys of the products whose fingerprint ``known`` found: seen, unchanged."""
         with store.translated("begin staging"):
             conn = store.engine.connect()
             try:
@@ -87,11 +100,21 @@ class SqlStaging:
                 conn.rollback()
                 raise
 
-    def compare(self, entries: Sequence[tuple[str, bytes]]) -> dict[str, Acked | None]:
+    def compare(
+        self,
+        entries: Sequence[tuple[str, bytes]],
+        sources: Sequence[bytes | None] | None = None,
+    ) -> dict[str, Acked | None]:
         if not entries:
             return {}
         first = self._staged + 1
-        rows = [(seq, key, hash_) for seq, (key, hash_) in enumerate(entries, start=first)]
+        fingerprints = sources if sources is not None else [None] * len(entries)
+        rows = [
+            (seq, key, hash_, source)
+            for seq, ((key, hash_), source) in enumerate(
+                zip(entries, fingerprints, strict=True), start=first
+            )
+        ]
         s, p = self._table.c, products.c
         changed = (
             sa.select(s.key, p.hash, p.payload)
@@ -104,18 +127,76 @@ class SqlStaging:
             )
         )
         with self._transaction("stage keys") as conn:
-            _stage(conn, self._table, rows)
+            _stage(conn, self._table, STAGED_COLUMNS, rows)
             found = conn.execute(changed).all()
         self._staged += len(rows)
         return {row[0]: None if row[1] is None else acked_from_row(row) for row in found}
+
+    def known(self, fingerprints: Sequence[bytes]) -> set[bytes]:
+        if not fingerprints:
+            return set()
+        first = self._fingerprinted + 1
+        rows = list(enumerate(fingerprints, start=first))
+        with self._transaction("stage fingerprints") as conn:
+            if self._fingerprints is None or self._skipped is None:
+                suffix = uuid.uuid4().hex[:16]
+                self._fingerprints = fingerprint_table(f"syncd_fp_{suffix}", conn.dialect)
+                self._fingerprints.create(conn)
+                self._skipped = skipped_table(f"syncd_skipped_{suffix}", conn.dialect)
+                self._skipped.create(conn)
+            f, p = self._fingerprints.c, products.c
+            # one index probe per staged row (a join could scan the target's products)
+            product = (
+                sa.select(p.key)
+                .where(p.target == self._target, p.source_hash == f.source_hash)
+                .limit(1)
+                .scalar_subquery()
+            )
+            matched = sa.select(product, f.source_hash).where(
+                f.seq.between(first, first + len(rows) - 1)
+            )
+            _stage(conn, self._fingerprints, FINGERPRINT_COLUMNS, rows)
+            found = [row for row in conn.execute(matched).all() if row[0] is not None]
+            # the products of known rows are seen: their keys join the run's keys
+            _stage(conn, self._skipped, ("key",), [(row[0],) for row in found])
+        self._fingerprinted += len(rows)
+        return {bytes(row[1]) for row in found}
+
+    def remember(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
+        if not entries:
+            return
+        p = products.c
+        stmt = (
+            products.update()
+            .where(
+                p.target == sa.bindparam("b_target"),
+                p.key == sa.bindparam("b_key"),
+                p.hash == sa.bindparam("b_hash"),
+            )
+            .values(source_hash=sa.bindparam("b_source"))
+        )
+        rows = [(self._target, key, hash_, source) for key, hash_, source in entries]
+        with self._transaction("remember fingerprints") as conn:
+            executemany(conn, stmt, ("b_target", "b_key", "b_hash", "b_source"), rows)
 
     def staged_count(self) -> int:
         return self._staged
 
     def duplicates(self) -> list[str]:
         s = self._table.c
-        query = sa.select(s.key).group_by(s.key).having(sa.func.count() > 1).order_by(s.key)
         self._index()
+        keys = sa.select(s.key)
+        every = (
+            keys.subquery()
+            if self._skipped is None
+            else sa.union_all(keys, sa.select(self._skipped.c.key)).subquery()
+        )
+        query = (
+            sa.select(every.c.key)
+            .group_by(every.c.key)
+            .having(sa.func.count() > 1)
+            .order_by(every.c.key)
+        )
         with self._transaction("find duplicate keys") as conn:
             return list(conn.execute(query).scalars())
 
@@ -123,9 +204,12 @@ class SqlStaging:
         """Stream the deletes in key order, one short query per batch (keyset paging)."""
         self._index()
         s, p = self._table.c, products.c
+        seen: sa.ColumnElement[bool] = sa.exists().where(s.key == p.key)
+        if self._skipped is not None:
+            seen = sa.or_(seen, sa.exists().where(self._skipped.c.key == p.key))
         query = (
             sa.select(p.key, p.hash, p.payload)
-            .where(p.target == self._target, ~sa.exists().where(s.key == p.key))
+            .where(p.target == self._target, ~seen)
             .order_by(p.key)
             .limit(READ_BATCH)
         )
@@ -146,8 +230,13 @@ class SqlStaging:
             return
         with self._transaction("index staged keys") as conn:
             sa.Index(f"{self._table.name}_key", self._table.c.key).create(conn)
+            if self._skipped is not None:
+                name = self._skipped.name
+                sa.Index(f"{name}_key", self._skipped.c.key).create(conn)
             if conn.dialect.name in ("postgresql", "sqlite"):
                 conn.exec_driver_sql(f"ANALYZE {self._table.name}")
+                if self._skipped is not None:
+                    conn.exec_driver_sql(f"ANALYZE {self._skipped.name}")
         self._indexed = True
 
     def close(self) -> None:
@@ -158,6 +247,9 @@ class SqlStaging:
         try:
             conn.rollback()
             self._table.drop(conn)
+            for table in (self._fingerprints, self._skipped):
+                if table is not None:
+                    table.drop(conn)
             conn.commit()
         except SQLAlchemyError:
             # The temporary table dies with its session: discard the connection.
@@ -166,14 +258,19 @@ class SqlStaging:
             conn.close()
 
 
-def _stage(conn: Connection, table: sa.Table, rows: Sequence[tuple[int, str, bytes]]) -> None:
-    """Append (seq, key, hash) rows to a staging table: COPY on PostgreSQL, else executemany."""
+def _stage(
+    conn: Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[object, ...]],
+) -> None:
+    """Append rows to a staging table: COPY on PostgreSQL, else executemany."""
     if conn.dialect.name != "postgresql":
-        executemany(conn, table.insert(), STAGED_COLUMNS, rows)
+        executemany(conn, table.insert(), columns, rows)
         return
     driver = conn.connection.driver_connection
     assert driver is not None
-    copy_sql = f"COPY {table.name} ({', '.join(STAGED_COLUMNS)}) FROM STDIN"
+    copy_sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     try:
         with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
             for row in rows:

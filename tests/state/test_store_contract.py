@@ -40,8 +40,8 @@ def doc(key: str, **payload) -> Document:
     return Document.of(key, payload or {"name": key})
 
 
-def acks(*docs: Document) -> list[tuple[str, bytes, bytes]]:
-    return [(d.key, d.hash, d.canonical) for d in docs]
+def acks(*docs: Document) -> list[tuple[str, bytes, bytes, bytes | None]]:
+    return [(d.key, d.hash, d.canonical, d.source_hash) for d in docs]
 
 
 def acked(d: Document) -> Acked:
@@ -392,3 +392,46 @@ def test_writes_in_flight_are_marked_unacknowledged(store) -> None:
         "known": UNACKNOWLEDGED,
         "new": UNACKNOWLEDGED,
     }
+
+
+# -- raw-row fingerprints (source_hash) -----------------------------------------
+
+
+def test_fingerprints_are_stored_with_acks_known_to_staging_and_cleared_when_in_flight(
+    store,
+) -> None:
+    a, b, c = doc("a"), doc("b"), doc("c")
+    fa, fb, fc = b"A" * 16, b"B" * 16, b"C" * 16
+    store.apply_acks("uf", [(a.key, a.hash, a.canonical, fa), (b.key, b.hash, b.canonical, fb)])
+    store.apply_acks("uf", [(c.key, c.hash, c.canonical, None)])
+    store.apply_acks("vb", [(a.key, a.hash, a.canonical, fc)])
+    store.mark_unacknowledged("uf", [("b", b.canonical)])
+    with store.begin_staging("uf") as staging:
+        assert staging.known([fa, fb, fc, b"D" * 16]) == {fa}
+        # a product whose fingerprint was staged is seen; one whose key was staged too
+        assert staging.compare([("c", c.hash)], [fc]) == {}
+        assert [u.key for u in staging.unseen()] == ["b"]
+        assert staging.duplicates() == []
+
+
+def test_a_staged_fingerprint_and_a_staged_key_of_the_same_product_are_a_duplicate(
+    store,
+) -> None:
+    a, b = doc("a"), doc("b")
+    fa, fb = b"A" * 16, b"B" * 16
+    store.apply_acks("uf", [(a.key, a.hash, a.canonical, fa), (b.key, b.hash, b.canonical, fb)])
+    with store.begin_staging("uf") as staging:
+        staging.known([fa, fb, fb])  # "b" arrives twice, verbatim
+        staging.compare([("a", doc("a", v=2).hash)], [b"X" * 16])  # and "a" from another row
+        assert staging.duplicates() == ["a", "b"]
+
+
+def test_remember_records_a_fingerprint_only_for_an_unchanged_hash(store) -> None:
+    a, b = doc("a"), doc("b")
+    store.apply_acks("uf", acks(a, b))
+    fa, fb = b"A" * 16, b"B" * 16
+    with store.begin_staging("uf") as staging:
+        staging.known([b"Z" * 16])
+        staging.remember([("a", a.hash, fa), ("b", doc("b", v=2).hash, fb)])
+    with store.begin_staging("uf") as staging:
+        assert staging.known([fa, fb]) == {fa}

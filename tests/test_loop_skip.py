@@ -1,0 +1,267 @@
+"""Skipping unchanged JSON Lines rows by their raw fingerprint (``source.skip_unchanged_rows``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd import reconcile
+from syncd.mapping import Mapper
+from syncd.model import Document, Record
+from syncd.sandbox import FakeUserflux, FakeVambe
+from tests.support import KEY, Harness, acknowledged, catalog, userflux_target, vambe_target
+
+
+def passthrough(record: Record, document: dict[str, Any]) -> dict[str, Any]:
+    """A mapping callable that changes nothing (it still turns skipping off)."""
+    return document
+
+
+class _Counting:
+    def __init__(self, mapper: Mapper, calls: dict[str, int], name: str) -> None:
+        self._mapper, self._calls, self._name = mapper, calls, name
+
+    def map(self, record: Record) -> Document:
+        self._calls[self._name] = self._calls.get(self._name, 0) + 1
+        return self._mapper.map(record)
+
+
+@pytest.fixture
+def maps(monkeypatch) -> dict[str, int]:
+    """Records mapped per target, counted through every mapper the runs build."""
+    calls: dict[str, int] = {}
+    build = reconcile.build_mapper
+
+    def counting(config: Any, key: str) -> Mapper:
+        return _Counting(build(config, key), calls, config.name)
+
+    monkeypatch.setattr(reconcile, "build_mapper", counting)
+    return calls
+
+
+@pytest.fixture
+def fakes() -> Iterator[tuple[FakeUserflux, FakeVambe, str]]:
+    with FakeUserflux(api_key=KEY) as userflux, FakeVambe(api_key=KEY) as vambe:
+        yield userflux, vambe, vambe.add_block()
+
+
+def harness(tmp_path: Path, fakes, **source: Any) -> Harness:
+    userflux, vambe, block = fakes
+    return Harness(
+        tmp_path, [userflux_target(userflux.url), vambe_target(vambe.url, block)], **source
+    )
+
+
+def writes(fakes) -> int:
+    userflux, vambe, _ = fakes
+    return userflux.request_count() + vambe.request_count(method="POST")
+
+
+def reset(fakes, maps: dict[str, int]) -> None:
+    userflux, vambe, _ = fakes
+    userflux.reset_requests()
+    vambe.reset_requests()
+    maps.clear()
+
+
+def test_a_second_run_over_an_unchanged_file_parses_maps_and_sends_nothing(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    h.write(catalog(30))
+    assert h.sync().ok
+    assert maps == {"uf": 30, "vb": 30}
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert report.ok
+    assert maps == {}
+    assert writes(fakes) == 0
+    assert [t.unchanged for t in report.targets] == [30, 30]
+    assert [t.deleted for t in report.targets] == [0, 0]
+    assert len(acknowledged(h.store, "uf")) == 30
+    h.close()
+
+
+def test_an_edited_line_is_remapped_and_pushed_and_a_removed_line_deletes(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    records = catalog(20)
+    h.write(records)
+    assert h.sync().ok
+    reset(fakes, maps)
+    records[3] = dict(records[3], price="99.00")
+    removed = records.pop(7)
+    h.write(records)
+
+    report = h.sync()
+
+    assert report.ok
+    assert maps == {"uf": 1, "vb": 1}
+    userflux, _, _ = fakes
+    assert userflux.products[("product", records[3]["sku"])]["properties"]["price"] == 99.0
+    assert ("product", removed["sku"]) not in userflux.products
+    assert [(t.updated, t.deleted, t.unchanged) for t in report.targets] == [(1, 1, 18)] * 2
+    h.close()
+
+
+def test_a_line_repeated_verbatim_is_rejected_as_a_duplicate_and_deletes_nothing(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    records = catalog(10)
+    h.write(records)
+    assert h.sync().ok
+    reset(fakes, maps)
+    h.write([*records, records[4]])
+
+    report = h.sync()
+
+    duplicate = records[4]["sku"]
+    for target in ("uf", "vb"):
+        reasons = {r.key: r.reason for r in h.store.open_rejections(target)}
+        assert "duplicate key" in reasons[duplicate]
+    assert [t.deleted for t in report.targets] == [0, 0]
+    assert writes(fakes) == 0
+    h.close()
+
+
+def test_a_changed_line_whose_key_a_skipped_line_also_has_is_a_duplicate(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    records = catalog(10)
+    h.write(records)
+    assert h.sync().ok
+    reset(fakes, maps)
+    h.write([*records, dict(records[2], title="Impostor")])
+
+    report = h.sync()
+
+    duplicate = records[2]["sku"]
+    reasons = {r.key: r.reason for r in h.store.open_rejections("uf")}
+    assert "duplicate key" in reasons[duplicate]
+    assert writes(fakes) == 0
+    assert [t.deleted for t in report.targets] == [0, 0]
+    h.close()
+
+
+def test_a_mapping_change_remaps_everything_and_pushes_only_what_changed(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    h.write(catalog(12))
+    assert h.sync().ok
+    reset(fakes, maps)
+    # a new property from a field only some records have: their payloads change
+    properties = h.raw["targets"][0]["mapping"]["properties"]
+    properties["hue"] = "color"
+    h2 = Harness(tmp_path, h.raw["targets"], key="sku")
+    h.close()
+
+    report = h2.sync()
+
+    assert report.ok
+    assert maps == {"uf": 12}
+    assert report.targets[0].updated == 12 and report.targets[1].unchanged == 12
+    reset(fakes, maps)
+    assert h2.sync().ok
+    assert maps == {}
+    h2.close()
+
+
+def test_products_unchanged_by_a_mapping_change_are_skipped_from_the_next_run(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    h.write(catalog(8))
+    assert h.sync().ok
+    targets = h.raw["targets"]
+    targets[0]["concurrency"] = 2  # the fingerprint changes, no payload does
+    h.close()
+    h2 = Harness(tmp_path, targets, key="sku")
+    reset(fakes, maps)
+
+    report = h2.sync()
+
+    assert maps == {"uf": 8}
+    assert writes(fakes) == 0 and report.targets[0].unchanged == 8
+    reset(fakes, maps)
+    assert h2.sync().ok
+    assert maps == {}
+    h2.close()
+
+
+def test_skip_unchanged_rows_false_maps_everything(tmp_path, fakes, maps) -> None:
+    h = harness(tmp_path, fakes, skip_unchanged_rows=False)
+    h.write(catalog(10))
+    assert h.sync().ok
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert report.ok
+    assert maps == {"uf": 10, "vb": 10}
+    assert writes(fakes) == 0
+    h.close()
+
+
+def test_a_callable_mapping_turns_skipping_off_for_its_target(tmp_path, fakes, maps) -> None:
+    userflux, vambe, block = fakes
+    uf = userflux_target(userflux.url)
+    uf["mapping"]["callable"] = "tests.test_loop_skip:passthrough"
+    h = Harness(tmp_path, [uf, vambe_target(vambe.url, block)])
+    h.write(catalog(10))
+    assert h.sync().ok
+    reset(fakes, maps)
+
+    assert h.sync().ok
+
+    assert maps == {"uf": 10}
+    assert writes(fakes) == 0
+    h.close()
+
+
+def test_unacknowledged_and_rejected_rows_are_remapped_every_run(tmp_path, fakes, maps) -> None:
+    h = harness(tmp_path, fakes)
+    records = catalog(6)
+    records[1]["price"] = "about ten"
+    h.write(records)
+    h.sync()
+    # a write in flight when the process died: its fingerprint is forgotten
+    h.store.mark_unacknowledged("uf", [(records[2]["sku"], b"{}")])
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert maps == {"uf": 2, "vb": 1}
+    assert report.targets[0].rejected == 1
+    userflux, _, _ = fakes
+    assert userflux.request_count() == 1
+    h.close()
+
+
+def test_plan_writes_no_fingerprint_and_changes_nothing(tmp_path, fakes, maps) -> None:
+    h = harness(tmp_path, fakes)
+    records = catalog(5)
+    h.write(records)
+    assert h.sync().ok
+    records[0] = dict(records[0], title="Renamed")
+    h.write(records)
+    reset(fakes, maps)
+
+    plans = h.plan()
+
+    assert maps == {"uf": 1, "vb": 1}
+    assert [p.unchanged for p in plans] == [4, 4]
+    assert writes(fakes) == 0
+    assert h.store.get("uf", records[0]["sku"]) is not None
+    lines = h.path.read_text().splitlines()
+    assert json.loads(lines[0])["title"] == "Renamed"
+    h.close()

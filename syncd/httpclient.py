@@ -6,9 +6,11 @@ at a loopback fake. TLS verification is always on; a custom CA bundle may be add
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 
 import httpx
@@ -91,3 +93,21 @@ def make_client(
         transport=transport,
         follow_redirects=False,
     )
+
+
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now())

@@ -10,7 +10,6 @@ server's next URLs carry it on).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import random
@@ -25,7 +24,7 @@ import structlog
 
 from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret
 from syncd.errors import SourceError
-from syncd.httpclient import make_client
+from syncd.httpclient import make_client, parse_retry_after
 from syncd.model import SourceItem, UnreadableRow
 
 BACKOFF_INITIAL_S = 0.5
@@ -62,23 +61,6 @@ def _safe_url(url: str | httpx.URL) -> str:
     parts = urlsplit(str(url))
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from now."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
 
 
 @dataclass
@@ -315,7 +297,7 @@ class HttpSource:
                         f"{self._status_message(where, response, secret)} after {attempts} attempts"
                     )
                 reason = f"HTTP {status}"
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                wait = parse_retry_after(response.headers.get("Retry-After"))
             if wait is None:
                 delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (attempt - 1))
                 wait = delay / 2 + random.uniform(0, delay / 2)

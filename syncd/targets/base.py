@@ -7,10 +7,8 @@ everything httpx raises is translated here, once.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +16,7 @@ import httpx
 
 from syncd.diff import Change, Operation
 from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
+from syncd.httpclient import parse_retry_after
 from syncd.model import Payload
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -82,24 +81,6 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now())
 
 
 def response_reason(response: httpx.Response, limit: int = 300) -> str:

@@ -11,10 +11,11 @@ import pytest
 
 from syncd.config import HttpAuthConfig, HttpConfig, HttpSourceConfig, PaginationConfig
 from syncd.errors import SourceError
+from syncd.httpclient import parse_retry_after
 from syncd.model import UnreadableRow
 from syncd.sandbox.catalog import FakeCatalogApi
 from syncd.sources import open_source
-from syncd.sources.http import HttpSource, retry_after_seconds
+from syncd.sources.http import HttpSource
 
 TOKEN = "tok-very-secret-123"
 
@@ -426,10 +427,10 @@ def test_open_source_builds_an_http_source() -> None:
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
-    assert retry_after_seconds("3") == 3.0
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=lambda: 1445412480.0) == 10.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
 
 
 def test_the_fake_serves_bare_lists_and_nested_records_paths() -> None:

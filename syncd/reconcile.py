@@ -700,27 +700,7 @@ class Reconciler:
             if outcome in ("partial", "blocked", "interrupted")
             else "error"
         )
-        getattr(log, level)(
-            "syncd.run.finished",
-            target=name,
-            kind=report.kind,
-            outcome=outcome,
-            mode=run.mode,
-            mode_reason=run.mode_reason,
-            created=report.created,
-            updated=report.updated,
-            refreshed=report.refreshed,
-            deleted=report.deleted,
-            unchanged=report.unchanged,
-            rejected=report.rejected,
-            failed=report.failed,
-            held=report.held,
-            requests=report.requests,
-            retries=report.retries,
-            drift=run.drift,
-            duration_ms=report.duration_ms,
-            error=error,
-        )
+        getattr(log, level)("syncd.run.finished", **report.figures())
         return report
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -47,6 +47,10 @@ class TargetReport:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+    def figures(self) -> dict[str, Any]:
+        """Every field but the plan: the fields of the canonical ``syncd.run.finished`` line."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "plan"}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from syncd.config import SyncdConfig, UserfluxTargetConfig
 from syncd.mapping import build_mapper
 from syncd.model import SourceItem, UnreadableRow
-from syncd.reconcile import mapping_fingerprint, row_fingerprint
+from syncd.reconcile import mapping_fingerprint, row_digest, row_fingerprint
 from syncd.sources import open_source
 from syncd.sources.file import FileSource
 from syncd.state import open_store
@@ -50,7 +50,9 @@ def naive_sizes(config: SyncdConfig, *, seed: bool, batch: int = 2000) -> NaiveS
         for target, mapper in mappers:
             document = mapper.map(record)
             key = keys[target.name]
-            source_hash = None if raw is None or key is None else row_fingerprint(raw, key)
+            source_hash = (
+                None if raw is None or key is None else row_fingerprint(row_digest(raw), key)
+            )
             size = len(document.canonical)
             if isinstance(target, UserfluxTargetConfig):
                 sizes.bytes[target.name] = sizes.bytes.get(target.name, 0) + size + _FULL_UPDATE

@@ -11,6 +11,7 @@ import codecs
 import csv
 import json
 from collections.abc import Iterator
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -59,6 +60,41 @@ class RawLine(NamedTuple):
     """Byte offset of ``data`` in the file."""
     data: bytes
     """The line's bytes (a leading byte order mark removed), its newline included."""
+
+
+BLOCK_BYTES = 1 << 20
+"""Bytes read at a time by ``FileSource.read_blocks`` (a block is then split on newlines)."""
+
+
+class LineBlock:
+    """Consecutive lines of a JSON Lines file, undecoded (``FileSource.read_blocks``).
+
+    Holds the lines as one list of bytes, so a reader can fingerprint a block with a
+    few list operations and make a ``RawLine`` only of the lines it parses.
+    """
+
+    __slots__ = ("_starts", "ended", "first", "lines", "start")
+
+    def __init__(self, first: int, start: int, lines: list[bytes], *, ended: bool) -> None:
+        self.first = first
+        """1-based line number of ``lines[0]``."""
+        self.start = start
+        """Byte offset of ``lines[0]`` in the file."""
+        self.lines = lines
+        """Each line's bytes, newline removed (and a leading byte order mark)."""
+        self.ended = ended
+        """Whether the last line ended with a newline (False: the file's cut-off tail)."""
+        self._starts: list[int] | None = None
+
+    def row(self, index: int) -> RawLine:
+        """``lines[index]`` as a ``RawLine`` (its newline put back, when it had one)."""
+        if self._starts is None:
+            self._starts = list(
+                accumulate((len(line) + 1 for line in self.lines), initial=self.start)
+            )
+        last = index == len(self.lines) - 1
+        data = self.lines[index] if last and not self.ended else self.lines[index] + b"\n"
+        return RawLine(self.first + index, self._starts[index], data)
 
 
 class _Lines:
@@ -199,6 +235,17 @@ class FileSource:
         ``read()`` is ``parse_line`` over these, so both apply the same rules: a line is
         decoded, checked for truncation and parsed only in ``parse_line``.
         """
+        for block in self.read_blocks():
+            for index, line in enumerate(block.lines):
+                if line.strip():
+                    yield block.row(index)
+
+    def read_blocks(self) -> Iterator[LineBlock]:
+        """Yield the JSON Lines file as blocks of whole lines, blank lines included.
+
+        Reads ``BLOCK_BYTES`` at a time and splits on ``\\n`` only (a ``\\r`` inside a
+        line is JSON whitespace); a line longer than a block spans several reads.
+        """
         if not self.path.is_file():
             what = "is not a file" if self.path.exists() else "does not exist"
             raise SourceError(f"{self.path}: {what}")
@@ -206,11 +253,34 @@ class FileSource:
             self._codec = codecs.lookup(self.config.encoding).name
         except LookupError:
             raise SourceError(f"{self.path}: unknown encoding {self.config.encoding!r}") from None
-        lines = self._raw_lines = _Lines(self.path, self.config.encoding)
+        self._raw_lines = _Lines(self.path, self.config.encoding)
+        strip_bom = self._codec == "utf-8-sig"
+        number, offset = 1, 0
+        pending: list[bytes] = []  # the start of a line not ended yet
         try:
-            for line in lines.raw():
-                if line.data.strip():
-                    yield line
+            with self.path.open("rb") as handle:
+                while data := handle.read(BLOCK_BYTES):
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        pending.append(data)
+                        continue
+                    head = b"".join(pending) + data[:cut] if pending else data[:cut]
+                    pending = [data[cut + 1 :]] if cut + 1 < len(data) else []
+                    lines = head.split(b"\n")
+                    start = offset
+                    if number == 1 and strip_bom and lines[0].startswith(_BOM):
+                        lines[0] = lines[0][len(_BOM) :]
+                        start += len(_BOM)
+                    yield LineBlock(number, start, lines, ended=True)
+                    number += len(lines)
+                    offset += len(head) + 1
+                if pending:
+                    tail = b"".join(pending)
+                    start = offset
+                    if number == 1 and strip_bom and tail.startswith(_BOM):
+                        tail = tail[len(_BOM) :]
+                        start += len(_BOM)
+                    yield LineBlock(number, start, [tail], ended=False)
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
 

@@ -34,12 +34,12 @@ class Staging(Protocol):
         """
         ...
 
-    def known(self, fingerprints: Sequence[bytes]) -> set[bytes]:
-        """Stage a chunk of raw source rows' fingerprints; return those state knows.
+    def known(self, fingerprints: Sequence[bytes]) -> list[bool]:
+        """Whether state knows each of a chunk of raw source rows' fingerprints.
 
         A known fingerprint equals the ``source_hash`` of one of the target's products:
         that row maps to that product unchanged, so it needn't be parsed or mapped. The
-        product's key counts as staged for ``duplicates`` and ``unseen``.
+        product counts as seen for ``duplicates`` and ``unseen``.
         """
         ...
 

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
 import sqlalchemy as sa
@@ -25,6 +25,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from syncd.errors import StateError
 from syncd.model import Acked
 from syncd.state import migrate
+
+T = TypeVar("T")
 
 READ_BATCH = 2000
 """Rows fetched per round trip when streaming acknowledged entries or deletes."""
@@ -232,7 +234,7 @@ def delete_keys(conn: Connection, table: sa.Table, target: str, keys: Sequence[s
         conn.execute(table.delete().where(table.c.target == target, table.c.key.in_(chunk)))
 
 
-def chunks(items: Sequence[str], size: int = IN_BATCH) -> Iterator[Sequence[str]]:
+def chunks(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -145,8 +145,8 @@ def fingerprint_table(name: str, dialect: Dialect) -> sa.Table:
     )
 
 
-def skipped_table(name: str, dialect: Dialect) -> sa.Table:
-    """A temporary table for the keys of the products whose source row was skipped."""
+def key_table(name: str, dialect: Dialect) -> sa.Table:
+    """A temporary table of product keys (the candidates for deletion of a run)."""
     options: dict[str, Any] = {}
     if dialect.name in ("mysql", "mariadb"):
         options = {**MYSQL_TABLE_OPTIONS, "mysql_collate": mysql_collation(dialect)}

@@ -1,7 +1,8 @@
 """The staging of a run's keys and hashes: the bounded-memory half of the diff.
 
 A temporary table on a dedicated connection; SQL finds what changed, chunk by chunk,
-and what is gone, so Python never holds more than a chunk and the changes.
+and what is gone, so Python never holds more than a chunk and the changes (plus, when
+rows are skipped by fingerprint, the target's fingerprints: 17 bytes a product).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -22,12 +23,14 @@ from syncd.state.db import (
     READ_BATCH,
     STAGED_COLUMNS,
     acked_from_row,
+    chunks,
     executemany,
 )
+from syncd.state.fingerprints import FingerprintIndex
 from syncd.state.schema import (
     fingerprint_table,
+    key_table,
     products,
-    skipped_table,
     staging_table,
 )
 
@@ -49,13 +52,15 @@ class SqlStaging:
         self._store = store
         self._target = target
         self._staged = 0
-        self._fingerprinted = 0
         self._indexed = False
         self._conn: Connection | None = None
-        self._fingerprints: sa.Table | None = None
-        """The raw rows' fingerprints (``known``), created on first use."""
-        self._skipped: sa.Table | None = None
-        """The keys of the products whose fingerprint ``known`` found: seen, unchanged."""
+        self._fingerprints: FingerprintIndex | None = None
+        """The target's fingerprints (``known``), read on first use."""
+        self._repeated: list[bytes] = []
+        """Fingerprints ``known`` found more than once: the same row twice."""
+        self._candidate_table: sa.Table | None = None
+        self._temporary: list[sa.Table] = []
+        """Temporary tables made besides the staging table, dropped on close."""
         with store.translated("begin staging"):
             conn = store.engine.connect()
             try:
@@ -132,35 +137,43 @@ class SqlStaging:
         self._staged += len(rows)
         return {row[0]: None if row[1] is None else acked_from_row(row) for row in found}
 
-    def known(self, fingerprints: Sequence[bytes]) -> set[bytes]:
+    def known(self, fingerprints: Sequence[bytes]) -> list[bool]:
         if not fingerprints:
-            return set()
-        first = self._fingerprinted + 1
-        rows = list(enumerate(fingerprints, start=first))
-        with self._transaction("stage fingerprints") as conn:
-            if self._fingerprints is None or self._skipped is None:
-                suffix = uuid.uuid4().hex[:16]
-                self._fingerprints = fingerprint_table(f"syncd_fp_{suffix}", conn.dialect)
-                self._fingerprints.create(conn)
-                self._skipped = skipped_table(f"syncd_skipped_{suffix}", conn.dialect)
-                self._skipped.create(conn)
-            f, p = self._fingerprints.c, products.c
-            # one index probe per staged row (a join could scan the target's products)
-            product = (
-                sa.select(p.key)
-                .where(p.target == self._target, p.source_hash == f.source_hash)
-                .limit(1)
-                .scalar_subquery()
+            return []
+        found, repeated = self._fingerprint_index().see(fingerprints)
+        self._repeated.extend(repeated)  # the same row twice: a duplicate key
+        return found
+
+    def _fingerprint_index(self) -> FingerprintIndex:
+        """The target's fingerprints, read once (in index order) on first use.
+
+        On SQLite, read from the driver's cursor (it streams), past SQLAlchemy's rows:
+        building a row object for each of a million 16-byte values would cost as much
+        as the read. Elsewhere through a server-side cursor, a batch at a time.
+        """
+        if self._fingerprints is None:
+            p = products.c
+            query = (
+                sa.select(p.source_hash)
+                .where(p.target == self._target, p.source_hash.is_not(None))
+                .order_by(p.source_hash)
             )
-            matched = sa.select(product, f.source_hash).where(
-                f.seq.between(first, first + len(rows) - 1)
-            )
-            _stage(conn, self._fingerprints, FINGERPRINT_COLUMNS, rows)
-            found = [row for row in conn.execute(matched).all() if row[0] is not None]
-            # the products of known rows are seen: their keys join the run's keys
-            _stage(conn, self._skipped, ("key",), [(row[0],) for row in found])
-        self._fingerprinted += len(rows)
-        return {bytes(row[1]) for row in found}
+            with self._transaction("read fingerprints") as conn:
+                batches: Iterator[Sequence[Any]]
+                if conn.dialect.name == "sqlite":
+                    compiled = query.compile(dialect=conn.dialect)
+                    driver = conn.connection.driver_connection
+                    assert driver is not None
+                    cursor = driver.cursor()
+                    names = compiled.positiontup or ()
+                    cursor.execute(compiled.string, [compiled.params[name] for name in names])
+                    batches = iter(lambda: cursor.fetchmany(10_000), [])
+                else:
+                    batches = conn.execute(query.execution_options(yield_per=10_000)).partitions()
+                self._fingerprints = FingerprintIndex(
+                    b"".join(row[0] for row in batch) for batch in batches
+                )
+        return self._fingerprints
 
     def remember(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
         if not entries:
@@ -183,39 +196,62 @@ class SqlStaging:
         return self._staged
 
     def duplicates(self) -> list[str]:
-        s = self._table.c
+        s, p = self._table.c, products.c
         self._index()
-        keys = sa.select(s.key)
-        every = (
-            keys.subquery()
-            if self._skipped is None
-            else sa.union_all(keys, sa.select(self._skipped.c.key)).subquery()
-        )
-        query = (
-            sa.select(every.c.key)
-            .group_by(every.c.key)
-            .having(sa.func.count() > 1)
-            .order_by(every.c.key)
-        )
+        twice = sa.select(s.key).group_by(s.key).having(sa.func.count() > 1)
         with self._transaction("find duplicate keys") as conn:
-            return list(conn.execute(query).scalars())
+            keys: set[str] = set(conn.execute(twice).scalars())
+            index = self._fingerprints
+            if index is not None and index.matched:
+                # a parsed row whose product a skipped row's fingerprint also found
+                product = sa.and_(p.target == self._target, p.key == s.key)
+                found = (
+                    sa.select(s.key, p.source_hash)
+                    .select_from(self._table.join(products, product))
+                    .where(p.source_hash.is_not(None))
+                    .execution_options(yield_per=READ_BATCH)
+                )
+                pairs: Iterator[tuple[str, bytes]] = iter(conn.execute(found))
+                keys.update(key for key, value in pairs if index.was_seen(bytes(value)))
+            for chunk in chunks(self._repeated):
+                named = sa.select(p.key).where(p.target == self._target, p.source_hash.in_(chunk))
+                keys.update(conn.execute(named).scalars())
+        return sorted(keys)
 
     def unseen(self) -> Iterator[Acked]:
-        """Stream the deletes in key order, one short query per batch (keyset paging)."""
+        """Stream the deletes in key order, one short query per batch (keyset paging).
+
+        When rows were skipped by fingerprint, only the products that no skipped row
+        found are candidates (those without a fingerprint, or whose fingerprint wasn't
+        seen), so a run that skipped everything reads no products at all. A product
+        written by another process during the run with a fingerprint this run did not
+        load is not a candidate: a sync holds the target's lease, so only a ``plan``
+        racing a sync can miss such a delete, and only in its preview.
+        """
         self._index()
         s, p = self._table.c, products.c
-        seen: sa.ColumnElement[bool] = sa.exists().where(s.key == p.key)
-        if self._skipped is not None:
-            seen = sa.or_(seen, sa.exists().where(self._skipped.c.key == p.key))
-        query = (
-            sa.select(p.key, p.hash, p.payload)
-            .where(p.target == self._target, ~seen)
-            .order_by(p.key)
-            .limit(READ_BATCH)
-        )
+        index = self._fingerprints
+        query: sa.Select[Any]
+        if index is None or not index.matched:
+            query = sa.select(p.key, p.hash, p.payload).where(
+                p.target == self._target, ~sa.exists().where(s.key == p.key)
+            )
+            position = p.key
+        else:
+            candidates = self._candidates(index)
+            c = candidates.c
+            query = (
+                sa.select(p.key, p.hash, p.payload)
+                .select_from(
+                    candidates.join(products, sa.and_(p.target == self._target, p.key == c.key))
+                )
+                .where(~sa.exists().where(s.key == c.key))
+            )
+            position = c.key
+        query = query.order_by(position).limit(READ_BATCH)
         last: str | None = None
         while True:
-            page = query if last is None else query.where(p.key > last)
+            page = query if last is None else query.where(position > last)
             with self._transaction("find unseen keys") as conn:
                 batch = conn.execute(page).all()
             for row in batch:
@@ -224,19 +260,41 @@ class SqlStaging:
                 return
             last = batch[-1][0]
 
+    def _candidates(self, index: FingerprintIndex) -> sa.Table:
+        """A temporary table of the keys of the products no skipped row found."""
+        if self._candidate_table is not None:
+            return self._candidate_table
+        p = products.c
+        suffix = uuid.uuid4().hex[:16]
+        with self._transaction("find products no row was found for") as conn:
+            unmatched = fingerprint_table(f"syncd_fp_{suffix}", conn.dialect)
+            unmatched.create(conn)
+            self._temporary.append(unmatched)
+            candidates = key_table(f"syncd_keys_{suffix}", conn.dialect)
+            candidates.create(conn)
+            self._temporary.append(candidates)
+            _stage(conn, unmatched, FINGERPRINT_COLUMNS, list(enumerate(index.unseen())))
+            without = sa.select(p.key).where(p.target == self._target, p.source_hash.is_(None))
+            conn.execute(candidates.insert().from_select(["key"], without))
+            u = unmatched.c
+            by_fingerprint = sa.select(p.key).select_from(
+                unmatched.join(
+                    products, sa.and_(p.target == self._target, p.source_hash == u.source_hash)
+                )
+            )
+            conn.execute(candidates.insert().from_select(["key"], by_fingerprint))
+            sa.Index(f"{candidates.name}_key", candidates.c.key).create(conn)
+        self._candidate_table = candidates
+        return candidates
+
     def _index(self) -> None:
         """Index the staged keys once, before the set operations that need it."""
         if self._indexed:
             return
         with self._transaction("index staged keys") as conn:
             sa.Index(f"{self._table.name}_key", self._table.c.key).create(conn)
-            if self._skipped is not None:
-                name = self._skipped.name
-                sa.Index(f"{name}_key", self._skipped.c.key).create(conn)
             if conn.dialect.name in ("postgresql", "sqlite"):
                 conn.exec_driver_sql(f"ANALYZE {self._table.name}")
-                if self._skipped is not None:
-                    conn.exec_driver_sql(f"ANALYZE {self._skipped.name}")
         self._indexed = True
 
     def close(self) -> None:
@@ -246,13 +304,11 @@ class SqlStaging:
             return
         try:
             conn.rollback()
-            self._table.drop(conn)
-            for table in (self._fingerprints, self._skipped):
-                if table is not None:
-                    table.drop(conn)
+            for table in (self._table, *self._temporary):
+                table.drop(conn)
             conn.commit()
         except SQLAlchemyError:
-            # The temporary table dies with its session: discard the connection.
+            # The temporary tables die with their session: discard the connection.
             conn.invalidate()
         finally:
             conn.close()

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from syncd.errors import StateError
 from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection, RunRecord
-from syncd.state import sql
+from syncd.state import sql, staging
 from syncd.state.sql import SqlStateStore
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
@@ -34,6 +34,7 @@ def store(request) -> Iterator[SqlStateStore]:
 def small_batches(monkeypatch) -> None:
     """Page through results a few rows at a time, so paging itself is exercised."""
     monkeypatch.setattr(sql, "READ_BATCH", 3)
+    monkeypatch.setattr(staging, "READ_BATCH", 3)
 
 
 def doc(key: str, **payload) -> Document:
@@ -407,7 +408,7 @@ def test_fingerprints_are_stored_with_acks_known_to_staging_and_cleared_when_in_
     store.apply_acks("vb", [(a.key, a.hash, a.canonical, fc)])
     store.mark_unacknowledged("uf", [("b", b.canonical)])
     with store.begin_staging("uf") as staging:
-        assert staging.known([fa, fb, fc, b"D" * 16]) == {fa}
+        assert staging.known([fa, fb, fc, b"D" * 16]) == [True, False, False, False]
         # a product whose fingerprint was staged is seen; one whose key was staged too
         assert staging.compare([("c", c.hash)], [fc]) == {}
         assert [u.key for u in staging.unseen()] == ["b"]
@@ -426,6 +427,33 @@ def test_a_staged_fingerprint_and_a_staged_key_of_the_same_product_are_a_duplica
         assert staging.duplicates() == ["a", "b"]
 
 
+def test_unseen_after_skipping_is_exactly_the_products_no_row_found(store, small_batches) -> None:
+    docs = [doc(f"k{i:02d}") for i in range(20)]
+    prints = {d.key: bytes([i]) * 16 for i, d in enumerate(docs)}
+    # k00-k14 carry a fingerprint; k15-k19 don't (acknowledged before fingerprinting)
+    store.apply_acks("uf", [(d.key, d.hash, d.canonical, prints[d.key]) for d in docs[:15]])
+    store.apply_acks("uf", acks(*docs[15:]))
+    store.apply_acks("vb", [(d.key, d.hash, d.canonical, prints[d.key]) for d in docs])
+    with store.begin_staging("uf") as staging:
+        # rows skipped: k00-k09; parsed by key: k10, k11 (changed rows) and k15, k16
+        assert staging.known([prints[f"k{i:02d}"] for i in range(10)] + [b"?" * 16]) == (
+            [True] * 10 + [False]
+        )
+        staging.compare([(key, doc(key).hash) for key in ("k10", "k11", "k15", "k16", "new")])
+        store.apply_acks("uf", acks(doc("late")))  # acknowledged while staging is open
+
+        assert [u.key for u in staging.unseen()] == [
+            "k12",
+            "k13",
+            "k14",
+            "k17",
+            "k18",
+            "k19",
+            "late",
+        ]
+        assert staging.duplicates() == []
+
+
 def test_remember_records_a_fingerprint_only_for_an_unchanged_hash(store) -> None:
     a, b = doc("a"), doc("b")
     store.apply_acks("uf", acks(a, b))
@@ -434,4 +462,4 @@ def test_remember_records_a_fingerprint_only_for_an_unchanged_hash(store) -> Non
         staging.known([b"Z" * 16])
         staging.remember([("a", a.hash, fa), ("b", doc("b", v=2).hash, fb)])
     with store.begin_staging("uf") as staging:
-        assert staging.known([fa, fb]) == {fa}
+        assert staging.known([fa, fb]) == [True, False]

@@ -34,8 +34,9 @@ class Staging(Protocol):
         """
         ...
 
-    def known(self, fingerprints: Sequence[bytes]) -> list[bool]:
-        """Whether state knows each of a chunk of raw source rows' fingerprints.
+    def known(self, fingerprints: Sequence[int]) -> list[bool]:
+        """Whether state knows each of a chunk of raw source rows' fingerprints, each
+        given as the integer of its 16 bytes read big-endian.
 
         A known fingerprint equals the ``source_hash`` of one of the target's products:
         that row maps to that product unchanged, so it needn't be parsed or mapped. The

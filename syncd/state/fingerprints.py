@@ -22,6 +22,9 @@ _MASK = (1 << 64) - 1
 class FingerprintIndex:
     """Sorted 16-byte fingerprints with a seen flag each.
 
+    Lookups take a fingerprint as the integer of its bytes read big-endian (the
+    caller computes them as integers: no conversion per lookup).
+
     Built from the ``source_hash`` values of a target's products, in any order (the
     store reads them in index order, so sorting is then only a check).
     """
@@ -67,16 +70,15 @@ class FingerprintIndex:
                 return position
         return -1
 
-    def see(self, fingerprints: Iterable[bytes]) -> tuple[list[bool], list[bytes]]:
-        """Mark these fingerprints seen; return whether each is present, and those seen
-        before (earlier in this run, or twice in ``fingerprints``)."""
+    def see(self, fingerprints: Iterable[int]) -> tuple[list[bool], list[int]]:
+        """Mark these fingerprints (as big-endian integers) seen; return whether each is
+        present, and those seen before (earlier in this run, or twice in the batch)."""
         present: list[bool] = []
-        repeated: list[bytes] = []
+        repeated: list[int] = []
         # ``find``, inlined: this runs once per source row and target
         highs, lows, starts, seen = self._high, self._low, self._starts, self._seen
         shift = 64 + self._shift
-        for fingerprint in fingerprints:
-            value = int.from_bytes(fingerprint, "big")
+        for value in fingerprints:
             bucket = value >> shift
             position, end = starts[bucket], starts[bucket + 1]
             high, low = value >> 64, value & _MASK
@@ -89,7 +91,7 @@ class FingerprintIndex:
                 continue
             present.append(True)
             if seen[position]:
-                repeated.append(fingerprint)
+                repeated.append(value)
             else:
                 seen[position] = 1
                 self.matched += 1

@@ -45,6 +45,11 @@ def acks(*docs: Document) -> list[tuple[str, bytes, bytes, bytes | None]]:
     return [(d.key, d.hash, d.canonical, d.source_hash) for d in docs]
 
 
+def ints(*fingerprints: bytes) -> list[int]:
+    """Fingerprints as ``Staging.known`` takes them."""
+    return [int.from_bytes(f, "big") for f in fingerprints]
+
+
 def acked(d: Document) -> Acked:
     return Acked(key=d.key, hash=d.hash, payload=d.payload)
 
@@ -408,7 +413,7 @@ def test_fingerprints_are_stored_with_acks_known_to_staging_and_cleared_when_in_
     store.apply_acks("vb", [(a.key, a.hash, a.canonical, fc)])
     store.mark_unacknowledged("uf", [("b", b.canonical)])
     with store.begin_staging("uf") as staging:
-        assert staging.known([fa, fb, fc, b"D" * 16]) == [True, False, False, False]
+        assert staging.known(ints(fa, fb, fc, b"D" * 16)) == [True, False, False, False]
         # a product whose fingerprint was staged is seen; one whose key was staged too
         assert staging.compare([("c", c.hash)], [fc]) == {}
         assert [u.key for u in staging.unseen()] == ["b"]
@@ -422,7 +427,7 @@ def test_a_staged_fingerprint_and_a_staged_key_of_the_same_product_are_a_duplica
     fa, fb = b"A" * 16, b"B" * 16
     store.apply_acks("uf", [(a.key, a.hash, a.canonical, fa), (b.key, b.hash, b.canonical, fb)])
     with store.begin_staging("uf") as staging:
-        staging.known([fa, fb, fb])  # "b" arrives twice, verbatim
+        staging.known(ints(fa, fb, fb))  # "b" arrives twice, verbatim
         staging.compare([("a", doc("a", v=2).hash)], [b"X" * 16])  # and "a" from another row
         assert staging.duplicates() == ["a", "b"]
 
@@ -436,7 +441,7 @@ def test_unseen_after_skipping_is_exactly_the_products_no_row_found(store, small
     store.apply_acks("vb", [(d.key, d.hash, d.canonical, prints[d.key]) for d in docs])
     with store.begin_staging("uf") as staging:
         # rows skipped: k00-k09; parsed by key: k10, k11 (changed rows) and k15, k16
-        assert staging.known([prints[f"k{i:02d}"] for i in range(10)] + [b"?" * 16]) == (
+        assert staging.known(ints(*[prints[f"k{i:02d}"] for i in range(10)], b"?" * 16)) == (
             [True] * 10 + [False]
         )
         staging.compare([(key, doc(key).hash) for key in ("k10", "k11", "k15", "k16", "new")])
@@ -459,7 +464,7 @@ def test_remember_records_a_fingerprint_only_for_an_unchanged_hash(store) -> Non
     store.apply_acks("uf", acks(a, b))
     fa, fb = b"A" * 16, b"B" * 16
     with store.begin_staging("uf") as staging:
-        staging.known([b"Z" * 16])
+        staging.known(ints(b"Z" * 16))
         staging.remember([("a", a.hash, fa), ("b", doc("b", v=2).hash, fb)])
     with store.begin_staging("uf") as staging:
-        assert staging.known([fa, fb]) == [True, False]
+        assert staging.known(ints(fa, fb)) == [True, False]

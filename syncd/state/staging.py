@@ -277,11 +277,10 @@ class SqlStaging:
             _stage(conn, unmatched, FINGERPRINT_COLUMNS, list(enumerate(index.unseen())))
             without = sa.select(p.key).where(p.target == self._target, p.source_hash.is_(None))
             conn.execute(candidates.insert().from_select(["key"], without))
-            u = unmatched.c
-            by_fingerprint = sa.select(p.key).select_from(
-                unmatched.join(
-                    products, sa.and_(p.target == self._target, p.source_hash == u.source_hash)
-                )
+            # driven by the unmatched fingerprints: one index probe of products each
+            unmatched_fingerprints = sa.select(unmatched.c.source_hash)
+            by_fingerprint = sa.select(p.key).where(
+                p.target == self._target, p.source_hash.in_(unmatched_fingerprints)
             )
             conn.execute(candidates.insert().from_select(["key"], by_fingerprint))
             sa.Index(f"{candidates.name}_key", candidates.c.key).create(conn)

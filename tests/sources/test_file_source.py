@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from syncd.config import FileSourceConfig
 from syncd.errors import SourceError
 from syncd.model import UnreadableRow
+from syncd.sources import file as file_source
 from syncd.sources import open_source
 from syncd.sources.file import FileSource
 
@@ -141,6 +143,30 @@ def test_an_unknown_extension_fails_the_read_asking_for_the_format(tmp_path: Pat
     with pytest.raises(SourceError, match=r"set source\.format"):
         list(source(path).read())
     assert list(source(path, format="jsonl").read()) == [{}]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 1 << 20])
+def test_blocks_give_every_line_with_its_number_and_offset_whatever_the_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    monkeypatch.setattr(file_source, "BLOCK_BYTES", block_bytes)
+    body = b'{"id":"a"}\n\n{"id":"b",\r"x":"' + b"y" * 100 + b'"}\r\n  \n{"id":"c"}'
+    path = tmp_path / "catalog.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + body)
+    expected, offset = [], len(codecs.BOM_UTF8)
+    for number, data in enumerate(body.split(b"\n"), start=1):
+        expected.append((number, offset, data))
+        offset += len(data) + 1
+
+    blocks = list(source(path, encoding="utf-8-sig").read_blocks())
+    rows = [block.row(i) for block in blocks for i in range(len(block.lines))]
+
+    assert [(r.number, r.start, r.data.rstrip(b"\n")) for r in rows] == expected
+    assert [r.data.endswith(b"\n") for r in rows] == [True] * 4 + [False]
+    # the same lines as read_lines (which leaves the blank ones out) and read
+    read = source(path, encoding="utf-8-sig")
+    assert [r.number for r in read.read_lines()] == [1, 3, 5]
+    assert [r["id"] for r in read.read()] == ["a", "b", "c"]
 
 
 # --- JSON ------------------------------------------------------------------------------

@@ -183,7 +183,8 @@ def test_products_unchanged_by_a_mapping_change_are_skipped_from_the_next_run(
     h.write(catalog(8))
     assert h.sync().ok
     targets = h.raw["targets"]
-    targets[0]["concurrency"] = 2  # the fingerprint changes, no payload does
+    # the fingerprint changes, no payload does: a property from a field no record has
+    targets[0]["mapping"]["properties"]["hue"] = "no_such_field"
     h.close()
     h2 = Harness(tmp_path, targets, key="sku")
     reset(fakes, maps)
@@ -195,6 +196,28 @@ def test_products_unchanged_by_a_mapping_change_are_skipped_from_the_next_run(
     reset(fakes, maps)
     assert h2.sync().ok
     assert maps == {}
+    h2.close()
+
+
+def test_settings_of_how_requests_are_sent_keep_rows_skipped(tmp_path, fakes, maps) -> None:
+    h = harness(tmp_path, fakes)
+    h.write(catalog(8))
+    assert h.sync().ok
+    targets = h.raw["targets"]
+    for target in targets:
+        target.update(concurrency=1, rate_limit_per_s=5, timeout_s=9, rejection_backoff_s=60)
+        target["guards"] = {"max_delete_fraction": 0.9}
+        target["retry"] = {"max_attempts": 2}
+    targets[1].update(batch_size=500, mirror_block=True)
+    h.close()
+    h2 = Harness(tmp_path, targets, key="sku")
+    reset(fakes, maps)
+
+    report = h2.sync()
+
+    assert report.ok
+    assert maps == {}
+    assert writes(fakes) == 0 and [t.unchanged for t in report.targets] == [8, 8]
     h2.close()
 
 

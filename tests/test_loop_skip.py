@@ -88,6 +88,30 @@ def test_a_second_run_over_an_unchanged_file_parses_maps_and_sends_nothing(
     h.close()
 
 
+def test_the_fingerprint_a_run_records_is_row_fingerprint_of_the_stripped_line(
+    tmp_path, fakes, maps
+) -> None:
+    h = harness(tmp_path, fakes)
+    h.write(catalog(5))
+    assert h.sync().ok
+    lines = {json.loads(line)["sku"]: line for line in h.path.read_bytes().splitlines()}
+
+    for target in h.config.targets:
+        key = reconcile.mapping_fingerprint(h.config.source, target)
+        assert key is not None
+        with h.store.engine.connect() as conn:
+            stored = dict(
+                conn.exec_driver_sql(
+                    "SELECT key, source_hash FROM products WHERE target = ?", (target.name,)
+                ).all()
+            )
+        assert stored == {
+            sku: reconcile.row_fingerprint(reconcile.row_digest(line.strip()), key)
+            for sku, line in lines.items()
+        }
+    h.close()
+
+
 def test_an_edited_line_is_remapped_and_pushed_and_a_removed_line_deletes(
     tmp_path, fakes, maps
 ) -> None:

@@ -13,7 +13,7 @@ import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterable
-from itertools import accumulate, repeat
+from itertools import accumulate, islice, repeat
 from operator import le, rshift
 
 _MASK = (1 << 64) - 1
@@ -25,22 +25,22 @@ class FingerprintIndex:
     Lookups take a fingerprint as the integer of its bytes read big-endian (the
     caller computes them as integers: no conversion per lookup).
 
-    Built from the ``source_hash`` values of a target's products, in any order (the
-    store reads them in index order, so sorting is then only a check).
+    Built from the ``source_hash`` values of a target's products, one by one or a batch
+    concatenated at a time, in any order (the store reads them in index order, so
+    sorting is then only a check).
     """
 
     def __init__(self, fingerprints: Iterable[bytes]) -> None:
-        blob = b"".join(fingerprints)
-        if len(blob) % 16:
-            raise ValueError("fingerprints must be 16 bytes each")
         words = array("Q")
-        words.frombytes(blob)
-        del blob
+        for chunk in fingerprints:  # a batch of them concatenated, or one
+            if len(chunk) % 16:
+                raise ValueError("fingerprints must be 16 bytes each")
+            words.frombytes(chunk)
         if sys.byteorder == "little":
             words.byteswap()  # big-endian halves: numeric order is byte order
         high, low = words[0::2], words[1::2]
         del words
-        if not all(map(le, high, high[1:])):
+        if not all(map(le, high, islice(high, 1, None))):
             pairs = sorted(zip(high, low, strict=True))
             high = array("Q", (first for first, _ in pairs))
             low = array("Q", (second for _, second in pairs))

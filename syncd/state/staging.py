@@ -2,7 +2,7 @@
 
 A temporary table on a dedicated connection; SQL finds what changed, chunk by chunk,
 and what is gone, so Python never holds more than a chunk and the changes (plus, when
-rows are skipped by fingerprint, the target's fingerprints: 17 bytes a product).
+rows are skipped by fingerprint, the target's fingerprints: at most 21 bytes a product).
 """
 
 from __future__ import annotations

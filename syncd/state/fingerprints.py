@@ -59,9 +59,8 @@ class FingerprintIndex:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def find(self, fingerprint: bytes) -> int:
-        """The position of ``fingerprint``, or -1 when absent."""
-        value = int.from_bytes(fingerprint, "big")
+    def find(self, value: int) -> int:
+        """The position of a fingerprint, or -1 when absent."""
         high, low = value >> 64, value & _MASK
         bucket = high >> self._shift
         highs, lows = self._high, self._low
@@ -97,8 +96,8 @@ class FingerprintIndex:
                 self.matched += 1
         return present, repeated
 
-    def was_seen(self, fingerprint: bytes) -> bool:
-        position = self.find(fingerprint)
+    def was_seen(self, value: int) -> bool:
+        position = self.find(value)
         return position >= 0 and bool(self._seen[position])
 
     def unseen(self) -> list[bytes]:

@@ -212,7 +212,9 @@ class SqlStaging:
                     .execution_options(yield_per=READ_BATCH)
                 )
                 pairs: Iterator[tuple[str, bytes]] = iter(conn.execute(found))
-                keys.update(key for key, value in pairs if index.was_seen(bytes(value)))
+                keys.update(
+                    key for key, value in pairs if index.was_seen(int.from_bytes(value, "big"))
+                )
             repeated = [value.to_bytes(16, "big") for value in self._repeated]
             for chunk in chunks(repeated):
                 named = sa.select(p.key).where(p.target == self._target, p.source_hash.in_(chunk))

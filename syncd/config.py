@@ -130,8 +130,9 @@ class _SourceBase(_Model):
     within the guards. Applied after ``group_by``."""
     skip_unchanged_rows: bool = True
     """JSON Lines files only: skip parsing and mapping a row whose raw bytes (with the
-    target's config and syncd's version) match what produced a product already pushed,
-    unchanged. Off for ``group_by``, a callable mapping and a full refresh."""
+    target's mapping settings and syncd's version; not the URL, concurrency, rate limit
+    and other settings of how requests are sent) match what produced a product already
+    pushed, unchanged. Off for ``group_by``, a callable mapping and a full refresh."""
 
 
 class FileSourceConfig(_SourceBase):

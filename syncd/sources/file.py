@@ -256,6 +256,19 @@ class FileSource:
         self._raw_lines = _Lines(self.path, self.config.encoding)
         strip_bom = self._codec == "utf-8-sig"
         number, offset = 1, 0
+        for head, ended in self._whole_lines():
+            lines = head.split(b"\n")
+            start = offset
+            if number == 1 and strip_bom and lines[0].startswith(_BOM):
+                lines[0] = lines[0][len(_BOM) :]
+                start += len(_BOM)
+            yield LineBlock(number, start, lines, ended=ended)
+            number += len(lines)
+            offset += len(head) + 1
+
+    def _whole_lines(self) -> Iterator[tuple[bytes, bool]]:
+        """The file a run of whole lines at a time, each run's last newline cut off, and
+        whether that newline was there (False only for the file's cut-off tail)."""
         pending: list[bytes] = []  # the start of a line not ended yet
         try:
             with self.path.open("rb") as handle:
@@ -264,23 +277,10 @@ class FileSource:
                     if cut < 0:
                         pending.append(data)
                         continue
-                    head = b"".join(pending) + data[:cut] if pending else data[:cut]
+                    yield b"".join([*pending, data[:cut]]), True
                     pending = [data[cut + 1 :]] if cut + 1 < len(data) else []
-                    lines = head.split(b"\n")
-                    start = offset
-                    if number == 1 and strip_bom and lines[0].startswith(_BOM):
-                        lines[0] = lines[0][len(_BOM) :]
-                        start += len(_BOM)
-                    yield LineBlock(number, start, lines, ended=True)
-                    number += len(lines)
-                    offset += len(head) + 1
                 if pending:
-                    tail = b"".join(pending)
-                    start = offset
-                    if number == 1 and strip_bom and tail.startswith(_BOM):
-                        tail = tail[len(_BOM) :]
-                        start += len(_BOM)
-                    yield LineBlock(number, start, [tail], ended=False)
+                    yield b"".join(pending), False
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
 

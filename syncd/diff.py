@@ -83,7 +83,9 @@ class Operation:
     reason: str
     changes: tuple[Change, ...]
     body: Any = None
-    """The JSON body to send (``None`` for a bodiless request)."""
+    """A JSON body computed at plan time, if any: ``None`` for a bodiless request and for
+    one whose body the target builds when it sends (from ``changes``' documents, so the
+    plan doesn't hold every payload twice)."""
     path: str = ""
     """The request path, relative to the target's base URL."""
     removes_unlisted: bool = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Record = dict[str, Any]
@@ -41,31 +41,56 @@ payload, so the product is re-sent (in full) until the target answers 2xx for it
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A record mapped for one target: its key, payload and the payload's hash.
+    """A record mapped for one target: its key, canonical payload and the payload's hash.
 
     ``source_hash`` is the fingerprint of the raw source row it was mapped from, when
     the source has raw rows (JSON Lines) and skipping unchanged rows is on.
+
+    The payload is kept as its canonical bytes; ``payload`` decodes them. A plan holds a
+    document per changed product, and on a first sync that is the whole catalog: bytes
+    cost a quarter of the dicts they encode. ``decoded`` keeps the dict the mapping built
+    until the document has been validated (``slim`` drops it).
     """
 
     key: str
-    payload: Payload
     canonical: bytes
     hash: bytes
     source_hash: bytes | None = None
+    decoded: Payload | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, key: str, payload: Payload) -> Document:
         canonical = canonical_json(payload)
-        return cls(key=key, payload=payload, canonical=canonical, hash=payload_hash(canonical))
+        return cls(key, canonical, payload_hash(canonical), decoded=payload)
+
+    @property
+    def payload(self) -> Payload:
+        """The payload as a dict (decoded anew on each call once ``slim``)."""
+        if self.decoded is not None:
+            return self.decoded
+        return json.loads(self.canonical)  # type: ignore[no-any-return]
+
+    def slim(self, source_hash: bytes | None = None) -> Document:
+        """This document without its decoded dict (and with ``source_hash``, if given)."""
+        return Document(self.key, self.canonical, self.hash, source_hash or self.source_hash)
 
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """What the target last acknowledged for a key: the hash and the payload sent."""
+    """What the target last acknowledged for a key: the hash and the payload sent
+    (its canonical bytes, as state keeps them; ``payload`` decodes them)."""
 
     key: str
     hash: bytes
-    payload: Payload
+    canonical: bytes
+
+    @classmethod
+    def of(cls, key: str, digest: bytes, payload: Payload) -> Acked:
+        return cls(key, digest, canonical_json(payload))
+
+    @property
+    def payload(self) -> Payload:
+        return json.loads(self.canonical)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

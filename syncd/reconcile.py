@@ -472,8 +472,6 @@ class Reconciler:
     ) -> None:
         try:
             document = run.mapper.map(record)
-            if source_hash is not None:
-                document = replace(document, source_hash=source_hash)
             run.target.validate(document.key, document.payload)
             if len(document.canonical) > MAX_DOCUMENT_BYTES:
                 raise RecordError(
@@ -485,12 +483,12 @@ class Reconciler:
             reason = f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key:
-                run.chunk.append(Document(key, {}, b"", _UNSEEN_HASH))
+                run.chunk.append(Document(key, b"", _UNSEEN_HASH))
                 run.unsendable.add(key)
             else:
                 run.keyless.append(reason)
         else:
-            run.chunk.append(document)
+            run.chunk.append(document.slim(source_hash))  # the plan holds bytes, not dicts
         if len(run.chunk) >= CHUNK:
             self._flush_chunk(run)
 

@@ -26,7 +26,7 @@ def doc(key: str, **payload: object) -> Document:
 
 def acked(key: str, **payload: object) -> Acked:
     document = doc(key, **payload)
-    return Acked(key, document.hash, document.payload)
+    return Acked(key, document.hash, document.canonical)
 
 
 # -- diff_chunk -------------------------------------------------------------------------

@@ -150,6 +150,21 @@ def test_plan_sends_nothing_and_matches_what_sync_then_does(harness, fake):
     assert report.targets[0].requests == 12
 
 
+def test_a_first_sync_plan_holds_each_payload_once_as_bytes(harness, fake):
+    """A first sync plans every product: no payload dict and no FULL_UPDATE body is kept
+    in the plan (they are rebuilt when sent), only each document's canonical bytes."""
+    harness.write(catalog(30))
+
+    [plan] = harness.plan()
+
+    documents = [change.document for op in plan.operations for change in op.changes]
+    assert len(documents) == 30
+    assert all(d is not None and d.decoded is None and d.canonical for d in documents)
+    assert all(op.body is None for op in plan.operations)
+    harness.sync()
+    assert fake.products == expected_userflux(catalog(30))
+
+
 def test_duplicate_keys_are_rejected_by_name_and_neither_copy_is_pushed(harness, fake):
     records = catalog(6)
     records.append(dict(records[2], title="Impostor"))

@@ -8,7 +8,6 @@ statement helpers, and ``upgrade_database``/``current_revision`` for the CLI.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -242,4 +241,4 @@ def chunks(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:
 def acked_from_row(row: Sequence[Any]) -> Acked:
     """An ``Acked`` from a (key, hash, payload JSON text) row."""
     key, hash_, payload = row
-    return Acked(key=key, hash=bytes(hash_), payload=json.loads(payload))
+    return Acked(key, bytes(hash_), payload.encode() if isinstance(payload, str) else payload)

@@ -109,8 +109,7 @@ class SqlStateStore:
         if not entries:
             return
         now = time.time()
-        latest = {key: canonical for key, canonical in entries}
-        rows = [(target, key, UNACKNOWLEDGED, c.decode(), now, None) for key, c in latest.items()]
+        latest = list(dict(entries).items())
         with self.translated("mark writes in flight"), self.engine.begin() as conn:
             stmt = upsert(
                 conn,
@@ -118,7 +117,10 @@ class SqlStateStore:
                 ["target", "key"],
                 lambda new: {"hash": new.hash, "source_hash": new.source_hash},
             )
-            executemany(conn, stmt, ACK_COLUMNS, rows)
+            # in slices: on a first sync this is every product, decoded to text
+            for batch in chunks(latest, READ_BATCH):
+                rows = [(target, key, UNACKNOWLEDGED, c.decode(), now, None) for key, c in batch]
+                executemany(conn, stmt, ACK_COLUMNS, rows)
 
     def count(self, target: str) -> int:
         query = sa.select(sa.func.count()).select_from(products).where(products.c.target == target)

@@ -83,23 +83,26 @@ def _full_body(payload: Payload, previous: Payload | None) -> dict[str, Any]:
 def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
     """The request for a create, update or refresh, following DESIGN.md's table.
 
-    ``full_reason`` forces FULL_UPDATE (a full refresh) and says why.
+    ``full_reason`` forces FULL_UPDATE (a full refresh) and says why. A FULL_UPDATE's
+    body is left to ``request_body`` (built when sent), so a first sync's plan holds
+    no second copy of every payload; an INCREMENTAL_UPDATE's, which needs the previous
+    payload to compute, is built here.
     """
     document = change.document
     assert document is not None
-    payload = document.payload
-    previous = change.previous.payload if change.previous is not None else None
     path = "/product"
 
     def full(reason: str) -> Operation:
-        return Operation(UPSERT, FULL, reason, (change,), _full_body(payload, previous), path)
+        return Operation(UPSERT, FULL, reason, (change,), None, path)
 
     if full_reason is not None:
         return full(full_reason)
-    if previous is None:
+    if change.previous is None:
         return full("not in state: the target's copy is unknown, so send every property")
-    if change.previous is not None and change.previous.hash == UNACKNOWLEDGED:
+    if change.previous.hash == UNACKNOWLEDGED:
         return full("the last write was not acknowledged: the target's copy is uncertain")
+    payload = document.payload
+    previous = change.previous.payload
     if previous.get("typeId") != payload["typeId"]:
         return full(
             f"typeId changed from {previous.get('typeId')!r}: re-created under the new type"
@@ -131,6 +134,17 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
         parts.append(f"AI overrides {_describe(changed_ai)}")
     reason = " and ".join(parts) or "payload changed"
     return Operation(UPSERT, INCREMENTAL, f"{reason}; nothing removed", (change,), body, path)
+
+
+def request_body(operation: Operation) -> dict[str, Any]:
+    """The JSON body of an upsert: the planned one, or for FULL_UPDATE every property of
+    the document (and its AI overrides), built now from its canonical bytes."""
+    if operation.body is not None:
+        return operation.body  # type: ignore[no-any-return]
+    change = operation.changes[0]
+    assert change.document is not None
+    previous = change.previous.payload if change.previous is not None else None
+    return _full_body(change.document.payload, previous)
 
 
 def plan_delete(change: Change) -> Operation:
@@ -225,20 +239,18 @@ class UserfluxTarget:
     def send(self, operation: Operation) -> None:
         key = operation.changes[0].key
         if operation.endpoint == UPSERT:
-            body = json.dumps(operation.body, separators=(",", ":"), ensure_ascii=False).encode()
+            document = request_body(operation)
+            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
             what = f"POST /product (id {key!r})"
             response = send_request(
                 self._clients.get(), "POST", operation.path, body=body, what=what
             )
             self._check(response, what)
-            change = operation.changes[0]
-            old_type = change.previous.payload.get("typeId") if change.previous else None
-            if (
-                old_type is not None
-                and change.document is not None
-                and old_type != change.document.payload["typeId"]
-            ):
-                self._delete_old_type(key, str(old_type))
+            previous = operation.changes[0].previous
+            if operation.mode == FULL and previous is not None:  # incremental keeps the type
+                old_type = previous.payload.get("typeId")
+                if old_type is not None and old_type != document["typeId"]:
+                    self._delete_old_type(key, str(old_type))
         elif operation.endpoint == DELETE:
             what = f"DELETE {operation.path}"
             response = send_request(

@@ -51,7 +51,7 @@ def ints(*fingerprints: bytes) -> list[int]:
 
 
 def acked(d: Document) -> Acked:
-    return Acked(key=d.key, hash=d.hash, payload=d.payload)
+    return Acked(d.key, d.hash, d.canonical)
 
 
 # -- acknowledged products ------------------------------------------------------
@@ -390,8 +390,8 @@ def test_writes_in_flight_are_marked_unacknowledged(store) -> None:
 
     store.mark_unacknowledged("uf", [("known", doc("known", v=2).canonical), ("new", b'{"n":1}')])
 
-    assert store.get("uf", "known") == Acked("known", UNACKNOWLEDGED, {"v": 1})
-    assert store.get("uf", "new") == Acked("new", UNACKNOWLEDGED, {"n": 1})
+    assert store.get("uf", "known") == Acked.of("known", UNACKNOWLEDGED, {"v": 1})
+    assert store.get("uf", "new") == Acked.of("new", UNACKNOWLEDGED, {"n": 1})
     with store.begin_staging("uf") as staging:
         diff = staging.compare([("known", doc("known", v=2).hash), ("new", doc("new").hash)])
     assert {key: old.hash for key, old in diff.items() if old} == {

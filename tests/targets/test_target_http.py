@@ -50,7 +50,7 @@ def vb_product(key: str = "e1", **changes: object) -> dict:
 
 def acked(body: dict, key: str | None = None) -> Acked:
     document = Document.of(key or body.get("id") or body["external_id"], body)
-    return Acked(document.key, document.hash, document.payload)
+    return Acked(document.key, document.hash, document.canonical)
 
 
 def new(key: str, body: dict) -> Change:

@@ -16,6 +16,7 @@ from syncd.targets.userflux import (
     plan_delete,
     plan_update,
     plan_userflux,
+    request_body,
 )
 
 TYPE = "shoes"
@@ -35,7 +36,7 @@ def payload(
 
 def acked_of(body: dict) -> Acked:
     document = Document.of(body["id"], body)
-    return Acked(document.key, document.hash, document.payload)
+    return Acked(document.key, document.hash, document.canonical)
 
 
 def create(body: dict) -> Change:
@@ -58,8 +59,8 @@ def assert_valid_request(operation: Operation) -> None:
     """The body satisfies the UpsertProductRequest contract (the fake's own validator)."""
     assert operation.endpoint == UPSERT
     assert operation.path == "/product"
-    assert validate_upsert(operation.body, frozenset({TYPE, "boots"})) == []
-    assert operation.body["propertiesUpdateType"] == operation.mode
+    assert validate_upsert(request_body(operation), frozenset({TYPE, "boots"})) == []
+    assert request_body(operation)["propertiesUpdateType"] == operation.mode
 
 
 BASE = {"title": "Trail shoe", "price": 10, "description": {"full": "Long", "short": "S"}}
@@ -74,7 +75,7 @@ def test_a_new_key_is_sent_as_full_update_with_every_property():
     operation = plan_update(create(body))
 
     assert operation.mode == FULL
-    assert operation.body == {
+    assert request_body(operation) == {
         "id": "p1",
         "typeId": TYPE,
         "properties": BASE,
@@ -85,11 +86,32 @@ def test_a_new_key_is_sent_as_full_update_with_every_property():
     assert_valid_request(operation)
 
 
+def test_a_full_update_body_is_built_when_sent_from_the_documents_bytes():
+    """The plan holds no payload dict for FULL_UPDATE (a first sync plans every product):
+    the body comes from the canonical bytes of a slim document, the same as from the dict."""
+    body = payload(properties=BASE, overrides={"description.full": "AI text"})
+    before = payload(properties=BASE, overrides={"title": "old AI"})
+    slim = Change(ChangeKind.UPDATE, "p1", Document.of("p1", body).slim(), acked_of(before))
+    assert slim.document is not None and slim.document.decoded is None
+
+    operation = plan_update(slim, full_reason="full refresh (--full)")
+
+    assert operation.body is None, "nothing but the document is held until sending"
+    assert request_body(operation) == {
+        "id": "p1",
+        "typeId": TYPE,
+        "properties": BASE,
+        "propertiesUpdateType": FULL,
+        "aiPropertyOverrides": {"description.full": "AI text"},
+    }
+    assert_valid_request(operation)
+
+
 def test_a_new_key_without_properties_still_sends_an_empty_properties_object():
     operation = plan_update(create({"id": "p1", "typeId": TYPE}))
 
-    assert operation.body["properties"] == {}
-    assert "aiPropertyOverrides" not in operation.body
+    assert request_body(operation)["properties"] == {}
+    assert "aiPropertyOverrides" not in request_body(operation)
     assert_valid_request(operation)
 
 
@@ -113,7 +135,7 @@ def test_plan_sends_full_update_when_a_property_path_is_removed(before, after, r
     operation = plan_update(update(payload(properties=before), payload(properties=after)))
 
     assert operation.mode == FULL
-    assert operation.body["properties"] == after, "FULL_UPDATE carries every property"
+    assert request_body(operation)["properties"] == after, "FULL_UPDATE carries every property"
     assert repr(removed) in operation.reason
     assert_valid_request(operation)
 
@@ -148,7 +170,7 @@ def test_plan_sends_only_changed_top_level_properties_incrementally(after, sent)
     operation = plan_update(update(payload(properties=BASE), payload(properties=after)))
 
     assert operation.mode == INCREMENTAL
-    assert operation.body == {
+    assert request_body(operation) == {
         "id": "p1",
         "typeId": TYPE,
         "properties": sent,
@@ -165,7 +187,7 @@ def test_a_shortened_list_is_a_changed_value_not_a_removed_path():
     operation = plan_update(update(before, after))
 
     assert operation.mode == INCREMENTAL
-    assert operation.body["properties"] == {"tags": ["a"]}
+    assert request_body(operation)["properties"] == {"tags": ["a"]}
 
 
 # -- aiPropertyOverrides ----------------------------------------------------------------
@@ -181,8 +203,8 @@ def test_changed_or_added_ai_overrides_are_included_in_an_incremental_update():
     operation = plan_update(update(before, after))
 
     assert operation.mode == INCREMENTAL
-    assert operation.body["properties"] == {}
-    assert operation.body["aiPropertyOverrides"] == {
+    assert request_body(operation)["properties"] == {}
+    assert request_body(operation)["aiPropertyOverrides"] == {
         "title": "AI title 2",
         "description.full": "AI",
     }
@@ -198,8 +220,8 @@ def test_unchanged_ai_overrides_are_not_resent_with_a_property_change():
     operation = plan_update(update(before, after))
 
     assert operation.mode == INCREMENTAL
-    assert operation.body["properties"] == {"price": 99}
-    assert "aiPropertyOverrides" not in operation.body
+    assert request_body(operation)["properties"] == {"price": 99}
+    assert "aiPropertyOverrides" not in request_body(operation)
 
 
 @pytest.mark.parametrize(
@@ -217,8 +239,8 @@ def test_a_removed_ai_override_forces_a_full_update(after_overrides, removed):
 
     assert operation.mode == FULL
     assert f"AI override {removed!r} was removed" in operation.reason
-    assert operation.body["properties"] == BASE
-    assert operation.body.get("aiPropertyOverrides", {}) == (after_overrides or {})
+    assert request_body(operation)["properties"] == BASE
+    assert request_body(operation).get("aiPropertyOverrides", {}) == (after_overrides or {})
     assert_valid_request(operation)
 
 
@@ -229,8 +251,8 @@ def test_an_ai_overrides_value_of_null_that_passed_validation_does_not_crash_pla
     operation = plan_update(update(before, after))
 
     assert operation.mode == INCREMENTAL
-    assert operation.body["properties"] == {"a": 2}
-    assert "aiPropertyOverrides" not in operation.body
+    assert request_body(operation)["properties"] == {"a": 2}
+    assert "aiPropertyOverrides" not in request_body(operation)
 
 
 # -- typeId change ----------------------------------------------------------------------
@@ -243,8 +265,8 @@ def test_a_changed_type_id_is_a_full_update_under_the_new_type():
     operation = plan_update(update(before, after))
 
     assert operation.mode == FULL
-    assert operation.body["typeId"] == "boots"
-    assert operation.body["properties"] == after["properties"]
+    assert request_body(operation)["typeId"] == "boots"
+    assert request_body(operation)["properties"] == after["properties"]
     assert "typeId changed" in operation.reason
     assert_valid_request(operation)
 
@@ -266,8 +288,8 @@ def test_a_full_refresh_sends_every_product_as_full_update_with_the_runs_reason(
     assert [op.mode for op in planned.operations] == [FULL, FULL, FULL]
     assert {op.reason for op in planned.operations} == {"weekly drift repair"}
     assert [op.keys for op in planned.operations] == [("n1",), ("u1",), ("r1",)]
-    assert planned.operations[1].body["properties"] == {**BASE, "price": 3}
-    assert planned.operations[2].body["aiPropertyOverrides"] == {"title": "AI"}
+    assert request_body(planned.operations[1])["properties"] == {**BASE, "price": 3}
+    assert request_body(planned.operations[2])["aiPropertyOverrides"] == {"title": "AI"}
     for operation in planned.operations:
         assert_valid_request(operation)
 

@@ -51,13 +51,13 @@ def without(field: str) -> dict:
 
 def change(key: str, kind: ChangeKind = ChangeKind.CREATE) -> Change:
     document = Document.of(key, product(key))
-    previous = None if kind is ChangeKind.CREATE else Acked(key, document.hash, document.payload)
+    previous = None if kind is ChangeKind.CREATE else Acked(key, document.hash, document.canonical)
     return Change(kind, key, document, previous)
 
 
 def gone(key: str) -> Change:
     document = Document.of(key, product(key))
-    return Change(ChangeKind.DELETE, key, None, Acked(key, document.hash, document.payload))
+    return Change(ChangeKind.DELETE, key, None, Acked(key, document.hash, document.canonical))
 
 
 def plan(changes, deletes=(), **options):

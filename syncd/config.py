@@ -129,10 +129,12 @@ class _SourceBase(_Model):
     left out count as absent from the catalog: products already pushed are deleted,
     within the guards. Applied after ``group_by``."""
     skip_unchanged_rows: bool = True
-    """JSON Lines files only: skip parsing and mapping a row whose raw bytes (with the
-    target's mapping settings and syncd's version; not the URL, concurrency, rate limit
-    and other settings of how requests are sent) match what produced a product already
-    pushed, unchanged. Off for ``group_by``, a callable mapping and a full refresh."""
+    """Skip mapping a row whose raw bytes (with the target's mapping settings and syncd's
+    version; not the URL, concurrency, rate limit and other settings of how requests are
+    sent) match what produced a product already pushed, unchanged. A JSON Lines line is
+    its own raw bytes (and is not even parsed); a record of any other source (SQL row,
+    HTTP, JSON, CSV) is fingerprinted as its JSON. Off for ``group_by``, a callable
+    mapping and a full refresh."""
 
 
 class FileSourceConfig(_SourceBase):

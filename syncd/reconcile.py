@@ -12,9 +12,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
 import httpx
@@ -29,11 +30,11 @@ from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
 from syncd.mapping import Mapper, build_mapper
-from syncd.model import Document, Rejection, RunRecord, SourceItem, UnreadableRow
+from syncd.model import Document, Record, Rejection, RunRecord, SourceItem, UnreadableRow
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
 from syncd.sources.base import filter_records
-from syncd.sources.file import FileSource
+from syncd.sources.file import FileSource, LineBlock
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
 
@@ -45,6 +46,11 @@ compared, so this bounds a run's memory (5000 of ~1 KB products cost ~30 MB more
 MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 _UNSEEN_HASH = b""
+_ROW_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""A record's raw bytes, for sources that have no raw rows (SQL, HTTP, JSON, CSV)."""
+
+_RowBlock = tuple[Sequence[bytes], Callable[[int], SourceItem | None]]
+"""Raw rows to fingerprint, and the item of row ``i`` (None: no record), made on demand."""
 """Staged for a product present in the source but rejected: it must not look deleted."""
 
 
@@ -148,6 +154,10 @@ def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | N
     )
     digest.update(shared)
     return digest.digest()
+
+
+def _kept(record: Record, where: Mapping[str, Any]) -> bool:
+    return next(filter_records([record], where), None) is not None
 
 
 def row_digest(stripped: bytes) -> bytes:
@@ -341,11 +351,15 @@ class Reconciler:
         source_error: str | None = None
         source = self._source or open_source(self.config.source, self.config.http)
         if active:
-            lines = isinstance(source, FileSource) and self._fingerprint_runs(source, active)
+            fingerprinting = self._fingerprint_runs(active)
             try:
-                if lines:
-                    assert isinstance(source, FileSource)
-                    count = self._read_lines(source, active, unreadable)
+                if fingerprinting:
+                    blocks = (
+                        self._line_blocks(source)
+                        if isinstance(source, FileSource) and source.can_read_lines()
+                        else self._record_blocks(source, unreadable)
+                    )
+                    count = self._read_rows(blocks, active, unreadable)
                 else:
                     for item in read_catalog(source, self.config.source):
                         if self.stop.is_set():
@@ -383,46 +397,87 @@ class Reconciler:
         plans = [self._plan_one(run, count, source_error, unreadable, options) for run in runs]
         return plans, count, source_error
 
-    def _fingerprint_runs(self, source: FileSource, active: Sequence[_TargetRun]) -> bool:
-        """Give each target that can skip unchanged rows its fingerprint key; whether any can.
-
-        Rows are fingerprinted only from a JSON Lines file read line by line (see
-        ``mapping_fingerprint`` for the rest).
-        """
-        if not source.can_read_lines():
-            return False
+    def _fingerprint_runs(self, active: Sequence[_TargetRun]) -> bool:
+        """Give each target that can skip unchanged rows its fingerprint key; whether any can
+        (see ``mapping_fingerprint``)."""
         for run in active:
             run.fingerprint = mapping_fingerprint(self.config.source, run.config)
         return any(run.fingerprint is not None for run in active)
 
-    def _read_lines(
-        self, source: FileSource, active: Sequence[_TargetRun], unreadable: list[UnreadableRow]
-    ) -> int:
-        """Read a JSON Lines file skipping, per target, the rows whose fingerprint state knows.
-
-        Each block of raw lines is fingerprinted once (``row_digest``), then for every
-        fingerprinting target (``row_fingerprint``) and looked up (``Staging.known``); a
-        line is parsed only when some target doesn't know it, and mapped only for those
-        targets. A skipped line's product is unchanged. Known fingerprints also count as
-        seen (no delete), and duplicates are still found: a fingerprint known twice, or
-        a parsed row's key that a skipped row's product has, is a duplicate key
-        (``Staging.duplicates``). Returns the records read.
-        """
-        count = 0
+    def _line_blocks(self, source: FileSource) -> Iterator[_RowBlock]:
+        """A JSON Lines file as blocks of raw rows: each non-blank line's stripped bytes,
+        parsed (and filtered by ``source.where``) only when asked for."""
         where = self.config.source.where
-        blake2b = hashlib.blake2b
         for block in source.read_blocks():
-            if self.stop.is_set():
-                raise SourceError("stopped (SIGTERM) before the read completed")
             stripped = [line.strip() for line in block.lines]
             lines: Sequence[int] = range(len(stripped))
             if not all(stripped):  # blank lines are no records
                 lines = [i for i in lines if stripped[i]]
                 stripped = [stripped[i] for i in lines]
+
+            def parse(
+                i: int, block: LineBlock = block, lines: Sequence[int] = lines
+            ) -> SourceItem | None:
+                item = source.parse_line(block.row(lines[i]))
+                left_out = isinstance(item, dict) and where and not _kept(item, where)
+                return None if left_out else item  # None: left out by source.where
+
+            yield stripped, parse
+
+    def _record_blocks(
+        self, source: Source, unreadable: list[UnreadableRow]
+    ) -> Iterator[_RowBlock]:
+        """A source's records (grouped and filtered as configured) in blocks of ``CHUNK``,
+        each with its raw bytes: the record as JSON, in the order the source gave its fields
+        (a SQL row's columns; a record that can't be encoded gets random bytes: never
+        skipped)."""
+        items = read_catalog(source, self.config.source)
+        failure: SourceError | None = None
+        while failure is None:
+            records: list[Record] = []
+            taken = 0
+            try:
+                for taken, item in enumerate(islice(items, CHUNK), 1):  # noqa: B007 (read below)
+                    if isinstance(item, UnreadableRow):
+                        unreadable.append(item)
+                    else:
+                        records.append(item)
+            except SourceError as exc:
+                failure = exc  # the records read before it are still planned (no deletes)
+            if not taken and failure is None:
+                return
+            raws: list[bytes] = []
+            for record in records:
+                try:
+                    raws.append(_ROW_JSON.encode(record).encode())
+                except (TypeError, ValueError):
+                    raws.append(os.urandom(16))
+            yield raws, records.__getitem__
+        raise failure
+
+    def _read_rows(
+        self,
+        blocks: Iterable[_RowBlock],
+        active: Sequence[_TargetRun],
+        unreadable: list[UnreadableRow],
+    ) -> int:
+        """Read the source skipping, per target, the rows whose fingerprint state knows.
+
+        Each block of raw rows is fingerprinted once (``row_digest``), then for every
+        fingerprinting target (``row_fingerprint``) and looked up (``Staging.known``); a
+        row is parsed only when some target doesn't know it, and mapped only for those
+        targets. A skipped row's product is unchanged. Known fingerprints also count as
+        seen (no delete), and duplicates are still found: a fingerprint known twice, or
+        a parsed row's key that a skipped row's product has, is a duplicate key
+        (``Staging.duplicates``). Returns the records read.
+        """
+        count = 0
+        blake2b = hashlib.blake2b
+        for raws, parse in blocks:
+            if self.stop.is_set():
+                raise SourceError("stopped (SIGTERM) before the read completed")
             # row_digest, inlined (a million calls)
-            digests = [
-                int.from_bytes(blake2b(data, digest_size=16).digest(), "big") for data in stripped
-            ]
+            digests = [int.from_bytes(blake2b(raw, digest_size=16).digest(), "big") for raw in raws]
             # per target: each row's fingerprint and whether state knows it (None: not
             # fingerprinted, every row is mapped)
             rows: list[tuple[_TargetRun, list[int] | None, list[bool] | None]] = []
@@ -437,30 +492,27 @@ class Reconciler:
                 run.unchanged += sum(known)
                 rows.append((run, hashes, known))
             flags = [known for _, _, known in rows]
-            needed: Sequence[int] = range(len(lines))
+            needed: Sequence[int] = range(len(raws))
             if all(known is not None for known in flags):
                 needed = [i for i, each in enumerate(zip(*flags, strict=True)) if not all(each)]
-            base, dropped = count, 0  # dropped: needed lines that are no record
+            base, dropped = count, 0  # dropped: needed rows that are no record
             for i in needed:
                 wanted = [
                     (run, None if hashes is None else hashes[i].to_bytes(16, "big"))
                     for run, hashes, known in rows
                     if known is None or not known[i]
                 ]
-                item: SourceItem | None = source.parse_line(block.row(lines[i]))
+                item: SourceItem | None = parse(i)
                 if item is None:
-                    dropped += 1  # blank once decoded (a known row always was a record)
+                    dropped += 1  # blank once decoded, or left out by source.where
                     continue
                 if isinstance(item, UnreadableRow):
                     unreadable.append(item)
                     dropped += 1
                     continue
-                if where and next(filter_records([item], where), None) is None:
-                    dropped += 1
-                    continue
                 for run, row_hash in wanted:
                     self._map_one(run, item, base + i + 1 - dropped, row_hash)
-            count = base + len(lines) - dropped  # lines known to every target are records
+            count = base + len(raws) - dropped  # rows known to every target are records
         return count
 
     def _map_one(

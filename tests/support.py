@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from syncd.config import SyncdConfig, parse_config
 from syncd.model import UNACKNOWLEDGED
 from syncd.reconcile import Reconciler, RunOptions, RunReport
@@ -144,3 +146,23 @@ class Harness:
 
     def close(self) -> None:
         self.store.close()
+
+
+def load_table(url: str, records: list[dict[str, Any]]) -> None:
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "products",
+        metadata,
+        sa.Column("sku", sa.String(32), primary_key=True),
+        sa.Column("title", sa.String(200)),
+        sa.Column("price", sa.Numeric(10, 2)),
+        sa.Column("color", sa.String(20)),
+        sa.Column("body", sa.Text),
+        sa.Column("stock", sa.Integer),
+    )
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table))
+        conn.execute(sa.insert(table), records)
+    engine.dispose()

@@ -1,19 +1,32 @@
-"""Skipping unchanged JSON Lines rows by their raw fingerprint (``source.skip_unchanged_rows``)."""
+"""Skipping unchanged source rows by their raw fingerprint (``source.skip_unchanged_rows``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from syncd import reconcile
+from syncd.config import parse_config
 from syncd.mapping import Mapper
 from syncd.model import Document, Record
 from syncd.sandbox import FakeUserflux, FakeVambe
-from tests.support import KEY, Harness, acknowledged, catalog, userflux_target, vambe_target
+from syncd.sandbox.catalog import FakeCatalogApi
+from tests.support import (
+    KEY,
+    Harness,
+    acknowledged,
+    catalog,
+    expected_userflux,
+    expected_vambe,
+    load_table,
+    userflux_target,
+    vambe_target,
+)
 
 
 def passthrough(record: Record, document: dict[str, Any]) -> dict[str, Any]:
@@ -311,4 +324,142 @@ def test_plan_writes_no_fingerprint_and_changes_nothing(tmp_path, fakes, maps) -
     assert h.store.get("uf", records[0]["sku"]) is not None
     lines = h.path.read_text().splitlines()
     assert json.loads(lines[0])["title"] == "Renamed"
+    h.close()
+
+
+# -- sources without raw rows: each record's JSON is its raw row ------------------------
+
+
+def sql_harness(tmp_path: Path, fakes, url: str) -> Harness:
+    h = harness(tmp_path, fakes)
+    h.raw["source"] = {
+        "kind": "sql",
+        "url": url,
+        "query": "SELECT * FROM products ORDER BY sku",
+        "key": "sku",
+    }
+    h.config = parse_config(h.raw, environ=h.environ)
+    return h
+
+
+@pytest.mark.parametrize("database", ["pg_url", "mariadb_url", "sqlite_url"])
+def test_unchanged_sql_rows_are_skipped_and_an_edited_row_is_remapped(
+    tmp_path, fakes, maps, database, request
+) -> None:
+    url = request.getfixturevalue(database)
+    records = catalog(20)
+    load_table(url, records)
+    h = sql_harness(tmp_path, fakes, url)
+    assert h.sync().ok
+    assert maps == {"uf": 20, "vb": 20}
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert report.ok
+    assert maps == {}
+    assert writes(fakes) == 0
+    assert [t.unchanged for t in report.targets] == [20, 20]
+
+    records[3] = dict(records[3], price="99.00")
+    removed = records.pop(7)
+    load_table(url, records)
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert report.ok
+    assert maps == {"uf": 1, "vb": 1}
+    assert [(t.updated, t.deleted, t.unchanged) for t in report.targets] == [(1, 1, 18)] * 2
+    userflux, vambe, block = fakes
+    assert userflux.products == expected_userflux(records)
+    assert vambe.block_products(block) == expected_vambe(records)
+    assert ("product", removed["sku"]) not in userflux.products
+    h.close()
+
+
+def test_a_duplicate_sql_row_is_rejected_even_when_both_copies_are_known(
+    tmp_path, fakes, maps, sqlite_url
+) -> None:
+    """The same row twice (a join gone wrong) is a duplicate key, skipped or not."""
+    records = catalog(10)
+    load_table(sqlite_url, records)
+    h = sql_harness(tmp_path, fakes, sqlite_url)
+    assert h.sync().ok
+    reset(fakes, maps)
+    h.raw["source"]["query"] = (
+        "SELECT * FROM products UNION ALL SELECT * FROM products WHERE sku = "
+        f"'{records[4]['sku']}' ORDER BY sku"
+    )
+    h.config = parse_config(h.raw, environ=h.environ)
+
+    report = h.sync()
+
+    reasons = {r.key: r.reason for r in h.store.open_rejections("uf")}
+    assert "duplicate key" in reasons[records[4]["sku"]]
+    assert [t.deleted for t in report.targets] == [0, 0]
+    assert writes(fakes) == 0
+    h.close()
+
+
+def test_unchanged_http_records_are_skipped(tmp_path, fakes, maps) -> None:
+    records = catalog(25)
+    with FakeCatalogApi(records, style="page") as api:
+        h = harness(tmp_path, fakes)
+        h.raw["source"] = {
+            "kind": "http",
+            "url": api.url,
+            "key": "sku",
+            "records_path": "products",
+            "pagination": {"style": "page", "page_size": 10},
+        }
+        h.config = parse_config(h.raw, environ=h.environ)
+        assert h.sync().ok
+        reset(fakes, maps)
+        assert h.sync().ok
+        assert maps == {}
+        assert writes(fakes) == 0
+        records[12]["title"] = "Renamed"
+
+        report = h.sync()
+
+    assert report.ok
+    assert maps == {"uf": 1, "vb": 1}
+    assert [t.updated for t in report.targets] == [1, 1]
+    assert fakes[0].products == expected_userflux(records)
+    h.close()
+
+
+class Listing:
+    """A source of the Python API whose records hold values JSON can't encode."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+
+    def read(self) -> Iterator[Record]:
+        for record in self.records:
+            yield dict(record, price=Decimal(record["price"]))
+
+    def describe(self) -> str:
+        return "a listing"
+
+
+def test_a_record_that_json_cannot_encode_is_mapped_every_run(tmp_path, fakes, maps) -> None:
+    """No raw bytes can stand for it, so it is never skipped: mapped, found unchanged."""
+    records = catalog(6)
+    h = harness(tmp_path, fakes)
+    listing = Listing(records)
+
+    def sync() -> Any:
+        return reconcile.Reconciler(h.config, h.store, environ=h.environ, source=listing).sync()
+
+    assert sync().ok
+    reset(fakes, maps)
+
+    report = sync()
+
+    assert report.ok
+    assert maps == {"uf": 6, "vb": 6}
+    assert writes(fakes) == 0
+    assert [t.unchanged for t in report.targets] == [6, 6]
     h.close()

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from syncd.config import parse_config
 from syncd.reconcile import Reconciler, RunOptions
@@ -20,6 +19,7 @@ from tests.support import (
     catalog,
     expected_userflux,
     expected_vambe,
+    load_table,
     userflux_target,
     vambe_target,
 )
@@ -29,26 +29,6 @@ from tests.support import (
 def fakes() -> Iterator[tuple[FakeUserflux, FakeVambe, str]]:
     with FakeUserflux(api_key=KEY) as userflux, FakeVambe(api_key=KEY) as vambe:
         yield userflux, vambe, vambe.add_block()
-
-
-def load_table(url: str, records: list[dict[str, Any]]) -> None:
-    engine = sa.create_engine(url)
-    metadata = sa.MetaData()
-    table = sa.Table(
-        "products",
-        metadata,
-        sa.Column("sku", sa.String(32), primary_key=True),
-        sa.Column("title", sa.String(200)),
-        sa.Column("price", sa.Numeric(10, 2)),
-        sa.Column("color", sa.String(20)),
-        sa.Column("body", sa.Text),
-        sa.Column("stock", sa.Integer),
-    )
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.delete(table))
-        conn.execute(sa.insert(table), records)
-    engine.dispose()
 
 
 def sync_from_sql(url: str, tmp_path: Path, fakes, name: str) -> tuple[list, Any]:

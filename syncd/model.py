@@ -44,7 +44,7 @@ class Document:
     """A record mapped for one target: its key, canonical payload and the payload's hash.
 
     ``source_hash`` is the fingerprint of the raw source row it was mapped from, when
-    the source has raw rows (JSON Lines) and skipping unchanged rows is on.
+    skipping unchanged rows is on.
 
     The payload is kept as its canonical bytes; ``payload`` decodes them. A plan holds a
     document per changed product, and on a first sync that is the whole catalog: bytes

@@ -46,12 +46,12 @@ compared, so this bounds a run's memory (5000 of ~1 KB products cost ~30 MB more
 MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 _UNSEEN_HASH = b""
+"""Staged for a product present in the source but rejected: it must not look deleted."""
 _ROW_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """A record's raw bytes, for sources that have no raw rows (SQL, HTTP, JSON, CSV)."""
 
 _RowBlock = tuple[Sequence[bytes], Callable[[int], SourceItem | None]]
 """Raw rows to fingerprint, and the item of row ``i`` (None: no record), made on demand."""
-"""Staged for a product present in the source but rejected: it must not look deleted."""
 
 
 @dataclass
@@ -171,7 +171,7 @@ def row_fingerprint(digest: bytes, fingerprint: bytes) -> bytes:
 
     XOR with a per-target constant is a bijection, so two rows collide for one target
     only when their BLAKE2b digests do (2**-128); it costs a tenth of a second hash.
-    (``_read_lines`` computes the same on integers.)
+    (``_read_rows`` computes the same on integers.)
     """
     value = int.from_bytes(digest, "big") ^ int.from_bytes(fingerprint, "big")
     return value.to_bytes(16, "big")

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from typing import Any
 
 import httpx
@@ -158,6 +157,18 @@ def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | N
 
 def _kept(record: Record, where: Mapping[str, Any]) -> bool:
     return next(filter_records([record], where), None) is not None
+
+
+def _record_block(records: list[Record]) -> _RowBlock:
+    """Records as raw rows: each record as JSON, in the order the source gave its fields
+    (a SQL row's columns); one JSON can't encode gets random bytes, so it is never skipped."""
+    raws: list[bytes] = []
+    for record in records:
+        try:
+            raws.append(_ROW_JSON.encode(record).encode())
+        except (TypeError, ValueError):
+            raws.append(os.urandom(16))
+    return raws, records.__getitem__
 
 
 def row_digest(stripped: bytes) -> bytes:
@@ -428,32 +439,23 @@ class Reconciler:
         self, source: Source, unreadable: list[UnreadableRow]
     ) -> Iterator[_RowBlock]:
         """A source's records (grouped and filtered as configured) in blocks of ``CHUNK``,
-        each with its raw bytes: the record as JSON, in the order the source gave its fields
-        (a SQL row's columns; a record that can't be encoded gets random bytes: never
-        skipped)."""
-        items = read_catalog(source, self.config.source)
-        failure: SourceError | None = None
-        while failure is None:
-            records: list[Record] = []
-            taken = 0
-            try:
-                for taken, item in enumerate(islice(items, CHUNK), 1):  # noqa: B007 (read below)
-                    if isinstance(item, UnreadableRow):
-                        unreadable.append(item)
-                    else:
-                        records.append(item)
-            except SourceError as exc:
-                failure = exc  # the records read before it are still planned (no deletes)
-            if not taken and failure is None:
-                return
-            raws: list[bytes] = []
-            for record in records:
-                try:
-                    raws.append(_ROW_JSON.encode(record).encode())
-                except (TypeError, ValueError):
-                    raws.append(os.urandom(16))
-            yield raws, records.__getitem__
-        raise failure
+        each with its raw bytes (``_record_block``). The records read before a source
+        error are still yielded (and planned: the failed read sends no deletes)."""
+        records: list[Record] = []
+        try:
+            for item in read_catalog(source, self.config.source):
+                if isinstance(item, UnreadableRow):
+                    unreadable.append(item)
+                    continue
+                records.append(item)
+                if len(records) == CHUNK:
+                    yield _record_block(records)
+                    records = []
+        except SourceError:
+            yield _record_block(records)
+            raise
+        if records:
+            yield _record_block(records)
 
     def _read_rows(
         self,

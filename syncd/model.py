@@ -1,15 +1,22 @@
 """Values that flow through a run: documents, acknowledged entries, rejections.
 
-Also the canonical form of a payload and its hash, which every layer must agree on.
+Also the canonical form of a payload and its hash, which every layer must agree on, and
+the spool where a run's planned payloads wait on disk until they are sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from syncd.errors import StateError
 
 Record = dict[str, Any]
 """One row of the source catalog, as read."""
@@ -39,6 +46,81 @@ UNACKNOWLEDGED = b""
 payload, so the product is re-sent (in full) until the target answers 2xx for it."""
 
 
+class Spool:
+    """Bytes appended to an unnamed temporary file and read back by offset.
+
+    A run puts the canonical payload of every change it plans here, so a plan holds
+    ~100 bytes a change instead of the payload (on a first sync, the whole catalog).
+    The file is in ``TMPDIR`` (``/tmp`` by default; it should be on disk, not tmpfs)
+    and has no name: it is gone when the spool is closed or collected, crash or not.
+
+    ``put`` is called by the planning thread; ``read`` by any thread (``os.pread``).
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._directory = directory or tempfile.gettempdir()
+        try:
+            self._file = tempfile.TemporaryFile(dir=directory, buffering=1 << 20)  # noqa: SIM115 (closed by close or the finalizer)
+        except OSError as exc:
+            raise self._error("create", exc) from None
+        self._close = weakref.finalize(self, self._file.close)
+        self._lock = threading.Lock()
+        self._size = 0
+        self._flushed = 0
+        """Bytes written through to the file, where ``os.pread`` sees them."""
+
+    def put(self, data: bytes) -> Spooled:
+        with self._lock:
+            offset = self._size
+            try:
+                self._file.write(data)
+            except OSError as exc:
+                raise self._error("write", exc) from None
+            self._size += len(data)
+        return Spooled(self, offset, len(data))
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            if offset + length > self._flushed:
+                with self._lock:
+                    self._file.flush()
+                    self._flushed = self._size
+            data = os.pread(self._file.fileno(), length, offset)
+        except (OSError, ValueError) as exc:  # ValueError: read after close
+            raise self._error("read", exc) from None
+        if len(data) != length:
+            raise self._error("read", OSError(f"{len(data)} of {length} bytes at {offset}"))
+        return data
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        self._close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _error(self, what: str, exc: Exception) -> StateError:
+        return StateError(f"payload spool (a temporary file in {self._directory}): {what}: {exc}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Spooled:
+    """Where one canonical payload is in a ``Spool``."""
+
+    spool: Spool
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        return self.spool.read(self.offset, self.length)
+
+
 @dataclass(frozen=True, slots=True)
 class Document:
     """A record mapped for one target: its key, canonical payload and the payload's hash.
@@ -46,14 +128,14 @@ class Document:
     ``source_hash`` is the fingerprint of the raw source row it was mapped from, when
     skipping unchanged rows is on.
 
-    The payload is kept as its canonical bytes; ``payload`` decodes them. A plan holds a
-    document per changed product, and on a first sync that is the whole catalog: bytes
-    cost a quarter of the dicts they encode. ``decoded`` keeps the dict the mapping built
-    until the document has been validated (``slim`` drops it).
+    The payload is kept as its canonical bytes (``body``, or where they are in a
+    ``Spool`` once the document is a planned change); ``canonical`` returns them and
+    ``payload`` decodes them. ``decoded`` keeps the dict the mapping built until the
+    document has been validated (``slim`` drops it).
     """
 
     key: str
-    canonical: bytes
+    body: bytes | Spooled
     hash: bytes
     source_hash: bytes | None = None
     decoded: Payload | None = field(default=None, compare=False, repr=False)
@@ -64,6 +146,17 @@ class Document:
         return cls(key, canonical, payload_hash(canonical), decoded=payload)
 
     @property
+    def canonical(self) -> bytes:
+        body = self.body
+        return body if isinstance(body, bytes) else body.read()
+
+    @property
+    def size(self) -> int:
+        """The canonical payload's length in bytes."""
+        body = self.body
+        return len(body) if isinstance(body, bytes) else body.length
+
+    @property
     def payload(self) -> Payload:
         """The payload as a dict (decoded anew on each call once ``slim``)."""
         if self.decoded is not None:
@@ -72,7 +165,13 @@ class Document:
 
     def slim(self, source_hash: bytes | None = None) -> Document:
         """This document without its decoded dict (and with ``source_hash``, if given)."""
-        return Document(self.key, self.canonical, self.hash, source_hash or self.source_hash)
+        return Document(self.key, self.body, self.hash, source_hash or self.source_hash)
+
+    def spooled(self, spool: Spool) -> Document:
+        """This document with its canonical bytes moved to ``spool`` (and no dict)."""
+        if isinstance(self.body, Spooled):
+            return self
+        return Document(self.key, spool.put(self.body), self.hash, self.source_hash)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,15 @@ from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
 from syncd.mapping import Mapper, build_mapper
-from syncd.model import Document, Record, Rejection, RunRecord, SourceItem, UnreadableRow
+from syncd.model import (
+    Document,
+    Record,
+    Rejection,
+    RunRecord,
+    SourceItem,
+    Spool,
+    UnreadableRow,
+)
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
 from syncd.sources.base import filter_records
@@ -65,6 +73,8 @@ class _TargetRun:
     mode_reason: str
     state_count: int
     held_rejections: dict[str, bytes | None]
+    spool: Spool
+    """Where the payloads of the changes found wait until they are sent."""
     staging: Staging | None = None
     run_id: int | None = None
     drift: int | None = None
@@ -188,20 +198,18 @@ def row_fingerprint(digest: bytes, fingerprint: bytes) -> bytes:
     return value.to_bytes(16, "big")
 
 
-def _writes_in(operations: Sequence[Operation]) -> list[tuple[str, bytes]]:
+def _writes_in(operations: Sequence[Operation]) -> Iterator[tuple[str, bytes]]:
     """(key, canonical payload) of every create, update and delete a plan sends.
 
     A full refresh's unchanged products are left out: re-sending the same payload
     can't leave the target different from what state says.
     """
-    writes: list[tuple[str, bytes]] = []
     for operation in operations:
         for change in operation.changes:
             if change.kind is ChangeKind.REFRESH:
                 continue
             document = change.document
-            writes.append((change.key, document.canonical if document else b"{}"))
-    return writes
+            yield change.key, document.canonical if document else b"{}"
 
 
 def _details(plan: Plan) -> dict[str, Any]:
@@ -253,7 +261,8 @@ class Reconciler:
         """What a run would send to each target, sending nothing and writing nothing."""
         options = options or RunOptions()
         with ExitStack() as stack:
-            runs = self._open_runs(options, stack, leases=None)
+            # the spool outlives this call: the plans' documents read their payloads from it
+            runs = self._open_runs(options, stack, Spool(), leases=None)
             plans, _, _ = self._plan_runs(runs, options)
             return plans
 
@@ -267,7 +276,8 @@ class Reconciler:
             leases = stack.enter_context(
                 LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, self.stop)
             )
-            runs = self._open_runs(options, stack, leases=leases, holder=holder)
+            spool = stack.enter_context(Spool())
+            runs = self._open_runs(options, stack, spool, leases=leases, holder=holder)
             plans, source_count, source_error = self._plan_runs(runs, options)
             reports = [
                 self._execute(run, plan, started) for run, plan in zip(runs, plans, strict=True)
@@ -279,6 +289,7 @@ class Reconciler:
         self,
         options: RunOptions,
         stack: ExitStack,
+        spool: Spool,
         *,
         leases: LeaseKeeper | None,
         holder: str = "",
@@ -316,6 +327,7 @@ class Reconciler:
                 mode_reason=reason,
                 state_count=state_count,
                 held_rejections=self.store.held_rejections(config.name, since),
+                spool=spool,
                 remember=leases is not None,
             )
             runs.append(run)
@@ -527,9 +539,9 @@ class Reconciler:
         try:
             document = run.mapper.map(record)
             run.target.validate(document.key, document.payload)
-            if len(document.canonical) > MAX_DOCUMENT_BYTES:
+            if document.size > MAX_DOCUMENT_BYTES:
                 raise RecordError(
-                    f"payload is {len(document.canonical)} bytes, over {MAX_DOCUMENT_BYTES}",
+                    f"payload is {document.size} bytes, over {MAX_DOCUMENT_BYTES}",
                     key=document.key,
                 )
         except RecordError as exc:
@@ -566,11 +578,13 @@ class Reconciler:
                 ]
             )
         for change in changes:
-            held_hash = run.held_rejections.get(change.key, _UNSEEN_HASH)
-            if change.document is not None and held_hash == change.document.hash:
-                run.held_rejected += 1  # refused before, unchanged since: wait out the back-off
-                run.unsendable.add(change.key)
-                continue
+            document = change.document
+            if document is not None:
+                if run.held_rejections.get(change.key, _UNSEEN_HASH) == document.hash:
+                    run.held_rejected += 1  # refused before, unchanged since: wait out the back-off
+                    run.unsendable.add(change.key)
+                    continue
+                change = replace(change, document=document.spooled(run.spool))
             run.changes.append(change)
         run.chunk = []
 

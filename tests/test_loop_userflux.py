@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from syncd.model import Spooled
 from syncd.sandbox import FakeUserflux, Fault
 from tests.support import (
     KEY,
@@ -150,16 +151,18 @@ def test_plan_sends_nothing_and_matches_what_sync_then_does(harness, fake):
     assert report.targets[0].requests == 12
 
 
-def test_a_first_sync_plan_holds_each_payload_once_as_bytes(harness, fake):
-    """A first sync plans every product: no payload dict and no FULL_UPDATE body is kept
-    in the plan (they are rebuilt when sent), only each document's canonical bytes."""
+def test_a_first_sync_plan_holds_no_payload_in_memory(harness, fake):
+    """A first sync plans every product: no payload dict, no FULL_UPDATE body (rebuilt
+    when sent) and no canonical bytes (spooled to disk, read back when sent)."""
     harness.write(catalog(30))
 
     [plan] = harness.plan()
 
     documents = [change.document for op in plan.operations for change in op.changes]
     assert len(documents) == 30
-    assert all(d is not None and d.decoded is None and d.canonical for d in documents)
+    assert all(d is not None and d.decoded is None for d in documents)
+    assert all(isinstance(d.body, Spooled) for d in documents)
+    assert [d.payload["id"] for d in documents] == [r["sku"] for r in catalog(30)]
     assert all(op.body is None for op in plan.operations)
     harness.sync()
     assert fake.products == expected_userflux(catalog(30))

@@ -6,7 +6,7 @@ A row of acknowledged state is written only after the target answered 2xx for it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from syncd.model import Acked, Rejection, RejectionRecord, RunRecord
@@ -98,7 +98,7 @@ class StateStore(Protocol):
         """
         ...
 
-    def mark_unacknowledged(self, target: str, entries: Sequence[tuple[str, bytes]]) -> None:
+    def mark_unacknowledged(self, target: str, entries: Iterable[tuple[str, bytes]]) -> None:
         """Before sending writes: set the hash of these keys to ``UNACKNOWLEDGED`` (and
         their ``source_hash`` to None).
 

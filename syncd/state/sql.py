@@ -8,9 +8,10 @@ staging of a run's keys in ``staging.py``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -105,11 +106,12 @@ class SqlStateStore:
             delete_keys(conn, products, target, gone)
             delete_keys(conn, rejections_table, target, [*latest, *gone])
 
-    def mark_unacknowledged(self, target: str, entries: Sequence[tuple[str, bytes]]) -> None:
-        if not entries:
+    def mark_unacknowledged(self, target: str, entries: Iterable[tuple[str, bytes]]) -> None:
+        entries = iter(entries)
+        batch = dict(itertools.islice(entries, READ_BATCH))  # a key once per statement
+        if not batch:
             return
         now = time.time()
-        latest = list(dict(entries).items())
         with self.translated("mark writes in flight"), self.engine.begin() as conn:
             stmt = upsert(
                 conn,
@@ -118,9 +120,12 @@ class SqlStateStore:
                 lambda new: {"hash": new.hash, "source_hash": new.source_hash},
             )
             # in slices: on a first sync this is every product, decoded to text
-            for batch in chunks(latest, READ_BATCH):
-                rows = [(target, key, UNACKNOWLEDGED, c.decode(), now, None) for key, c in batch]
+            while batch:
+                rows = [
+                    (target, key, UNACKNOWLEDGED, c.decode(), now, None) for key, c in batch.items()
+                ]
                 executemany(conn, stmt, ACK_COLUMNS, rows)
+                batch = dict(itertools.islice(entries, READ_BATCH))
 
     def count(self, target: str) -> int:
         query = sa.select(sa.func.count()).select_from(products).where(products.c.target == target)

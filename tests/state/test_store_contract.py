@@ -400,6 +400,28 @@ def test_writes_in_flight_are_marked_unacknowledged(store) -> None:
     }
 
 
+def test_writes_in_flight_are_read_from_an_iterator_in_slices(store) -> None:
+    """A first sync marks every product: the entries come as a generator, consumed in
+    slices; a key given twice (in two slices) ends as one row."""
+    store.apply_acks("uf", acks(doc("k00001", v=1)))
+    consumed: list[str] = []
+
+    def entries():
+        for i in range(sql.READ_BATCH + 10):
+            consumed.append(f"k{i:05d}")
+            yield f"k{i:05d}", f'{{"i":{i}}}'.encode()
+        yield "k00002", b'{"i":"again"}'
+
+    store.mark_unacknowledged("uf", entries())
+
+    assert len(consumed) == sql.READ_BATCH + 10
+    assert store.count("uf") == sql.READ_BATCH + 10
+    assert store.get("uf", "k00001") == Acked.of("k00001", UNACKNOWLEDGED, {"v": 1})
+    assert store.get("uf", f"k{sql.READ_BATCH + 9:05d}") == Acked.of(
+        f"k{sql.READ_BATCH + 9:05d}", UNACKNOWLEDGED, {"i": sql.READ_BATCH + 9}
+    )
+
+
 # -- raw-row fingerprints (source_hash) -----------------------------------------
 
 

@@ -1,0 +1,91 @@
+"""The payload spool: a run's planned payloads on disk, read back when sent."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+import pytest
+
+from syncd.errors import StateError
+from syncd.model import Document, Spool, Spooled
+
+
+def test_what_is_put_is_read_back_by_offset_in_any_order(tmp_path):
+    payloads = [f'{{"i":{i},"pad":"{"x" * (i * 37 % 5000)}"}}'.encode() for i in range(300)]
+    with Spool(str(tmp_path)) as spool:
+        places = [spool.put(p) for p in payloads]
+
+        assert [places[i].read() for i in reversed(range(300))] == payloads[::-1]
+        assert spool.size == sum(map(len, payloads))
+
+
+def test_reads_see_bytes_still_in_the_write_buffer_and_written_after_a_read(tmp_path):
+    with Spool(str(tmp_path)) as spool:
+        first = spool.put(b"first")
+        assert first.read() == b"first"  # not flushed yet: read flushes
+        second = spool.put(b"second")
+        assert (second.read(), first.read()) == (b"second", b"first")
+
+
+def test_worker_threads_read_concurrently(tmp_path):
+    with Spool(str(tmp_path)) as spool:
+        places = {i: spool.put(f"payload {i}".encode() * (i % 50 + 1)) for i in range(2000)}
+        wrong: list[int] = []
+
+        def reader(start: int) -> None:
+            for i in range(start, 2000, 4):
+                if places[i].read() != f"payload {i}".encode() * (i % 50 + 1):
+                    wrong.append(i)
+
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert wrong == []
+
+
+def test_the_file_has_no_name_and_its_descriptor_is_closed_with_the_spool(tmp_path):
+    spool = Spool(str(tmp_path))
+    place = spool.put(b"x" * 10_000)
+    assert list(tmp_path.iterdir()) == []  # unnamed: nothing to clean up after a crash
+    descriptors = len(os.listdir("/proc/self/fd"))
+
+    del spool
+    gc.collect()
+    assert place.read() == b"x" * 10_000  # a document keeps its spool open
+
+    del place
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == descriptors - 1
+
+
+def test_reading_after_close_is_a_state_error_naming_the_directory(tmp_path):
+    spool = Spool(str(tmp_path))
+    place = spool.put(b"payload")
+    spool.close()
+
+    with pytest.raises(StateError, match=f"payload spool .*{tmp_path}.*read"):
+        place.read()
+
+
+def test_a_directory_that_cannot_hold_it_is_a_state_error_naming_it(tmp_path):
+    missing = tmp_path / "no-such-dir"
+
+    with pytest.raises(StateError, match=f"payload spool .*{missing}.*create"):
+        Spool(str(missing))
+
+
+def test_a_spooled_document_reads_the_same_payload_and_keeps_its_identity(tmp_path):
+    document = Document.of("sku-1", {"id": "sku-1", "price": 9.5, "name": "Ünïcode"})
+    with Spool(str(tmp_path)) as spool:
+        spooled = document.slim(b"row").spooled(spool)
+
+        assert isinstance(spooled.body, Spooled)
+        assert (spooled.key, spooled.hash, spooled.source_hash) == ("sku-1", document.hash, b"row")
+        assert spooled.canonical == document.canonical
+        assert spooled.payload == document.payload
+        assert spooled.size == len(document.canonical)
+        assert spooled.spooled(spool) is spooled  # spooled once

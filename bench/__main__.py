@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.suite import Options, main
+from bench.suite import RESULTS, Options, main
 
 
 def parse(argv: list[str]) -> Options:
@@ -39,6 +39,9 @@ def parse(argv: list[str]) -> Options:
         help="how state is first filled: a measured first sync, or written directly "
         "(auto: directly above 200k products)",
     )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the figures' JSON is written"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive re-push")
     parser.add_argument("--no-throughput", action="store_true", help="skip throughput runs")
     args = parser.parse_args(argv)
@@ -53,6 +56,7 @@ def parse(argv: list[str]) -> Options:
         seed_directly=direct,
         naive=not args.no_naive and not direct,
         throughput=not args.no_throughput,
+        results=args.results,
     )
 
 

@@ -2,9 +2,9 @@
 
 A first sync of a million products against the Python fakes takes the fakes most of
 an hour, so at that size the bench writes what a completed first sync leaves in
-state (each target's key, hash, canonical payload and the fingerprint of the raw JSON
-Lines row it came from, through ``apply_acks``, as the executor would on each
-acknowledgement) and measures only the runs that follow.
+state (each target's key, hash, canonical payload and the fingerprint of the raw row it
+came from, a JSON Lines row or a PostgreSQL row as JSON, through ``apply_acks``, as the
+executor would on each acknowledgement) and measures only the runs that follow.
 The same pass adds up the request bodies a naive full re-push would send.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from syncd.config import SyncdConfig, UserfluxTargetConfig
 from syncd.mapping import build_mapper
 from syncd.model import SourceItem, UnreadableRow
-from syncd.reconcile import mapping_fingerprint, row_digest, row_fingerprint
-from syncd.sources import open_source
+from syncd.reconcile import mapping_fingerprint, record_row, row_digest, row_fingerprint
+from syncd.sources import open_source, read_catalog
 from syncd.sources.file import FileSource
 from syncd.state import open_store
 
@@ -80,7 +80,8 @@ def naive_sizes(config: SyncdConfig, *, seed: bool, batch: int = 2000) -> NaiveS
 
 
 def _records(config: SyncdConfig) -> Iterator[tuple[SourceItem, bytes | None]]:
-    """Each record, with its raw JSON Lines row (stripped) when the source has rows."""
+    """Each record with the raw row a run fingerprints: a JSON Lines row (stripped), or
+    for a source without rows (PostgreSQL) the record as JSON (``record_row``)."""
     source = open_source(config.source, config.http)
     if isinstance(source, FileSource) and source.can_read_lines():
         for line in source.read_lines():
@@ -88,5 +89,5 @@ def _records(config: SyncdConfig) -> Iterator[tuple[SourceItem, bytes | None]]:
             if item is not None:
                 yield item, line.data.strip()
         return
-    for item in source.read():
-        yield item, None
+    for item in read_catalog(source, config.source):
+        yield item, None if isinstance(item, UnreadableRow) else record_row(item)

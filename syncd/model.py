@@ -50,7 +50,8 @@ class Spool:
     """Bytes appended to an unnamed temporary file and read back by offset.
 
     A run puts the canonical payload of every change it plans here, so a plan holds
-    ~100 bytes a change instead of the payload (on a first sync, the whole catalog).
+    where each payload is (a ``Spooled``, ~100 bytes) instead of the payload, which on a
+    first sync means instead of the whole catalog.
     The file is in ``TMPDIR`` (``/tmp`` by default; it should be on disk, not tmpfs)
     and has no name: it is gone when the spool is closed or collected, crash or not.
 

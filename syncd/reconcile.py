@@ -169,16 +169,19 @@ def _kept(record: Record, where: Mapping[str, Any]) -> bool:
     return next(filter_records([record], where), None) is not None
 
 
+def record_row(record: Record) -> bytes:
+    """The raw row of a record from a source without raw rows (SQL, HTTP, JSON, CSV): the
+    record as JSON, in the order the source gave its fields (a SQL row's columns). One JSON
+    can't encode gets random bytes, so its row is never found unchanged."""
+    try:
+        return _ROW_JSON.encode(record).encode()
+    except (TypeError, ValueError):
+        return os.urandom(16)
+
+
 def _record_block(records: list[Record]) -> _RowBlock:
-    """Records as raw rows: each record as JSON, in the order the source gave its fields
-    (a SQL row's columns); one JSON can't encode gets random bytes, so it is never skipped."""
-    raws: list[bytes] = []
-    for record in records:
-        try:
-            raws.append(_ROW_JSON.encode(record).encode())
-        except (TypeError, ValueError):
-            raws.append(os.urandom(16))
-    return raws, records.__getitem__
+    """Records as a block of raw rows (``record_row``)."""
+    return [record_row(record) for record in records], records.__getitem__
 
 
 def row_digest(stripped: bytes) -> bytes:

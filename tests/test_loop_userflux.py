@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from syncd.errors import StateError
 from syncd.model import Spooled
 from syncd.sandbox import FakeUserflux, Fault
 from tests.support import (
@@ -166,6 +168,25 @@ def test_a_first_sync_plan_holds_no_payload_in_memory(harness, fake):
     assert all(op.body is None for op in plan.operations)
     harness.sync()
     assert fake.products == expected_userflux(catalog(30))
+
+
+def test_a_spool_that_cannot_be_written_fails_the_run_before_any_request(
+    harness, fake, tmp_path, monkeypatch
+):
+    """The payloads wait in TMPDIR: when it is unusable the run stops with a state error
+    naming it, sends nothing and marks nothing; the next run with a usable one syncs all."""
+    harness.write(catalog(5))
+    missing = tmp_path / "no-such-tmp"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+
+    with pytest.raises(StateError, match=f"payload spool .*{missing}"):
+        harness.sync()
+
+    assert fake.request_count() == 0
+    assert harness.store.count("uf") == 0
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert harness.sync().ok
+    assert fake.products == expected_userflux(catalog(5))
 
 
 def test_duplicate_keys_are_rejected_by_name_and_neither_copy_is_pushed(harness, fake):

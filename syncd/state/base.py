@@ -34,9 +34,9 @@ class Staging(Protocol):
         """
         ...
 
-    def known(self, fingerprints: Sequence[int]) -> list[bool]:
-        """Whether state knows each of a chunk of raw source rows' fingerprints, each
-        given as the integer of its 16 bytes read big-endian.
+    def known(self, fingerprints: bytes) -> list[bool]:
+        """Whether state knows each of a chunk of raw source rows' fingerprints (16 bytes
+        each, concatenated).
 
         A known fingerprint equals the ``source_hash`` of one of the target's products:
         that row maps to that product unchanged, so it needn't be parsed or mapped. The

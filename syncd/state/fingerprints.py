@@ -1,29 +1,39 @@
 """A target's raw-row fingerprints, held sorted in memory for one run.
 
 Looking up a million fingerprints one SQL probe at a time costs 4 to 5 µs each (random
-pages of a large index). Here the sorted fingerprints are cut into buckets by their
-leading bits (fingerprints are uniform, so a bucket holds one or two), and a lookup
-reads one bucket: a few tenths of a µs. The index costs at most 21 bytes a product
-(the two 64-bit halves, a bucket start, a seen flag).
+pages of a large index). Here they are two sorted arrays of 64-bit halves, and a chunk
+of rows is looked up at once with NumPy's binary search (``searchsorted``): about a
+tenth of a µs a row, where a Python loop over the rows costs over a µs. The index costs
+17 bytes a product (the two halves, a seen flag).
+
+Fingerprints are 16 bytes, compared as unsigned big-endian integers; they come and go
+as ``bytes``, a chunk of them concatenated.
 """
 
 from __future__ import annotations
 
-import sys
-from array import array
-from collections import Counter
 from collections.abc import Iterable
-from itertools import accumulate, islice, repeat
-from operator import le, rshift
 
-_MASK = (1 << 64) - 1
+import numpy as np
+import numpy.typing as npt
+
+_WORDS = np.dtype(">u8")
+"""A fingerprint is two of these: its big-endian halves."""
+
+Halves = npt.NDArray[np.uint64]
+
+
+def _halves(fingerprints: bytes) -> tuple[Halves, Halves]:
+    """The first and second halves of concatenated 16-byte fingerprints, as native
+    integers (so they compare in the fingerprints' byte order)."""
+    if len(fingerprints) % 16:
+        raise ValueError("fingerprints must be 16 bytes each")
+    words = np.frombuffer(fingerprints, dtype=_WORDS).astype(np.uint64)
+    return words[0::2], words[1::2]
 
 
 class FingerprintIndex:
     """Sorted 16-byte fingerprints with a seen flag each.
-
-    Lookups take a fingerprint as the integer of its bytes read big-endian (the
-    caller computes them as integers: no conversion per lookup).
 
     Built from the ``source_hash`` values of a target's products, one by one or a batch
     concatenated at a time, in any order (the store reads them in index order, so
@@ -31,81 +41,71 @@ class FingerprintIndex:
     """
 
     def __init__(self, fingerprints: Iterable[bytes]) -> None:
-        words = array("Q")
-        for chunk in fingerprints:  # a batch of them concatenated, or one
-            if len(chunk) % 16:
-                raise ValueError("fingerprints must be 16 bytes each")
-            words.frombytes(chunk)
-        if sys.byteorder == "little":
-            words.byteswap()  # big-endian halves: numeric order is byte order
-        high, low = words[0::2], words[1::2]
-        del words
-        if not all(map(le, high, islice(high, 1, None))):
-            pairs = sorted(zip(high, low, strict=True))
-            high = array("Q", (first for first, _ in pairs))
-            low = array("Q", (second for _, second in pairs))
-        self._high, self._low = high, low
-        self._seen = bytearray(len(high))
-        # 2**bits buckets, at most one per fingerprint; bucket b spans starts[b]:starts[b+1]
-        bits = max(0, len(high).bit_length() - 1)
-        self._shift = 64 - bits
-        counts = array("I", bytes(4 << bits))
-        for bucket, count in Counter(map(rshift, high, repeat(self._shift))).items():
-            counts[bucket] = count
-        self._starts = array("I", accumulate(counts, initial=0))
+        high, low = _halves(b"".join(fingerprints))
+        rising = (high[:-1] < high[1:]) | ((high[:-1] == high[1:]) & (low[:-1] <= low[1:]))
+        if not bool(np.all(rising)):
+            order = np.lexsort((low, high))
+            high, low = high[order], low[order]
+        self._high: Halves = np.ascontiguousarray(high)
+        self._low: Halves = np.ascontiguousarray(low)
+        self._seen = np.zeros(len(high), dtype=bool)
+        self._shared_halves = len(high) > 1 and bool(np.any(high[:-1] == high[1:]))
+        """Whether two fingerprints share their first half (about 2**-64 a pair)."""
         self.matched = 0
         """How many distinct fingerprints were seen."""
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def find(self, value: int) -> int:
+    def _positions(
+        self, high: Halves, low: Halves
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+        """Where each (high, low) is in the index, and whether it is there at all."""
+        size = len(self._high)
+        if size == 0:
+            return np.zeros(len(high), dtype=np.intp), np.zeros(len(high), dtype=bool)
+        at = np.minimum(np.searchsorted(self._high, high), size - 1)
+        same_high = self._high[at] == high
+        found = same_high & (self._low[at] == low)
+        if self._shared_halves:
+            # the first of several equal first halves may not be the one: look further
+            for i in np.flatnonzero(same_high & ~found):
+                position = int(at[i]) + 1
+                while position < size and self._high[position] == high[i]:
+                    if self._low[position] == low[i]:
+                        at[i], found[i] = position, True
+                        break
+                    position += 1
+        return at, found
+
+    def find(self, fingerprint: bytes) -> int:
         """The position of a fingerprint, or -1 when absent."""
-        high, low = value >> 64, value & _MASK
-        bucket = high >> self._shift
-        highs, lows = self._high, self._low
-        for position in range(self._starts[bucket], self._starts[bucket + 1]):
-            if highs[position] == high and lows[position] == low:
-                return position
-        return -1
+        at, found = self._positions(*_halves(fingerprint))
+        return int(at[0]) if found[0] else -1
 
-    def see(self, fingerprints: Iterable[int]) -> tuple[list[bool], list[int]]:
-        """Mark these fingerprints (as big-endian integers) seen; return whether each is
-        present, and those seen before (earlier in this run, or twice in the batch)."""
-        present: list[bool] = []
-        repeated: list[int] = []
-        # ``find``, inlined: this runs once per source row and target
-        highs, lows, starts, seen = self._high, self._low, self._starts, self._seen
-        shift = 64 + self._shift
-        for value in fingerprints:
-            bucket = value >> shift
-            position, end = starts[bucket], starts[bucket + 1]
-            high, low = value >> 64, value & _MASK
-            while position < end:
-                if highs[position] == high and lows[position] == low:
-                    break
-                position += 1
-            else:
-                present.append(False)
-                continue
-            present.append(True)
-            if seen[position]:
-                repeated.append(value)
-            else:
-                seen[position] = 1
-                self.matched += 1
-        return present, repeated
+    def see(self, fingerprints: bytes) -> tuple[list[bool], list[bytes]]:
+        """Mark these fingerprints (concatenated) seen; return whether each is present,
+        and those seen before (earlier in this run, or earlier in the chunk)."""
+        at, found = self._positions(*_halves(fingerprints))
+        rows = np.flatnonzero(found)
+        positions = at[rows]
+        first = np.zeros(len(positions), dtype=bool)
+        first[np.unique(positions, return_index=True)[1]] = True
+        repeated = rows[self._seen[positions] | ~first]
+        self.matched += int(np.count_nonzero(first & ~self._seen[positions]))
+        self._seen[positions] = True
+        return found.tolist(), [fingerprints[16 * i : 16 * i + 16] for i in repeated.tolist()]
 
-    def was_seen(self, value: int) -> bool:
-        position = self.find(value)
+    def was_seen(self, fingerprint: bytes) -> bool:
+        position = self.find(fingerprint)
         return position >= 0 and bool(self._seen[position])
 
     def unseen(self) -> list[bytes]:
         """The fingerprints never seen, in order."""
         if self.matched == len(self._seen):
             return []
-        return [
-            ((self._high[i] << 64) | self._low[i]).to_bytes(16, "big")
-            for i, seen in enumerate(self._seen)
-            if not seen
-        ]
+        missing = np.flatnonzero(~self._seen)
+        words = np.empty((len(missing), 2), dtype=_WORDS)
+        words[:, 0], words[:, 1] = self._high[missing], self._low[missing]
+        joined = words.tobytes()
+        return [joined[i : i + 16] for i in range(0, len(joined), 16)]

@@ -56,7 +56,7 @@ class SqlStaging:
         self._conn: Connection | None = None
         self._fingerprints: FingerprintIndex | None = None
         """The target's fingerprints (``known``), read on first use."""
-        self._repeated: list[int] = []
+        self._repeated: list[bytes] = []
         """Fingerprints ``known`` found more than once: the same row twice."""
         self._candidate_table: sa.Table | None = None
         self._temporary: list[sa.Table] = []
@@ -137,7 +137,7 @@ class SqlStaging:
         self._staged += len(rows)
         return {row[0]: None if row[1] is None else acked_from_row(row) for row in found}
 
-    def known(self, fingerprints: Sequence[int]) -> list[bool]:
+    def known(self, fingerprints: bytes) -> list[bool]:
         if not fingerprints:
             return []
         found, repeated = self._fingerprint_index().see(fingerprints)
@@ -212,11 +212,8 @@ class SqlStaging:
                     .execution_options(yield_per=READ_BATCH)
                 )
                 pairs: Iterator[tuple[str, bytes]] = iter(conn.execute(found))
-                keys.update(
-                    key for key, value in pairs if index.was_seen(int.from_bytes(value, "big"))
-                )
-            repeated = [value.to_bytes(16, "big") for value in self._repeated]
-            for chunk in chunks(repeated):
+                keys.update(key for key, value in pairs if index.was_seen(bytes(value)))
+            for chunk in chunks(self._repeated):
                 named = sa.select(p.key).where(p.target == self._target, p.source_hash.in_(chunk))
                 keys.update(conn.execute(named).scalars())
         return sorted(keys)

@@ -45,9 +45,9 @@ def acks(*docs: Document) -> list[tuple[str, bytes, bytes, bytes | None]]:
     return [(d.key, d.hash, d.canonical, d.source_hash) for d in docs]
 
 
-def ints(*fingerprints: bytes) -> list[int]:
-    """Fingerprints as ``Staging.known`` takes them."""
-    return [int.from_bytes(f, "big") for f in fingerprints]
+def ints(*fingerprints: bytes) -> bytes:
+    """Fingerprints as ``Staging.known`` takes them: concatenated."""
+    return b"".join(fingerprints)
 
 
 def acked(d: Document) -> Acked:

@@ -248,6 +248,12 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
     work = opts.workdir
     log = work / "syncd.log"
     state, seeded = work / "state.db", work / "seeded.db"
+    first_source = opts.sources[0]
+
+    def start(source: str) -> None:
+        """Restore the state a run from ``source`` starts from."""
+        restore(seeded if source == first_source else work / f"seeded-{source}.db", state)
+
     results: dict[str, list[Run]] = {}
     extra: dict[str, Any] = {}
     with ExitStack() as outer:
@@ -279,30 +285,39 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
 
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{state}{suffix}").unlink(missing_ok=True)
-                first_source = opts.sources[0]
+                fresh = False
                 if opts.seed_directly:
                     if repeat == 0:
                         say("seeding state directly (no first sync measured at this size)")
                         sizes = naive_sizes(load_config(config(first_source, "v1")), seed=True)
                         extra["naive_estimate"] = {"requests": sizes.requests, "bytes": sizes.bytes}
-                        snapshot(state, seeded)
-                    else:
-                        restore(seeded, state)
-                elif repeat >= opts.first_repeat:
-                    restore(seeded, state)
-                else:
+                        fresh = True
+                elif repeat < opts.first_repeat:
                     say(f"[{repeat + 1}/{opts.repeat}] first sync ({first_source})")
                     results.setdefault(f"first sync ({first_source})", []).append(
                         sync(config(first_source, "v1"), fakes, log)
                     )
+                    fresh = True
+                if fresh:
                     snapshot(state, seeded)
+                    # State fingerprints the rows of the source that filled it. Each other
+                    # source starts from what a run of its own left (an unmeasured
+                    # no-change run records its rows' fingerprints), as in production,
+                    # where a deployment reads one source.
+                    for source in opts.sources[1:]:
+                        say(f"recording the fingerprints of {source} rows (not measured)")
+                        sync(config(source, "v1"), fakes, log)
+                        snapshot(state, work / f"seeded-{source}.db")
+                        restore(seeded, state)
+
                 for source in opts.sources:
+                    start(source)
                     say(f"[{repeat + 1}/{opts.repeat}] no change ({source})")
                     results.setdefault(f"no change ({source})", []).append(
                         sync(config(source, "v1"), fakes, log)
                     )
                 for source in opts.sources:
-                    restore(seeded, state)
+                    start(source)
                     say(f"[{repeat + 1}/{opts.repeat}] 1% changed ({source})")
                     results.setdefault(f"1% changed ({source})", []).append(
                         sync(config(source, "v2"), fakes, log)

@@ -89,3 +89,16 @@ def test_a_spooled_document_reads_the_same_payload_and_keeps_its_identity(tmp_pa
         assert spooled.payload == document.payload
         assert spooled.size == len(document.canonical)
         assert spooled.spooled(spool) is spooled  # spooled once
+
+
+def test_a_full_disk_while_writing_is_a_state_error_naming_the_directory(tmp_path, monkeypatch):
+    with Spool(str(tmp_path)) as spool:
+
+        def no_space(data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(spool._file, "write", no_space)
+
+        with pytest.raises(StateError, match=f"{tmp_path}.*write.*No space left on device"):
+            spool.put(b"payload")
+        assert spool.size == 0

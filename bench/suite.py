@@ -454,11 +454,15 @@ def checks(
     nochange = table.get("no change (jsonl)")
     if nochange is not None:
         requests = sum(nochange["requests"].values())
-        budget = 10 * opts.n / 1e6  # 10 s per million products, prorated
+        # The 10 s target is for a million products; below that only memory and requests
+        # are checked (interpreter start and imports alone take about a second).
+        timed = opts.n >= 1_000_000
+        budget = 10 * opts.n / 1e6  # 10 s per million products
         check(
-            f"no change, {opts.n:,} products, JSONL: < {budget:g} s wall (10 s per 1M), "
-            "< 300 MB, 0 requests",
-            nochange["wall_s"] < budget and nochange["rss_mb"] < 300 and requests == 0,
+            f"no change, {opts.n:,} products, JSONL: "
+            + (f"< {budget:g} s wall, " if timed else "(wall checked from 1M: make bench-1m) ")
+            + "< 300 MB, 0 requests",
+            (nochange["wall_s"] < budget or not timed) and nochange["rss_mb"] < 300 and requests == 0,
             f"{nochange['wall_s']:.1f} s wall, {nochange['cpu_s']:.1f} s CPU, "
             f"{nochange['rss_mb']:.0f} MB, {requests} requests",
         )

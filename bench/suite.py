@@ -462,7 +462,9 @@ def checks(
             f"no change, {opts.n:,} products, JSONL: "
             + (f"< {budget:g} s wall, " if timed else "(wall checked from 1M: make bench-1m) ")
             + "< 300 MB, 0 requests",
-            (nochange["wall_s"] < budget or not timed) and nochange["rss_mb"] < 300 and requests == 0,
+            (nochange["wall_s"] < budget or not timed)
+            and nochange["rss_mb"] < 300
+            and requests == 0,
             f"{nochange['wall_s']:.1f} s wall, {nochange['cpu_s']:.1f} s CPU, "
             f"{nochange['rss_mb']:.0f} MB, {requests} requests",
         )

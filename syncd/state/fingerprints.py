@@ -96,9 +96,14 @@ class FingerprintIndex:
         self._seen[positions] = True
         return found.tolist(), [fingerprints[16 * i : 16 * i + 16] for i in repeated.tolist()]
 
+    def were_seen(self, fingerprints: bytes) -> list[bool]:
+        """Whether each of these fingerprints (concatenated) is present and was seen."""
+        at, found = self._positions(*_halves(fingerprints))
+        hits: list[bool] = (found & self._seen[at]).tolist() if len(self._seen) else found.tolist()
+        return hits
+
     def was_seen(self, fingerprint: bytes) -> bool:
-        position = self.find(fingerprint)
-        return position >= 0 and bool(self._seen[position])
+        return self.were_seen(fingerprint)[0]
 
     def unseen(self) -> list[bytes]:
         """The fingerprints never seen, in order."""

@@ -211,8 +211,11 @@ class SqlStaging:
                     .where(p.source_hash.is_not(None))
                     .execution_options(yield_per=READ_BATCH)
                 )
-                pairs: Iterator[tuple[str, bytes]] = iter(conn.execute(found))
-                keys.update(key for key, value in pairs if index.was_seen(bytes(value)))
+                # looked up a batch at a time: one NumPy search per batch, not per key
+                batches: Iterator[Sequence[tuple[str, bytes]]] = conn.execute(found).partitions()
+                for batch in batches:
+                    seen = index.were_seen(b"".join(bytes(value) for _, value in batch))
+                    keys.update(key for (key, _), hit in zip(batch, seen, strict=True) if hit)
             for chunk in chunks(self._repeated):
                 named = sa.select(p.key).where(p.target == self._target, p.source_hash.in_(chunk))
                 keys.update(conn.execute(named).scalars())

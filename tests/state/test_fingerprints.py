@@ -88,3 +88,5 @@ def test_the_index_behaves_like_a_set_with_seen_flags(stored, chunks) -> None:
         assert index.matched == len(seen)
     assert index.unseen() == sorted(known - seen)
     assert all(index.was_seen(f) == (f in seen) for f in stored)
+    probes = stored + [f for chunk in chunks for f in chunk]
+    assert index.were_seen(b"".join(probes)) == [f in seen for f in probes]

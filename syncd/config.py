@@ -123,6 +123,16 @@ class _SourceBase(_Model):
     """With ``group_by``: the field of the merged record that lists every row of the group."""
     min_records: int = Field(default=0, ge=0)
     """A read returning fewer records than this is treated as failed."""
+    confirm_deletes: bool = True
+    """Before deleting products a complete read did not return, take a second look where
+    the source can: a SQL query restricted to their keys, an HTTP ``item_url`` answering
+    404, a file unchanged since the read began. A product found again, or that the look
+    could not reach, is not deleted."""
+    delete_after_missing_runs: int | None = Field(default=None, ge=1)
+    """Delete a product only once it has been missing from this many consecutive complete
+    reads. Default: 1 when the read proves itself complete or a second look confirms
+    each delete; 3 for a source that can do neither (an HTTP list paged by number or
+    offset with no ``total_path`` and no ``item_url``)."""
     where: dict[str, Any] = Field(default_factory=dict)
     """Keep only records whose field (dotted path) equals the value, or one of a list of
     values (``{ model = "product.product", status = ["publish", "private"] }``). Records
@@ -291,6 +301,10 @@ class GuardConfig(_Model):
     """Hold deletes when the source read returned fewer records."""
     min_source_fraction: float = Field(default=0.5, ge=0, le=1)
     """Hold deletes when the read is smaller than this fraction of the last complete read."""
+    max_reject_fraction: float = Field(default=0.5, ge=0, le=1)
+    """A run rejecting more than this fraction of the records read is ``blocked`` (exit 1)
+    and sends no deletes or withdrawals: a broken mapping or a wrong constant looks like
+    this. The products it could send are still sent."""
 
 
 class UserfluxMappingConfig(_Model):
@@ -352,6 +366,16 @@ class _TargetBase(_Model):
     """Delete guards of this target."""
     rejection_backoff_s: float = Field(default=86_400.0, ge=0)
     """A product the target refused is re-sent unchanged only after this long."""
+    rejected: Literal["withdraw", "keep"] = "withdraw"
+    """What happens on the target to a product that was pushed and can't be pushed any more
+    (rejected by the mapping, the target's contract or the target itself, or a duplicate
+    key): ``withdraw`` deletes it from the target, so shoppers never see its old data;
+    ``keep`` leaves the last acknowledged version there and reports it as stale on every
+    run. Withdrawals count as deletes for the guards."""
+    in_doubt_window_s: float = Field(default=600.0, ge=0)
+    """A write the target may have applied after syncd gave up on it (a timeout, a dropped
+    connection, a 5xx) can land late and undo a newer one. Such products are re-sent whole
+    by the first run after this many seconds."""
 
 
 class UserfluxTargetConfig(_TargetBase):

@@ -25,6 +25,9 @@ class GuardInput:
     keyless: int = 0
     """Records rejected without a usable key: their products would look deleted."""
     keyless_example: str | None = None
+    rejected: int = 0
+    """Records of this read that can't be sent to the target (rejected, duplicate keys)."""
+    rejected_example: str | None = None
 
 
 def check_guards(
@@ -73,6 +76,15 @@ def check_guards(
             f"{figures.keyless} records have no usable key (first: {figures.keyless_example}): "
             "their products can't be told from deleted ones; fix those records, or, "
             "if the deletes are intended, run `syncd sync --allow-deletes` once"
+        )
+    rejected = figures.rejected
+    if rejected and rejected > config.max_reject_fraction * max(figures.source_count, 1):
+        share = rejected / max(figures.source_count, 1)
+        reasons.append(
+            f"{rejected} of the {figures.source_count} records read ({share:.0%}) were "
+            f"rejected, over max_reject_fraction={config.max_reject_fraction:.0%} "
+            f"(first: {figures.rejected_example}); a broken mapping or a wrong constant looks "
+            f"like this: fix it, or change {target_path}.guards.max_reject_fraction"
         )
     if config.max_delete_count is not None and figures.deletes > config.max_delete_count:
         reasons.append(

@@ -12,9 +12,10 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
 from syncd.mapping import Mapper, build_mapper
 from syncd.model import (
+    UNACKNOWLEDGED,
     Document,
     Record,
     Rejection,
@@ -39,6 +41,7 @@ from syncd.model import (
     Spool,
     UnreadableRow,
 )
+from syncd.proof import DeleteProof
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
 from syncd.sources.base import filter_records
@@ -100,6 +103,12 @@ class _TargetRun:
     error: str | None = None
     outcome: str | None = None
     holder: str = ""
+    doubts: tuple[int, int] = (0, 0)
+    """Products whose last write is in doubt: (re-sent this run, still within the window)."""
+    withdrawn: int = 0
+    """Products in state that can't be pushed any more, withdrawn (``rejected = "withdraw"``)."""
+    stale: int = 0
+    """Products in state that can't be pushed any more, kept as they were (``"keep"``)."""
 
     @property
     def full(self) -> bool:
@@ -125,6 +134,8 @@ _HOW_SENT = frozenset(
         "rejection_backoff_s",
         "batch_size",
         "mirror_block",
+        "rejected",
+        "in_doubt_window_s",
     }
 )
 """Target settings that change how and where requests are sent, never what a row maps
@@ -335,6 +346,8 @@ class Reconciler:
                 remember=leases is not None,
             )
             runs.append(run)
+            if leases is None:
+                run.doubts = self.store.count_doubts(config.name, time.time())
             if leases is not None:
                 if not leases.acquire(config.name):
                     other = self.store.lease_holder(config.name, time.time())
@@ -342,6 +355,10 @@ class Reconciler:
                     run.error = f"another syncd ({other}) is running this target; not started"
                     continue
                 self.store.mark_interrupted(config.name)
+                due = self.store.reassert_doubts(config.name, time.time())
+                if due:
+                    run.state_count = self.store.count(config.name)
+                run.doubts = (due, self.store.count_doubts(config.name, time.time())[1])
                 run.holder = holder
                 run.run_id = self.store.start_run(
                     config.name, mode=mode, mode_reason=reason, holder=holder
@@ -377,6 +394,7 @@ class Reconciler:
         unreadable: list[UnreadableRow] = []
         source_error: str | None = None
         source = self._source or open_source(self.config.source, self.config.http)
+        proof = DeleteProof(source, self.config.source)
         if active:
             fingerprinting = self._fingerprint_runs(active)
             try:
@@ -421,7 +439,9 @@ class Reconciler:
                 complete=source_error is None,
                 error=source_error,
             )
-        plans = [self._plan_one(run, count, source_error, unreadable, options) for run in runs]
+        plans = [
+            self._plan_one(run, count, source_error, unreadable, options, proof) for run in runs
+        ]
         return plans, count, source_error
 
     def _fingerprint_runs(self, active: Sequence[_TargetRun]) -> bool:
@@ -601,6 +621,7 @@ class Reconciler:
         source_error: str | None,
         unreadable: Sequence[UnreadableRow],
         options: RunOptions,
+        proof: DeleteProof,
     ) -> Plan:
         kind = run.target.kind
         if run.outcome is not None or run.staging is None:
@@ -614,11 +635,18 @@ class Reconciler:
                 Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
                 for key in sorted(duplicates)
             )
-        deletes = deletes_of(staging.unseen()) if source_error is None else []
+        deletes: list[Change] = []
+        if source_error is None:
+            deletes = self._proven_deletes(run, deletes_of(staging.unseen()), proof)
+        changes, keep = self._unpushable(run)
+        withdrawn = [change for change in changes if change.kind is ChangeKind.DELETE]
+        changes = [change for change in changes if change.kind is not ChangeKind.DELETE]
+        deletes += withdrawn
+        rejected = len(run.rejections) + run.held_rejected
         deleting, population = len(deletes), run.state_count
         if run.full and getattr(run.config, "mirror_block", False) and run.target_count:
             # a whole-block upsert also removes what state never knew (drift, lost state)
-            deleting = max(deleting, run.target_count - len(run.changes))
+            deleting = max(deleting, run.target_count - len(changes))
             population = max(population, run.target_count)
         verdict = check_guards(
             GuardInput(
@@ -630,18 +658,20 @@ class Reconciler:
                 deletes=deleting,
                 keyless=len(run.keyless),
                 keyless_example=run.keyless[0] if run.keyless else None,
+                rejected=rejected,
+                rejected_example=run.rejections[0].reason if run.rejections else None,
             ),
             run.config.guards,
             target_path=f"targets[{run.index}]",
             allow_deletes=options.allow_deletes,
         )
         planned = run.target.plan(
-            run.changes,
+            changes,
             deletes,
             full=run.full,
             deletes_allowed=verdict.allowed,
             full_reason=run.mode_reason,
-            keep=run.unsendable,
+            keep=keep,
         )
         if source_error is not None and run.full:
             run.notes.append("source read incomplete: full refresh limited to what was read")
@@ -662,6 +692,76 @@ class Reconciler:
             state_count=run.state_count,
             notes=tuple(run.notes) + planned.notes,
         )
+
+    def _proven_deletes(
+        self, run: _TargetRun, candidates: list[Change], proof: DeleteProof
+    ) -> list[Change]:
+        """The products gone from a complete read that may be deleted: those a second look
+        confirms (where the source takes one), missing from enough consecutive reads."""
+        name = run.config.name
+        keys = [change.key for change in candidates]
+        # a second look asks the source by its key: only for targets keyed by it
+        keyed_by_source = getattr(getattr(run.config, "mapping", None), "key", None) is None
+        confirmed = proof.confirm(keys) if keys and keyed_by_source else None
+        if confirmed is not None:
+            found = len(keys) - len(confirmed)
+            if found:
+                why = f"it failed: {proof.failure}" if proof.failure else "found again"
+                run.notes.append(
+                    f"{found} products missing from the read were not confirmed gone by a "
+                    f"second look at the source ({why}): not deleted"
+                )
+            candidates = [change for change in candidates if change.key in confirmed]
+        needed, why = proof.runs_needed(confirmed is not None)
+        previous = self.store.absences(name) if needed > 1 else {}
+        missed = {change.key: previous.get(change.key, 0) + 1 for change in candidates}
+        if run.remember:
+            self.store.record_absences(name, missed, time.time())
+        waiting = [key for key, count in missed.items() if count < needed]
+        if waiting:
+            run.notes.append(
+                f"{len(waiting)} products missing from this read are deleted only once "
+                f"missing from {needed} consecutive complete reads ({why}); "
+                f"first: {waiting[0]!r}, missed {missed[waiting[0]]} so far"
+            )
+        return [change for change in candidates if missed[change.key] >= needed]
+
+    def _unpushable(self, run: _TargetRun) -> tuple[list[Change], frozenset[str]]:
+        """The run's changes plus what becomes of the products in state that can't be pushed
+        any more (``rejected``): a delete each (withdraw), or nothing but a note, and for a
+        mirrored block's upsert their last acknowledged version (keep). Also the keys no
+        request may remove from the target."""
+        changes = list(run.changes)
+        if not run.unsendable:
+            return changes, frozenset()
+        config = run.config
+        acked = self.store.acked_of(config.name, sorted(run.unsendable))
+        if not acked:
+            return changes, frozenset()
+        first = acked[0].key
+        if config.rejected == "withdraw":
+            run.withdrawn = len(acked)
+            run.notes.append(
+                f"{len(acked)} products on the target can't be pushed any more (rejected): "
+                f'withdrawn from the target (rejected = "withdraw"); first: {first!r}'
+            )
+            changes += [Change(ChangeKind.DELETE, a.key, None, a) for a in acked]
+            return changes, frozenset()
+        run.stale = len(acked)
+        run.notes.append(
+            f"{len(acked)} products on the target can't be pushed any more (rejected): they "
+            f'keep their last acknowledged version and are stale (rejected = "keep"); '
+            f"first: {first!r}"
+        )
+        known = [a for a in acked if a.hash != UNACKNOWLEDGED]
+        if run.full and getattr(config, "mirror_block", False):
+            # a whole-block upsert must carry their last good version, or it would drop them
+            changes += [
+                Change(ChangeKind.REFRESH, a.key, Document(a.key, a.canonical, a.hash), a)
+                for a in known
+            ]
+        kept = {a.key for a in acked} - {a.key for a in known}
+        return changes, frozenset(kept)
 
     # -- sending ---------------------------------------------------------------------
     def _execute(self, run: _TargetRun, plan: Plan, started: float) -> TargetReport:
@@ -702,6 +802,11 @@ class Reconciler:
                 grace_s=self.config.schedule.shutdown_grace_s,
             )
             execution = executor.run(plan.operations, on_ack, flush)
+            self._restore_refused(run, plan, execution)
+            late = self._late_withdrawals(run, plan, execution)
+            if late:
+                execution = _combined(execution, executor.run(late, on_ack, flush))
+            self._record_doubts(run, (*plan.operations, *late), execution)
             if execution.fatal:
                 outcome, error = "failed", execution.fatal
             elif self.stop.is_set() and (execution.interrupted or not plan.source_complete):
@@ -710,6 +815,8 @@ class Reconciler:
                 outcome, error = "failed", "; ".join(plan.guard.reasons)
             elif not plan.guard.allowed:
                 outcome, error = "blocked", "; ".join(plan.guard.reasons)
+            elif too_many := _too_many_rejected(run, plan, execution):
+                outcome, error = "blocked", too_many
             elif execution.failed:
                 outcome, error = (
                     "partial",
@@ -723,6 +830,86 @@ class Reconciler:
             return self._finish(run, plan, execution, started, outcome, error)
         finally:
             structlog.contextvars.unbind_contextvars("target", "run_id")
+
+    def _restore_refused(self, run: _TargetRun, plan: Plan, execution: Execution) -> None:
+        """A write the target refused was not applied: state goes back to what the target
+        holds, its last acknowledged version (a refused create: nothing), instead of
+        staying marked in flight."""
+        refused = {r.key for r in execution.rejections if r.by_target}
+        if not refused:
+            return
+        restore: list[tuple[str, bytes, bytes, bytes | None]] = []
+        forget: list[str] = []
+        for operation in plan.operations:
+            for change in operation.changes:
+                if change.key not in refused or change.kind in (
+                    ChangeKind.DELETE,
+                    ChangeKind.REFRESH,  # never marked in flight: state is as it was
+                ):
+                    continue
+                previous = change.previous
+                if previous is None:
+                    forget.append(change.key)
+                elif previous.hash != UNACKNOWLEDGED:
+                    restore.append((change.key, previous.hash, previous.canonical, None))
+        self.store.apply_acks(run.config.name, restore, forget)
+
+    def _late_withdrawals(
+        self, run: _TargetRun, plan: Plan, execution: Execution
+    ) -> tuple[Operation, ...]:
+        """Deletes of the products the target refused this run whose older version it still
+        holds, when they are to be withdrawn and nothing held deletes back."""
+        if (
+            run.config.rejected != "withdraw"
+            or not plan.source_complete
+            or not plan.guard.allowed
+            or execution.fatal
+            or self.stop.is_set()
+        ):
+            return ()
+        refused = {r.key for r in execution.rejections if r.by_target}
+        # only where the target held a version before (a refused create left nothing there)
+        had = [
+            change.key
+            for operation in plan.operations
+            for change in operation.changes
+            if change.key in refused and change.previous is not None
+        ]
+        acked = self.store.acked_of(run.config.name, had) if had else []
+        if not acked:
+            return ()
+        run.withdrawn += len(acked)
+        log.info(
+            "syncd.run.withdrawing",
+            target=run.config.name,
+            products=len(acked),
+            reason="refused by the target this run; the older version must not stay there",
+        )
+        deletes = [Change(ChangeKind.DELETE, a.key, None, a) for a in acked]
+        return run.target.plan([], deletes, full=False, deletes_allowed=True).operations
+
+    def _record_doubts(
+        self, run: _TargetRun, operations: Sequence[Operation], execution: Execution
+    ) -> None:
+        """Remember the products whose write the target may have applied after syncd gave
+        up on it, to re-send them whole once ``in_doubt_window_s`` has passed."""
+        doubted: set[str] = getattr(execution, "in_doubt", set())
+        if not doubted:
+            return
+        payloads: dict[str, bytes | None] = {}
+        for operation in operations:
+            for change in operation.changes:
+                if change.key in doubted:
+                    source = change.document or change.previous
+                    payloads[change.key] = source.canonical if source is not None else None
+        until = time.time() + run.config.in_doubt_window_s
+        self.store.record_doubts(run.config.name, list(payloads.items()), until)
+        log.warning(
+            "syncd.run.writes_in_doubt",
+            target=run.config.name,
+            products=len(payloads),
+            reassert_after_s=run.config.in_doubt_window_s,
+        )
 
     def _finish(
         self,
@@ -804,6 +991,42 @@ class Reconciler:
         )
         getattr(log, level)("syncd.run.finished", **report.figures())
         return report
+
+
+def _combined(first: Execution, second: Execution) -> Execution:
+    """Two executions of one run as one: counts added, errors kept, the later last."""
+    merged = Execution()
+    for name in (f.name for f in fields(Execution)):
+        a, b = getattr(first, name), getattr(second, name)
+        if isinstance(a, bool):
+            value: Any = a or b
+        elif isinstance(a, Counter | list | int):
+            value = a + b
+        elif isinstance(a, set):
+            value = a | b
+        else:  # the first fatal error, the last error seen
+            value = (a or b) if name == "fatal" else (b or a)
+        setattr(merged, name, value)
+    return merged
+
+
+def _too_many_rejected(run: _TargetRun, plan: Plan, execution: Execution) -> str | None:
+    """Why the run is not ok when the target refused (with what was rejected before
+    sending) more than ``max_reject_fraction`` of the records read."""
+    refused = len(execution.rejections)
+    if not refused:
+        return None  # the plan's own rejections were weighed by the guards
+    rejected = len(plan.rejected) + run.held_rejected + refused
+    read = max(plan.source_count, 1)
+    limit = run.config.guards.max_reject_fraction
+    if rejected <= limit * read:
+        return None
+    return (
+        f"{rejected} of the {plan.source_count} records read ({rejected / read:.0%}) were "
+        f"rejected ({refused} by the target: {execution.rejections[0].reason}), over "
+        f"max_reject_fraction={limit:.0%}; fix them or change "
+        f"targets[{run.index}].guards.max_reject_fraction"
+    )
 
 
 def reconcile_once(

@@ -6,7 +6,7 @@ A row of acknowledged state is written only after the target answered 2xx for it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from syncd.model import Acked, Rejection, RejectionRecord, RunRecord
@@ -116,6 +116,37 @@ class StateStore(Protocol):
 
     def forget_target(self, target: str) -> int:
         """Drop every acknowledged entry of a target (after the target was wiped)."""
+        ...
+
+    def acked_of(self, target: str, keys: Sequence[str]) -> list[Acked]:
+        """The acknowledged entries state holds for these keys (unknown keys left out)."""
+        ...
+
+    # -- writes in doubt, products absent ----------------------------------------
+    def record_doubts(
+        self, target: str, entries: Sequence[tuple[str, bytes | None]], until: float
+    ) -> None:
+        """(key, payload) whose write the server may have applied after syncd gave up on
+        it; re-asserted by the first run after ``until``. ``payload`` is what state holds
+        for the key after this run (for a delete: what it held before), to restore it."""
+        ...
+
+    def reassert_doubts(self, target: str, now: float) -> int:
+        """Mark the products whose doubt is due as unacknowledged (re-sent whole by this
+        run; a deleted one is restored from the doubt, so it is deleted again if still
+        gone), drop those doubts, and return how many."""
+        ...
+
+    def count_doubts(self, target: str, now: float) -> tuple[int, int]:
+        """(due now, still within their window)."""
+        ...
+
+    def absences(self, target: str) -> dict[str, int]:
+        """Key -> consecutive complete reads the product was missing from (not yet deleted)."""
+        ...
+
+    def record_absences(self, target: str, missing: Mapping[str, int], now: float) -> None:
+        """Replace the target's absences with ``missing``."""
         ...
 
     # -- runs ------------------------------------------------------------------

@@ -92,6 +92,31 @@ rejections = sa.Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+doubts = sa.Table(
+    "doubts",
+    metadata,
+    sa.Column("target", Target, primary_key=True),
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("until", Seconds, nullable=False),
+    sa.Column("payload", Json, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+"""Products whose last write is in doubt: a request the server may have applied after
+syncd gave up on it. Re-asserted by the first run after ``until`` (``payload``: what
+state held when the doubt arose, to re-delete a product deleted since)."""
+
+absences = sa.Table(
+    "absences",
+    metadata,
+    sa.Column("target", Target, primary_key=True),
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("runs", sa.Integer, nullable=False),
+    sa.Column("since", Seconds, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+"""Products absent from the last ``runs`` consecutive complete reads, not yet deleted
+(``delete_after_missing_runs``)."""
+
 leases = sa.Table(
     "leases",
     metadata,

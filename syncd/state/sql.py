@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from syncd.model import UNACKNOWLEDGED, Acked, Rejection, RejectionRecord, RunRecord
-from syncd.state import migrate
+from syncd.state import migrate, pending
 from syncd.state.base import Staging, StateStore
 from syncd.state.db import (
     ACK_COLUMNS,
@@ -156,6 +156,35 @@ class SqlStateStore:
     def forget_target(self, target: str) -> int:
         with self.translated("forget a target"), self.engine.begin() as conn:
             return conn.execute(products.delete().where(products.c.target == target)).rowcount
+
+    def acked_of(self, target: str, keys: Sequence[str]) -> list[Acked]:
+        with self.translated("read products"), self.engine.connect() as conn:
+            return pending.acked_of(conn, target, keys)
+
+    # -- writes in doubt, products absent ------------------------------------
+
+    def record_doubts(
+        self, target: str, entries: Sequence[tuple[str, bytes | None]], until: float
+    ) -> None:
+        if entries:
+            with self.translated("record writes in doubt"), self.engine.begin() as conn:
+                pending.record_doubts(conn, target, entries, until)
+
+    def reassert_doubts(self, target: str, now: float) -> int:
+        with self.translated("re-assert writes in doubt"), self.engine.begin() as conn:
+            return pending.reassert_doubts(conn, target, now)
+
+    def count_doubts(self, target: str, now: float) -> tuple[int, int]:
+        with self.translated("count writes in doubt"), self.engine.connect() as conn:
+            return pending.count_doubts(conn, target, now)
+
+    def absences(self, target: str) -> dict[str, int]:
+        with self.translated("read absences"), self.engine.connect() as conn:
+            return pending.read_absences(conn, target)
+
+    def record_absences(self, target: str, missing: Mapping[str, int], now: float) -> None:
+        with self.translated("record absences"), self.engine.begin() as conn:
+            pending.replace_absences(conn, target, missing, now)
 
     # -- runs ----------------------------------------------------------------
 

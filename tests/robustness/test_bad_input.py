@@ -77,6 +77,18 @@ def assert_nothing_lost(box: Sandbox, *, spare: set[str] = frozenset()) -> None:
     assert {k: vb_held[k] for k in want_vb} == want_vb
 
 
+def assert_withdrawn(box: Sandbox, key: str = BAD) -> None:
+    """The pushed product that can't be pushed any more is withdrawn from both targets and
+    from state (``rejected = "withdraw"``, the default); nothing else is lost."""
+    assert_nothing_lost(box, spare={key})
+    uf, vb = box.new_requests()
+    assert set(deleted_keys(uf, vb)) == {key}
+    assert ("product", key) not in box.uf_products()
+    assert key not in box.vb_products()
+    for name in (UF_NAME, VB_NAME):
+        assert key not in state_rows(box.state_path, name)
+
+
 def _expected(box: Sandbox, records: list[dict[str, Any]]) -> tuple[dict, dict]:
     from tests.robustness.helpers import expected_userflux, expected_vambe
 
@@ -147,7 +159,7 @@ def test_a_record_whose_key_went_missing_does_not_get_its_product_deleted(
     assert_nothing_lost(pushed)
 
 
-def test_duplicate_keys_push_neither_copy_and_keep_what_was_pushed(pushed: Sandbox) -> None:
+def test_duplicate_keys_push_neither_copy_and_withdraw_what_was_pushed(pushed: Sandbox) -> None:
     records = [dict(r) for r in BASE]
     records.append(dict(records[2], title="Another product 3"))
     pushed.write_catalog(records)
@@ -157,7 +169,24 @@ def test_duplicate_keys_push_neither_copy_and_keep_what_was_pushed(pushed: Sandb
     assert [t.rejected for t in report.targets] == [1, 1]
     reasons = rejection_reasons(pushed)
     assert reasons[(UF_NAME, BAD)] == f"duplicate key {BAD!r} in the source: neither copy is pushed"
-    assert_nothing_lost(pushed)  # P00003 too: its pushed copy stays
+    assert_withdrawn(pushed)
+
+
+def test_with_rejected_keep_a_product_that_cant_be_pushed_stays_as_it_was_and_is_reported_stale(
+    pushed: Sandbox,
+) -> None:
+    pushed.configure(log_level="warning", extra_target='rejected = "keep"')
+    pushed.write_catalog(with_record_3(price="abc"))
+
+    for _ in range(2):  # reported on every run, not only the first
+        report = pushed.sync()
+
+        assert report.ok, [(t.target, t.outcome, t.error) for t in report.targets]
+        for target in report.targets:
+            notes = " ".join(target.plan["notes"])
+            assert "1 products on the target can't be pushed any more" in notes
+            assert "stale" in notes and "'P00003'" in notes
+        assert_nothing_lost(pushed)
 
 
 # -- values -----------------------------------------------------------------------------
@@ -188,7 +217,7 @@ def test_a_price_that_is_not_a_number_is_rejected_naming_key_and_field(
     assert reasons[(UF_NAME, BAD)].startswith("record 3: properties.price: ")
     assert reasons[(VB_NAME, BAD)].startswith("record 3: price: ")
     assert reason in reasons[(UF_NAME, BAD)], reasons
-    assert_nothing_lost(pushed)  # P00003 keeps its last good copy
+    assert_withdrawn(pushed)
 
 
 def test_nan_and_infinity_literals_make_the_line_unreadable_and_hold_deletes(
@@ -215,7 +244,7 @@ def test_an_overflowing_number_is_rejected_as_not_finite(pushed: Sandbox) -> Non
 
     assert report.ok
     assert "not a finite number: inf" in rejection_reasons(pushed)[(UF_NAME, BAD)]
-    assert_nothing_lost(pushed)
+    assert_withdrawn(pushed)
 
 
 def test_invalid_utf8_fails_the_read_naming_line_and_byte(pushed: Sandbox) -> None:
@@ -241,7 +270,7 @@ def test_a_10_mb_field_is_rejected_by_size_and_the_rest_is_pushed(pushed: Sandbo
     assert reasons[(UF_NAME, BAD)].startswith("record 3: payload is 10000")
     assert "over 1000000" in reasons[(UF_NAME, BAD)]
     assert "over 1000000" in reasons[(VB_NAME, BAD)]
-    assert_nothing_lost(pushed)
+    assert_withdrawn(pushed)
 
 
 def test_values_nested_too_deep_for_a_target_are_rejected(pushed: Sandbox) -> None:
@@ -256,7 +285,7 @@ def test_values_nested_too_deep_for_a_target_are_rejected(pushed: Sandbox) -> No
     reasons = rejection_reasons(pushed)
     assert reasons[(UF_NAME, BAD)] == "record 3: properties.brand: nested deeper than 32 levels"
     assert reasons[(VB_NAME, BAD)] == "record 3: metadata.brand: nested deeper than 32 levels"
-    assert_nothing_lost(pushed)
+    assert_withdrawn(pushed)
 
 
 def test_a_line_nested_too_deep_to_parse_is_an_unreadable_row(pushed: Sandbox) -> None:

@@ -16,6 +16,7 @@ from tests.robustness.helpers import (
     Sandbox,
     box,
     deleted_keys,
+    expected_vambe,
     keys_of,
     make_record,
     make_records,
@@ -220,13 +221,15 @@ def test_a_source_read_that_fails_is_never_overridable(
 
 
 @pytest.mark.parametrize("why", ["bad-value", "duplicate-key", "refused-by-target"])
-def test_a_mirrored_upsert_never_drops_a_product_present_in_the_source(
+def test_a_mirrored_upsert_keeps_the_last_good_copy_of_a_product_that_cant_be_pushed(
     box: Sandbox, why: str
 ) -> None:
+    """``rejected = "keep"``: the whole-block upsert is still used, carrying the product's
+    last acknowledged version, so the block converges while the product stays stale."""
     from syncd.sandbox import Fault
     from tests.robustness.helpers import touches
 
-    records = populated(box, n=10, mirror_block=True)
+    records = populated(box, n=10, mirror_block=True, extra_target='rejected = "keep"')
     edited = [dict(r) for r in records]
     if why == "bad-value":
         edited[2]["price"] = "abc"
@@ -242,7 +245,45 @@ def test_a_mirrored_upsert_never_drops_a_product_present_in_the_source(
         box.mark()
     box.write_catalog(edited)
 
-    box.sync(RunOptions(full=True, targets=(VB_NAME,)))
+    report = box.sync(RunOptions(full=True, targets=(VB_NAME,)))
 
     box.assert_no_wrong_delete(keys_of(edited))
-    assert "P00003" in box.vb_products()
+    _, vb = box.new_requests()
+    assert [r.path for r in vb if r.method == "POST"] == [f"/api/public/product/upsert/{box.block}"]
+    held = box.vb_products()
+    assert held["P00003"] == expected_vambe([records[2]])["P00003"]  # the last good copy
+    assert set(held) == set(keys_of(records))
+    [target] = report.targets
+    assert any("stale" in note for note in target.plan["notes"])
+
+
+@pytest.mark.parametrize("why", ["bad-value", "duplicate-key", "refused-by-target"])
+def test_a_mirrored_upsert_withdraws_a_product_that_cant_be_pushed(box: Sandbox, why: str) -> None:
+    """The default, ``rejected = "withdraw"``: the whole-block upsert is used and leaves the
+    product out, so the block ends as a fresh full sync of the same source would."""
+    from syncd.sandbox import Fault
+    from tests.robustness.helpers import touches
+
+    records = populated(box, n=10, mirror_block=True)
+    edited = [dict(r) for r in records]
+    if why == "bad-value":
+        edited[2]["price"] = "abc"
+    elif why == "duplicate-key":
+        edited.append(dict(edited[2], title="Another product 3"))
+    else:
+        edited[2] = make_record(3, version=1)
+        assert box.vambe is not None
+        refuses = touches("P00003")  # its new version, not its delete
+
+        def writing(method: str, path: str, body: object) -> bool:
+            return "/delete/" not in path and refuses(method, path, body)
+
+        box.vambe.inject(Fault(status=400, times=None, match=writing))
+    box.write_catalog(edited)
+
+    report = box.sync(RunOptions(full=True, targets=(VB_NAME,)))
+
+    [target] = report.targets
+    assert target.outcome == "ok", target.error
+    assert set(box.vb_products()) == set(keys_of(records)) - {"P00003"}
+    box.assert_no_wrong_delete(set(keys_of(records)) - {"P00003"})

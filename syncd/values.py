@@ -202,7 +202,7 @@ def key_text(value: Any) -> str:
 
     Text is normalised where no two real keys can meet: to Unicode NFC (``"é"`` typed
     as e + combining accent is the same key as the precomposed one, and the target
-    shows both alike), surrounding whitespace and byte order marks stripped (an
+    shows both alike), surrounding whitespace and a leading byte order mark stripped (an
     export that starts writing a BOM, or a padded cell, must not turn a product into a
     "new" one and delete the old). Whatever invisible or control character remains
     (Unicode categories Cc, Cf, Zl, Zp, Co, Cs, Cn, and every space but U+0020: a

@@ -74,12 +74,25 @@ class TargetRejectedError(TargetError):
 
 
 class RecordError(SyncdError):
-    """One record cannot become a valid document for a target; it is rejected."""
+    """One record cannot become a valid document for a target; it is rejected.
 
-    def __init__(self, reason: str, *, key: str | None = None, field: str | None = None) -> None:
+    ``key`` is the product the record stands for (kept, not deleted, while it is
+    refused); ``also_keys`` are other keys it may have been pushed under before (the
+    raw form of a key refused for invisible characters), to be kept the same way.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        key: str | None = None,
+        field: str | None = None,
+        also_keys: tuple[str, ...] = (),
+    ) -> None:
         self.reason = reason
         self.key = key
         self.field = field
+        self.also_keys = also_keys
         where = f"{field}: " if field else ""
         super().__init__(f"{where}{reason}")
 

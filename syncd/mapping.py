@@ -24,6 +24,7 @@ from syncd.values import (
     MISSING,
     as_it_is,
     jsonable,
+    key_text,
     show,
     stringify,
 )
@@ -295,11 +296,16 @@ def evaluate(spec: FieldSpec, record: Record) -> Any:
 
 
 def _key_text(value: Any) -> str:
+    """The product key of a mapped value, by ``values.key_text``'s rules.
+
+    A key refused for invisible characters keeps its visible twin in ``RecordError.key``
+    (so the reconciler keeps that product); every other refusal has no key.
+    """
     if value is MISSING:
         raise RecordError("missing key")
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list, tuple)):
         raise RecordError(f"the key must be a single value, not {show(value)}")
-    key = stringify(value)
+    key = key_text(value)
     if not key:
         raise RecordError("missing key")
     if len(key) > MAX_KEY_LENGTH:
@@ -311,7 +317,9 @@ def _key_of(field: FieldFn, record: Record, label: str) -> str:
     try:
         return _key_text(field(record))
     except RecordError as exc:
-        raise RecordError(exc.reason, field=label) from None
+        key = exc.key if exc.key and len(exc.key) <= MAX_KEY_LENGTH else None
+        also = tuple(k for k in exc.also_keys if len(k) <= MAX_KEY_LENGTH)
+        raise RecordError(exc.reason, key=key, field=label, also_keys=also) from None
 
 
 def _import_hook(ref: str | None, target: str) -> Hook | None:
@@ -353,7 +361,9 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     try:
         result[key_field] = _key_text(result.get(key_field, MISSING))
     except RecordError as exc:
-        raise RecordError(exc.reason, key=key, field=key_field) from None
+        raise RecordError(
+            exc.reason, key=exc.key or key, field=key_field, also_keys=exc.also_keys
+        ) from None
     return result  # type: ignore[no-any-return]
 
 

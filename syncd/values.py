@@ -1,8 +1,9 @@
 """Values: what a record's field may become, and the coercions that get it there.
 
 JSON-compatible forms (Decimal, datetime, depth limit, NaN refused), strings as targets
-want them, and ``coerce`` for each ``type`` a field spec names: prices such as
-``"1.234,50"`` or ``"$ 12.99"``, booleans, lists, exact integers. Pure: no I/O.
+want them, product keys (``key_text``), and ``coerce`` for each ``type`` a field spec
+names: prices such as ``"1.234,50"`` or ``"$ 12.99"``, booleans, lists, exact integers.
+A number is sent only when the target reads back the number the source holds. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import enum
 import json
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from syncd.config import ValueType
@@ -37,7 +39,12 @@ MAX_DEPTH = 32
 
 def show(value: object) -> str:
     """A value quoted for an error message, cut to about 40 characters."""
-    text = value if isinstance(value, str) else repr(value)
+    if isinstance(value, int) and value.bit_length() > 128:  # repr may not even be allowed
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, str):
+        text = value
+    else:
+        text = str(value) if isinstance(value, Decimal) else repr(value)
     if len(text) > 40:
         text = text[:39] + "…"
     return repr(text) if isinstance(value, str) else text
@@ -85,9 +92,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
 
 def _jsonable_other(value: Any, depth: int) -> Any:
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise RecordError(f"not a finite number: {show(value)}")
-        return float(value)
+        return exact_float(value, value)
     if isinstance(value, int):  # an int-based enum, say
         return int(value)
     if isinstance(value, float):
@@ -130,14 +135,161 @@ def stringify(value: Any) -> str:
     return stringify(_jsonable_other(value, 0))
 
 
+# --------------------------------------------------------------------------------------
+# Exact numbers: what the target reads back is what the source holds
+# --------------------------------------------------------------------------------------
+
+EXACT_INTEGER = 2**53
+"""Every integer up to this magnitude is a double; past it, only some are."""
+
+MAX_INTEGER_DIGITS = 10_000
+"""An ``integer`` field with more digits than this (``"1e999999999"``) is refused, not built."""
+
+
+def exact_float(number: Decimal, value: object) -> float:
+    """``number`` as the double a JSON reader holds, when that is the same number.
+
+    The rule: the shortest text of the double (``repr``) must have the decimal value of
+    ``number``. So ``0.1`` and ``1.5e3`` pass, while ``0.1000000000000000000001`` (more
+    digits than a double keeps), ``123456789012345678901234567890``, ``5e-400`` (which
+    would become 0) and ``1e400`` (infinity) are ``RecordError`` naming ``value``.
+    """
+    if not number.is_finite():
+        raise RecordError(f"not a finite number: {show(value)}")
+    as_float = float(number)
+    if not math.isfinite(as_float):
+        raise RecordError(f"{show(value)} is too large to be sent as a number")
+    if Decimal(repr(as_float)) != number:
+        raise RecordError(
+            f"{show(value)} can't be sent exactly: a JSON number holds {as_float!r}"
+            " (a double keeps about 15 significant digits); send it as a string"
+            " or round it in the source"
+        )
+    return as_float
+
+
+def _exact_int(number: int, value: object) -> int:
+    """``number`` when a double holds it exactly (so the target reads back the same)."""
+    if -EXACT_INTEGER <= number <= EXACT_INTEGER:
+        return number
+    try:
+        exact = int(float(number)) == number
+    except OverflowError:
+        exact = False
+    if not exact:
+        raise RecordError(
+            f"{show(value)} can't be sent exactly: a JSON number keeps about 15 significant"
+            ' digits; send it as a string (type = "string") or an integer field'
+        )
+    return number
+
+
+# --------------------------------------------------------------------------------------
+# Keys: one product, one key string
+# --------------------------------------------------------------------------------------
+
+_BOM = "\ufeff"
+
+
+def key_text(value: Any) -> str:
+    """The product key of a scalar ``value``: stable text, one string per product.
+
+    Numbers are written in their shortest exact decimal form, whatever their type, so
+    ``1``, ``1.0``, ``Decimal("1.00")`` and a JSON ``1e3`` (``"1000"``) name the same
+    product the next run too; a float key past 2**53 is refused (many integers share
+    one such float), and so are booleans and non-finite numbers. A string key is text:
+    ``"1.0"`` stays ``"1.0"``.
+
+    Text is normalised where no two real keys can meet: to Unicode NFC (``"é"`` typed
+    as e + combining accent is the same key as the precomposed one, and the target
+    shows both alike), surrounding whitespace and a leading byte order mark stripped (an
+    export that starts writing a BOM, or a padded cell, must not turn a product into a
+    "new" one and delete the old). Whatever invisible or control character remains
+    (Unicode categories Cc, Cf, Zl, Zp, Co, Cs, Cn, and every space but U+0020: a
+    zero-width space, a BOM inside the key, a tab, a no-break space) is **not**
+    removed: "A\u200b1" and "A1" may be two products a careless export made look
+    alike, and merging them would push one over the other. Such a key is refused with
+    ``RecordError`` that shows it escaped and names the characters, and whose ``key``
+    is its visible twin (those characters removed, spaces made plain): the reconciler
+    stages the key of a refused record as seen, so the product the key passes for in
+    state and on the target is kept as it is, not deleted, until the source is fixed.
+    The refused key itself (and, when it holds an odd space, its form without it) is in
+    ``RecordError.also_keys``: a product pushed under it is to be kept the same way.
+    """
+    kind = type(value)
+    if kind is str:
+        return _key_string(value)
+    if kind is int:
+        return str(value)
+    if isinstance(value, bool):
+        raise RecordError(f"a boolean is not a key: {value!r}")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError(f"not a finite number: {show(value)}")
+        if value.is_integer():
+            if abs(value) > EXACT_INTEGER:
+                raise RecordError(
+                    f"the key {value!r} is a float past 2**53, which many integers share;"
+                    " give the source's key as text or an integer"
+                )
+            return str(int(value))
+        return repr(float(value))
+    if isinstance(value, int):  # an int-based enum, say
+        return str(int(value))
+    if isinstance(value, str):
+        return _key_string(value[:])
+    return _key_string(stringify(value))  # Decimal exactly, dates in ISO form, UUIDs
+
+
+def _key_string(text: str) -> str:
+    if text.isascii() and text.isprintable():  # nearly every key: nothing to do
+        return text.strip()
+    text = text.strip().lstrip(_BOM).strip()  # also " \ufeffA1": strip, BOM, strip
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    if text.isprintable():
+        return text
+    hidden = sorted({char for char in text if not char.isprintable()})
+    names = ", ".join(
+        f"U+{ord(char):04X} {unicodedata.name(char, unicodedata.category(char))}"
+        for char in hidden[:5]
+    )
+    twin = visible_twin(text)
+    kept = f"; the product {show(twin)} is kept as it is" if twin else ""
+    raise RecordError(
+        f"the key {show(text)} holds invisible or control characters ({names}):"
+        f" fix the source{kept}",
+        key=twin or None,
+        also_keys=tuple(
+            k for k in dict.fromkeys((text, visible_twin(text, spaces=""))) if k != twin
+        ),
+    )
+
+
+def visible_twin(text: str, *, spaces: str = " ") -> str:
+    """``text`` as it looks: invisible and control characters dropped, other spaces
+    made plain (or replaced by ``spaces``)."""
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif unicodedata.category(char) == "Zs":
+            out.append(spaces)
+    return unicodedata.normalize("NFC", "".join(out)).strip()
+
+
+# --------------------------------------------------------------------------------------
+# Coercions
+# --------------------------------------------------------------------------------------
+
 _CURRENCY = r"(?:[A-Z]{3}|[A-Za-z]{0,2}\$|[€£¥₹₩₽₺₪₫₱₦₴₡₲₵₸฿¢]|zł|kr|Kč|Fr\.?|S/)"
 
 
 def _number_pattern(decimal: str, groups: str) -> re.Pattern[str]:
     return re.compile(
         rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>[-+]?)\s*(?:{_CURRENCY}\s*)?"
-        rf"(?P<int>\d{{1,3}}(?P<sep>[{groups}])\d{{3}}(?:(?P=sep)\d{{3}})*|\d*)"
-        rf"(?:{decimal}(?P<frac>\d*))?(?:[eE](?P<exp>[-+]?\d+))?\s*(?:{_CURRENCY})?\s*"
+        rf"(?P<int>[0-9]{{1,3}}(?P<sep>[{groups}])[0-9]{{3}}(?:(?P=sep)[0-9]{{3}})*|[0-9]*)"
+        rf"(?:{decimal}(?P<frac>[0-9]*))?(?:[eE](?P<exp>[-+]?[0-9]+))?\s*(?:{_CURRENCY})?\s*"
     )
 
 
@@ -145,7 +297,8 @@ _NUMBER_TEXT = {
     ".": _number_pattern(r"\.", ",' \u00a0\u202f"),
     ",": _number_pattern(",", r".' \u00a0\u202f"),
 }
-_INTEGER_TEXT = re.compile(r"\s*[-+]?\d{1,18}\s*")
+_INTEGER_TEXT = re.compile(r"\s*[-+]?[0-9]{1,18}\s*")
+"""ASCII digits only: ``int()`` and ``float()`` also take Arabic-Indic and full-width ones."""
 _LIST_SEPARATORS = re.compile(r"[,|]")
 INDEX_TEXT = re.compile(r"-?[0-9]+")
 _TRUE = frozenset({"true", "yes", "y", "on", "1"})
@@ -170,25 +323,35 @@ def _number_text(text: str, decimal_separator: str) -> str:
 
 
 def _to_number(value: Any, decimal_separator: str) -> int | float:
-    """A number for JSON; an integral one becomes an int, so 45, 45.0 and "45.000" agree."""
+    """A number for JSON; an integral one becomes an int, so 45, 45.0 and "45.000" agree.
+
+    Only a value the target reads back unchanged: ASCII digits (``"١٢٣"`` and
+    full-width digits are refused, though ``float()`` takes them), no ``_`` separators, no
+    NaN or infinity in any spelling, nothing a double can't hold (``exact_float``):
+    the same rule for text, ``Decimal`` (a SQL ``NUMERIC``) and big integers.
+    """
     kind = type(value)
     if kind is int:
-        return value  # type: ignore[no-any-return]
+        return _exact_int(value, value)
     if kind is bool:
         raise RecordError(f"a boolean is not a number: {value!r}")
     if kind is float:
         number: float = _finite(value)
     elif kind is str:
-        number = _finite(float(_number_text(value, decimal_separator)))
+        try:
+            exact = Decimal(_number_text(value, decimal_separator))
+        except InvalidOperation:  # an exponent past what Decimal holds
+            raise RecordError(f"{show(value)} is too large to be sent as a number") from None
+        number = exact_float(exact, value)
     elif isinstance(value, int):  # an int-based enum, say
-        return int(value)
-    elif isinstance(value, (Decimal, float)):
-        if not math.isfinite(value):
-            raise RecordError(f"not a finite number: {show(value)}")
-        number = float(value)
+        return _exact_int(int(value), value)
+    elif isinstance(value, Decimal):
+        number = exact_float(value, value)
+    elif isinstance(value, float):
+        number = _finite(float(value))
     else:
         raise RecordError(f"not a number: {show(value)}")
-    if number.is_integer() and abs(number) <= 2**53:
+    if number.is_integer() and abs(number) <= EXACT_INTEGER:
         return int(number)
     return number
 
@@ -203,14 +366,19 @@ def _to_integer(value: Any, decimal_separator: str) -> int:
         raise RecordError(f"a boolean is not an integer: {value!r}")
     if isinstance(value, int):
         return int(value)
-    if isinstance(value, str):
-        exact = Decimal(_number_text(value, decimal_separator))
-    elif isinstance(value, (float, Decimal)):
-        if not math.isfinite(value):
-            raise RecordError(f"not a finite number: {show(value)}")
-        exact = Decimal(value)
-    else:
-        raise RecordError(f"not an integer: {show(value)}")
+    try:
+        if isinstance(value, str):
+            exact = Decimal(_number_text(value, decimal_separator))
+        elif isinstance(value, (float, Decimal)):
+            exact = Decimal(value)
+            if not exact.is_finite():
+                raise RecordError(f"not a finite number: {show(value)}")
+        else:
+            raise RecordError(f"not an integer: {show(value)}")
+    except InvalidOperation:
+        raise RecordError(f"not an integer: {show(value)}") from None
+    if exact.adjusted() >= MAX_INTEGER_DIGITS:
+        raise RecordError(f"too large for an integer: {show(value)}")
     if exact != exact.to_integral_value():
         raise RecordError(f"not an integer: {show(value)}")
     return int(exact)

@@ -111,6 +111,16 @@ def add_a_decimal(record: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
     return payload
 
 
+def hide_a_space_in_the_key(record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    payload["id"] = payload["id"].replace("-", "-\u200b")
+    return payload
+
+
+def pad_the_key(record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    payload["id"] = f"\ufeff {payload['id']} "
+    return payload
+
+
 def forget_the_key(record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
     del payload["id"]
     return payload
@@ -506,8 +516,10 @@ def test_property_names_that_collide_are_a_config_error() -> None:
 
 @pytest.mark.parametrize(
     ("value", "key"),
-    [(42, "42"), (42.0, "42"), ("  sku-1 ", "sku-1"), (Decimal("7"), "7"), ("Ü-1", "Ü-1")],
-)
+    [(42, "42"), (42.0, "42"), ("  sku-1 ", "sku-1"), (Decimal("7"), "7"), ("Ü-1", "Ü-1"),
+     (4e3, "4000"), (Decimal("7.00"), "7"), (2.5, "2.5"), ("\ufeffsku-1", "sku-1"),
+     (" \ufeff sku-1", "sku-1"), ("U\u0308-1", "Ü-1")],
+)  # fmt: skip
 def test_the_key_is_the_source_key_as_a_string(value: Any, key: str) -> None:
     document = build_mapper(userflux(), "meta.id").map({"meta": {"id": value}})
     assert document.key == key
@@ -524,6 +536,77 @@ def test_a_key_longer_than_512_characters_is_rejected() -> None:
     mapper = build_mapper(userflux(), "id")
     assert mapper.map({"id": "k" * 512}).key == "k" * 512
     assert "longer than 512" in rejection(mapper.map, {"id": "k" * 513}).reason
+
+
+@pytest.mark.parametrize(
+    ("make", "label"), [(userflux, "id"), (vambe, "external_id")], ids=["userflux", "vambe"]
+)
+@pytest.mark.parametrize(
+    ("value", "twin"),
+    [
+        ("sku-\u200b1", "sku-1"),
+        ("sku-1\ufeff", "sku-1"),
+        ("sku\t1", "sku1"),
+        ("sku\u00a01", "sku 1"),
+    ],
+    ids=repr,
+)
+def test_a_key_with_an_invisible_character_is_rejected_keeping_its_visible_twin(
+    make: Any, label: str, value: str, twin: str
+) -> None:
+    error = rejection(build_mapper(make(), "id").map, {"id": value, "price": 5})
+    assert (error.key, error.field) == (twin, label)
+    assert error.reason.startswith(f"the key {value!r} holds invisible or control characters")
+    assert value in error.also_keys
+
+
+def test_a_template_key_with_an_invisible_character_is_rejected() -> None:
+    mapper = build_mapper(userflux(key={"template": "woo-{ID}"}), "SKU")
+    error = rejection(mapper.map, {"ID": "4\u200b6"})
+    assert (error.key, error.field) == ("woo-46", "id")
+
+
+def test_a_key_the_callable_hides_a_character_in_is_rejected_keeping_its_visible_twin() -> None:
+    mapper = build_mapper(userflux(callable="tests.test_mapping:hide_a_space_in_the_key"), "id")
+    error = rejection(mapper.map, {"id": "sku-1"})
+    assert (error.key, error.field) == ("sku-1", "id")
+    assert "U+200B ZERO WIDTH SPACE" in error.reason
+
+
+def test_a_key_the_callable_pads_is_normalised_like_any_other() -> None:
+    mapper = build_mapper(userflux(callable="tests.test_mapping:pad_the_key"), "id")
+    document = mapper.map({"id": "sku-1"})
+    assert document.key == document.payload["id"] == "sku-1"
+
+
+@pytest.mark.parametrize("value", [True, 1e17, float("nan")], ids=repr)
+def test_a_key_that_is_not_stable_text_is_rejected(value: Any) -> None:
+    error = rejection(build_mapper(userflux(), "id").map, {"id": value})
+    assert (error.key, error.field) == (None, "id")
+
+
+@pytest.mark.parametrize(
+    ("price", "reason"),
+    [
+        ("\u0661\u0662\u0663", "not a number: '\u0661\u0662\u0663'"),
+        ("5e-400", "'5e-400' can't be sent exactly: a JSON number holds 0.0"),
+        ("123456789012345678901234567890", "can't be sent exactly"),
+        (Decimal("0.1000000000000000000001"), "can't be sent exactly"),
+        ("1_000", "not a number: '1_000'"),
+    ],
+    ids=repr,
+)
+def test_a_price_that_only_looks_numeric_is_rejected_naming_key_and_field(
+    price: Any, reason: str
+) -> None:
+    mapper = build_mapper(userflux(properties={"price": {"path": "price", "type": "number"}}), "id")
+    error = rejection(mapper.map, {"id": "3", "price": price})
+    assert (error.key, error.field) == ("3", "properties.price")
+    assert reason in error.reason
+    record = {"id": "3", "name": "n", "description": "d", "currency": "USD", "price": price}
+    vambe_error = rejection(build_mapper(vambe(), "id").map, record)
+    assert (vambe_error.key, vambe_error.field) == ("3", "price")
+    assert reason in vambe_error.reason
 
 
 def test_the_mapping_key_overrides_the_source_key() -> None:

@@ -161,7 +161,9 @@ class SqlSource:
 
     def _present(self, conn: Connection, batch: list[str]) -> set[str]:
         key = self.config.key
-        column = sa.literal_column("q." + conn.dialect.identifier_preparer.quote(key))
+        column: sa.ColumnClause[Any] = sa.literal_column(
+            "q." + conn.dialect.identifier_preparer.quote(key)
+        )
         statement = (
             sa.select(sa.text("*"))
             .select_from(self._statement(conn).columns().subquery("q"))

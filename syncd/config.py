@@ -145,6 +145,10 @@ class _SourceBase(_Model):
     its own raw bytes (and is not even parsed); a record of any other source (SQL row,
     HTTP, JSON, CSV) is fingerprinted as its JSON. Off for ``group_by``, a callable
     mapping and a full refresh."""
+    max_record_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    """Longest record accepted, in bytes (default 10 MiB): a JSON Lines line or a CSV
+    record over it is an unreadable row (the read is incomplete), refused before it is
+    parsed. SQL rows are not measured."""
 
 
 class FileSourceConfig(_SourceBase):
@@ -162,6 +166,14 @@ class FileSourceConfig(_SourceBase):
     """Text encoding; the default also accepts a UTF-8 byte order mark."""
     csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
     """CSV only: the field delimiter."""
+    csv_require_final_newline: bool = True
+    """CSV only: a last record without a newline fails the read as a truncated file. Set
+    false for exporters that omit the final newline (Shopify): the last record is then
+    kept when it has the header's field count and closes its quotes, so a cut inside its
+    last field goes unseen."""
+    max_document_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    """JSON only: a whole-document file bigger than this (bytes, default 512 MiB) fails the
+    read before it is loaded (parsing takes ~10x its size in memory; use JSON Lines)."""
 
 
 class SqlSourceConfig(_SourceBase):
@@ -264,6 +276,39 @@ class HttpSourceConfig(_SourceBase):
     """Per page: read timeout in seconds."""
     max_attempts: int = Field(default=4, ge=1)
     """Tries per page on 429/5xx/timeouts before the read fails."""
+    max_page_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    """A page body longer than this (bytes, default 64 MiB) fails the read; the body is
+    streamed and the download stopped past the limit."""
+    item_url: str | None = None
+    """URL template of one product (``https://shop/api/products/{key}``), for the second
+    look at products a read did not find: 404/410 confirms one gone. Same origin as
+    ``url`` (the credentials go only there); unset: no second look."""
+
+    @model_validator(mode="after")
+    def _item_url_same_origin(self) -> HttpSourceConfig:
+        if self.item_url is None:
+            return self
+        if "{key}" not in self.item_url:
+            raise ValueError("item_url must contain {key}")
+        if url_origin(self.item_url) != url_origin(self.url):
+            raise ValueError(
+                "item_url must be on the same origin (scheme, host, port) as url: "
+                "the source's credentials go only there"
+            )
+        return self
+
+
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """A URL's origin: scheme, host (lowercase) and port (the scheme's default filled in)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return (url, "", None)
+    scheme = parts.scheme.lower()
+    if port is None:
+        port = {"http": 80, "https": 443}.get(scheme)
+    return (scheme, (parts.hostname or "").lower(), port)
 
 
 SourceConfig = Annotated[

@@ -7,7 +7,8 @@ malformed page, truncated file) raises ``SourceError`` and the run sends no dele
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from syncd.model import Record, SourceItem, UnreadableRow
@@ -22,6 +23,28 @@ class Source(Protocol):
 
     def describe(self) -> str:
         """Where the source reads from, for logs (no secrets)."""
+        ...
+
+    @property
+    def can_prove_complete(self) -> bool:
+        """Whether a read that ended without an error is known to hold the whole catalog.
+
+        True for files (a cut file fails the read) and SQL (one query in one
+        transaction). False for an HTTP source whose pagination can end on an early empty
+        or short page indistinguishable from the end (``page``/``offset`` without
+        ``total_path``): its absences are then only as good as ``confirm_absent``.
+        """
+        ...
+
+    def confirm_absent(self, keys: Sequence[str]) -> set[str] | None:
+        """A second look at products the read did not find (``keys``, as text).
+
+        Returns the subset the source confirms gone now; keys found present, or that
+        could not be checked, are left out. None when this source can't take a second
+        look. Grouping and ``where`` are the read's: a key whose rows no longer pass
+        ``where`` is gone for the catalog. Never raises for one key; ``SourceError`` only
+        when the source can't be reached at all.
+        """
         ...
 
 
@@ -94,3 +117,38 @@ def group_records(items: Iterable[SourceItem], by: str, into: str) -> Iterator[S
         group, current = [item], value
     if group:
         yield merged()
+
+
+# --------------------------------------------------------------------------------------
+# Strict JSON, shared by the file and HTTP sources
+# --------------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` refusing an object that repeats a key (JSON allows it,
+    and the last copy would silently win)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r} in one object")
+            seen.add(key)
+    return record
+
+
+STRICT_JSON = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=unique_object)
+"""Decodes JSON text refusing NaN/Infinity and repeated keys at any depth. Built once:
+``json.loads`` with options builds a decoder per call, which costs more than the hook."""
+
+
+def loads_strict(text: str) -> Any:
+    """``STRICT_JSON.decode``; ``ValueError`` for bad JSON, repeated keys, NaN, deep nesting."""
+    try:
+        return STRICT_JSON.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None

@@ -1,8 +1,14 @@
 """The file source: a catalog export on disk in JSON Lines, JSON or CSV.
 
-JSON Lines and CSV stream line by line in bounded memory. A whole-document JSON file
-is the exception: it is parsed at once (the standard library has no streaming JSON
-parser), so its size is bounded by memory; prefer JSON Lines for big catalogs.
+JSON Lines and CSV stream line by line in bounded memory; a line or record over
+``source.max_record_bytes`` is an unreadable row, skipped without being kept whole. A
+whole-document JSON file is the exception: it is parsed at once (the standard library
+has no streaming JSON parser), so it is refused over ``source.max_document_bytes``.
+
+A short read is never taken for a complete one: a JSON Lines or CSV file whose last
+record has no newline, a CSV quoted field left open at the end, a JSON document cut
+anywhere all fail the read. Repeated keys in a JSON object and repeated CSV column
+names are refused rather than resolved last-wins.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -18,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 from syncd.config import FileSourceConfig
 from syncd.errors import SourceError
 from syncd.model import SourceItem, UnreadableRow
+from syncd.sources.base import loads_strict
 
 Format = Literal["jsonl", "json", "csv"]
 
@@ -31,16 +39,55 @@ _BOM = codecs.BOM_UTF8
 _PROBE = '\n\r,;"{}[]:az09'
 
 
-def _reject_constant(name: str) -> Any:
+_OVERSIZED = b"\x00syncd:oversized:"
+"""Stands for a JSON Lines line over ``max_record_bytes`` in a ``LineBlock``, followed by
+the line's length: never valid JSON (a raw NUL), so it can't hide a real record."""
+
+
+def _oversized(size: int) -> bytes:
+    return _OVERSIZED + str(size).encode()
+
+
+class _Keys(dict[str, Any]):
+    """An object of a JSON document that repeats a key (``_find_repeated_key``)."""
+
+    repeated: str = ""
+
+
+def _marking_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) == len(pairs):
+        return record
+    marked = _Keys(record)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` refusing NaN and Infinity, which no target accepts."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("nested too deeply to parse") from None
+_MARKING_JSON = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_marking_object)
+"""Parses a document known to repeat a key, marking each object that does (``_Keys``)."""
+
+
+def _repeated_key(value: Any) -> str | None:
+    """The first key repeated in an object of ``value`` (parsed with ``_marking_object``)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Keys):
+            return item.repeated
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 def _ascii_compatible(codec: str) -> bool:
@@ -97,12 +144,28 @@ class LineBlock:
         return RawLine(self.first + index, self._starts[index], data)
 
 
+def _without_oversized(block: LineBlock, limit: int) -> LineBlock:
+    """The block with each line over ``limit`` bytes replaced by ``_oversized(size)``."""
+    starts = list(accumulate((len(line) + 1 for line in block.lines), initial=block.start))
+    lines = [_oversized(len(line)) if len(line) > limit else line for line in block.lines]
+    kept = LineBlock(block.first, block.start, lines, ended=block.ended)
+    kept._starts = starts
+    return kept
+
+
 class _Lines:
     """The decoded lines of a text file, counting them (1-based) as they are taken."""
 
-    def __init__(self, path: Path, encoding: str) -> None:
+    def __init__(self, path: Path, encoding: str, limit: int | None = None) -> None:
         self.path = path
         self.encoding = encoding
+        self.limit = limit
+        """Longest line kept (bytes; characters for wide encodings); a longer one is
+        replaced by an empty line and noted in ``oversized``."""
+        self.oversized: list[tuple[int, int]] = []
+        """(line number, size) of each line over ``limit`` taken so far."""
+        self.size = 0
+        """Bytes (characters for wide encodings) taken so far."""
         self.count = 0
         self.last_ended = True
         """Whether the last line taken ended with a newline (False: the file's cut-off tail)."""
@@ -127,16 +190,46 @@ class _Lines:
         """The undecoded lines (ASCII-compatible encodings only); ``OSError`` passes."""
         strip_bom = codecs.lookup(self.encoding).name == "utf-8-sig"
         offset = 0
+        limit = self.limit
         with self.path.open("rb") as handle:
-            for raw in handle:
+            while raw := handle.readline() if limit is None else handle.readline(limit + 1):
+                if limit is not None and len(raw) > limit:
+                    raw = self._skip_rest(handle, raw, offset)
                 start = offset
                 offset += len(raw)
+                self.size = offset
                 if strip_bom and self.count == 0 and raw.startswith(_BOM):
                     raw = raw[len(_BOM) :]
                     start += len(_BOM)
                 self.count += 1
                 self.last_ended = raw.endswith(b"\n")
                 yield RawLine(self.count, start, raw)
+
+    def _skip_rest(self, handle: Any, head: bytes, offset: int) -> bytes:
+        """Read past a line over the limit without keeping it; an empty line in its place."""
+        size, ended = len(head), head.endswith(b"\n")
+        while not ended:
+            chunk = handle.readline(BLOCK_BYTES)
+            if not chunk:
+                break
+            size += len(chunk)
+            ended = chunk.endswith(b"\n")
+        self.oversized.append((self.count + 1, size))
+        self.size = offset + size
+        return b"\n" if ended else b""
+
+    def _skip_text(self, handle: Any, head: str) -> str:
+        """``_skip_rest`` for a wide encoding's decoded text (the limit counts characters)."""
+        size, ended = len(head), head.endswith(("\n", "\r"))
+        while not ended:
+            chunk = handle.readline(BLOCK_BYTES)
+            if not chunk:
+                break
+            size += len(chunk)
+            ended = chunk.endswith(("\n", "\r"))
+        self.oversized.append((self.count, size))
+        self.size += size - len(head)
+        return "\n" if ended else ""
 
     def decode(self, line: RawLine, codec: str) -> str:
         """A raw line as text; ``SourceError`` naming the line and byte when it isn't valid."""
@@ -154,9 +247,13 @@ class _Lines:
 
     def _split_text(self) -> Iterator[str]:
         with self.path.open(encoding=self.encoding, newline="") as handle:
+            limit = self.limit
             try:
-                for text in handle:
+                while text := handle.readline() if limit is None else handle.readline(limit + 1):
                     self.count += 1
+                    self.size += len(text)
+                    if limit is not None and len(text) > limit:
+                        text = self._skip_text(handle, text)
                     self.last_ended = text.endswith(("\n", "\r"))
                     yield text
             except UnicodeDecodeError as exc:
@@ -189,6 +286,8 @@ class FileSource:
         self.path = config.path
         self._raw_lines = _Lines(config.path, config.encoding)
         self._codec = "utf-8"
+        self._identity: tuple[int, int, int, int] | None = None
+        """The file's (device, inode, size, mtime_ns) when the last read began."""
 
     @property
     def format(self) -> Format:
@@ -206,12 +305,34 @@ class FileSource:
     def describe(self) -> str:
         return f"file {self.path} ({self.config.format})"
 
+    @property
+    def can_prove_complete(self) -> bool:
+        """Always: a file cut short, or with a record that can't be read, fails the read."""
+        return True
+
+    def confirm_absent(self, keys: Sequence[str]) -> set[str]:
+        """Every key, when the file is still the one the last read began on (same inode,
+        size and modification time): that read was whole, so what it missed is gone. None
+        of them when the file changed since (or was never read): look again next run."""
+        if self._identity is None or self._identity != self._stat():
+            return set()
+        return set(keys)
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
     def read(self) -> Iterator[SourceItem]:
         """Yield the file's records; every failure is raised while iterating."""
         fmt = self.format
         if not self.path.is_file():
             what = "is not a file" if self.path.exists() else "does not exist"
             raise SourceError(f"{self.path}: {what}")
+        if fmt != "jsonl" or not self.can_read_lines():  # read_blocks notes it itself
+            self._identity = self._stat()
         if fmt == "jsonl":
             yield from self._read_jsonl()
         elif fmt == "json":
@@ -253,39 +374,68 @@ class FileSource:
             self._codec = codecs.lookup(self.config.encoding).name
         except LookupError:
             raise SourceError(f"{self.path}: unknown encoding {self.config.encoding!r}") from None
+        self._identity = self._stat()
         self._raw_lines = _Lines(self.path, self.config.encoding)
         strip_bom = self._codec == "utf-8-sig"
+        limit = self.config.max_record_bytes
         number, offset = 1, 0
-        for head, ended in self._whole_lines():
+        for head, ended, size in self._whole_lines():
             lines = head.split(b"\n")
             start = offset
             if number == 1 and strip_bom and lines[0].startswith(_BOM):
                 lines[0] = lines[0][len(_BOM) :]
                 start += len(_BOM)
-            yield LineBlock(number, start, lines, ended=ended)
+            block = LineBlock(number, start, lines, ended=ended)
+            if size == len(head) and max(map(len, lines)) > limit:
+                block = _without_oversized(block, limit)
+            yield block
             number += len(lines)
-            offset += len(head) + 1
+            offset += size + 1
 
-    def _whole_lines(self) -> Iterator[tuple[bytes, bool]]:
-        """The file a run of whole lines at a time, each run's last newline cut off, and
-        whether that newline was there (False only for the file's cut-off tail)."""
+    def _whole_lines(self) -> Iterator[tuple[bytes, bool, int]]:
+        """The file a run of whole lines at a time, each run's last newline cut off,
+        whether that newline was there (False only for the file's cut-off tail), and the
+        run's size in the file. A line growing past ``max_record_bytes`` is not kept: it
+        comes as a run of its own, ``_oversized(size)`` standing for it."""
+        limit = self.config.max_record_bytes
         pending: list[bytes] = []  # the start of a line not ended yet
+        pending_size = 0
+        skipped: int | None = None  # the size so far of an oversized line being skipped
         try:
             with self.path.open("rb") as handle:
                 while data := handle.read(BLOCK_BYTES):
+                    if skipped is not None:
+                        end = data.find(b"\n")
+                        if end < 0:
+                            skipped += len(data)
+                            continue
+                        skipped += end
+                        yield _oversized(skipped), True, skipped
+                        skipped, data = None, data[end + 1 :]
                     cut = data.rfind(b"\n")
                     if cut < 0:
                         pending.append(data)
+                        pending_size += len(data)
+                        if pending_size > limit:
+                            skipped, pending, pending_size = pending_size, [], 0
                         continue
-                    yield b"".join([*pending, data[:cut]]), True
+                    head = b"".join([*pending, data[:cut]])
+                    yield head, True, len(head)
                     pending = [data[cut + 1 :]] if cut + 1 < len(data) else []
-                if pending:
-                    yield b"".join(pending), False
+                    pending_size = len(data) - cut - 1
+                if skipped is not None:
+                    yield _oversized(skipped), False, skipped
+                elif pending:
+                    head = b"".join(pending)
+                    yield head, False, len(head)
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
 
     def parse_line(self, line: RawLine) -> SourceItem | None:
         """The record of a line from ``read_lines`` (None: a blank line, not a record)."""
+        if line.data.startswith(_OVERSIZED):
+            size = int(line.data[len(_OVERSIZED) :].rstrip(b"\n"))
+            return self._over_limit(line.number, size, ended=line.data.endswith(b"\n"))
         text = self._raw_lines.decode(line, self._codec)
         return self._parse_jsonl(text, line.number, ended=line.data.endswith(b"\n"))
 
@@ -294,7 +444,7 @@ class FileSource:
             return None
         place = f"line {number}"
         try:
-            value = _loads(text)
+            value = loads_strict(text)
         except ValueError as exc:
             if not ended:
                 raise SourceError(
@@ -306,6 +456,19 @@ class FileSource:
             return value
         return UnreadableRow(place, f"a JSON {type(value).__name__}, not an object")
 
+    def _over_limit(self, number: int, size: int, *, ended: bool) -> UnreadableRow:
+        if not ended:
+            raise SourceError(
+                f"{self.path}: the last line ({number}) is cut short without a newline "
+                f"(and over source.max_record_bytes={self.config.max_record_bytes}): "
+                "the file looks truncated"
+            )
+        return UnreadableRow(
+            f"line {number}",
+            f"{size} bytes, over source.max_record_bytes={self.config.max_record_bytes}; "
+            "not parsed",
+        )
+
     def _read_jsonl(self) -> Iterator[SourceItem]:
         if self.can_read_lines():
             for line in self.read_lines():
@@ -313,8 +476,12 @@ class FileSource:
                 if item is not None:
                     yield item
             return
-        lines = _Lines(self.path, self.config.encoding)  # UTF-16 and other wide encodings
+        # UTF-16 and other wide encodings
+        lines = _Lines(self.path, self.config.encoding, self.config.max_record_bytes)
         for text in lines:
+            if lines.oversized and lines.oversized[-1][0] == lines.count:
+                yield self._over_limit(lines.count, lines.oversized[-1][1], ended=bool(text))
+                continue
             item = self._parse_jsonl(text, lines.count, ended=lines.last_ended)
             if item is not None:
                 yield item
@@ -339,7 +506,7 @@ class FileSource:
             ) from exc
         del data
         try:
-            document = _loads(text)
+            document = loads_strict(text)
         except json.JSONDecodeError as exc:
             ending = text.rstrip()[-1:]
             hint = "" if ending in ("]", "}") else " (the file looks truncated)"
@@ -348,6 +515,8 @@ class FileSource:
                 f"{exc.msg}{hint}"
             ) from exc
         except ValueError as exc:
+            if str(exc).startswith("duplicate key"):
+                raise self._repeated_key_error(text) from exc
             raise SourceError(f"{self.path}: not valid JSON: {exc}") from exc
         del text
         records_path = self.config.records_path
@@ -374,24 +543,78 @@ class FileSource:
                     f"item {index}", f"a JSON {type(value).__name__}, not an object"
                 )
 
-    def _read_bytes(self) -> bytes:
+    def _repeated_key_error(self, text: str) -> SourceError:
+        """The error naming the record of a JSON document in which an object repeats a key."""
         try:
-            return self.path.read_bytes()
+            document = _MARKING_JSON.decode(text)
+            records = (
+                _walk(document, self.config.records_path or "")
+                if self.config.records_path
+                else document
+            )
+        except (ValueError, KeyError, RecursionError):
+            records = None
+        if isinstance(records, list):
+            for index, value in enumerate(records):
+                repeated = _repeated_key(value)
+                if repeated is not None:
+                    key = value.get(self.config.key) if isinstance(value, dict) else None
+                    named = "" if key is None else f" ({self.config.key} {key!r})"
+                    return SourceError(
+                        f"{self.path}: item {index}{named} repeats the key {repeated!r} in one "
+                        "object; which copy is meant is unknown, the read is refused"
+                    )
+        return SourceError(
+            f"{self.path}: an object outside the records repeats a key; the read is refused"
+        )
+
+    def _read_bytes(self) -> bytes:
+        limit = self.config.max_document_bytes
+        try:
+            with self.path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                data = b"" if size > limit else handle.read(limit + 1)
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        if size > limit or len(data) > limit:
+            raise SourceError(
+                f"{self.path}: {max(size, len(data))} bytes, over source.max_document_bytes="
+                f"{limit}; a JSON document is parsed whole: convert it to JSON Lines or "
+                "raise the limit"
+            )
+        return data
 
     def _read_csv(self) -> Iterator[SourceItem]:
-        lines = _Lines(self.path, self.config.encoding)
+        limit = self.config.max_record_bytes
+        lines = _Lines(self.path, self.config.encoding, limit)
         reader = csv.reader(lines, delimiter=self.config.csv_delimiter, strict=True)
+        field_limit = csv.field_size_limit(limit)  # process-wide: put back when done
         try:
-            header = next(reader)
+            yield from self._csv_records(lines, reader)
+        finally:
+            csv.field_size_limit(field_limit)
+
+    def _csv_records(self, lines: _Lines, reader: Any) -> Iterator[SourceItem]:
+        limit = self.config.max_record_bytes
+        try:
+            header: list[str] = next(reader)
         except StopIteration:
             raise SourceError(f"{self.path}: empty CSV file, not even a header line") from None
         except csv.Error as exc:
             raise SourceError(f"{self.path}: line {lines.count}: bad CSV header: {exc}") from exc
+        if lines.oversized:
+            raise SourceError(
+                f"{self.path}: line 1: the header is over source.max_record_bytes={limit}"
+            )
+        if not lines.last_ended:
+            raise SourceError(
+                f"{self.path}: the header (line {lines.count}) is cut short without a newline "
+                "and no record follows: the file looks truncated"
+            )
+        self._check_header(header)
         width = len(header)
         while True:
-            first_line = lines.count + 1
+            first_line, first_byte, oversized = lines.count + 1, lines.size, len(lines.oversized)
             try:
                 row = next(reader)
             except StopIteration:
@@ -402,7 +625,31 @@ class FileSource:
                         f"{self.path}: a quoted field opened at line {first_line} never closes: "
                         "the file looks truncated"
                     ) from exc
+                if "field larger than field limit" in str(exc):
+                    raise SourceError(
+                        f"{self.path}: line {lines.count}: a field opened at line {first_line} "
+                        f"grows over source.max_record_bytes={limit}; the rest of the file "
+                        "can't be parsed reliably"
+                    ) from exc
                 yield UnreadableRow(f"line {first_line}", f"bad CSV: {exc}")
+                continue
+            if not lines.last_ended:
+                checked = self._unterminated(
+                    row, first_line, width, oversized < len(lines.oversized)
+                )
+                if checked is None:
+                    continue
+                row = checked
+            if len(lines.oversized) > oversized or lines.size - first_byte > limit:
+                size = (
+                    lines.oversized[oversized][1]
+                    if len(lines.oversized) > oversized
+                    else lines.size - first_byte
+                )
+                yield UnreadableRow(
+                    f"line {first_line}",
+                    f"{size} bytes or more, over source.max_record_bytes={limit}; not parsed",
+                )
                 continue
             if not row:
                 continue
@@ -414,3 +661,32 @@ class FileSource:
                 )
                 continue
             yield dict(zip(header, row, strict=True))
+
+    def _check_header(self, header: Sequence[str]) -> None:
+        seen: set[str] = set()
+        for column, name in enumerate(header, start=1):
+            if name in seen:
+                raise SourceError(
+                    f"{self.path}: line 1: the header names column {name!r} more than once "
+                    f"(again as column {column}); which one is meant is unknown: rename one"
+                )
+            seen.add(name)
+
+    def _unterminated(
+        self, row: list[str], number: int, width: int, oversized: bool
+    ) -> list[str] | None:
+        """The file's last record, which has no newline: kept only when
+        ``csv_require_final_newline`` is off and it is whole (None: blank, no record)."""
+        if not row and not oversized:
+            return None
+        if self.config.csv_require_final_newline or oversized or len(row) != width:
+            raise SourceError(
+                f"{self.path}: the last record (line {number}) is cut short without a "
+                "newline: the file looks truncated"
+                + (
+                    ""
+                    if self.config.csv_require_final_newline
+                    else f" ({len(row)} fields, not the {width} of the header)"
+                )
+            )
+        return row

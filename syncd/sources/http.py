@@ -6,6 +6,11 @@ loudly: bad pages, vanished pages, pagination loops and a disagreeing total.
 ``page_size`` goes out as ``size_param`` on every page and offset request; for the cursor
 style too when set in the config, and for next_url/link on the first request only (the
 server's next URLs carry it on).
+
+Trust at the edges: a page body is streamed and refused past ``max_page_bytes``; an
+object repeating a key fails the page; a next page on another origin (scheme, host,
+port) than ``url`` is refused, so the credentials never leave the configured origin.
+``item_url`` gives the second look at products a read did not find.
 """
 
 from __future__ import annotations
@@ -14,18 +19,19 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
 
 import httpx
 import structlog
 
-from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret
+from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret, url_origin
 from syncd.errors import SourceError
 from syncd.httpclient import make_client, parse_retry_after
 from syncd.model import SourceItem, UnreadableRow
+from syncd.sources.base import filter_records, unique_object
 
 BACKOFF_INITIAL_S = 0.5
 """First wait before retrying a page; doubles on each try (with jitter)."""
@@ -35,6 +41,9 @@ RETRY_AFTER_MAX_S = 300.0
 """Longest ``Retry-After`` honoured; a longer one is cut to this."""
 
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
+_GONE_STATUS = frozenset({404, 410})
+_SNIPPET_BYTES = 4096
+"""Bytes of an error response's body read for its message."""
 log = structlog.get_logger("syncd.source")
 _MISSING = object()
 
@@ -54,6 +63,11 @@ def _walk(body: Any, dotted: str) -> Any:
         else:
             return _MISSING
     return value
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = url_origin(url)
+    return f"{scheme}://{host}:{port}"
 
 
 def _safe_url(url: str | httpx.URL) -> str:
@@ -90,6 +104,53 @@ class HttpSource:
 
     def describe(self) -> str:
         return f"http {_safe_url(self.config.url)} ({self.config.pagination.style} pagination)"
+
+    @property
+    def can_prove_complete(self) -> bool:
+        """True when the end of the pages is announced: an explicit "no next" (cursor,
+        next_url, link), a single page, or a ``total_path`` checked at the end. False for
+        ``page``/``offset`` without ``total_path``: an early empty or short page (a
+        backend hiccup) looks exactly like the last one."""
+        pagination = self.config.pagination
+        return pagination.style not in ("page", "offset") or pagination.total_path is not None
+
+    def confirm_absent(self, keys: Sequence[str]) -> set[str] | None:
+        """GET ``item_url`` for each key (URL-quoted), with the read's auth, headers,
+        timeout and retries: 404 or 410 confirms it gone; a 2xx whose body is an object
+        left out by ``source.where`` too. Anything else (another 2xx, an error, a body
+        that isn't JSON) leaves the key unconfirmed. None without ``item_url``."""
+        template = self.config.item_url
+        if template is None:
+            return None
+        client, secret = self._client()
+        gone: set[str] = set()
+        with client:
+            for key in keys:
+                url = template.replace("{key}", quote(str(key), safe=""))
+                try:
+                    response, body = self._fetch(
+                        client, _Page(0, url), secret, what="item", also=_GONE_STATUS
+                    )
+                except SourceError as exc:
+                    log.warning("syncd.source.item_unchecked", key=key, error=str(exc))
+                    continue
+                if response.status_code in _GONE_STATUS or self._filtered_out(body):
+                    gone.add(str(key))
+        return gone
+
+    def _filtered_out(self, body: bytes) -> bool:
+        """Whether an item's body is a record that ``source.where`` leaves out."""
+        if not self.config.where:
+            return False
+        try:
+            record = json.loads(
+                body, parse_constant=_reject_constant, object_pairs_hook=unique_object
+            )
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(record, dict):
+            return False
+        return not list(filter_records([record], self.config.where))
 
     # ----------------------------------------------------------------------------------
     # Auth
@@ -169,9 +230,9 @@ class HttpSource:
             elif style == "offset":
                 page.params[pagination.offset_param] = str(position)
                 page.params[pagination.size_param] = str(pagination.page_size)
-            response = self._fetch(client, page, secret)
+            response, content = self._fetch(client, page, secret)
             where = f"{self.describe()}: page {page.number} ({_safe_url(response.url)})"
-            body = self._json(response, where)
+            body = self._json(response, content, where)
             records = body if config.records_path is None else _walk(body, config.records_path)
             if records is _MISSING:
                 raise SourceError(f"{where}: no {config.records_path!r} in the body")
@@ -180,7 +241,7 @@ class HttpSource:
                     f"{where}: {config.records_path or 'the body'} is a JSON "
                     f"{type(records).__name__}, not an array of records"
                 )
-            digest = hashlib.blake2b(response.content, digest_size=16).digest()
+            digest = hashlib.blake2b(content, digest_size=16).digest()
             if records and digest == previous_digest:
                 raise SourceError(f"{where}: the same page again; the API ignores the pagination")
             previous_digest = digest
@@ -232,6 +293,12 @@ class HttpSource:
         if style != "cursor":
             seen.add(str(response.url))
             target = urljoin(str(response.url), target)
+            if url_origin(target) != url_origin(self.config.url):
+                raise SourceError(
+                    f"{where}: the next page {_safe_url(target)!r} is on another origin "
+                    f"({_origin_text(target)}) than source.url ({_origin_text(self.config.url)}); "
+                    "refused: the source's credentials go only to its own origin"
+                )
         if target in seen:
             raise SourceError(
                 f"{where}: next {style} {target!r} was already read: a pagination loop"
@@ -265,19 +332,37 @@ class HttpSource:
     # ----------------------------------------------------------------------------------
     # One page, with retries
 
-    def _fetch(self, client: httpx.Client, page: _Page, secret: str | None) -> httpx.Response:
+    def _fetch(
+        self,
+        client: httpx.Client,
+        page: _Page,
+        secret: str | None,
+        *,
+        what: str = "page",
+        also: frozenset[int] = frozenset(),
+    ) -> tuple[httpx.Response, bytes]:
+        """The response to a 2xx (or a status in ``also``) and its body, read to at most
+        ``max_page_bytes``; retried on 429/5xx/timeouts, ``SourceError`` otherwise."""
         attempts = self.config.max_attempts
-        where = f"{self.describe()}: page {page.number} ({_safe_url(page.url)})"
+        number = f" {page.number}" if what == "page" else ""
+        where = f"{self.describe()}: {what}{number} ({_safe_url(page.url)})"
         try:
             # Merged here: ``params=`` would replace a next URL's own query.
             url = httpx.URL(page.url).copy_merge_params(page.params)
         except httpx.InvalidURL as exc:
             raise SourceError(f"{where}: {exc}") from exc
-        where = f"{self.describe()}: page {page.number} ({_safe_url(url)})"
+        where = f"{self.describe()}: {what}{number} ({_safe_url(url)})"
         for attempt in range(1, attempts + 1):
             wait: float | None = None
             try:
-                response = client.get(url)
+                response = client.send(client.build_request("GET", url), stream=True)
+                try:
+                    status = response.status_code
+                    if status < 300 or status in also:
+                        return response, self._body(response, where)
+                    snippet = self._snippet(response)
+                finally:
+                    response.close()
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                 raise SourceError(f"{where}: {exc}") from exc
             except httpx.TransportError as exc:
@@ -287,15 +372,11 @@ class HttpSource:
                         f"{where}: {exc.__class__.__name__} after {attempts} attempts: {exc}"
                     ) from exc
             else:
-                status = response.status_code
-                if status < 300:
-                    return response
                 if status not in _RETRIABLE_STATUS and status < 500:
-                    raise SourceError(self._status_message(where, response, secret))
+                    raise SourceError(self._status_message(where, response, snippet, secret))
                 if attempt == attempts:
-                    raise SourceError(
-                        f"{self._status_message(where, response, secret)} after {attempts} attempts"
-                    )
+                    message = self._status_message(where, response, snippet, secret)
+                    raise SourceError(f"{message} after {attempts} attempts")
                 reason = f"HTTP {status}"
                 wait = parse_retry_after(response.headers.get("Retry-After"))
             if wait is None:
@@ -312,7 +393,39 @@ class HttpSource:
             self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _status_message(self, where: str, response: httpx.Response, secret: str | None) -> str:
+    def _body(self, response: httpx.Response, where: str) -> bytes:
+        """The whole body, streamed; ``SourceError`` past ``max_page_bytes`` (decoded)."""
+        limit = self.config.max_page_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise SourceError(
+                f"{where}: the body is {declared} bytes (Content-Length), over "
+                f"source.max_page_bytes={limit}; not downloaded"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise SourceError(
+                    f"{where}: the body grew over source.max_page_bytes={limit}; download stopped"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _snippet(response: httpx.Response) -> str:
+        """The start of an error response's body, for its message (never read whole)."""
+        head = b""
+        for chunk in response.iter_bytes():
+            head += chunk
+            if len(head) >= _SNIPPET_BYTES:
+                break
+        return head[:200].decode("utf-8", "replace")
+
+    def _status_message(
+        self, where: str, response: httpx.Response, snippet: str, secret: str | None
+    ) -> str:
         status = response.status_code
         message = f"{where}: HTTP {status} {response.reason_phrase}".rstrip()
         if status in (401, 403):
@@ -320,14 +433,16 @@ class HttpSource:
         if 300 <= status < 400:
             location = response.headers.get("Location", "")
             return f"{message} to {_safe_url(location)!r}; configure the final URL"
-        snippet = response.text[:200].strip()
+        snippet = snippet.strip()
         if secret:
             snippet = snippet.replace(secret, "***")
         return f"{message}: {snippet}" if snippet else message
 
-    def _json(self, response: httpx.Response, where: str) -> Any:
+    def _json(self, response: httpx.Response, content: bytes, where: str) -> Any:
         try:
-            return json.loads(response.content, parse_constant=_reject_constant)
+            return json.loads(
+                content, parse_constant=_reject_constant, object_pairs_hook=unique_object
+            )
         except RecursionError:
             raise SourceError(f"{where}: the body is nested too deeply to parse") from None
         except ValueError as exc:

@@ -4,6 +4,8 @@ Rows stream from a server-side cursor (psycopg named cursor, PyMySQL ``SSCursor`
 SQLite steps its cursor lazily) inside a read-only transaction with a statement
 timeout where the database has one (PostgreSQL, MariaDB/MySQL; SQLite has none and
 is opened read-only with ``query_only`` instead). One engine per read, disposed after.
+The transaction is always rolled back, never committed: whatever the query did (a
+function with side effects, ``lo_create``) is undone.
 
 Values become JSON-friendly, so every database yields the same record for the same
 data: ``Decimal`` → ``int`` when it has no fractional digits (``NUMERIC(10,0)`` keys),
@@ -21,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,8 +35,11 @@ from sqlalchemy.pool import NullPool
 
 from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
-from syncd.model import Record
+from syncd.model import Record, SourceItem
+from syncd.sources.base import filter_records, group_records
 
+CONFIRM_BATCH = 500
+"""Keys looked up per statement by ``SqlSource.confirm_absent``."""
 _PG_QUERY_CANCELED = "57014"
 _MYSQL_TIMEOUT_CODES = frozenset({1969, 3024})
 """MariaDB ``max_statement_time`` exceeded; MySQL ``max_execution_time`` exceeded."""
@@ -80,6 +86,9 @@ class SqlSource:
     ) -> None:
         self.config = config
         self._environ = environ
+        self._key_types: set[type] = set()
+        """The types of the key values the last read saw (``confirm_absent`` needs them
+        to be text or integers, which compare exactly as text in every database)."""
 
     # ----------------------------------------------------------------------------------
     # The URL, with its secrets
@@ -125,11 +134,76 @@ class SqlSource:
     # ----------------------------------------------------------------------------------
     # Reading
 
-    def read(self) -> Iterator[Record]:
-        """Stream the rows as records; every failure is raised while iterating."""
+    @property
+    def can_prove_complete(self) -> bool:
+        """Always: one query in one transaction; a lost connection fails the read."""
+        return True
+
+    def confirm_absent(self, keys: Sequence[str]) -> set[str] | None:
+        """The keys the configured query (or table) no longer returns, looked up in
+        batches (``SELECT * FROM (<query>) q WHERE CAST(q.<key> AS text) IN (...)``) in
+        a read-only transaction that is rolled back. ``group_by`` and ``where`` are
+        applied to the rows found, as in the read: a row left out by ``where`` is gone.
+
+        None (no second look) when the key is a dotted path (inside a JSON column), or
+        when the last read saw keys that are not text or integers (a decimal or a date
+        may print differently in SQL than here: a miss would not prove a key gone).
+        """
+        key = self.config.key
+        if "." in key or not self._key_types or not self._key_types <= {str, int}:
+            return None
+        gone: set[str] = set()
+        with self._transaction() as conn:
+            for start in range(0, len(keys), CONFIRM_BATCH):
+                batch = [str(k) for k in keys[start : start + CONFIRM_BATCH]]
+                gone |= set(batch) - self._present(conn, batch)
+        return gone
+
+    def _present(self, conn: Connection, batch: list[str]) -> set[str]:
+        key = self.config.key
+        column: sa.ColumnClause[Any] = sa.literal_column(
+            "q." + conn.dialect.identifier_preparer.quote(key)
+        )
+        statement = (
+            sa.select(sa.text("*"))
+            .select_from(self._statement(conn).columns().subquery("q"))
+            .where(sa.func.trim(sa.cast(column, sa.String)).in_([k.strip() for k in batch]))
+        )
+        result = conn.execute(statement)
+        names = list(result.keys())
+        items: Iterable[SourceItem] = (
+            {name: plain_value(value) for name, value in zip(names, row, strict=True)}
+            for row in result
+        )
+        if self.config.group_by:
+            items = group_records(items, self.config.group_by, self.config.group_into)
+        if self.config.where:
+            items = filter_records(items, self.config.where)
+        found = {str(item.get(key)).strip() for item in items if isinstance(item, dict)}
+        return {k for k in batch if k.strip() in found}
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A connection in a read-only transaction, rolled back (never committed) and its
+        engine disposed after; database errors become ``SourceError``."""
+        engine = self._engine()
+        try:
+            with engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    _start_read_only(conn, self.config.statement_timeout_s)
+                    yield conn
+                finally:
+                    transaction.rollback()
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._translate(exc) from exc
+        finally:
+            engine.dispose()
+
+    def _engine(self) -> Engine:
         url = self._url()
         try:
-            engine = _create_engine(url, self.config)
+            return _create_engine(url, self.config)
         except sa.exc.NoSuchModuleError as exc:
             raise SourceError(
                 f"{self.describe()}: no database driver for {url.drivername}"
@@ -138,14 +212,12 @@ class SqlSource:
             raise SourceError(
                 f"{self.describe()}: unusable URL ({exc.__class__.__name__})"
             ) from None
-        try:
-            with engine.connect() as conn, conn.begin():
-                _start_read_only(conn, self.config.statement_timeout_s)
-                yield from self._rows(conn)
-        except sa.exc.SQLAlchemyError as exc:
-            raise self._translate(exc) from exc
-        finally:
-            engine.dispose()
+
+    def read(self) -> Iterator[Record]:
+        """Stream the rows as records; every failure is raised while iterating."""
+        self._key_types = set()
+        with self._transaction() as conn:
+            yield from self._rows(conn)
 
     def _statement(self, conn: Connection) -> sa.TextClause:
         if self.config.query is not None:
@@ -168,8 +240,11 @@ class SqlSource:
                 f"{self.describe()}: the query returns column {duplicated[0]!r} more than once; "
                 "give each column its own name (AS ...)"
             )
+        key, types = self.config.key, self._key_types
         for row in result:
-            yield {key: plain_value(value) for key, value in zip(keys, row, strict=True)}
+            record = {name: plain_value(value) for name, value in zip(keys, row, strict=True)}
+            types.add(type(record.get(key)))
+            yield record
 
     def _translate(self, exc: sa.exc.SQLAlchemyError) -> SourceError:
         where = self.describe()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,286 @@ def test_open_source_builds_a_file_source_that_describes_its_path(tmp_path: Path
 
     assert isinstance(built, FileSource)
     assert "catalog.csv" in built.describe()
+
+
+# --- A short read is never taken for a complete one -------------------------------------
+
+
+def csv_catalog(n: int, *, quoted_brand: bool = False) -> bytes:
+    brand = '"Acme, Inc."' if quoted_brand else "Acme Brand"
+    rows = ["id,title,brand"] + [f"p{i},Product {i},{brand}" for i in range(1, n + 1)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def read_or_error(path: Path, **options: Any) -> list[Any] | SourceError:
+    try:
+        return list(source(path, **options).read())
+    except SourceError as exc:
+        return exc
+
+
+def is_short(outcome: list[Any] | SourceError) -> bool:
+    """Whether a read told it was incomplete: it failed, or a row was unreadable."""
+    return isinstance(outcome, SourceError) or any(isinstance(i, UnreadableRow) for i in outcome)
+
+
+@pytest.mark.parametrize("quoted_brand", [False, True], ids=["plain", "quoted"])
+def test_a_csv_cut_inside_its_last_field_without_a_newline_fails_the_read(
+    tmp_path: Path, quoted_brand: bool
+) -> None:
+    full = csv_catalog(200, quoted_brand=quoted_brand)
+    kept = b"".join(full.splitlines(keepends=True)[:171])  # the header and 170 rows
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(kept[:-4])  # the newline and the last 3 characters gone
+
+    with pytest.raises(SourceError, match=r"catalog\.csv: .*line 171.*truncated"):
+        list(source(path).read())
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "json"])
+def test_every_cut_of_a_file_is_a_short_read_unless_it_falls_between_records(
+    tmp_path: Path, suffix: str
+) -> None:
+    records = [{"id": f"p{i}", "brand": "Acme", "note": 'x, "y"\nz'} for i in range(1, 5)]
+    if suffix == "csv":
+        text = "id,brand,note\n" + "".join(
+            f'{r["id"]},{r["brand"]},"x, ""y""\nz"\n' for r in records
+        )
+    elif suffix == "jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    else:
+        text = json.dumps({"data": records}, indent=1) + "\n"
+    data = text.encode()
+    boundaries = {i + 1 for i, b in enumerate(data) if b == ord("\n")}
+    if suffix == "jsonl":  # an object is whole without its newline: it ends with its brace
+        boundaries |= {i for i, b in enumerate(data) if b == ord("\n")}
+    if suffix == "csv":  # the newlines inside quotes are no record boundary
+        boundaries = (
+            {len("id,brand,note\n")}
+            | {data.index(f"{r['id']},".encode()) for r in records[1:]}
+            | {len(data)}
+        )
+    path = tmp_path / f"catalog.{suffix}"
+    options = {"records_path": "data"} if suffix == "json" else {}
+
+    for cut in range(1, len(data)):
+        path.write_bytes(data[:cut])
+        outcome = read_or_error(path, **options)
+        if cut in boundaries if suffix != "json" else not data[cut:].strip():
+            continue  # whole records, or (JSON) only the trailing newline, were cut off
+        assert is_short(outcome), f"a cut at byte {cut} was read as complete: {outcome}"
+
+
+def test_a_csv_cut_inside_a_multibyte_character_fails_the_read(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_bytes("id,title\np1,Caf\u00e9\n".encode()[:-2])  # half of the é
+
+    with pytest.raises(SourceError, match=r"catalog\.csv"):
+        list(source(path).read())
+
+
+def test_a_csv_whose_last_record_has_no_newline_is_kept_when_the_config_allows_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(b"id,title,brand\np1,One,Acme\np2,Two,")  # Shopify's exports end so
+
+    records = list(source(path, csv_require_final_newline=False).read())
+
+    assert records[-1] == {"id": "p2", "title": "Two", "brand": ""}
+    with pytest.raises(SourceError, match=r"last record \(line 3\).*truncated"):
+        list(source(path).read())
+
+
+def test_an_unterminated_last_csv_record_of_the_wrong_width_fails_even_when_allowed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(b"id,title,brand\np1,One,Acme\np2,Tw")
+
+    with pytest.raises(SourceError, match=r"line 3.*2 fields, not the 3"):
+        list(source(path, csv_require_final_newline=False).read())
+
+
+def test_a_csv_header_naming_a_column_twice_fails_the_read_naming_line_1_and_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(b"id,title,price,title\np1,One,5,Uno\n")
+
+    with pytest.raises(SourceError, match=r"catalog\.csv: line 1: .*'title' more than once"):
+        list(source(path).read())
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"id": "p2", "title": "Two", "id": "p3"}',
+        '{"id": "p2", "meta": {"brand": "A", "brand": "B"}}',
+        '{"id": "p2", "variants": [{"sku": "1"}, {"sku": "2", "sku": "3"}]}',
+    ],
+    ids=["top", "nested", "in-a-list"],
+)
+def test_a_jsonl_object_repeating_a_key_at_any_depth_is_an_unreadable_row(
+    tmp_path: Path, line: str
+) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_text('{"id": "p1"}\n' + line + '\n{"id": "p4"}\n', encoding="utf-8")
+
+    items = list(source(path).read())
+
+    assert items[0] == {"id": "p1"} and items[2] == {"id": "p4"}
+    assert isinstance(items[1], UnreadableRow)
+    assert items[1].place == "line 2"
+    assert "duplicate key" in items[1].reason
+
+
+def test_a_json_document_repeating_a_key_in_a_record_fails_naming_the_record(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text(
+        '{"data": [{"id": "p1"}, {"id": "p2", "meta": {"b": 1, "b": 2}}]}', encoding="utf-8"
+    )
+
+    with pytest.raises(SourceError, match=r"item 1 \(id 'p2'\) repeats the key 'b'"):
+        list(source(path, records_path="data").read())
+
+
+def big_line(size: int) -> str:
+    return json.dumps({"id": "big", "title": "x" * size})
+
+
+@pytest.mark.parametrize("block_bytes", [64, 1 << 20], ids=["streamed", "in-one-block"])
+def test_a_jsonl_line_over_max_record_bytes_is_unreadable_and_never_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    monkeypatch.setattr(file_source, "BLOCK_BYTES", block_bytes)
+    path = tmp_path / "catalog.jsonl"
+    path.write_text(f'{{"id": "p1"}}\n{big_line(5000)}\n{{"id": "p3"}}\n', encoding="utf-8")
+    reader = source(path, max_record_bytes=1000)
+
+    longest = max(len(line) for block in reader.read_blocks() for line in block.lines)
+    items = list(reader.read())
+
+    assert longest < 1000
+    assert items[0] == {"id": "p1"} and items[2] == {"id": "p3"}
+    assert isinstance(items[1], UnreadableRow)
+    assert items[1].place == "line 2"
+    assert "over source.max_record_bytes=1000" in items[1].reason
+
+
+def test_an_oversized_last_jsonl_line_without_a_newline_fails_as_truncated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(file_source, "BLOCK_BYTES", 64)
+    path = tmp_path / "catalog.jsonl"
+    path.write_text(f'{{"id": "p1"}}\n{big_line(5000)}', encoding="utf-8")
+
+    with pytest.raises(SourceError, match=r"last line \(2\).*truncated"):
+        list(source(path, max_record_bytes=1000).read())
+
+
+def test_an_oversized_jsonl_line_in_a_wide_encoding_is_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.jsonl"
+    path.write_text(f'{{"id": "p1"}}\n{big_line(5000)}\n{{"id": "p3"}}\n', encoding="utf-16")
+
+    items = list(source(path, encoding="utf-16", max_record_bytes=1000).read())
+
+    assert [type(i).__name__ for i in items] == ["dict", "UnreadableRow", "dict"]
+    assert items[1].place == "line 2"
+
+
+@pytest.mark.parametrize(
+    "record",
+    ["p2,Two," + "x" * 5000, 'p2,"Two' + "\n2" * 300 + '","' + "x\n" * 300 + '"'],
+    ids=["one-line", "two-quoted-fields-over-lines"],
+)
+def test_a_csv_record_over_max_record_bytes_is_unreadable(tmp_path: Path, record: str) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_text(f"id,title,brand\np1,One,A\n{record}\np3,Three,C\n", encoding="utf-8")
+
+    items = list(source(path, max_record_bytes=1000).read())
+
+    assert items[0] == {"id": "p1", "title": "One", "brand": "A"}
+    assert items[-1] == {"id": "p3", "title": "Three", "brand": "C"}
+    unreadable = [i for i in items if isinstance(i, UnreadableRow)]
+    assert len(unreadable) == 1
+    assert unreadable[0].place == "line 3"
+    assert "over source.max_record_bytes=1000" in unreadable[0].reason
+
+
+def test_a_json_document_over_max_document_bytes_fails_before_it_is_parsed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(catalog(50)), encoding="utf-8")
+
+    with pytest.raises(
+        SourceError, match=r"catalog\.json: \d+ bytes, over source.max_document_bytes=500"
+    ):
+        list(source(path, max_document_bytes=500).read())
+    assert len(list(source(path).read())) == 50
+
+
+def test_a_quoted_csv_field_growing_over_max_record_bytes_fails_the_read(tmp_path: Path) -> None:
+    """The parser can't find where such a record ends without reading it whole."""
+    path = tmp_path / "catalog.csv"
+    field = "x\n" * 2500
+    path.write_text(f'id,title,brand\np1,One,A\np2,Two,"{field}"\np3,C,C\n', encoding="utf-8")
+
+    with pytest.raises(SourceError, match=r"field opened at line 3 grows over source.max_record"):
+        list(source(path, max_record_bytes=1000).read())
+
+
+# --- Completeness and the second look --------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv"])
+def test_a_file_source_can_prove_a_read_complete(tmp_path: Path, suffix: str) -> None:
+    assert source(tmp_path / f"catalog.{suffix}").can_prove_complete is True
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["blocks", "read"])
+def test_an_unchanged_file_confirms_every_absent_key_after_a_read(
+    tmp_path: Path, fast: bool
+) -> None:
+    path = write_jsonl(tmp_path / "catalog.jsonl", catalog(3))
+    reader = source(path)
+    if fast:
+        list(reader.read_blocks())
+    else:
+        list(reader.read())
+
+    assert reader.confirm_absent(["p7", "p8"]) == {"p7", "p8"}
+
+
+def test_a_file_changed_since_the_read_began_confirms_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(b"id,title\np1,One\n")
+    reader = source(path)
+    list(reader.read())
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+    assert reader.confirm_absent(["p2"]) == set()
+
+
+def test_a_file_replaced_by_one_of_the_same_size_confirms_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.csv"
+    path.write_bytes(b"id,title\np1,One\n")
+    reader = source(path)
+    list(reader.read())
+    stat = path.stat()
+    other = tmp_path / "new.csv"
+    other.write_bytes(b"id,title\np2,Two\n")
+    os.utime(other, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    other.replace(path)
+
+    assert reader.confirm_absent(["p2"]) == set()
+
+
+def test_a_file_never_read_confirms_nothing(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "catalog.jsonl", catalog(3))
+
+    assert source(path).confirm_absent(["p9"]) == set()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from syncd.config import HttpAuthConfig, HttpConfig, HttpSourceConfig, PaginationConfig
 from syncd.errors import SourceError
@@ -439,3 +441,232 @@ def test_the_fake_serves_bare_lists_and_nested_records_paths() -> None:
 
     assert body["data"]["items"] == catalog(3)
     assert body["total"] == 3
+
+
+# --- Trust at the edges ----------------------------------------------------------------
+
+AUTHS = {
+    "bearer": HttpAuthConfig(kind="bearer", token_env="CATALOG_TOKEN"),
+    "header": HttpAuthConfig(kind="header", header="X-Api-Key", token_env="CATALOG_TOKEN"),
+    "basic": HttpAuthConfig(kind="basic", username="shop", password_env="CATALOG_TOKEN"),
+}
+
+
+def two_origins(style: str, other: str) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    """Page 1 on shop.test points its next page at ``other``; every request is kept."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host != "shop.test" or request.url.params.get("page") == "2":
+            return httpx.Response(200, json={"products": [{"id": "p2"}]})
+        next_page = f"{other}/p?page=2"
+        if style == "link":
+            return httpx.Response(
+                200,
+                json={"products": [{"id": "p1"}]},
+                headers={"Link": f'<{next_page}>; rel="next"'},
+            )
+        return httpx.Response(200, json={"products": [{"id": "p1"}], "next": next_page})
+
+    return httpx.MockTransport(answer), seen
+
+
+@pytest.mark.parametrize("auth", list(AUTHS))
+@pytest.mark.parametrize("style", ["next_url", "link"])
+@pytest.mark.parametrize(
+    "other",
+    ["https://evil.test", "http://shop.test", "https://shop.test:8443"],
+    ids=["host", "scheme", "port"],
+)
+def test_a_next_page_on_another_origin_is_refused_and_never_sees_the_credentials(
+    monkeypatch: pytest.MonkeyPatch, auth: str, style: str, other: str
+) -> None:
+    monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
+    transport, seen = two_origins(style, other)
+    source = http_source(
+        "https://shop.test/p",
+        transport=transport,
+        auth=AUTHS[auth],
+        pagination=PaginationConfig(style=style),
+    )
+
+    items, error = read_until_failure(source)
+
+    assert items == [{"id": "p1"}]
+    assert "another origin" in str(error) and other.split("://")[0] in str(error)
+    assert TOKEN not in str(error)
+    assert [r.url.host for r in seen] == ["shop.test"]
+    assert all(r.url.scheme == "https" and r.url.port in (None, 443) for r in seen)
+
+
+def test_a_next_page_on_the_same_origin_with_its_default_port_spelt_out_is_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
+    transport, seen = two_origins("next_url", "https://SHOP.test:443")
+    source = http_source(
+        "https://shop.test/p",
+        transport=transport,
+        auth=AUTHS["bearer"],
+        pagination=PaginationConfig(style="next_url"),
+    )
+
+    assert list(source.read()) == [{"id": "p1"}, {"id": "p2"}]
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in seen)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"products": [{"id": "p1", "id": "p2"}]}',
+        '{"products": [{"id": "p1", "meta": {"a": 1, "a": 2}}]}',
+        '{"products": [], "products": [{"id": "p1"}]}',
+    ],
+    ids=["record", "nested", "envelope"],
+)
+def test_a_page_with_an_object_repeating_a_key_fails_the_read(body: str) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body.encode()))
+    source = http_source("https://shop.test/p", transport=transport)
+
+    _, error = read_until_failure(source)
+
+    assert "page 1" in str(error) and "duplicate key" in str(error)
+
+
+def test_a_page_body_over_max_page_bytes_is_refused_while_it_streams() -> None:
+    sent: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"products": ['
+        for i in range(1000):
+            sent.append(i)
+            yield b'{"id": "p%d", "pad": "%s"},' % (i, b"x" * 100)
+        yield b'{"id": "last"}]}'
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=chunks()))
+    source = http_source("https://shop.test/p", transport=transport, max_page_bytes=5000)
+
+    _, error = read_until_failure(source)
+
+    assert "page 1" in str(error) and "over source.max_page_bytes=5000" in str(error)
+    assert len(sent) < 100
+
+
+def test_a_page_declaring_a_length_over_max_page_bytes_is_not_downloaded() -> None:
+    body = json.dumps({"products": catalog(200)}).encode()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    source = http_source("https://shop.test/p", transport=transport, max_page_bytes=1000)
+
+    _, error = read_until_failure(source)
+
+    assert f"{len(body)} bytes (Content-Length)" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("pagination", "provable"),
+    [
+        (PaginationConfig(style="none"), True),
+        (PaginationConfig(style="page"), False),
+        (PaginationConfig(style="offset"), False),
+        (PaginationConfig(style="page", total_path="total"), True),
+        (PaginationConfig(style="offset", total_path="total"), True),
+        (PaginationConfig(style="cursor"), True),
+        (PaginationConfig(style="next_url"), True),
+        (PaginationConfig(style="link"), True),
+    ],
+)
+def test_only_pagination_that_announces_its_end_can_prove_a_read_complete(
+    pagination: PaginationConfig, provable: bool
+) -> None:
+    assert http_source("https://shop.test/p", pagination=pagination).can_prove_complete is provable
+
+
+def item_api(
+    answers: dict[str, int | dict[str, Any]],
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        key = request.url.raw_path.decode().rsplit("/", 1)[1]
+        found = answers[key]
+        if isinstance(found, dict):
+            return httpx.Response(200, json=found)
+        return httpx.Response(found, text="no such product")
+
+    return httpx.MockTransport(answer), seen
+
+
+def test_the_second_look_confirms_gone_only_the_keys_answered_404_or_410(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
+    transport, seen = item_api(
+        {"p1": 404, "p2": 410, "p3": {"id": "p3"}, "p4": 500, "p5": 403, "a%2Fb%20c": 404}
+    )
+    source = http_source(
+        "https://shop.test/p",
+        transport=transport,
+        auth=AUTHS["bearer"],
+        max_attempts=1,
+        item_url="https://shop.test/items/{key}",
+    )
+
+    gone = source.confirm_absent(["p1", "p2", "p3", "p4", "p5", "a/b c"])
+
+    assert gone == {"p1", "p2", "a/b c"}
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in seen)
+
+
+def test_the_second_look_retries_like_the_read() -> None:
+    answers = iter([503, 404])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers))
+
+    sleeps: list[float] = []
+    source = http_source(
+        "https://shop.test/p",
+        sleeps,
+        transport=httpx.MockTransport(answer),
+        item_url="https://shop.test/items/{key}",
+    )
+
+    assert source.confirm_absent(["p1"]) == {"p1"}
+    assert len(sleeps) == 1
+
+
+def test_the_second_look_counts_an_item_left_out_by_where_as_gone() -> None:
+    transport, _ = item_api(
+        {"p1": {"id": "p1", "status": "draft"}, "p2": {"id": "p2", "status": "publish"}}
+    )
+    source = http_source(
+        "https://shop.test/p",
+        transport=transport,
+        where={"status": "publish"},
+        item_url="https://shop.test/items/{key}",
+    )
+
+    assert source.confirm_absent(["p1", "p2"]) == {"p1"}
+
+
+def test_without_item_url_there_is_no_second_look() -> None:
+    assert http_source("https://shop.test/p").confirm_absent(["p1"]) is None
+
+
+@pytest.mark.parametrize(
+    ("item_url", "problem"),
+    [
+        ("https://evil.test/items/{key}", "same origin"),
+        ("http://shop.test/items/{key}", "same origin"),
+        ("https://shop.test/items/", "must contain {key}"),
+    ],
+)
+def test_an_item_url_off_the_source_origin_or_without_key_is_a_config_error(
+    item_url: str, problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=re.escape(problem)):
+        HttpSourceConfig(kind="http", url="https://shop.test/p", item_url=item_url)
+    same = "https://SHOP.test:443/items/{key}"
+    assert HttpSourceConfig(kind="http", url="https://shop.test/p", item_url=same).item_url == same

@@ -379,3 +379,95 @@ def test_database_values_become_json_friendly_ones(value: Any, expected: Any) ->
     assert type(converted) is type(expected)
     if isinstance(converted, float):
         assert math.isfinite(converted)
+
+
+# --- Never committed; completeness and the second look ----------------------------------
+
+
+def test_a_large_object_made_by_the_query_is_rolled_back_on_postgresql(pg_url: str) -> None:
+    load_catalog(pg_url)
+
+    def large_objects() -> int:
+        engine = sa.create_engine(pg_url)
+        with engine.connect() as conn:
+            count = conn.exec_driver_sql("SELECT count(*) FROM pg_largeobject_metadata").scalar()
+        engine.dispose()
+        return int(count or 0)
+
+    before = large_objects()
+    records = list(sql_source(pg_url, query="SELECT id, lo_create(0) AS lo FROM products").read())
+
+    assert len(records) == len(generated_catalog())
+    assert large_objects() == before
+
+
+@pytest.mark.parametrize("abandoned", [False, True], ids=["finished", "abandoned"])
+def test_every_database_read_ends_in_a_rollback_never_a_commit(
+    loaded_url: str, abandoned: bool
+) -> None:
+    ends: list[str] = []
+
+    def committed(conn: sa.Connection) -> None:
+        ends.append("commit")
+
+    def rolled_back(conn: sa.Connection) -> None:
+        ends.append("rollback")
+
+    sa.event.listen(sa.engine.Engine, "commit", committed)
+    sa.event.listen(sa.engine.Engine, "rollback", rolled_back)
+    try:
+        reading = sql_source(loaded_url).read()
+        if abandoned:
+            next(reading)
+            reading.close()
+        else:
+            list(reading)
+        sql_source(loaded_url).confirm_absent(["sku-0001"])
+    finally:
+        sa.event.remove(sa.engine.Engine, "commit", committed)
+        sa.event.remove(sa.engine.Engine, "rollback", rolled_back)
+
+    assert "commit" not in ends
+    assert "rollback" in ends
+
+
+def test_a_sql_source_can_prove_a_read_complete(sqlite_url: str) -> None:
+    assert sql_source(sqlite_url).can_prove_complete is True
+
+
+def test_the_second_look_confirms_only_the_keys_the_query_no_longer_returns(
+    loaded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("syncd.sources.sql.CONFIRM_BATCH", 2)
+    reader = sql_source(loaded_url)
+    list(reader.read())
+
+    gone = reader.confirm_absent(["sku-0003", "sku-9999", "sku-0025", "nope", "sku-0001"])
+
+    assert gone == {"sku-9999", "nope"}
+
+
+def test_the_second_look_applies_where_so_a_row_filtered_out_is_gone(loaded_url: str) -> None:
+    reader = sql_source(loaded_url, where={"active": True})
+    list(reader.read())
+
+    assert reader.confirm_absent(["sku-0003", "sku-0004"]) == {"sku-0003"}  # 3 is inactive
+
+
+def test_the_second_look_compares_integer_keys_as_text(loaded_url: str) -> None:
+    reader = sql_source(loaded_url, query="SELECT stock AS pk, name FROM products", key="pk")
+    list(reader.read())
+
+    assert reader.confirm_absent(["-43", "12345"]) == {"12345"}  # stock of sku 1 is -43
+
+
+def test_the_second_look_is_refused_for_keys_that_may_print_differently(
+    loaded_url: str,
+) -> None:
+    reader = sql_source(loaded_url, key="price")
+    list(reader.read())
+    unread = sql_source(loaded_url)
+
+    assert reader.confirm_absent(["3.01"]) is None
+    assert unread.confirm_absent(["sku-0001"]) is None
+    assert sql_source(loaded_url, key="meta.id").confirm_absent(["x"]) is None

@@ -1,7 +1,10 @@
 """The command line: parses, loads the config, calls one function, prints the result.
 
-Exit codes: 0 ok; 1 the run failed, was blocked by a guard or only partly done;
-2 configuration or usage error; 3 ``plan --exit-code`` found pending changes.
+Exit codes: 0 ok; 1 the run failed, was blocked by a guard or only partly done (``plan``:
+a target or the source failed, so the plan is incomplete); 2 configuration or usage error;
+3 ``plan --exit-code`` found pending changes; 4 ``plan --exit-code`` found something wrong
+(a target unreachable or refusing the key, a failed source read, deletes held by a guard,
+rejected products, drift), which beats 3.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from syncd.errors import ConfigError, SyncdError
 from syncd.logs import configure_logging, register_secret
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
+from syncd.diff import Plan
 from syncd.state import StateStore, open_store
+from syncd.state.readonly import open_store_for_plan
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,30 +110,72 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
+def plan_exit_code(plans: Sequence[Plan], *, detailed: bool) -> int:
+    """``plan``'s exit code, the worst first.
+
+    With ``--exit-code`` (``detailed``): 4 when any target has a problem (``Plan.problems``),
+    else 3 when changes are pending, else 0. Without it: 1 when a target or the source
+    failed (the plan shown is incomplete), else 0.
+    """
+    if detailed:
+        if any(p.problems for p in plans):
+            return EXIT_ATTENTION
+        return EXIT_PENDING if any(p.pending for p in plans) else EXIT_OK
+    failed = any(p.error is not None or not p.source_complete for p in plans)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 @main.command()
 @_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option(
-    "--exit-code", is_flag=True, help="Exit 3 when changes are pending (like `alembic check`)."
+    "--exit-code",
+    is_flag=True,
+    help="Exit 4 when something is wrong (a target unreachable or refusing the key, a failed "
+    "source read, deletes held by a guard, rejected products, drift), else 3 when changes "
+    "are pending, else 0 (like `alembic check`).",
 )
 @click.option("--sample", default=5, show_default=True, help="Keys shown per kind of request.")
 @click.pass_obj
 def plan(
     obj: _Context, targets: Sequence[str], full: bool, as_json: bool, exit_code: bool, sample: int
 ) -> None:
-    """Show what a sync would send to each target, sending nothing."""
+    """Show what a sync would send to each target, sending and writing nothing.
+
+    The state database is only read: a missing one is planned against as empty (and
+    said so), and one whose schema is behind is refused, never created or migrated.
+
+    \b
+    Exit codes:
+      0  the plan was made (with --exit-code: every target in line)
+      1  a target or the source failed: the plan is incomplete (or the state
+         database can't be read)
+      2  configuration or usage error
+      3  with --exit-code: changes are pending, nothing wrong
+      4  with --exit-code: something is wrong (target unreachable or refusing the
+         key, source read failed, deletes held by a guard, products rejected,
+         drift); beats 3
+    """
     config = obj.config()
-    store = obj.store()
+    state = open_store_for_plan(config.state.resolved_url())
     try:
-        plans = Reconciler(config, store).plan(RunOptions(full=full, targets=tuple(targets)))
+        plans = Reconciler(config, state.store).plan(
+            RunOptions(full=full, targets=tuple(targets))
+        )
     finally:
-        store.close()
+        state.store.close()
     if as_json:
+        if state.notice:
+            plans = [dataclasses.replace(p, notes=(state.notice, *p.notes)) for p in plans]
         _print_json([p.summary(sample) for p in plans])
     else:
+        if state.notice:
+            click.echo(f"note: {state.notice}\n")
         click.echo("\n\n".join(render_plan(p, sample) for p in plans))
-    if exit_code and any(p.pending for p in plans):
-        sys.exit(EXIT_PENDING)
+    for p in plans:
+        if p.error is not None:
+            click.echo(f"syncd: {p.target}: {p.error}", err=True)
+    sys.exit(plan_exit_code(plans, detailed=exit_code))
 
 
 def _report_rows(report: RunReport) -> list[list[Any]]:

@@ -22,11 +22,11 @@ import click
 
 from syncd import __version__
 from syncd.config import SyncdConfig, load_config, resolve_secret, secret_names
+from syncd.diff import Plan
 from syncd.errors import ConfigError, SyncdError
 from syncd.logs import configure_logging, register_secret
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
-from syncd.diff import Plan
 from syncd.state import StateStore, open_store
 from syncd.state.readonly import open_store_for_plan
 
@@ -148,22 +148,28 @@ def plan(
     \b
     Exit codes:
       0  the plan was made (with --exit-code: every target in line)
-      1  a target or the source failed: the plan is incomplete (or the state
-         database can't be read)
+      1  a target or the source failed: the plan is incomplete, or no plan
+         could be made (state database unreadable or behind)
       2  configuration or usage error
       3  with --exit-code: changes are pending, nothing wrong
       4  with --exit-code: something is wrong (target unreachable or refusing the
          key, source read failed, deletes held by a guard, products rejected,
-         drift); beats 3
+         drift, or no plan could be made); beats 3
     """
     config = obj.config()
-    state = open_store_for_plan(config.state.resolved_url())
     try:
-        plans = Reconciler(config, state.store).plan(
-            RunOptions(full=full, targets=tuple(targets))
-        )
-    finally:
-        state.store.close()
+        state = open_store_for_plan(config.state.resolved_url())
+        try:
+            plans = Reconciler(config, state.store).plan(
+                RunOptions(full=full, targets=tuple(targets))
+            )
+        finally:
+            state.store.close()
+    except ConfigError:
+        raise
+    except SyncdError as exc:  # no plan at all: state, source or target unusable
+        click.echo(f"syncd: {exc}", err=True)
+        sys.exit(EXIT_ATTENTION if exit_code else EXIT_FAILED)
     if as_json:
         if state.notice:
             plans = [dataclasses.replace(p, notes=(state.notice, *p.notes)) for p in plans]

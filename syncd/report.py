@@ -40,7 +40,7 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
             for item in entry["samples"]:
                 out.append(f"      {item['key']}: {item['reason']}")
     elif plan.problems:
-        out.append("  requests: none, but the target is NOT known to be in line (see below)")
+        out.append("  requests: none, yet the target is NOT known to match the source (see status)")
     else:
         out.append("  requests: none — the target is in line with the source")
     for note in plan.notes:

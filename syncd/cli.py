@@ -25,6 +25,7 @@ from syncd.config import SyncdConfig, load_config, resolve_secret, secret_names
 from syncd.diff import Plan
 from syncd.errors import ConfigError, SyncdError
 from syncd.logs import configure_logging, register_secret
+from syncd.model import RunRecord
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
 from syncd.state import StateStore, open_store
@@ -280,31 +281,65 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _last_real_run(runs: Sequence[RunRecord]) -> RunRecord | None:
+    """The newest run that did something: a run refused because another syncd held the
+    target ("locked") says nothing about the target, so the one before it counts."""
+    return next((r for r in runs if r.outcome != "locked"), runs[0] if runs else None)
+
+
+def target_problems(
+    run: RunRecord | None, open_rejections: int, lease_holder: str | None
+) -> list[str]:
+    """What ``status`` must not hide about one target (empty: its last run ended ok)."""
+    problems: list[str] = []
+    if run is None:
+        problems.append("never synced")
+    elif run.outcome == "running" and lease_holder is None:
+        problems.append("last run still marked running but no syncd holds the target: it died")
+    elif run.outcome not in ("ok", "running"):
+        problems.append(f"last run {run.outcome}: {run.error or 'no reason recorded'}")
+    if open_rejections:
+        problems.append(f"{open_rejections} products rejected (see `syncd rejections`)")
+    return problems
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status(obj: _Context, as_json: bool) -> None:
-    """Per target: the last run, its outcome and counts, products in state, open rejections."""
+    """Per target: the last run, its outcome and counts, products in state, open rejections.
+
+    Exits 1 when a target's last run did not end ok (failed, blocked, partial,
+    interrupted), and says why under the table.
+    """
     config = obj.config()
     store = obj.store()
     try:
         rows: list[dict[str, Any]] = []
         for target in config.targets:
-            last = store.recent_runs(target.name, limit=1)
-            run = last[0] if last else None
+            run = _last_real_run(store.recent_runs(target.name, limit=20))
+            rejected = len(store.open_rejections(target.name))
+            holder = store.lease_holder(target.name, time.time())
+            problems = target_problems(run, rejected, holder)
             rows.append(
                 {
                     "target": target.name,
                     "kind": target.kind,
                     "enabled": target.enabled,
                     "products_in_state": store.count(target.name),
-                    "open_rejections": len(store.open_rejections(target.name)),
+                    "open_rejections": rejected,
                     "last_run": dataclasses.asdict(run) if run else None,
-                    "lease_holder": store.lease_holder(target.name, time.time()),
+                    "lease_holder": holder,
+                    "last_run_ok": run is None
+                    or run.outcome == "ok"
+                    or (run.outcome == "running" and holder is not None),
+                    "healthy": not problems,
+                    "problems": problems,
                 }
             )
     finally:
         store.close()
+    failing = any(r["enabled"] and not r["last_run_ok"] for r in rows)
     from syncd.daemon import next_runs
 
     last_started = {r["target"]: r["last_run"]["started_at"] for r in rows if r["last_run"]}
@@ -315,7 +350,7 @@ def status(obj: _Context, as_json: bool) -> None:
         r["next_run"] = when.isoformat() if when else None
     if as_json:
         _print_json(rows)
-        return
+        sys.exit(EXIT_FAILED if failing else EXIT_OK)
     click.echo(
         table(
             [
@@ -349,6 +384,10 @@ def status(obj: _Context, as_json: bool) -> None:
             ],
         )
     )
+    for r in rows:
+        for problem in r["problems"]:
+            click.echo(f"{r['target']}: {problem}")
+    sys.exit(EXIT_FAILED if failing else EXIT_OK)
 
 
 @main.command()

@@ -1,7 +1,10 @@
 """The command line: parses, loads the config, calls one function, prints the result.
 
-Exit codes: 0 ok; 1 the run failed, was blocked by a guard or only partly done;
-2 configuration or usage error; 3 ``plan --exit-code`` found pending changes.
+Exit codes: 0 ok; 1 the run failed, was blocked by a guard or only partly done (``plan``:
+a target or the source failed, so the plan is incomplete); 2 configuration or usage error;
+3 ``plan --exit-code`` found pending changes; 4 ``plan --exit-code`` found something wrong
+(a target unreachable or refusing the key, a failed source read, deletes held by a guard,
+rejected products, drift), which beats 3.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ import click
 
 from syncd import __version__
 from syncd.config import SyncdConfig, load_config, resolve_secret, secret_names
+from syncd.diff import Plan
 from syncd.errors import ConfigError, SyncdError
 from syncd.logs import configure_logging, register_secret
+from syncd.model import RunRecord
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
 from syncd.state import StateStore, open_store
+from syncd.state.readonly import open_store_for_plan
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,30 +111,78 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
+def plan_exit_code(plans: Sequence[Plan], *, detailed: bool) -> int:
+    """``plan``'s exit code, the worst first.
+
+    With ``--exit-code`` (``detailed``): 4 when any target has a problem (``Plan.problems``),
+    else 3 when changes are pending, else 0. Without it: 1 when a target or the source
+    failed (the plan shown is incomplete), else 0.
+    """
+    if detailed:
+        if any(p.problems for p in plans):
+            return EXIT_ATTENTION
+        return EXIT_PENDING if any(p.pending for p in plans) else EXIT_OK
+    failed = any(p.error is not None or not p.source_complete for p in plans)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 @main.command()
 @_target_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option(
-    "--exit-code", is_flag=True, help="Exit 3 when changes are pending (like `alembic check`)."
+    "--exit-code",
+    is_flag=True,
+    help="Exit 4 when something is wrong (a target unreachable or refusing the key, a failed "
+    "source read, deletes held by a guard, rejected products, drift), else 3 when changes "
+    "are pending, else 0 (like `alembic check`).",
 )
 @click.option("--sample", default=5, show_default=True, help="Keys shown per kind of request.")
 @click.pass_obj
 def plan(
     obj: _Context, targets: Sequence[str], full: bool, as_json: bool, exit_code: bool, sample: int
 ) -> None:
-    """Show what a sync would send to each target, sending nothing."""
+    """Show what a sync would send to each target, sending and writing nothing.
+
+    The state database is only read: a missing one is planned against as empty (and
+    said so), and one whose schema is behind is refused, never created or migrated.
+
+    \b
+    Exit codes:
+      0  the plan was made (with --exit-code: every target in line)
+      1  a target or the source failed: the plan is incomplete, or no plan
+         could be made (state database unreadable or behind)
+      2  configuration or usage error
+      3  with --exit-code: changes are pending, nothing wrong
+      4  with --exit-code: something is wrong (target unreachable or refusing the
+         key, source read failed, deletes held by a guard, products rejected,
+         drift, or no plan could be made); beats 3
+    """
     config = obj.config()
-    store = obj.store()
     try:
-        plans = Reconciler(config, store).plan(RunOptions(full=full, targets=tuple(targets)))
-    finally:
-        store.close()
+        state = open_store_for_plan(config.state.resolved_url())
+        try:
+            plans = Reconciler(config, state.store).plan(
+                RunOptions(full=full, targets=tuple(targets))
+            )
+        finally:
+            state.store.close()
+    except ConfigError:
+        raise
+    except SyncdError as exc:  # no plan at all: state, source or target unusable
+        click.echo(f"syncd: {exc}", err=True)
+        sys.exit(EXIT_ATTENTION if exit_code else EXIT_FAILED)
     if as_json:
+        if state.notice:
+            plans = [dataclasses.replace(p, notes=(state.notice, *p.notes)) for p in plans]
         _print_json([p.summary(sample) for p in plans])
     else:
+        if state.notice:
+            click.echo(f"note: {state.notice}\n")
         click.echo("\n\n".join(render_plan(p, sample) for p in plans))
-    if exit_code and any(p.pending for p in plans):
-        sys.exit(EXIT_PENDING)
+    for p in plans:
+        if p.error is not None:
+            click.echo(f"syncd: {p.target}: {p.error}", err=True)
+    sys.exit(plan_exit_code(plans, detailed=exit_code))
 
 
 def _report_rows(report: RunReport) -> list[list[Any]]:
@@ -227,31 +281,65 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _last_real_run(runs: Sequence[RunRecord]) -> RunRecord | None:
+    """The newest run that did something: a run refused because another syncd held the
+    target ("locked") says nothing about the target, so the one before it counts."""
+    return next((r for r in runs if r.outcome != "locked"), runs[0] if runs else None)
+
+
+def target_problems(
+    run: RunRecord | None, open_rejections: int, lease_holder: str | None
+) -> list[str]:
+    """What ``status`` must not hide about one target (empty: its last run ended ok)."""
+    problems: list[str] = []
+    if run is None:
+        problems.append("never synced")
+    elif run.outcome == "running" and lease_holder is None:
+        problems.append("last run still marked running but no syncd holds the target: it died")
+    elif run.outcome not in ("ok", "running"):
+        problems.append(f"last run {run.outcome}: {run.error or 'no reason recorded'}")
+    if open_rejections:
+        problems.append(f"{open_rejections} products rejected (see `syncd rejections`)")
+    return problems
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def status(obj: _Context, as_json: bool) -> None:
-    """Per target: the last run, its outcome and counts, products in state, open rejections."""
+    """Per target: the last run, its outcome and counts, products in state, open rejections.
+
+    Exits 1 when a target's last run did not end ok (failed, blocked, partial,
+    interrupted), and says why under the table.
+    """
     config = obj.config()
     store = obj.store()
     try:
         rows: list[dict[str, Any]] = []
         for target in config.targets:
-            last = store.recent_runs(target.name, limit=1)
-            run = last[0] if last else None
+            run = _last_real_run(store.recent_runs(target.name, limit=20))
+            rejected = len(store.open_rejections(target.name))
+            holder = store.lease_holder(target.name, time.time())
+            problems = target_problems(run, rejected, holder)
             rows.append(
                 {
                     "target": target.name,
                     "kind": target.kind,
                     "enabled": target.enabled,
                     "products_in_state": store.count(target.name),
-                    "open_rejections": len(store.open_rejections(target.name)),
+                    "open_rejections": rejected,
                     "last_run": dataclasses.asdict(run) if run else None,
-                    "lease_holder": store.lease_holder(target.name, time.time()),
+                    "lease_holder": holder,
+                    "last_run_ok": run is None
+                    or run.outcome == "ok"
+                    or (run.outcome == "running" and holder is not None),
+                    "healthy": not problems,
+                    "problems": problems,
                 }
             )
     finally:
         store.close()
+    failing = any(r["enabled"] and not r["last_run_ok"] for r in rows)
     from syncd.daemon import next_runs
 
     last_started = {r["target"]: r["last_run"]["started_at"] for r in rows if r["last_run"]}
@@ -262,7 +350,7 @@ def status(obj: _Context, as_json: bool) -> None:
         r["next_run"] = when.isoformat() if when else None
     if as_json:
         _print_json(rows)
-        return
+        sys.exit(EXIT_FAILED if failing else EXIT_OK)
     click.echo(
         table(
             [
@@ -296,6 +384,10 @@ def status(obj: _Context, as_json: bool) -> None:
             ],
         )
     )
+    for r in rows:
+        for problem in r["problems"]:
+            click.echo(f"{r['target']}: {problem}")
+    sys.exit(EXIT_FAILED if failing else EXIT_OK)
 
 
 @main.command()

@@ -126,10 +126,62 @@ class Plan:
     state_count: int = 0
     notes: tuple[str, ...] = ()
     """Why requests were chosen as they were (e.g. why ``upsert`` was or wasn't used)."""
+    error: str | None = None
+    """Why nothing could be planned for the target (unreachable, key refused, block
+    missing): the plan is then unknown, not empty."""
+    source_error: str | None = None
+    """Why the source read failed or came back short; None when it completed."""
+    held_rejected: int = 0
+    """Products the target refused before, unchanged since: not sent until the back-off ends."""
+    drift: int | None = None
+    """Products the target holds minus those state says it holds, when the target tells."""
 
     @property
     def pending(self) -> bool:
         return bool(self.operations)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why the target is not known to be in line once the plan is sent (empty: none).
+
+        A target that couldn't be inspected, a failed source read, a tripped guard (deletes
+        held), rejected products and drift each give one line.
+        """
+        found: list[str] = []
+        if self.error is not None:
+            found.append(f"target failed: {self.error}")
+        if not self.source_complete:
+            found.append(f"source read failed: {self.source_error or 'the read did not complete'}")
+        if self.held:
+            found.append(f"{len(self.held)} deletes held back by a guard")
+        if not self.guard.allowed and self.source_complete:
+            found.extend(f"guard: {reason}" for reason in self.guard.reasons)
+        if self.rejected:
+            found.append(f"{len(self.rejected)} products rejected (never sent)")
+        if self.held_rejected:
+            found.append(
+                f"{self.held_rejected} products refused by the target before, unchanged "
+                "since: held back until they change or the back-off ends"
+            )
+        if self.drift:
+            found.append(f"drift: the target holds {self.drift:+d} products compared with state")
+        return tuple(found)
+
+    @property
+    def status(self) -> str:
+        """One word: ``failed`` (target), ``incomplete`` (source), ``blocked`` (guard),
+        ``rejected``, ``drift``, ``pending`` or ``in line``."""
+        if self.error is not None:
+            return "failed"
+        if not self.source_complete:
+            return "incomplete"
+        if self.held or not self.guard.allowed:
+            return "blocked"
+        if self.rejected or self.held_rejected:
+            return "rejected"
+        if self.drift:
+            return "drift"
+        return "pending" if self.pending else "in line"
 
     def counts(self) -> Counter[str]:
         """Products per change kind (create, update, refresh, delete)."""
@@ -174,6 +226,13 @@ class Plan:
                 "reasons": list(self.guard.reasons),
             },
             "notes": list(self.notes),
+            "status": self.status,
+            "in_line": self.status == "in line",
+            "error": self.error,
+            "source_error": self.source_error,
+            "held_rejected": self.held_rejected,
+            "drift": self.drift,
+            "problems": list(self.problems),
         }
 
 

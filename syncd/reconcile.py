@@ -25,7 +25,7 @@ import structlog
 from syncd import __version__
 from syncd.config import SourceConfig, SyncdConfig, TargetConfig, resolve_secret
 from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of, diff_chunk
-from syncd.errors import ConfigError, RecordError, SourceError, TargetFatalError
+from syncd.errors import ConfigError, RecordError, SourceError, TargetError
 from syncd.executor import Clock, Events, Execution, Executor
 from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
@@ -365,7 +365,7 @@ class Reconciler:
                 )
             try:
                 info = target.inspect()
-            except TargetFatalError as exc:
+            except TargetError as exc:  # fatal, or still failing (retriable) at the start
                 run.outcome, run.error = "failed", str(exc)
                 continue
             run.target_count = info.count
@@ -625,7 +625,7 @@ class Reconciler:
     ) -> Plan:
         kind = run.target.kind
         if run.outcome is not None or run.staging is None:
-            return Plan(run.config.name, kind, run.mode, run.mode_reason, (), 0)
+            return Plan(run.config.name, kind, run.mode, run.mode_reason, (), 0, error=run.error)
         staging = run.staging
         duplicates = set(staging.duplicates())
         if duplicates:
@@ -691,6 +691,9 @@ class Reconciler:
             source_complete=source_error is None,
             state_count=run.state_count,
             notes=tuple(run.notes) + planned.notes,
+            source_error=source_error,
+            held_rejected=run.held_rejected,
+            drift=run.drift,
         )
 
     def _proven_deletes(

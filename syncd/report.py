@@ -30,12 +30,17 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
         + ("" if plan.source_complete else " (read INCOMPLETE)")
         + f"; state: {plan.state_count} products; unchanged: {plan.unchanged}",
     ]
-    if summary["requests"]:
+    if plan.error is not None:
+        out.append(f"  FAILED: {plan.error}")
+        out.append("  requests: unknown — the target could not be inspected, nothing was planned")
+    elif summary["requests"]:
         out.append("  requests:")
         for name, entry in summary["requests"].items():
             out.append(f"    {name}: {entry['requests']} requests, {entry['products']} products")
             for item in entry["samples"]:
                 out.append(f"      {item['key']}: {item['reason']}")
+    elif plan.problems:
+        out.append("  requests: none, yet the target is NOT known to match the source (see status)")
     else:
         out.append("  requests: none — the target is in line with the source")
     for note in plan.notes:
@@ -46,7 +51,14 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
             out.append(f"    {rejection.key}: {rejection.reason}")
     if plan.held:
         out.append(f"  HELD: {len(plan.held)} deletes not sent")
+    if plan.held_rejected:
+        out.append(
+            f"  held: {plan.held_rejected} products the target refused before, unchanged since"
+        )
     for reason in plan.guard.reasons:
         prefix = "guard overridden" if plan.guard.overridden else "guard"
         out.append(f"  {prefix}: {reason}")
+    problems = plan.problems
+    out.append(f"  status: {plan.status.upper() if problems else plan.status}")
+    out.extend(f"    - {problem}" for problem in problems)
     return "\n".join(out)

@@ -141,3 +141,41 @@ def test_check_config_validates_the_file_and_its_environment(config):
     )
     assert missing.exit_code == 2
     assert "UF_KEY is not set" in missing.output
+
+
+def test_status_says_why_the_last_run_failed_and_exits_1(config, fake):
+    assert run(config, "sync", key="wrong-key-1234567").exit_code == 1
+
+    failed = run(config, "status")
+    assert failed.exit_code == 1
+    assert "uf: last run failed: " in failed.stdout and "UF_KEY" in failed.stdout
+    assert "wrong-key-1234567" not in failed.output
+    [row] = json.loads(run(config, "status", "--json").stdout)
+    assert row["healthy"] is False and row["last_run_ok"] is False
+
+    assert run(config, "sync").exit_code == 0
+    ok = run(config, "status")
+    assert ok.exit_code == 0, ok.output
+    assert "uf: " not in ok.stdout
+    [row] = json.loads(run(config, "status", "--json").stdout)
+    assert row["healthy"] is True and row["problems"] == []
+
+
+def test_status_looks_past_a_run_refused_by_the_lease_to_the_blocked_one(config, tmp_path):
+    from syncd.model import RunRecord
+    from syncd.state import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        for outcome, error in (("blocked", "would delete 90% of uf"), ("locked", "another syncd")):
+            run_id = store.start_run("uf", mode="incremental", mode_reason="", holder="h")
+            store.finish_run(
+                RunRecord(run_id, "uf", 1.0, 2.0, "incremental", "", outcome, error=error)
+            )
+    finally:
+        store.close()
+
+    result = run(config, "status")
+
+    assert result.exit_code == 1
+    assert "uf: last run blocked: would delete 90% of uf" in result.stdout

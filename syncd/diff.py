@@ -135,6 +135,12 @@ class Plan:
     """Products the target refused before, unchanged since: not sent until the back-off ends."""
     drift: int | None = None
     """Products the target holds minus those state says it holds, when the target tells."""
+    in_doubt: int = 0
+    """Products whose last write the target may have applied late (a timeout, a dropped
+    connection): what it holds is unknown until they are re-sent."""
+    awaiting_delete: int = 0
+    """Products missing from a complete read that wait for more reads before their delete
+    (``delete_after_missing_runs``) or that a second look found again."""
 
     @property
     def pending(self) -> bool:
@@ -165,6 +171,16 @@ class Plan:
             )
         if self.drift:
             found.append(f"drift: the target holds {self.drift:+d} products compared with state")
+        if self.in_doubt:
+            found.append(
+                f"{self.in_doubt} products whose last write is in doubt (a timeout or a dropped "
+                "connection): re-sent whole once the in-doubt window has passed"
+            )
+        if self.awaiting_delete:
+            found.append(
+                f"{self.awaiting_delete} products missing from the source are not deleted yet: "
+                "waiting for more complete reads, or found again by a second look"
+            )
         return tuple(found)
 
     @property
@@ -181,7 +197,11 @@ class Plan:
             return "rejected"
         if self.drift:
             return "drift"
-        return "pending" if self.pending else "in line"
+        if self.in_doubt:
+            return "in doubt"
+        if self.pending or self.awaiting_delete:
+            return "pending"
+        return "in line"
 
     def counts(self) -> Counter[str]:
         """Products per change kind (create, update, refresh, delete)."""
@@ -232,6 +252,8 @@ class Plan:
             "source_error": self.source_error,
             "held_rejected": self.held_rejected,
             "drift": self.drift,
+            "in_doubt": self.in_doubt,
+            "awaiting_delete": self.awaiting_delete,
             "problems": list(self.problems),
         }
 

@@ -109,6 +109,8 @@ class _TargetRun:
     """Products in state that can't be pushed any more, withdrawn (``rejected = "withdraw"``)."""
     stale: int = 0
     """Products in state that can't be pushed any more, kept as they were (``"keep"``)."""
+    awaiting_delete: int = 0
+    """Products missing from the read not deleted yet (more reads needed, or found again)."""
 
     @property
     def full(self) -> bool:
@@ -575,8 +577,11 @@ class Reconciler:
             reason = f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key:
-                run.chunk.append(Document(key, b"", _UNSEEN_HASH))
-                run.unsendable.add(key)
+                # the key and any other form the product may have been pushed under (a key
+                # refused for an invisible character): seen, not deleted
+                for seen in (key, *exc.also_keys):
+                    run.chunk.append(Document(seen, b"", _UNSEEN_HASH))
+                    run.unsendable.add(seen)
             else:
                 run.keyless.append(reason)
         else:
@@ -694,6 +699,8 @@ class Reconciler:
             source_error=source_error,
             held_rejected=run.held_rejected,
             drift=run.drift,
+            in_doubt=run.doubts[1] if run.remember else sum(run.doubts),
+            awaiting_delete=run.awaiting_delete,
         )
 
     def _proven_deletes(
@@ -714,6 +721,7 @@ class Reconciler:
                     f"{found} products missing from the read were not confirmed gone by a "
                     f"second look at the source ({why}): not deleted"
                 )
+            run.awaiting_delete += found
             candidates = [change for change in candidates if change.key in confirmed]
         needed, why = proof.runs_needed(confirmed is not None)
         previous = self.store.absences(name) if needed > 1 else {}
@@ -721,6 +729,7 @@ class Reconciler:
         if run.remember:
             self.store.record_absences(name, missed, time.time())
         waiting = [key for key, count in missed.items() if count < needed]
+        run.awaiting_delete += len(waiting)
         if waiting:
             run.notes.append(
                 f"{len(waiting)} products missing from this read are deleted only once "

@@ -51,15 +51,28 @@ def test_the_file_has_no_name_and_its_descriptor_is_closed_with_the_spool(tmp_pa
     spool = Spool(str(tmp_path))
     place = spool.put(b"x" * 10_000)
     assert list(tmp_path.iterdir()) == []  # unnamed: nothing to clean up after a crash
-    descriptors = len(os.listdir("/proc/self/fd"))
+    spool_file = _identity(spool._file.fileno())
+
+    def spool_is_open() -> bool:
+        # by identity, not by count: other tests' objects may be collected meanwhile
+        return spool_file in {_identity(int(fd)) for fd in os.listdir("/proc/self/fd")}
 
     del spool
     gc.collect()
     assert place.read() == b"x" * 10_000  # a document keeps its spool open
+    assert spool_is_open()
 
     del place
     gc.collect()
-    assert len(os.listdir("/proc/self/fd")) == descriptors - 1
+    assert not spool_is_open()
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def test_reading_after_close_is_a_state_error_naming_the_directory(tmp_path):

@@ -13,7 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 STYLES = ("none", "page", "offset", "cursor", "next_url", "link")
 PATH = "/products"
@@ -45,6 +45,7 @@ class FakeCatalogApi:
         page_size_default: int = 100,
         auth: tuple[str, str] | None = None,
         records_path: str | None = "products",
+        item_key: str | None = None,
     ) -> None:
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r}: expected one of {', '.join(STYLES)}")
@@ -53,6 +54,8 @@ class FakeCatalogApi:
         self.page_size_default = page_size_default
         self.auth = auth
         self.records_path = records_path
+        self.item_key = item_key
+        """With a field name: ``GET /products/{value}`` answers that record, or 404."""
         self.requests = 0
         """Requests received, answered or not."""
         self.headers: list[dict[str, str]] = []
@@ -130,12 +133,15 @@ class FakeCatalogApi:
             self.requests += 1
             self.headers.append(headers)
             parts = urlsplit(target)
-            if parts.path != PATH:
+            item = parts.path.startswith(PATH + "/") and self.item_key is not None
+            if parts.path != PATH and not item:
                 return _error(404, "no such path")
             if self.auth is not None:
                 name, expected = self.auth
                 if headers.get(name.lower()) != expected:
                     return _error(401, "unauthorized")
+            if item:
+                return self._item(unquote(parts.path[len(PATH) + 1 :]))
             try:
                 offset, size = self._window(parse_qs(parts.query))
             except ValueError as exc:
@@ -153,6 +159,13 @@ class FakeCatalogApi:
             if number in self._malformed:
                 return 200, {"Content-Type": "application/json"}, b'{"products": [{"id": "1"'
             return self._page(offset, size)
+
+    def _item(self, key: str) -> tuple[int, dict[str, str], bytes]:
+        for record in self.records:
+            if str(record.get(self.item_key or "")) == key:
+                body = json.dumps(record).encode()
+                return 200, {"Content-Type": "application/json"}, body
+        return _error(404, f"no product {key!r}")
 
     def _window(self, query: dict[str, list[str]]) -> tuple[int, int]:
         def get(name: str) -> str | None:

@@ -490,3 +490,55 @@ def test_remember_records_a_fingerprint_only_for_an_unchanged_hash(store) -> Non
         staging.remember([("a", a.hash, fa), ("b", doc("b", v=2).hash, fb)])
     with store.begin_staging("uf") as staging:
         assert staging.known(ints(fa, fb)) == [True, False]
+
+
+# -- writes in doubt, products absent -------------------------------------------------
+
+
+def test_a_doubt_is_reasserted_only_once_due_by_marking_its_product_unacknowledged(store) -> None:
+    kept, gone = doc("K", price=1), doc("G", price=2)
+    store.apply_acks("t", acks(kept, gone))
+    store.record_doubts("t", [("K", kept.canonical), ("G", gone.canonical)], until=100.0)
+    store.apply_acks("t", [], ["G"])  # deleted after its write went in doubt
+
+    assert store.count_doubts("t", now=99.0) == (0, 2)
+    assert store.reassert_doubts("t", now=99.0) == 0
+    assert store.get("t", "K") == acked(kept)
+
+    assert store.reassert_doubts("t", now=100.0) == 2
+    assert store.get("t", "K") == Acked("K", UNACKNOWLEDGED, kept.canonical)
+    assert store.get("t", "G") == Acked("G", UNACKNOWLEDGED, gone.canonical)  # to re-delete
+    assert store.count_doubts("t", now=200.0) == (0, 0)
+    assert store.reassert_doubts("t", now=200.0) == 0
+
+
+def test_a_later_doubt_replaces_an_earlier_one_and_targets_stay_apart(store) -> None:
+    store.record_doubts("t", [("K", b'{"v":1}')], until=10.0)
+    store.record_doubts("t", [("K", b'{"v":2}')], until=20.0)
+    store.record_doubts("u", [("K", None)], until=5.0)
+
+    assert store.count_doubts("t", now=15.0) == (0, 1)
+    assert store.count_doubts("u", now=15.0) == (1, 0)
+    assert store.reassert_doubts("u", now=15.0) == 1
+    assert store.get("u", "K") is None  # no payload, nothing in state: nothing to restore
+    assert store.count_doubts("t", now=15.0) == (0, 1)
+
+
+def test_absences_are_replaced_whole_and_keep_when_a_product_first_went_missing(store) -> None:
+    store.record_absences("t", {"A": 1, "B": 1}, now=10.0)
+    store.record_absences("u", {"A": 5}, now=10.0)
+    store.record_absences("t", {"A": 2, "C": 1}, now=20.0)
+
+    assert store.absences("t") == {"A": 2, "C": 1}
+    assert store.absences("u") == {"A": 5}
+    store.record_absences("t", {}, now=30.0)
+    assert store.absences("t") == {}
+
+
+def test_acked_of_returns_only_the_keys_state_holds(store) -> None:
+    a, b = doc("A"), doc("B")
+    store.apply_acks("t", acks(a, b))
+
+    found = store.acked_of("t", ["B", "missing", "A", "B"])
+
+    assert sorted(found, key=lambda x: x.key) == [acked(a), acked(b)]

@@ -732,3 +732,52 @@ def test_a_refused_request_never_reaches_the_fakes_catalog(rig):
         assert rig.fake.products == {}
     else:
         assert all(products == {} for products in rig.fake.blocks.values())
+
+
+# -- whether a failed request may have been applied -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "maybe_applied"),
+    [
+        pytest.param(Fault(status=500), True, id="500"),
+        pytest.param(Fault(status=503), True, id="503"),
+        pytest.param(Fault(status=500, apply_then_fail=True), True, id="applied-then-500"),
+        pytest.param(Fault(drop_connection=True), True, id="dropped-after-sending"),
+        pytest.param(Fault(status=429, retry_after="1"), False, id="429"),
+        pytest.param(Fault(status=408), False, id="408"),
+    ],
+)
+def test_a_retriable_answer_says_whether_the_server_may_have_applied_the_request(
+    rig, fault, maybe_applied
+):
+    rig.fake.inject(fault)
+
+    with pytest.raises(TargetRetriableError) as caught:
+        rig.target.send(rig.operation)
+
+    assert caught.value.maybe_applied is maybe_applied
+
+
+def test_a_read_timeout_may_have_been_applied(userflux):
+    target = userflux_target(userflux, timeout_s=0.1)
+    userflux.inject(Fault(delay=0.4))
+
+    with pytest.raises(TargetRetriableError) as caught:
+        target.send(plan_update(new("p1", uf_payload())))
+    target.close()
+
+    assert caught.value.maybe_applied is True
+
+
+def test_a_refused_connection_was_not_applied():
+    with FakeUserflux(api_key=KEY) as fake:
+        url = fake.url  # the port is closed once the fake stops
+    target = userflux_target(fake, base_url=url)
+
+    with pytest.raises(TargetRetriableError) as caught:
+        target.send(plan_update(new("p1", uf_payload())))
+    target.close()
+
+    assert caught.value.maybe_applied is False
+    assert "ConnectError" in str(caught.value)

@@ -396,3 +396,43 @@ def test_vambe_batches_refused_with_400_are_split_and_only_the_bad_product_rejec
     assert vb.created == 15 and vb.rejected == 1
     in_state = set(acked_rows(box.state_path, VB_NAME))
     assert in_state == {r["id"] for r in records} - {"P00006"}
+
+
+# -- ids that are not safe URL path segments, odd answers -------------------------------
+
+
+def test_userflux_ids_that_are_not_safe_path_segments_are_rejected_and_never_sent(
+    box: Sandbox,
+) -> None:
+    records = make_records(6)
+    records[1]["id"], records[2]["id"], records[3]["id"] = "..", "a/b", "50%"
+    box.write_catalog(records)
+    box.configure(targets=[UF_NAME])
+    box.mark()
+
+    report = box.sync()
+
+    [uf] = report.targets
+    assert uf.outcome == "ok" and uf.created == 3 and uf.rejected == 3
+    reasons = {r.key: r.reason for r in box.store().open_rejections(UF_NAME)}
+    assert set(reasons) == {"..", "a/b", "50%"}
+    assert "relative step" in reasons[".."] and "'/'" in reasons["a/b"]
+    assert box.userflux is not None
+    sent = {r.json["id"] for r in box.userflux.requests if isinstance(r.json, dict)}
+    assert sent.isdisjoint(reasons)
+
+
+def test_an_odd_answer_for_one_product_rejects_it_and_the_target_goes_on(box: Sandbox) -> None:
+    records = start(box, n=10, batch_size=4)
+    assert box.userflux is not None and box.vambe is not None
+    box.userflux.inject(Fault(status=405, times=None, match=touches("P00004")))
+    box.vambe.inject(Fault(status=409, times=None, match=touches("P00004")))
+
+    report = box.sync()
+
+    uf, vb = report.targets
+    assert (uf.outcome, vb.outcome) == ("ok", "ok")
+    assert (uf.created, uf.rejected, vb.created, vb.rejected) == (9, 1, 9, 1)
+    assert set(acked_rows(box.state_path, UF_NAME)) == {r["id"] for r in records} - {"P00004"}
+    again = box.sync()
+    assert [t.outcome for t in again.targets] == ["ok", "ok"], "not failing for ever"

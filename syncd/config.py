@@ -332,7 +332,8 @@ class RetryConfig(_Model):
     """Longest single wait. A ``Retry-After`` asking for longer leaves the request for the
     next run instead of holding the run up."""
     budget_s: float = Field(default=900.0, ge=0)
-    """Total time one run may spend waiting to retry; past it, failures stay for next run."""
+    """Seconds from the run's start during which retries may start (a deadline, whatever the
+    number of workers); past it, a failing target gets no further request that run."""
 
 
 class GuardConfig(_Model):

@@ -56,13 +56,26 @@ class TargetError(SyncdError):
 
 
 class TargetRetriableError(TargetError):
-    """Worth retrying: 429, 5xx, timeouts, dropped connections."""
+    """Worth retrying: 429, 5xx, timeouts, dropped connections.
+
+    ``maybe_applied`` says whether the server may have applied the request anyway (a 5xx,
+    a read timeout, a connection lost after sending); when not given, it is derived from
+    the status: unknown or 5xx yes, 408/425/429 no.
+    """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        maybe_applied: bool | None = None,
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        self.maybe_applied = (
+            maybe_applied if maybe_applied is not None else status is None or status >= 500
+        )
 
 
 class TargetFatalError(TargetError):
@@ -70,7 +83,8 @@ class TargetFatalError(TargetError):
 
 
 class TargetRejectedError(TargetError):
-    """The target refused the products of a request as invalid (HTTP 400)."""
+    """The target refused the products of a request (HTTP 400, or another answer about
+    those products, such as 404, 409, 413 or 422); the target itself goes on."""
 
 
 class RecordError(SyncdError):

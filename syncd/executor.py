@@ -3,7 +3,8 @@
 Each operation runs in a worker thread; the calling thread alone records results,
 so acknowledgements reach state in small transactions as they arrive. A refused
 batch is split to isolate its bad products. A fatal answer stops the target; a
-stop request (SIGTERM) lets in-flight requests finish within a grace period.
+stop request (SIGTERM) lets in-flight requests finish within a grace period; a
+target still failing when the retry deadline has passed gets no further request.
 """
 
 from __future__ import annotations
@@ -67,18 +68,37 @@ class RateLimiter:
 
 
 class RetryBudget:
-    """The time one run may spend waiting to retry, shared by all its requests."""
+    """The wall time a run may retry in: a deadline ``seconds`` after the run started, on
+    the executor's clock, whatever the number of workers waiting at once."""
 
-    def __init__(self, seconds: float) -> None:
-        self._left = seconds
+    def __init__(self, seconds: float, clock: Clock) -> None:
+        self._clock = clock
+        self.deadline = clock.monotonic() + seconds
+
+    def allows(self, delay: float) -> bool:
+        """Whether a retry after ``delay`` seconds would still start before the deadline."""
+        return self._clock.monotonic() + delay <= self.deadline
+
+
+class Health:
+    """The target's last answers: failing when at least half of them were retriable errors.
+
+    Decides whether a retry the budget refuses ends the run for the target (a target that
+    mostly answers is not stopped by one late 503; one that mostly fails is).
+    """
+
+    def __init__(self, window: int) -> None:
+        self._answers: deque[bool] = deque(maxlen=window)
         self._lock = threading.Lock()
 
-    def take(self, seconds: float) -> bool:
+    def record(self, answered: bool) -> None:
         with self._lock:
-            if seconds > self._left:
-                return False
-            self._left -= seconds
-            return True
+            self._answers.append(answered)
+
+    def failing(self) -> bool:
+        with self._lock:
+            failures = self._answers.count(False)
+            return failures > 0 and failures * 2 >= len(self._answers)
 
 
 def backoff_delay(
@@ -134,6 +154,12 @@ class Execution:
     retries: int = 0
     interrupted: bool = False
     last_error: str | None = None
+    exhausted: bool = False
+    """The retry deadline passed while the target was failing: the rest was not sent."""
+    in_doubt: set[str] = field(default_factory=set)
+    """Keys of operations that had an attempt the server may have applied though syncd
+    did not see it acknowledged (a 5xx, a read timeout, a connection lost after sending,
+    abandoned in flight), whether or not a later attempt succeeded."""
 
 
 @dataclass
@@ -145,6 +171,8 @@ class _Outcome:
     error: BaseException | None = None
     not_sent: bool = False
     """Dropped before its first request: the target was halted or is stopping."""
+    maybe_applied: bool = False
+    """Some attempt failed in a way the server may have applied it anyway."""
 
 
 def _drain(finished: queue.SimpleQueue[Future[_Outcome]], timeout: float) -> list[Future[_Outcome]]:
@@ -174,8 +202,8 @@ class Executor:
         events: Events | None = None,
         stop: threading.Event | None = None,
         grace_s: float = 30.0,
-        flush_every: int = 500,
-        flush_interval_s: float = 1.0,
+        flush_every: int = 100,
+        flush_interval_s: float = 0.2,
         seed: int | None = None,
     ) -> None:
         self._target = target
@@ -183,7 +211,8 @@ class Executor:
         self._clock = clock or SystemClock()
         self._limiter = RateLimiter(rate_limit_per_s, self._clock)
         self._retry = retry
-        self._budget = RetryBudget(retry.budget_s)
+        self._budget = RetryBudget(retry.budget_s, self._clock)
+        self._health = Health(window=max(10, 2 * concurrency))
         self._events = events or NoEvents()
         self._stop = stop or threading.Event()
         self._grace_s = grace_s
@@ -193,6 +222,13 @@ class Executor:
         self._rng_lock = threading.Lock()
         self._halt = threading.Event()
         """Set on a fatal answer: queued operations are dropped, not sent."""
+        self._exhausted = threading.Event()
+        """Set when the retry deadline refuses a retry and the target is failing."""
+        self._wake = threading.Event()
+        """Set on halt, exhaustion or an observed stop: wakes workers waiting for a slot."""
+        self._started: set[int] = set()
+        """``id`` of the operations whose first request has gone out."""
+        self._started_lock = threading.Lock()
 
     def run(
         self,
@@ -201,6 +237,7 @@ class Executor:
         flush: Callable[[], None],
     ) -> Execution:
         """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit."""
+        self._budget = RetryBudget(self._retry.budget_s, self._clock)  # from the run's start
         result = Execution()
         pending: deque[Operation] = deque(operations)
         inflight: dict[Future[_Outcome], Operation] = {}
@@ -214,7 +251,11 @@ class Executor:
         )
         try:
             while pending or inflight:
-                stopping = self._stop.is_set() or result.fatal is not None
+                if self._stop.is_set():
+                    self._wake.set()  # workers waiting for a rate-limit slot drop their work
+                stopping = (
+                    self._stop.is_set() or result.fatal is not None or self._exhausted.is_set()
+                )
                 while pending and not stopping and len(inflight) < self._concurrency * 2:
                     operation = pending.popleft()
                     future = pool.submit(self._attempt, operation)
@@ -239,11 +280,21 @@ class Executor:
                     unflushed, last_flush = 0, now
                 if stop_deadline is not None and time.monotonic() > stop_deadline and inflight:
                     result.not_sent += sum(len(op.changes) for op in inflight.values())
+                    with self._started_lock:  # abandoned mid-request: may land later
+                        for abandoned in inflight.values():
+                            if id(abandoned) in self._started:
+                                result.in_doubt.update(abandoned.keys)
                     result.interrupted = True
                     inflight.clear()
                     break
             if pending:
                 result.not_sent += sum(len(op.changes) for op in pending)
+            result.exhausted = self._exhausted.is_set()
+            if result.exhausted:
+                result.last_error = (
+                    f"{result.last_error}; the retry budget ({self._retry.budget_s:g} s) ran "
+                    "out while the target was failing, so the rest was not sent"
+                )
             if self._stop.is_set() and (result.not_sent or result.failed):
                 result.interrupted = True  # stopped with work left; nothing left is not that
         finally:
@@ -260,9 +311,14 @@ class Executor:
         on_ack: Callable[[Operation], None],
     ) -> int:
         crash = future.exception()
-        outcome = _Outcome(error=crash) if crash is not None else future.result()
+        # an exception from the adapter itself: whether it sent anything is unknown
+        outcome = (
+            _Outcome(error=crash, maybe_applied=True) if crash is not None else future.result()
+        )
         result.requests += outcome.requests
         result.retries += outcome.retries
+        if outcome.maybe_applied:
+            result.in_doubt.update(operation.keys)
         error = outcome.error
         if outcome.not_sent:
             result.not_sent += len(operation.changes)
@@ -291,50 +347,74 @@ class Executor:
         result.last_error = str(error) if isinstance(error, TargetRetriableError) else repr(error)
         return 0
 
+    def _stopping(self) -> bool:
+        """Halted (fatal), out of budget against a failing target, or asked to stop."""
+        return self._wake.is_set() or self._stop.is_set()
+
+    def _give_up(self) -> None:
+        """The deadline refused a retry: when the target is failing, send it nothing more."""
+        if self._health.failing():
+            self._exhausted.set()
+            self._wake.set()
+
     def _attempt(self, operation: Operation) -> _Outcome:
         """Send one operation with retries; never raises for the target's answers."""
         outcome = _Outcome()
         name = self._target.name
-        if self._halt.is_set() or self._stop.is_set():
-            outcome.not_sent = True
-            return outcome
         for attempt in range(1, self._retry.max_attempts + 1):
-            self._limiter.acquire(self._stop)
+            if self._stopping() and attempt == 1:
+                outcome.not_sent = True
+                return outcome
+            self._limiter.acquire(self._wake)
+            if self._stopping():  # stopped or halted while waiting for the slot
+                outcome.not_sent = attempt == 1
+                return outcome
+            if attempt == 1:
+                with self._started_lock:
+                    self._started.add(id(operation))
             started = time.perf_counter()
             outcome.requests += 1
             try:
                 self._target.send(operation)
             except TargetRetriableError as exc:
+                self._health.record(False)
+                outcome.maybe_applied = outcome.maybe_applied or exc.maybe_applied
                 status = str(exc.status or "error")
                 self._events.request(
                     name, operation.endpoint, status, time.perf_counter() - started
                 )
                 outcome.error = exc
-                if attempt == self._retry.max_attempts or self._stop.is_set():
+                if attempt == self._retry.max_attempts or self._stopping():
                     return outcome
                 if exc.retry_after is not None and exc.retry_after > self._retry.max_delay_s:
+                    self._give_up()
                     return outcome  # the server asks for longer than we wait: next run
                 with self._rng_lock:
                     delay = backoff_delay(attempt, exc.retry_after, self._retry, self._rng)
-                if not self._budget.take(delay):
+                if not self._budget.allows(delay):
+                    self._give_up()
                     return outcome
                 if exc.status == 429:
                     self._limiter.pause(delay)
                 self._events.retry(name, status)
                 outcome.retries += 1
-                self._clock.sleep(delay, self._stop)
-                if self._stop.is_set():
+                self._clock.sleep(delay, self._wake)
+                if self._stopping():
                     return outcome  # stopping: no further request; re-sent next run
                 continue
             except (TargetRejectedError, TargetFatalError) as exc:
                 if isinstance(exc, TargetFatalError):
                     self._halt.set()  # here, before this worker takes the next operation
+                    self._wake.set()
+                else:
+                    self._health.record(True)  # the target answered
                 status = str(exc.status or "error")
                 self._events.request(
                     name, operation.endpoint, status, time.perf_counter() - started
                 )
                 outcome.error = exc
                 return outcome
+            self._health.record(True)
             self._events.request(name, operation.endpoint, "2xx", time.perf_counter() - started)
             outcome.error = None
             return outcome

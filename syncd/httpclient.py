@@ -120,3 +120,48 @@ def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now())
+
+
+_TRANSIENT_TLS = (
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ssl.SSLSyscallError,
+    ssl.SSLWantReadError,
+    ssl.SSLWantWriteError,
+)
+"""TLS failures a retry may cure: the connection was cut during or after the handshake."""
+
+
+def permanent_tls_error(error: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind an httpx transport error when retrying won't fix it.
+
+    An untrusted, expired or wrong-host certificate (``SSLCertVerificationError``), or a
+    handshake the two ends can't agree on (plain HTTP on the port, no common protocol),
+    fails the same way every time; a connection cut mid-handshake does not count.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return None if isinstance(current, _TRANSIENT_TLS) else current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def describe_tls_failure(error: ssl.SSLError, host: str) -> str:
+    """What failed, for which host, and what to check; says it is not retried."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        why = error.verify_message or error.reason or "certificate verification failed"
+        return (
+            f"TLS: the certificate of {host} is not trusted ({why}); not retried. Check the "
+            f"URL's host name, that the server's certificate covers {host} and has not "
+            "expired, and, if a private CA signs it, add that CA's PEM file as the "
+            "http.ca_bundle option"
+        )
+    why = error.reason or error.__class__.__name__
+    return (
+        f"TLS: the handshake with {host} failed ({why}); not retried. Check the URL is "
+        "https:// on the server's HTTPS port and that the server's TLS setup is valid "
+        "(http.ca_bundle adds a CA; verification can't be turned off)"
+    )

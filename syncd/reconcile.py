@@ -831,7 +831,8 @@ class Reconciler:
                 outcome, error = "blocked", too_many
             elif execution.failed:
                 outcome, error = (
-                    "partial",
+                    # nothing acknowledged: the target took none of it, the run failed
+                    "failed" if sum(execution.acked.values()) == 0 else "partial",
                     (
                         f"{execution.failed} products still failing after retries "
                         f"(last: {execution.last_error}); they are re-sent next run"

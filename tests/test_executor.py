@@ -276,7 +276,10 @@ def test_the_retry_budget_stops_retrying_and_leaves_the_rest_for_next_run():
 
     assert sum(clock.sleeps) <= 5
     assert len(sender.sent) < 10
-    assert result.failed == 2
+    assert result.failed == 1, "the operation whose retry the budget refused"
+    assert result.not_sent == 1, "the target is failing: the next one is not even tried"
+    assert result.exhausted
+    assert "retry budget" in (result.last_error or "")
     assert recorder.acked == []
 
 
@@ -568,3 +571,284 @@ def test_in_flight_requests_may_finish_within_the_grace_period_after_a_stop():
 
     assert sorted(recorder.acked) == [("fast",), ("slow",)]
     assert result.not_sent == 0
+
+
+# -- the retry budget is a deadline -----------------------------------------------------
+
+
+def test_the_retry_budget_is_a_deadline_on_the_runs_clock_not_a_sum_of_waits():
+    """Waits cost nothing here, answers take 1 s: a sum of waits would never run out."""
+    clock = FakeClock()
+    clock.sleep = lambda seconds, stop: clock.sleeps.append(seconds)  # type: ignore[method-assign]
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        clock.now += 1.0
+        return retriable(503)
+
+    retry = RetryConfig(max_attempts=1000, initial_delay_s=0.5, max_delay_s=1, budget_s=30)
+    sender = FakeSender(respond, clock=clock)
+
+    result, _, _ = execute(sender, ops(5), clock=clock, retry=retry)
+
+    assert sender.times and max(sender.times) <= START + 30
+    assert len(sender.sent) <= 31
+    assert result.exhausted
+    assert result.failed + result.not_sent == 5
+
+
+def test_a_failing_target_gets_no_burst_of_requests_once_the_budget_is_spent():
+    clock = FakeClock()
+    sender = FakeSender(lambda operation, attempt: retriable(503), clock=clock)
+    retry = RetryConfig(max_attempts=4, initial_delay_s=0.5, max_delay_s=60, budget_s=20)
+
+    result, recorder, _ = execute(sender, ops(500), clock=clock, retry=retry, concurrency=16)
+
+    assert len(sender.sent) <= 16 * 4 + 16
+    assert max(sender.times) <= START + 20, "no request after the deadline"
+    late = [t for t in sender.times if t >= START + 20 - 1]
+    assert len(late) <= 16, "the end of the budget is not followed by a burst"
+    assert result.exhausted
+    assert result.failed + result.not_sent == 500
+    assert result.not_sent >= 500 - 32
+    assert recorder.acked == []
+
+
+def test_a_target_asking_to_come_back_later_than_max_delay_gets_no_burst():
+    sender = FakeSender(lambda operation, attempt: retriable(503, retry_after=3600))
+
+    result, _, _ = execute(sender, ops(200), concurrency=8)
+
+    assert len(sender.sent) <= 8 * 2
+    assert result.exhausted
+    assert result.failed + result.not_sent == 200
+
+
+def test_a_healthy_target_that_takes_long_is_not_stopped_by_the_retry_budget():
+    clock = FakeClock()
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        clock.now += 10.0  # slow answers: 50 of them take 500 s, ten budgets
+        return None
+
+    retry = RetryConfig(max_attempts=4, initial_delay_s=0.5, max_delay_s=60, budget_s=50)
+
+    result, recorder, _ = execute(FakeSender(respond), ops(50), clock=clock, retry=retry)
+
+    assert len(recorder.acked) == 50
+    assert not result.exhausted and result.not_sent == 0
+
+
+def test_a_late_503_from_a_target_that_mostly_answers_fails_that_operation_only():
+    clock = FakeClock()
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        clock.now += 10.0
+        return retriable(503) if operation.keys == ("k30",) else None
+
+    retry = RetryConfig(max_attempts=4, initial_delay_s=0.5, max_delay_s=60, budget_s=100)
+
+    result, recorder, _ = execute(FakeSender(respond), ops(50), clock=clock, retry=retry)
+
+    assert len(recorder.acked) == 49
+    assert result.failed == 1 and result.not_sent == 0
+    assert not result.exhausted
+
+
+# -- stop and halt reach workers waiting for a rate-limit slot --------------------------
+
+
+class WaitingClock(FakeClock):
+    """Sleeps wait (really, but at most ``cap`` seconds) for the event they are given,
+    then advance the time: a wait for a slot lasts until someone wakes it."""
+
+    def __init__(self, cap: float = 3.0) -> None:
+        super().__init__()
+        self.cap = cap
+        self.waiting = 0
+        self._changed = threading.Condition()
+
+    def sleep(self, seconds: float, stop: threading.Event) -> None:
+        if seconds > 0:
+            with self._changed:
+                self.waiting += 1
+                self._changed.notify_all()
+            stop.wait(self.cap)
+        super().sleep(seconds, stop)
+
+    def wait_for_sleepers(self, count: int) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.waiting >= count, timeout=5)
+
+
+def test_a_fatal_answer_reaches_workers_waiting_for_a_rate_limit_slot():
+    clock = WaitingClock()
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        clock.wait_for_sleepers(7)  # every other worker waits for its slot
+        return TargetFatalError("check $KEY", status=401)
+
+    sender = FakeSender(respond)
+    began = time.monotonic()
+
+    result, recorder, _ = execute(sender, ops(8), clock=clock, concurrency=8, rate_limit_per_s=1)
+
+    assert len(sender.sent) == 1, "only the first request reaches the target"
+    assert time.monotonic() - began < 2.5, "the waiting workers were woken, not timed out"
+    assert result.fatal == "check $KEY"
+    assert result.not_sent == 8
+    assert recorder.acked == []
+
+
+def test_a_stop_reaches_workers_waiting_for_a_rate_limit_slot():
+    stop = threading.Event()
+    clock = WaitingClock()
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        clock.wait_for_sleepers(7)
+        stop.set()  # SIGTERM while the other workers wait for their slot
+        return None
+
+    sender = FakeSender(respond)
+
+    result, recorder, _ = execute(
+        sender, ops(8), clock=clock, concurrency=8, rate_limit_per_s=1, stop=stop
+    )
+
+    assert len(sender.sent) == 1, "no request after the stop"
+    assert recorder.acked == [("k0",)]
+    assert result.not_sent == 7 and result.interrupted
+
+
+def test_a_fatal_answer_wakes_a_worker_waiting_to_retry_and_it_sends_nothing_more():
+    clock = WaitingClock(cap=5)
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        if operation.keys == ("a",):
+            return retriable(503)
+        clock.wait_for_sleepers(1)  # "a" is waiting to retry
+        return TargetFatalError("check $KEY", status=401)
+
+    sender = FakeSender(respond)
+    began = time.monotonic()
+
+    result, _, _ = execute(sender, (op("a"), op("b")), clock=clock, concurrency=2)
+
+    assert time.monotonic() - began < 2
+    assert sorted(sender.sent) == [("a",), ("b",)], "no retry of a after the fatal answer"
+    assert result.fatal == "check $KEY"
+
+
+# -- writes in doubt --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "in_doubt"),
+    [
+        (TargetRetriableError("HTTP 503", status=503), True),
+        (TargetRetriableError("HTTP 500", status=500), True),
+        (TargetRetriableError("timed out (ReadTimeout)", maybe_applied=True), True),
+        (TargetRetriableError("RemoteProtocolError", maybe_applied=True), True),
+        (TargetRetriableError("ConnectError", maybe_applied=False), False),
+        (TargetRetriableError("timed out (ConnectTimeout)", maybe_applied=False), False),
+        (TargetRetriableError("HTTP 429", status=429), False),
+        (TargetRetriableError("HTTP 408", status=408), False),
+    ],
+)
+def test_a_write_the_server_may_have_applied_is_reported_in_doubt_even_once_acked(first, in_doubt):
+    sender = FakeSender(lambda operation, attempt: first if attempt == 1 else None)
+
+    result, recorder, _ = execute(sender, (op("a", "b"), op("c")), concurrency=1)
+
+    assert sorted(recorder.acked_keys) == ["a", "b", "c"]
+    assert result.in_doubt == ({"a", "b", "c"} if in_doubt else set())
+
+
+def test_a_write_failing_for_good_after_a_5xx_is_in_doubt_and_a_rejection_is_not():
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        if operation.keys == ("a",):
+            return retriable(502)
+        if operation.keys == ("b",):
+            return TargetRejectedError("HTTP 422", status=422)
+        return None
+
+    result, _, _ = execute(FakeSender(respond), (op("a"), op("b"), op("c")))
+
+    assert result.failed == 1
+    assert result.in_doubt == {"a"}
+
+
+def test_a_request_abandoned_in_flight_after_the_grace_period_is_in_doubt():
+    stop = threading.Event()
+    release = threading.Event()
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        stop.set()
+        release.wait(5)  # still in flight when the grace period ends
+        return None
+
+    sender = FakeSender(respond)
+
+    try:
+        result, recorder, _ = execute(
+            sender, (op("a"), op("b")), concurrency=1, stop=stop, grace_s=0
+        )
+    finally:
+        release.set()
+
+    assert recorder.acked == []
+    assert result.in_doubt == {"a"}, "b was never sent"
+    assert result.not_sent == 2
+
+
+# -- how much a crash can lose ----------------------------------------------------------
+
+
+class CountingRecorder(Recorder):
+    """Tracks the most acknowledgements ever waiting for a flush, and for how long."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waiting = 0
+        self.most_waiting = 0
+        self.first_waiting: float | None = None
+        self.longest_wait = 0.0
+
+    def on_ack(self, operation: Operation) -> None:
+        super().on_ack(operation)
+        self.waiting += len(operation.changes)
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        if self.first_waiting is None:
+            self.first_waiting = self.clock.monotonic()
+
+    def flush(self) -> None:
+        super().flush()
+        if self.first_waiting is not None:
+            self.longest_wait = max(self.longest_wait, self.clock.monotonic() - self.first_waiting)
+        self.waiting, self.first_waiting = 0, None
+
+
+def test_by_default_at_most_100_acknowledgements_wait_for_a_flush():
+    clock = FakeClock()
+    recorder = CountingRecorder(clock)
+
+    execute(FakeSender(), ops(450), clock=clock, recorder=recorder, concurrency=4)
+
+    assert len(recorder.acked) == 450
+    assert recorder.most_waiting <= 100 + 2 * 4  # a flush waits for one batch of answers
+
+
+def test_by_default_no_acknowledgement_waits_for_a_flush_much_over_a_fifth_of_a_second():
+    clock = FakeClock()
+
+    def respond(operation: Operation, attempt: int) -> BaseException | None:
+        with clock._lock:
+            clock.now += 0.01
+        return None
+
+    recorder = CountingRecorder(clock)
+
+    execute(FakeSender(respond), ops(300), clock=clock, recorder=recorder)
+
+    assert len(recorder.acked) == 300
+    assert recorder.longest_wait <= 0.2 + 0.05

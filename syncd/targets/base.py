@@ -16,12 +16,14 @@ import httpx
 
 from syncd.diff import Change, Operation
 from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
-from syncd.httpclient import parse_retry_after
+from syncd.httpclient import describe_tls_failure, parse_retry_after, permanent_tls_error
 from syncd.model import Payload
 
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 REJECTED_STATUSES = frozenset({400, 413, 422})
-"""Answers that refuse the products sent; any other 3xx/4xx stops the target."""
+"""Answers that say the products sent are invalid. Every other 3xx/4xx answer to a
+product request, except the target's auth (and Vambe's block) failures, also refuses
+only the products of that request: one product's odd answer never stops the target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ def raise_for_retriable(response: httpx.Response, what: str) -> None:
             f"{what}: {response_reason(response)}",
             status=response.status_code,
             retry_after=parse_retry_after(response.headers.get("retry-after")),
+            maybe_applied=response.status_code >= 500,  # 408/425/429: refused before work
         )
 
 
@@ -125,18 +128,56 @@ def send_request(
     body: bytes | None,
     what: str,
 ) -> httpx.Response:
-    """Send one request; transport failures become ``TargetRetriableError``."""
+    """Send one request; transport failures become ``TargetRetriableError`` (saying whether
+    the server may have applied it), a TLS failure that won't fix itself ``TargetFatalError``.
+    """
     headers = {"Content-Type": "application/json"} if body is not None else None
     try:
         return client.request(method, path, content=body, headers=headers)
     except httpx.TimeoutException as exc:
-        raise TargetRetriableError(f"{what}: timed out ({exc.__class__.__name__})") from exc
+        raise TargetRetriableError(
+            f"{what}: timed out ({exc.__class__.__name__})",
+            maybe_applied=not isinstance(exc, _NOT_SENT),
+        ) from exc
     except httpx.TransportError as exc:
-        raise TargetRetriableError(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+        tls = permanent_tls_error(exc)
+        if tls is not None:
+            raise TargetFatalError(f"{what}: {describe_tls_failure(tls, _host(client))}") from exc
+        raise TargetRetriableError(
+            f"{what}: {exc.__class__.__name__}: {exc}",
+            maybe_applied=not isinstance(exc, _NOT_SENT),
+        ) from exc
 
 
-def rejected(response: httpx.Response, what: str) -> TargetRejectedError:
-    return TargetRejectedError(f"{what}: {response_reason(response)}", status=response.status_code)
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+"""Transport failures before any byte of the request left: the server can't have applied it.
+(A read timeout, a dropped connection or a protocol error after sending may have been.)"""
+
+
+def _host(client: httpx.Client) -> str:
+    return client.base_url.host or str(client.base_url)
+
+
+def rejected(response: httpx.Response, what: str, hint: str = "") -> TargetRejectedError:
+    """The products of this request are refused, with the status, the reason and a hint."""
+    message = f"{what}: {response_reason(response)}"
+    return TargetRejectedError(
+        f"{message}; {hint}" if hint else message, status=response.status_code
+    )
+
+
+def refused_for(response: httpx.Response, what: str, base_url: str) -> TargetRejectedError:
+    """A 3xx/4xx answer that is neither an auth failure nor a documented refusal: the
+    products of this request are rejected (re-tried under the rejection back-off), the
+    target goes on. When every product gets it, the hint points at ``base_url``."""
+    if response.status_code in REJECTED_STATUSES:
+        return rejected(response, what)
+    return rejected(
+        response,
+        what,
+        f"refused for these products only; if every product gets this answer, check "
+        f"base_url ({base_url})",
+    )
 
 
 def fatal(message: str, status: int | None = None) -> TargetFatalError:

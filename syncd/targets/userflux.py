@@ -8,6 +8,7 @@ only the changed top-level properties otherwise.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -16,16 +17,15 @@ import httpx
 
 from syncd.config import HttpConfig, UserfluxTargetConfig
 from syncd.diff import Change, Operation
-from syncd.errors import RecordError
+from syncd.errors import RecordError, TargetRejectedError
 from syncd.httpclient import ThreadClients, make_client
 from syncd.model import UNACKNOWLEDGED, Payload
 from syncd.targets.base import (
-    REJECTED_STATUSES,
     PlannedRequests,
     TargetInfo,
     fatal,
     raise_for_retriable,
-    rejected,
+    refused_for,
     response_reason,
     send_request,
 )
@@ -58,6 +58,32 @@ def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[s
 
 
 _ABSENT = object()
+
+
+_UNSAFE_IN_SEGMENT = "/\\?#%"
+
+
+def unsafe_segment(value: str) -> str | None:
+    """Why ``value`` can't be one URL path segment of ``DELETE /product/{typeId}/{id}``
+    safely, or ``None``. Percent-encoding alone is not enough: clients resolve ``.`` and
+    ``..`` segments, and servers may decode ``%2F`` or ``%2E`` before routing."""
+    if not value:
+        return "is empty"
+    if value in (".", ".."):
+        return f"is {value!r}, which a URL path resolves as a relative step"
+    if value != value.strip():
+        return "has leading or trailing whitespace"
+    for char in value:
+        if char in _UNSAFE_IN_SEGMENT:
+            return f"contains {char!r}, which a URL path segment can't carry safely"
+        if unicodedata.category(char) == "Cc":
+            return f"contains the control character U+{ord(char):04X}"
+    return None
+
+
+def product_path(type_id: str, product_id: str) -> str:
+    """``/product/{typeId}/{id}``, each segment percent-encoded whole."""
+    return f"/product/{quote(type_id, safe='')}/{quote(product_id, safe='')}"
 
 
 def _describe(keys: Sequence[str], limit: int = 4) -> str:
@@ -153,7 +179,7 @@ def plan_delete(change: Change) -> Operation:
     payload = change.previous.payload
     type_id = str(payload.get("typeId", ""))
     product_id = str(payload.get("id", change.key))
-    path = f"/product/{quote(type_id, safe='')}/{quote(product_id, safe='')}"
+    path = product_path(type_id, product_id)  # send() refuses unsafe segments unsent
     return Operation(DELETE, "DELETE", "gone from a complete source read", (change,), None, path)
 
 
@@ -213,6 +239,14 @@ class UserfluxTarget:
             value = payload.get(name)
             if not isinstance(value, str) or not value:
                 raise RecordError(f"{name} must be a non-empty string", key=key, field=name)
+            problem = unsafe_segment(value)
+            if problem is not None:
+                raise RecordError(
+                    f"{name} {value!r} {problem}: it is a segment of the URL that deletes "
+                    f"product {key!r}, so it would address another resource",
+                    key=key,
+                    field=name,
+                )
         if not isinstance(payload.get("properties"), dict):
             raise RecordError("properties must be an object", key=key, field="properties")
         if "aiPropertyOverrides" in payload and not isinstance(
@@ -253,6 +287,11 @@ class UserfluxTarget:
                     self._delete_old_type(key, str(old_type))
         elif operation.endpoint == DELETE:
             what = f"DELETE {operation.path}"
+            previous = operation.changes[0].previous
+            stored = previous.payload if previous is not None else {}
+            self._refuse_unsafe(
+                key, str(stored.get("typeId", "")), str(stored.get("id", key)), what
+            )
             response = send_request(
                 self._clients.get(), "DELETE", operation.path, body=None, what=what
             )
@@ -262,9 +301,22 @@ class UserfluxTarget:
         else:
             raise ValueError(f"unknown UserFlux operation {operation.endpoint!r}")
 
+    @staticmethod
+    def _refuse_unsafe(key: str, type_id: str, product_id: str, what: str) -> None:
+        """Refuse, without sending, a URL built from ids that aren't safe path segments
+        (acknowledged before syncd checked them): the request would hit another resource."""
+        for name, value in (("typeId", type_id), ("id", product_id)):
+            problem = unsafe_segment(value)
+            if problem is not None:
+                raise TargetRejectedError(
+                    f"{what} not sent for product {key!r}: {name} {value!r} {problem}; "
+                    "remove the product in UserFlux's UI if it must go"
+                )
+
     def _delete_old_type(self, key: str, old_type: str) -> None:
-        path = f"/product/{quote(old_type, safe='')}/{quote(key, safe='')}"
+        path = product_path(old_type, key)
         what = f"DELETE {path} (typeId changed)"
+        self._refuse_unsafe(key, old_type, key, what)
         response = send_request(self._clients.get(), "DELETE", path, body=None, what=what)
         if response.status_code != 404:
             self._check(response, what)
@@ -288,13 +340,7 @@ class UserfluxTarget:
                 "or this host's IP is not in the key's IP allow-list",
                 status,
             )
-        if status in REJECTED_STATUSES:
-            raise rejected(response, what)
-        raise fatal(
-            f"{what}: unexpected {response_reason(response)}: check base_url "
-            f"({self._config.base_url}) points at the UserFlux Integration API",
-            status,
-        )
+        raise refused_for(response, what, self._config.base_url)
 
     def split(self, operation: Operation) -> tuple[Operation, ...] | None:
         return None  # one product per request already

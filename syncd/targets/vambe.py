@@ -19,16 +19,15 @@ import httpx
 
 from syncd.config import HttpConfig, VambeTargetConfig
 from syncd.diff import Change, ChangeKind, Operation, chunked
-from syncd.errors import RecordError, TargetRetriableError
+from syncd.errors import RecordError, TargetRejectedError, TargetRetriableError
 from syncd.httpclient import ThreadClients, make_client
 from syncd.model import Payload
 from syncd.targets.base import (
-    REJECTED_STATUSES,
     PlannedRequests,
     TargetInfo,
     fatal,
     raise_for_retriable,
-    rejected,
+    refused_for,
     response_reason,
     send_request,
 )
@@ -222,6 +221,12 @@ class VambeTarget:
                 )
                 self._check(response, what)
                 break
+            except TargetRejectedError as exc:  # no products in this request: the URL is off
+                raise fatal(
+                    f"{what}: unexpected {response_reason(response)}: check base_url "
+                    f"({self._config.base_url}) points at the Vambe API",
+                    exc.status,
+                ) from exc
             except TargetRetriableError as exc:
                 if attempt == 3:
                     raise fatal(f"{exc} (3 tries); the target was not touched") from exc
@@ -298,13 +303,7 @@ class VambeTarget:
                 f"not found; check block_id of target {self.name!r}",
                 status,
             )
-        if status in REJECTED_STATUSES:
-            raise rejected(response, what)
-        raise fatal(
-            f"{what}: unexpected {response_reason(response)}: check base_url "
-            f"({self._config.base_url}) points at the Vambe API",
-            status,
-        )
+        raise refused_for(response, what, self._config.base_url)  # split to isolate
 
     def split(self, operation: Operation) -> tuple[Operation, ...] | None:
         """Halve a refused batch; a refused block upsert falls back to create batches."""

@@ -166,7 +166,7 @@ def test_retry_after_zero_still_backs_off_and_stops_after_max_attempts(tmp_path)
         report = box.sync(events=timeline)
 
         [target] = report.targets
-        assert target.outcome == "partial"
+        assert target.outcome == "failed", "nothing was acknowledged"
         assert box.userflux.request_count() == FAST_RETRY["max_attempts"]
         assert all(gap >= 0.004 for gap in timeline.gaps(UF_NAME)), timeline.gaps(UF_NAME)
         assert acked_rows(box.state_path, UF_NAME) == {}
@@ -185,7 +185,7 @@ def test_a_huge_retry_after_is_capped_and_the_run_ends_within_its_budget(box: Sa
     took = time.monotonic() - began
 
     assert took < 6, f"the run took {took:.1f}s with a 1s retry budget"
-    assert [t.outcome for t in report.targets] == ["partial", "partial"]
+    assert [t.outcome for t in report.targets] == ["failed", "failed"]
     assert report.exit_code == 1
     uf, vb = report.targets
     assert uf.failed == vb.failed == len(records)
@@ -195,6 +195,23 @@ def test_a_huge_retry_after_is_capped_and_the_run_ends_within_its_budget(box: Sa
 
 
 # -- faults that outlast the run ------------------------------------------------------
+
+
+def test_a_run_where_every_product_failed_is_failed_not_partial(box: Sandbox) -> None:
+    records = start(box, n=12, batch_size=5)
+    assert box.userflux is not None and box.vambe is not None
+    box.userflux.inject(Fault(status=503, times=None, match=writes))
+    box.vambe.inject(Fault(status=500, times=None, match=writes))
+
+    report = box.sync()
+
+    uf, vb = report.targets
+    assert (uf.outcome, vb.outcome) == ("failed", "failed")
+    assert uf.failed == vb.failed == len(records)
+    assert "re-sent next run" in (uf.error or "")
+    assert report.exit_code == 1
+    assert {r.outcome for r in box.store().recent_runs(limit=2)} == {"failed"}
+    converges_next_run(box, records)
 
 
 @pytest.mark.parametrize(
@@ -247,7 +264,7 @@ def test_a_failing_delete_keeps_the_product_in_state_and_is_sent_again(box: Sand
 
     report = box.sync()
 
-    assert [t.outcome for t in report.targets] == ["partial", "partial"]
+    assert [t.outcome for t in report.targets] == ["failed", "failed"], "its only change failed"
     assert "P00009" in state_rows(box.state_path, UF_NAME)
     assert "P00009" in state_rows(box.state_path, VB_NAME)
     converges_next_run(box, kept)
@@ -269,7 +286,7 @@ def test_an_update_applied_but_answered_500_is_repaired_when_the_source_reverts(
     fault = Fault(status=500, apply_then_fail=True, times=None, match=touches("P00003"))
     box.userflux.inject(fault)
     box.vambe.inject(fault)
-    assert [t.outcome for t in box.sync().targets] == ["partial", "partial"]
+    assert [t.outcome for t in box.sync().targets] == ["failed", "failed"]
     assert box.uf_products()[("product", "P00003")]["properties"]["name"] == "Product 3 v7"
 
     box.write_catalog(records)  # back to what state last acknowledged
@@ -286,7 +303,7 @@ def test_a_delete_applied_but_answered_500_is_repaired_when_the_product_comes_ba
     fault = Fault(status=500, apply_then_fail=True, times=None, match=touches("P00003"))
     box.userflux.inject(fault)
     box.vambe.inject(fault)
-    assert [t.outcome for t in box.sync().targets] == ["partial", "partial"]
+    assert [t.outcome for t in box.sync().targets] == ["failed", "failed"]
     assert ("product", "P00003") not in box.uf_products()
 
     box.write_catalog(records)  # the product is back, exactly as acknowledged before
@@ -379,3 +396,43 @@ def test_vambe_batches_refused_with_400_are_split_and_only_the_bad_product_rejec
     assert vb.created == 15 and vb.rejected == 1
     in_state = set(acked_rows(box.state_path, VB_NAME))
     assert in_state == {r["id"] for r in records} - {"P00006"}
+
+
+# -- ids that are not safe URL path segments, odd answers -------------------------------
+
+
+def test_userflux_ids_that_are_not_safe_path_segments_are_rejected_and_never_sent(
+    box: Sandbox,
+) -> None:
+    records = make_records(6)
+    records[1]["id"], records[2]["id"], records[3]["id"] = "..", "a/b", "50%"
+    box.write_catalog(records)
+    box.configure(targets=[UF_NAME])
+    box.mark()
+
+    report = box.sync()
+
+    [uf] = report.targets
+    assert uf.outcome == "ok" and uf.created == 3 and uf.rejected == 3
+    reasons = {r.key: r.reason for r in box.store().open_rejections(UF_NAME)}
+    assert set(reasons) == {"..", "a/b", "50%"}
+    assert "relative step" in reasons[".."] and "'/'" in reasons["a/b"]
+    assert box.userflux is not None
+    sent = {r.json["id"] for r in box.userflux.requests if isinstance(r.json, dict)}
+    assert sent.isdisjoint(reasons)
+
+
+def test_an_odd_answer_for_one_product_rejects_it_and_the_target_goes_on(box: Sandbox) -> None:
+    records = start(box, n=10, batch_size=4)
+    assert box.userflux is not None and box.vambe is not None
+    box.userflux.inject(Fault(status=405, times=None, match=touches("P00004")))
+    box.vambe.inject(Fault(status=409, times=None, match=touches("P00004")))
+
+    report = box.sync()
+
+    uf, vb = report.targets
+    assert (uf.outcome, vb.outcome) == ("ok", "ok")
+    assert (uf.created, uf.rejected, vb.created, vb.rejected) == (9, 1, 9, 1)
+    assert set(acked_rows(box.state_path, UF_NAME)) == {r["id"] for r in records} - {"P00004"}
+    again = box.sync()
+    assert [t.outcome for t in again.targets] == ["ok", "ok"], "not failing for ever"

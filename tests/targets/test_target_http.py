@@ -8,12 +8,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from syncd import httpclient
 from syncd.config import HttpConfig, UserfluxTargetConfig, VambeTargetConfig
 from syncd.diff import Change, ChangeKind, Operation
-from syncd.errors import TargetError, TargetFatalError, TargetRejectedError, TargetRetriableError
+from syncd.errors import (
+    RecordError,
+    TargetError,
+    TargetFatalError,
+    TargetRejectedError,
+    TargetRetriableError,
+)
 from syncd.httpclient import USER_AGENT
 from syncd.model import Acked, Document
 from syncd.sandbox import FakeServer, FakeUserflux, FakeVambe, Fault
@@ -191,17 +198,102 @@ def test_userflux_incremental_update_merges_only_the_changed_properties(userflux
 @pytest.mark.parametrize("exists", [True, False])
 def test_userflux_delete_is_done_whether_the_product_existed_or_was_already_gone(userflux, exists):
     target = userflux_target(userflux)
-    body = uf_payload("a/b", title="Shoe")
+    body = uf_payload("a b+ü", title="Shoe")
     if exists:
-        target.send(plan_update(new("a/b", body)))
+        target.send(plan_update(new("a b+ü", body)))
 
-    target.send(plan_delete(Change(ChangeKind.DELETE, "a/b", None, acked(body))))
+    target.send(plan_delete(Change(ChangeKind.DELETE, "a b+ü", None, acked(body))))
 
     assert userflux.products == {}
     assert userflux.requests[-1].method == "DELETE"
-    assert userflux.requests[-1].path == f"/product/{TYPE}/a%2Fb"
+    assert userflux.requests[-1].path == f"/product/{TYPE}/a%20b%2B%C3%BC"
     assert userflux.requests[-1].status == (204 if exists else 404)
     target.close()
+
+
+@pytest.mark.parametrize("key", ["..a", "a.", "a:b;c", "a+b=c", "ü€", "a b", "~x", "@x"])
+def test_userflux_ids_with_unusual_but_safe_characters_are_deleted_at_their_own_path(userflux, key):
+    target = userflux_target(userflux)
+    body = uf_payload(key, title="Shoe")
+    target.validate(key, body)
+    target.send(plan_update(new(key, body)))
+    target.send(plan_update(new("other", uf_payload("other"))))
+
+    target.send(plan_delete(Change(ChangeKind.DELETE, key, None, acked(body))))
+
+    assert userflux.requests[-1].status == 204
+    assert set(userflux.products) == {(TYPE, "other")}
+    target.close()
+
+
+UNSAFE_SEGMENTS = [
+    "",
+    ".",
+    "..",
+    "a/b",
+    "a\\b",
+    "a?b",
+    "a#b",
+    "a%2Fb",
+    "100%",
+    "a\x00b",
+    "a\nb",
+    "\x7f",
+    "a\x85b",
+    " a",
+    "a ",
+    "\ta",
+    "a\u3000",
+]
+
+
+@pytest.mark.parametrize("field", ["id", "typeId"])
+@pytest.mark.parametrize("value", UNSAFE_SEGMENTS)
+def test_userflux_refuses_an_id_or_type_id_that_is_not_a_safe_url_path_segment(
+    userflux, field, value
+):
+    target = userflux_target(userflux)
+    payload = uf_payload("p1", title="Shoe")
+    payload[field] = value
+
+    with pytest.raises(RecordError) as caught:
+        target.validate("p1", payload)
+
+    assert caught.value.key == "p1"
+    assert caught.value.field == field
+    assert field in str(caught.value)
+    assert userflux.requests == []
+    target.close()
+
+
+@pytest.mark.parametrize("value", [".", "..", "a/b", "a%2Fb", "a?b"])
+def test_userflux_never_sends_a_delete_for_a_stored_id_that_is_not_a_safe_segment(userflux, value):
+    target = userflux_target(userflux)
+    stored = uf_payload(value, title="Shoe")
+
+    with pytest.raises(TargetRejectedError) as caught:
+        target.send(plan_delete(Change(ChangeKind.DELETE, value, None, acked(stored, value))))
+
+    assert userflux.requests == [], "no request reaches another resource"
+    assert repr(value) in str(caught.value)
+    assert "UI" in str(caught.value)
+    target.close()
+
+
+def test_userflux_dot_segments_would_be_resolved_by_the_http_client():
+    """Why ``.``/``..`` are refused: quoting leaves them as they are and httpx resolves them."""
+    client = httpx.Client(base_url="http://uf.test")
+
+    dotdot = client.build_request("DELETE", plan_delete_path(TYPE, ".."))
+    dot = client.build_request("DELETE", plan_delete_path(TYPE, "."))
+
+    assert dotdot.url.raw_path == b"/product"
+    assert dot.url.raw_path == f"/product/{TYPE}".encode()
+    client.close()
+
+
+def plan_delete_path(type_id: str, key: str) -> str:
+    return plan_delete(Change(ChangeKind.DELETE, key, None, acked(uf_payload(key, type_id)))).path
 
 
 @pytest.mark.parametrize("old_exists", [True, False])
@@ -276,15 +368,37 @@ def test_userflux_403_is_fatal_naming_the_key_family_and_the_ip_allow_list(userf
     target.close()
 
 
-def test_userflux_404_on_an_upsert_is_fatal_pointing_at_base_url(userflux):
+ODD_ANSWERS = [301, 404, 405, 409, 410, 413, 414, 418, 422, 451]
+
+
+@pytest.mark.parametrize("status", ODD_ANSWERS)
+def test_userflux_an_odd_answer_to_an_upsert_rejects_that_product_only(userflux, status):
     target = userflux_target(userflux)
-    userflux.inject(Fault(status=404))
+    userflux.inject(Fault(status=status, body=json.dumps({"error": "no such thing"})))
 
-    with pytest.raises(TargetFatalError) as caught:
+    with pytest.raises(TargetRejectedError) as caught:
         target.send(plan_update(new("p1", uf_payload())))
+    target.send(plan_update(new("p2", uf_payload("p2"))))
 
-    assert "base_url" in str(caught.value)
-    assert userflux.url in str(caught.value)
+    assert caught.value.status == status
+    assert f"HTTP {status}" in str(caught.value)
+    assert "no such thing" in str(caught.value)
+    assert "'p1'" in str(caught.value)
+    assert "base_url" in str(caught.value) or status in (413, 422)
+    assert set(userflux.products) == {(TYPE, "p2")}, "the target goes on"
+    target.close()
+
+
+@pytest.mark.parametrize("status", [405, 409, 410, 422])
+def test_userflux_an_odd_answer_to_a_delete_rejects_that_delete_only(userflux, status):
+    target = userflux_target(userflux)
+    userflux.inject(Fault(status=status))
+
+    with pytest.raises(TargetRejectedError) as caught:
+        target.send(plan_delete(Change(ChangeKind.DELETE, "p1", None, acked(uf_payload()))))
+
+    assert caught.value.status == status
+    assert f"DELETE /product/{TYPE}/p1" in str(caught.value)
     target.close()
 
 
@@ -437,6 +551,38 @@ def test_vambe_400_is_a_rejection_carrying_the_servers_reason(vambe):
     target.close()
 
 
+@pytest.mark.parametrize("status", [*(s for s in ODD_ANSWERS if s != 404), 400])
+def test_vambe_an_odd_answer_to_a_batch_rejects_that_batch_not_the_target(vambe, status):
+    block = vambe.add_block(name="catalog")
+    target = vambe_target(vambe, block)
+    (operation,) = vambe_plan(
+        [new("a", vb_product("a")), new("b", vb_product("b"))], block_id=block
+    ).operations
+    vambe.inject(Fault(status=status))
+
+    with pytest.raises(TargetRejectedError) as caught:
+        target.send(operation)
+
+    assert caught.value.status == status
+    assert f"HTTP {status}" in str(caught.value)
+    halves = target.split(operation)
+    assert halves is not None and [h.keys for h in halves] == [("a",), ("b",)]
+    target.close()
+
+
+def test_vambe_an_odd_answer_to_the_block_listing_is_fatal_naming_base_url(vambe):
+    block = vambe.add_block(name="catalog")
+    target = vambe_target(vambe, block)
+    vambe.inject(Fault(status=405))
+
+    with pytest.raises(TargetFatalError) as caught:
+        target.inspect()
+
+    assert caught.value.status == 405
+    assert "base_url" in str(caught.value) and vambe.url in str(caught.value)
+    target.close()
+
+
 def test_vambe_401_and_403_are_fatal_naming_the_env_var(vambe):
     block = vambe.add_block(name="catalog")
     (operation,) = vambe_plan([new("a", vb_product("a"))], block_id=block).operations
@@ -586,3 +732,52 @@ def test_a_refused_request_never_reaches_the_fakes_catalog(rig):
         assert rig.fake.products == {}
     else:
         assert all(products == {} for products in rig.fake.blocks.values())
+
+
+# -- whether a failed request may have been applied -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "maybe_applied"),
+    [
+        pytest.param(Fault(status=500), True, id="500"),
+        pytest.param(Fault(status=503), True, id="503"),
+        pytest.param(Fault(status=500, apply_then_fail=True), True, id="applied-then-500"),
+        pytest.param(Fault(drop_connection=True), True, id="dropped-after-sending"),
+        pytest.param(Fault(status=429, retry_after="1"), False, id="429"),
+        pytest.param(Fault(status=408), False, id="408"),
+    ],
+)
+def test_a_retriable_answer_says_whether_the_server_may_have_applied_the_request(
+    rig, fault, maybe_applied
+):
+    rig.fake.inject(fault)
+
+    with pytest.raises(TargetRetriableError) as caught:
+        rig.target.send(rig.operation)
+
+    assert caught.value.maybe_applied is maybe_applied
+
+
+def test_a_read_timeout_may_have_been_applied(userflux):
+    target = userflux_target(userflux, timeout_s=0.1)
+    userflux.inject(Fault(delay=0.4))
+
+    with pytest.raises(TargetRetriableError) as caught:
+        target.send(plan_update(new("p1", uf_payload())))
+    target.close()
+
+    assert caught.value.maybe_applied is True
+
+
+def test_a_refused_connection_was_not_applied():
+    with FakeUserflux(api_key=KEY) as fake:
+        url = fake.url  # the port is closed once the fake stops
+    target = userflux_target(fake, base_url=url)
+
+    with pytest.raises(TargetRetriableError) as caught:
+        target.send(plan_update(new("p1", uf_payload())))
+    target.close()
+
+    assert caught.value.maybe_applied is False
+    assert "ConnectError" in str(caught.value)

@@ -18,9 +18,15 @@ from typing import Any, TypeVar
 import click
 
 from syncd import __version__
-from syncd.config import SyncdConfig, load_config, resolve_secret, secret_names
+from syncd.config import SyncdConfig, load_config, resolve_secret
 from syncd.errors import ConfigError, SyncdError
-from syncd.logs import configure_logging, register_secret
+from syncd.logs import (
+    configure_logging,
+    register_config_secrets,
+    scrub,
+    scrub_document,
+    scrub_snippet,
+)
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
 from syncd.state import StateStore, open_store
@@ -42,8 +48,7 @@ class _Context:
             self._config = load_config(self.config_path)
             logging = self._config.logging
             configure_logging(self.log_level or logging.level, self.log_format or logging.format)
-            for _, name in secret_names(self._config):
-                register_secret(resolve_secret(name))
+            register_config_secrets(self._config)
         return self._config
 
     def store(self) -> StateStore:
@@ -57,10 +62,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"syncd: {exc}", err=True)
+            click.echo(scrub(f"syncd: {exc}"), err=True)
             ctx.exit(EXIT_CONFIG)
         except SyncdError as exc:
-            click.echo(f"syncd: {exc}", err=True)
+            click.echo(scrub(f"syncd: {exc}"), err=True)
             ctx.exit(EXIT_FAILED)
 
 
@@ -102,7 +107,7 @@ def _target_options(func: F) -> F:
 
 
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+    click.echo(scrub(json.dumps(scrub_document(value), indent=2, default=str, ensure_ascii=False)))
 
 
 @main.command()
@@ -126,7 +131,7 @@ def plan(
     if as_json:
         _print_json([p.summary(sample) for p in plans])
     else:
-        click.echo("\n\n".join(render_plan(p, sample) for p in plans))
+        click.echo(scrub("\n\n".join(render_plan(p, sample) for p in plans)))
     if exit_code and any(p.pending for p in plans):
         sys.exit(EXIT_PENDING)
 
@@ -217,7 +222,7 @@ def sync(
         click.echo(table(headers, _report_rows(report)))
         for target in report.targets:
             if target.error:
-                click.echo(f"{target.target}: {target.error}", err=True)
+                click.echo(scrub(f"{target.target}: {target.error}"), err=True)
     sys.exit(EXIT_OK if stop.is_set() else report.exit_code)
 
 
@@ -290,7 +295,7 @@ def status(obj: _Context, as_json: bool) -> None:
                     r["last_run"]["updated"] if r["last_run"] else "",
                     r["last_run"]["deleted"] if r["last_run"] else "",
                     _when(next_at.get(r["target"])),
-                    (r["last_run"]["error"] or "")[:60] if r["last_run"] else "",
+                    scrub_snippet(r["last_run"]["error"] or "", 60) if r["last_run"] else "",
                 ]
                 for r in rows
             ],
@@ -347,7 +352,7 @@ def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> Non
                     r.rejected,
                     r.failed,
                     r.requests,
-                    (r.error or "")[:60],
+                    scrub_snippet(r.error or "", 60),
                 ]
                 for r in runs
             ],
@@ -383,7 +388,7 @@ def rejections(obj: _Context, target: str | None, as_json: bool) -> None:
                     r.count,
                     _when(r.first_seen),
                     _when(r.last_seen),
-                    r.reason[:100],
+                    scrub_snippet(r.reason, 100),
                 ]
                 for r in found
             ],

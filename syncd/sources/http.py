@@ -25,6 +25,7 @@ import structlog
 from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret
 from syncd.errors import SourceError
 from syncd.httpclient import make_client, parse_retry_after
+from syncd.logs import scrub_snippet
 from syncd.model import SourceItem, UnreadableRow
 
 BACKOFF_INITIAL_S = 0.5
@@ -320,7 +321,7 @@ class HttpSource:
         if 300 <= status < 400:
             location = response.headers.get("Location", "")
             return f"{message} to {_safe_url(location)!r}; configure the final URL"
-        snippet = response.text[:200].strip()
+        snippet = scrub_snippet(response.text, 200).strip()
         if secret:
             snippet = snippet.replace(secret, "***")
         return f"{message}: {snippet}" if snippet else message

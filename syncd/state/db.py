@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from syncd.errors import StateError
+from syncd.logs import scrub_snippet
 from syncd.model import Acked
 from syncd.state import migrate
 
@@ -76,8 +77,7 @@ def describe_failure(what: str, url: URL, exc: BaseException) -> str:
     if url.password:
         for secret in {str(url.password), quote_plus(str(url.password))}:
             detail = detail.replace(secret, "***")
-    if len(detail) > 400:
-        detail = detail[:400] + "…"
+    detail = scrub_snippet(detail, 400)
     return f"state database {safe_url(url)}: {what} failed: {detail}"
 
 

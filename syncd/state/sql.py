@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from syncd.logs import scrub, scrub_document
 from syncd.model import UNACKNOWLEDGED, Acked, Rejection, RejectionRecord, RunRecord
 from syncd.state import migrate
 from syncd.state.base import Staging, StateStore
@@ -181,10 +182,10 @@ class SqlStateStore:
         return int(key[0])
 
     def finish_run(self, record: RunRecord) -> None:
-        values = asdict(record)
+        values = scrub_document(asdict(record))  # no secret is ever stored
         del values["id"]
         if record.details is not None:
-            values["details"] = json.dumps(record.details, sort_keys=True)
+            values["details"] = json.dumps(values["details"], sort_keys=True)
         with self.translated("finish a run"), self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == record.id).values(values))
 
@@ -240,7 +241,7 @@ class SqlStateStore:
             {
                 "target": target,
                 "key": r.key,
-                "reason": r.reason,
+                "reason": scrub(r.reason),
                 "first_seen": now,
                 "last_seen": now,
                 "count": 1,

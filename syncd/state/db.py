@@ -151,8 +151,7 @@ def upgrade_database(url: str) -> str:
     with translated("upgrade", parsed):
         engine = create_state_engine(parsed)
         try:
-            with engine.begin() as conn:
-                return migrate.upgrade_connection(conn)
+            return migrate.upgrade_engine(engine)
         finally:
             engine.dispose()
 

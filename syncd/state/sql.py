@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from syncd.errors import StateSchemaError
 from syncd.logs import scrub, scrub_document
 from syncd.model import UNACKNOWLEDGED, Acked, Rejection, RejectionRecord, RunRecord
 from syncd.state import migrate
@@ -63,8 +64,8 @@ class SqlStateStore:
         return translated(what, self.url)
 
     def upgrade(self) -> None:
-        with self.translated("upgrade"), self.engine.begin() as conn:
-            migrate.upgrade_connection(conn)
+        with self.translated("upgrade"):
+            migrate.upgrade_engine(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -72,6 +73,11 @@ class SqlStateStore:
     def ping(self) -> None:
         with self.translated("ping"), self.engine.connect() as conn:
             conn.execute(sa.select(1))
+            problem = migrate.schema_problem(conn)
+        if problem:
+            raise StateSchemaError(
+                f"state database {safe_url(self.url)}: {problem}; the next run migrates it"
+            )
 
     # -- acknowledged products ----------------------------------------------
 

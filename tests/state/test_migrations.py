@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +136,73 @@ def test_the_migrations_folder_is_found_in_the_repository() -> None:
     assert (folder / "env.py").is_file()
     assert any(p.name.endswith(".py") for p in (folder / "versions").iterdir())
     assert folder.resolve() == (Path(syncd.__file__).parent.parent / "migrations").resolve()
+
+
+# -- several instances, one state database ------------------------------------------
+
+
+_UPGRADE = (
+    "import sys\n"
+    "from syncd.errors import StateError\n"
+    "from syncd.state.sql import upgrade_database\n"
+    "sys.stdin.readline()\n"  # every process starts, then all upgrade at once
+    "try:\n"
+    "    print(upgrade_database(sys.argv[1]))\n"
+    "except StateError as exc:\n"
+    "    sys.exit(f'syncd: {exc}')\n"
+)
+
+
+def _upgrade_at_once(url: str, instances: int) -> list[tuple[int, str]]:
+    """``instances`` processes upgrading ``url`` at the same moment: (exit code, output)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(syncd.__file__).parent.parent)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _UPGRADE, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(instances)
+    ]
+    time.sleep(0.5)  # not a test's wait: lets the interpreters import, to start together
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    return [(proc.returncode, out.strip()) for proc, out in zip(procs, outputs, strict=True)]
+
+
+def _drop_everything(url: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            reflected = sa.MetaData()
+            reflected.reflect(conn)
+            reflected.drop_all(conn)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_instances_upgrading_a_fresh_database_at_once_all_succeed_at_the_head(
+    request, backend
+) -> None:
+    url = request.getfixturevalue(URL_FIXTURES[backend])
+    head = migrate.head_revision()
+    for _ in range(4):
+        results = _upgrade_at_once(url, instances=4)
+
+        assert results == [(0, head)] * 4
+        assert current_revision(url) == head
+        _drop_everything(url)

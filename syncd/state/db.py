@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,10 +126,19 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def follow_python_temp_directory() -> None:
+    """Make SQLite put its temporary files (spilled staging tables, sorts) where Python
+    puts the payload spool: ``tempfile.gettempdir()`` (``TMPDIR``, ``TEMP``, ``TMP``,
+    then ``/tmp``). SQLite alone reads only ``SQLITE_TMPDIR`` and ``TMPDIR``, and tries
+    ``/var/tmp`` before ``/tmp``. An explicit ``SQLITE_TMPDIR`` is kept."""
+    os.environ.setdefault("SQLITE_TMPDIR", tempfile.gettempdir())
+
+
 def create_state_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """An engine for the state database; for SQLite, creates the file 0600 and sets WAL."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
+        follow_python_temp_directory()
         _create_sqlite_file(parsed)
         engine = sa.create_engine(
             parsed, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}

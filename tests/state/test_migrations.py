@@ -206,3 +206,54 @@ def test_instances_upgrading_a_fresh_database_at_once_all_succeed_at_the_head(
         assert results == [(0, head)] * 4
         assert current_revision(url) == head
         _drop_everything(url)
+
+
+# -- SQLite's temporary files ----------------------------------------------------------
+
+_SPILL_A_TEMPORARY_TABLE = """
+import os, sys
+from syncd.state.db import create_state_engine
+
+engine = create_state_engine(f"sqlite:///{sys.argv[1]}")
+with engine.connect() as conn:
+    conn.exec_driver_sql("PRAGMA temp.cache_size=-64")  # 64 KiB: the table spills to disk
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE staged (k TEXT)")
+    conn.exec_driver_sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) "
+        "INSERT INTO staged SELECT printf('%060d', i) FROM n"
+    )
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            print(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("variable", ["TMPDIR", "TMP"])
+def test_sqlite_temporary_files_go_where_python_puts_temporary_files(
+    tmp_path: Path, variable: str
+) -> None:
+    """The staging tables of a big run spill to SQLite's temporary files: they must land
+    in the same directory as the payload spool (Python's ``tempfile.gettempdir()``), not
+    in SQLite's own choice (/var/tmp before /tmp when TMPDIR is not set)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TMP", "TEMP", "SQLITE_TMPDIR")
+    }
+    env[variable] = str(scratch)
+    env["PYTHONPATH"] = str(Path(syncd.__file__).parent.parent)
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SPILL_A_TEMPORARY_TABLE, str(tmp_path / "state.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    open_files = result.stdout.splitlines()
+    assert any(name.startswith(f"{scratch}/") for name in open_files), open_files

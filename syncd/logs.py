@@ -88,8 +88,8 @@ def register_config_secrets(config: SyncdConfig, environ: Mapping[str, str] | No
         register_secret(resolve_secret(name, environ))
     source = config.source
     if isinstance(source, HttpSourceConfig) and source.auth.kind == "basic":
-        name = source.auth.password_env
-        password = resolve_secret(name, environ) if name else None
+        password_env = source.auth.password_env
+        password = resolve_secret(password_env, environ) if password_env else None
         register_credentials(source.auth.username, password)
 
 

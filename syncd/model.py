@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from syncd.errors import StateError
 
@@ -113,7 +113,7 @@ class Spool:
         return StateError(f"payload spool (a temporary file in {self._directory}): {what}: {exc}")
 
 
-def _close_quietly(file: BinaryIO) -> None:
+def _close_quietly(file: IO[bytes]) -> None:
     """Close a spool's file; a flush failing again (disk still full) is not an error:
     the file is closed anyway, and it is being thrown away."""
     try:

@@ -707,3 +707,31 @@ def test_basic_auth_echoed_in_a_source_error_body_leaks_nowhere(box: Sandbox) ->
     assert b"HTTP 500" in stored
     for leak in leaks:
         assert leak.encode() not in stored, f"{leak!r} found in the state database file"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_traceback_logged_with_a_secret_in_it_is_scrubbed(fresh_secrets: None, fmt: str) -> None:
+    import io
+    import logging
+
+    import structlog
+
+    secret = 'tb-secret:"ü+/='
+    logs.register_secret(secret)
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure_logging("info", fmt, stream)
+        try:
+            raise RuntimeError(f"connect failed for {secret} ({quote_plus(secret)})")
+        except RuntimeError:
+            structlog.get_logger("syncd.test").error("syncd.test.failed", exc_info=True)
+            logging.getLogger("some.library").exception("library saw %s", secret)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    output = stream.getvalue()
+    assert "Traceback" in output and "RuntimeError" in output
+    assert_no_secret("the log lines", output, tuple(every_form(secret)))

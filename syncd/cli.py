@@ -21,10 +21,16 @@ from typing import Any, TypeVar
 import click
 
 from syncd import __version__
-from syncd.config import SyncdConfig, load_config, resolve_secret, secret_names
+from syncd.config import SyncdConfig, load_config, resolve_secret
 from syncd.diff import Plan
 from syncd.errors import ConfigError, SyncdError
-from syncd.logs import configure_logging, register_secret
+from syncd.logs import (
+    configure_logging,
+    register_config_secrets,
+    scrub,
+    scrub_document,
+    scrub_snippet,
+)
 from syncd.model import RunRecord
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
@@ -48,8 +54,7 @@ class _Context:
             self._config = load_config(self.config_path)
             logging = self._config.logging
             configure_logging(self.log_level or logging.level, self.log_format or logging.format)
-            for _, name in secret_names(self._config):
-                register_secret(resolve_secret(name))
+            register_config_secrets(self._config)
         return self._config
 
     def store(self) -> StateStore:
@@ -63,10 +68,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            click.echo(f"syncd: {exc}", err=True)
+            _echo(scrub(f"syncd: {exc}"), err=True)
             ctx.exit(EXIT_CONFIG)
         except SyncdError as exc:
-            click.echo(f"syncd: {exc}", err=True)
+            _echo(scrub(f"syncd: {exc}"), err=True)
             ctx.exit(EXIT_FAILED)
 
 
@@ -107,8 +112,13 @@ def _target_options(func: F) -> F:
     return func
 
 
+def _echo(message: str, *, err: bool = False) -> None:
+    """Every line the CLI prints goes through here: no configured secret leaves."""
+    click.echo(scrub(message), err=err)  # the one direct echo
+
+
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+    _echo(scrub(json.dumps(scrub_document(value), indent=2, default=str, ensure_ascii=False)))
 
 
 def plan_exit_code(plans: Sequence[Plan], *, detailed: bool) -> int:
@@ -169,7 +179,7 @@ def plan(
     except ConfigError:
         raise
     except SyncdError as exc:  # no plan at all: state, source or target unusable
-        click.echo(f"syncd: {exc}", err=True)
+        _echo(f"syncd: {scrub(str(exc))}", err=True)
         sys.exit(EXIT_ATTENTION if exit_code else EXIT_FAILED)
     if as_json:
         if state.notice:
@@ -177,11 +187,11 @@ def plan(
         _print_json([p.summary(sample) for p in plans])
     else:
         if state.notice:
-            click.echo(f"note: {state.notice}\n")
-        click.echo("\n\n".join(render_plan(p, sample) for p in plans))
+            _echo(f"note: {scrub(state.notice)}\n")
+        _echo(scrub("\n\n".join(render_plan(p, sample) for p in plans)))
     for p in plans:
         if p.error is not None:
-            click.echo(f"syncd: {p.target}: {p.error}", err=True)
+            _echo(f"syncd: {p.target}: {scrub(p.error)}", err=True)
     sys.exit(plan_exit_code(plans, detailed=exit_code))
 
 
@@ -268,10 +278,10 @@ def sync(
             "requests",
             "took",
         ]
-        click.echo(table(headers, _report_rows(report)))
+        _echo(table(headers, _report_rows(report)))
         for target in report.targets:
             if target.error:
-                click.echo(f"{target.target}: {target.error}", err=True)
+                _echo(scrub(f"{target.target}: {target.error}"), err=True)
     sys.exit(EXIT_OK if stop.is_set() else report.exit_code)
 
 
@@ -351,7 +361,7 @@ def status(obj: _Context, as_json: bool) -> None:
     if as_json:
         _print_json(rows)
         sys.exit(EXIT_FAILED if failing else EXIT_OK)
-    click.echo(
+    _echo(
         table(
             [
                 "target",
@@ -378,7 +388,7 @@ def status(obj: _Context, as_json: bool) -> None:
                     r["last_run"]["updated"] if r["last_run"] else "",
                     r["last_run"]["deleted"] if r["last_run"] else "",
                     _when(next_at.get(r["target"])),
-                    (r["last_run"]["error"] or "")[:60] if r["last_run"] else "",
+                    scrub_snippet(r["last_run"]["error"] or "", 60) if r["last_run"] else "",
                 ]
                 for r in rows
             ],
@@ -386,7 +396,7 @@ def status(obj: _Context, as_json: bool) -> None:
     )
     for r in rows:
         for problem in r["problems"]:
-            click.echo(f"{r['target']}: {problem}")
+            _echo(f"{r['target']}: {problem}")
     sys.exit(EXIT_FAILED if failing else EXIT_OK)
 
 
@@ -406,7 +416,7 @@ def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> Non
     if as_json:
         _print_json([dataclasses.asdict(r) for r in runs])
         return
-    click.echo(
+    _echo(
         table(
             [
                 "id",
@@ -439,7 +449,7 @@ def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> Non
                     r.rejected,
                     r.failed,
                     r.requests,
-                    (r.error or "")[:60],
+                    scrub_snippet(r.error or "", 60),
                 ]
                 for r in runs
             ],
@@ -464,7 +474,7 @@ def rejections(obj: _Context, target: str | None, as_json: bool) -> None:
             [dict(dataclasses.asdict(r), hash=r.hash.hex() if r.hash else None) for r in found]
         )
         return
-    click.echo(
+    _echo(
         table(
             ["target", "key", "by", "count", "first seen", "last seen", "reason"],
             [
@@ -475,7 +485,7 @@ def rejections(obj: _Context, target: str | None, as_json: bool) -> None:
                     r.count,
                     _when(r.first_seen),
                     _when(r.last_seen),
-                    r.reason[:100],
+                    scrub_snippet(r.reason, 100),
                 ]
                 for r in found
             ],
@@ -495,7 +505,7 @@ def db_upgrade(obj: _Context) -> None:
     from syncd.state.sql import upgrade_database
 
     revision = upgrade_database(obj.config().state.resolved_url())
-    click.echo(f"state database at revision {revision}")
+    _echo(f"state database at revision {revision}")
 
 
 @db.command("current")
@@ -504,7 +514,7 @@ def db_current(obj: _Context) -> None:
     """Print the state database's revision."""
     from syncd.state.sql import current_revision
 
-    click.echo(current_revision(obj.config().state.resolved_url()) or "empty (no revision)")
+    _echo(current_revision(obj.config().state.resolved_url()) or "empty (no revision)")
 
 
 @main.command("check-config")
@@ -512,7 +522,7 @@ def db_current(obj: _Context) -> None:
 def check_config(obj: _Context) -> None:
     """Validate the config file and the environment variables it names."""
     config = obj.config()
-    click.echo(
+    _echo(
         f"config OK: source {config.source.kind}, "
         + ", ".join(f"{t.name} ({t.kind})" for t in config.targets)
     )
@@ -579,9 +589,9 @@ def healthcheck(obj: _Context, port: int | None, timeout: float) -> None:
         try:
             health = obj.config().health
         except ConfigError as exc:
-            click.echo(f"syncd: unhealthy: {exc}", err=True)
+            _echo(f"syncd: unhealthy: {exc}", err=True)
             sys.exit(EXIT_FAILED)
         host, port = local_address(health.host), health.port
     healthy, message = probe(f"http://{host}:{port}/healthz", timeout)
-    click.echo(message, err=not healthy)
+    _echo(message, err=not healthy)
     sys.exit(EXIT_OK if healthy else EXIT_FAILED)

@@ -119,5 +119,10 @@ class StateVersionError(StateError):
     """The state database was written by a newer syncd than this one."""
 
 
+class StateSchemaError(StateError):
+    """The state database is reachable but its schema is missing or behind (for example
+    replaced by an empty database); the next run's start migrates it."""
+
+
 class LockHeldError(SyncdError):
     """Another process holds the lease on a target."""

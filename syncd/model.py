@@ -6,6 +6,7 @@ the spool where a run's planned payloads wait on disk until they are sent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from syncd.errors import StateError
 
@@ -64,7 +65,7 @@ class Spool:
             self._file = tempfile.TemporaryFile(dir=directory, buffering=1 << 20)  # noqa: SIM115 (closed by close or the finalizer)
         except OSError as exc:
             raise self._error("create", exc) from None
-        self._close = weakref.finalize(self, self._file.close)
+        self._close = weakref.finalize(self, _close_quietly, self._file)
         self._lock = threading.Lock()
         self._size = 0
         self._flushed = 0
@@ -75,7 +76,7 @@ class Spool:
             offset = self._size
             try:
                 self._file.write(data)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: write after close
                 raise self._error("write", exc) from None
             self._size += len(data)
         return Spooled(self, offset, len(data))
@@ -98,6 +99,8 @@ class Spool:
         return self._size
 
     def close(self) -> None:
+        """Close and so delete the file; never raises (a full disk already failed the
+        write or read that needed the bytes: what is still buffered is not needed)."""
         self._close()
 
     def __enter__(self) -> Spool:
@@ -108,6 +111,16 @@ class Spool:
 
     def _error(self, what: str, exc: Exception) -> StateError:
         return StateError(f"payload spool (a temporary file in {self._directory}): {what}: {exc}")
+
+
+def _close_quietly(file: IO[bytes]) -> None:
+    """Close a spool's file; a flush failing again (disk still full) is not an error:
+    the file is closed anyway, and it is being thrown away."""
+    try:
+        file.close()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            file.close()
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -169,6 +169,67 @@ def test_readyz_fails_when_the_state_database_is_unreachable(tmp_path: Path, pg_
             daemon.shutdown()
 
 
+def _drop_every_table(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            tables = sa.MetaData()
+            tables.reflect(conn)
+            tables.drop_all(conn)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("sqlite_url", id="sqlite"),
+        pytest.param("pg_url", id="postgresql", marks=pytest.mark.postgres),
+    ],
+)
+def test_a_state_database_emptied_under_the_daemon_is_unready_then_migrated_by_the_next_run(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    from syncd.state.migrate import head_revision
+
+    url = request.getfixturevalue(backend)
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 2)
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        config = load(
+            config_toml(
+                catalog=catalog,
+                state_url=url,
+                userflux_url=fake.url,
+                health={"host": "127.0.0.1", "port": 0},
+            )
+        )
+        daemon = Daemon(config, lambda: open_store(url), environ=ENV_KEYS)
+        daemon.start(run_at_start=False)
+        try:
+            assert daemon.health_url is not None
+            assert get(daemon.health_url + "/readyz")[0] == 200
+
+            _drop_every_table(url)
+
+            status, body, _ = get(daemon.health_url + "/readyz")
+            assert status == 503
+            [reason] = json.loads(body)["reasons"]
+            assert f"schema missing (no revision), expected {head_revision()}" in reason
+            assert "the next run migrates it" in reason
+
+            report = daemon.run_once(full=False, reason="", trigger="test")
+
+            assert report is not None and report.ok, report
+            assert get(daemon.health_url + "/readyz")[0] == 200
+            assert len(fake.products) == 2
+        finally:
+            daemon.request_stop()
+            daemon.shutdown()
+
+
 # -- syncd healthcheck ---------------------------------------------------------------------
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import gc
+import io
 import os
+import sys
+import tempfile
 import threading
 
 import pytest
@@ -115,3 +119,104 @@ def test_a_full_disk_while_writing_is_a_state_error_naming_the_directory(tmp_pat
         with pytest.raises(StateError, match=f"{tmp_path}.*write.*No space left on device"):
             spool.put(b"payload")
         assert spool.size == 0
+
+
+_TEMPORARY_FILE = tempfile.TemporaryFile
+
+
+class _DiskFullAfter(io.RawIOBase):
+    """A raw temporary file on a disk that has ``room`` bytes left: every write past
+    them fails with ENOSPC (the buffered file over it re-tries at flush and close)."""
+
+    def __init__(self, directory: str, room: int) -> None:
+        self._file = _TEMPORARY_FILE(dir=directory, buffering=0)
+        self._room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch, tmp_path):
+    """Spools get a buffered file on a disk with ``room`` bytes left (set it on the fixture)."""
+
+    class Disk:
+        room = 0
+
+    def temporary_file(*, dir=None, buffering=-1, **_):
+        size = buffering if buffering > 0 else io.DEFAULT_BUFFER_SIZE
+        return io.BufferedRandom(_DiskFullAfter(str(tmp_path), Disk.room), buffer_size=size)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    return Disk
+
+
+ENOSPC_MESSAGE = f"write: [Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}"
+
+
+def test_a_full_disk_fails_the_write_with_one_message_and_closing_raises_nothing(
+    tmp_path, full_disk
+) -> None:
+    full_disk.room = 1000
+    with pytest.raises(StateError) as raised, Spool(str(tmp_path)) as spool:
+        for _ in range(40):
+            spool.put(b"x" * 100_000)  # past the 1 MiB buffer: the write reaches the disk
+
+    assert str(raised.value) == (
+        f"payload spool (a temporary file in {tmp_path}): {ENOSPC_MESSAGE}"
+    )
+
+
+def test_a_full_disk_met_only_when_flushing_fails_the_read_and_closing_raises_nothing(
+    tmp_path, full_disk
+) -> None:
+    full_disk.room = 10
+    with pytest.raises(StateError, match=r"read: \[Errno 28\]"), Spool(str(tmp_path)) as spool:
+        place = spool.put(b"a payload that stays in the buffer")
+        place.read()  # the read flushes: the disk is full
+
+
+def test_a_full_disk_met_only_at_close_is_not_an_error(tmp_path, full_disk) -> None:
+    full_disk.room = 10
+    spool = Spool(str(tmp_path))
+    spool.put(b"a payload nobody reads")
+
+    spool.close()
+    spool.close()
+
+
+def test_a_lost_spool_on_a_full_disk_is_collected_without_an_ignored_exception(
+    tmp_path, full_disk, monkeypatch
+) -> None:
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    full_disk.room = 10
+    spool = Spool(str(tmp_path))
+    spool.put(b"a payload nobody reads")
+
+    del spool
+    gc.collect()
+
+    assert unraisable == []

@@ -35,7 +35,7 @@ from syncd.daemon.schedule import (
     schedule_timezone,
     schedule_triggers,
 )
-from syncd.errors import SyncdError
+from syncd.errors import StateSchemaError, SyncdError
 from syncd.health import FAILING, HealthServer, Probes, RunHealth
 from syncd.metrics import Progress, SyncdMetrics
 from syncd.reconcile import Reconciler, RunOptions, RunReport
@@ -70,6 +70,8 @@ def _observe_state(store: StateStore, config: SyncdConfig, metrics: SyncdMetrics
 def _store_reasons(store: StateStore) -> list[str]:
     try:
         store.ping()
+    except StateSchemaError as exc:
+        return [str(exc)]
     except SyncdError as exc:
         return [f"state database unreachable: {exc}"]
     return []
@@ -275,6 +277,7 @@ class Daemon:
         options = RunOptions(full=full, full_reason=reason) if full else RunOptions()
         self.metrics.running.set(1)
         try:
+            store.upgrade()  # a state database replaced by an empty one is migrated again
             with contextlib.ExitStack() as stack:
                 events: SyncdMetrics | Progress = self.metrics
                 if self._progress:

@@ -30,6 +30,7 @@ import structlog
 from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret, url_origin
 from syncd.errors import SourceError
 from syncd.httpclient import make_client, parse_retry_after
+from syncd.logs import scrub_snippet
 from syncd.model import SourceItem, UnreadableRow
 from syncd.sources.base import filter_records, unique_object
 
@@ -421,7 +422,7 @@ class HttpSource:
             head += chunk
             if len(head) >= _SNIPPET_BYTES:
                 break
-        return head[:200].decode("utf-8", "replace")
+        return head.decode("utf-8", "replace")  # cut only once scrubbed
 
     def _status_message(
         self, where: str, response: httpx.Response, snippet: str, secret: str | None
@@ -433,7 +434,7 @@ class HttpSource:
         if 300 <= status < 400:
             location = response.headers.get("Location", "")
             return f"{message} to {_safe_url(location)!r}; configure the final URL"
-        snippet = snippet.strip()
+        snippet = scrub_snippet(snippet, 200).strip()  # scrubbed whole, then cut
         if secret:
             snippet = snippet.replace(secret, "***")
         return f"{message}: {snippet}" if snippet else message

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from syncd.errors import StateError
+from syncd.logs import scrub_snippet
 from syncd.model import Acked
 from syncd.state import migrate
 
@@ -76,8 +78,7 @@ def describe_failure(what: str, url: URL, exc: BaseException) -> str:
     if url.password:
         for secret in {str(url.password), quote_plus(str(url.password))}:
             detail = detail.replace(secret, "***")
-    if len(detail) > 400:
-        detail = detail[:400] + "…"
+    detail = scrub_snippet(detail, 400)
     return f"state database {safe_url(url)}: {what} failed: {detail}"
 
 
@@ -125,10 +126,19 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def follow_python_temp_directory() -> None:
+    """Make SQLite put its temporary files (spilled staging tables, sorts) where Python
+    puts the payload spool: ``tempfile.gettempdir()`` (``TMPDIR``, ``TEMP``, ``TMP``,
+    then ``/tmp``). SQLite alone reads only ``SQLITE_TMPDIR`` and ``TMPDIR``, and tries
+    ``/var/tmp`` before ``/tmp``. An explicit ``SQLITE_TMPDIR`` is kept."""
+    os.environ.setdefault("SQLITE_TMPDIR", tempfile.gettempdir())
+
+
 def create_state_engine(url: str | URL, *, echo: bool = False) -> Engine:
     """An engine for the state database; for SQLite, creates the file 0600 and sets WAL."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
+        follow_python_temp_directory()
         _create_sqlite_file(parsed)
         engine = sa.create_engine(
             parsed, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
@@ -151,8 +161,7 @@ def upgrade_database(url: str) -> str:
     with translated("upgrade", parsed):
         engine = create_state_engine(parsed)
         try:
-            with engine.begin() as conn:
-                return migrate.upgrade_connection(conn)
+            return migrate.upgrade_engine(engine)
         finally:
             engine.dispose()
 

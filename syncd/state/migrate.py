@@ -1,12 +1,17 @@
 """Alembic glue: where the migrations live, which revision a database is at, upgrading it.
 
 Alembic is configured in code (no ``alembic.ini``); the connection is handed to
-``migrations/env.py`` through ``config.attributes["connection"]``.
+``migrations/env.py`` through ``config.attributes["connection"]``. ``upgrade_engine``
+holds a database lock for the whole upgrade, so instances starting together on one
+fresh database migrate it once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -14,10 +19,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy.engine import Connection
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
 
 import syncd
 from syncd.errors import StateError, StateVersionError
+from syncd.state.schema import metadata
 
 
 def migrations_dir() -> Path:
@@ -86,3 +93,90 @@ def upgrade_connection(connection: Connection) -> str:
     revision = current_revision_of(connection)
     assert revision is not None
     return revision
+
+
+LOCK_NAME = "syncd_migrate"
+"""The MySQL/MariaDB named lock held while migrating (followed by the database's name)."""
+LOCK_KEY = zlib.crc32(LOCK_NAME.encode())
+"""The PostgreSQL advisory lock key held while migrating (a constant of syncd's own)."""
+LOCK_WAIT_S = 600
+"""How long an instance waits for another one's migration before giving up (MySQL)."""
+
+
+@contextlib.contextmanager
+def migration_lock(connection: Connection) -> Iterator[None]:
+    """Hold the database's migration lock on ``connection`` (outside any transaction)
+    until the block ends: PostgreSQL a session advisory lock, MySQL/MariaDB a named
+    lock (both survive DDL's implicit commits and die with the session); SQLite takes
+    its write lock with ``BEGIN IMMEDIATE`` inside ``upgrade_engine`` instead."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+            connection.commit()
+    elif name in ("mysql", "mariadb"):
+        # Named locks are server-wide: one per database.
+        lock = f"{LOCK_NAME}.{connection.engine.url.database or ''}"[:64]
+        got = connection.execute(
+            text("SELECT GET_LOCK(:name, :wait)"), {"name": lock, "wait": LOCK_WAIT_S}
+        ).scalar()
+        connection.commit()
+        if got != 1:
+            raise StateError(
+                f"another syncd has been migrating this database for over {LOCK_WAIT_S} s "
+                f"(lock {lock!r}); wait for it, or check it is not stuck"
+            )
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": lock})
+            connection.commit()
+    else:
+        yield
+
+
+def upgrade_engine(engine: Engine) -> str:
+    """Bring the database to the head under the migration lock; return its revision.
+
+    The instance that gets the lock first migrates; the others wait, then find the
+    database at the head and do nothing.
+    """
+    with engine.connect() as connection:
+        head = head_revision()
+        if check_known(connection) == head:
+            return head  # the usual case: no lock, no write
+        connection.rollback()
+    with engine.connect() as connection, migration_lock(connection):
+        with connection.begin():
+            if connection.dialect.name == "sqlite":
+                # SQLite's write lock, taken before reading the revision (the driver
+                # runs DDL outside any transaction unless one is open).
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            revision = upgrade_connection(connection)
+        return revision
+
+
+def missing_tables(connection: Connection) -> list[str]:
+    """The tables of syncd's schema that the database lacks."""
+    present = set(inspect(connection).get_table_names())
+    return sorted(set(metadata.tables) - present)
+
+
+def schema_problem(connection: Connection) -> str | None:
+    """Why the database's schema is not the one this syncd uses (None: it is)."""
+    head = head_revision()
+    current = current_revision_of(connection)
+    if current is None:
+        return f"schema missing (no revision), expected {head}"
+    if current != head:
+        return f"schema at revision {current}, expected {head}"
+    missing = missing_tables(connection)
+    if missing:
+        return f"schema at revision {head} but its tables {', '.join(missing)} are missing"
+    return None

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from syncd.errors import StateSchemaError
+from syncd.logs import scrub, scrub_document
 from syncd.model import UNACKNOWLEDGED, Acked, Rejection, RejectionRecord, RunRecord
 from syncd.state import migrate, pending
 from syncd.state.base import Staging, StateStore
@@ -62,8 +64,8 @@ class SqlStateStore:
         return translated(what, self.url)
 
     def upgrade(self) -> None:
-        with self.translated("upgrade"), self.engine.begin() as conn:
-            migrate.upgrade_connection(conn)
+        with self.translated("upgrade"):
+            migrate.upgrade_engine(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -71,6 +73,11 @@ class SqlStateStore:
     def ping(self) -> None:
         with self.translated("ping"), self.engine.connect() as conn:
             conn.execute(sa.select(1))
+            problem = migrate.schema_problem(conn)
+        if problem:
+            raise StateSchemaError(
+                f"state database {safe_url(self.url)}: {problem}; the next run migrates it"
+            )
 
     # -- acknowledged products ----------------------------------------------
 
@@ -210,10 +217,10 @@ class SqlStateStore:
         return int(key[0])
 
     def finish_run(self, record: RunRecord) -> None:
-        values = asdict(record)
+        values = scrub_document(asdict(record))  # no secret is ever stored
         del values["id"]
         if record.details is not None:
-            values["details"] = json.dumps(record.details, sort_keys=True)
+            values["details"] = json.dumps(values["details"], sort_keys=True)
         with self.translated("finish a run"), self.engine.begin() as conn:
             conn.execute(runs.update().where(runs.c.id == record.id).values(values))
 
@@ -269,7 +276,7 @@ class SqlStateStore:
             {
                 "target": target,
                 "key": r.key,
-                "reason": r.reason,
+                "reason": scrub(r.reason),
                 "first_seen": now,
                 "last_seen": now,
                 "count": 1,

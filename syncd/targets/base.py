@@ -14,6 +14,7 @@ from typing import Protocol
 
 import httpx
 
+from syncd import logs
 from syncd.diff import Change, Operation
 from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
 from syncd.httpclient import describe_tls_failure, parse_retry_after, permanent_tls_error
@@ -103,8 +104,7 @@ def response_reason(response: httpx.Response, limit: int = 300) -> str:
         for value in (secret, secret.partition(" ")[2] if secret else None):
             if value and len(value) >= 4:
                 text = text.replace(value, "***")  # some gateways echo the key back
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
+    text = logs.scrub_snippet(text, limit)  # scrubbed before the cut
     status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     return f"{status}: {text}" if text else status
 

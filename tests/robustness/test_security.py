@@ -4,7 +4,9 @@ read-only; the state database owner-only; the fakes bound to loopback only."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -16,9 +18,13 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from syncd import logs
 from syncd.config import HttpConfig, SqlSourceConfig, parse_config
 from syncd.errors import ConfigError, SourceError
 from syncd.sandbox import FakeUserflux, FakeVambe, Fault, serve
@@ -465,3 +471,267 @@ def test_the_sandbox_command_refuses_a_public_host_with_a_clear_message(box: San
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--host" in result.stderr and "127.0.0.1" in result.stderr
+
+
+# -- the scrubber: every form a secret takes, before any cut ---------------------------
+
+SHAPES = [
+    "s3cr3t-token-value",
+    "p@ss:w0rd+with/slash=",
+    'quote"and\\backslash',
+    "ümlaut-pässwörd-ñ",
+    "a b c d e f",
+    "tab\tand\nnewline!",
+    "==++//::",
+]
+"""Secret shapes: URL, JSON and base64 special characters, non-ASCII, whitespace."""
+
+secrets_st = st.one_of(
+    st.sampled_from(SHAPES),
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",)),
+        min_size=6,
+        max_size=40,
+    ).filter(lambda s: "*" not in s and len(set(s)) >= 4),
+)
+
+
+@pytest.fixture
+def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty registry, put back afterwards: a test's secrets don't blank other tests."""
+    monkeypatch.setattr(logs, "_secrets", set())
+    monkeypatch.setattr(logs, "_by_length", ())
+
+
+def every_form(secret: str) -> list[str]:
+    raw = secret.encode()
+    return [
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        base64.b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode(),
+    ]
+
+
+def _reset() -> None:
+    logs._secrets.clear()
+    logs._by_length = ()
+
+
+@settings(max_examples=150, deadline=None)
+@given(secret=secrets_st, before=st.text(max_size=30), after=st.text(max_size=30))
+def test_no_form_of_a_registered_secret_survives_scrub(
+    secret: str, before: str, after: str
+) -> None:
+    _reset()
+    try:
+        logs.register_secret(secret)
+        for form in every_form(secret):
+            if len(form) < logs.MIN_SECRET:
+                continue
+            scrubbed = logs.scrub(f"{before}{form}{after}")
+            assert form not in scrubbed, (form, scrubbed)
+    finally:
+        _reset()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    user=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12).filter(
+        lambda u: ":" not in u
+    ),
+    password=secrets_st,
+)
+def test_a_basic_auth_pair_is_scrubbed_in_every_form(user: str, password: str) -> None:
+    _reset()
+    try:
+        logs.register_credentials(user, password)
+        pair = f"{user}:{password}"
+        token = base64.b64encode(pair.encode()).decode()
+        texts = [
+            f"Authorization: Basic {token}",
+            f'{{"headers": {{"authorization": {json.dumps("Basic " + token)}}}}}',
+            f"echo user={quote_plus(user)}&password={quote_plus(password)}",
+            f"credentials {json.dumps(pair)}",
+            f"url https://{quote(user, safe='')}:{quote(password, safe='')}@host/",
+        ]
+        for text in texts:
+            scrubbed = logs.scrub(text)
+            for form in (token, *every_form(password)):
+                if len(form) >= logs.MIN_SECRET:
+                    assert form not in scrubbed, (form, scrubbed)
+    finally:
+        _reset()
+
+
+def test_the_password_inside_a_registered_url_is_scrubbed_with_its_basic_form(
+    fresh_secrets: None,
+) -> None:
+    logs.register_secret("postgresql://syncd:p%40ss%2Fw0rd@db.internal/shop")
+    token = base64.b64encode(b"syncd:p@ss/w0rd").decode()
+
+    for leak in ("p@ss/w0rd", "p%40ss%2Fw0rd", token):
+        assert leak not in logs.scrub(f"error: {leak}!")
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=secrets_st, pad=st.text(alphabet="abcdefgh ", max_size=3))
+def test_a_secret_straddling_a_cut_leaks_no_prefix_at_any_offset(secret: str, pad: str) -> None:
+    _reset()
+    try:
+        logs.register_secret(secret)
+        limit = 20
+        for form in every_form(secret):
+            for offset in range(0, limit + 1):
+                text = "x" * offset + pad + form + " tail of the message"
+                for source in (text, text[: offset + len(pad) + len(form) // 2]):
+                    snippet = logs.scrub_snippet(source, limit)
+                    _assert_no_prefix(snippet, form)
+    finally:
+        _reset()
+
+
+def _assert_no_prefix(snippet: str, form: str) -> None:
+    body = snippet.removesuffix(logs.ELLIPSIS)
+    for size in range(logs.MIN_SECRET, len(form) + 1):
+        assert not body.endswith(form[:size]), (form, snippet)
+    assert form not in body or len(form) < logs.MIN_SECRET
+
+
+def test_scrub_snippet_keeps_a_short_clean_text_whole_and_marks_a_cut(
+    fresh_secrets: None,
+) -> None:
+    logs.register_secret("tok-1234567890")
+
+    assert logs.scrub_snippet("all fine", 200) == "all fine"
+    assert logs.scrub_snippet("abcdefghij", 5) == "abcde…"
+    assert logs.scrub_snippet("bad token tok-1234567890 here", 200) == "bad token *** here"
+    assert logs.scrub_snippet("bad token tok-12", 200) == "bad token …"
+
+
+BASIC_USER = "feed-reader"
+BASIC_PASSWORD = 'pä:ss+w/rd="x%7e'
+
+
+@contextlib.contextmanager
+def echoing_source() -> Iterator[str]:
+    """A catalog API answering 500 with a body that echoes the password URL-encoded,
+    JSON-escaped and raw, then the request's Authorization header (its token straddling
+    the 200th character); yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            header = self.headers.get("Authorization", "")
+            head = (
+                f"form password={quote_plus(BASIC_PASSWORD)}; "
+                f"json {json.dumps(BASIC_PASSWORD)}; raw {BASIC_PASSWORD}; "
+            )
+            echo = " echo: Authorization: "
+            # the header's token starts 12 characters before the 200-character cut
+            pad = "." * (200 - 12 - len("Basic ") - len(echo) - len(head))
+            body = (head + pad + echo + header).encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/products"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def state_bytes(box: Sandbox) -> bytes:
+    """The state database's files, as stored (the WAL too)."""
+    return b"".join(
+        p.read_bytes() for p in sorted(box.root.iterdir()) if p.name.startswith("state.db")
+    )
+
+
+@pytest.mark.slow
+def test_basic_auth_echoed_in_a_source_error_body_leaks_nowhere(box: Sandbox) -> None:
+    token = base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
+    leaks = (
+        BASIC_PASSWORD,
+        token,
+        token[:12],  # the part of the header before the 200-character cut
+        quote_plus(BASIC_PASSWORD),
+        quote(BASIC_PASSWORD, safe=""),
+        json.dumps(BASIC_PASSWORD)[1:-1],
+        json.dumps(BASIC_PASSWORD, ensure_ascii=False)[1:-1],
+    )
+    with echoing_source() as url:
+        box.environ["ROBUST_SOURCE_PASSWORD"] = BASIC_PASSWORD
+        box.configure(
+            source=(
+                "[source]\n"
+                'kind = "http"\n'
+                f'url = "{url}"\n'
+                'records_path = "products"\n'
+                "max_attempts = 1\n"
+                f'auth = {{ kind = "basic", username = "{BASIC_USER}", '
+                'password_env = "ROBUST_SOURCE_PASSWORD" }\n'
+            ),
+            log_level="debug",
+        )
+        results = [
+            box.cli("--log-level", "debug", *args)
+            for args in (
+                ["sync", "--json"],
+                ["sync"],
+                ["history", "--json"],
+                ["history"],
+                ["status", "--json"],
+                ["status"],
+                ["plan", "--json"],
+            )
+        ]
+
+    transcript = "\n".join(r.stdout + r.stderr for r in results)
+    assert "HTTP 500" in transcript  # the read did fail, with the body's snippet
+    assert "echo: Authorization" in transcript
+    assert_no_secret("the CLI output and logs", transcript, leaks)
+    stored = state_bytes(box)
+    assert b"HTTP 500" in stored
+    for leak in leaks:
+        assert leak.encode() not in stored, f"{leak!r} found in the state database file"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_traceback_logged_with_a_secret_in_it_is_scrubbed(fresh_secrets: None, fmt: str) -> None:
+    import io
+    import logging
+
+    import structlog
+
+    secret = 'tb-secret:"ü+/='
+    logs.register_secret(secret)
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure_logging("info", fmt, stream)
+        try:
+            raise RuntimeError(f"connect failed for {secret} ({quote_plus(secret)})")
+        except RuntimeError:
+            structlog.get_logger("syncd.test").error("syncd.test.failed", exc_info=True)
+            logging.getLogger("some.library").exception("library saw %s", secret)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    output = stream.getvalue()
+    assert "Traceback" in output and "RuntimeError" in output
+    assert_no_secret("the log lines", output, tuple(every_form(secret)))

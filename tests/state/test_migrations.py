@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +136,124 @@ def test_the_migrations_folder_is_found_in_the_repository() -> None:
     assert (folder / "env.py").is_file()
     assert any(p.name.endswith(".py") for p in (folder / "versions").iterdir())
     assert folder.resolve() == (Path(syncd.__file__).parent.parent / "migrations").resolve()
+
+
+# -- several instances, one state database ------------------------------------------
+
+
+_UPGRADE = (
+    "import sys\n"
+    "from syncd.errors import StateError\n"
+    "from syncd.state.sql import upgrade_database\n"
+    "sys.stdin.readline()\n"  # every process starts, then all upgrade at once
+    "try:\n"
+    "    print(upgrade_database(sys.argv[1]))\n"
+    "except StateError as exc:\n"
+    "    sys.exit(f'syncd: {exc}')\n"
+)
+
+
+def _upgrade_at_once(url: str, instances: int) -> list[tuple[int, str]]:
+    """``instances`` processes upgrading ``url`` at the same moment: (exit code, output)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(syncd.__file__).parent.parent)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _UPGRADE, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(instances)
+    ]
+    time.sleep(0.5)  # not a test's wait: lets the interpreters import, to start together
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    return [(proc.returncode, out.strip()) for proc, out in zip(procs, outputs, strict=True)]
+
+
+def _drop_everything(url: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            reflected = sa.MetaData()
+            reflected.reflect(conn)
+            reflected.drop_all(conn)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_instances_upgrading_a_fresh_database_at_once_all_succeed_at_the_head(
+    request, backend
+) -> None:
+    url = request.getfixturevalue(URL_FIXTURES[backend])
+    head = migrate.head_revision()
+    for _ in range(4):
+        results = _upgrade_at_once(url, instances=4)
+
+        assert results == [(0, head)] * 4
+        assert current_revision(url) == head
+        _drop_everything(url)
+
+
+# -- SQLite's temporary files ----------------------------------------------------------
+
+_SPILL_A_TEMPORARY_TABLE = """
+import os, sys
+from syncd.state.db import create_state_engine
+
+engine = create_state_engine(f"sqlite:///{sys.argv[1]}")
+with engine.connect() as conn:
+    conn.exec_driver_sql("PRAGMA temp.cache_size=-64")  # 64 KiB: the table spills to disk
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE staged (k TEXT)")
+    conn.exec_driver_sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) "
+        "INSERT INTO staged SELECT printf('%060d', i) FROM n"
+    )
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            print(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize("variable", ["TMPDIR", "TMP"])
+def test_sqlite_temporary_files_go_where_python_puts_temporary_files(
+    tmp_path: Path, variable: str
+) -> None:
+    """The staging tables of a big run spill to SQLite's temporary files: they must land
+    in the same directory as the payload spool (Python's ``tempfile.gettempdir()``), not
+    in SQLite's own choice (/var/tmp before /tmp when TMPDIR is not set)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TMPDIR", "TMP", "TEMP", "SQLITE_TMPDIR")
+    }
+    env[variable] = str(scratch)
+    env["PYTHONPATH"] = str(Path(syncd.__file__).parent.parent)
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SPILL_A_TEMPORARY_TABLE, str(tmp_path / "state.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    open_files = result.stdout.splitlines()
+    assert any(name.startswith(f"{scratch}/") for name in open_files), open_files

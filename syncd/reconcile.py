@@ -366,7 +366,7 @@ class Reconciler:
                     config.name, mode=mode, mode_reason=reason, holder=holder
                 )
             try:
-                info = target.inspect()
+                info = target.inspect(probe=leases is None)  # a plan probes, writing nothing
             except TargetError as exc:  # fatal, or still failing (retriable) at the start
                 run.outcome, run.error = "failed", str(exc)
                 continue

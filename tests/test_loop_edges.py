@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from syncd.config import parse_config
@@ -359,8 +360,15 @@ def test_a_write_applied_after_syncd_gave_up_is_reasserted_once_the_window_has_p
     assert plan.status == "in doubt" and plan.in_doubt == 1
 
     # ... then the first write of 111.11 lands late, over the newer one
-    userflux.products[("product", "P00003")] = late
-    assert userflux.products != expected_userflux(records)
+    landing = {
+        "id": "P00003",
+        "typeId": "product",
+        "properties": late["properties"],
+        "propertiesUpdateType": "FULL_UPDATE",
+    }
+    headers = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.post(userflux.url + "/product", json=landing, headers=headers).status_code == 204
+    assert userflux.products[("product", "P00003")]["properties"]["price"] == 111.11
 
     later = time.time() + 601
     monkeypatch.setattr(time, "time", lambda: later)

@@ -93,6 +93,34 @@ def assert_reported_as_wrong(
 # -- a target that can't be reached or refuses the key ---------------------------------
 
 
+@pytest.mark.parametrize(("status", "words"), [(401, "refused the API key"), (403, "forbade")])
+def test_plan_probes_userflux_which_has_no_read_endpoint_and_shows_a_refused_key(
+    box, status, words
+):
+    synced(box)
+    assert box.userflux is not None
+    box.userflux.inject(Fault(status=status, times=None))
+    box.userflux.reset_requests()
+
+    summary = assert_reported_as_wrong(box, "failed", "FAILED", target="uf")
+
+    assert words in summary["error"]
+    sent = {(r.method, r.path) for r in box.userflux.requests}
+    assert sent == {("GET", "/product")}  # a probe that writes nothing
+
+
+def test_plan_says_userflux_is_in_line_once_the_probe_passes(box):
+    synced(box)
+    assert box.userflux is not None
+    box.userflux.reset_requests()
+
+    result = syncd(box, "plan", "--exit-code")
+
+    assert result.exit_code == 0, result.output
+    assert IN_LINE in section(result.stdout, "uf")
+    assert [r.method for r in box.userflux.requests] == ["GET"]
+
+
 @pytest.mark.parametrize("status", [401, 403, 404])
 def test_plan_shows_a_target_answering_an_error_on_inspect_as_failed(box, status):
     synced(box)

@@ -29,7 +29,12 @@ import structlog
 
 from syncd.config import HttpConfig, HttpSourceConfig, resolve_secret, url_origin
 from syncd.errors import SourceError
-from syncd.httpclient import make_client, parse_retry_after
+from syncd.httpclient import (
+    describe_tls_failure,
+    make_client,
+    parse_retry_after,
+    permanent_tls_error,
+)
 from syncd.logs import scrub_snippet
 from syncd.model import SourceItem, UnreadableRow
 from syncd.sources.base import filter_records, unique_object
@@ -368,6 +373,9 @@ class HttpSource:
                 raise SourceError(f"{where}: {exc}") from exc
             except httpx.TransportError as exc:
                 reason = exc.__class__.__name__
+                tls = permanent_tls_error(exc)
+                if tls is not None:  # the same every time: not retried
+                    raise SourceError(f"{where}: {describe_tls_failure(tls, url.host)}") from exc
                 if attempt == attempts:
                     raise SourceError(
                         f"{where}: {exc.__class__.__name__} after {attempts} attempts: {exc}"

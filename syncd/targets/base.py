@@ -50,8 +50,13 @@ class Target(Protocol):
     name: str
     kind: str
 
-    def inspect(self) -> TargetInfo:
-        """Check the target is usable (raise ``TargetFatalError`` if not) and read what it tells."""
+    def inspect(self, *, probe: bool = False) -> TargetInfo:
+        """Check the target is usable (raise ``TargetFatalError`` if not) and read what it tells.
+
+        ``probe`` (``syncd plan``, which sends nothing else): also check, with a request
+        that writes nothing, that a target without a read endpoint can be reached and
+        doesn't refuse the key; a sync learns that from its first write instead.
+        """
         ...
 
     def validate(self, key: str, payload: Payload) -> None:

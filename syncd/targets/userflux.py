@@ -17,7 +17,7 @@ import httpx
 
 from syncd.config import HttpConfig, UserfluxTargetConfig
 from syncd.diff import Change, Operation
-from syncd.errors import RecordError, TargetRejectedError
+from syncd.errors import RecordError, TargetRejectedError, TargetRetriableError
 from syncd.httpclient import ThreadClients, make_client
 from syncd.model import UNACKNOWLEDGED, Payload
 from syncd.targets.base import (
@@ -229,8 +229,25 @@ class UserfluxTarget:
             )
         )
 
-    def inspect(self) -> TargetInfo:
-        """UserFlux has no read endpoint: nothing to check before sending."""
+    def inspect(self, *, probe: bool = False) -> TargetInfo:
+        """UserFlux has no read endpoint: nothing to read before sending.
+
+        With ``probe``, one request that writes nothing (``GET /product``, answered 405
+        once past authentication) tells whether the API can be reached and takes the key:
+        401 and 403 are fatal as for a write, and so are a connection that fails and a
+        5xx (for a plan, the target's state is then unknown). Any other answer passes.
+        """
+        if not probe:
+            return TargetInfo()
+        what = "GET /product (a probe that writes nothing)"
+        try:
+            response = send_request(self._clients.get(), "GET", "/product", body=None, what=what)
+        except TargetRetriableError as exc:
+            raise fatal(f"UserFlux can't be reached at {self._config.base_url}: {exc}") from exc
+        if response.status_code in (401, 403):
+            self._check(response, what)
+        if response.status_code >= 500:
+            raise fatal(f"{what}: UserFlux answered {response_reason(response)}")
         return TargetInfo()
 
     def validate(self, key: str, payload: Payload) -> None:

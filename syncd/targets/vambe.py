@@ -207,8 +207,9 @@ class VambeTarget:
             )
         )
 
-    def inspect(self) -> TargetInfo:
-        """Read ``product-blocks``: the block must exist; its count shows drift."""
+    def inspect(self, *, probe: bool = False) -> TargetInfo:
+        """Read ``product-blocks``: the block must exist; its count shows drift (a read,
+        so every run probes)."""
         what = "GET /api/public/product/product-blocks"
         for attempt in (1, 2, 3):
             try:

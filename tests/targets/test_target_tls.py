@@ -255,3 +255,18 @@ def test_a_transient_tls_failure_stays_retriable(monkeypatch):
 def push_operations():
     document = Document.of("p0", {"id": "p0", "typeId": "shoes", "properties": {}})
     return (plan_update(Change(ChangeKind.CREATE, "p0", document)),)
+
+
+def test_an_http_source_whose_certificate_is_not_trusted_fails_its_read_after_one_attempt(
+    https_ip,
+):
+    from syncd.config import HttpSourceConfig
+    from syncd.errors import SourceError
+    from syncd.sources.http import HttpSource
+
+    host, port = https_ip.server_address[:2]
+    config = HttpSourceConfig(kind="http", url=f"https://{host}:{port}/products", max_attempts=4)
+
+    with pytest.raises(SourceError, match="certificate of 127.0.0.1 is not trusted.*not retried"):
+        list(HttpSource(config, HttpConfig()).read())
+    assert https_ip.connections == 1

@@ -267,6 +267,7 @@ def test_an_http_source_whose_certificate_is_not_trusted_fails_its_read_after_on
     host, port = https_ip.server_address[:2]
     config = HttpSourceConfig(kind="http", url=f"https://{host}:{port}/products", max_attempts=4)
 
-    with pytest.raises(SourceError, match="certificate of 127.0.0.1 is not trusted.*not retried"):
+    untrusted = r"certificate of 127\.0\.0\.1 is not trusted.*not retried"
+    with pytest.raises(SourceError, match=untrusted):
         list(HttpSource(config, HttpConfig()).read())
     assert https_ip.connections == 1

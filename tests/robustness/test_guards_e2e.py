@@ -177,9 +177,8 @@ def test_plan_shows_the_held_deletes_and_the_way_to_allow_them(
     assert result.stdout.count("HELD: 90 deletes not sent") == 2
     assert "syncd sync --allow-deletes" in result.stdout
     assert box.userflux is not None and box.vambe is not None
-    _, vb = box.new_requests()
-    assert box.userflux.request_count() == 100  # nothing new
-    assert all(r.method == "GET" for r in vb)
+    uf, vb = box.new_requests()
+    assert all(r.method == "GET" for r in [*uf, *vb])  # nothing written: reads and probes
 
 
 def test_max_delete_count_holds_one_delete_too_many(box: Sandbox) -> None:

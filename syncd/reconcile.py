@@ -111,6 +111,8 @@ class _TargetRun:
     """Products in state that can't be pushed any more, kept as they were (``"keep"``)."""
     awaiting_delete: int = 0
     """Products missing from the read not deleted yet (more reads needed, or found again)."""
+    doubted: int = 0
+    """Products whose write this run left in doubt."""
 
     @property
     def full(self) -> bool:
@@ -917,6 +919,7 @@ class Reconciler:
                     payloads[change.key] = source.canonical if source is not None else None
         until = time.time() + run.config.in_doubt_window_s
         self.store.record_doubts(run.config.name, list(payloads.items()), until)
+        run.doubted = len(payloads)
         log.warning(
             "syncd.run.writes_in_doubt",
             target=run.config.name,
@@ -965,6 +968,7 @@ class Reconciler:
             retries=execution.retries,
             duration_ms=int((time.monotonic() - started) * 1000),
             drift=run.drift,
+            in_doubt=run.doubted + run.doubts[1],
             error=error,
             plan=plan.summary(),
         )

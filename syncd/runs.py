@@ -41,6 +41,9 @@ class TargetReport:
     retries: int = 0
     duration_ms: int = 0
     drift: int | None = None
+    in_doubt: int = 0
+    """Products whose write is in doubt after this run (a late write may land): re-sent
+    whole by the first run after the target's ``in_doubt_window_s``."""
     error: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)
 

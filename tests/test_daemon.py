@@ -282,6 +282,44 @@ def test_a_daemon_with_a_short_interval_runs_twice_and_reports(tmp_path: Path) -
         assert len(pushed_ids(fake)) == 5
 
 
+def test_a_write_left_in_doubt_gets_a_follow_up_run_once_its_window_has_passed(
+    tmp_path: Path,
+) -> None:
+    from syncd.sandbox import Fault
+
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 3)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        toml = config_toml(
+            catalog=catalog,
+            state_url=state_url,
+            userflux_url=fake.url,
+            schedule={"cron": "0 3 * * *", "full_refresh_cron": "", "run_at_start": True},
+            concurrency=1,
+        ).replace(
+            "\n[targets.mapping.properties]",
+            "\nin_doubt_window_s = 0.5\n[targets.mapping.properties]",
+        )
+        # the first write of p001 lands, but its answer is a 500: retried, acknowledged, in doubt
+        fake.inject(Fault(status=500, apply_then_fail=True, match=lambda m, p, b: "p001" in str(b)))
+        daemon = Daemon(load(toml), lambda: open_store(state_url), environ=ENV_KEYS)
+        with capture_logs() as logs:
+            daemon.start()
+            try:
+                wait_until("the follow-up run", lambda: daemon.runs_finished >= 2, timeout=15)
+            finally:
+                daemon.request_stop()
+                assert daemon.shutdown()
+
+    assert [e["products"] for e in logs if e["event"] == "syncd.daemon.reassert_scheduled"] == [1]
+    triggers = [e["trigger"] for e in logs if e["event"] == "syncd.daemon.run_started"]
+    assert triggers[:2] == ["schedule", "in_doubt"]  # the nightly run is hours away
+    assert pushed_ids(fake).count("p001") == 3  # tried, retried, then re-asserted
+    [last] = [r.json for r in fake.requests if r.method == "POST"][-1:]
+    assert last["id"] == "p001" and last["propertiesUpdateType"] == "FULL_UPDATE"
+
+
 def test_a_run_still_going_when_the_next_is_due_is_not_doubled(tmp_path: Path) -> None:
     with FakeUserflux(api_key="uf-secret-key") as fake:
         fake.latency = 0.05

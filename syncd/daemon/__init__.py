@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -46,7 +46,7 @@ log = structlog.get_logger("syncd.daemon")
 StoreFactory = Callable[[], StateStore]
 """Opens the state store (and applies pending migrations)."""
 
-SYNC_JOB, FULL_JOB = "sync", "full_refresh"
+SYNC_JOB, FULL_JOB, REASSERT_JOB = "sync", "full_refresh", "reassert"
 _HARD_EXIT = 130
 
 
@@ -312,6 +312,7 @@ class Daemon:
             if target.outcome == "locked":
                 log.info("syncd.daemon.target_locked", target=target.target, reason=target.error)
         _observe_state(store, config, self.metrics)
+        self._follow_up_doubts(report)
         failing = any(t.outcome in FAILING for t in report.targets)
         (log.warning if failing else log.info)(
             "syncd.daemon.run_finished",
@@ -322,6 +323,32 @@ class Daemon:
             next_sync=_iso(self._next_sync()),
         )
         return report
+
+    def _follow_up_doubts(self, report: RunReport) -> None:
+        """Schedule one more run for when the writes this run left in doubt may be
+        re-asserted, so a write that lands late is repaired minutes later, not at the next
+        scheduled run."""
+        scheduler = self._scheduler
+        doubtful = [t for t in report.targets if t.in_doubt]
+        if not doubtful or scheduler is None or self._stopping.is_set():
+            return
+        window = max(self.config.target(t.target).in_doubt_window_s for t in doubtful)
+        when = datetime.now(UTC) + timedelta(seconds=window + 1)
+        scheduler.add_job(
+            self.run_once,
+            "date",
+            run_date=when,
+            id=REASSERT_JOB,
+            name="re-assert writes in doubt",
+            replace_existing=True,
+            kwargs={"full": False, "reason": "", "trigger": "in_doubt"},
+        )
+        log.info(
+            "syncd.daemon.reassert_scheduled",
+            at=_iso(when),
+            products=sum(t.in_doubt for t in doubtful),
+            targets=",".join(t.target for t in doubtful),
+        )
 
     def _next_sync(self) -> datetime | None:
         scheduler = self._scheduler

@@ -1,13 +1,15 @@
 """Model-based test: random catalog edits (add, change a value, remove a property, delete,
-re-add a deleted key, rename a property in the mapping, roll back to the last clean run)
-interleaved with runs, incremental or full (Vambe by whole-block upsert): clean, with
-failing products (5xx, 429, dropped connections, writes applied but answered 500), stopped
+re-add a deleted key, rename a property in the mapping, roll back to the last clean run,
+make a product unpushable to Vambe: price 0, description emptied) interleaved with runs,
+incremental or full (Vambe by whole-block upsert): clean, with failing products (5xx, 429,
+dropped connections, writes applied but answered 500, re-asserted by the next run), stopped
 after N answers, or killed before the acknowledgements were committed.
 
-Invariants: after every clean run each fake target equals the mapped source (UserFlux:
-every product's properties; Vambe: the block); after every run, no key present in the
-source was deleted from a target, every product a target holds is known to state, and
-every state row claiming an acknowledgement is exactly what the target holds.
+Invariants: after every clean run each fake target equals the mapped source, as a fresh
+full sync would leave it (UserFlux: every product's properties; Vambe: the block, without
+the products it refuses); after every run, no key present in the source (and acceptable to
+that target) was deleted from a target, every product a target holds is known to state,
+and every state row claiming an acknowledgement is exactly what the target holds.
 
 ``SYNCD_MODEL_EXAMPLES`` sets the number of examples (default 20); runs are derandomized
 (the same sequences every time) unless ``SYNCD_MODEL_SEED`` picks another seed.
@@ -48,6 +50,7 @@ from tests.robustness.helpers import (
     Timeline,
     deleted_keys,
     make_record,
+    map_vambe,
     sandbox,
     shared_tls_context,
     state_rows,
@@ -57,7 +60,12 @@ from tests.robustness.helpers import (
 EXAMPLES = int(os.environ.get("SYNCD_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("SYNCD_MODEL_STEPS", "14"))
 SEED = os.environ.get("SYNCD_MODEL_SEED")
-PERMISSIVE_GUARDS = {"max_delete_fraction": 1.0, "min_source_count": 0, "min_source_fraction": 0.0}
+PERMISSIVE_GUARDS = {
+    "max_delete_fraction": 1.0,
+    "min_source_count": 0,
+    "min_source_fraction": 0.0,
+    "max_reject_fraction": 1.0,
+}
 RENAMES = {"color": ("color", "colour"), "brand": ("brand", "maker")}
 """Source field → the property names the mapping toggles between."""
 
@@ -137,6 +145,8 @@ class CatalogMachine(RuleBasedStateMachine):
             concurrency=3,
             mirror_block=True,
             log_level="warning",
+            # every write left in doubt is re-asserted by the next run
+            extra_target="in_doubt_window_s = 0",
         )
 
     def _sync(self, **kwargs: Any) -> Any:
@@ -151,14 +161,20 @@ class CatalogMachine(RuleBasedStateMachine):
             self._check_no_wrong_delete()
         return report
 
+    def _pushable_to_vambe(self) -> set[str]:
+        """Source keys Vambe can take (the others are withdrawn from it)."""
+        return {key for key, record in self.records.items() if map_vambe(record) is not None}
+
     def _check_no_wrong_delete(self) -> None:
         uf, vb = self.box.new_requests()
-        wrong = set(deleted_keys(uf, vb)) & set(self.records)
-        assert not wrong, f"deleted keys present in the source: {sorted(wrong)}"
+        wrong = set(deleted_keys(uf, [])) & set(self.records)
+        assert not wrong, f"UserFlux: deleted keys present in the source: {sorted(wrong)}"
+        wrong = set(deleted_keys([], vb)) & self._pushable_to_vambe()
+        assert not wrong, f"Vambe: deleted keys it can take from the source: {sorted(wrong)}"
         for request in vb:
             if "/upsert/" in request.path:
                 sent = {p["external_id"] for p in request.json or []}
-                assert set(self.records) <= sent, "a block upsert left out source products"
+                assert self._pushable_to_vambe() <= sent, "a block upsert left out products"
 
     def _check_state_mirrors_targets(self) -> None:
         """Every product a target holds is known to state (no orphan can escape a delete),
@@ -221,6 +237,13 @@ class CatalogMachine(RuleBasedStateMachine):
     @rule(data=st.data(), field=st.sampled_from(["color", "brand"]))
     def remove_property(self, data: st.DataObject, field: str) -> None:
         self.records[self._existing(data)].pop(field, None)
+
+    @precondition(lambda self: self.records)
+    @rule(data=st.data(), how=st.sampled_from(["price", "description"]))
+    def make_unpushable_to_vambe(self, data: st.DataObject, how: str) -> None:
+        """A price set to 0 or a description emptied: Vambe refuses the product, which must
+        not stay there with its old data (it is withdrawn); UserFlux still takes it."""
+        self.records[self._existing(data)][how] = 0 if how == "price" else ""
 
     @precondition(lambda self: self.records)
     @rule(data=st.data())

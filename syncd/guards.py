@@ -35,7 +35,8 @@ def check_guards(
 ) -> GuardVerdict:
     """Whether deletes (and a whole-block upsert) may be sent.
 
-    A read that did not complete is never overridable: nothing tells what is really gone.
+    A read that did not complete is never overridable: nothing tells what is really gone;
+    nor is a run rejecting more than ``max_reject_fraction`` of what it read.
     """
     if not figures.source_complete:
         why = figures.source_error or "the source read did not complete"
@@ -77,19 +78,24 @@ def check_guards(
             "their products can't be told from deleted ones; fix those records, or, "
             "if the deletes are intended, run `syncd sync --allow-deletes` once"
         )
-    rejected = figures.rejected
-    if rejected and rejected > config.max_reject_fraction * max(figures.source_count, 1):
-        share = rejected / max(figures.source_count, 1)
-        reasons.append(
-            f"{rejected} of the {figures.source_count} records read ({share:.0%}) were "
-            f"rejected, over max_reject_fraction={config.max_reject_fraction:.0%} "
-            f"(first: {figures.rejected_example}); a broken mapping or a wrong constant looks "
-            f"like this: fix it, or change {target_path}.guards.max_reject_fraction"
-        )
     if config.max_delete_count is not None and figures.deletes > config.max_delete_count:
         reasons.append(
             f"{figures.deletes} deletes exceed max_delete_count={config.max_delete_count}; "
             f"{how}.max_delete_count"
+        )
+    rejected = figures.rejected
+    if rejected and rejected > config.max_reject_fraction * max(figures.source_count, 1):
+        # not overridable by --allow-deletes: a run rejecting most of the catalog is never ok
+        share = rejected / max(figures.source_count, 1)
+        return GuardVerdict(
+            False,
+            (
+                *reasons,
+                f"{rejected} of the {figures.source_count} records read ({share:.0%}) were "
+                f"rejected, over max_reject_fraction={config.max_reject_fraction:.0%} "
+                f"(first: {figures.rejected_example}); a broken mapping or a wrong constant "
+                f"looks like this: fix it, or change {target_path}.guards.max_reject_fraction",
+            ),
         )
     if not reasons:
         return GuardVerdict(True)

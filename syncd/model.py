@@ -45,6 +45,10 @@ def payload_hash(canonical: bytes) -> bytes:
 UNACKNOWLEDGED = b""
 """The hash of a state row whose last write was sent but not acknowledged: it matches no
 payload, so the product is re-sent (in full) until the target answers 2xx for it."""
+SEEN_ONLY = b"\x00"
+"""The hash a run stages for a key it must not delete but has no document for and must not
+count as a product of its own (the visible twin of a key refused for an invisible
+character): never a duplicate of a real row with that key, never a change."""
 
 
 class Spool:

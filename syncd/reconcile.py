@@ -32,6 +32,7 @@ from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
 from syncd.mapping import Mapper, build_mapper
 from syncd.model import (
+    SEEN_ONLY,
     UNACKNOWLEDGED,
     Document,
     Record,
@@ -113,6 +114,9 @@ class _TargetRun:
     """Products missing from the read not deleted yet (more reads needed, or found again)."""
     doubted: int = 0
     """Products whose write this run left in doubt."""
+    ambiguous: frozenset[str] = frozenset()
+    """Keys the source holds more than once: the product is in the source, syncd can't tell
+    which copy is right, so its target copy is kept, never withdrawn."""
 
     @property
     def full(self) -> bool:
@@ -578,12 +582,15 @@ class Reconciler:
             key = exc.key
             reason = f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
-            if key:
-                # the key and any other form the product may have been pushed under (a key
-                # refused for an invisible character): seen, not deleted
+            if key and exc.also_keys:
+                # a key refused for an invisible character: its visible twin and the forms it
+                # may have been pushed under are only seen (not deleted, not withdrawn, not a
+                # duplicate of a real row with that key)
                 for seen in (key, *exc.also_keys):
-                    run.chunk.append(Document(seen, b"", _UNSEEN_HASH))
-                    run.unsendable.add(seen)
+                    run.chunk.append(Document(seen, b"", SEEN_ONLY))
+            elif key:
+                run.chunk.append(Document(key, b"", _UNSEEN_HASH))
+                run.unsendable.add(key)
             else:
                 run.keyless.append(reason)
         else:
@@ -598,7 +605,7 @@ class Reconciler:
         entries = [(document.key, document.hash) for document in run.chunk]
         sources = [document.source_hash for document in run.chunk]
         differing = run.staging.compare(entries, sources)
-        documents = {d.key: d for d in run.chunk if d.hash != _UNSEEN_HASH}
+        documents = {d.key: d for d in run.chunk if d.hash not in (_UNSEEN_HASH, SEEN_ONLY)}
         changes = diff_chunk(documents, differing, full=run.full)
         run.unchanged += sum(1 for key in documents if key not in differing)
         if run.remember:
@@ -637,22 +644,31 @@ class Reconciler:
         duplicates = set(staging.duplicates())
         if duplicates:
             run.unsendable |= duplicates
+            run.ambiguous = frozenset(duplicates)
             run.changes = [c for c in run.changes if c.key not in duplicates]
             run.rejections.extend(
                 Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
                 for key in sorted(duplicates)
             )
         deletes: list[Change] = []
+        unproven: frozenset[str] = frozenset()
         if source_error is None:
-            deletes = self._proven_deletes(run, deletes_of(staging.unseen()), proof)
+            deletes, unproven = self._proven_deletes(run, deletes_of(staging.unseen()), proof)
         changes, keep = self._unpushable(run)
+        keep |= unproven  # a whole-block upsert would delete them without proof
         withdrawn = [change for change in changes if change.kind is ChangeKind.DELETE]
         changes = [change for change in changes if change.kind is not ChangeKind.DELETE]
         deletes += withdrawn
         rejected = len(run.rejections) + run.held_rejected
         deleting, population = len(deletes), run.state_count
-        if run.full and getattr(run.config, "mirror_block", False) and run.target_count:
-            # a whole-block upsert also removes what state never knew (drift, lost state)
+        if (
+            run.full
+            and getattr(run.config, "mirror_block", False)
+            and run.target_count
+            and not keep
+        ):
+            # a whole-block upsert (never sent while keys must be kept) also removes what
+            # state never knew (drift, lost state)
             deleting = max(deleting, run.target_count - len(changes))
             population = max(population, run.target_count)
         verdict = check_guards(
@@ -707,9 +723,11 @@ class Reconciler:
 
     def _proven_deletes(
         self, run: _TargetRun, candidates: list[Change], proof: DeleteProof
-    ) -> list[Change]:
+    ) -> tuple[list[Change], frozenset[str]]:
         """The products gone from a complete read that may be deleted: those a second look
-        confirms (where the source takes one), missing from enough consecutive reads."""
+        confirms (where the source takes one), missing from enough consecutive reads; and
+        the keys of the others (missing, not proven gone: no request may remove them)."""
+        everything = frozenset(change.key for change in candidates)
         name = run.config.name
         keys = [change.key for change in candidates]
         # a second look asks the source by its key: only for targets keyed by it
@@ -738,44 +756,48 @@ class Reconciler:
                 f"missing from {needed} consecutive complete reads ({why}); "
                 f"first: {waiting[0]!r}, missed {missed[waiting[0]]} so far"
             )
-        return [change for change in candidates if missed[change.key] >= needed]
+        ready = [change for change in candidates if missed[change.key] >= needed]
+        return ready, everything - {change.key for change in ready}
 
     def _unpushable(self, run: _TargetRun) -> tuple[list[Change], frozenset[str]]:
         """The run's changes plus what becomes of the products in state that can't be pushed
         any more (``rejected``): a delete each (withdraw), or nothing but a note, and for a
-        mirrored block's upsert their last acknowledged version (keep). Also the keys no
-        request may remove from the target."""
+        mirrored block's upsert their last acknowledged version (keep). A duplicated key is
+        always kept: the source does hold that product. Also the keys no request may remove
+        from the target."""
         changes = list(run.changes)
-        if not run.unsendable:
-            return changes, frozenset()
-        config = run.config
-        acked = self.store.acked_of(config.name, sorted(run.unsendable))
+        acked = (
+            self.store.acked_of(run.config.name, sorted(run.unsendable)) if run.unsendable else []
+        )
         if not acked:
             return changes, frozenset()
-        first = acked[0].key
-        if config.rejected == "withdraw":
-            run.withdrawn = len(acked)
+        withdrawing = run.config.rejected == "withdraw"
+        withdrawn = [a for a in acked if withdrawing and a.key not in run.ambiguous]
+        kept = [a for a in acked if not withdrawing or a.key in run.ambiguous]
+        if withdrawn:
+            run.withdrawn = len(withdrawn)
             run.notes.append(
-                f"{len(acked)} products on the target can't be pushed any more (rejected): "
-                f'withdrawn from the target (rejected = "withdraw"); first: {first!r}'
+                f"{len(withdrawn)} products on the target can't be pushed any more (rejected): "
+                f'withdrawn from the target (rejected = "withdraw"); first: {withdrawn[0].key!r}'
             )
-            changes += [Change(ChangeKind.DELETE, a.key, None, a) for a in acked]
+            changes += [Change(ChangeKind.DELETE, a.key, None, a) for a in withdrawn]
+        if not kept:
             return changes, frozenset()
-        run.stale = len(acked)
+        run.stale = len(kept)
+        why = "their key is duplicated in the source" if withdrawing else 'rejected = "keep"'
         run.notes.append(
-            f"{len(acked)} products on the target can't be pushed any more (rejected): they "
-            f'keep their last acknowledged version and are stale (rejected = "keep"); '
-            f"first: {first!r}"
+            f"{len(kept)} products on the target can't be pushed any more (rejected): they "
+            f"keep their last acknowledged version and are stale ({why}); "
+            f"first: {kept[0].key!r}"
         )
-        known = [a for a in acked if a.hash != UNACKNOWLEDGED]
-        if run.full and getattr(config, "mirror_block", False):
+        known = [a for a in kept if a.hash != UNACKNOWLEDGED]
+        if run.full and getattr(run.config, "mirror_block", False):
             # a whole-block upsert must carry their last good version, or it would drop them
             changes += [
                 Change(ChangeKind.REFRESH, a.key, Document(a.key, a.canonical, a.hash), a)
                 for a in known
             ]
-        kept = {a.key for a in acked} - {a.key for a in known}
-        return changes, frozenset(kept)
+        return changes, frozenset({a.key for a in kept} - {a.key for a in known})
 
     # -- sending ---------------------------------------------------------------------
     def _execute(self, run: _TargetRun, plan: Plan, started: float) -> TargetReport:
@@ -817,7 +839,11 @@ class Reconciler:
             )
             execution = executor.run(plan.operations, on_ack, flush)
             self._restore_refused(run, plan, execution)
-            late = self._late_withdrawals(run, plan, execution)
+            too_many = _too_many_rejected(run, plan, execution)
+            late: tuple[Operation, ...] = ()
+            held: str | None = None
+            if too_many is None:
+                late, held = self._late_withdrawals(run, plan, execution)
             if late:
                 execution = _combined(execution, executor.run(late, on_ack, flush))
             self._record_doubts(run, (*plan.operations, *late), execution)
@@ -829,8 +855,10 @@ class Reconciler:
                 outcome, error = "failed", "; ".join(plan.guard.reasons)
             elif not plan.guard.allowed:
                 outcome, error = "blocked", "; ".join(plan.guard.reasons)
-            elif too_many := _too_many_rejected(run, plan, execution):
+            elif too_many is not None:
                 outcome, error = "blocked", too_many
+            elif held is not None:
+                outcome, error = "blocked", held
             elif execution.failed:
                 outcome, error = (
                     # nothing acknowledged: the target took none of it, the run failed
@@ -871,9 +899,10 @@ class Reconciler:
 
     def _late_withdrawals(
         self, run: _TargetRun, plan: Plan, execution: Execution
-    ) -> tuple[Operation, ...]:
+    ) -> tuple[tuple[Operation, ...], str | None]:
         """Deletes of the products the target refused this run whose older version it still
-        holds, when they are to be withdrawn and nothing held deletes back."""
+        holds, when they are to be withdrawn and nothing held deletes back; or why the
+        delete guards hold them (with the run's own deletes, over a limit)."""
         if (
             run.config.rejected != "withdraw"
             or not plan.source_complete
@@ -881,7 +910,7 @@ class Reconciler:
             or execution.fatal
             or self.stop.is_set()
         ):
-            return ()
+            return (), None
         refused = {r.key for r in execution.rejections if r.by_target}
         # only where the target held a version before (a refused create left nothing there)
         had = [
@@ -892,7 +921,19 @@ class Reconciler:
         ]
         acked = self.store.acked_of(run.config.name, had) if had else []
         if not acked:
-            return ()
+            return (), None
+        guards = run.config.guards
+        deleting = plan.counts()["delete"] + len(acked)
+        if deleting > guards.max_delete_fraction * max(run.state_count, 1) or (
+            guards.max_delete_count is not None and deleting > guards.max_delete_count
+        ):
+            return (), (
+                f"{len(acked)} products the target refused this run are not withdrawn: with "
+                f"this run's deletes that makes {deleting} of the target's {run.state_count} "
+                f"products, over targets[{run.index}].guards (max_delete_fraction="
+                f"{guards.max_delete_fraction:.0%}, max_delete_count={guards.max_delete_count}); "
+                "they keep their older version until a run withdraws them"
+            )
         run.withdrawn += len(acked)
         log.info(
             "syncd.run.withdrawing",
@@ -901,7 +942,7 @@ class Reconciler:
             reason="refused by the target this run; the older version must not stay there",
         )
         deletes = [Change(ChangeKind.DELETE, a.key, None, a) for a in acked]
-        return run.target.plan([], deletes, full=False, deletes_allowed=True).operations
+        return run.target.plan([], deletes, full=False, deletes_allowed=True).operations, None
 
     def _record_doubts(
         self, run: _TargetRun, operations: Sequence[Operation], execution: Execution

@@ -173,3 +173,21 @@ def test_the_reason_gives_the_figures_that_tripped_the_guard():
     assert "30 deletes" in reason
     assert "100 products" in reason
     assert "30.0%" in reason
+
+
+@pytest.mark.parametrize(("rejected", "allowed"), [(50, True), (51, False), (100, False)])
+def test_a_run_rejecting_more_than_max_reject_fraction_is_held(rejected, allowed):
+    verdict = check(figures(rejected=rejected, rejected_example="P1: price: not a number"))
+
+    assert verdict.allowed is allowed
+    if not allowed:
+        [reason] = verdict.reasons
+        assert f"{rejected} of the 100 records read ({rejected}%) were rejected" in reason
+        assert "max_reject_fraction=50%" in reason and "P1: price" in reason
+
+
+def test_allow_deletes_never_overrides_the_rejection_guard():
+    verdict = check(figures(rejected=90, deletes=30), allow_deletes=True)
+
+    assert not verdict.allowed and not verdict.overridden
+    assert any("max_reject_fraction" in reason for reason in verdict.reasons)

@@ -109,6 +109,25 @@ def test_a_paged_list_without_a_total_deletes_only_what_three_complete_reads_mis
         h.close()
 
 
+def test_a_mirrored_full_refresh_never_drops_a_product_missing_without_proof(
+    tmp_path, userflux, vambe
+) -> None:
+    records = catalog(30)
+    with FakeCatalogApi(records, style="page") as api:
+        h = http_harness(tmp_path, api, [vambe_target(vambe.url, BLOCK, mirror_block=True)])
+        assert h.sync().ok
+        api.records = records[:20]  # short, and nothing proves it
+        reset(vambe)
+
+        report = h.sync(full=True)
+
+    assert report.ok
+    assert not [r for r in vambe.requests if "/upsert/" in r.path or "/delete/" in r.path]
+    assert set(vambe.block_products(BLOCK)) == {r["sku"] for r in records}
+    assert "not proven gone" in " ".join(report.targets[0].plan["notes"])
+    h.close()
+
+
 def test_a_product_that_reappears_restarts_its_count_of_missed_reads(
     tmp_path, userflux, vambe
 ) -> None:
@@ -381,4 +400,78 @@ def test_a_write_applied_after_syncd_gave_up_is_reasserted_once_the_window_has_p
     assert body["id"] == "P00003" and body["propertiesUpdateType"] == "FULL_UPDATE"
     [plan] = h.plan()
     assert plan.status == "in line"
+    h.close()
+
+
+def test_a_target_refusing_every_write_gets_no_wave_of_withdrawals(
+    tmp_path, userflux, vambe
+) -> None:
+    records = catalog(20)
+    h = Harness(tmp_path, targets(userflux, vambe))
+    h.write(records)
+    assert h.sync().ok
+    for record in records:
+        record["title"] += " (renamed)"
+    h.write(records)
+    userflux.inject(Fault(status=400, times=None, match=lambda m, p, b: m == "POST"))
+    vambe.inject(Fault(status=400, times=None, match=lambda m, p, b: "/create/" in p))
+    reset(userflux, vambe)
+
+    report = h.sync()
+
+    assert [t.outcome for t in report.targets] == ["blocked", "blocked"]
+    assert "max_reject_fraction" in (report.targets[0].error or "")
+    assert deletes(userflux, vambe) == []
+    assert len(userflux.products) == 20
+    assert set(vambe.block_products(BLOCK)) == {r["sku"] for r in records}
+    h.close()
+
+
+def test_withdrawals_after_the_target_refused_are_held_past_the_delete_guard(
+    tmp_path, userflux, vambe
+) -> None:
+    records = catalog(20)
+    h = Harness(tmp_path, [vambe_target(vambe.url, BLOCK)])
+    h.write(records)
+    assert h.sync().ok
+    for record in records[:6]:  # 30% of the block, under half of what was read
+        record["title"] += " (renamed)"
+    h.write(records)
+    refused = {r["sku"] for r in records[:6]}
+
+    def renamed(method: str, path: str, body: object) -> bool:
+        return "/create/" in path and any(p["external_id"] in refused for p in body)  # type: ignore[union-attr]
+
+    vambe.inject(Fault(status=400, times=None, match=renamed))
+    reset(vambe)
+
+    report = h.sync()
+
+    [target] = report.targets
+    assert target.outcome == "blocked"
+    assert "not withdrawn" in (target.error or "") and "max_delete_fraction=20%" in target.error
+    assert deletes(userflux, vambe) == []
+    assert set(vambe.block_products(BLOCK)) == {r["sku"] for r in records}
+    h.close()
+
+
+def test_allow_deletes_does_not_let_a_run_rejecting_most_records_through(
+    tmp_path, userflux, vambe
+) -> None:
+    records = catalog(10)
+    h = Harness(tmp_path, targets(userflux, vambe))
+    h.write(records)
+    assert h.sync().ok
+    h.raw["targets"][1]["mapping"]["currency"] = {"const": "GBP"}
+    h.config = parse_config(h.raw, environ=h.environ)
+    h.write(records[1:])  # one intended delete
+    reset(userflux, vambe)
+
+    report = h.sync(allow_deletes=True)
+
+    assert report.exit_code == 1
+    assert report.targets[1].outcome == "blocked"
+    assert not [r for r in vambe.requests if "/delete/" in r.path]  # nothing withdrawn
+    assert set(vambe.block_products(BLOCK)) == {r["sku"] for r in records}
+    assert ("product", "P00001") not in userflux.products  # UserFlux's intended delete went
     h.close()

@@ -148,7 +148,7 @@ def test_an_edited_line_is_remapped_and_pushed_and_a_removed_line_deletes(
     h.close()
 
 
-def test_a_line_repeated_verbatim_is_rejected_as_a_duplicate_and_withdraws_only_that_product(
+def test_a_line_repeated_verbatim_is_rejected_as_a_duplicate_and_deletes_nothing(
     tmp_path, fakes, maps
 ) -> None:
     h = harness(tmp_path, fakes)
@@ -164,8 +164,8 @@ def test_a_line_repeated_verbatim_is_rejected_as_a_duplicate_and_withdraws_only_
     for target in ("uf", "vb"):
         reasons = {r.key: r.reason for r in h.store.open_rejections(target)}
         assert "duplicate key" in reasons[duplicate]
-    assert [t.deleted for t in report.targets] == [1, 1]  # withdrawn (rejected = "withdraw")
-    assert writes(fakes) == 2
+    assert [t.deleted for t in report.targets] == [0, 0]  # the source has it: kept
+    assert writes(fakes) == 0
     h.close()
 
 
@@ -184,8 +184,8 @@ def test_a_changed_line_whose_key_a_skipped_line_also_has_is_a_duplicate(
     duplicate = records[2]["sku"]
     reasons = {r.key: r.reason for r in h.store.open_rejections("uf")}
     assert "duplicate key" in reasons[duplicate]
-    assert writes(fakes) == 2
-    assert [t.deleted for t in report.targets] == [1, 1]  # withdrawn (rejected = "withdraw")
+    assert writes(fakes) == 0
+    assert [t.deleted for t in report.targets] == [0, 0]  # the source has it: kept
     h.close()
 
 
@@ -397,8 +397,8 @@ def test_a_duplicate_sql_row_is_rejected_even_when_both_copies_are_known(
 
     reasons = {r.key: r.reason for r in h.store.open_rejections("uf")}
     assert "duplicate key" in reasons[records[4]["sku"]]
-    assert [t.deleted for t in report.targets] == [1, 1]  # withdrawn (rejected = "withdraw")
-    assert writes(fakes) == 2
+    assert [t.deleted for t in report.targets] == [0, 0]  # the source has it: kept
+    assert writes(fakes) == 0
     h.close()
 
 

@@ -376,12 +376,9 @@ def _rows(box: Sandbox) -> dict[str, Any]:
     ],
     ids=repr,
 )
-def test_a_key_that_gains_an_invisible_character_is_rejected_and_its_product_withdrawn(
+def test_a_key_that_gains_an_invisible_character_is_rejected_and_its_product_kept(
     pushed: Sandbox, clean: str, dirty: str
 ) -> None:
-    """Never a silent delete-and-recreate: no "new" product is created under the dirty key;
-    the product it stands for can't be pushed any more, so it is withdrawn (the default
-    ``rejected = "withdraw"``; with ``"keep"`` it stays as it was, see below)."""
     records = [dict(r) for r in BASE]
     if clean != BAD:
         records[2]["id"] = clean
@@ -395,13 +392,11 @@ def test_a_key_that_gains_an_invisible_character_is_rejected_and_its_product_wit
     report = pushed.sync()
 
     assert report.ok, [(t.target, t.outcome, t.error) for t in report.targets]
-    assert [(t.rejected, t.deleted, t.created) for t in report.targets] == [(1, 1, 0), (1, 1, 0)]
+    assert [(t.rejected, t.deleted, t.created) for t in report.targets] == [(1, 0, 0), (1, 0, 0)]
     uf, vb = pushed.new_requests()
-    assert list(deleted_keys(uf, vb)) == [clean, clean]  # withdrawn, nothing created
-    assert all("/delete/" in w or w.startswith("DELETE") for w in _writes(uf, vb))
-    assert _rows(pushed) == {
-        name: {k: v for k, v in rows.items() if k != clean} for name, rows in before.items()
-    }
+    assert list(deleted_keys(uf, vb)) == []
+    assert _writes(uf, vb) == []  # nothing sent: neither a delete nor a "new" product
+    assert _rows(pushed) == before
     store = pushed.store()
     try:
         reasons = {(r.target, r.key): r.reason for r in store.open_rejections()}
@@ -411,19 +406,20 @@ def test_a_key_that_gains_an_invisible_character_is_rejected_and_its_product_wit
     assert reasons[(VB_NAME, clean)].startswith("record 3: external_id: the key ")
 
 
-def test_with_rejected_keep_a_key_that_gains_an_invisible_character_keeps_its_product(
+def test_a_stray_row_whose_key_is_a_valid_key_plus_an_invisible_character_deletes_nothing(
     pushed: Sandbox,
 ) -> None:
-    pushed.configure(log_level="warning", extra_target='rejected = "keep"')
+    """The stray row is refused; the valid row of the same visible key is still pushed as
+    usual: no duplicate, no withdrawal."""
     before = _rows(pushed)
-    records = [dict(r) for r in BASE]
-    records[2] = dict(records[2], id="P\u200b00003", title="Changed title")
+    records = [*BASE, dict(BASE[3], id=BASE[3]["id"] + "\u200b", title="Stray")]
     pushed.write_catalog(records)
 
     report = pushed.sync()
 
-    assert [(t.rejected, t.deleted, t.created) for t in report.targets] == [(1, 0, 0), (1, 0, 0)]
-    assert _writes(*pushed.new_requests()) == []  # neither a delete nor a "new" product
+    assert report.ok, [(t.target, t.outcome, t.error) for t in report.targets]
+    assert [(t.rejected, t.deleted) for t in report.targets] == [(1, 0), (1, 0)]
+    assert _writes(*pushed.new_requests()) == []
     assert _rows(pushed) == before
 
 

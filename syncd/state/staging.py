@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from syncd.errors import StateError
-from syncd.model import Acked
+from syncd.model import SEEN_ONLY, Acked
 from syncd.state.db import (
     FINGERPRINT_COLUMNS,
     READ_BATCH,
@@ -198,7 +198,8 @@ class SqlStaging:
     def duplicates(self) -> list[str]:
         s, p = self._table.c, products.c
         self._index()
-        twice = sa.select(s.key).group_by(s.key).having(sa.func.count() > 1)
+        real = s.hash != SEEN_ONLY  # a key staged only as seen duplicates nothing
+        twice = sa.select(s.key).where(real).group_by(s.key).having(sa.func.count() > 1)
         with self._transaction("find duplicate keys") as conn:
             keys: set[str] = set(conn.execute(twice).scalars())
             index = self._fingerprints
@@ -208,7 +209,7 @@ class SqlStaging:
                 found = (
                     sa.select(s.key, p.source_hash)
                     .select_from(self._table.join(products, product))
-                    .where(p.source_hash.is_not(None))
+                    .where(p.source_hash.is_not(None), real)
                     .execution_options(yield_per=READ_BATCH)
                 )
                 # looked up a batch at a time: one NumPy search per batch, not per key

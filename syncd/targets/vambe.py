@@ -134,8 +134,8 @@ def plan_vambe(
             why = "the guards held deletes back"
         elif keep:
             why = (
-                f"{len(keep)} products in the source are not sent this run (rejected or held "
-                "back) and an upsert would delete their last good copy"
+                f"{len(keep)} products the block holds are not sent this run (held back, or "
+                "missing from the read but not proven gone) and an upsert would delete them"
             )
         else:
             why = "nothing to send"

@@ -159,7 +159,9 @@ def test_a_record_whose_key_went_missing_does_not_get_its_product_deleted(
     assert_nothing_lost(pushed)
 
 
-def test_duplicate_keys_push_neither_copy_and_withdraw_what_was_pushed(pushed: Sandbox) -> None:
+def test_duplicate_keys_push_neither_copy_and_keep_what_was_pushed(pushed: Sandbox) -> None:
+    """The source does hold the product, twice: syncd can't tell which copy is right, so its
+    target copy is kept (never withdrawn) and reported stale."""
     records = [dict(r) for r in BASE]
     records.append(dict(records[2], title="Another product 3"))
     pushed.write_catalog(records)
@@ -169,7 +171,9 @@ def test_duplicate_keys_push_neither_copy_and_withdraw_what_was_pushed(pushed: S
     assert [t.rejected for t in report.targets] == [1, 1]
     reasons = rejection_reasons(pushed)
     assert reasons[(UF_NAME, BAD)] == f"duplicate key {BAD!r} in the source: neither copy is pushed"
-    assert_withdrawn(pushed)
+    assert_nothing_lost(pushed)  # P00003 too: its pushed copy stays
+    notes = " ".join(report.targets[0].plan["notes"])
+    assert "stale (their key is duplicated in the source)" in notes
 
 
 def test_with_rejected_keep_a_product_that_cant_be_pushed_stays_as_it_was_and_is_reported_stale(

@@ -7,8 +7,10 @@ per-request lines are turned down to warnings.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
+import re
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
@@ -24,17 +26,24 @@ _by_length: tuple[str, ...] = ()
 """The registered forms, longest first (a longer form is replaced before its parts)."""
 _secrets_lock = threading.Lock()
 
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 MIN_SECRET = 4
 """Shorter values are not secrets worth hiding (and would blank out ordinary words)."""
 ELLIPSIS = "…"
 
 
 def secret_forms(value: str) -> set[str]:
-    """Every form ``value`` takes on the wire or in a document: raw, URL-encoded (``quote``
-    and ``quote_plus``), JSON-escaped (ASCII-only and not), and base64 (standard and
-    URL-safe, with and without padding)."""
-    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
-    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    r"""Every form ``value`` takes on the wire or in a document: raw; URL-encoded (``quote``
+    and ``quote_plus``, upper- and lower-case hex); JSON-escaped (ASCII-only and not, ``/``
+    as ``\/`` as PHP writes it, every punctuation character as ``\uXXXX``); HTML-escaped;
+    and base64 (standard and URL-safe, with and without padding)."""
+    quoted = {quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
+    forms = {value, *quoted, *(_LOWER_HEX.sub(lambda m: m[0].lower(), q) for q in quoted)}
+    escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= escaped | {e.replace("/", "\\/") for e in escaped}
+    for hex_format in ("\\u{:04x}", "\\u{:04X}"):
+        forms.add("".join(c if c.isalnum() else hex_format.format(ord(c)) for c in value))
+    forms |= {html.escape(value), html.escape(value, quote=False)}
     raw = value.encode("utf-8")
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         text = encoded.decode("ascii")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import os
+import re
 import shutil
 import sqlite3
 import ssl
@@ -514,6 +516,12 @@ def every_form(secret: str) -> list[str]:
         json.dumps(secret, ensure_ascii=False)[1:-1],
         base64.b64encode(raw).decode(),
         base64.urlsafe_b64encode(raw).decode(),
+        # as other software writes it: lower-case percent-encoding, PHP's json_encode
+        # (``\/``), JSON escaping every punctuation character, HTML
+        re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quote(secret, safe="")),
+        json.dumps(secret)[1:-1].replace("/", "\\/"),
+        "".join(c if c.isalnum() else f"\\u{ord(c):04x}" for c in secret),
+        html.escape(secret),
     ]
 
 

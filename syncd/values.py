@@ -142,8 +142,9 @@ def stringify(value: Any) -> str:
 EXACT_INTEGER = 2**53
 """Every integer up to this magnitude is a double; past it, only some are."""
 
-MAX_INTEGER_DIGITS = 10_000
-"""An ``integer`` field with more digits than this (``"1e999999999"``) is refused, not built."""
+MAX_INTEGER_DIGITS = 20
+"""An ``integer`` field with more digits than this (``"1e999999999"``) is refused before it is
+built (anything past 16 digits is past ``EXACT_INTEGER`` anyway)."""
 
 
 def exact_float(number: Decimal, value: object) -> float:
@@ -241,15 +242,29 @@ def key_text(value: Any) -> str:
     return _key_string(stringify(value))  # Decimal exactly, dates in ISO form, UUIDs
 
 
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+"""Unicode's Default_Ignorable_Code_Point: drawn as nothing, whatever their category
+(``str.isprintable`` calls U+034F COMBINING GRAPHEME JOINER and U+3164 HANGUL FILLER
+printable)."""
+
+
+def _invisible(char: str) -> bool:
+    return not char.isprintable() or _IGNORABLE.match(char) is not None
+
+
 def _key_string(text: str) -> str:
     if text.isascii() and text.isprintable():  # nearly every key: nothing to do
         return text.strip()
     text = text.strip().lstrip(_BOM).strip()  # also " \ufeffA1": strip, BOM, strip
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
-    if text.isprintable():
+    if text.isprintable() and not _IGNORABLE.search(text):
         return text
-    hidden = sorted({char for char in text if not char.isprintable()})
+    hidden = sorted({char for char in text if _invisible(char)})
     names = ", ".join(
         f"U+{ord(char):04X} {unicodedata.name(char, unicodedata.category(char))}"
         for char in hidden[:5]
@@ -271,7 +286,7 @@ def visible_twin(text: str, *, spaces: str = " ") -> str:
     made plain (or replaced by ``spaces``)."""
     out = []
     for char in text:
-        if char.isprintable():
+        if not _invisible(char):
             out.append(char)
         elif unicodedata.category(char) == "Zs":
             out.append(spaces)
@@ -358,14 +373,14 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
 
 def _to_integer(value: Any, decimal_separator: str) -> int:
     kind = type(value)
-    if kind is int:
+    if kind is int and -EXACT_INTEGER <= value <= EXACT_INTEGER:
         return value  # type: ignore[no-any-return]
-    if kind is str and _INTEGER_TEXT.fullmatch(value):
-        return int(value)
+    if kind is str and _INTEGER_TEXT.fullmatch(value) and len(value) < 16:
+        return int(value)  # at most 15 digits: well within EXACT_INTEGER
     if isinstance(value, bool):
         raise RecordError(f"a boolean is not an integer: {value!r}")
     if isinstance(value, int):
-        return int(value)
+        return _exact_integer(int(value), value)
     try:
         if isinstance(value, str):
             exact = Decimal(_number_text(value, decimal_separator))
@@ -381,7 +396,17 @@ def _to_integer(value: Any, decimal_separator: str) -> int:
         raise RecordError(f"too large for an integer: {show(value)}")
     if exact != exact.to_integral_value():
         raise RecordError(f"not an integer: {show(value)}")
-    return int(exact)
+    return _exact_integer(int(exact), value)
+
+
+def _exact_integer(number: int, value: object) -> int:
+    """``number`` when every JSON reader (doubles included) reads it back unchanged."""
+    if abs(number) > EXACT_INTEGER:
+        raise RecordError(
+            f"{show(value)} can't be sent exactly: past 2**53 a JSON number reader holding "
+            'doubles rounds it; send it as a string (type = "string") or fix the source'
+        )
+    return number
 
 
 def _to_boolean(value: Any, decimal_separator: str) -> bool:

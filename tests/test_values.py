@@ -292,6 +292,10 @@ INVISIBLE_KEYS = [
     ("A\u00a01", "U+00A0 NO-BREAK SPACE", "A 1"),
     ("A\u30001", "U+3000 IDEOGRAPHIC SPACE", "A 1"),
     ("A\u20091", "U+2009 THIN SPACE", "A 1"),
+    # default-ignorable though str.isprintable() calls them printable
+    ("A\u034f1", "U+034F COMBINING GRAPHEME JOINER", "A1"),
+    ("A\u31641", "U+3164 HANGUL FILLER", "A1"),
+    ("A\ufe0f1", "U+FE0F VARIATION SELECTOR-16", "A1"),
 ]
 
 

@@ -47,7 +47,10 @@ def show(value: object) -> str:
         text = str(value) if isinstance(value, Decimal) else repr(value)
     if len(text) > 40:
         text = text[:39] + "…"
-    return repr(text) if isinstance(value, str) else text
+    if not isinstance(value, str):
+        return text
+    # repr escapes what isn't printable; default-ignorable characters are escaped too
+    return _IGNORABLE.sub(lambda m: f"\\u{ord(m[0]):04x}", repr(text))
 
 
 def _finite(value: float) -> float:

@@ -843,7 +843,7 @@ def test_equal_numbers_written_differently_hash_the_same() -> None:
     "digits", [str(2**53 + 1), "12345678901234567890", "9" * 30, "9" * 5000, "1e5000"]
 )
 def test_an_integer_a_double_cant_hold_is_rejected_not_rounded_by_the_target(digits) -> None:
-    with pytest.raises(RecordError, match="can't be sent exactly|too large for an integer"):
+    with pytest.raises(RecordError, match=r"can't be sent exactly|too large for an integer"):
         coerce(digits, "integer")
     assert coerce(str(2**53), "integer") == 2**53
 

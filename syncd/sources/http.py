@@ -107,6 +107,8 @@ class HttpSource:
         self.http = http
         self._transport = transport
         self._sleep = sleep
+        self._present_key: str | None = None
+        """A key the last read returned: the second look checks ``item_url`` with it."""
 
     def describe(self) -> str:
         return f"http {_safe_url(self.config.url)} ({self.config.pagination.style} pagination)"
@@ -131,6 +133,7 @@ class HttpSource:
         client, secret = self._client()
         gone: set[str] = set()
         with client:
+            self._check_item_url(client, secret)
             for key in keys:
                 url = template.replace("{key}", quote(str(key), safe=""))
                 try:
@@ -143,6 +146,24 @@ class HttpSource:
                 if response.status_code in _GONE_STATUS or self._filtered_out(body):
                     gone.add(str(key))
         return gone
+
+    def _check_item_url(self, client: httpx.Client, secret: str | None) -> None:
+        """Raise ``SourceError`` unless ``item_url`` answers 2xx for a key the read just
+        returned: a wrong template would answer 404 for every key and confirm every delete."""
+        template = self.config.item_url or ""
+        known = self._present_key
+        if known is None:
+            raise SourceError(
+                f"source.item_url: no key of the read to check {template!r} with; "
+                "no absence is confirmed"
+            )
+        url = template.replace("{key}", quote(known, safe=""))
+        response, _ = self._fetch(client, _Page(0, url), secret, what="item", also=_GONE_STATUS)
+        if response.status_code in _GONE_STATUS:
+            raise SourceError(
+                f"source.item_url answered HTTP {response.status_code} for {known!r}, which "
+                "the read just returned: check the template; no absence is confirmed"
+            )
 
     def _filtered_out(self, body: bytes) -> bool:
         """Whether an item's body is a record that ``source.where`` leaves out."""
@@ -209,7 +230,12 @@ class HttpSource:
         """Yield every page's records in order; every failure is raised while iterating."""
         client, secret = self._client()
         with client:
-            yield from self._pages(client, secret)
+            for item in self._pages(client, secret):
+                if self._present_key is None and isinstance(item, dict):
+                    key = _walk(item, self.config.key)
+                    if isinstance(key, str | int) and not isinstance(key, bool):
+                        self._present_key = str(key)
+                yield item
 
     def _pages(self, client: httpx.Client, secret: str | None) -> Iterator[SourceItem]:
         config = self.config

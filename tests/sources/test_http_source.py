@@ -590,7 +590,7 @@ def item_api(
     def answer(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         key = request.url.raw_path.decode().rsplit("/", 1)[1]
-        found = answers[key]
+        found = answers.get(key, 404)
         if isinstance(found, dict):
             return httpx.Response(200, json=found)
         return httpx.Response(found, text="no such product")
@@ -604,6 +604,7 @@ def test_the_second_look_confirms_gone_only_the_keys_answered_404_or_410(
     monkeypatch.setenv("CATALOG_TOKEN", TOKEN)
     transport, seen = item_api(
         {"p1": 404, "p2": 410, "p3": {"id": "p3"}, "p4": 500, "p5": 403, "a%2Fb%20c": 404}
+        | {"p0": {"id": "p0"}}
     )
     source = http_source(
         "https://shop.test/p",
@@ -612,6 +613,7 @@ def test_the_second_look_confirms_gone_only_the_keys_answered_404_or_410(
         max_attempts=1,
         item_url="https://shop.test/items/{key}",
     )
+    source._present_key = "p0"  # as a read leaves it: a key it returned
 
     gone = source.confirm_absent(["p1", "p2", "p3", "p4", "p5", "a/b c"])
 
@@ -620,7 +622,7 @@ def test_the_second_look_confirms_gone_only_the_keys_answered_404_or_410(
 
 
 def test_the_second_look_retries_like_the_read() -> None:
-    answers = iter([503, 404])
+    answers = iter([200, 503, 404])  # the check of a present key, then p1
 
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(next(answers))
@@ -632,9 +634,23 @@ def test_the_second_look_retries_like_the_read() -> None:
         transport=httpx.MockTransport(answer),
         item_url="https://shop.test/items/{key}",
     )
+    source._present_key = "p0"
 
     assert source.confirm_absent(["p1"]) == {"p1"}
     assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize("present", [None, "p0"], ids=["no-read-yet", "template-answers-404"])
+def test_an_item_url_that_misses_a_key_the_read_returned_confirms_nothing(present) -> None:
+    transport, seen = item_api({"p1": 404, "p2": 404})  # p0 too: a wrong template
+    source = http_source(
+        "https://shop.test/p", transport=transport, item_url="https://shop.test/itms/{key}"
+    )
+    source._present_key = present
+
+    with pytest.raises(SourceError, match="item_url"):
+        source.confirm_absent(["p1", "p2"])
+    assert len(seen) == (0 if present is None else 1)  # never asked about p1 or p2
 
 
 def test_the_second_look_counts_an_item_left_out_by_where_as_gone() -> None:
@@ -647,6 +663,7 @@ def test_the_second_look_counts_an_item_left_out_by_where_as_gone() -> None:
         where={"status": "publish"},
         item_url="https://shop.test/items/{key}",
     )
+    source._present_key = "p2"
 
     assert source.confirm_absent(["p1", "p2"]) == {"p1"}
 

@@ -393,6 +393,22 @@ class VambeMappingConfig(_Model):
     """``module:function`` called as ``f(record, product) -> product`` after the mapping."""
 
 
+class AlertsConfig(_Model):
+    """Where a target's outcome changing (ok -> failed, blocked, partial, rejecting, and
+    back) is announced, once per change. The URLs are secrets: named by variables."""
+
+    webhook_url_env: str | None = None
+    """Environment variable holding a URL that gets a JSON POST per change."""
+    slack_webhook_url_env: str | None = None
+    """Environment variable holding a Slack incoming-webhook URL (``{"text": ...}``)."""
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """Per delivery attempt: seconds to wait for the endpoint."""
+    attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts per alert before it is given up (logged)."""
+    backoff_s: float = Field(default=1.0, ge=0, le=60)
+    """Seconds before the second attempt, doubled for each further one."""
+
+
 class _TargetBase(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     """Unique name of the target (used in state, logs, metrics, ``--target``)."""
@@ -422,6 +438,8 @@ class _TargetBase(_Model):
     """A write the target may have applied after syncd gave up on it (a timeout, a dropped
     connection, a 5xx) can land late and undo a newer one. Such products are re-sent whole
     by the first run after this many seconds."""
+    alerts: AlertsConfig | None = None
+    """This target's own alert channels, instead of the global ``[alerts]`` table."""
 
 
 class UserfluxTargetConfig(_TargetBase):
@@ -495,6 +513,12 @@ class StateConfig(_Model):
             return value
         return self.url
 
+    keep_runs_days: float = Field(default=90.0, ge=0)
+    """Runs older than this many days are pruned after each daemon run (0: no age limit);
+    a target's latest run is always kept."""
+    keep_runs: int = Field(default=1000, ge=0)
+    """At most this many runs kept per target (0: no count limit)."""
+
 
 class ScheduleConfig(_Model):
     """When ``syncd run`` syncs."""
@@ -509,6 +533,9 @@ class ScheduleConfig(_Model):
     """Time zone of the crontabs (an IANA name)."""
     run_at_start: bool = False
     """Run one sync as soon as the daemon starts."""
+    catch_up: bool = True
+    """At start, run a sync (or full refresh) whose scheduled time passed while no daemon ran,
+    judged by the runs recorded in state (none recorded at all: nothing is caught up)."""
     misfire_grace_s: float = Field(default=3600.0, ge=1)
     """A run missed by up to this long (daemon was busy or down) still runs, once."""
     lease_ttl_s: float = Field(default=60.0, ge=5)
@@ -527,7 +554,8 @@ class HealthConfig(_Model):
     port: int = Field(default=9102, ge=0, le=65535)
     """Port to listen on."""
     max_failing_s: float = Field(default=2 * 86_400.0, gt=0)
-    """/readyz fails when no run succeeded for this long while the last one failed."""
+    """Ignored since readiness no longer depends on runs (failing runs are metrics and
+    alerts: ``syncd_runs_total``, ``[alerts]``); kept so older configs still load."""
 
 
 class LoggingConfig(_Model):
@@ -563,6 +591,8 @@ class SyncdConfig(_Model):
     """Log level and format."""
     http: HttpConfig = Field(default_factory=HttpConfig)
     """Settings of every HTTP client."""
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    """Alerts on a target's outcome changing (for targets without their own ``alerts``)."""
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:
@@ -650,7 +680,23 @@ def secret_names(config: SyncdConfig) -> list[tuple[str, str]]:
             wanted.append(("source.auth.password_env", source.auth.password_env))
     if config.state.url_env:
         wanted.append(("state.url_env", config.state.url_env))
+    wanted.extend(alert_secret_names(config))
     return wanted
+
+
+def alert_secret_names(config: SyncdConfig) -> list[tuple[str, str]]:
+    """The alert webhook URLs the config names: (TOML path, environment variable)."""
+    tables = [("alerts", config.alerts)] + [
+        (f"targets[{index}].alerts", target.alerts)
+        for index, target in enumerate(config.targets)
+        if target.alerts is not None and target.enabled
+    ]
+    return [
+        (f"{path}.{key}", name)
+        for path, table in tables
+        for key in ("webhook_url_env", "slack_webhook_url_env")
+        if (name := getattr(table, key))
+    ]
 
 
 def _secret_problems(config: SyncdConfig, environ: Mapping[str, str]) -> list[ConfigProblem]:

@@ -1,8 +1,11 @@
 """The HTTP listener of the daemon: ``/healthz``, ``/readyz`` and ``/metrics``.
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread; what each endpoint reports comes
-from callables the daemon passes in. ``RunHealth`` keeps since when runs have been
-failing (for /readyz); ``probe`` is the client ``syncd healthcheck`` uses.
+from callables the daemon passes in: /healthz (liveness) is the process and its
+scheduler running, /readyz (readiness) the state database reachable with a current
+schema. Failing runs make neither fail: they go to /metrics and alerts, which a pod
+taken out of service would stop. ``RunHealth`` keeps since when runs have been failing
+(no longer used by the daemon's probes); ``probe`` is the client ``syncd healthcheck`` uses.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ Metrics = Callable[[], tuple[bytes, str]]
 """The metrics text and its content type."""
 
 FAILING = frozenset({"failed", "partial", "blocked"})
-"""Outcomes that count as failing for /readyz; ``locked`` and ``interrupted`` are neutral."""
+"""Outcomes that count as failing; ``locked`` and ``interrupted`` are neutral."""
 
 
 @dataclass(frozen=True, slots=True)

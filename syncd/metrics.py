@@ -3,6 +3,8 @@
 ``SyncdMetrics`` is the executor's ``Events`` (every request answered, every retry) and
 takes each run's ``RunReport``; ``render`` gives the text format served on ``/metrics``.
 ``Progress`` forwards the same events and prints a progress line on a terminal.
+Fit for alerting: every target's series exist from the start at zero, no ``_created``
+series, ``syncd_build_info`` and the process metrics.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +21,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -27,6 +32,12 @@ from syncd.reconcile import RunReport
 
 OPERATIONS = ("created", "updated", "deleted", "rejected", "failed", "held")
 """The ``operation`` label of ``syncd_products_total``."""
+OUTCOMES = ("ok", "partial", "blocked", "failed", "locked", "interrupted")
+"""The ``outcome`` label of ``syncd_runs_total`` (every one exists from the start)."""
+
+_TELLING = ("ok", "partial", "blocked", "failed")
+
+disable_created_metrics()  # type: ignore[no-untyped-call] # no ``_created`` series: they double the counters for nothing
 
 _RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
 _REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
@@ -35,9 +46,10 @@ _REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
 class SyncdMetrics:
     """Counters, gauges and histograms of runs, products and requests, per target."""
 
-    def __init__(self) -> None:
+    def __init__(self, targets: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        ProcessCollector(registry=registry)
         Info("syncd_build", "The running syncd.", registry=registry).info({"version": __version__})
         self.runs = Counter(
             "syncd_runs", "Runs by target and outcome.", ["target", "outcome"], registry=registry
@@ -108,6 +120,34 @@ class SyncdMetrics:
         self.running = Gauge(
             "syncd_run_in_progress", "1 while a run is going, else 0.", registry=registry
         )
+        self.last_outcome = Gauge(
+            "syncd_last_run_outcome",
+            "1 for the outcome of the target's last telling run (ok, partial, blocked, "
+            "failed), 0 for the others; locked and interrupted runs leave it as it was.",
+            ["target", "outcome"],
+            registry=registry,
+        )
+        for target in targets:
+            self.add_target(target)
+
+    def add_target(self, target: str) -> None:
+        """Create the target's series at zero, so ``rate()`` and ``increase()`` see its
+        first failure (a series born at 1 has no increase)."""
+        for outcome in OUTCOMES:
+            self.runs.labels(target, outcome)
+        for operation in OPERATIONS:
+            self.products.labels(target, operation)
+        self.run_seconds.labels(target)
+        self.in_state.labels(target)
+        self.open_rejections.labels(target)
+        for outcome in _TELLING:
+            self.last_outcome.labels(target, outcome)
+
+    def set_outcome(self, target: str, outcome: str) -> None:
+        """The target's last telling outcome (others go to 0); ignored for the rest."""
+        if outcome in _TELLING:
+            for each in _TELLING:
+                self.last_outcome.labels(target, each).set(1 if each == outcome else 0)
 
     # -- the executor's Events --------------------------------------------------------
     def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
@@ -124,6 +164,7 @@ class SyncdMetrics:
         for target in report.targets:
             name = target.target
             self.runs.labels(name, target.outcome).inc()
+            self.set_outcome(name, target.outcome)
             if target.outcome == "locked":
                 continue  # another process ran it: nothing happened here
             counts = {
@@ -148,6 +189,7 @@ class SyncdMetrics:
         now = time.time() if now is None else now
         for name in targets:
             self.runs.labels(name, "failed").inc()
+            self.set_outcome(name, "failed")
             self.last_run.labels(name).set(now)
 
     def observe_state(self, target: str, *, products: int, open_rejections: int) -> None:
@@ -206,4 +248,4 @@ class Progress:
             sys.stderr.flush()
 
 
-__all__ = ["OPERATIONS", "Progress", "SyncdMetrics"]
+__all__ = ["OPERATIONS", "OUTCOMES", "Progress", "SyncdMetrics"]

@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from syncd.config import parse_config
 from syncd.daemon import (
     Daemon,
     crontab_day_of_week,
+    missed_run,
     next_runs,
     schedule_triggers,
 )
 from syncd.errors import ConfigError
+from syncd.model import RunRecord
 from syncd.sandbox import FakeUserflux
 from syncd.state import open_store
 
@@ -484,3 +486,206 @@ def test_two_daemons_on_postgresql_push_each_product_once_and_the_survivor_takes
             if second is not None:
                 stop_process(second)
             store.close()
+
+
+# -- no missed night -------------------------------------------------------------------
+
+_NIGHTLY = {"cron": "0 3 * * *", "full_refresh_cron": "0 4 * * 0"}
+
+
+def _ts(day: int, hour: int, minute: int = 0) -> float:
+    return datetime(2026, 11, day, hour, minute, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("last", "last_full", "now", "missed"),
+    [
+        # Wed 25th 09:00; last run Tue 03:00, Wednesday's 03:00 fell while down
+        (_ts(24, 3), _ts(22, 4), _ts(25, 9), ("incremental", _ts(25, 3))),
+        # the last run started after Wednesday's 03:00: nothing missed
+        (_ts(25, 3, 1), _ts(22, 4), _ts(25, 9), None),
+        # down over Sunday 04:00: the full refresh is caught up (it covers the sync)
+        (_ts(28, 3), _ts(22, 4), _ts(30, 9), ("full", _ts(29, 4))),
+        # down only until 02:00: the night is still ahead
+        (_ts(24, 3), _ts(22, 4), _ts(25, 2), None),
+    ],
+)
+def test_a_scheduled_time_that_fell_after_the_last_recorded_run_is_missed(
+    last: float, last_full: float, now: float, missed: tuple[str, float] | None
+) -> None:
+    config = load(_minimal_toml(schedule=_NIGHTLY))
+    found = missed_run(
+        config.schedule, datetime.fromtimestamp(now, UTC), {"uf": last}, {"uf": last_full}
+    )
+    if missed is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert ("full" if found.full else "incremental", found.due_at.timestamp()) == missed
+
+
+def test_a_target_with_no_recorded_run_has_missed_nothing() -> None:
+    config = load(_minimal_toml(schedule=_NIGHTLY))
+    assert missed_run(config.schedule, datetime.now(UTC), {}) is None
+
+
+def test_an_interval_schedule_catches_up_when_the_last_run_is_older_than_the_interval() -> None:
+    config = load(_minimal_toml(schedule={"interval_s": 600, "full_refresh_cron": ""}))
+    now = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    assert missed_run(config.schedule, now, {"uf": now.timestamp() - 300}) is None
+    found = missed_run(config.schedule, now, {"uf": now.timestamp() - 900})
+    assert found is not None and not found.full
+
+
+def _record_run(state_url: str, started_at: float, outcome: str = "ok") -> None:
+    store = open_store(state_url)
+    try:
+        run_id = store.start_run("uf", mode="incremental", mode_reason="", holder="test:1:x")
+        store.finish_run(
+            RunRecord(run_id, "uf", started_at, started_at + 1, "incremental", "", outcome)
+        )
+    finally:
+        store.close()
+
+
+def _nightly_an_hour_ago(tmp_path: Path, fake: FakeUserflux, **schedule: Any) -> Daemon:
+    """A daemon whose daily cron fell an hour ago."""
+    due = datetime.now(UTC) - timedelta(hours=1)
+    return _daemon(tmp_path, fake, 2, cron=f"{due.minute} {due.hour} * * *", **schedule)
+
+
+def _wait_a_moment_for_runs(daemon: Daemon, seconds: float = 1.5) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and daemon.runs_finished == 0:
+        time.sleep(0.05)
+    return daemon.runs_finished
+
+
+def test_a_daemon_started_after_its_cron_time_with_no_run_since_runs_it_at_start(
+    tmp_path: Path,
+) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        daemon = _nightly_an_hour_ago(tmp_path, fake)
+        _record_run(state_url, time.time() - 2 * 86_400)  # the night before last
+        with capture_logs() as logs:
+            daemon.start()
+            try:
+                wait_until("the caught-up run", lambda: daemon.runs_finished >= 1, timeout=10)
+            finally:
+                daemon.request_stop()
+                assert daemon.shutdown()
+    [started] = [e for e in logs if e["event"] == "syncd.daemon.run_started"]
+    assert started["trigger"] == "catch_up"
+    assert daemon.missed is not None and not daemon.missed.full
+    assert len(pushed_ids(fake)) == 2
+
+
+def test_a_daemon_whose_last_run_is_after_the_last_cron_time_does_not_run_at_start(
+    tmp_path: Path,
+) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        daemon = _nightly_an_hour_ago(tmp_path, fake)
+        _record_run(state_url, time.time() - 1800)  # ran half an hour after the cron time
+        daemon.start()
+        try:
+            assert _wait_a_moment_for_runs(daemon) == 0
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+    assert daemon.missed is None and fake.request_count() == 0
+
+
+def test_an_interrupted_run_does_not_count_as_the_night_s_run_and_catch_up_can_be_off(
+    tmp_path: Path,
+) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        _record_run(state_url, time.time() - 2 * 86_400)
+        _record_run(state_url, time.time() - 1800, outcome="interrupted")  # crashed mid-run
+        off = _nightly_an_hour_ago(tmp_path, fake, catch_up=False)
+        off.start()
+        try:
+            assert _wait_a_moment_for_runs(off, 0.5) == 0
+        finally:
+            off.request_stop()
+            assert off.shutdown()
+        daemon = _nightly_an_hour_ago(tmp_path, fake)
+        daemon.start()
+        try:
+            wait_until("the caught-up run", lambda: daemon.runs_finished >= 1, timeout=10)
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+
+
+# -- bounded history -------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def state_url(request: pytest.FixtureRequest) -> str:
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+def test_runs_are_pruned_by_age_and_count_but_never_the_latest_nor_one_still_going(
+    state_url: str,
+) -> None:
+    now = time.time()
+    starts = [now - days * 86_400 for days in (400, 300, 200, 5, 4, 3)]
+    for started in starts:
+        _record_run(state_url, started)
+    store = open_store(state_url)
+    try:
+        running = store.start_run("other", mode="full", mode_reason="", holder="t:1:x")
+        assert store.prune_runs("uf", before=now - 90 * 86_400, keep=0) == 3
+        assert [round((now - r.started_at) / 86_400) for r in store.recent_runs("uf")] == [3, 4, 5]
+        assert store.prune_runs("uf", before=0, keep=2) == 1
+        assert len(store.recent_runs("uf")) == 2
+        # everything is old: the latest run stays all the same
+        assert store.prune_runs("uf", before=now + 1, keep=0) == 1
+        assert [round((now - r.started_at) / 86_400) for r in store.recent_runs("uf")] == [3]
+        assert store.prune_runs("other", before=now + 1, keep=1) == 0
+        assert [r.id for r in store.recent_runs("other")] == [running]
+    finally:
+        store.close()
+
+
+def test_only_local_rejections_no_run_has_seen_for_long_are_pruned(state_url: str) -> None:
+    from syncd.model import Rejection
+
+    now = time.time()
+    store = open_store(state_url)
+    try:
+        old = now - 100 * 86_400
+        store.record_rejections(
+            "uf",
+            [Rejection("gone", "no name"), Rejection("refused", "400", by_target=True)],
+            old,
+        )
+        store.record_rejections("uf", [Rejection("recent", "no name")], now - 86_400)
+        assert store.prune_stale_rejections("uf", before=now - 90 * 86_400) == 0  # no run yet
+        _record_run(state_url, now - 60)
+        assert store.prune_stale_rejections("uf", before=now - 90 * 86_400) == 1
+        assert [r.key for r in store.open_rejections("uf")] == ["recent", "refused"]
+    finally:
+        store.close()
+
+
+def test_the_daemon_prunes_history_after_a_run(tmp_path: Path) -> None:
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        daemon = _daemon(tmp_path, fake, 2)
+        daemon.config = daemon.config.model_copy(
+            update={"state": daemon.config.state.model_copy(update={"keep_runs": 2})}
+        )
+        daemon.start()
+        try:
+            for _ in range(4):
+                daemon.run_once(full=False, reason="", trigger="test")
+            assert daemon.store is not None
+            ids = [run.id for run in daemon.store.recent_runs("uf", limit=10)]
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+    assert ids == [4, 3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -261,3 +262,75 @@ def test_healthcheck_exits_0_when_healthz_answers_200_and_1_otherwise(tmp_path: 
     broken = tmp_path / "broken.toml"
     broken.write_text("[source]\n")
     assert healthcheck(config=broken) == 1  # never 2: Docker reserves it
+
+
+def test_a_daemon_whose_runs_keep_failing_stays_live_and_ready_and_says_so_in_metrics(
+    tmp_path: Path,
+) -> None:
+    from syncd.sandbox import Fault
+
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = open_store(state_url)
+    for days_ago in (4, 3, 2):  # failing for longer than health.max_failing_s
+        run_id = store.start_run("uf", mode="incremental", mode_reason="", holder="t:1:x")
+        started = time.time() - days_ago * 86_400
+        store.finish_run(RunRecord(run_id, "uf", started, started + 1, "incremental", "", "failed"))
+    store.close()
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 2)
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        fake.inject(Fault(status=401, times=None))
+        config = load(
+            config_toml(
+                catalog=catalog,
+                state_url=state_url,
+                userflux_url=fake.url,
+                schedule={"catch_up": False},
+                health={"host": "127.0.0.1", "port": 0, "max_failing_s": 1},
+            )
+        )
+        daemon = Daemon(config, lambda: open_store(state_url), environ=ENV_KEYS)
+        daemon.start()
+        try:
+            assert daemon.health_url is not None
+            metrics = get(daemon.health_url + "/metrics")[1].decode()
+            report = daemon.run_once(full=False, reason="", trigger="test")
+            assert report is not None and report.targets[0].outcome == "failed"
+            assert get(daemon.health_url + "/readyz")[:2] == (200, b'{"status": "ok"}\n')
+            assert get(daemon.health_url + "/healthz")[0] == 200
+            after = get(daemon.health_url + "/metrics")[1].decode()
+        finally:
+            daemon.request_stop()
+            daemon.shutdown()
+    # the failing streak recorded in state shows from the first scrape, then counts on
+    assert 'syncd_last_run_outcome{outcome="failed",target="uf"} 1.0' in metrics
+    assert 'syncd_runs_total{outcome="failed",target="uf"} 0.0' in metrics
+    assert 'syncd_runs_total{outcome="failed",target="uf"} 1.0' in after
+
+
+def test_healthz_is_503_once_the_scheduler_thread_died(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 1)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = load(
+        config_toml(
+            catalog=catalog,
+            state_url=state_url,
+            userflux_url="http://127.0.0.1:9",
+            health={"host": "127.0.0.1", "port": 0},
+        )
+    )
+    daemon = Daemon(config, lambda: open_store(state_url), environ=ENV_KEYS)
+    daemon.start()
+    try:
+        assert daemon.health_url is not None
+        assert get(daemon.health_url + "/healthz")[0] == 200
+        assert daemon._scheduler is not None
+        daemon._scheduler.shutdown(wait=False)
+        assert daemon._scheduler_thread is not None
+        daemon._scheduler_thread.join(timeout=5)
+        assert get(daemon.health_url + "/healthz")[0] == 503
+        assert get(daemon.health_url + "/readyz")[0] == 200  # the state database is fine
+    finally:
+        daemon.request_stop()
+        daemon.shutdown()

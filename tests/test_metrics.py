@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from syncd import __version__
 from syncd.daemon import sync_once
-from syncd.metrics import OPERATIONS, Progress, SyncdMetrics
+from syncd.metrics import OPERATIONS, OUTCOMES, Progress, SyncdMetrics
 from syncd.reconcile import RunOptions, RunReport, TargetReport
 from syncd.sandbox import FakeUserflux
 from syncd.state import open_store
@@ -244,3 +250,121 @@ def test_progress_forwards_events_and_prints_a_line_now_and_then(capsys) -> None
         wait_until("a progress line", lambda: "1 requests answered" in capsys.readouterr().err)
     found = samples(metrics)
     assert value(found, "syncd_retries_total", target="uf", status="503") == 1
+
+
+# -- Prometheus conventions ------------------------------------------------------------
+
+RULES = Path(__file__).resolve().parents[1] / "examples" / "monitoring" / "syncd-alerts.yml"
+_UNITS_NOT_BASE = (
+    "milliseconds",
+    "millis",
+    "_ms",
+    "minutes",
+    "hours",
+    "days",
+    "kilobytes",
+    "megabytes",
+    "percent",
+)
+
+
+def test_every_target_and_outcome_exists_at_zero_from_the_start() -> None:
+    found = samples(SyncdMetrics(["uf", "vambe"]))
+    for target in ("uf", "vambe"):
+        for outcome in OUTCOMES:
+            assert value(found, "syncd_runs_total", target=target, outcome=outcome) == 0
+        for operation in OPERATIONS:
+            assert value(found, "syncd_products_total", target=target, operation=operation) == 0
+        assert value(found, "syncd_run_duration_seconds_count", target=target) == 0
+        assert value(found, "syncd_open_rejections", target=target) == 0
+
+
+def test_there_are_no_created_series_and_there_are_build_info_and_process_metrics() -> None:
+    metrics = SyncdMetrics(["uf"])
+    metrics.observe_report(RunReport((_target(created=1),), 1, True))
+    text = metrics.render()[0].decode()
+    assert "_created" not in text
+    assert f'syncd_build_info{{version="{__version__}"}} 1.0' in text
+    found = samples(metrics)
+    assert total(found, "process_resident_memory_bytes") > 0
+    assert total(found, "process_cpu_seconds_total") >= 0
+    assert ("process_start_time_seconds", frozenset()) in found
+
+
+def test_the_last_telling_outcome_is_one_and_the_others_zero() -> None:
+    metrics = SyncdMetrics(["uf"])
+    metrics.observe_report(RunReport((_target(outcome="failed"),), 1, True))
+    metrics.observe_report(RunReport((_target(outcome="locked"),), 1, True))  # says nothing
+    found = samples(metrics)
+    assert value(found, "syncd_last_run_outcome", target="uf", outcome="failed") == 1
+    assert value(found, "syncd_last_run_outcome", target="uf", outcome="ok") == 0
+    metrics.observe_report(RunReport((_target(outcome="ok"),), 1, True))
+    found = samples(metrics)
+    assert value(found, "syncd_last_run_outcome", target="uf", outcome="failed") == 0
+    assert value(found, "syncd_last_run_outcome", target="uf", outcome="ok") == 1
+
+
+def _every_family(metrics: SyncdMetrics) -> list[Any]:
+    metrics.observe_report(RunReport((_target(created=1, drift=0),), 1, True))
+    metrics.request("uf", "product", "2xx", 0.1)
+    metrics.retry("uf", "503")
+    return list(text_string_to_metric_families(metrics.render()[0].decode()))
+
+
+def test_metric_names_follow_the_prometheus_naming_conventions() -> None:
+    problems = []
+    for family in _every_family(SyncdMetrics(["uf"])):
+        name = family.name
+        if not re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", name):
+            problems.append(f"{name}: not snake_case")
+        if not name.startswith(("syncd_", "process_")):
+            problems.append(f"{name}: no syncd_ prefix")
+        if any(unit in name for unit in _UNITS_NOT_BASE):
+            problems.append(f"{name}: not in base units (seconds, bytes)")
+        if ("duration" in name or "timestamp" in name) and not name.endswith("_seconds"):
+            problems.append(f"{name}: a time without the _seconds suffix")
+        for sample in family.samples:
+            if family.type == "counter" and not sample.name.endswith("_total"):
+                problems.append(f"{sample.name}: a counter without _total")
+            if family.type != "counter" and sample.name.endswith("_total"):
+                problems.append(f"{sample.name}: _total on a {family.type}")
+    assert problems == []
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    return found
+
+
+def test_promtool_finds_nothing_to_say_about_the_metrics() -> None:
+    promtool = _promtool()
+    text = SyncdMetrics(["uf"]).render()[0]
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_accepts_the_shipped_alert_rules() -> None:
+    promtool = _promtool()
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_rule_uses_metrics_syncd_exports() -> None:
+    exported = {
+        sample.name for family in _every_family(SyncdMetrics(["uf"])) for sample in family.samples
+    }
+    expressions = re.findall(r"^\s+expr:\s*(.+)$", RULES.read_text(), flags=re.MULTILINE)
+    alerts = re.findall(r"^\s+- alert:\s*(\w+)$", RULES.read_text(), flags=re.MULTILINE)
+    assert len(expressions) == len(alerts) >= 5
+    used = {name for expr in expressions for name in re.findall(r"\bsyncd_[a-z0-9_]+", expr)}
+    assert used and used <= exported, used - exported
+    # the same conditions as syncd's own alerts: failed, blocked, partial, rejecting
+    text = "\n".join(expressions)
+    for condition in ('"failed"', '"blocked"', '"partial"', "syncd_open_rejections"):
+        assert condition in text

@@ -2,9 +2,10 @@
 
 APScheduler 3 fires the incremental and the full-refresh schedules into one worker
 thread, so two runs never overlap in a process; the reconciler's leases keep other
-processes off a target. Also serves /healthz, /readyz and /metrics, and computes the
-next scheduled runs for ``syncd status`` (``schedule.py``). The only package that
-imports APScheduler.
+processes off a target. At start it catches up a scheduled run missed while no daemon
+ran; after each run it announces outcome changes (``syncd.alerts``) and prunes old
+history. Also serves /healthz, /readyz and /metrics, and computes the next scheduled
+runs for ``syncd status`` (``schedule.py``). The only package that imports APScheduler.
 """
 
 from __future__ import annotations
@@ -26,17 +27,20 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from syncd.alerts import Alerter
 from syncd.config import SyncdConfig
 from syncd.daemon.schedule import (
+    MissedRun,
     Triggers,
     crontab_day_of_week,
+    missed_run,
     next_fire,
     next_runs,
     schedule_timezone,
     schedule_triggers,
 )
 from syncd.errors import StateSchemaError, SyncdError
-from syncd.health import FAILING, HealthServer, Probes, RunHealth
+from syncd.health import FAILING, HealthServer, Probes
 from syncd.metrics import Progress, SyncdMetrics
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.state import StateStore
@@ -46,8 +50,14 @@ log = structlog.get_logger("syncd.daemon")
 StoreFactory = Callable[[], StateStore]
 """Opens the state store (and applies pending migrations)."""
 
-SYNC_JOB, FULL_JOB, REASSERT_JOB = "sync", "full_refresh", "reassert"
+SYNC_JOB, FULL_JOB, REASSERT_JOB, CATCH_UP_JOB = "sync", "full_refresh", "reassert", "catch_up"
 _HARD_EXIT = 130
+_TELLING = ("ok", "partial", "blocked", "failed")
+_NOT_A_RUN = ("running", "interrupted")
+"""Runs that never got to the end: they don't count as the night's run."""
+_DAY_S = 86_400.0
+_ALERTS_CLOSE_S = 10.0
+"""At shutdown or the end of ``syncd sync``: how long queued alerts may still take."""
 
 
 # --------------------------------------------------------------------------------------
@@ -65,6 +75,40 @@ def _observe_state(store: StateStore, config: SyncdConfig, metrics: SyncdMetrics
             )
         except SyncdError as exc:
             log.warning("syncd.daemon.state_unreadable", target=target.name, error=str(exc))
+
+
+def prune_history(store: StateStore, config: SyncdConfig, targets: list[str]) -> None:
+    """Prune the targets' runs and stale local rejections past ``[state] keep_runs_days``
+    and ``keep_runs`` (indexed deletes; a target's latest run and open rejections stay)."""
+    keep = config.state
+    before = time.time() - keep.keep_runs_days * _DAY_S if keep.keep_runs_days else 0.0
+    for name in targets:
+        try:
+            runs = store.prune_runs(name, before=before, keep=keep.keep_runs)
+            rejections = store.prune_stale_rejections(name, before=before) if before else 0
+        except SyncdError as exc:
+            log.warning("syncd.daemon.prune_failed", target=name, error=str(exc))
+            continue
+        if runs or rejections:
+            log.info("syncd.daemon.history_pruned", target=name, runs=runs, rejections=rejections)
+
+
+def find_missed_run(store: StateStore, config: SyncdConfig, now: datetime) -> MissedRun | None:
+    """The scheduled run that fell while no daemon ran, judged by the runs in state."""
+    last_started: dict[str, float] = {}
+    last_full: dict[str, float] = {}
+    for target in config.targets:
+        if not target.enabled:
+            continue
+        runs = store.recent_runs(target.name, limit=50)
+        if not runs:
+            continue  # never ran: nothing was missed
+        done = [run for run in runs if run.outcome not in _NOT_A_RUN]
+        last_started[target.name] = done[0].started_at if done else runs[-1].started_at
+        full = next((run for run in done if run.mode == "full"), None)
+        if full is not None:
+            last_full[target.name] = full.started_at
+    return missed_run(config.schedule, now, last_started, last_full)
 
 
 def _store_reasons(store: StateStore) -> list[str]:
@@ -88,14 +132,17 @@ class Daemon:
         environ: Mapping[str, str] | None = None,
         transports: Mapping[str, httpx.BaseTransport] | None = None,
         progress: bool = False,
+        alerter: Alerter | None = None,
     ) -> None:
         self.config = config
         self._open_state = open_state
         self._environ = environ
         self._transports = transports
         self._progress = progress
-        self.metrics = SyncdMetrics()
-        self.health = RunHealth()
+        self.metrics = SyncdMetrics(t.name for t in config.targets if t.enabled)
+        self.alerter = alerter or Alerter(config, environ=environ)
+        self.missed: MissedRun | None = None
+        """The scheduled run found missed at start (and caught up), if any."""
         self.store: StateStore | None = None
         self._stopping = threading.Event()
         self._run_stop: threading.Event | None = None
@@ -123,6 +170,8 @@ class Daemon:
         self.store = store = self._open_state()
         try:
             self._seed(store)
+            if schedule.catch_up and not start_now:
+                self._catch_up(scheduler, store, now)
             if config.health.enabled:
                 self._server = HealthServer(
                     config.health.host,
@@ -187,10 +236,41 @@ class Daemon:
             )
         return scheduler
 
+    def _catch_up(self, scheduler: BlockingScheduler, store: StateStore, now: datetime) -> None:
+        try:
+            missed = find_missed_run(store, self.config, now)
+        except SyncdError as exc:
+            log.warning("syncd.daemon.catch_up_unknown", error=str(exc))
+            return
+        if missed is None:
+            return
+        self.missed = missed
+        what = "full refresh" if missed.full else "sync"
+        scheduler.add_job(
+            self.run_once,
+            "date",
+            run_date=now,
+            id=CATCH_UP_JOB,
+            name=f"missed {what}",
+            kwargs={
+                "full": missed.full,
+                "reason": f"scheduled full refresh missed (due {_iso(missed.due_at)})",
+                "trigger": "catch_up",
+            },
+        )
+        log.info(
+            "syncd.daemon.catching_up",
+            full=missed.full,
+            due_at=_iso(missed.due_at),
+            last_run_at=_iso(missed.last_run_at),
+        )
+
     def _seed(self, store: StateStore) -> None:
         for target in self.config.targets:
             runs = store.recent_runs(target.name, limit=50)
-            self.health.seed(target.name, runs)
+            telling = next((r for r in runs if r.outcome in _TELLING), None)
+            if telling is not None:
+                self.metrics.set_outcome(target.name, telling.outcome)
             success = next((r for r in runs if r.outcome == "ok" and r.finished_at), None)
             if success is not None and success.finished_at is not None:
                 self.metrics.seed_last_success(target.name, success.finished_at)
@@ -226,6 +306,7 @@ class Daemon:
         if thread is not None:
             thread.join(timeout=5)
         finished = self._idle.wait(grace + 15)
+        self.alerter.close(_ALERTS_CLOSE_S)
         if self._server is not None:
             self._server.stop()
         if finished and self.store is not None:
@@ -234,12 +315,14 @@ class Daemon:
 
     # -- probes ---------------------------------------------------------------------------
     def alive(self) -> bool:
+        """Liveness: the process and its scheduler run (failing syncs don't make it dead)."""
         thread = self._scheduler_thread
         return thread is not None and thread.is_alive()
 
     def not_ready(self) -> list[str]:
-        reasons = _store_reasons(self.store) if self.store is not None else ["not started"]
-        return reasons + self.health.reasons(time.time(), self.config.health.max_failing_s)
+        """Readiness: the state database answers and its schema is current. Failing runs
+        are no reason: they go to metrics and alerts, which an unready pod would silence."""
+        return _store_reasons(self.store) if self.store is not None else ["not started"]
 
     @property
     def health_url(self) -> str | None:
@@ -293,9 +376,8 @@ class Daemon:
                 report = reconciler.sync(options)
         except Exception as exc:  # the daemon outlives a failed run
             now = time.time()
-            for name in names:
-                self.health.observe(name, "failed", now)
             self.metrics.observe_failure(names, now)
+            self.alerter.observe_failure(names, str(exc), store)
             log.error(
                 "syncd.daemon.run_failed",
                 mode=mode,
@@ -308,9 +390,10 @@ class Daemon:
         now = time.time()
         self.metrics.observe_report(report, now)
         for target in report.targets:
-            self.health.observe(target.target, target.outcome, now)
             if target.outcome == "locked":
                 log.info("syncd.daemon.target_locked", target=target.target, reason=target.error)
+        self.alerter.observe(report, store)
+        prune_history(store, config, [t.target for t in report.targets if t.outcome != "locked"])
         _observe_state(store, config, self.metrics)
         self._follow_up_doubts(report)
         failing = any(t.outcome in FAILING for t in report.targets)
@@ -437,9 +520,11 @@ def sync_once(
     SIGTERM/SIGINT set ``stop``: no new requests, in-flight ones finish within the grace
     period and their acknowledgements are committed; a second signal exits at once.
     """
-    metrics = metrics or SyncdMetrics()
+    metrics = metrics or SyncdMetrics(t.name for t in config.targets if t.enabled)
     stop = stop or threading.Event()
+    alerter = Alerter(config, environ=environ)
     with contextlib.ExitStack() as stack:
+        stack.callback(alerter.close, _ALERTS_CLOSE_S)
         stack.enter_context(_signals(stop.set))
         if metrics_port is not None:
             stack.enter_context(
@@ -456,15 +541,21 @@ def sync_once(
         events: Any = stack.enter_context(Progress(metrics)) if progress else metrics
         report = Reconciler(config, store, environ=environ, events=events, stop=stop).sync(options)
         metrics.observe_report(report)
+        alerter.observe(report, store)
+        prune_history(store, config, [t.target for t in report.targets if t.outcome != "locked"])
         _observe_state(store, config, metrics)
         return report
 
 
 __all__ = [
     "Daemon",
+    "MissedRun",
     "Triggers",
     "crontab_day_of_week",
+    "find_missed_run",
+    "missed_run",
     "next_runs",
+    "prune_history",
     "run_daemon",
     "schedule_triggers",
     "sync_once",

@@ -1,5 +1,8 @@
 """The schedule: crontab and interval triggers for the sync and the full refresh.
 
+``missed_run`` says whether a scheduled run fell while no daemon ran (judged by the
+runs recorded in state), so the daemon catches it up at start.
+
 Crontab days of week follow cron (0 and 7 are Sunday), not APScheduler 3's own
 numbering (0 is Monday), so ``0 4 * * 0`` fires on Sundays.
 """
@@ -120,6 +123,55 @@ def next_fire(trigger: BaseTrigger | None, now: datetime) -> datetime | None:
         return None
     fire: datetime | None = trigger.get_next_fire_time(None, now)
     return None if fire is None else fire.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class MissedRun:
+    """A scheduled run that fell while no daemon ran: caught up at start."""
+
+    full: bool
+    """The full refresh was missed (it covers the incremental sync too)."""
+    due_at: datetime
+    """When it was due (aware UTC)."""
+    last_run_at: datetime
+    """When the run it is judged against started (aware UTC)."""
+
+
+def missed_run(
+    schedule: ScheduleConfig,
+    now: datetime,
+    last_started: Mapping[str, float],
+    last_full_started: Mapping[str, float] | None = None,
+) -> MissedRun | None:
+    """The run to catch up at start, if any.
+
+    ``last_started``: per target with recorded runs, when its last run that got going
+    started (POSIX seconds); ``last_full_started``: the same for full refreshes (a target
+    never fully refreshed is judged against ``last_started``). A target with no recorded
+    run has missed nothing (a new install waits for its schedule or ``run_at_start``).
+    A scheduled time that fell after that start and before ``now`` was missed.
+    """
+    if not last_started:
+        return None
+    last_full_started = last_full_started or {}
+    triggers = schedule_triggers(schedule)
+    candidates = []
+    oldest = min(last_started.values())
+    oldest_full = min(last_full_started.get(name, since) for name, since in last_started.items())
+    for full, trigger, since in (
+        (True, triggers.full_refresh, oldest_full),
+        (False, triggers.sync, oldest),
+    ):
+        anchor = datetime.fromtimestamp(since, UTC)
+        if trigger is None:
+            continue
+        if isinstance(trigger, IntervalTrigger):
+            due: datetime | None = anchor + trigger.interval
+        else:
+            due = next_fire(trigger, anchor + timedelta(microseconds=1))
+        if due is not None and due <= now:
+            candidates.append(MissedRun(full=full, due_at=due.astimezone(UTC), last_run_at=anchor))
+    return candidates[0] if candidates else None
 
 
 def next_runs(

@@ -162,6 +162,18 @@ class StateStore(Protocol):
 
     def recent_runs(self, target: str | None = None, limit: int = 20) -> list[RunRecord]: ...
 
+    def prune_runs(self, target: str, *, before: float, keep: int) -> int:
+        """Delete the target's finished runs that started before ``before`` (POSIX seconds;
+        0: no age limit) or are older than its ``keep`` newest (0: no count limit). The
+        target's latest run and runs still going are never deleted; returns how many went."""
+        ...
+
+    def prune_stale_rejections(self, target: str, *, before: float) -> int:
+        """Delete the target's rejections made by syncd's own checks (not by the target)
+        last seen before ``before`` and not seen by a run since: a product refused
+        locally is refused again by every run that reads it, so these are resolved."""
+        ...
+
     def last_complete_source_count(self, target: str) -> int | None:
         """The source size of the target's last run whose source read completed."""
         ...

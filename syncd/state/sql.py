@@ -250,6 +250,41 @@ class SqlStateStore:
             for row in rows
         ]
 
+    def prune_runs(self, target: str, *, before: float, keep: int) -> int:
+        r = runs.c
+        newest = sa.select(r.id).where(r.target == target).order_by(r.id.desc())
+        with self.translated("prune runs"), self.engine.begin() as conn:
+            latest = conn.execute(newest.limit(1)).scalar_one_or_none()
+            if latest is None:
+                return 0
+            old = [r.started_at < before] if before > 0 else []
+            if keep > 0:  # the id of the newest run beyond the ``keep`` newest (index scan)
+                cutoff = conn.execute(newest.offset(keep).limit(1)).scalar_one_or_none()
+                if cutoff is not None:
+                    old.append(r.id <= cutoff)
+            if not old:
+                return 0
+            stmt = runs.delete().where(
+                r.target == target, r.id < latest, r.outcome != "running", sa.or_(*old)
+            )
+            return int(conn.execute(stmt).rowcount)
+
+    def prune_stale_rejections(self, target: str, *, before: float) -> int:
+        r = rejections_table.c
+        last_run = sa.select(sa.func.max(runs.c.started_at)).where(
+            runs.c.target == target, runs.c.finished_at.is_not(None)
+        )
+        with self.translated("prune rejections"), self.engine.begin() as conn:
+            since = conn.execute(last_run).scalar_one_or_none()
+            if since is None:
+                return 0
+            stmt = rejections_table.delete().where(
+                r.target == target,
+                r.by_target.is_(False),
+                r.last_seen < min(before, float(since)),
+            )
+            return int(conn.execute(stmt).rowcount)
+
     def last_complete_source_count(self, target: str) -> int | None:
         r = runs.c
         query = (

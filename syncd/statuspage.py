@@ -232,7 +232,8 @@ def _in_flight(snapshot: StatusSnapshot) -> str:
         if previous is not None and previous.finished_at is not None:
             took = f"; the last run took {_duration(previous.finished_at - previous.started_at)}"
         items.append(
-            f'<li data-target="{_e(run.target)}">Run in progress: <strong>{_e(run.target)}</strong> '
+            f'<li data-target="{_e(run.target)}">'
+            f"Run in progress: <strong>{_e(run.target)}</strong> "
             f"({_e(run.mode)}: {_e(run.mode_reason or 'changes since the last run')}), "
             f"started {_when(run.started_at)}, running for "
             f"{_duration(snapshot.now - run.started_at)}{took}"

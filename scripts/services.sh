@@ -38,4 +38,14 @@ if command -v mariadb-admin >/dev/null 2>&1 || command -v mysqladmin >/dev/null 
 else
   echo "services: MariaDB is not installed here; its tests will be skipped (or fail under CI)" >&2
 fi
+# The status page's tests drive a real headless browser: Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "services: installing chromium (status page tests)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      >/dev/null || echo "services: chromium could not be installed" >&2
+  else
+    echo "services: chromium is missing; the status page tests will be skipped (or fail under CI)" >&2
+  fi
+fi
 exit 0

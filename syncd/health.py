@@ -33,6 +33,8 @@ Ready = Callable[[], list[str]]
 """Why the process is not ready; an empty list when it is."""
 Metrics = Callable[[], tuple[bytes, str]]
 """The metrics text and its content type."""
+StatusPage = Callable[[str], tuple[bytes, str]]
+"""The status page for a query string: its body and content type (``syncd.statuspage``)."""
 
 FAILING = frozenset({"failed", "partial", "blocked"})
 """Outcomes that count as failing; ``locked`` and ``interrupted`` are neutral."""
@@ -45,6 +47,7 @@ class Probes:
     alive: Alive
     ready: Ready
     metrics: Metrics | None = None
+    status: StatusPage | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -61,7 +64,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # scrapes and probes every few seconds: not worth a log line
 
     def _answer(self, *, with_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         probes = self.server.probes
         try:
             if path == "/healthz":
@@ -74,6 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif path == "/metrics" and probes.metrics is not None:
                 body, ctype = probes.metrics()
+                status = 200
+            elif path in ("/", "/status") and probes.status is not None:
+                body, ctype = probes.status(query)
                 status = 200
             else:
                 status, body, ctype = _json(404, "not found", [f"no endpoint {path}"])

@@ -44,6 +44,7 @@ from syncd.health import FAILING, HealthServer, Probes
 from syncd.metrics import Progress, SyncdMetrics
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.state import StateStore
+from syncd.statuspage import status_page
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -176,7 +177,12 @@ class Daemon:
                 self._server = HealthServer(
                     config.health.host,
                     config.health.port,
-                    Probes(alive=self.alive, ready=self.not_ready, metrics=self.metrics.render),
+                    Probes(
+                        alive=self.alive,
+                        ready=self.not_ready,
+                        metrics=self.metrics.render,
+                        status=status_page(config, lambda: self.store),
+                    ),
                 ).start()
         except BaseException:
             store.close()

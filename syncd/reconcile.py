@@ -113,6 +113,11 @@ class _TargetRun:
     """Products missing from the read not deleted yet (more reads needed, or found again)."""
     doubted: int = 0
     """Products whose write this run left in doubt."""
+    only: frozenset[str] = frozenset()
+    """``RunOptions.keys`` (a resend): only these products are mapped, staged and sent;
+    empty: the whole catalog."""
+    found: set[str] = field(default_factory=set)
+    """With ``only``: the keys the read found."""
 
     @property
     def full(self) -> bool:
@@ -330,7 +335,10 @@ class Reconciler:
             stack.callback(target.close)
             mapper = build_mapper(config, self.config.source.key)
             state_count = self.store.count(config.name)
-            if options.full:
+            if options.keys:  # a resend: the named products, sent whole (see _map_one)
+                mode = "full"
+                reason = f"resend of {len(options.keys)} named products: sent whole"
+            elif options.full:
                 mode, reason = "full", options.full_reason
             elif state_count == 0:
                 mode, reason = "full", "state holds nothing for this target: full refresh"
@@ -348,6 +356,7 @@ class Reconciler:
                 held_rejections=self.store.held_rejections(config.name, since),
                 spool=spool,
                 remember=leases is not None,
+                only=frozenset(options.keys),
             )
             runs.append(run)
             if leases is None:
@@ -568,6 +577,8 @@ class Reconciler:
     ) -> None:
         try:
             document = run.mapper.map(record)
+            if run.only and document.key not in run.only:
+                return  # a resend: another product, neither sent nor seen
             run.target.validate(document.key, document.payload)
             if document.size > MAX_DOCUMENT_BYTES:
                 raise RecordError(
@@ -576,6 +587,10 @@ class Reconciler:
                 )
         except RecordError as exc:
             key = exc.key
+            if run.only:
+                if key not in run.only:
+                    return  # a resend: not one of the named products
+                run.found.add(key)
             reason = f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key:
@@ -588,6 +603,8 @@ class Reconciler:
                 run.keyless.append(reason)
         else:
             run.chunk.append(document.slim(source_hash))  # the plan holds bytes, not dicts
+            if run.only:
+                run.found.add(document.key)
         if len(run.chunk) >= CHUNK:
             self._flush_chunk(run)
 
@@ -643,15 +660,27 @@ class Reconciler:
                 for key in sorted(duplicates)
             )
         deletes: list[Change] = []
-        if source_error is None:
+        if source_error is None and not run.only:  # a resend saw only its keys: no deletes
             deletes = self._proven_deletes(run, deletes_of(staging.unseen()), proof)
+        if run.only:
+            run.notes.append(
+                "resend: only the named products, sent whole; nothing deleted, "
+                "never a whole-block upsert"
+            )
+            missing = sorted(run.only - run.found)
+            if missing:
+                run.notes.append(
+                    f"{len(missing)} named products are not in the source, not sent: "
+                    + ", ".join(repr(k) for k in missing[:10])
+                )
         changes, keep = self._unpushable(run)
         withdrawn = [change for change in changes if change.kind is ChangeKind.DELETE]
         changes = [change for change in changes if change.kind is not ChangeKind.DELETE]
         deletes += withdrawn
         rejected = len(run.rejections) + run.held_rejected
         deleting, population = len(deletes), run.state_count
-        if run.full and getattr(run.config, "mirror_block", False) and run.target_count:
+        mirroring = run.full and getattr(run.config, "mirror_block", False) and not run.only
+        if mirroring and run.target_count:
             # a whole-block upsert also removes what state never knew (drift, lost state)
             deleting = max(deleting, run.target_count - len(changes))
             population = max(population, run.target_count)
@@ -676,7 +705,8 @@ class Reconciler:
             changes,
             deletes,
             full=run.full,
-            deletes_allowed=verdict.allowed,
+            # a resend never sends a whole-block upsert (it would drop every other product)
+            deletes_allowed=verdict.allowed and not run.only,
             full_reason=run.mode_reason,
             keep=keep,
         )
@@ -945,7 +975,7 @@ class Reconciler:
         if run.run_id is not None:
             if rejections:
                 self.store.record_rejections(name, rejections, now)
-            if plan.source_complete and outcome != "locked":
+            if plan.source_complete and outcome != "locked" and not run.only:
                 keep = {r.key for r in rejections} | set(run.held_rejections)
                 self.store.prune_rejections(name, keep)
         acked = execution.acked

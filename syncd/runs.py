@@ -17,6 +17,9 @@ class RunOptions:
     """Only these targets (by name); empty: every enabled target."""
     allow_deletes: bool = False
     """Let deletes through a tripped size guard, once."""
+    keys: tuple[str, ...] = ()
+    """Only these products (``syncd resend``): re-sent whole whatever state says; the
+    rest of the catalog is read but neither sent nor deleted. Empty: every product."""
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 _UNSEEN_HASH = b""
 """Staged for a product present in the source but rejected: it must not look deleted."""
+NOT_IN_SOURCE = "named products not in the source"
+"""How a resend's note about keys the read did not find begins."""
 _ROW_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """A record's raw bytes, for sources that have no raw rows (SQL, HTTP, JSON, CSV)."""
 
@@ -670,7 +672,7 @@ class Reconciler:
             missing = sorted(run.only - run.found)
             if missing:
                 run.notes.append(
-                    f"{len(missing)} named products are not in the source, not sent: "
+                    f"{NOT_IN_SOURCE}, not sent ({len(missing)}): "
                     + ", ".join(repr(k) for k in missing[:10])
                 )
         changes, keep = self._unpushable(run)
@@ -992,7 +994,8 @@ class Reconciler:
             deleted=acked["delete"],
             unchanged=plan.unchanged,
             rejected=len(rejections) + run.held_rejected,
-            failed=execution.failed + execution.not_sent,
+            failed=execution.failed,
+            not_attempted=execution.not_sent,
             held=len(plan.held),
             requests=execution.requests,
             retries=execution.retries,
@@ -1083,4 +1086,11 @@ def reconcile_once(
     return Reconciler(config, store, **kwargs).sync(options)
 
 
-__all__ = ["Reconciler", "RunOptions", "RunReport", "TargetReport", "reconcile_once"]
+__all__ = [
+    "NOT_IN_SOURCE",
+    "Reconciler",
+    "RunOptions",
+    "RunReport",
+    "TargetReport",
+    "reconcile_once",
+]

@@ -39,6 +39,10 @@ class TargetReport:
     unchanged: int = 0
     rejected: int = 0
     failed: int = 0
+    """Products still failing after retries."""
+    not_attempted: int = 0
+    """Products the run never sent (stopped first: SIGTERM, a lost lease, a fatal error):
+    not failed, just not tried; the next run sends them."""
     held: int = 0
     requests: int = 0
     retries: int = 0

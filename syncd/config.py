@@ -740,7 +740,7 @@ def resolve_sqlite_url(url: str, base_dir: Path) -> str:
     database = match["database"]
     if not database or database == ":memory:" or database.startswith(("/", "file:")):
         return url
-    located = (base_dir / database).absolute()
+    located = Path(os.path.abspath(base_dir / database))
     return f"{match[1]}:///{located}{match['query'] or ''}"
 
 
@@ -748,7 +748,7 @@ def _resolved_paths(config: SyncdConfig, base_dir: Path) -> SyncdConfig:
     """Every path option of the file made absolute against the config file's folder:
     ``source.path``, a SQLite ``source.url``, a SQLite ``state.url``, ``http.ca_bundle``.
     (URLs from environment variables are used as given.)"""
-    base_dir = base_dir.absolute()
+    base_dir = Path(os.path.abspath(base_dir))  # ``..`` folded, symlinks kept
     update: dict[str, Any] = {}
     source = config.source
     if isinstance(source, FileSourceConfig) and not source.path.is_absolute():

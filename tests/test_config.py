@@ -206,8 +206,7 @@ def test_a_relative_ca_bundle_is_relative_to_the_config_file(tmp_path, monkeypat
     folder, config = _load_from_elsewhere(
         tmp_path,
         monkeypatch,
-        '[source]\nkind = "file"\npath = "c.jsonl"\n[http]\nca_bundle = "certs/ca.pem"\n'
-        + TARGET,
+        '[source]\nkind = "file"\npath = "c.jsonl"\n[http]\nca_bundle = "certs/ca.pem"\n' + TARGET,
     )
     assert config.http.ca_bundle == folder.absolute() / "certs" / "ca.pem"
 

@@ -97,9 +97,7 @@ def change_behind_syncds_back(uf: FakeUserflux, key: str) -> None:
     assert response.status_code < 300, response.text
 
 
-def test_resend_repairs_a_product_changed_behind_syncds_back_and_sends_nothing_else(
-    config, fakes
-):
+def test_resend_repairs_a_product_changed_behind_syncds_back_and_sends_nothing_else(config, fakes):
     uf, vb = fakes
     assert run(config, "sync").exit_code == 0
     change_behind_syncds_back(uf, "P00002")
@@ -119,7 +117,7 @@ def test_resend_repairs_a_product_changed_behind_syncds_back_and_sends_nothing_e
 def test_resend_to_a_mirrored_vambe_block_creates_only_the_named_products_and_deletes_none(
     config, fakes
 ):
-    uf, vb = fakes
+    _, vb = fakes
     assert run(config, "sync").exit_code == 0
     block = "6f1c2a9e-0000-4000-8000-000000000001"
     before = len(vb.requests)
@@ -148,9 +146,7 @@ def test_resend_of_a_key_missing_from_the_source_says_so_and_exits_1(config, fak
     assert run(config, "status").exit_code == 0  # a resend prunes no rejection, deletes nothing
 
 
-def test_show_names_the_record_payload_acknowledged_copy_diff_and_request(
-    config, fakes, tmp_path
-):
+def test_show_names_the_record_payload_acknowledged_copy_diff_and_request(config, fakes, tmp_path):
     assert run(config, "sync").exit_code == 0
     records = catalog(5)
     records[1]["title"] = "Renamed"
@@ -164,14 +160,12 @@ def test_show_names_the_record_payload_acknowledged_copy_diff_and_request(
     uf, vb = view["targets"]
     assert uf["payload"]["properties"]["name"] == "Renamed"
     assert uf["acknowledged"]["properties"]["name"] == "Product 2"
-    assert uf["changes"] == [
-        {"path": "properties.name", "before": "Product 2", "after": "Renamed"}
-    ]
+    assert uf["changes"] == [{"path": "properties.name", "before": "Product 2", "after": "Renamed"}]
     assert uf["request"]["mode"] == "INCREMENTAL_UPDATE"
     assert uf["request"]["body"]["properties"] == {"name": "Renamed"}
     assert vb["request"]["endpoint"] == "block.create"
     text = run(config, "show", "P00002", "--target", "uf", env=NO_KEYS)
-    assert "properties.name: \"Product 2\" -> \"Renamed\"" in text.output
+    assert 'properties.name: "Product 2" -> "Renamed"' in text.output
     assert "INCREMENTAL_UPDATE" in text.output and "target vb" not in text.output
 
 

@@ -994,8 +994,10 @@ class Reconciler:
             deleted=acked["delete"],
             unchanged=plan.unchanged,
             rejected=len(rejections) + run.held_rejected,
-            failed=execution.failed,
-            not_attempted=execution.not_sent,
+            # an interrupted run says what it never sent rather than calling it failed; a
+            # run that gave up (retry budget, fatal answer) counts it as still failing
+            failed=execution.failed + (0 if outcome == "interrupted" else execution.not_sent),
+            not_attempted=execution.not_sent if outcome == "interrupted" else 0,
             held=len(plan.held),
             requests=execution.requests,
             retries=execution.retries,

@@ -41,8 +41,9 @@ class TargetReport:
     failed: int = 0
     """Products still failing after retries."""
     not_attempted: int = 0
-    """Products the run never sent (stopped first: SIGTERM, a lost lease, a fatal error):
-    not failed, just not tried; the next run sends them."""
+    """Products an interrupted run never sent (SIGTERM, a lost lease stopped it first): not
+    failed, just not tried; the next run sends them. (A run that gives up on a failing
+    target counts what it did not send as ``failed``.)"""
     held: int = 0
     requests: int = 0
     retries: int = 0

@@ -229,3 +229,44 @@ def test_read_only_commands_never_migrate_a_state_database(config, tmp_path):
     with sqlite3.connect(tmp_path / "state.db") as conn:
         tables = conn.execute("select name from sqlite_master").fetchall()
     assert tables == []
+
+
+def test_a_run_stopped_midway_counts_what_it_never_sent_as_not_attempted(tmp_path, fakes):
+    import threading
+
+    from syncd.config import parse_config
+    from syncd.reconcile import Reconciler
+    from syncd.state import open_store
+    from tests.support import userflux_target
+
+    uf, _ = fakes
+    write_jsonl(tmp_path / "c.jsonl", catalog(6))
+    config = parse_config(
+        {
+            "source": {"kind": "file", "path": str(tmp_path / "c.jsonl"), "key": "sku"},
+            "targets": [userflux_target(uf.url, concurrency=1)],
+        },
+        environ=ENV,
+    )
+    stop = threading.Event()
+
+    class StopAfterFirstAnswer:  # stands for SIGTERM arriving once the first product is sent
+        def request(self, target, endpoint, status, seconds):
+            stop.set()
+
+        def retry(self, target, status):
+            pass
+
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        report = Reconciler(
+            config, store, environ=ENV, events=StopAfterFirstAnswer(), stop=stop
+        ).sync()
+    finally:
+        store.close()
+
+    [target] = report.targets
+    assert target.outcome == "interrupted"
+    assert target.created == 1
+    assert target.failed == 0
+    assert target.not_attempted == 5

@@ -10,20 +10,22 @@ rejected products, drift), which beats 3.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from syncd import __version__
-from syncd.config import SyncdConfig, load_config, resolve_secret
+from syncd.config import SyncdConfig, TargetConfig, load_config, resolve_secret
 from syncd.diff import Plan
-from syncd.errors import ConfigError, SyncdError
+from syncd.errors import ConfigError, ConfigProblem, SyncdError
 from syncd.logs import (
     configure_logging,
     register_config_secrets,
@@ -32,10 +34,11 @@ from syncd.logs import (
     scrub_snippet,
 )
 from syncd.model import RunRecord
-from syncd.reconcile import Reconciler, RunOptions, RunReport
+from syncd.product import ProductView
+from syncd.reconcile import NOT_IN_SOURCE, Reconciler, RunOptions, RunReport
 from syncd.report import render_plan, table
 from syncd.state import StateStore, open_store
-from syncd.state.readonly import open_store_for_plan
+from syncd.state.readonly import PlanState, open_store_for_plan, read_revision
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
@@ -49,16 +52,34 @@ class _Context:
     log_format: str | None
     _config: SyncdConfig | None = None
 
-    def config(self) -> SyncdConfig:
+    def config(self, *, require_secrets: bool = True) -> SyncdConfig:
+        """The config; ``require_secrets=False`` for the commands that only read state."""
         if self._config is None:
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, require_secrets=require_secrets)
             logging = self._config.logging
             configure_logging(self.log_level or logging.level, self.log_format or logging.format)
             register_config_secrets(self._config)
+            _importable_next_to(self.config_path)
         return self._config
 
     def store(self) -> StateStore:
         return open_store(self.config().state.resolved_url())
+
+    def reader(self) -> PlanState:
+        """The state database opened read-only: never created, never migrated."""
+        return open_store_for_plan(self.config(require_secrets=False).state.resolved_url())
+
+
+def _importable_next_to(config_path: str | None) -> None:
+    """A ``mapping.callable``'s module is also looked up in the config file's folder (after
+    the usual places), so a hook beside the config imports from any working directory."""
+    import os
+
+    path = config_path or os.environ.get("SYNCD_CONFIG")
+    if path:
+        folder = str(Path(path).parent.absolute())
+        if folder not in sys.path:
+            sys.path.append(folder)
 
 
 class _Group(click.Group):
@@ -117,8 +138,42 @@ def _echo(message: str, *, err: bool = False) -> None:
     click.echo(scrub(message), err=err)  # the one direct echo
 
 
+_TIMESTAMPS = frozenset({"started_at", "finished_at", "first_seen", "last_seen"})
+"""Fields holding epoch seconds: printed in ``--json`` as ISO 8601 UTC."""
+
+
+def iso_timestamps(value: Any) -> Any:
+    """``value`` with every timestamp field (``_TIMESTAMPS``) as ISO 8601 UTC text."""
+    if isinstance(value, dict):
+        return {
+            k: _iso(v) if k in _TIMESTAMPS and isinstance(v, int | float) else iso_timestamps(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [iso_timestamps(v) for v in value]
+    return value
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
 def _print_json(value: Any) -> None:
+    value = iso_timestamps(value)
     _echo(scrub(json.dumps(scrub_document(value), indent=2, default=str, ensure_ascii=False)))
+
+
+def _selected(config: SyncdConfig, names: Sequence[str]) -> list[TargetConfig]:
+    """The targets named by ``--target`` (none: every target); an unknown name is a usage
+    error (exit 2) naming the configured ones."""
+    known = [t.name for t in config.targets]
+    for name in names:
+        if name not in known:
+            raise click.BadParameter(
+                f"no target named {name!r}; configured: {', '.join(known)}",
+                param_hint="'--target'",
+            )
+    return [t for t in config.targets if not names or t.name in names]
 
 
 def plan_exit_code(plans: Sequence[Plan], *, detailed: bool) -> int:
@@ -168,6 +223,7 @@ def plan(
          drift, or no plan could be made); beats 3
     """
     config = obj.config()
+    _selected(config, targets)
     try:
         state = open_store_for_plan(config.state.resolved_url())
         try:
@@ -207,6 +263,7 @@ def _report_rows(report: RunReport) -> list[list[Any]]:
             t.unchanged,
             t.rejected,
             t.failed,
+            t.not_attempted,
             t.held,
             t.requests,
             f"{t.duration_ms / 1000:.1f}s",
@@ -247,6 +304,7 @@ def sync(
     from syncd.daemon import sync_once
 
     config = obj.config()
+    _selected(config, targets)
     store = obj.store()
     stop = threading.Event()
     try:
@@ -261,28 +319,39 @@ def sync(
         )
     finally:
         store.close()
+    _print_report(report, as_json)
+    sys.exit(EXIT_OK if stop.is_set() else report.exit_code)
+
+
+def _print_report(report: RunReport, as_json: bool) -> None:
     if as_json:
         _print_json(dataclasses.asdict(report))
-    else:
-        headers = [
-            "target",
-            "outcome",
-            "mode",
-            "created",
-            "updated",
-            "deleted",
-            "unchanged",
-            "rejected",
-            "failed",
-            "held",
-            "requests",
-            "took",
-        ]
-        _echo(table(headers, _report_rows(report)))
-        for target in report.targets:
-            if target.error:
-                _echo(scrub(f"{target.target}: {target.error}"), err=True)
-    sys.exit(EXIT_OK if stop.is_set() else report.exit_code)
+        return
+    headers = [
+        "target",
+        "outcome",
+        "mode",
+        "created",
+        "updated",
+        "deleted",
+        "unchanged",
+        "rejected",
+        "failed",
+        "not sent",
+        "held",
+        "requests",
+        "took",
+    ]
+    _echo(table(headers, _report_rows(report)))
+    for target in report.targets:
+        if target.error:
+            _echo(scrub(f"{target.target}: {target.error}"), err=True)
+        if target.not_attempted:
+            _echo(
+                f"{target.target}: {target.not_attempted} products not attempted (the run "
+                "stopped first): the next run sends them",
+                err=True,
+            )
 
 
 def _when(timestamp: float | None) -> str:
@@ -322,8 +391,11 @@ def status(obj: _Context, as_json: bool) -> None:
     Exits 1 when a target's last run did not end ok (failed, blocked, partial,
     interrupted), and says why under the table.
     """
-    config = obj.config()
-    store = obj.store()
+    config = obj.config(require_secrets=False)
+    state = obj.reader()
+    store = state.store
+    if state.notice:
+        _echo(f"note: {state.notice}", err=True)
     try:
         rows: list[dict[str, Any]] = []
         for target in config.targets:
@@ -357,7 +429,7 @@ def status(obj: _Context, as_json: bool) -> None:
     next_at = {name: when.timestamp() for name, when in upcoming.items() if when}
     for r in rows:
         when = upcoming[r["target"]]
-        r["next_run"] = when.isoformat() if when else None
+        r["next_run"] = _iso(when.timestamp()) if when else None
     if as_json:
         _print_json(rows)
         sys.exit(EXIT_FAILED if failing else EXIT_OK)
@@ -406,13 +478,15 @@ def status(obj: _Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> None:
-    """Recent runs, newest first."""
-    obj.config()
-    store = obj.store()
+    """Recent runs, newest first (reads the state database; needs no API key)."""
+    _selected(obj.config(require_secrets=False), [target] if target else [])
+    state = obj.reader()
+    if state.notice:
+        _echo(f"note: {state.notice}", err=True)
     try:
-        runs = store.recent_runs(target, limit=limit)
+        runs = state.store.recent_runs(target, limit=limit)
     finally:
-        store.close()
+        state.store.close()
     if as_json:
         _print_json([dataclasses.asdict(r) for r in runs])
         return
@@ -462,13 +536,15 @@ def history(obj: _Context, target: str | None, limit: int, as_json: bool) -> Non
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def rejections(obj: _Context, target: str | None, as_json: bool) -> None:
-    """Products refused (locally or by the target), with the reason."""
-    obj.config()
-    store = obj.store()
+    """Products refused (locally or by the target), with the reason (needs no API key)."""
+    _selected(obj.config(require_secrets=False), [target] if target else [])
+    state = obj.reader()
+    if state.notice:
+        _echo(f"note: {state.notice}", err=True)
     try:
-        found = store.open_rejections(target)
+        found = state.store.open_rejections(target)
     finally:
-        store.close()
+        state.store.close()
     if as_json:
         _print_json(
             [dict(dataclasses.asdict(r), hash=r.hash.hex() if r.hash else None) for r in found]
@@ -511,21 +587,166 @@ def db_upgrade(obj: _Context) -> None:
 @db.command("current")
 @click.pass_obj
 def db_current(obj: _Context) -> None:
-    """Print the state database's revision."""
-    from syncd.state.sql import current_revision
-
-    _echo(current_revision(obj.config().state.resolved_url()) or "empty (no revision)")
+    """Print the state database's revision (read only: never creates or migrates it)."""
+    revision, notice = read_revision(obj.config(require_secrets=False).state.resolved_url())
+    if notice:
+        _echo(f"note: {notice}", err=True)
+    _echo(revision or "empty (no revision)")
 
 
 @main.command("check-config")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Also read N source records and warn about mapping paths none of them has.",
+)
 @click.pass_obj
-def check_config(obj: _Context) -> None:
-    """Validate the config file and the environment variables it names."""
-    config = obj.config()
+def check_config(obj: _Context, sample: int | None) -> None:
+    """Validate the config file and the environment variables it names.
+
+    Every problem is reported in one pass: the file's, the environment's, and what the
+    targets' contracts refuse (a constant currency Vambe does not take, a block_id that
+    is not a UUID). Exits 2 when there is any; warnings about --sample exit 0.
+    """
+    from syncd.checks import contract_problems, read_sample, sample_warnings
+
+    problems: list[ConfigProblem] = []
+    try:
+        config = obj.config()
+    except ConfigError as first:
+        try:  # the file itself is fine and only secrets are missing: check the rest too
+            config = load_config(obj.config_path, require_secrets=False)
+        except ConfigError:
+            raise first from None
+        problems.extend(first.problems)
+    problems.extend(contract_problems(config))
+    if problems:
+        raise ConfigError(problems, source=obj.config_path or "")
+    if sample:
+        for warning in sample_warnings(config, read_sample(config, sample)):
+            _echo(f"warning: {warning}")
     _echo(
         f"config OK: source {config.source.kind}, "
         + ", ".join(f"{t.name} ({t.kind})" for t in config.targets)
     )
+
+
+def _render_value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _render_product(view: ProductView) -> str:
+    out = [f"product {view.key}"]
+    if view.source_error:
+        out.append(f"  source: read FAILED before the key was found: {view.source_error}")
+    elif view.record is None:
+        out.append("  source: no record with this key")
+    else:
+        out.append("  source record:")
+        out.extend(
+            f"    {line}" for line in json.dumps(view.record, indent=2, default=str).splitlines()
+        )
+    for t in view.targets:
+        out.append(f"target {t.target} ({t.kind}): key {t.key}")
+        if t.mapping_error:
+            out.append(f"  mapping: REJECTED: {t.mapping_error}")
+        elif t.payload is not None:
+            out.append(f"  mapped payload: {_render_value(t.payload)}")
+        if t.acknowledged is None:
+            out.append("  acknowledged: nothing (not in state)")
+        else:
+            flight = " (last write in flight, unconfirmed)" if t.in_flight else ""
+            out.append(f"  acknowledged{flight}: {_render_value(t.acknowledged)}")
+        if t.changes and t.payload is not None and t.acknowledged is not None:
+            out.append("  diff (acknowledged -> mapped):")
+            out.extend(
+                f"    {c.path}: {_render_value(c.before)} -> {_render_value(c.after)}"
+                for c in t.changes
+            )
+        if t.request is None:
+            out.append(f"  request: none — {t.reason}")
+        else:
+            r = t.request
+            out.append(f"  request: {r['endpoint']} {r['mode']} {r['path']} — {r['reason']}")
+            out.append(f"    why: {t.reason}")
+            out.append(f"    body: {_render_value(r['body'])}")
+        if t.rejection is not None:
+            j = t.rejection
+            by = "the target" if j.by_target else "syncd (locally)"
+            out.append(
+                f"  rejected by {by} {j.count} times, first {_when(j.first_seen)}, "
+                f"last {_when(j.last_seen)}: {j.reason}"
+            )
+    return "\n".join(out)
+
+
+@main.command()
+@click.argument("key")
+@click.option("--target", "-t", "targets", multiple=True, metavar="NAME", help="Only this target.")
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+@click.pass_obj
+def show(obj: _Context, key: str, targets: Sequence[str], as_json: bool) -> None:
+    """One product: the source record, the mapped payload per target, what the target last
+    acknowledged, the diff between them, the request a sync would send and why, and any
+    rejection with its history. Sends nothing, writes nothing, needs no API key.
+
+    Exits 1 when the source has no record with this key.
+    """
+    from syncd.product import show_product
+
+    config = obj.config(require_secrets=False)
+    selected = _selected(config, targets)
+    state = obj.reader()
+    if state.notice:
+        _echo(f"note: {state.notice}", err=True)
+    try:
+        view = show_product(config, state.store, key, selected)
+    finally:
+        state.store.close()
+    if as_json:
+        _print_json(dataclasses.asdict(view))
+    else:
+        _echo(_render_product(view))
+    if view.source_error:
+        _echo(f"syncd: {view.source_error}", err=True)
+    sys.exit(EXIT_OK if view.record is not None else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--target", "-t", "targets", multiple=True, metavar="NAME", help="Only this target.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.pass_obj
+def resend(obj: _Context, keys: Sequence[str], targets: Sequence[str], as_json: bool) -> None:
+    """Re-send the named products now, whole (UserFlux FULL_UPDATE; Vambe create), through
+    the same guards, lease and acknowledgements as a sync. Nothing else is sent and
+    nothing is deleted. Exits 1 when a target's run did not end ok or a key is not in
+    the source.
+    """
+    from syncd.daemon import sync_once
+
+    config = obj.config()
+    _selected(config, targets)
+    store = obj.store()
+    stop = threading.Event()
+    try:
+        options = RunOptions(targets=tuple(targets), keys=tuple(dict.fromkeys(keys)))
+        report = sync_once(config, store, options, progress=False, stop=stop)
+    finally:
+        store.close()
+    _print_report(report, as_json)
+    missing = [
+        (target.target, note)
+        for target in report.targets
+        for note in target.plan.get("notes", ())
+        if note.startswith(NOT_IN_SOURCE)
+    ]
+    for name, note in missing:
+        _echo(f"{name}: {note}", err=True)
+    code = report.exit_code or (EXIT_FAILED if missing else EXIT_OK)
+    sys.exit(EXIT_OK if stop.is_set() else code)
 
 
 @main.command()
@@ -548,7 +769,16 @@ def sandbox(kind: str, host: str, port: int, api_key_env: str, blocks: Sequence[
     api_key = resolve_secret(api_key_env)
     if not api_key:
         raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set")
-    serve(kind, host, port, api_key, list(blocks) or None)
+    try:
+        serve(kind, host, port, api_key, list(blocks) or None)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise click.BadParameter(
+            f"port {port} on {host} is already taken (another sandbox or program listens "
+            "there): stop it or pick another with --port",
+            param_hint="'--port'",
+        ) from None
 
 
 @main.command()
@@ -587,7 +817,7 @@ def healthcheck(obj: _Context, port: int | None, timeout: float) -> None:
     host = "127.0.0.1"
     if port is None:
         try:
-            health = obj.config().health
+            health = obj.config(require_secrets=False).health
         except ConfigError as exc:
             _echo(f"syncd: unhealthy: {exc}", err=True)
             sys.exit(EXIT_FAILED)
@@ -595,3 +825,52 @@ def healthcheck(obj: _Context, port: int | None, timeout: float) -> None:
     healthy, message = probe(f"http://{host}:{port}/healthz", timeout)
     _echo(message, err=not healthy)
     sys.exit(EXIT_OK if healthy else EXIT_FAILED)
+
+
+def _set_global(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None:
+            return
+        obj = ctx.find_object(_Context)
+        if obj is not None:
+            setattr(obj, name, value)
+
+    return callback
+
+
+def _global_options_after(command: click.Command) -> None:
+    """``--config``, ``--log-level`` and ``--log-format`` accepted after the subcommand too
+    (``syncd plan --config x``): the value given there wins over one given before it."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _global_options_after(sub)
+    if command is main:
+        return
+    command.params.extend(
+        [
+            click.Option(
+                ["--config", "-c"],
+                metavar="PATH",
+                expose_value=False,
+                callback=_set_global("config_path"),
+                help="The TOML config file (as before the subcommand).",
+            ),
+            click.Option(
+                ["--log-level"],
+                type=click.Choice(["debug", "info", "warning", "error"]),
+                expose_value=False,
+                callback=_set_global("log_level"),
+                help="As before the subcommand.",
+            ),
+            click.Option(
+                ["--log-format"],
+                type=click.Choice(["auto", "json", "console"]),
+                expose_value=False,
+                callback=_set_global("log_format"),
+                help="As before the subcommand.",
+            ),
+        ]
+    )
+
+
+_global_options_after(main)

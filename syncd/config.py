@@ -182,7 +182,8 @@ class SqlSourceConfig(_SourceBase):
     kind: Literal["sql"]
     """Selects this source kind."""
     url: str | None = None
-    """SQLAlchemy URL without the password (``postgresql+psycopg://syncd@db/shop``)."""
+    """SQLAlchemy URL without the password (``postgresql+psycopg://syncd@db/shop``); a
+    relative SQLite path is relative to the config file."""
     url_env: str | None = None
     """Environment variable holding the whole URL (use instead of ``url``)."""
     password_env: str | None = None
@@ -493,7 +494,8 @@ class StateConfig(_Model):
     """Where syncd keeps what each target acknowledged."""
 
     url: str = "sqlite:///syncd-state.db"
-    """SQLAlchemy URL; a relative SQLite path is relative to the working directory."""
+    """SQLAlchemy URL; a relative SQLite path is relative to the config file (the default:
+    ``syncd-state.db`` next to it)."""
     url_env: str | None = None
     """Environment variable holding the URL instead (when it carries a password)."""
 
@@ -571,7 +573,8 @@ class HttpConfig(_Model):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     """Seconds to establish a connection."""
     ca_bundle: Path | None = None
-    """A PEM file of extra CA certificates; TLS verification itself can't be turned off."""
+    """A PEM file of extra CA certificates (a relative path is relative to the config
+    file); TLS verification itself can't be turned off."""
 
 
 class SyncdConfig(_Model):
@@ -663,24 +666,57 @@ def resolve_secret(env_name: str, environ: Mapping[str, str] | None = None) -> s
 
 def secret_names(config: SyncdConfig) -> list[tuple[str, str]]:
     """Every secret the config names: (TOML path, environment variable)."""
+    return _raw_secret_names(config.model_dump())
+
+
+def _table(data: Any, name: str) -> Mapping[str, Any]:
+    value = data.get(name) if isinstance(data, Mapping) else None
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _raw_targets(data: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
+    targets = data.get("targets")
+    if not isinstance(targets, list):
+        return []
+    return [(i, t) for i, t in enumerate(targets) if isinstance(t, Mapping)]
+
+
+def _raw_secret_names(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The secrets a (possibly invalid) parsed document names: read defensively, so a
+    file with other problems still gets its missing variables reported in the same pass."""
     wanted: list[tuple[str, str]] = []
-    for index, target in enumerate(config.targets):
-        if target.enabled:
-            wanted.append((f"targets[{index}].api_key_env", target.api_key_env))
-    source = config.source
-    if isinstance(source, SqlSourceConfig):
-        if source.url_env:
-            wanted.append(("source.url_env", source.url_env))
-        if source.password_env:
-            wanted.append(("source.password_env", source.password_env))
-    if isinstance(source, HttpSourceConfig):
-        if source.auth.kind in ("bearer", "header") and source.auth.token_env:
-            wanted.append(("source.auth.token_env", source.auth.token_env))
-        if source.auth.kind == "basic" and source.auth.password_env:
-            wanted.append(("source.auth.password_env", source.auth.password_env))
-    if config.state.url_env:
-        wanted.append(("state.url_env", config.state.url_env))
-    wanted.extend(alert_secret_names(config))
+    for index, target in _raw_targets(data):
+        name = _text(target, "api_key_env")
+        if name and target.get("enabled", True) is not False:
+            wanted.append((f"targets[{index}].api_key_env", name))
+    source = _table(data, "source")
+    if source.get("kind") == "sql":
+        for key in ("url_env", "password_env"):
+            if name := _text(source, key):
+                wanted.append((f"source.{key}", name))
+    if source.get("kind") == "http":
+        auth = _table(source, "auth")
+        kind = auth.get("kind", "none")
+        if kind in ("bearer", "header") and (name := _text(auth, "token_env")):
+            wanted.append(("source.auth.token_env", name))
+        if kind == "basic" and (name := _text(auth, "password_env")):
+            wanted.append(("source.auth.password_env", name))
+    if name := _text(_table(data, "state"), "url_env"):
+        wanted.append(("state.url_env", name))
+    alert_tables = [("alerts", _table(data, "alerts"))] + [
+        (f"targets[{index}].alerts", _table(target, "alerts"))
+        for index, target in _raw_targets(data)
+        if target.get("enabled", True) is not False
+    ]
+    for path, table in alert_tables:
+        for key in ("webhook_url_env", "slack_webhook_url_env"):
+            if name := _text(table, key):
+                wanted.append((f"{path}.{key}", name))
     return wanted
 
 
@@ -699,42 +735,89 @@ def alert_secret_names(config: SyncdConfig) -> list[tuple[str, str]]:
     ]
 
 
-def _secret_problems(config: SyncdConfig, environ: Mapping[str, str]) -> list[ConfigProblem]:
+def _secret_problems(
+    data: Mapping[str, Any], environ: Mapping[str, str], *, require_secrets: bool = True
+) -> list[ConfigProblem]:
     problems = []
-    source = config.source
-    if isinstance(source, HttpSourceConfig):
-        auth = source.auth
-        if auth.kind in ("bearer", "header") and not auth.token_env:
-            problems.append(
-                ConfigProblem("source.auth.token_env", f"missing (needed by {auth.kind})")
-            )
-        if auth.kind == "basic" and not (auth.username and auth.password_env):
+    source = _table(data, "source")
+    if source.get("kind") == "http":
+        auth = _table(source, "auth")
+        kind = auth.get("kind", "none")
+        if kind in ("bearer", "header") and not _text(auth, "token_env"):
+            problems.append(ConfigProblem("source.auth.token_env", f"missing (needed by {kind})"))
+        if kind == "basic" and not (_text(auth, "username") and _text(auth, "password_env")):
             problems.append(ConfigProblem("source.auth", "basic needs username and password_env"))
+    if not require_secrets:
+        return problems
     return problems + [
         ConfigProblem(path, f"environment variable {name} is not set (nor {name}_FILE)")
-        for path, name in secret_names(config)
+        for path, name in _raw_secret_names(data)
         if resolve_secret(name, environ) is None
     ]
 
 
-def _cross_problems(config: SyncdConfig) -> list[ConfigProblem]:
+def _cross_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
+    """Problems across tables, read from the parsed document (valid or not), so they are
+    reported with the validation problems in one pass."""
     problems = []
     seen: dict[str, int] = {}
-    for index, target in enumerate(config.targets):
-        if target.name in seen:
+    for index, target in _raw_targets(data):
+        name = target.get("name")
+        if not isinstance(name, str):
+            continue
+        if name in seen:
             problems.append(
                 ConfigProblem(
                     f"targets[{index}].name",
-                    f"duplicate target name {target.name!r} (also targets[{seen[target.name]}])",
+                    f"duplicate target name {name!r} (also targets[{seen[name]}])",
                 )
             )
-        seen.setdefault(target.name, index)
-    schedule = config.schedule
-    for key in ("cron", "full_refresh_cron"):
-        value = getattr(schedule, key)
-        if value and len(value.split()) != 5:
+        seen.setdefault(name, index)
+    schedule = _table(data, "schedule")
+    for key, default in (("cron", "0 3 * * *"), ("full_refresh_cron", "0 4 * * 0")):
+        value = schedule.get(key, default)
+        if isinstance(value, str) and value and len(value.split()) != 5:
             problems.append(ConfigProblem(f"schedule.{key}", "a crontab needs 5 fields"))
     return problems
+
+
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?):///(?P<database>[^?]*)(?P<query>\?.*)?$")
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """A SQLite URL whose file path is relative, made absolute against ``base_dir`` (the
+    config file's folder). Other URLs, absolute paths, ``:memory:`` and ``file:`` URIs
+    are returned unchanged."""
+    match = _SQLITE_URL.match(url)
+    if match is None:
+        return url
+    database = match["database"]
+    if not database or database == ":memory:" or database.startswith(("/", "file:")):
+        return url
+    located = Path(os.path.abspath(base_dir / database))
+    return f"{match[1]}:///{located}{match['query'] or ''}"
+
+
+def _resolved_paths(config: SyncdConfig, base_dir: Path) -> SyncdConfig:
+    """Every path option of the file made absolute against the config file's folder:
+    ``source.path``, a SQLite ``source.url``, a SQLite ``state.url``, ``http.ca_bundle``.
+    (URLs from environment variables are used as given.)"""
+    base_dir = Path(os.path.abspath(base_dir))  # ``..`` folded, symlinks kept
+    update: dict[str, Any] = {}
+    source = config.source
+    if isinstance(source, FileSourceConfig) and not source.path.is_absolute():
+        update["source"] = source.model_copy(update={"path": base_dir / source.path})
+    if isinstance(source, SqlSourceConfig) and source.url is not None:
+        url = resolve_sqlite_url(source.url, base_dir)
+        if url != source.url:
+            update["source"] = source.model_copy(update={"url": url})
+    state_url = resolve_sqlite_url(config.state.url, base_dir)
+    if state_url != config.state.url:
+        update["state"] = config.state.model_copy(update={"url": state_url})
+    bundle = config.http.ca_bundle
+    if bundle is not None and not bundle.is_absolute():
+        update["http"] = config.http.model_copy(update={"ca_bundle": base_dir / bundle})
+    return config.model_copy(update=update) if update else config
 
 
 def parse_config(
@@ -743,32 +826,46 @@ def parse_config(
     base_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
     source: str = "",
+    require_secrets: bool = True,
 ) -> SyncdConfig:
-    """Validate a parsed TOML document; raise ``ConfigError`` listing every problem."""
+    """Validate a parsed TOML document; raise ``ConfigError`` listing every problem.
+
+    Every problem comes in one pass: the models' own, those across tables, and the
+    environment variables that are not set. ``require_secrets=False`` (the read-only
+    commands) does not ask for the secrets. With ``base_dir``, every path option is
+    resolved against it (see ``_resolved_paths``).
+    """
+    environ = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    config: SyncdConfig | None = None
     try:
         config = SyncdConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source=source) from None
-    problems = _cross_problems(config) + _secret_problems(
-        config, os.environ if environ is None else environ
-    )
-    if problems:
+        problems = _problems(exc)
+    reported = {str(p) for p in problems}
+    problems += [
+        p
+        for p in _cross_problems(data)
+        + _secret_problems(data, environ, require_secrets=require_secrets)
+        if str(p) not in reported
+    ]
+    if problems or config is None:
         raise ConfigError(problems, source=source)
-    source_config = config.source
-    if (
-        base_dir is not None
-        and isinstance(source_config, FileSourceConfig)
-        and not source_config.path.is_absolute()
-    ):
-        resolved = source_config.model_copy(update={"path": base_dir / source_config.path})
-        config = config.model_copy(update={"source": resolved})
+    if base_dir is not None:
+        config = _resolved_paths(config, base_dir)
     return config
 
 
 def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    require_secrets: bool = True,
 ) -> SyncdConfig:
-    """Read and validate the config file named by ``path`` or ``$SYNCD_CONFIG``."""
+    """Read and validate the config file named by ``path`` or ``$SYNCD_CONFIG``.
+
+    ``require_secrets=False``: the environment variables holding secrets need not be set
+    (for the commands that only read the state database)."""
     environ = os.environ if environ is None else environ
     if path is None:
         path = environ.get(CONFIG_ENV)
@@ -787,4 +884,10 @@ def load_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file} is not valid TOML: {exc}") from None
-    return parse_config(data, base_dir=file.parent, environ=environ, source=str(file))
+    return parse_config(
+        data,
+        base_dir=file.parent,
+        environ=environ,
+        source=str(file),
+        require_secrets=require_secrets,
+    )

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import traceback
 from collections.abc import Callable, Mapping
 from string import Formatter
 from typing import Any, Protocol
+
+import structlog
 
 from syncd.config import FieldSpec, UserfluxTargetConfig, ValueType, VambeTargetConfig
 from syncd.errors import ConfigError, ConfigProblem, RecordError
@@ -33,6 +36,8 @@ MAX_KEY_LENGTH = 512
 """Longest product key, in characters."""
 
 Hook = Callable[[Record, Payload], Payload]
+
+log = structlog.get_logger("syncd.mapping")
 
 
 class Mapper(Protocol):
@@ -342,16 +347,45 @@ def _import_hook(ref: str | None, target: str) -> Hook | None:
     return found  # type: ignore[no-any-return]
 
 
+def _hook_name(hook: Hook) -> str:
+    module = getattr(hook, "__module__", None) or "?"
+    name = getattr(hook, "__qualname__", None) or type(hook).__name__
+    return f"{module}:{name}"
+
+
+def _hook_failure(hook: Hook, exc: BaseException, key: str) -> str:
+    """Why a hook failed: its name, the file and line the exception came from (the last
+    frame in the hook's own file, else the innermost), and the exception; the whole
+    traceback is logged at debug level."""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # [0] is _run_hook's call
+    code = getattr(hook, "__code__", None)  # a plain function; else the innermost frame
+    own = [f for f in frames if code is not None and f.filename == code.co_filename]
+    chosen = own or frames
+    where = f" at {chosen[-1].filename}:{chosen[-1].lineno}" if chosen else ""
+    name = _hook_name(hook)
+    log.debug(
+        "syncd.mapping.hook_failed",
+        hook=name,
+        key=key,
+        traceback="".join(traceback.format_exception(exc)),
+    )
+    return f"mapping.callable {name} raised {type(exc).__name__}: {exc}{where}"
+
+
 def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field: str) -> Payload:
-    """Call the escape hatch; its result is made JSON-compatible and its key re-read."""
+    """Call the escape hatch; its result is made JSON-compatible and its key re-read.
+
+    ``RecordError`` and ``ValueError`` are the hook's way to reject a record (their
+    message is the reason); any other exception rejects the record too, with the hook's
+    name, file and line (``_hook_failure``), and never stops the run."""
     try:
         result = hook(record, payload)
     except RecordError as exc:
         raise RecordError(exc.reason, key=key, field=exc.field) from None
     except ValueError as exc:
         raise RecordError(str(exc) or "rejected by mapping.callable", key=key) from None
-    except (TypeError, KeyError, IndexError) as exc:
-        raise RecordError(f"{type(exc).__name__}: {exc}", key=key) from None
+    except Exception as exc:
+        raise RecordError(_hook_failure(hook, exc, key), key=key) from None
     if not isinstance(result, dict):
         raise RecordError(f"mapping.callable returned {type(result).__name__}, not a dict", key=key)
     try:

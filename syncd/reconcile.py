@@ -59,6 +59,8 @@ MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 _UNSEEN_HASH = b""
 """Staged for a product present in the source but rejected: it must not look deleted."""
+NOT_IN_SOURCE = "named products not in the source"
+"""How a resend's note about keys the read did not find begins."""
 _ROW_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """A record's raw bytes, for sources that have no raw rows (SQL, HTTP, JSON, CSV)."""
 
@@ -117,6 +119,11 @@ class _TargetRun:
     ambiguous: frozenset[str] = frozenset()
     """Keys the source holds more than once: the product is in the source, syncd can't tell
     which copy is right, so its target copy is kept, never withdrawn."""
+    only: frozenset[str] = frozenset()
+    """``RunOptions.keys`` (a resend): only these products are mapped, staged and sent;
+    empty: the whole catalog."""
+    found: set[str] = field(default_factory=set)
+    """With ``only``: the keys the read found."""
 
     @property
     def full(self) -> bool:
@@ -334,7 +341,10 @@ class Reconciler:
             stack.callback(target.close)
             mapper = build_mapper(config, self.config.source.key)
             state_count = self.store.count(config.name)
-            if options.full:
+            if options.keys:  # a resend: the named products, sent whole (see _map_one)
+                mode = "full"
+                reason = f"resend of {len(options.keys)} named products: sent whole"
+            elif options.full:
                 mode, reason = "full", options.full_reason
             elif state_count == 0:
                 mode, reason = "full", "state holds nothing for this target: full refresh"
@@ -352,6 +362,7 @@ class Reconciler:
                 held_rejections=self.store.held_rejections(config.name, since),
                 spool=spool,
                 remember=leases is not None,
+                only=frozenset(options.keys),
             )
             runs.append(run)
             if leases is None:
@@ -572,6 +583,8 @@ class Reconciler:
     ) -> None:
         try:
             document = run.mapper.map(record)
+            if run.only and document.key not in run.only:
+                return  # a resend: another product, neither sent nor seen
             run.target.validate(document.key, document.payload)
             if document.size > MAX_DOCUMENT_BYTES:
                 raise RecordError(
@@ -580,6 +593,10 @@ class Reconciler:
                 )
         except RecordError as exc:
             key = exc.key
+            if run.only:
+                if key not in run.only:
+                    return  # a resend: not one of the named products
+                run.found.add(key)
             reason = f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key and exc.also_keys:
@@ -595,6 +612,8 @@ class Reconciler:
                 run.keyless.append(reason)
         else:
             run.chunk.append(document.slim(source_hash))  # the plan holds bytes, not dicts
+            if run.only:
+                run.found.add(document.key)
         if len(run.chunk) >= CHUNK:
             self._flush_chunk(run)
 
@@ -652,8 +671,19 @@ class Reconciler:
             )
         deletes: list[Change] = []
         unproven: frozenset[str] = frozenset()
-        if source_error is None:
+        if source_error is None and not run.only:  # a resend saw only its keys: no deletes
             deletes, unproven = self._proven_deletes(run, deletes_of(staging.unseen()), proof)
+        if run.only:
+            run.notes.append(
+                "resend: only the named products, sent whole; nothing deleted, "
+                "never a whole-block upsert"
+            )
+            missing = sorted(run.only - run.found)
+            if missing:
+                run.notes.append(
+                    f"{NOT_IN_SOURCE}, not sent ({len(missing)}): "
+                    + ", ".join(repr(k) for k in missing[:10])
+                )
         changes, keep = self._unpushable(run)
         keep |= unproven  # a whole-block upsert would delete them without proof
         withdrawn = [change for change in changes if change.kind is ChangeKind.DELETE]
@@ -661,12 +691,8 @@ class Reconciler:
         deletes += withdrawn
         rejected = len(run.rejections) + run.held_rejected
         deleting, population = len(deletes), run.state_count
-        if (
-            run.full
-            and getattr(run.config, "mirror_block", False)
-            and run.target_count
-            and not keep
-        ):
+        mirroring = run.full and getattr(run.config, "mirror_block", False) and not run.only
+        if mirroring and run.target_count and not keep:
             # a whole-block upsert (never sent while keys must be kept) also removes what
             # state never knew (drift, lost state)
             deleting = max(deleting, run.target_count - len(changes))
@@ -692,7 +718,8 @@ class Reconciler:
             changes,
             deletes,
             full=run.full,
-            deletes_allowed=verdict.allowed,
+            # a resend never sends a whole-block upsert (it would drop every other product)
+            deletes_allowed=verdict.allowed and not run.only,
             full_reason=run.mode_reason,
             keep=keep,
         )
@@ -986,7 +1013,7 @@ class Reconciler:
         if run.run_id is not None:
             if rejections:
                 self.store.record_rejections(name, rejections, now)
-            if plan.source_complete and outcome != "locked":
+            if plan.source_complete and outcome != "locked" and not run.only:
                 keep = {r.key for r in rejections} | set(run.held_rejections)
                 self.store.prune_rejections(name, keep)
         acked = execution.acked
@@ -1003,7 +1030,10 @@ class Reconciler:
             deleted=acked["delete"],
             unchanged=plan.unchanged,
             rejected=len(rejections) + run.held_rejected,
-            failed=execution.failed + execution.not_sent,
+            # an interrupted run says what it never sent rather than calling it failed; a
+            # run that gave up (retry budget, fatal answer) counts it as still failing
+            failed=execution.failed + (0 if outcome == "interrupted" else execution.not_sent),
+            not_attempted=execution.not_sent if outcome == "interrupted" else 0,
             held=len(plan.held),
             requests=execution.requests,
             retries=execution.retries,
@@ -1094,4 +1124,11 @@ def reconcile_once(
     return Reconciler(config, store, **kwargs).sync(options)
 
 
-__all__ = ["Reconciler", "RunOptions", "RunReport", "TargetReport", "reconcile_once"]
+__all__ = [
+    "NOT_IN_SOURCE",
+    "Reconciler",
+    "RunOptions",
+    "RunReport",
+    "TargetReport",
+    "reconcile_once",
+]

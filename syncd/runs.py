@@ -17,6 +17,9 @@ class RunOptions:
     """Only these targets (by name); empty: every enabled target."""
     allow_deletes: bool = False
     """Let deletes through a tripped size guard, once."""
+    keys: tuple[str, ...] = ()
+    """Only these products (``syncd resend``): re-sent whole whatever state says; the
+    rest of the catalog is read but neither sent nor deleted. Empty: every product."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class TargetReport:
     unchanged: int = 0
     rejected: int = 0
     failed: int = 0
+    """Products still failing after retries."""
+    not_attempted: int = 0
+    """Products an interrupted run never sent (SIGTERM, a lost lease stopped it first): not
+    failed, just not tried; the next run sends them. (A run that gives up on a failing
+    target counts what it did not send as ``failed``.)"""
     held: int = 0
     requests: int = 0
     retries: int = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,119 @@ def test_status_looks_past_a_run_refused_by_the_lease_to_the_blocked_one(config,
 
     assert result.exit_code == 1
     assert "uf: last run blocked: would delete 90% of uf" in result.stdout
+
+
+def test_state_found_from_any_working_directory_when_its_path_is_relative(
+    tmp_path, fake, monkeypatch
+):
+    path = tmp_path / "syncd.toml"
+    path.write_text(CONFIG.format(state="state.db", url=fake.url))
+    write_jsonl(tmp_path / "catalog.jsonl", catalog(4))
+    monkeypatch.chdir(tmp_path)
+    assert run(Path("syncd.toml"), "sync").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = run(Path("../syncd.toml"), "plan", "--exit-code")
+
+    assert result.exit_code == 0, result.output  # not a full re-push of every product
+    assert not (elsewhere / "state.db").exists()
+
+
+def test_global_options_work_after_the_subcommand(config, tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["plan", "--json", "--config", str(config), "--log-level", "error"],
+        env={"UF_KEY": KEY},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["target"] == "uf"
+    nested = CliRunner().invoke(main, ["db", "current", "-c", str(config)], env={})
+    assert nested.exit_code == 0, nested.output
+
+
+def test_an_unknown_target_name_is_a_usage_error_naming_the_known_ones(config):
+    for command in (["plan"], ["sync"], ["history"], ["rejections"], ["show", "P00001"]):
+        result = run(config, *command, "--target", "nope")
+        assert result.exit_code == 2, (command, result.output)
+        assert "'nope'" in result.output and "configured: uf" in result.output
+
+
+def test_sandbox_says_plainly_when_its_port_is_taken():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(
+            main, ["sandbox", "userflux", "--port", str(port)], env={"SANDBOX_API_KEY": "k"}
+        )
+    assert result.exit_code == 2
+    assert f"port {port} on 127.0.0.1 is already taken" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_every_timestamp_in_json_output_is_iso_8601_utc(config, fake, tmp_path):
+    write_jsonl(tmp_path / "catalog.jsonl", [*catalog(2), {"sku": "BAD", "price": "?"}])
+    assert run(config, "sync").exit_code == 0
+    [last] = json.loads(run(config, "history", "--json").stdout)
+    [rejection] = json.loads(run(config, "rejections", "--json").stdout)
+    [row] = json.loads(run(config, "status", "--json").stdout)
+    stamps = [
+        last["started_at"],
+        last["finished_at"],
+        rejection["first_seen"],
+        rejection["last_seen"],
+        row["last_run"]["started_at"],
+        row["next_run"],
+    ]
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", stamp), stamp
+
+
+def test_an_interrupted_runs_counts_say_what_was_not_attempted():
+    from syncd.cli import _report_rows
+    from syncd.runs import RunReport, TargetReport
+
+    report = RunReport(
+        (
+            TargetReport(
+                "uf", "userflux", 1, "full", "", "interrupted", created=3, failed=1, not_attempted=8
+            ),
+        ),
+        12,
+        True,
+    )
+    [row] = _report_rows(report)
+    assert row[8:10] == [1, 8]  # failed, not sent
+
+
+def test_check_config_reports_contract_problems_with_the_rest_in_one_pass(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[source]\nkind = "file"\npath = "c.jsonl"\n'
+        '[[targets]]\nkind = "vambe"\nname = "vb"\napi_key_env = "VB_KEY"\n'
+        'block_id = "my-block"\n[targets.mapping]\ncurrency = { const = "GBP" }\n'
+        "price = { const = 0 }\n"
+    )
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)], env={})
+    assert result.exit_code == 2
+    assert "VB_KEY is not set" in result.output
+    assert "targets[0].block_id: 'my-block' is not a UUID" in result.output
+    assert "targets[0].mapping.currency: constant 'GBP' is refused" in result.output
+    assert "targets[0].mapping.price: constant 0 is refused" in result.output
+
+
+def test_check_config_sample_warns_about_mapping_paths_no_record_has(config, tmp_path):
+    text = config.read_text().replace('name = "title"', 'name = "titel"')
+    config.write_text(text)
+
+    result = run(config, "check-config", "--sample", "5")
+
+    assert result.exit_code == 0, result.output
+    assert "warning: targets[0].mapping.properties.name: path 'titel' is in none of the 5" in (
+        result.output
+    )
+    assert "properties.price" not in result.output

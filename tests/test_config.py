@@ -149,3 +149,98 @@ def test_a_missing_config_file_is_a_config_error(tmp_path):
 def test_the_example_is_valid_toml_with_two_targets():
     data = tomllib.loads(EXAMPLE.read_text())
     assert len(data["targets"]) == 2
+
+
+# -- every path option resolves against the config file, whatever the working directory ----
+
+
+def _load_from_elsewhere(tmp_path, monkeypatch, text: str):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "syncd.toml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    return folder, load_config("../conf/syncd.toml", environ={"K": "x"})
+
+
+TARGET = '[[targets]]\nkind = "userflux"\nname = "uf"\napi_key_env = "K"\ntype_id = "p"\n'
+
+
+def test_a_relative_sqlite_state_url_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    folder, config = _load_from_elsewhere(
+        tmp_path,
+        monkeypatch,
+        '[source]\nkind = "file"\npath = "c.jsonl"\n[state]\nurl = "sqlite:///db/state.db"\n'
+        + TARGET,
+    )
+    assert config.state.resolved_url() == f"sqlite:///{folder.absolute()}/db/state.db"
+
+
+def test_the_default_state_url_is_next_to_the_config_file(tmp_path, monkeypatch):
+    folder, config = _load_from_elsewhere(
+        tmp_path, monkeypatch, '[source]\nkind = "file"\npath = "c.jsonl"\n' + TARGET
+    )
+    assert config.state.resolved_url() == f"sqlite:///{folder.absolute()}/syncd-state.db"
+
+
+def test_a_relative_file_source_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    folder, config = _load_from_elsewhere(
+        tmp_path, monkeypatch, '[source]\nkind = "file"\npath = "data/c.jsonl"\n' + TARGET
+    )
+    assert config.source.path == folder.absolute() / "data" / "c.jsonl"
+    assert config.source.path.is_absolute()
+
+
+def test_a_relative_sqlite_source_url_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    folder, config = _load_from_elsewhere(
+        tmp_path,
+        monkeypatch,
+        '[source]\nkind = "sql"\nurl = "sqlite:///shop.db?timeout=5"\ntable = "products"\n'
+        + TARGET,
+    )
+    assert config.source.url == f"sqlite:///{folder.absolute()}/shop.db?timeout=5"
+
+
+def test_a_relative_ca_bundle_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    folder, config = _load_from_elsewhere(
+        tmp_path,
+        monkeypatch,
+        '[source]\nkind = "file"\npath = "c.jsonl"\n[http]\nca_bundle = "certs/ca.pem"\n' + TARGET,
+    )
+    assert config.http.ca_bundle == folder.absolute() / "certs" / "ca.pem"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////var/lib/syncd/state.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql+psycopg://syncd@db/state",
+        "sqlite:///file:state.db?mode=ro&uri=true",
+    ],
+)
+def test_absolute_memory_uri_and_server_urls_are_left_as_they_are(url, tmp_path):
+    assert cfg.resolve_sqlite_url(url, tmp_path) == url
+
+
+def test_problems_of_the_file_and_missing_secrets_come_in_one_pass():
+    data = minimal()
+    data["source"]["bogus"] = 1
+    data["targets"].append(dict(data["targets"][0]))
+    data["schedule"] = {"cron": "nightly"}
+
+    problems = problems_of(data, environ={})
+
+    assert "source.bogus: unknown key" in problems
+    assert "targets[0].api_key_env: environment variable K is not set (nor K_FILE)" in problems
+    assert "targets[1].name: duplicate target name 'uf' (also targets[0])" in problems
+    assert "schedule.cron: a crontab needs 5 fields" in problems
+
+
+def test_secrets_are_not_required_when_asked_not_to():
+    config = parse_config(minimal(), environ={}, require_secrets=False)
+    assert config.targets[0].api_key_env == "K"
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_config({**minimal(), "bogus": 1}, environ={}, require_secrets=False)

@@ -1,4 +1,5 @@
-"""The state database opened for ``syncd plan``: read, never created, never migrated.
+"""The state database opened for ``syncd plan`` and the read-only commands (``status``,
+``history``, ``rejections``, ``show``, ``db current``): read, never created, never migrated.
 
 ``open_store_for_plan`` returns the store to diff against and, when the database is
 missing or has no syncd schema, a notice saying so: the plan then diffs against an
@@ -113,4 +114,23 @@ def open_store_for_plan(url: str) -> PlanState:
     return PlanState(SqlStateStore(probe.render_as_string(hide_password=False)))
 
 
-__all__ = ["PlanState", "open_store_for_plan"]
+def read_revision(url: str) -> tuple[str | None, str | None]:
+    """The schema revision of the state database at ``url`` and a notice (None: nothing to
+    say), read only: a missing SQLite file is reported, never created."""
+    parsed = normalize_url(url)
+    path = _sqlite_file(parsed)
+    if path is not None and not path.exists():
+        return None, f"state database {safe_url(parsed)} does not exist"
+    probe = _read_only(parsed, path) if path is not None else parsed
+    with translated("read the schema revision", probe):
+        engine = sa.create_engine(probe)
+        try:
+            with engine.connect() as conn:
+                revision = migrate.current_revision_of(conn)
+                conn.rollback()
+                return revision, None
+        finally:
+            engine.dispose()
+
+
+__all__ = ["PlanState", "open_store_for_plan", "read_revision"]

@@ -258,10 +258,13 @@ class FileSourceConfig(_SourceBase):
 
     kind: Literal["file"]
     """Selects this source kind."""
-    path: Path
-    """The file to read (relative paths are relative to the config file)."""
+    path: Path | tuple[Path, ...]
+    """The file to read, or a list of files and glob patterns (``["exports/*.csv",
+    "extra.jsonl"]``) read one after another as one catalog, each with its own header
+    and format. Relative paths are relative to the config file. Every file must be read
+    whole, and every pattern must match a file, or the read fails."""
     format: Literal["auto", "jsonl", "json", "csv"] = "auto"
-    """``auto`` picks by extension: .jsonl/.ndjson, .json, .csv."""
+    """``auto`` picks by extension: .jsonl/.ndjson, .json, .csv (each file by its own)."""
     records_path: str | None = None
     """JSON only: dotted path to the array of records (``data.products``); default the root."""
     encoding: str = "utf-8-sig"
@@ -276,6 +279,24 @@ class FileSourceConfig(_SourceBase):
     max_document_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     """JSON only: a whole-document file bigger than this (bytes, default 512 MiB) fails the
     read before it is loaded (parsing takes ~10x its size in memory; use JSON Lines)."""
+
+    @field_validator("path")
+    @classmethod
+    def _some_path(cls, path: Path | tuple[Path, ...]) -> Path | tuple[Path, ...]:
+        if isinstance(path, tuple) and not path:
+            raise ValueError("give at least one file or pattern")
+        return path
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """``path`` as a tuple of files and glob patterns."""
+        return self.path if isinstance(self.path, tuple) else (self.path,)
+
+    def resolved(self, base_dir: Path) -> FileSourceConfig:
+        """This config with relative paths made relative to ``base_dir`` (the config's)."""
+        if isinstance(self.path, tuple):
+            return self.model_copy(update={"path": tuple(base_dir / p for p in self.path)})
+        return self.model_copy(update={"path": base_dir / self.path})
 
 
 class SqlSourceConfig(_SourceBase):
@@ -816,13 +837,8 @@ def parse_config(
     if problems:
         raise ConfigError(problems, source=source)
     source_config = config.source
-    if (
-        base_dir is not None
-        and isinstance(source_config, FileSourceConfig)
-        and not source_config.path.is_absolute()
-    ):
-        resolved = source_config.model_copy(update={"path": base_dir / source_config.path})
-        config = config.model_copy(update={"source": resolved})
+    if base_dir is not None and isinstance(source_config, FileSourceConfig):
+        config = config.model_copy(update={"source": source_config.resolved(base_dir)})
     return config
 
 

@@ -7,10 +7,12 @@ a variable ``NAME_FILE`` holding a path is read when ``NAME`` itself is not set.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,6 +22,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -114,6 +118,103 @@ Spec = Annotated[FieldSpec, BeforeValidator(_path_shorthand)]
 # --------------------------------------------------------------------------------------
 
 
+FILTER_OPERATORS = (
+    "eq",
+    "ne",
+    "in",
+    "not_in",
+    "missing",
+    "present",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "regex",
+)
+"""The operators of a ``where`` condition (``{ price = { gt = 0 } }``)."""
+
+_COMPARISONS = ("gt", "ge", "lt", "le")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One field's test in a ``where`` table: every (operator, value) pair must hold.
+
+    Validated at load (``parse_condition``); matched by ``syncd.sources.base``. A value
+    of ``in``/``not_in`` is a tuple.
+    """
+
+    tests: tuple[tuple[str, Any], ...]
+
+    def as_toml(self) -> dict[str, Any]:
+        """The condition as its TOML table (lists for ``in``/``not_in``)."""
+        return {op: list(value) if isinstance(value, tuple) else value for op, value in self.tests}
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, (list, tuple, dict))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_condition(value: Any) -> Condition:
+    """A ``where`` entry as a ``Condition``: a value (equal), a list (one of) or a table of
+    operators. ``ValueError`` listing every problem of the entry."""
+    if isinstance(value, Condition):
+        return value
+    if isinstance(value, list | tuple):
+        value = {"in": value}
+    elif not isinstance(value, dict):
+        value = {"eq": value}
+    if not value:
+        raise ValueError(f"an empty table tests nothing: give one of {', '.join(FILTER_OPERATORS)}")
+    problems: list[str] = []
+    tests: list[tuple[str, Any]] = []
+    for op, operand in value.items():
+        if (problem := _operand_problem(op, operand)) is not None:
+            problems.append(problem)
+        else:
+            tests.append((op, tuple(operand) if isinstance(operand, list | tuple) else operand))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return Condition(tuple(tests))
+
+
+def _operand_problem(op: str, operand: Any) -> str | None:
+    """What is wrong with one operator of a ``where`` condition, or None."""
+    if op not in FILTER_OPERATORS:
+        return f"unknown operator {op!r} (known: {', '.join(FILTER_OPERATORS)})"
+    if op in ("eq", "ne") and not _is_scalar(operand):
+        return f"{op}: wants a single value, not {type(operand).__name__}"
+    if op in ("in", "not_in") and not (
+        isinstance(operand, list | tuple) and all(_is_scalar(item) for item in operand)
+    ):
+        return f"{op}: wants a list of values, got {operand!r}"
+    if op in ("missing", "present") and not isinstance(operand, bool):
+        return f"{op}: wants true or false, got {operand!r}"
+    if op in _COMPARISONS and not _is_number(operand):
+        return f"{op}: wants a number, got {operand!r}"
+    if op == "regex":
+        if not isinstance(operand, str):
+            return f"regex: wants a string, got {operand!r}"
+        try:
+            re.compile(operand)
+        except re.error as exc:
+            return f"regex: bad regular expression {operand!r}: {exc}"
+    return None
+
+
+WhereCondition = Annotated[
+    Condition,
+    PlainValidator(parse_condition),
+    PlainSerializer(Condition.as_toml, return_type=dict[str, Any]),
+]
+Where = dict[str, WhereCondition]
+"""A ``where`` table: dotted field path -> condition; a record must pass every one."""
+
+
 class _SourceBase(_Model):
     key: str = "id"
     """Dotted path of the field that identifies a product in the source."""
@@ -133,11 +234,12 @@ class _SourceBase(_Model):
     reads. Default: 1 when the read proves itself complete or a second look confirms
     each delete; 3 for a source that can do neither (an HTTP list paged by number or
     offset with no ``total_path`` and no ``item_url``)."""
-    where: dict[str, Any] = Field(default_factory=dict)
-    """Keep only records whose field (dotted path) equals the value, or one of a list of
-    values (``{ model = "product.product", status = ["publish", "private"] }``). Records
-    left out count as absent from the catalog: products already pushed are deleted,
-    within the guards. Applied after ``group_by``."""
+    where: Where = Field(default_factory=dict)
+    """Keep only records whose every field (dotted path) passes its condition: a value
+    (equal), a list (one of) or a table of operators ``eq ne in not_in missing present gt
+    ge lt le regex`` (``{ status = "publish", price = { gt = 0 }, sku = { regex = "^A-" }
+    }``). Records left out count as absent from the catalog: products already pushed are
+    deleted, within the guards. Applied after ``group_by``."""
     skip_unchanged_rows: bool = True
     """Skip mapping a row whose raw bytes (with the target's mapping settings and syncd's
     version; not the URL, concurrency, rate limit and other settings of how requests are
@@ -156,10 +258,13 @@ class FileSourceConfig(_SourceBase):
 
     kind: Literal["file"]
     """Selects this source kind."""
-    path: Path
-    """The file to read (relative paths are relative to the config file)."""
+    path: Path | tuple[Path, ...]
+    """The file to read, or a list of files and glob patterns (``["exports/*.csv",
+    "extra.jsonl"]``) read one after another as one catalog, each with its own header
+    and format. Relative paths are relative to the config file. Every file must be read
+    whole, and every pattern must match a file, or the read fails."""
     format: Literal["auto", "jsonl", "json", "csv"] = "auto"
-    """``auto`` picks by extension: .jsonl/.ndjson, .json, .csv."""
+    """``auto`` picks by extension: .jsonl/.ndjson, .json, .csv (each file by its own)."""
     records_path: str | None = None
     """JSON only: dotted path to the array of records (``data.products``); default the root."""
     encoding: str = "utf-8-sig"
@@ -174,6 +279,24 @@ class FileSourceConfig(_SourceBase):
     max_document_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
     """JSON only: a whole-document file bigger than this (bytes, default 512 MiB) fails the
     read before it is loaded (parsing takes ~10x its size in memory; use JSON Lines)."""
+
+    @field_validator("path")
+    @classmethod
+    def _some_path(cls, path: Path | tuple[Path, ...]) -> Path | tuple[Path, ...]:
+        if isinstance(path, tuple) and not path:
+            raise ValueError("give at least one file or pattern")
+        return path
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """``path`` as a tuple of files and glob patterns."""
+        return self.path if isinstance(self.path, tuple) else (self.path,)
+
+    def resolved(self, base_dir: Path) -> FileSourceConfig:
+        """This config with relative paths made relative to ``base_dir`` (the config's)."""
+        if isinstance(self.path, tuple):
+            return self.model_copy(update={"path": tuple(base_dir / p for p in self.path)})
+        return self.model_copy(update={"path": base_dir / self.path})
 
 
 class SqlSourceConfig(_SourceBase):
@@ -441,6 +564,11 @@ class _TargetBase(_Model):
     by the first run after this many seconds."""
     alerts: AlertsConfig | None = None
     """This target's own alert channels, instead of the global ``[alerts]`` table."""
+    where: Where = Field(default_factory=dict)
+    """Send this target only the records passing these conditions (the operators of
+    ``source.where``). A record left out is absent from this target only: a product pushed
+    before is deleted there, within the guards, never rejected; other targets still get
+    it."""
 
 
 class UserfluxTargetConfig(_TargetBase):
@@ -805,8 +933,8 @@ def _resolved_paths(config: SyncdConfig, base_dir: Path) -> SyncdConfig:
     base_dir = Path(os.path.abspath(base_dir))  # ``..`` folded, symlinks kept
     update: dict[str, Any] = {}
     source = config.source
-    if isinstance(source, FileSourceConfig) and not source.path.is_absolute():
-        update["source"] = source.model_copy(update={"path": base_dir / source.path})
+    if isinstance(source, FileSourceConfig):
+        update["source"] = source.resolved(base_dir)  # absolute paths stay as they are
     if isinstance(source, SqlSourceConfig) and source.url is not None:
         url = resolve_sqlite_url(source.url, base_dir)
         if url != source.url:

@@ -181,12 +181,12 @@ def _simple_field(
 ) -> FieldFn:
     """A field that is one path and perhaps a type: the hot path of most mappings."""
     get = _compile_path(path)
-    if (kind is None or kind == "json") and not required:
+    if kind is None and not required:
         finish = _raw_value if raw else _plain_value
         if "." not in path:
             return lambda record: MISSING if (v := record.get(path)) is None else finish(v)
         return lambda record: MISSING if (v := get(record)) is None else finish(v)
-    coerce = COERCIONS[kind] if not (raw and kind in (None, "json")) else as_it_is
+    coerce = COERCIONS[kind] if not (raw and kind is None) else as_it_is
     is_string = kind == "string"
 
     def value(record: Record) -> Any:
@@ -239,7 +239,7 @@ def compile_field(
     has_default = spec.default is not None
     default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
     default = MISSING if default is None else default
-    coerce = COERCIONS[kind] if not (raw and kind in (None, "json")) else as_it_is
+    coerce = COERCIONS[kind] if not (raw and kind is None) else as_it_is
     to_text: Callable[[str], str] = _html_text if spec.html else str.strip
     index, max_length = spec.index, spec.max_length
 

@@ -7,6 +7,7 @@ and writing nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from syncd.model import (
 from syncd.proof import DeleteProof
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
-from syncd.sources.base import filter_records
+from syncd.sources.base import filter_records, record_matches
 from syncd.sources.file import FileSource, LineBlock
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
@@ -124,6 +125,8 @@ class _TargetRun:
     empty: the whole catalog."""
     found: set[str] = field(default_factory=set)
     """With ``only``: the keys the read found."""
+    left_out: set[str] = field(default_factory=set)
+    """Keys of records the read returned and the target's ``where`` left out."""
 
     @property
     def full(self) -> bool:
@@ -581,6 +584,12 @@ class Reconciler:
         ordinal: int,
         source_hash: bytes | None = None,
     ) -> None:
+        if run.config.where and not record_matches(record, run.config.where):
+            # left out by the target's `where`: absent there (a delete), not rejected; its
+            # key is remembered so no second look at the source is needed to delete it
+            with contextlib.suppress(RecordError):
+                run.left_out.add(run.mapper.map(record).key)
+            return
         try:
             document = run.mapper.map(record)
             if run.only and document.key not in run.only:
@@ -759,8 +768,10 @@ class Reconciler:
         keys = [change.key for change in candidates]
         # a second look asks the source by its key: only for targets keyed by it
         keyed_by_source = getattr(getattr(run.config, "mapping", None), "key", None) is None
-        confirmed = proof.confirm(keys) if keys and keyed_by_source else None
+        looked = [key for key in keys if key not in run.left_out]  # left out: seen, not gone
+        confirmed = proof.confirm(looked) if keys and keyed_by_source else None
         if confirmed is not None:
+            confirmed |= run.left_out.intersection(keys)
             found = len(keys) - len(confirmed)
             if found:
                 why = f"it failed: {proof.failure}" if proof.failure else "found again"

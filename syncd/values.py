@@ -434,6 +434,32 @@ def _to_json(value: Any, decimal_separator: str) -> Any:
     return jsonable(value)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_JSON_TEXT = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _parse_json(value: Any, decimal_separator: str) -> Any:
+    """``type = "json"``: a text is parsed as JSON (a database's JSON aggregate returned as
+    a string); any other value is taken as it is. Either must be JSON-compatible."""
+    if not isinstance(value, str):
+        return jsonable(value)
+    try:
+        parsed = _JSON_TEXT.decode(value)
+    except json.JSONDecodeError as exc:
+        raise RecordError(
+            f"not valid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): "
+            f"{exc.msg}: {show(value)}"
+        ) from None
+    except ValueError as exc:
+        raise RecordError(f"not valid JSON: {exc}: {show(value)}") from None
+    except RecursionError:
+        raise RecordError("not valid JSON: nested too deeply to parse") from None
+    return jsonable(parsed)
+
+
 def as_it_is(value: Any, decimal_separator: str) -> Any:
     return value
 
@@ -451,7 +477,7 @@ def _to_list(value: Any, decimal_separator: str) -> list[Any] | _Missing:
 
 COERCIONS: dict[ValueType | None, Callable[[Any, str], Any]] = {
     None: _to_json,
-    "json": _to_json,
+    "json": _parse_json,
     "number": _to_number,
     "integer": _to_integer,
     "boolean": _to_boolean,

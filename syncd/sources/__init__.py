@@ -9,7 +9,14 @@ from syncd.config import (
     SourceConfig,
     SqlSourceConfig,
 )
-from syncd.sources.base import Source, filter_records, group_records, read_catalog
+from syncd.sources.base import (
+    Source,
+    compile_where,
+    filter_records,
+    group_records,
+    read_catalog,
+    record_matches,
+)
 
 
 def open_source(config: SourceConfig, http: HttpConfig | None = None) -> Source:
@@ -29,4 +36,12 @@ def open_source(config: SourceConfig, http: HttpConfig | None = None) -> Source:
     raise TypeError(f"unknown source config {type(config).__name__}")
 
 
-__all__ = ["Source", "filter_records", "group_records", "open_source", "read_catalog"]
+__all__ = [
+    "Source",
+    "compile_where",
+    "filter_records",
+    "group_records",
+    "open_source",
+    "read_catalog",
+    "record_matches",
+]

@@ -7,11 +7,19 @@ malformed page, truncated file) raises ``SourceError`` and the run sends no dele
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any, Protocol
 
+from syncd.config import Condition, Where, parse_condition
+from syncd.errors import RecordError
 from syncd.model import Record, SourceItem, UnreadableRow
+from syncd.values import coerce
 
 
 class Source(Protocol):
@@ -57,16 +65,125 @@ def _group_value(record: Record, field: str) -> object:
     return value
 
 
-def filter_records(items: Iterable[SourceItem], where: Mapping[str, Any]) -> Iterator[SourceItem]:
-    """Only the records matching every ``path = value`` (or ``path = [values]``) of ``where``."""
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _as_number(value: object) -> float | None:
+    """A number, or a text that is one (``"12.50"``, ``" -3 "``); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, Decimal)):
+        number = float(value)
+    elif isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+        number = float(value.strip())
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _equal(value: object, wanted: object) -> bool:
+    """``value == wanted``, or a text spelling the number or boolean wanted (CSV cells)."""
+    if value == wanted:
+        return True
+    if isinstance(wanted, bool):
+        if isinstance(value, str):
+            try:
+                return bool(coerce(value, "boolean") is wanted)
+            except RecordError:
+                return False
+        return False
+    if isinstance(value, str) != isinstance(wanted, str):  # "5" and 5, not "001" and "1"
+        number, other = _as_number(value), _as_number(wanted)
+        return number is not None and number == other
+    return False
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, (list, dict)) and not value
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+Test = Callable[[object], bool]
+
+
+def _test(op: str, operand: Any) -> Test:
+    """The test of one operator of a ``Condition`` on a field's value."""
+    if op == "eq":
+        return lambda value: _equal(value, operand)
+    if op == "ne":
+        return lambda value: not _equal(value, operand)
+    if op == "in":
+        return lambda value: any(_equal(value, each) for each in operand)
+    if op == "not_in":
+        return lambda value: not any(_equal(value, each) for each in operand)
+    if op in ("missing", "present"):
+        wanted = operand if op == "missing" else not operand
+        return lambda value: _is_missing(value) is wanted
+    if op in _COMPARE:
+        compare, bound = _COMPARE[op], float(operand)
+        return lambda value: (number := _as_number(value)) is not None and compare(number, bound)
+    if op == "regex":
+        search = re.compile(operand).search
+        return lambda value: (text := _text(value)) is not None and search(text) is not None
+    raise ValueError(f"unknown filter operator {op!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(where: tuple[tuple[str, Condition], ...]) -> Callable[[Record], bool]:
     tests = [
-        (path, tuple(value) if isinstance(value, list) else (value,))
-        for path, value in where.items()
+        (path, _test(op, operand)) for path, condition in where for op, operand in condition.tests
     ]
+
+    def matches(record: Record) -> bool:
+        return all(test(_group_value(record, path)) for path, test in tests)
+
+    return matches
+
+
+def compile_where(where: Mapping[str, Condition | Any]) -> Callable[[Record], bool]:
+    """A predicate: whether a record passes every condition of ``where`` (a config's
+    ``where`` table; a plain value or list is read as ``parse_condition`` reads it).
+
+    A missing field is None: it fails ``eq``, ``in`` and comparisons and passes ``ne``,
+    ``not_in`` and ``missing``. Comparisons take numbers and texts of numbers
+    (``"12.50"``); any other value fails them. ``regex`` searches a text (or a number's
+    digits) anywhere: anchor it with ``^``/``$``.
+    """
+    key = tuple((path, parse_condition(condition)) for path, condition in where.items())
+    return _compiled(key)
+
+
+def record_matches(record: Record, where: Mapping[str, Condition | Any]) -> bool:
+    """Whether ``record`` passes every condition of ``where`` (``compile_where``)."""
+    return compile_where(where)(record)
+
+
+def filter_records(
+    items: Iterable[SourceItem], where: Mapping[str, Condition | Any]
+) -> Iterator[SourceItem]:
+    """Only the records passing every condition of ``where`` (``compile_where``);
+    unreadable rows pass through."""
+    matches = compile_where(where)
     for item in items:
-        if isinstance(item, UnreadableRow) or all(
-            _group_value(item, path) in allowed for path, allowed in tests
-        ):
+        if isinstance(item, UnreadableRow) or matches(item):
             yield item
 
 
@@ -86,7 +203,7 @@ class _SourceOptions(Protocol):
     @property
     def group_into(self) -> str: ...
     @property
-    def where(self) -> dict[str, Any]: ...
+    def where(self) -> Where: ...
 
 
 def group_records(items: Iterable[SourceItem], by: str, into: str) -> Iterator[SourceItem]:

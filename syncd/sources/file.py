@@ -1,4 +1,5 @@
-"""The file source: a catalog export on disk in JSON Lines, JSON or CSV.
+"""The file source: a catalog export on disk in JSON Lines, JSON or CSV, in one file or
+several (a list of files and glob patterns read one after another as one catalog).
 
 JSON Lines and CSV stream line by line in bounded memory; a line or record over
 ``source.max_record_bytes`` is an unreadable row, skipped without being kept whole. A
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import glob
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -107,6 +109,8 @@ class RawLine(NamedTuple):
     """Byte offset of ``data`` in the file."""
     data: bytes
     """The line's bytes (a leading byte order mark removed), its newline included."""
+    path: Path | None = None
+    """The file the line is in (set by ``FileSource.read_blocks``)."""
 
 
 BLOCK_BYTES = 1 << 20
@@ -120,9 +124,11 @@ class LineBlock:
     few list operations and make a ``RawLine`` only of the lines it parses.
     """
 
-    __slots__ = ("_starts", "ended", "first", "lines", "start")
+    __slots__ = ("_starts", "ended", "first", "lines", "path", "start")
 
-    def __init__(self, first: int, start: int, lines: list[bytes], *, ended: bool) -> None:
+    def __init__(
+        self, first: int, start: int, lines: list[bytes], *, ended: bool, path: Path | None = None
+    ) -> None:
         self.first = first
         """1-based line number of ``lines[0]``."""
         self.start = start
@@ -132,6 +138,8 @@ class LineBlock:
         self.ended = ended
         """Whether the last line ended with a newline (False: the file's cut-off tail)."""
         self._starts: list[int] | None = None
+        self.path = path
+        """The file the lines are in."""
 
     def row(self, index: int) -> RawLine:
         """``lines[index]`` as a ``RawLine`` (its newline put back, when it had one)."""
@@ -141,14 +149,14 @@ class LineBlock:
             )
         last = index == len(self.lines) - 1
         data = self.lines[index] if last and not self.ended else self.lines[index] + b"\n"
-        return RawLine(self.first + index, self._starts[index], data)
+        return RawLine(self.first + index, self._starts[index], data, self.path)
 
 
 def _without_oversized(block: LineBlock, limit: int) -> LineBlock:
     """The block with each line over ``limit`` bytes replaced by ``_oversized(size)``."""
     starts = list(accumulate((len(line) + 1 for line in block.lines), initial=block.start))
     lines = [_oversized(len(line)) if len(line) > limit else line for line in block.lines]
-    kept = LineBlock(block.first, block.start, lines, ended=block.ended)
+    kept = LineBlock(block.first, block.start, lines, ended=block.ended, path=block.path)
     kept._starts = starts
     return kept
 
@@ -278,13 +286,15 @@ def _walk(document: Any, dotted: str) -> Any:
     return value
 
 
-class FileSource:
-    """Reads a JSON Lines, JSON or CSV export (format by extension unless configured)."""
+class _FileReader:
+    """Reads one JSON Lines, JSON or CSV file (format by extension unless configured)."""
 
-    def __init__(self, config: FileSourceConfig) -> None:
+    def __init__(self, config: FileSourceConfig, path: Path, *, named: bool = False) -> None:
         self.config = config
-        self.path = config.path
-        self._raw_lines = _Lines(config.path, config.encoding)
+        self.path = path
+        self.named = named
+        """Whether rows are placed as ``file:line`` (one of several files), not ``line N``."""
+        self._raw_lines = _Lines(path, config.encoding)
         self._codec = "utf-8"
         self._identity: tuple[int, int, int, int] | None = None
         """The file's (device, inode, size, mtime_ns) when the last read began."""
@@ -310,13 +320,10 @@ class FileSource:
         """Always: a file cut short, or with a record that can't be read, fails the read."""
         return True
 
-    def confirm_absent(self, keys: Sequence[str]) -> set[str]:
-        """Every key, when the file is still the one the last read began on (same inode,
-        size and modification time): that read was whole, so what it missed is gone. None
-        of them when the file changed since (or was never read): look again next run."""
-        if self._identity is None or self._identity != self._stat():
-            return set()
-        return set(keys)
+    def unchanged(self) -> bool:
+        """Whether the file is still the one the last read began on (same inode, size and
+        modification time); False when it changed since or was never read."""
+        return self._identity is not None and self._identity == self._stat()
 
     def _stat(self) -> tuple[int, int, int, int] | None:
         try:
@@ -385,7 +392,7 @@ class FileSource:
             if number == 1 and strip_bom and lines[0].startswith(_BOM):
                 lines[0] = lines[0][len(_BOM) :]
                 start += len(_BOM)
-            block = LineBlock(number, start, lines, ended=ended)
+            block = LineBlock(number, start, lines, ended=ended, path=self.path)
             if size == len(head) and max(map(len, lines)) > limit:
                 block = _without_oversized(block, limit)
             yield block
@@ -439,10 +446,13 @@ class FileSource:
         text = self._raw_lines.decode(line, self._codec)
         return self._parse_jsonl(text, line.number, ended=line.data.endswith(b"\n"))
 
+    def _place(self, number: int) -> str:
+        return f"{self.path}:{number}" if self.named else f"line {number}"
+
     def _parse_jsonl(self, text: str, number: int, *, ended: bool) -> SourceItem | None:
         if not text.strip():
             return None
-        place = f"line {number}"
+        place = self._place(number)
         try:
             value = loads_strict(text)
         except ValueError as exc:
@@ -464,7 +474,7 @@ class FileSource:
                 "the file looks truncated"
             )
         return UnreadableRow(
-            f"line {number}",
+            self._place(number),
             f"{size} bytes, over source.max_record_bytes={self.config.max_record_bytes}; "
             "not parsed",
         )
@@ -539,9 +549,8 @@ class FileSource:
             if isinstance(value, dict):
                 yield value
             else:
-                yield UnreadableRow(
-                    f"item {index}", f"a JSON {type(value).__name__}, not an object"
-                )
+                place = f"{self.path}: item {index}" if self.named else f"item {index}"
+                yield UnreadableRow(place, f"a JSON {type(value).__name__}, not an object")
 
     def _repeated_key_error(self, text: str) -> SourceError:
         """The error naming the record of a JSON document in which an object repeats a key."""
@@ -631,7 +640,7 @@ class FileSource:
                         f"grows over source.max_record_bytes={limit}; the rest of the file "
                         "can't be parsed reliably"
                     ) from exc
-                yield UnreadableRow(f"line {first_line}", f"bad CSV: {exc}")
+                yield UnreadableRow(self._place(first_line), f"bad CSV: {exc}")
                 continue
             if not lines.last_ended:
                 checked = self._unterminated(
@@ -647,7 +656,7 @@ class FileSource:
                     else lines.size - first_byte
                 )
                 yield UnreadableRow(
-                    f"line {first_line}",
+                    self._place(first_line),
                     f"{size} bytes or more, over source.max_record_bytes={limit}; not parsed",
                 )
                 continue
@@ -656,7 +665,7 @@ class FileSource:
             if len(row) != width:
                 more_or_fewer = "more" if len(row) > width else "fewer"
                 yield UnreadableRow(
-                    f"line {first_line}",
+                    self._place(first_line),
                     f"{len(row)} fields, {more_or_fewer} than the {width} of the header",
                 )
                 continue
@@ -690,3 +699,136 @@ class FileSource:
                 )
             )
         return row
+
+
+_GLOB_MAGIC = frozenset("*?[")
+
+
+def match_files(patterns: Sequence[Path]) -> list[Path]:
+    """The files a ``source.path`` names, in order: each plain path as it is, each glob
+    pattern's matches sorted by name; a file named twice is read once.
+
+    ``SourceError`` naming the path for a missing file, a directory, or a pattern
+    matching no file: a catalog with a part missing is not a complete read.
+    """
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        if pattern.exists() or not _GLOB_MAGIC.intersection(str(pattern)):
+            if not pattern.is_file():
+                what = "is not a file" if pattern.exists() else "does not exist"
+                raise SourceError(f"{pattern}: {what}")
+            found.setdefault(pattern, None)
+            continue
+        matches = sorted(
+            Path(name) for name in glob.glob(str(pattern), recursive=True) if Path(name).is_file()
+        )
+        if not matches:
+            raise SourceError(
+                f"{pattern}: the pattern matches no file; a part of the catalog is missing"
+            )
+        for match in matches:
+            found.setdefault(match, None)
+    return list(found)
+
+
+class FileSource:
+    """Reads a catalog export on disk: one file, or several (``source.path`` a list or a
+    glob pattern) read one after another as one catalog, each with its own header and
+    format, its rows placed as ``file:line``."""
+
+    def __init__(self, config: FileSourceConfig) -> None:
+        self.config = config
+        self.patterns = config.paths
+        """The configured files and glob patterns."""
+        self.several = isinstance(config.path, tuple) or any(
+            _GLOB_MAGIC.intersection(str(p)) and not p.exists() for p in self.patterns
+        )
+        """Whether the catalog may span several files (rows are then placed ``file:line``)."""
+        self._readers: dict[Path, _FileReader] = {}
+        self._matched: list[Path] | None = None
+        """The files the last read began on, in order (None: no read yet)."""
+
+    @property
+    def path(self) -> Path:
+        """The first configured file or pattern (for messages)."""
+        return self.patterns[0]
+
+    def _open(self) -> list[_FileReader]:
+        """A reader per file ``source.path`` names now; ``SourceError`` when one is missing."""
+        files = match_files(self.patterns)
+        readers = {
+            path: self._readers.get(path) or _FileReader(self.config, path, named=self.several)
+            for path in files
+        }
+        self._readers = readers
+        return list(readers.values())
+
+    @property
+    def format(self) -> Format:
+        """The format of the (first) file: configured, or picked by its extension."""
+        return self._open()[0].format
+
+    def describe(self) -> str:
+        named = ", ".join(str(p) for p in self.patterns)
+        return f"file {named} ({self.config.format})"
+
+    @property
+    def can_prove_complete(self) -> bool:
+        """Always: a file cut short, or with a record that can't be read, a missing file or
+        a pattern matching nothing, fails the read."""
+        return True
+
+    def confirm_absent(self, keys: Sequence[str]) -> set[str]:
+        """Every key, when ``source.path`` names the same files as when the last read
+        began and each is still the one read (same inode, size and modification time):
+        that read was whole, so what it missed is gone. None of them when a file changed,
+        appeared or disappeared since (or there was no read): look again next run."""
+        if self._matched is None:
+            return set()
+        try:
+            now = match_files(self.patterns)
+        except SourceError:
+            return set()
+        if now != self._matched:
+            return set()
+        readers = [self._readers.get(path) for path in now]
+        if not all(reader is not None and reader.unchanged() for reader in readers):
+            return set()
+        return set(keys)
+
+    def read(self) -> Iterator[SourceItem]:
+        """Yield every file's records, one file after another; every failure is raised
+        while iterating, naming the file."""
+        self._matched = None
+        readers = self._open()
+        self._matched = [reader.path for reader in readers]
+        for reader in readers:
+            yield from reader.read()
+
+    def can_read_lines(self) -> bool:
+        """Whether ``read_blocks`` works here: every file JSON Lines in an ASCII-compatible
+        encoding. ``SourceError`` when a file is missing or of an unknown format."""
+        return all(reader.can_read_lines() for reader in self._open())
+
+    def read_lines(self) -> Iterator[RawLine]:
+        """Every file's non-blank lines, undecoded (``_FileReader.read_lines``)."""
+        for block in self.read_blocks():
+            for index, line in enumerate(block.lines):
+                if line.strip():
+                    yield block.row(index)
+
+    def read_blocks(self) -> Iterator[LineBlock]:
+        """Every JSON Lines file as blocks of whole lines, one file after another; each
+        block (and each of its rows) names its file for ``parse_line``."""
+        self._matched = None
+        readers = self._open()
+        self._matched = [reader.path for reader in readers]
+        for reader in readers:
+            yield from reader.read_blocks()
+
+    def parse_line(self, line: RawLine) -> SourceItem | None:
+        """The record of a line from ``read_blocks`` (None: a blank line, not a record)."""
+        reader = self._readers.get(line.path) if line.path is not None else None
+        if reader is None:
+            raise SourceError(f"{line.path}: a line of a file this read did not open")
+        return reader.parse_line(line)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from syncd.config import FileSourceConfig
+from syncd.config import FileSourceConfig, load_config
 from syncd.errors import SourceError
 from syncd.model import UnreadableRow
 from syncd.sources import file as file_source
@@ -614,3 +614,195 @@ def test_a_file_never_read_confirms_nothing(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "catalog.jsonl", catalog(3))
 
     assert source(path).confirm_absent(["p9"]) == set()
+
+
+# --- Several files as one catalog ------------------------------------------------------
+
+
+def several(tmp_path: Path, *paths: str, **options: Any) -> FileSource:
+    return FileSource(
+        FileSourceConfig(kind="file", path=tuple(tmp_path / p for p in paths), **options)
+    )
+
+
+def write_exports(tmp_path: Path) -> None:
+    """One CSV per category (each with its own header and column order) and a JSONL file."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "b-shirts.csv").write_text("title,id,size\nShirt,s1,M\nTee,s2,L\n", "utf-8")
+    (exports / "a-shoes.csv").write_text("id;title\nh1;Boot\n".replace(";", ","), "utf-8")
+    write_jsonl(tmp_path / "extra.jsonl", [{"id": "x1", "title": "Gift card"}])
+
+
+def test_several_files_and_patterns_read_as_one_catalog_each_with_its_own_header(
+    tmp_path: Path,
+) -> None:
+    write_exports(tmp_path)
+
+    items = list(several(tmp_path, "exports/*.csv", "extra.jsonl").read())
+
+    assert items == [
+        {"id": "h1", "title": "Boot"},  # a-shoes.csv: the pattern's matches sorted by name
+        {"title": "Shirt", "id": "s1", "size": "M"},
+        {"title": "Tee", "id": "s2", "size": "L"},
+        {"id": "x1", "title": "Gift card"},
+    ]
+
+
+def test_relative_files_and_patterns_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    write_exports(tmp_path)
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[source]\nkind = "file"\npath = ["exports/*.csv", "extra.jsonl"]\n'
+        '[[targets]]\nkind = "userflux"\nname = "uf"\napi_key_env = "K"\ntype_id = "p"\n',
+        encoding="utf-8",
+    )
+
+    loaded = load_config(config, environ={"K": "x"})
+
+    assert loaded.source.path == (tmp_path / "exports/*.csv", tmp_path / "extra.jsonl")
+    assert len(list(open_source(loaded.source).read())) == 4
+
+
+def test_a_single_glob_pattern_is_several_files(tmp_path: Path) -> None:
+    write_exports(tmp_path)
+
+    reader = source(tmp_path / "exports" / "*.csv")
+
+    assert [item["id"] for item in reader.read() if isinstance(item, dict)] == ["h1", "s1", "s2"]
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    write_exports(tmp_path)
+
+    items = list(several(tmp_path, "exports/a-shoes.csv", "exports/*.csv").read())
+
+    assert [item["id"] for item in items if isinstance(item, dict)] == ["h1", "s1", "s2"]
+
+
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        (["exports/*.csv", "missing.jsonl"], r"missing\.jsonl: does not exist"),
+        (["exports/*.csv", "other/*.csv"], r"other/\*\.csv: the pattern matches no file"),
+        (["exports/*.csv", "exports"], r"exports: is not a file"),
+    ],
+)
+def test_a_missing_file_or_an_empty_pattern_fails_the_read_naming_it(
+    tmp_path: Path, paths: list[str], message: str
+) -> None:
+    write_exports(tmp_path)
+
+    with pytest.raises(SourceError, match=message):
+        list(several(tmp_path, *paths).read())
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["blocks", "read"])
+def test_a_truncated_file_among_several_fails_the_read_naming_that_file(
+    tmp_path: Path, fast: bool
+) -> None:
+    write_jsonl(tmp_path / "a.jsonl", catalog(2))
+    (tmp_path / "b.jsonl").write_text('{"id": "p9"}\n{"id": "p1', encoding="utf-8")
+    reader = several(tmp_path, "a.jsonl", "b.jsonl")
+
+    with pytest.raises(SourceError, match=r"b\.jsonl: the last line \(2\) is cut short"):
+        if fast:
+            for block in reader.read_blocks():
+                for index in range(len(block.lines)):
+                    reader.parse_line(block.row(index))
+        else:
+            list(reader.read())
+
+
+def test_an_unreadable_row_of_one_of_several_files_is_placed_as_file_and_line(
+    tmp_path: Path,
+) -> None:
+    write_jsonl(tmp_path / "a.jsonl", catalog(2))
+    (tmp_path / "b.csv").write_text("id,title\nq1,One\nq2,Two,extra\n", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text('{"id": "r1"}\nnot json\n', encoding="utf-8")
+
+    items = list(several(tmp_path, "a.jsonl", "b.csv", "c.jsonl").read())
+
+    unreadable = [item for item in items if isinstance(item, UnreadableRow)]
+    assert [u.place for u in unreadable] == [f"{tmp_path / 'b.csv'}:3", f"{tmp_path / 'c.jsonl'}:2"]
+
+
+def test_json_lines_blocks_run_over_several_files_one_after_another(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", catalog(2))
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "q1"}, {"id": "q2"}, {"id": "q3"}])
+    reader = several(tmp_path, "*.jsonl")
+
+    assert reader.can_read_lines()
+    rows = [block.row(i) for block in reader.read_blocks() for i in range(len(block.lines))]
+    rows = [row for row in rows if row.data.strip()]
+
+    assert [(row.path.name if row.path else None, row.number) for row in rows] == [
+        ("a.jsonl", 1),
+        ("a.jsonl", 2),
+        ("b.jsonl", 1),
+        ("b.jsonl", 2),
+        ("b.jsonl", 3),
+    ]
+    parsed = [reader.parse_line(row) for row in rows]
+    assert [item["id"] for item in parsed if isinstance(item, dict)] == [
+        "p1",
+        "p2",
+        "q1",
+        "q2",
+        "q3",
+    ]
+
+
+def test_several_files_of_mixed_formats_take_no_line_fast_path(tmp_path: Path) -> None:
+    write_exports(tmp_path)
+
+    assert not several(tmp_path, "exports/*.csv", "extra.jsonl").can_read_lines()
+    assert several(tmp_path, "extra.jsonl").can_read_lines()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["blocks", "read"])
+def test_several_unchanged_files_confirm_every_absent_key(tmp_path: Path, fast: bool) -> None:
+    write_jsonl(tmp_path / "a.jsonl", catalog(2))
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "q1"}])
+    reader = several(tmp_path, "*.jsonl")
+    list(reader.read_blocks() if fast else reader.read())
+
+    assert reader.confirm_absent(["p7"]) == {"p7"}
+
+
+def touch_later(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda tmp: touch_later(tmp / "b.jsonl"),  # the second file changed
+        lambda tmp: write_jsonl(tmp / "c.jsonl", [{"id": "p7"}]),  # a new file matches
+        lambda tmp: (tmp / "a.jsonl").unlink(),  # a file is gone
+    ],
+    ids=["changed", "appeared", "disappeared"],
+)
+def test_several_files_confirm_nothing_when_one_changed_or_the_pattern_matches_others(
+    tmp_path: Path, change: Any
+) -> None:
+    write_jsonl(tmp_path / "a.jsonl", catalog(2))
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "q1"}])
+    reader = several(tmp_path, "*.jsonl")
+    list(reader.read())
+
+    change(tmp_path)
+
+    assert reader.confirm_absent(["p7"]) == set()
+
+
+def test_a_read_that_failed_on_a_missing_file_confirms_nothing(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", catalog(2))
+    reader = several(tmp_path, "a.jsonl", "b.jsonl")
+    with pytest.raises(SourceError):
+        list(reader.read())
+
+    write_jsonl(tmp_path / "b.jsonl", [])
+
+    assert reader.confirm_absent(["p7"]) == set()

@@ -215,6 +215,55 @@ Where = dict[str, WhereCondition]
 """A ``where`` table: dotted field path -> condition; a record must pass every one."""
 
 
+class VariantJoinConfig(_Model):
+    """Variant rows folded into the parent product that references them, wherever they
+    are in the read (before the parent, after it, in another file). Exactly one of
+    ``parent_key`` or ``listed_in`` says how a variant and its parent are linked."""
+
+    parent_key: str | None = None
+    """Dotted path of the field of a variant row that holds its parent's ``match`` value
+    (``parent_sku``). A row with it set is a variant; a row without it is a product."""
+    listed_in: str | None = None
+    """Dotted path of the parent's field listing its variants: packed entries
+    (``sku=A-XS-Black,size=XS,color=Black|sku=A-XS-Gray,...``), plain keys
+    (``A-XS-Black|A-XS-Gray``) or a JSON list of strings or objects. A row listed by a
+    parent is a variant; every other row is a product."""
+    match: str | None = None
+    """Dotted path of the field that links the two: the value a variant's ``parent_key``
+    names, or that a parent's list names. Default ``source.key``."""
+    separator: str = Field(default="|", min_length=1)
+    """With ``listed_in``: what separates the entries of the list."""
+    pair_separator: str = Field(default=",", min_length=1)
+    """With ``listed_in``: what separates the ``name=value`` pairs of one entry."""
+    assign: str = Field(default="=", min_length=1)
+    """With ``listed_in``: what separates a pair's name from its value."""
+    listed_key: str = "sku"
+    """With ``listed_in``: the pair of a packed entry that holds the variant's ``match``."""
+    into: str = "variants"
+    """The field of the folded product listing its variant records (the variant's row,
+    its packed pairs filling the fields the row lacks), in the parent's order."""
+    distinct: dict[str, str] | list[str] = Field(default_factory=dict)
+    """Fields of the folded product listing the distinct values of a variant field, in
+    first-seen order, empty values left out: ``{ sizes = "size", colors = "color" }``; a
+    list of paths names each ``<into>_<path>`` (``["size"]`` -> ``variants_size``)."""
+    orphans: Literal["hold", "skip"] = "hold"
+    """A variant whose parent is not in the read: ``hold`` reports it as an unreadable row,
+    so the run holds its deletes (its parent may be missing by mistake); ``skip`` leaves
+    it out with a warning (exports that keep variants of removed products)."""
+
+    @model_validator(mode="after")
+    def _one_link(self) -> VariantJoinConfig:
+        if (self.parent_key is None) == (self.listed_in is None):
+            raise ValueError("give exactly one of parent_key or listed_in")
+        return self
+
+    def distinct_fields(self) -> dict[str, str]:
+        """Output field -> variant path, the list form named ``<into>_<path>``."""
+        if isinstance(self.distinct, dict):
+            return dict(self.distinct)
+        return {f"{self.into}_{path.replace('.', '_')}": path for path in self.distinct}
+
+
 class _SourceBase(_Model):
     key: str = "id"
     """Dotted path of the field that identifies a product in the source."""
@@ -240,6 +289,9 @@ class _SourceBase(_Model):
     ge lt le regex`` (``{ status = "publish", price = { gt = 0 }, sku = { regex = "^A-" }
     }``). Records left out count as absent from the catalog: products already pushed are
     deleted, within the guards. Applied after ``group_by``."""
+    variant: VariantJoinConfig | None = None
+    """Fold variant rows into their parent product wherever they are in the read
+    (``[source.variant]``); off by default. Applied after ``group_by``, before ``where``."""
     skip_unchanged_rows: bool = True
     """Skip mapping a row whose raw bytes (with the target's mapping settings and syncd's
     version; not the URL, concurrency, rate limit and other settings of how requests are

@@ -173,6 +173,7 @@ def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | N
     if (
         not source.skip_unchanged_rows
         or source.group_by
+        or source.variant is not None
         or mapping is None
         or getattr(mapping, "callable", None)
     ):

@@ -192,6 +192,11 @@ def read_catalog(source: Source, config: _SourceOptions) -> Iterator[SourceItem]
     items: Iterable[SourceItem] = source.read()
     if config.group_by:
         items = group_records(items, config.group_by, config.group_into)
+    variant = getattr(config, "variant", None)
+    if variant is not None:
+        from syncd.sources.join import join_variants
+
+        items = join_variants(items, variant, getattr(config, "key", "id"))
     if config.where:
         items = filter_records(items, config.where)
     return iter(items)

@@ -576,7 +576,8 @@ class Reconciler:
                 )
         except RecordError as exc:
             key = exc.key
-            reason = f"record {ordinal}: {exc}"
+            # named by its product key, stable between runs; a keyless record by position
+            reason = f"{key}: {exc}" if key else f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key:
                 # the key and any other form the product may have been pushed under (a key

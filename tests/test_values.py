@@ -407,8 +407,8 @@ def test_a_key_that_gains_an_invisible_character_is_rejected_and_its_product_wit
         reasons = {(r.target, r.key): r.reason for r in store.open_rejections()}
     finally:
         store.close()
-    assert reasons[(UF_NAME, clean)].startswith(f"record 3: id: the key {dirty!r} holds invisible")
-    assert reasons[(VB_NAME, clean)].startswith("record 3: external_id: the key ")
+    assert reasons[(UF_NAME, clean)].startswith(f"{clean}: id: the key {dirty!r} holds invisible")
+    assert reasons[(VB_NAME, clean)].startswith(f"{clean}: external_id: the key ")
 
 
 def test_with_rejected_keep_a_key_that_gains_an_invisible_character_keeps_its_product(

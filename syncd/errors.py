@@ -110,6 +110,9 @@ class RecordError(SyncdError):
         where = f"{field}: " if field else ""
         super().__init__(f"{where}{reason}")
 
+    problems: tuple[tuple[str, str], ...] = ()
+    """Each ``(field, reason)`` when the record fails on several fields (``record_error``)."""
+
 
 class StateError(SyncdError):
     """The state database cannot be used."""
@@ -126,3 +129,19 @@ class StateSchemaError(StateError):
 
 class LockHeldError(SyncdError):
     """Another process holds the lease on a target."""
+
+
+def record_error(
+    problems: Sequence[tuple[str, str]], *, key: str | None = None, also_keys: tuple[str, ...] = ()
+) -> RecordError:
+    """One ``RecordError`` naming every failing field of a record, in order:
+    ``price: not a number: 'abc'; description: missing (required)``. ``problems`` holds
+    ``(field, reason)`` pairs (an empty field: a reason about the whole record)."""
+    if len(problems) == 1:
+        field, reason = problems[0]
+        error = RecordError(reason, key=key, field=field or None, also_keys=also_keys)
+    else:
+        listed = "; ".join(f"{field}: {reason}" if field else reason for field, reason in problems)
+        error = RecordError(listed, key=key, also_keys=also_keys)
+    error.problems = tuple(problems)
+    return error

@@ -16,18 +16,35 @@ from typing import Any, Protocol
 
 import structlog
 
-from syncd.config import FieldSpec, UserfluxTargetConfig, ValueType, VambeTargetConfig
-from syncd.errors import ConfigError, ConfigProblem, RecordError
+from syncd.config import (
+    FieldSpec,
+    PairsSpec,
+    SplitStep,
+    UserfluxTargetConfig,
+    ValueType,
+    VambeTargetConfig,
+)
+from syncd.errors import ConfigError, ConfigProblem, RecordError, record_error
 from syncd.model import Document, Payload, Record
-from syncd.text import html_to_text, truncate_words
+from syncd.text import (
+    Trim,
+    html_to_text,
+    parse_pairs,
+    split_pairs,
+    split_text,
+    trimmed,
+    truncate_words,
+)
 from syncd.values import (
     COERCIONS,
     INDEX_TEXT,
     MAX_DEPTH,
     MISSING,
     as_it_is,
+    distinct_values,
     jsonable,
     key_text,
+    pick_values,
     show,
     stringify,
 )
@@ -157,6 +174,159 @@ FieldFn = Callable[[Record], Any]
 """A compiled ``FieldSpec``: the value in a record, ``MISSING``, or ``RecordError``."""
 
 
+# --------------------------------------------------------------------------------------
+# Unpacking: split, pairs, then, pick, distinct
+# --------------------------------------------------------------------------------------
+
+Step = Callable[[Any], Any]
+"""One unpacking step: a value in, a value (or ``MISSING``) out; ``RecordError`` if unusable."""
+
+
+def _text_item(item: Any, trim: Trim) -> Any:
+    """A list item as it is, its text trimmed; ``MISSING`` when blank or None."""
+    if item is None:
+        return MISSING
+    if item.__class__ is str:
+        item = trimmed(item, trim)
+        return MISSING if not item or item.isspace() else item
+    return item
+
+
+def _split_step(separators: tuple[str, ...], trim: Trim) -> Step:
+    def split(value: Any) -> Any:
+        if isinstance(value, str):
+            return split_text(value, separators, trim=trim) or MISSING
+        if isinstance(value, Mapping):
+            raise RecordError(f"can't split an object: {show(value)}")
+        if isinstance(value, (list, tuple)):  # already cut
+            items = [_text_item(item, trim) for item in value]
+            return [item for item in items if item is not MISSING] or MISSING
+        return [value]
+
+    return split
+
+
+def _pairs_step(pairs: PairsSpec, trim: Trim) -> Step:
+    items, fields, kv = pairs.items, pairs.fields, pairs.kv
+
+    def one(text: str) -> dict[str, Any]:
+        try:
+            return dict(parse_pairs(text, fields=fields, kv=kv, trim=trim))
+        except ValueError as exc:
+            raise RecordError(str(exc)) from None
+
+    def unpack(value: Any) -> Any:
+        if isinstance(value, str):
+            if not items:
+                return one(value) or MISSING
+            try:
+                found: list[Any] = list(
+                    split_pairs(value, items=items, fields=fields, kv=kv, trim=trim)
+                )
+            except ValueError as exc:
+                raise RecordError(str(exc)) from None
+            return found or MISSING
+        if isinstance(value, Mapping):
+            return value if not items else [value]
+        if isinstance(value, (list, tuple)):  # already one item per entry
+            out = []
+            for item in value:
+                if isinstance(item, str):
+                    item = one(item) if item.strip() else None
+                elif item is not None and not isinstance(item, Mapping):
+                    raise RecordError(f"not key{kv}value pairs: {show(item)}")
+                if item:
+                    out.append(item)
+            return out or MISSING
+        raise RecordError(f"not key{kv}value pairs: {show(value)}")
+
+    return unpack
+
+
+def _cut(text: str, step: SplitStep, trim: Trim) -> Any:
+    """``text`` cut by a nested ``then`` step: its parts, or one of them (``index``)."""
+    parts: list[Any] = split_text(text, step.split, trim=trim)
+    if step.then is not None:
+        inner = step.then
+        parts = [part for part in (_cut(one, inner, trim) for one in parts) if part is not MISSING]
+    if step.index is not None:
+        index = step.index
+        return parts[index] if -len(parts) <= index < len(parts) else MISSING
+    return parts or MISSING
+
+
+def _then_step(step: SplitStep, trim: Trim) -> Step:
+    def then(value: Any) -> Any:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        out = []
+        for item in items:
+            if isinstance(item, (Mapping, list, tuple)):
+                raise RecordError(f"then cuts text, not {show(item)}")
+            if item is None:
+                continue
+            part = _cut(stringify(item), step, trim)
+            if part is not MISSING:
+                out.append(part)
+        return out or MISSING
+
+    return then
+
+
+def _unpacking(spec: FieldSpec) -> Step | None:
+    """The unpacking options of ``spec`` as one step, in their documented order (``split``
+    or ``pairs``, then ``then``, ``pick``, ``distinct``); None when it has none."""
+    trim = spec.trim
+    steps: list[Step] = []
+    if spec.split is not None:
+        steps.append(_split_step(spec.split, trim))
+    elif spec.pairs is not None:
+        steps.append(_pairs_step(spec.pairs, trim))
+    if spec.then is not None:
+        steps.append(_then_step(spec.then, trim))
+    if spec.pick is not None:
+        get = _compile_path(spec.pick)
+        steps.append(lambda value: pick_values(value, get))
+    if spec.distinct:
+        steps.append(distinct_values)
+    if not steps:
+        return None
+
+    def unpack(value: Any) -> Any:
+        for step in steps:
+            value = step(value)
+            if value is MISSING:
+                break
+        return value
+
+    return unpack
+
+
+def _each(coerce: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    """A scalar type applied to every item of an unpacked list (nested lists too)."""
+
+    def each(value: Any, separator: str) -> Any:
+        if isinstance(value, list):
+            return [each(item, separator) for item in value]
+        if isinstance(value, Mapping):
+            raise RecordError(f"an object is not a single value: {show(value)}")
+        return coerce(value, separator)
+
+    return each
+
+
+def _text_cleaner(spec: FieldSpec) -> Callable[[str], str]:
+    trim = spec.trim
+    if spec.html:
+        return (
+            _html_text if trim is True or trim is False else lambda t: trimmed(_html_text(t), trim)
+        )
+    if trim is True:
+        return str.strip
+    if trim is False:
+        return str
+    return lambda text: trimmed(text, trim)
+
+
 def _plain_value(value: Any) -> Any:
     """The untyped, simple case: strings stripped, JSON-compatible data as it is."""
     kind = type(value)
@@ -225,6 +395,8 @@ def compile_field(
         and spec.default is None
         and spec.index is None
         and spec.max_length is None
+        and spec.trim is True
+        and _unpacking(spec) is None
     ):
         return _simple_field(spec.path, kind, separator, raw, required)
     getters: list[Getter] = []
@@ -240,7 +412,10 @@ def compile_field(
     default = spec.default.strip() or MISSING if isinstance(spec.default, str) else spec.default
     default = MISSING if default is None else default
     coerce = COERCIONS[kind] if not (raw and kind is None) else as_it_is
-    to_text: Callable[[str], str] = _html_text if spec.html else str.strip
+    unpack = _unpacking(spec)
+    if unpack is not None and kind in ("string", "number", "integer", "boolean"):
+        coerce = _each(coerce)
+    to_text = _text_cleaner(spec)
     index, max_length = spec.index, spec.max_length
 
     def value(record: Record) -> Any:
@@ -252,7 +427,7 @@ def compile_field(
             found_type = found.__class__
             if found_type is str:
                 found = to_text(found)
-                if not found:
+                if not found or found.isspace():
                     continue
             elif found_type is _Hole:
                 hole = hole or found
@@ -263,6 +438,12 @@ def compile_field(
             if found is MISSING:
                 if hole is not None and not has_default:
                     raise RecordError(f"template placeholder {{{hole.name}}} is missing")
+                if required:
+                    raise RecordError("missing (required)")
+                return MISSING
+        if unpack is not None:
+            found = unpack(found)
+            if found is MISSING:
                 if required:
                     raise RecordError("missing (required)")
                 return MISSING
@@ -325,6 +506,26 @@ def _key_of(field: FieldFn, record: Record, label: str) -> str:
         key = exc.key if exc.key and len(exc.key) <= MAX_KEY_LENGTH else None
         also = tuple(k for k in exc.also_keys if len(k) <= MAX_KEY_LENGTH)
         raise RecordError(exc.reason, key=key, field=label, also_keys=also) from None
+
+
+def _key_or_problem(
+    field: FieldFn, record: Record, label: str, problems: list[tuple[str, str]]
+) -> tuple[str, RecordError | None]:
+    """The record's key; when it is refused, ``""`` and the refusal, noted in ``problems``
+    (the other fields are still read, so one rejection lists every problem)."""
+    try:
+        return _key_of(field, record, label), None
+    except RecordError as exc:
+        problems.append((label, exc.reason))
+        return "", exc
+
+
+def _refusal(problems: list[tuple[str, str]], key: str, refused: RecordError | None) -> RecordError:
+    """One ``RecordError`` listing every failing field; a refused key keeps its visible
+    twin and other forms (``RecordError.key``, ``also_keys``)."""
+    if refused is not None:
+        return record_error(problems, key=refused.key, also_keys=refused.also_keys)
+    return record_error(problems, key=key)
 
 
 def _import_hook(ref: str | None, target: str) -> Hook | None:
@@ -462,20 +663,23 @@ class UserfluxMapper:
         self._hook = _import_hook(mapping.callable, target.name)
 
     def map(self, record: Record) -> Document:
-        key = _key_of(self._key, record, "id")
+        problems: list[tuple[str, str]] = []
+        key, refused = _key_or_problem(self._key, record, "id", problems)
         properties: dict[str, Any] = {}
         for label, name, field in self._flat:
             try:
                 value = field(record)
             except RecordError as exc:
-                raise RecordError(exc.reason, key=key, field=label) from None
+                problems.append((label, exc.reason))
+                continue
             if value is not MISSING:
                 properties[name] = value
         for label, parents, leaf, field in self._nested:
             try:
                 value = field(record)
             except RecordError as exc:
-                raise RecordError(exc.reason, key=key, field=label) from None
+                problems.append((label, exc.reason))
+                continue
             if value is MISSING:
                 continue
             node = properties
@@ -485,15 +689,18 @@ class UserfluxMapper:
                     child = node[parent] = {}
                 node = child
             node[leaf] = value
-        payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
         overrides = {}
         for label, name, field in self._overrides:
             try:
                 value = field(record)
             except RecordError as exc:
-                raise RecordError(exc.reason, key=key, field=label) from None
+                problems.append((label, exc.reason))
+                continue
             if value is not MISSING:
                 overrides[name] = value
+        if problems:
+            raise _refusal(problems, key, refused)
+        payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
         if overrides:
             payload["aiPropertyOverrides"] = overrides
         if self._hook is not None:
@@ -579,7 +786,8 @@ class VambeMapper:
         self._hook = _import_hook(mapping.callable, target.name)
 
     def map(self, record: Record) -> Document:
-        key = _key_of(self._key, record, "external_id")
+        problems: list[tuple[str, str]] = []
+        key, refused = _key_or_problem(self._key, record, "external_id", problems)
         payload: Payload = {"external_id": key}
         for label, field in self._fields:
             try:
@@ -588,15 +796,14 @@ class VambeMapper:
                     value = stringify(value)
                 payload[label] = value
             except RecordError as exc:
-                raise RecordError(exc.reason, key=key, field=label) from None
-        payload["currency"] = payload["currency"].upper()
+                problems.append((label, exc.reason))
         for label, field in self._optional:
             try:
                 value = field(record)
+                if value is not MISSING:
+                    payload[label] = value if value.__class__ is str else stringify(value)
             except RecordError as exc:
-                raise RecordError(exc.reason, key=key, field=label) from None
-            if value is not MISSING:
-                payload[label] = value if value.__class__ is str else stringify(value)
+                problems.append((label, exc.reason))
         metadata: list[dict[str, str]] = []
         for label, name, field in self._metadata:
             try:
@@ -604,7 +811,10 @@ class VambeMapper:
                 if value is not MISSING:
                     _flatten(metadata, name, value)
             except RecordError as exc:
-                raise RecordError(exc.reason, key=key, field=label) from None
+                problems.append((label, exc.reason))
+        if problems:
+            raise _refusal(problems, key, refused)
+        payload["currency"] = payload["currency"].upper()
         payload["type"] = self._type
         payload["metadata"] = metadata
         if self._hook is not None:

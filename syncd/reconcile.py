@@ -607,7 +607,8 @@ class Reconciler:
                 if key not in run.only:
                     return  # a resend: not one of the named products
                 run.found.add(key)
-            reason = f"record {ordinal}: {exc}"
+            # named by its product key, stable between runs; a keyless record by position
+            reason = f"{key}: {exc}" if key else f"record {ordinal}: {exc}"
             run.rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
             if key and exc.also_keys:
                 # a key refused for an invisible character: its visible twin and the forms it

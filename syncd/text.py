@@ -1,10 +1,14 @@
-"""Plain text from HTML, and cutting text on a word boundary.
+"""Plain text from HTML, cutting text on a word boundary, and unpacking packed cells.
 
-Pure functions over strings, used by the mapping (``html = true`` and ``max_length``).
+Pure functions over strings, used by the mapping (``html = true``, ``max_length``,
+``split``, ``pairs``) and offered to hooks by ``syncd.toolbox``. Bad text is ``ValueError``.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Sequence
 from html.parser import HTMLParser
 
 _BLOCK_TAGS = frozenset(
@@ -92,3 +96,107 @@ def truncate_words(text: str, limit: int) -> str:
     if len(words) == 2:
         return words[0]
     return head
+
+
+# --------------------------------------------------------------------------------------
+# Unpacking: lists and key=value pairs packed into one cell
+# --------------------------------------------------------------------------------------
+
+Trim = bool | str
+"""``True``: strip whitespace; a string: strip whitespace and these characters; ``False``: keep."""
+
+
+def trimmed(text: str, trim: Trim = True) -> str:
+    """``text`` stripped as ``trim`` says (see ``Trim``)."""
+    if trim is False:
+        return text
+    if trim is True or not trim:
+        return text.strip()
+    return text.strip().strip(trim).strip()
+
+
+@functools.lru_cache(maxsize=256)
+def _separator_pattern(separators: tuple[str, ...]) -> re.Pattern[str]:
+    longest_first = sorted(set(separators), key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in longest_first))
+
+
+def split_text(text: str, separators: str | Sequence[str] = ",", *, trim: Trim = True) -> list[str]:
+    """The items of ``text`` cut at any of ``separators`` (one string, or several), each
+    trimmed (see ``Trim``); blank items are dropped.
+
+    ``split_text("a\\nb\\r\\n\\nc", "\\n") == ["a", "b", "c"]``.
+    """
+    if isinstance(separators, str):
+        separators = (separators,)
+    if not separators or not all(separators):
+        raise ValueError("give at least one non-empty separator")
+    pattern = _separator_pattern(tuple(separators))
+    items = (trimmed(item, trim) for item in pattern.split(text))
+    return [item for item in items if item and not item.isspace()]
+
+
+PairValue = str | list[str]
+
+
+def split_pairs(
+    text: str, *, items: str = "|", fields: str = ",", kv: str = "=", trim: Trim = True
+) -> list[dict[str, PairValue]]:
+    """The objects packed in ``text`` as ``key=value`` pairs: one per item (cut at
+    ``items``), pairs cut at ``fields``, key and value at the first ``kv``.
+
+    ``split_pairs("sku=A-XS,size=XS|sku=A-S,size=S")`` is
+    ``[{"sku": "A-XS", "size": "XS"}, {"sku": "A-S", "size": "S"}]``. A fragment
+    without ``kv`` belongs to the value before it (``color=Black,Gray``: ``"Black,Gray"``);
+    a key given twice in one item keeps its values as a list; an empty value is left
+    out. ``ValueError`` for an item that starts with a fragment that is not a pair, or
+    a pair without a key. With ``items=""`` the whole text is one object.
+    """
+    chunks = [text] if not items else text.split(items)
+    out = []
+    for chunk in chunks:
+        if chunk.strip():
+            found = parse_pairs(chunk, fields=fields, kv=kv, trim=trim)
+            if found:
+                out.append(found)
+    return out
+
+
+def parse_pairs(
+    text: str, *, fields: str = ",", kv: str = "=", trim: Trim = True
+) -> dict[str, PairValue]:
+    """One object packed as ``key=value`` pairs (``split_pairs`` without items)."""
+    if not fields or not kv:
+        raise ValueError("the fields and kv separators can't be empty")
+    pairs: list[list[str]] = []
+    for fragment in text.split(fields):
+        name, found, value = fragment.partition(kv)
+        if found:
+            name = name.strip()
+            if not name:
+                raise ValueError(f"no key before {kv!r} in {_shown(fragment)}")
+            pairs.append([name, value])
+        elif not fragment.strip():
+            continue  # "a=1,,b=2" or a trailing separator
+        elif pairs:
+            pairs[-1][1] += fields + fragment
+        else:
+            raise ValueError(f"{_shown(fragment)} is not a key{kv}value pair (in {_shown(text)})")
+    out: dict[str, PairValue] = {}
+    for name, raw in pairs:
+        value = trimmed(raw, trim)
+        if not value or value.isspace():
+            continue
+        before = out.get(name)
+        if before is None:
+            out[name] = value
+        elif isinstance(before, list):
+            before.append(value)
+        else:
+            out[name] = [before, value]
+    return out
+
+
+def _shown(text: str) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= 40 else text[:39] + "…")

@@ -494,3 +494,49 @@ def coerce(value: Any, type: ValueType | None, *, decimal_separator: str = ".") 
     without items is ``MISSING``.
     """
     return COERCIONS[type](value, decimal_separator)
+
+
+# --------------------------------------------------------------------------------------
+# Lists of objects: one key's values, repeated items dropped
+# --------------------------------------------------------------------------------------
+
+
+def pick_values(items: Any, get: Callable[[Any], Any]) -> Any:
+    """What ``get`` reads from each object of ``items`` (``pick``): objects where it
+    finds nothing (None, ``""``) are skipped, a list found gives each of its items.
+
+    A single object gives its value; ``RecordError`` for an item that is not an object.
+    """
+    if isinstance(items, Mapping):
+        found = get(items)
+        return MISSING if found is None or found == "" else found
+    if not isinstance(items, (list, tuple)):
+        raise RecordError(f"pick needs objects, not {show(items)}")
+    out: list[Any] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise RecordError(f"pick needs objects, item {position} is {show(item)}")
+        found = get(item)
+        if isinstance(found, (list, tuple)):
+            out.extend(one for one in found if one is not None and one != "")
+        elif found is not None and found != "":
+            out.append(found)
+    return out or MISSING
+
+
+def distinct_values(items: Any) -> Any:
+    """``items`` without repeats, the first of each kept in order (``distinct``); equal
+    objects and lists count as repeats too. A value that is not a list is returned as is."""
+    if not isinstance(items, (list, tuple)):
+        return items
+    seen: set[Any] = set()
+    out = []
+    for item in items:
+        if isinstance(item, (dict, list, tuple)):
+            mark: Any = json.dumps(jsonable(item), sort_keys=True, ensure_ascii=False)
+        else:
+            mark = (isinstance(item, str), isinstance(item, bool), item)
+        if mark not in seen:
+            seen.add(mark)
+            out.append(item)
+    return out

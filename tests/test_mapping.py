@@ -555,8 +555,9 @@ def test_a_key_with_an_invisible_character_is_rejected_keeping_its_visible_twin(
     make: Any, label: str, value: str, twin: str
 ) -> None:
     error = rejection(build_mapper(make(), "id").map, {"id": value, "price": 5})
-    assert (error.key, error.field) == (twin, label)
-    assert error.reason.startswith(f"the key {value!r} holds invisible or control characters")
+    field, reason = error.problems[0]  # Vambe's missing fields are listed after the key
+    assert (error.key, field) == (twin, label)
+    assert reason.startswith(f"the key {value!r} holds invisible or control characters")
     assert value in error.also_keys
 
 
@@ -619,6 +620,48 @@ def test_a_rejection_names_the_key_and_the_document_field() -> None:
     error = rejection(mapper.map, {"id": 3, "price": "call us"})
     assert (error.key, error.field) == ("3", "properties.price")
     assert str(error) == "properties.price: not a number: 'call us'"
+
+
+def test_a_rejection_lists_every_failing_field_of_the_record_in_order() -> None:
+    mapper = build_mapper(
+        userflux(properties={"price": {"path": "price", "type": "number"},
+                             "stock": {"path": "stock", "type": "integer"},
+                             "name": {"path": "title", "required": True},
+                             "brand": "brand"}),
+        "id",
+    )  # fmt: skip
+
+    error = rejection(mapper.map, {"id": "P3", "price": "abc", "stock": "1.5", "brand": "B"})
+
+    assert error.key == "P3"
+    assert error.problems == (
+        ("properties.price", "not a number: 'abc'"),
+        ("properties.stock", "not an integer: '1.5'"),
+        ("properties.name", "missing (required)"),
+    )
+    assert str(error) == (
+        "properties.price: not a number: 'abc'; properties.stock: not an integer: '1.5';"
+        " properties.name: missing (required)"
+    )
+
+
+def test_vambe_lists_every_missing_and_unusable_field_at_once() -> None:
+    mapper = build_mapper(vambe(metadata={"size": {"path": "size", "type": "integer"}}), "id")
+
+    error = rejection(mapper.map, {"id": "P3", "price": "12,99 €uro", "size": "XL"})
+
+    assert error.key == "P3"
+    fields = [field for field, _ in error.problems]
+    assert fields == ["name", "description", "price", "metadata.size"]  # currency: USD default
+
+
+def test_a_keyless_record_lists_its_key_problem_and_the_others() -> None:
+    mapper = build_mapper(userflux(properties={"price": {"path": "price", "type": "number"}}), "id")
+
+    error = rejection(mapper.map, {"price": "abc"})
+
+    assert error.key is None
+    assert str(error) == "id: missing key; properties.price: not a number: 'abc'"
 
 
 def test_a_woocommerce_csv_row_maps_with_its_literal_headers() -> None:

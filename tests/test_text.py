@@ -1,10 +1,10 @@
-"""HTML to plain text, and truncation on a word boundary."""
+"""HTML to plain text, truncation on a word boundary, and unpacking packed cells."""
 
 from __future__ import annotations
 
 import pytest
 
-from syncd.text import html_to_text, truncate_words
+from syncd.text import html_to_text, parse_pairs, split_pairs, split_text, truncate_words
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,25 @@ def test_truncation_cuts_on_a_word_boundary_and_appends_nothing(
 ) -> None:
     assert truncate_words(text, limit) == cut
     assert len(truncate_words(text, limit)) <= limit
+
+
+def test_split_text_cuts_at_the_longest_matching_separator_first() -> None:
+    assert split_text("a -> b->c", ["->", " -> "]) == ["a", "b", "c"]
+    assert split_text("a\r\nb", "\n", trim=False) == ["a\r", "b"]
+    with pytest.raises(ValueError, match="non-empty separator"):
+        split_text("a", [""])
+
+
+def test_split_pairs_gives_one_object_per_item_and_drops_blank_items() -> None:
+    assert split_pairs("a=1,b=2||a=3,") == [{"a": "1", "b": "2"}, {"a": "3"}]
+    assert split_pairs("a=1,b=2", items="") == [{"a": "1", "b": "2"}]
+    assert split_pairs("  ") == []
+
+
+def test_parse_pairs_keeps_the_value_after_the_first_kv_whole() -> None:
+    assert parse_pairs("url=https://x/?a=b, note = fits, and more") == {
+        "url": "https://x/?a=b",
+        "note": "fits, and more",
+    }
+    with pytest.raises(ValueError, match="is not a key=value pair"):
+        parse_pairs("loose,a=1")

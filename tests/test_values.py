@@ -409,8 +409,8 @@ def test_a_key_that_gains_an_invisible_character_is_rejected_and_its_product_kep
         reasons = {(r.target, r.key): r.reason for r in store.open_rejections()}
     finally:
         store.close()
-    assert reasons[(UF_NAME, clean)].startswith(f"record 3: id: the key {dirty!r} holds invisible")
-    assert reasons[(VB_NAME, clean)].startswith("record 3: external_id: the key ")
+    assert reasons[(UF_NAME, clean)].startswith(f"{clean}: id: the key {dirty!r} holds invisible")
+    assert reasons[(VB_NAME, clean)].startswith(f"{clean}: external_id: the key ")
 
 
 def test_a_stray_row_whose_key_is_a_valid_key_plus_an_invisible_character_deletes_nothing(

@@ -17,7 +17,7 @@ import httpx
 
 from syncd.config import HttpConfig, UserfluxTargetConfig
 from syncd.diff import Change, Operation
-from syncd.errors import RecordError, TargetRejectedError, TargetRetriableError
+from syncd.errors import TargetRejectedError, TargetRetriableError, record_error
 from syncd.httpclient import ThreadClients, make_client
 from syncd.model import UNACKNOWLEDGED, Payload
 from syncd.targets.base import (
@@ -251,27 +251,31 @@ class UserfluxTarget:
         return TargetInfo()
 
     def validate(self, key: str, payload: Payload) -> None:
-        """The contract's required keys and types (``UpsertProductRequest``)."""
+        """The contract's required keys and types (``UpsertProductRequest``); one
+        ``RecordError`` lists every field that breaks them."""
+        problems: list[tuple[str, str]] = []
         for name in ("id", "typeId"):
             value = payload.get(name)
             if not isinstance(value, str) or not value:
-                raise RecordError(f"{name} must be a non-empty string", key=key, field=name)
+                problems.append((name, f"{name} must be a non-empty string"))
+                continue
             problem = unsafe_segment(value)
             if problem is not None:
-                raise RecordError(
-                    f"{name} {value!r} {problem}: it is a segment of the URL that deletes "
-                    f"product {key!r}, so it would address another resource",
-                    key=key,
-                    field=name,
+                problems.append(
+                    (
+                        name,
+                        f"{name} {value!r} {problem}: it is a segment of the URL that deletes "
+                        f"product {key!r}, so it would address another resource",
+                    )
                 )
         if not isinstance(payload.get("properties"), dict):
-            raise RecordError("properties must be an object", key=key, field="properties")
+            problems.append(("properties", "properties must be an object"))
         if "aiPropertyOverrides" in payload and not isinstance(
             payload["aiPropertyOverrides"], dict
         ):
-            raise RecordError(
-                "aiPropertyOverrides must be an object", key=key, field="aiPropertyOverrides"
-            )
+            problems.append(("aiPropertyOverrides", "aiPropertyOverrides must be an object"))
+        if problems:
+            raise record_error(problems, key=key)
 
     def plan(
         self,

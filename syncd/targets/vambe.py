@@ -19,7 +19,7 @@ import httpx
 
 from syncd.config import HttpConfig, VambeTargetConfig
 from syncd.diff import Change, ChangeKind, Operation, chunked
-from syncd.errors import RecordError, TargetRejectedError, TargetRetriableError
+from syncd.errors import TargetRejectedError, TargetRetriableError, record_error
 from syncd.httpclient import ThreadClients, make_client
 from syncd.model import Payload
 from syncd.targets.base import (
@@ -54,49 +54,60 @@ _REQUIRED = ("name", "description", "price", "currency", "type", "external_id", 
 
 
 def validate_product(key: str, product: Payload) -> None:
-    """Every rule of Vambe's product object (TARGETS.md), checked before anything is sent."""
+    """Every rule of Vambe's product object (TARGETS.md), checked before anything is sent;
+    one ``RecordError`` lists every field that breaks one."""
+    problems = _product_problems(product)
+    if problems:
+        raise record_error(problems, key=key)
 
-    def fail(field: str, reason: str) -> RecordError:
-        return RecordError(reason, key=key, field=field)
 
-    for name in _REQUIRED:
-        if name not in product or product[name] is None:
-            raise fail(name, "missing (required by Vambe)")
-    unknown = sorted(set(product) - _FIELDS)
-    if unknown:
-        raise fail(unknown[0], "not a field of Vambe's product object")
+def _product_problems(product: Payload) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    missing = {name for name in _REQUIRED if name not in product or product[name] is None}
+    problems.extend((name, "missing (required by Vambe)") for name in _REQUIRED if name in missing)
+    problems.extend(
+        (name, "not a field of Vambe's product object") for name in sorted(set(product) - _FIELDS)
+    )
     for name in ("name", "external_id", "type"):
-        if not isinstance(product[name], str) or not product[name]:
-            raise fail(name, "must be a non-empty string")
-    description = product["description"]
-    if not isinstance(description, str) or not description:
-        raise fail("description", "must be a non-empty string (1 to 8192 characters)")
-    if len(description) > DESCRIPTION_MAX:
-        raise fail("description", f"is {len(description)} characters, over {DESCRIPTION_MAX}")
-    price = product["price"]
-    if isinstance(price, bool) or not isinstance(price, int | float):
-        raise fail("price", f"must be a number, not {type(price).__name__}")
-    if not math.isfinite(price) or price <= 0:
-        raise fail("price", f"must be greater than 0 (got {price})")
-    if not isinstance(product["currency"], str) or product["currency"] not in CURRENCIES:
-        raise fail(
-            "currency",
-            f"{product['currency']!r} is not one of {', '.join(sorted(CURRENCIES))}",
-        )
-    metadata = product["metadata"]
-    if not isinstance(metadata, list):
-        raise fail("metadata", "must be a list of {key, value} objects")
-    for index, item in enumerate(metadata):
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"key", "value"}
-            or not isinstance(item["key"], str)
-            or not isinstance(item["value"], str)
-        ):
-            raise fail(f"metadata[{index}]", 'must be {"key": string, "value": string}')
+        if name not in missing and (not isinstance(product[name], str) or not product[name]):
+            problems.append((name, "must be a non-empty string"))
+    if "description" not in missing:
+        description = product["description"]
+        if not isinstance(description, str) or not description:
+            problems.append(("description", "must be a non-empty string (1 to 8192 characters)"))
+        elif len(description) > DESCRIPTION_MAX:
+            problems.append(
+                ("description", f"is {len(description)} characters, over {DESCRIPTION_MAX}")
+            )
+    if "price" not in missing:
+        price = product["price"]
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            problems.append(("price", f"must be a number, not {type(price).__name__}"))
+        elif not math.isfinite(price) or price <= 0:
+            problems.append(("price", f"must be greater than 0 (got {price})"))
+    if "currency" not in missing:
+        currency = product["currency"]
+        if not isinstance(currency, str) or currency not in CURRENCIES:
+            problems.append(
+                ("currency", f"{currency!r} is not one of {', '.join(sorted(CURRENCIES))}")
+            )
+    if "metadata" not in missing:
+        metadata = product["metadata"]
+        if not isinstance(metadata, list):
+            problems.append(("metadata", "must be a list of {key, value} objects"))
+        else:
+            problems.extend(
+                (f"metadata[{index}]", 'must be {"key": string, "value": string}')
+                for index, item in enumerate(metadata)
+                if not isinstance(item, dict)
+                or set(item) != {"key", "value"}
+                or not isinstance(item["key"], str)
+                or not isinstance(item["value"], str)
+            )
     for name in ("file_url", "sku"):
         if name in product and not isinstance(product[name], str):
-            raise fail(name, "must be a string")
+            problems.append((name, "must be a string"))
+    return problems
 
 
 def plan_vambe(

@@ -218,9 +218,33 @@ def test_a_price_that_is_not_a_number_is_rejected_naming_key_and_field(
 
     assert report.ok, [(t.target, t.outcome, t.error) for t in report.targets]
     reasons = rejection_reasons(pushed)
-    assert reasons[(UF_NAME, BAD)].startswith("record 3: properties.price: ")
-    assert reasons[(VB_NAME, BAD)].startswith("record 3: price: ")
+    assert reasons[(UF_NAME, BAD)].startswith(f"{BAD}: properties.price: ")
+    assert reasons[(VB_NAME, BAD)].startswith(f"{BAD}: price: ")
     assert reason in reasons[(UF_NAME, BAD)], reasons
+    assert_withdrawn(pushed)
+
+
+def test_a_rejection_leads_with_the_product_key_and_lists_every_failing_field(
+    pushed: Sandbox,
+) -> None:
+    deep: Any = "x"
+    for _ in range(40):
+        deep = {"a": deep}
+    pushed.write_catalog(with_record_3(price="abc", title="", description="", brand=deep))
+
+    report = pushed.sync()
+
+    assert report.ok, [(t.target, t.outcome, t.error) for t in report.targets]
+    reasons = rejection_reasons(pushed)
+    too_deep = "nested deeper than 32 levels"
+    assert reasons[(UF_NAME, BAD)] == (
+        f"{BAD}: properties.price: not a number: 'abc'; properties.brand: {too_deep}"
+    )
+    assert reasons[(VB_NAME, BAD)] == (
+        f"{BAD}: name: missing (required); description: missing (required);"
+        f" price: not a number: 'abc'; metadata.brand: {too_deep}"
+    )
+    assert not any("record 3" in reason for reason in reasons.values())
     assert_withdrawn(pushed)
 
 
@@ -271,7 +295,7 @@ def test_a_10_mb_field_is_rejected_by_size_and_the_rest_is_pushed(pushed: Sandbo
     assert report.ok
     assert [t.created for t in report.targets] == [1, 1]
     reasons = rejection_reasons(pushed)
-    assert reasons[(UF_NAME, BAD)].startswith("record 3: payload is 10000")
+    assert reasons[(UF_NAME, BAD)].startswith(f"{BAD}: payload is 10000")
     assert "over 1000000" in reasons[(UF_NAME, BAD)]
     assert "over 1000000" in reasons[(VB_NAME, BAD)]
     assert_withdrawn(pushed)
@@ -287,8 +311,8 @@ def test_values_nested_too_deep_for_a_target_are_rejected(pushed: Sandbox) -> No
 
     assert report.ok
     reasons = rejection_reasons(pushed)
-    assert reasons[(UF_NAME, BAD)] == "record 3: properties.brand: nested deeper than 32 levels"
-    assert reasons[(VB_NAME, BAD)] == "record 3: metadata.brand: nested deeper than 32 levels"
+    assert reasons[(UF_NAME, BAD)] == f"{BAD}: properties.brand: nested deeper than 32 levels"
+    assert reasons[(VB_NAME, BAD)] == f"{BAD}: metadata.brand: nested deeper than 32 levels"
     assert_withdrawn(pushed)
 
 
@@ -445,4 +469,4 @@ def test_the_cli_shows_rejected_products_with_key_and_reason(pushed: Sandbox) ->
     assert result.returncode == 0, result.stderr
     assert "rejected" in result.stdout
     assert BAD in rejections.stdout
-    assert "record 3: properties.price: not a number: 'abc'" in rejections.stdout
+    assert f"{BAD}: properties.price: not a number: 'abc'" in rejections.stdout

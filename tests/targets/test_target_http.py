@@ -781,3 +781,25 @@ def test_a_refused_connection_was_not_applied():
 
     assert caught.value.maybe_applied is False
     assert "ConnectError" in str(caught.value)
+
+
+def test_userflux_validation_lists_every_broken_field_in_one_rejection(userflux):
+    target = userflux_target(userflux)
+    payload = uf_payload("p1", title="Shoe") | {
+        "typeId": "",
+        "properties": [],
+        "aiPropertyOverrides": 1,
+    }
+
+    with pytest.raises(RecordError) as caught:
+        target.validate("p1", payload)
+
+    assert caught.value.key == "p1"
+    assert [field for field, _ in caught.value.problems] == [
+        "typeId",
+        "properties",
+        "aiPropertyOverrides",
+    ]
+    assert str(caught.value).startswith("typeId: typeId must be a non-empty string; properties: ")
+    assert userflux.requests == []
+    target.close()

@@ -257,6 +257,25 @@ def test_validate_product_accepts_a_valid_product_that_the_fake_also_accepts(bod
     assert batch_problem([body], frozenset(DEFAULT_TYPES), 2000) is None
 
 
+def test_validate_product_lists_every_broken_rule_in_one_rejection():
+    body = without("currency") | {"price": 0, "description": "x" * 8193, "colour": "red"}
+
+    with pytest.raises(RecordError) as caught:
+        validate_product("e1", body)
+
+    assert caught.value.key == "e1"
+    assert caught.value.problems == (
+        ("currency", "missing (required by Vambe)"),
+        ("colour", "not a field of Vambe's product object"),
+        ("description", "is 8193 characters, over 8192"),
+        ("price", "must be greater than 0 (got 0)"),
+    )
+    assert str(caught.value) == (
+        "currency: missing (required by Vambe); colour: not a field of Vambe's product object;"
+        " description: is 8193 characters, over 8192; price: must be greater than 0 (got 0)"
+    )
+
+
 @pytest.mark.parametrize("currency", [["USD"], {"code": "USD"}, 1])
 def test_validate_product_rejects_a_currency_that_is_not_a_string(currency):
     with pytest.raises(RecordError) as caught:

@@ -27,11 +27,16 @@ ENV = {"USERFLUX_API_KEY": KEY, "VAMBE_API_KEY": KEY}
 
 
 def apparel(tmp_path: Path) -> tuple[SyncdConfig, Path]:
+    """The example with its data folder copied to ``tmp_path`` (returned): three files."""
     config = load_config(EXAMPLES / "apparel-files" / "syncd.toml", environ=ENV)
-    data = tmp_path / "catalog.csv"
-    shutil.copy(config.source.path, data)  # type: ignore[union-attr]
-    source = config.source.model_copy(update={"path": data})
+    data = tmp_path / "data"
+    shutil.copytree(EXAMPLES / "apparel-files" / "data", data)
+    source = config.source.model_copy(update={"path": data / "*.csv"})
     return config.model_copy(update={"source": source}), data
+
+
+def edit(path: Path, change: Any) -> None:
+    path.write_text(change(path.read_text(encoding="utf-8")), encoding="utf-8")
 
 
 def shop(tmp_path: Path) -> tuple[SyncdConfig, sqlite3.Connection]:
@@ -120,18 +125,23 @@ def test_apparel_with_variants_before_their_parents_converges_then_sends_exactly
         assert synced.sync().targets[0].requests == 0
         assert synced.userflux_writes() == [] and synced.vambe_writes() == []
 
-        text = data.read_text(encoding="utf-8")
-        text = text.replace(
-            "ANO-XS-GRY,Anorak - XS Gray,,59.90,XS,Gray",
-            "ANO-XS-GRY,Anorak - XS Navy,,59.90,XS,Navy",
+        edit(
+            data / "outerwear.csv",
+            lambda text: text.replace(
+                "ANO-XS-GRY,Anorak - XS Gray,,59.90,XS,Gray",
+                "ANO-XS-GRY,Anorak - XS Navy,,59.90,XS,Navy",
+            ).replace(  # a new product's variant row, its parent in another file
+                "variation,ANO-XS-BLK",
+                "variation,HAT-S-GRN,Hat - S Green,,22.00,S,Green,1,,\nvariation,ANO-XS-BLK",
+            ),
         )
-        text = "".join(line for line in text.splitlines(keepends=True) if "SCK" not in line)
-        text = text.replace(
-            "variation,ANO-XS-BLK",
-            "variation,HAT-S-GRN,Hat - S Green,,22.00,S,Green,1,,\nvariation,ANO-XS-BLK",
+        edit(
+            data / "accessories.csv",
+            lambda text: "".join(
+                line for line in text.splitlines(keepends=True) if "SCK" not in line
+            )
+            + "HAT,variable,Bucket hat,22.00,,,,Accessories/Hats,<p>Waxed cotton.</p>,HAT-S-GRN\n",
         )
-        text += "variable,HAT,Bucket hat,<p>Waxed cotton.</p>,22.00,,,,Accessories/Hats,HAT-S-GRN\n"
-        data.write_text(text, encoding="utf-8")
         edited = synced.sync()
 
         assert edited.source_count == 6

@@ -1023,6 +1023,7 @@ class Reconciler:
         rejections = [
             replace(r, reason=scrub(r.reason)) for r in (*plan.rejected, *execution.rejections)
         ]
+        _log_rejections(name, rejections)
         if run.run_id is not None:
             if rejections:
                 self.store.record_rejections(name, rejections, now)
@@ -1092,6 +1093,30 @@ class Reconciler:
         )
         getattr(log, level)("syncd.run.finished", **report.figures())
         return report
+
+
+LOGGED_REJECTIONS = 20
+"""Rejections logged one by one per run and target; the rest are counted."""
+
+
+def _log_rejections(target: str, rejections: Sequence[Rejection]) -> None:
+    """One ``syncd.product.rejected`` line per refused product (its key, and every failing
+    field in the reason), the first ``LOGGED_REJECTIONS`` of them; then how many more."""
+    for rejection in rejections[:LOGGED_REJECTIONS]:
+        log.warning(
+            "syncd.product.rejected",
+            target=target,
+            key=rejection.key,
+            reason=rejection.reason,
+            by_target=rejection.by_target,
+        )
+    if len(rejections) > LOGGED_REJECTIONS:
+        log.warning(
+            "syncd.product.rejected_more",
+            target=target,
+            more=len(rejections) - LOGGED_REJECTIONS,
+            command=f"syncd rejections --target {target}",
+        )
 
 
 def _combined(first: Execution, second: Execution) -> Execution:

@@ -475,3 +475,28 @@ def test_allow_deletes_does_not_let_a_run_rejecting_most_records_through(
     assert set(vambe.block_products(BLOCK)) == {r["sku"] for r in records}
     assert ("product", "P00001") not in userflux.products  # UserFlux's intended delete went
     h.close()
+
+
+def test_each_rejection_is_logged_by_product_key_with_every_failing_field(
+    tmp_path, userflux, vambe
+) -> None:
+    from structlog.testing import capture_logs
+
+    records = catalog(30)
+    for record in records[:25]:  # 25 of 30 rejected by Vambe: more than are logged one by one
+        record["price"] = "0"
+    records[0].update(body="", price="abc")  # two mapping problems in one record
+    h = Harness(tmp_path, [vambe_target(vambe.url, BLOCK, guards={"max_reject_fraction": 1})])
+    h.write(records)
+
+    with capture_logs() as logs:
+        h.sync()
+
+    rejected = [e for e in logs if e["event"] == "syncd.product.rejected"]
+    assert len(rejected) == 20
+    first = next(e for e in rejected if e["key"] == "P00001")
+    assert first["reason"].startswith("P00001: ")
+    assert "price" in first["reason"] and "description" in first["reason"]  # every field
+    [more] = [e for e in logs if e["event"] == "syncd.product.rejected_more"]
+    assert more["more"] == 5 and more["command"] == "syncd rejections --target vb"
+    h.close()

@@ -89,10 +89,10 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConfigError as exc:
-            _echo(scrub(f"syncd: {exc}"), err=True)
+            _echo(f"syncd: {exc}", err=True)
             ctx.exit(EXIT_CONFIG)
         except SyncdError as exc:
-            _echo(scrub(f"syncd: {exc}"), err=True)
+            _echo(f"syncd: {exc}", err=True)
             ctx.exit(EXIT_FAILED)
 
 
@@ -160,7 +160,7 @@ def _iso(timestamp: float) -> str:
 
 def _print_json(value: Any) -> None:
     value = iso_timestamps(value)
-    _echo(scrub(json.dumps(scrub_document(value), indent=2, default=str, ensure_ascii=False)))
+    _echo(json.dumps(scrub_document(value), indent=2, default=str, ensure_ascii=False))
 
 
 def _selected(config: SyncdConfig, names: Sequence[str]) -> list[TargetConfig]:
@@ -235,7 +235,7 @@ def plan(
     except ConfigError:
         raise
     except SyncdError as exc:  # no plan at all: state, source or target unusable
-        _echo(f"syncd: {scrub(str(exc))}", err=True)
+        _echo(f"syncd: {exc}", err=True)
         sys.exit(EXIT_ATTENTION if exit_code else EXIT_FAILED)
     if as_json:
         if state.notice:
@@ -243,11 +243,11 @@ def plan(
         _print_json([p.summary(sample) for p in plans])
     else:
         if state.notice:
-            _echo(f"note: {scrub(state.notice)}\n")
-        _echo(scrub("\n\n".join(render_plan(p, sample) for p in plans)))
+            _echo(f"note: {state.notice}\n")
+        _echo("\n\n".join(render_plan(p, sample) for p in plans))
     for p in plans:
         if p.error is not None:
-            _echo(f"syncd: {p.target}: {scrub(p.error)}", err=True)
+            _echo(f"syncd: {p.target}: {p.error}", err=True)
     sys.exit(plan_exit_code(plans, detailed=exit_code))
 
 
@@ -345,7 +345,7 @@ def _print_report(report: RunReport, as_json: bool) -> None:
     _echo(table(headers, _report_rows(report)))
     for target in report.targets:
         if target.error:
-            _echo(scrub(f"{target.target}: {target.error}"), err=True)
+            _echo(f"{target.target}: {target.error}", err=True)
         if target.not_attempted:
             _echo(
                 f"{target.target}: {target.not_attempted} products not attempted (the run "

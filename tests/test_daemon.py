@@ -354,7 +354,7 @@ def test_a_locked_target_is_logged_as_info_counted_and_not_unready(tmp_path: Pat
         daemon.start()
         try:
             assert daemon.store is not None
-            assert daemon.store.acquire_lease("uf", "elsewhere:1:abc", 60, time.time())
+            assert daemon.store.acquire_lease("uf", "elsewhere:1:abc", 60)
             with capture_logs() as logs:
                 report = daemon.run_once(full=False, reason="", trigger="test")
             ready = daemon.not_ready()
@@ -439,7 +439,7 @@ def test_two_daemons_on_postgresql_push_each_product_once_and_the_survivor_takes
         second = None
         try:
             wait_until("the first daemon to push", lambda: fake.request_count("POST") >= 3)
-            holder = store.lease_holder("uf", time.time())
+            holder = store.lease_holder("uf")
             assert holder is not None and holder.split(":")[1] == str(first.pid)
 
             second = start_daemon(config, second_log, "--run-now")

@@ -14,7 +14,6 @@ import errno
 import json
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -401,7 +400,7 @@ def status(obj: _Context, as_json: bool) -> None:
         for target in config.targets:
             run = _last_real_run(store.recent_runs(target.name, limit=20))
             rejected = len(store.open_rejections(target.name))
-            holder = store.lease_holder(target.name, time.time())
+            holder = store.lease_holder(target.name)  # on the database's clock
             problems = target_problems(run, rejected, holder)
             rows.append(
                 {

@@ -794,8 +794,13 @@ class ScheduleConfig(_Model):
     judged by the runs recorded in state (none recorded at all: nothing is caught up)."""
     misfire_grace_s: float = Field(default=3600.0, ge=1)
     """A run missed by up to this long (daemon was busy or down) still runs, once."""
-    lease_ttl_s: float = Field(default=60.0, ge=5)
-    """How long a target's lock outlives a holder that stopped renewing it."""
+    lease_ttl_s: float = Field(default=60.0, ge=1)
+    """How long a target's lock outlives a holder that stopped renewing it (seconds, on
+    the state database's clock); also how long a replica that stopped renewing its
+    heartbeat keeps its share of the targets."""
+    share_targets: bool = True
+    """Daemons on one state database divide the enabled targets between them (each runs
+    its fair share); false: every daemon tries every target and the lease lets one in."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long in-flight requests may take to finish."""
 

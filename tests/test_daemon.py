@@ -354,7 +354,7 @@ def test_a_locked_target_is_logged_as_info_counted_and_not_unready(tmp_path: Pat
         daemon.start()
         try:
             assert daemon.store is not None
-            assert daemon.store.acquire_lease("uf", "elsewhere:1:abc", 60, time.time())
+            assert daemon.store.acquire_lease("uf", "elsewhere:1:abc", 60)
             with capture_logs() as logs:
                 report = daemon.run_once(full=False, reason="", trigger="test")
             ready = daemon.not_ready()
@@ -429,7 +429,12 @@ def test_two_daemons_on_postgresql_push_each_product_once_and_the_survivor_takes
                 catalog=catalog,
                 state_url=pg_url,
                 userflux_url=fake.url,
-                schedule={"interval_s": 1, "lease_ttl_s": 5, "shutdown_grace_s": 1},
+                schedule={
+                    "interval_s": 1,
+                    "lease_ttl_s": 5,
+                    "shutdown_grace_s": 1,
+                    "share_targets": False,  # a hot standby: both try the target
+                },
                 concurrency=1,
             )
         )
@@ -439,7 +444,7 @@ def test_two_daemons_on_postgresql_push_each_product_once_and_the_survivor_takes
         second = None
         try:
             wait_until("the first daemon to push", lambda: fake.request_count("POST") >= 3)
-            holder = store.lease_holder("uf", time.time())
+            holder = store.lease_holder("uf")
             assert holder is not None and holder.split(":")[1] == str(first.pid)
 
             second = start_daemon(config, second_log, "--run-now")
@@ -689,3 +694,218 @@ def test_the_daemon_prunes_history_after_a_run(tmp_path: Path) -> None:
             daemon.request_stop()
             assert daemon.shutdown()
     assert ids == [4, 3]
+
+
+# -- several replicas share the targets ------------------------------------------------
+
+
+def shared_toml(
+    *, catalog: Path, state_url: str, fakes: dict[str, FakeUserflux], schedule: dict[str, Any]
+) -> str:
+    """A config with one UserFlux target per fake (named by the dict's keys)."""
+    base = config_toml(
+        catalog=catalog, state_url=state_url, userflux_url="http://unused", schedule=schedule
+    )
+    head = base[: base.index("[[targets]]")]
+    blocks = [
+        "[[targets]]\n"
+        + "\n".join(
+            f"{key} = {json.dumps(value)}"
+            for key, value in {
+                "kind": "userflux",
+                "name": name,
+                "api_key_env": "TEST_UF_KEY",
+                "base_url": fake.url,
+                "type_id": TYPE_ID,
+                "concurrency": 1,
+                "rate_limit_per_s": 0,
+            }.items()
+        )
+        + '\n[targets.mapping.properties]\nname = "name"\n'
+        for name, fake in fakes.items()
+    ]
+    return head + "\n".join(blocks)
+
+
+def _names(fake: FakeUserflux) -> dict[str, object]:
+    return {pid: p["properties"].get("name") for (_, pid), p in fake.products.items()}
+
+
+@pytest.mark.parametrize("how", ["stopped", "died"])
+def test_a_daemon_runs_only_its_share_and_takes_over_a_departed_replicas_at_once(
+    tmp_path: Path, how: str
+) -> None:
+    from syncd.leases import assign_targets
+
+    catalog = tmp_path / "catalog.jsonl"
+    keys = write_catalog(catalog, 3)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    peer = "elsewhere:1:peer"
+    with FakeUserflux(api_key="uf-secret-key") as one, FakeUserflux(api_key="uf-secret-key") as two:
+        fakes = {"uf-1": one, "uf-2": two}
+        schedule = {"cron": "0 3 * * *", "full_refresh_cron": "", "lease_ttl_s": 1}
+        config = load(
+            shared_toml(catalog=catalog, state_url=state_url, fakes=fakes, schedule=schedule)
+        )
+        store = open_store(state_url)
+        store.beat_replica(peer, ttl=600)  # another daemon is alive on this state
+        daemon = Daemon(config, lambda: open_store(state_url), environ=ENV_KEYS)
+        daemon.start()
+        try:
+            assigned = assign_targets(list(fakes), [daemon.replica, peer])
+            [mine] = [name for name, replica in assigned.items() if replica == daemon.replica]
+            [theirs] = [name for name, replica in assigned.items() if replica == peer]
+
+            report = daemon.run_once(full=False, reason="", trigger="schedule")
+
+            assert report is not None and [t.target for t in report.targets] == [mine]
+            assert set(_names(fakes[mine])) == keys
+            assert fakes[theirs].request_count() == 0  # the peer's share is left to it
+
+            if how == "stopped":
+                store.leave_replica(peer)
+            else:  # its heartbeat runs out on the database's clock
+                with store.engine.begin() as conn:  # type: ignore[attr-defined]
+                    conn.exec_driver_sql("UPDATE replicas SET expires_at = expires_at - 601")
+            gone_at = time.monotonic()
+            wait_until(
+                "the departed replica's target to be taken over",
+                lambda: set(_names(fakes[theirs])) == keys,
+                timeout=10,
+            )
+            assert time.monotonic() - gone_at < 1 + 2  # a heartbeat (ttl / 4) and a run
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+            store.close()
+    assert Counter(pushed_ids(fakes[mine])) == dict.fromkeys(keys, 1)  # never run twice
+    assert Counter(pushed_ids(fakes[theirs])) == dict.fromkeys(keys, 1)
+
+
+def test_a_replica_given_no_target_runs_nothing(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 2)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        config = load(
+            shared_toml(
+                catalog=catalog,
+                state_url=state_url,
+                fakes={"uf": fake},
+                schedule={"cron": "0 3 * * *", "full_refresh_cron": ""},
+            )
+        )
+        store = open_store(state_url)
+        daemon = Daemon(config, lambda: open_store(state_url), environ=ENV_KEYS)
+        daemon.start()
+        try:
+            from syncd.leases import assign_targets
+
+            # a peer that ranks the only target above this daemon (the first of a few names)
+            peer = next(
+                name
+                for name in (f"elsewhere:{i}:peer" for i in range(100))
+                if assign_targets(["uf"], [daemon.replica, name])["uf"] == name
+            )
+            store.beat_replica(peer, ttl=600)
+            with capture_logs() as logs:
+                report = daemon.run_once(full=False, reason="", trigger="schedule")
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+            store.close()
+    assert report is None
+    assert fake.request_count() == 0
+    assert "syncd.daemon.run_skipped" in [e["event"] for e in logs]
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_three_replicas_share_six_targets_and_take_over_a_killed_ones_within_the_lease_ttl(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import contextlib
+
+    catalog = tmp_path / "catalog.jsonl"
+    keys = write_catalog(catalog, 3)
+    config = tmp_path / "config.toml"
+    ttl, interval = 2.0, 1.5
+    with contextlib.ExitStack() as stack:
+        fakes = {
+            f"uf-{i}": stack.enter_context(FakeUserflux(api_key="uf-secret-key")) for i in range(6)
+        }
+        config.write_text(
+            shared_toml(
+                catalog=catalog,
+                state_url=pg_url,
+                fakes=fakes,
+                schedule={
+                    "interval_s": interval,
+                    "full_refresh_cron": "",
+                    "lease_ttl_s": ttl,
+                    "shutdown_grace_s": 1,
+                },
+            )
+        )
+        logs = [tmp_path / f"replica-{i}.log" for i in range(3)]
+        replicas = [start_daemon(config, log) for log in logs]
+        for replica in replicas:
+            stack.callback(stop_process, replica)
+
+        def shares() -> list[set[str]] | None:
+            """Each replica's share at its last run while all three were live."""
+            found = []
+            for log in logs:
+                shared = [
+                    e
+                    for e in log_events(log)
+                    if e["event"] == "syncd.daemon.targets_shared" and e["replicas"] == 3
+                ]
+                if not shared:
+                    return None
+                found.append(set(shared[-1]["mine"].split(",")) - {""})
+            return found
+
+        mine = wait_until("every replica to run with all three live", shares, timeout=20)
+        wait_until(
+            "every target to hold the catalog",
+            lambda: all(set(_names(fake)) == keys for fake in fakes.values()),
+        )
+        assert all(mine)  # the work is spread: every replica ran at least one target
+        assert sorted(name for share in mine for name in share) == sorted(fakes)  # disjoint
+        for fake in fakes.values():  # one push per product and target: nobody ran one twice
+            assert Counter(pushed_ids(fake)) == dict.fromkeys(keys, 1)
+        for log in logs:  # and nobody waited on another's lease
+            assert "syncd.daemon.target_locked" not in [e["event"] for e in log_events(log)]
+
+        killed, survivors = replicas[2], replicas[:2]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=10)
+        killed_at = time.monotonic()
+        new = tmp_path / "catalog.new"
+        write_catalog(new, 3, version=2)
+        os.replace(new, catalog)
+
+        def caught_up(names: set[str]) -> bool:
+            return all(
+                set(_names(fakes[name]).values()) == {f"Product {k} v2" for k in keys}
+                for name in names
+            )
+
+        wait_until("the killed replica's targets to be taken over", lambda: caught_up(mine[2]))
+        assert time.monotonic() - killed_at < ttl + interval + 3  # its heartbeat ran out
+        wait_until("every target to hold the new catalog", lambda: caught_up(set(fakes)))
+        for fake in fakes.values():  # still one push per product, target and change
+            assert Counter(pushed_ids(fake)) == dict.fromkeys(keys, 2)
+        taken = {
+            name
+            for log in logs[:2]
+            for e in log_events(log)
+            if e["event"] == "syncd.daemon.targets_taken_over"
+            for name in e["targets"].split(",")
+        }
+        assert mine[2] <= taken
+
+        for survivor in survivors:
+            survivor.send_signal(signal.SIGTERM)
+        assert [survivor.wait(timeout=15) for survivor in survivors] == [0, 0]

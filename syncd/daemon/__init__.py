@@ -2,8 +2,10 @@
 
 APScheduler 3 fires the incremental and the full-refresh schedules into one worker
 thread, so two runs never overlap in a process; the reconciler's leases keep other
-processes off a target. At start it catches up a scheduled run missed while no daemon
-ran; after each run it announces outcome changes (``syncd.alerts``) and prunes old
+processes off a target. Daemons on one state database divide the targets between them
+(``syncd.leases``: a heartbeat per replica, a fair share each) and run at once the
+targets a replica that left or died had. At start it catches up a scheduled run missed
+while no daemon ran; after each run it announces outcome changes (``syncd.alerts``) and prunes old
 history. Also serves /healthz, /readyz and /metrics, and computes the next scheduled
 runs for ``syncd status`` (``schedule.py``). The only package that imports APScheduler.
 """
@@ -41,6 +43,7 @@ from syncd.daemon.schedule import (
 )
 from syncd.errors import StateSchemaError, SyncdError
 from syncd.health import FAILING, HealthServer, Probes
+from syncd.leases import ReplicaHeartbeat, assign_targets, holder_id
 from syncd.metrics import Progress, SyncdMetrics
 from syncd.reconcile import Reconciler, RunOptions, RunReport
 from syncd.state import StateStore
@@ -52,6 +55,7 @@ StoreFactory = Callable[[], StateStore]
 """Opens the state store (and applies pending migrations)."""
 
 SYNC_JOB, FULL_JOB, REASSERT_JOB, CATCH_UP_JOB = "sync", "full_refresh", "reassert", "catch_up"
+TAKEOVER_JOB = "takeover"
 _HARD_EXIT = 130
 _TELLING = ("ok", "partial", "blocked", "failed")
 _NOT_A_RUN = ("running", "interrupted")
@@ -157,6 +161,13 @@ class Daemon:
         """Runs done since start (whatever their outcome)."""
         self.stop_requested = False
         """Set by ``request_stop`` (a plain flag: signal handlers must not take locks)."""
+        self.replica = holder_id()
+        """This daemon among the replicas sharing the state database."""
+        self.heartbeat: ReplicaHeartbeat | None = None
+        self._takeover: dict[str, float] = {}
+        """Targets gained from a replica that left: run at once; given up at the deadline
+        (monotonic seconds) if their lease stays held."""
+        self._takeover_lock = threading.Lock()
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, *, run_at_start: bool | None = None) -> None:
@@ -170,6 +181,10 @@ class Daemon:
         scheduler = self._scheduler_for(triggers, start_now=start_now, now=now)
         self.store = store = self._open_state()
         try:
+            if schedule.share_targets:
+                self.heartbeat = ReplicaHeartbeat(
+                    store, self.replica, schedule.lease_ttl_s, self._replicas_beat
+                ).start()
             self._seed(store)
             if schedule.catch_up and not start_now:
                 self._catch_up(scheduler, store, now)
@@ -185,6 +200,8 @@ class Daemon:
                     ),
                 ).start()
         except BaseException:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             store.close()
             raise
         self._scheduler = scheduler
@@ -312,6 +329,8 @@ class Daemon:
         if thread is not None:
             thread.join(timeout=5)
         finished = self._idle.wait(grace + 15)
+        if self.heartbeat is not None:
+            self.heartbeat.stop()  # the other replicas take this one's targets now
         self.alerter.close(_ALERTS_CLOSE_S)
         if self._server is not None:
             self._server.stop()
@@ -359,11 +378,20 @@ class Daemon:
         self, store: StateStore, stop: threading.Event, *, full: bool, reason: str, trigger: str
     ) -> RunReport | None:
         config = self.config
-        names = [t.name for t in config.targets if t.enabled]
+        names = self._targets_to_run(trigger)
         mode = "full" if full else "incremental"
-        log.info("syncd.daemon.run_started", mode=mode, trigger=trigger, targets=",".join(names))
+        if not names:
+            log.info("syncd.daemon.run_skipped", mode=mode, trigger=trigger, replica=self.replica)
+            return None
+        log.info(
+            "syncd.daemon.run_started",
+            mode=mode,
+            trigger=trigger,
+            targets=",".join(names),
+            replica=self.replica,
+        )
         started = time.monotonic()
-        options = RunOptions(full=full, full_reason=reason) if full else RunOptions()
+        options = RunOptions(full=full, full_reason=reason, targets=tuple(names))
         self.metrics.running.set(1)
         try:
             store.upgrade()  # a state database replaced by an empty one is migrated again
@@ -398,6 +426,9 @@ class Daemon:
         for target in report.targets:
             if target.outcome == "locked":
                 log.info("syncd.daemon.target_locked", target=target.target, reason=target.error)
+            else:  # run by this replica: no takeover pending any more
+                with self._takeover_lock:
+                    self._takeover.pop(target.target, None)
         self.alerter.observe(report, store)
         prune_history(store, config, [t.target for t in report.targets if t.outcome != "locked"])
         _observe_state(store, config, self.metrics)
@@ -412,6 +443,72 @@ class Daemon:
             next_sync=_iso(self._next_sync()),
         )
         return report
+
+    # -- sharing the targets with other replicas ------------------------------------------
+    def _targets_to_run(self, trigger: str) -> list[str]:
+        """This replica's share of the enabled targets, from a fresh heartbeat (all of them
+        when targets are not shared); for a takeover, the gained ones still pending."""
+        enabled = [t.name for t in self.config.targets if t.enabled]
+        heartbeat = self.heartbeat
+        if heartbeat is None:
+            return enabled
+        live = heartbeat.beat()
+        assigned = assign_targets(enabled, live)
+        mine = [name for name in enabled if assigned.get(name) == self.replica]
+        if trigger == TAKEOVER_JOB:
+            now = time.monotonic()
+            with self._takeover_lock:
+                for name, deadline in list(self._takeover.items()):
+                    if name not in mine or deadline < now:
+                        del self._takeover[name]
+                return [name for name in mine if name in self._takeover]
+        if len(live) > 1:
+            log.info(
+                "syncd.daemon.targets_shared",
+                replica=self.replica,
+                replicas=len(live),
+                mine=",".join(mine),
+                others=len(enabled) - len(mine),
+            )
+        return mine
+
+    def _replicas_beat(self, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+        """After each heartbeat: when replicas left, run at once the targets this one gained
+        from them (their runs may have died half-way; a run that has nothing left to
+        send sends nothing); retry those still locked by a dying holder's lease."""
+        scheduler = self._scheduler
+        if set(before) - set(after):
+            enabled = [t.name for t in self.config.targets if t.enabled]
+            had, has = assign_targets(enabled, before), assign_targets(enabled, after)
+            gained = [
+                name
+                for name in enabled
+                if has.get(name) == self.replica and had.get(name) != self.replica
+            ]
+            if gained:
+                deadline = time.monotonic() + 2 * self.config.schedule.lease_ttl_s
+                with self._takeover_lock:
+                    self._takeover.update(dict.fromkeys(gained, deadline))
+                log.info(
+                    "syncd.daemon.targets_taken_over",
+                    replica=self.replica,
+                    targets=",".join(gained),
+                    left=",".join(sorted(set(before) - set(after))),
+                )
+        with self._takeover_lock:
+            pending = bool(self._takeover)
+        if not pending or scheduler is None or not scheduler.running or self._stopping.is_set():
+            return
+        if scheduler.get_job(TAKEOVER_JOB) is None:
+            scheduler.add_job(
+                self.run_once,
+                "date",
+                run_date=datetime.now(UTC),
+                id=TAKEOVER_JOB,
+                name="take over a departed replica's targets",
+                replace_existing=True,
+                kwargs={"full": False, "reason": "", "trigger": TAKEOVER_JOB},
+            )
 
     def _follow_up_doubts(self, report: RunReport) -> None:
         """Schedule one more run for when the writes this run left in doubt may be

@@ -193,16 +193,39 @@ class StateStore(Protocol):
 
     def open_rejections(self, target: str | None = None) -> list[RejectionRecord]: ...
 
-    # -- leases (one writer per target) ----------------------------------------
-    def acquire_lease(self, target: str, holder: str, ttl: float, now: float) -> bool:
-        """Take the target's lease if it is free, expired, or already ours."""
+    # -- leases (one writer per target), on the database server's clock ----------
+    def acquire_lease(self, target: str, holder: str, ttl: float) -> bool:
+        """Take the target's lease if it is free, expired, or already ours, for ``ttl``
+        seconds. Expiry is computed and compared on the database server's clock, never
+        the caller's, so processes with skewed clocks agree."""
         ...
 
-    def renew_lease(self, target: str, holder: str, ttl: float, now: float) -> bool: ...
+    def renew_lease(self, target: str, holder: str, ttl: float) -> bool:
+        """Extend our lease by ``ttl`` seconds; False when it is no longer ours or expired
+        (the holder must stop: another process may take it over)."""
+        ...
 
     def release_lease(self, target: str, holder: str) -> None: ...
 
-    def lease_holder(self, target: str, now: float) -> str | None: ...
+    def lease_holder(self, target: str, now: float | None = None) -> str | None:
+        """Who holds the target's lease now (None: nobody). ``now`` (POSIX seconds) asks
+        about another instant; by default the database server's clock decides."""
+        ...
+
+    # -- replicas (the daemons sharing this state database) ----------------------
+    def beat_replica(self, replica: str, ttl: float) -> list[str]:
+        """Record that ``replica`` lives for ``ttl`` more seconds (database clock), drop the
+        rows of replicas whose heartbeat expired, and return the live replicas, sorted."""
+        ...
+
+    def live_replicas(self) -> list[str]:
+        """The replicas whose heartbeat has not expired, sorted."""
+        ...
+
+    def leave_replica(self, replica: str) -> None:
+        """Remove the replica's heartbeat at once (a clean stop): the others take its
+        targets without waiting for the heartbeat to expire."""
+        ...
 
     def ping(self) -> None:
         """Raise ``StateError`` when the database cannot be reached."""

@@ -125,6 +125,18 @@ leases = sa.Table(
     sa.Column("expires_at", Seconds, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )
+"""One writer per target: ``expires_at`` is on the database server's clock."""
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("replica", sa.String(255), primary_key=True),
+    sa.Column("started_at", Seconds, nullable=False),
+    sa.Column("expires_at", Seconds, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+"""The daemons sharing this state database, each renewing its row while it lives
+(``expires_at`` on the database server's clock): they divide the targets between them."""
 
 
 def mysql_collation(dialect: Dialect) -> str:

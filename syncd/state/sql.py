@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -39,8 +39,10 @@ from syncd.state.db import (
     upsert,
 )
 from syncd.state.schema import (
+    Seconds,
     leases,
     products,
+    replicas,
     runs,
 )
 from syncd.state.schema import rejections as rejections_table
@@ -374,10 +376,13 @@ class SqlStateStore:
             for row in rows
         ]
 
-    # -- leases --------------------------------------------------------------
+    # -- leases (on the database server's clock) ------------------------------
 
-    def acquire_lease(self, target: str, holder: str, ttl: float, now: float) -> bool:
-        lease = leases.c
+    def _now(self) -> sa.ColumnElement[float]:
+        return database_now(self.engine.dialect.name)
+
+    def acquire_lease(self, target: str, holder: str, ttl: float) -> bool:
+        lease, now = leases.c, self._now()
         take = (
             leases.update()
             .where(lease.target == target, sa.or_(lease.expires_at < now, lease.holder == holder))
@@ -398,10 +403,11 @@ class SqlStateStore:
             with self.engine.begin() as conn:
                 return conn.execute(take).rowcount == 1
 
-    def renew_lease(self, target: str, holder: str, ttl: float, now: float) -> bool:
+    def renew_lease(self, target: str, holder: str, ttl: float) -> bool:
+        lease, now = leases.c, self._now()
         stmt = (
             leases.update()
-            .where(leases.c.target == target, leases.c.holder == holder)
+            .where(lease.target == target, lease.holder == holder, lease.expires_at >= now)
             .values(expires_at=now + ttl)
         )
         with self.translated("renew a lease"), self.engine.begin() as conn:
@@ -412,12 +418,68 @@ class SqlStateStore:
         with self.translated("release a lease"), self.engine.begin() as conn:
             conn.execute(stmt)
 
-    def lease_holder(self, target: str, now: float) -> str | None:
+    def lease_holder(self, target: str, now: float | None = None) -> str | None:
+        when = self._now() if now is None else sa.literal(now, Seconds)
         query = sa.select(leases.c.holder).where(
-            leases.c.target == target, leases.c.expires_at >= now
+            leases.c.target == target, leases.c.expires_at >= when
         )
         with self.translated("read a lease"), self.engine.connect() as conn:
             return conn.execute(query).scalar_one_or_none()
+
+    # -- replicas (the daemons sharing this database) ---------------------------
+
+    def beat_replica(self, replica: str, ttl: float) -> list[str]:
+        row, now = replicas.c, self._now()
+        renew = replicas.update().where(row.replica == replica).values(expires_at=now + ttl)
+        live = sa.select(row.replica).where(row.expires_at >= now).order_by(row.replica)
+        with self.translated("record the replica's heartbeat"):
+            with self.engine.begin() as conn:
+                conn.execute(replicas.delete().where(row.expires_at < now, row.replica != replica))
+                renewed = conn.execute(renew).rowcount == 1
+            if not renewed:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(
+                            replicas.insert().values(
+                                replica=replica, started_at=now, expires_at=now + ttl
+                            )
+                        )
+                except IntegrityError:  # our row came back between the two statements
+                    with self.engine.begin() as conn:
+                        conn.execute(renew)
+            with self.engine.connect() as conn:
+                return list(conn.execute(live).scalars())
+
+    def live_replicas(self) -> list[str]:
+        row = replicas.c
+        query = sa.select(row.replica).where(row.expires_at >= self._now()).order_by(row.replica)
+        with self.translated("read the replicas"), self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def leave_replica(self, replica: str) -> None:
+        stmt = replicas.delete().where(replicas.c.replica == replica)
+        with self.translated("remove the replica"), self.engine.begin() as conn:
+            conn.execute(stmt)
+
+
+def database_now(dialect: str) -> sa.ColumnElement[float]:
+    """The database server's current time as POSIX seconds (UTC), as SQL.
+
+    Leases and heartbeats are judged on this one clock, so processes whose own clocks
+    disagree still agree on who holds what. PostgreSQL: ``clock_timestamp()`` (it moves
+    within a transaction); MySQL/MariaDB: ``UTC_TIMESTAMP(6)``, whatever the session's
+    time zone; SQLite: ``julianday('now')`` (milliseconds).
+    """
+    epoch: sa.ColumnElement[Any]
+    if dialect == "postgresql":
+        epoch = sa.extract("epoch", sa.func.clock_timestamp())
+    elif dialect in ("mysql", "mariadb"):
+        epoch = sa.literal_column(
+            "TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', UTC_TIMESTAMP(6)) / 1000000.0"
+        )
+    else:
+        epoch = sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)")
+    return sa.cast(epoch, Seconds)
 
 
 if TYPE_CHECKING:
@@ -427,4 +489,4 @@ if TYPE_CHECKING:
         return store, staging
 
 
-__all__ = ["SqlStateStore", "current_revision", "upgrade_database"]
+__all__ = ["SqlStateStore", "current_revision", "database_now", "upgrade_database"]

@@ -303,41 +303,114 @@ def test_prune_rejections_keeps_only_the_given_keys(store) -> None:
 # -- leases ----------------------------------------------------------------------------
 
 
+def let_time_pass(store, seconds: float) -> None:
+    """What waiting does to the leases (their expiry moves closer), without sleeping."""
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE leases SET expires_at = expires_at - :s"), {"s": seconds})
+
+
 def test_a_free_lease_is_acquired_and_a_second_holder_refused(store) -> None:
-    assert store.acquire_lease("uf", "h1", ttl=60, now=100.0)
-    assert not store.acquire_lease("uf", "h2", ttl=60, now=120.0)
-    assert store.acquire_lease("vb", "h2", ttl=60, now=120.0)
-    assert store.lease_holder("uf", now=120.0) == "h1"
+    assert store.acquire_lease("uf", "h1", ttl=60)
+    assert not store.acquire_lease("uf", "h2", ttl=60)
+    assert store.acquire_lease("vb", "h2", ttl=60)
+    assert store.lease_holder("uf") == "h1"
 
 
 def test_the_holder_can_acquire_again_and_renew(store) -> None:
-    assert store.acquire_lease("uf", "h1", ttl=60, now=100.0)
-    assert store.acquire_lease("uf", "h1", ttl=60, now=100.0)
-    assert store.renew_lease("uf", "h1", ttl=60, now=150.0)
-    assert not store.renew_lease("uf", "h2", ttl=60, now=150.0)
+    assert store.acquire_lease("uf", "h1", ttl=60)
+    assert store.acquire_lease("uf", "h1", ttl=60)
+    let_time_pass(store, 50)
+    assert store.renew_lease("uf", "h1", ttl=60)
+    assert not store.renew_lease("uf", "h2", ttl=60)
 
-    assert not store.acquire_lease("uf", "h2", ttl=60, now=200.0)
-    assert store.lease_holder("uf", now=200.0) == "h1"
+    let_time_pass(store, 50)  # 100 s after it was taken, 50 s after the renewal
+    assert not store.acquire_lease("uf", "h2", ttl=60)
+    assert store.lease_holder("uf") == "h1"
 
 
 def test_an_expired_lease_is_taken_over(store) -> None:
-    store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+    store.acquire_lease("uf", "h1", ttl=60)
+    let_time_pass(store, 61)
 
-    assert store.lease_holder("uf", now=161.0) is None
-    assert store.acquire_lease("uf", "h2", ttl=60, now=161.0)
-    assert store.lease_holder("uf", now=161.0) == "h2"
-    assert not store.renew_lease("uf", "h1", ttl=60, now=162.0)
+    assert store.lease_holder("uf") is None
+    assert store.acquire_lease("uf", "h2", ttl=60)
+    assert store.lease_holder("uf") == "h2"
+    assert not store.renew_lease("uf", "h1", ttl=60)
+
+
+def test_an_expired_lease_is_not_renewed_by_its_old_holder(store) -> None:
+    store.acquire_lease("uf", "h1", ttl=60)
+    let_time_pass(store, 61)
+
+    assert not store.renew_lease("uf", "h1", ttl=60)  # it must stop: another may have it
+    assert store.lease_holder("uf") is None
+
+
+def test_a_lease_is_judged_on_the_database_clock_not_the_callers(store, monkeypatch) -> None:
+    import time
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 600)  # this process runs 10 min ahead
+    store.acquire_lease("uf", "h1", ttl=60)
+    assert not store.acquire_lease("uf", "h2", ttl=60)  # not stolen: still live on the server
+    assert store.lease_holder("uf") == "h1"
+
+    monkeypatch.setattr(time, "time", lambda: real() - 600)  # now 10 min behind
+    let_time_pass(store, 61)
+    assert store.lease_holder("uf") is None  # expired on the server: not kept
+    assert not store.renew_lease("uf", "h1", ttl=60)
+    assert store.acquire_lease("uf", "h2", ttl=60)
+
+
+def test_lease_holder_answers_for_another_instant_when_asked(store) -> None:
+    import time
+
+    store.acquire_lease("uf", "h1", ttl=60)
+    assert store.lease_holder("uf", now=time.time() + 30) == "h1"
+    assert store.lease_holder("uf", now=time.time() + 120) is None
 
 
 def test_a_released_lease_is_free_and_only_its_holder_can_release_it(store) -> None:
-    store.acquire_lease("uf", "h1", ttl=60, now=100.0)
+    store.acquire_lease("uf", "h1", ttl=60)
     store.release_lease("uf", "h2")
-    assert store.lease_holder("uf", now=100.0) == "h1"
+    assert store.lease_holder("uf") == "h1"
 
     store.release_lease("uf", "h1")
 
-    assert store.lease_holder("uf", now=100.0) is None
-    assert store.acquire_lease("uf", "h2", ttl=60, now=100.0)
+    assert store.lease_holder("uf") is None
+    assert store.acquire_lease("uf", "h2", ttl=60)
+
+
+# -- replicas ----------------------------------------------------------------------------
+
+
+def let_heartbeats_age(store, seconds: float) -> None:
+    import sqlalchemy as sa
+
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE replicas SET expires_at = expires_at - :s"), {"s": seconds})
+
+
+def test_replicas_that_beat_are_live_and_one_that_leaves_is_gone_at_once(store) -> None:
+    assert store.beat_replica("r2", ttl=10) == ["r2"]
+    assert store.beat_replica("r1", ttl=10) == ["r1", "r2"]
+    assert store.live_replicas() == ["r1", "r2"]
+
+    store.leave_replica("r2")
+
+    assert store.live_replicas() == ["r1"]
+
+
+def test_a_replica_whose_heartbeat_expired_drops_out_and_can_come_back(store) -> None:
+    store.beat_replica("r1", ttl=10)
+    store.beat_replica("r2", ttl=10)
+    let_heartbeats_age(store, 11)
+    assert store.live_replicas() == []
+
+    assert store.beat_replica("r1", ttl=10) == ["r1"]  # r2's stale row is dropped
+    assert store.beat_replica("r2", ttl=10) == ["r1", "r2"]
 
 
 def race_for_lease(contenders: list[SqlStateStore], target: str) -> list[str]:
@@ -347,7 +420,7 @@ def race_for_lease(contenders: list[SqlStateStore], target: str) -> list[str]:
 
     def contend(store: SqlStateStore, holder: str) -> None:
         barrier.wait()
-        results[holder] = store.acquire_lease(target, holder, ttl=60, now=1000.0)
+        results[holder] = store.acquire_lease(target, holder, ttl=60)
 
     threads = [
         threading.Thread(target=contend, args=(store, f"h{i}"))
@@ -370,12 +443,13 @@ def test_racing_processes_on_postgresql_let_exactly_one_win(pg_url, existing) ->
         for round_ in range(5):
             target = f"t{round_}"
             if existing == "an expired lease":
-                contenders[0].acquire_lease(target, "dead", ttl=1, now=0.0)
+                contenders[0].acquire_lease(target, "dead", ttl=60)
+                let_time_pass(contenders[0], 61)
 
             winners = race_for_lease(contenders, target)
 
             assert len(winners) == 1
-            assert contenders[0].lease_holder(target, now=1000.0) == winners[0]
+            assert contenders[0].lease_holder(target) == winners[0]
     finally:
         for contender in contenders:
             contender.close()

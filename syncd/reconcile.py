@@ -373,7 +373,7 @@ class Reconciler:
                 run.doubts = self.store.count_doubts(config.name, time.time())
             if leases is not None:
                 if not leases.acquire(config.name):
-                    other = self.store.lease_holder(config.name, time.time())
+                    other = self.store.lease_holder(config.name)  # on the database clock
                     run.outcome = "locked"
                     run.error = f"another syncd ({other}) is running this target; not started"
                     continue

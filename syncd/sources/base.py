@@ -196,7 +196,9 @@ def read_catalog(source: Source, config: _SourceOptions) -> Iterator[SourceItem]
     if variant is not None:
         from syncd.sources.join import join_variants
 
-        items = join_variants(items, variant, getattr(config, "key", "id"))
+        # rows are placed by the source (``file.csv:12``) unless grouping hides which row
+        place = None if config.group_by else getattr(source, "place", None)
+        items = join_variants(items, variant, getattr(config, "key", "id"), place)
     if config.where:
         items = filter_records(items, config.where)
     return iter(items)

@@ -298,6 +298,8 @@ class _FileReader:
         self._codec = "utf-8"
         self._identity: tuple[int, int, int, int] | None = None
         """The file's (device, inode, size, mtime_ns) when the last read began."""
+        self.last_place: str | None = None
+        """Where the record ``read`` yielded last begins (``file:line`` or ``line N``)."""
 
     @property
     def format(self) -> Format:
@@ -484,6 +486,7 @@ class _FileReader:
             for line in self.read_lines():
                 item = self.parse_line(line)
                 if item is not None:
+                    self.last_place = self._place(line.number)
                     yield item
             return
         # UTF-16 and other wide encodings
@@ -494,6 +497,7 @@ class _FileReader:
                 continue
             item = self._parse_jsonl(text, lines.count, ended=lines.last_ended)
             if item is not None:
+                self.last_place = self._place(lines.count)
                 yield item
 
     def _read_json(self) -> Iterator[SourceItem]:
@@ -547,6 +551,7 @@ class _FileReader:
             )
         for index, value in enumerate(document):
             if isinstance(value, dict):
+                self.last_place = f"{self.path}: item {index}" if self.named else f"item {index}"
                 yield value
             else:
                 place = f"{self.path}: item {index}" if self.named else f"item {index}"
@@ -669,6 +674,7 @@ class _FileReader:
                     f"{len(row)} fields, {more_or_fewer} than the {width} of the header",
                 )
                 continue
+            self.last_place = self._place(first_line)
             yield dict(zip(header, row, strict=True))
 
     def _check_header(self, header: Sequence[str]) -> None:
@@ -745,6 +751,7 @@ class FileSource:
         )
         """Whether the catalog may span several files (rows are then placed ``file:line``)."""
         self._readers: dict[Path, _FileReader] = {}
+        self._reading: _FileReader | None = None
         self._matched: list[Path] | None = None
         """The files the last read began on, in order (None: no read yet)."""
 
@@ -803,7 +810,13 @@ class FileSource:
         readers = self._open()
         self._matched = [reader.path for reader in readers]
         for reader in readers:
+            self._reading = reader
             yield from reader.read()
+
+    def place(self) -> str | None:
+        """Where the record ``read`` yielded last begins: ``file:line`` when the catalog
+        may span several files, ``line N`` in a single one (JSON: ``item N``)."""
+        return self._reading.last_place if self._reading is not None else None
 
     def can_read_lines(self) -> bool:
         """Whether ``read_blocks`` works here: every file JSON Lines in an ASCII-compatible

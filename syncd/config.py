@@ -209,6 +209,11 @@ FILTER_OPERATORS = (
 
 _COMPARISONS = ("gt", "ge", "lt", "le")
 
+CONDITION_OPTIONS = ("decimal_separator",)
+"""Keys of a ``where`` condition that shape its tests rather than test: ``decimal_separator``
+(``"."`` or ``","``) says how comparisons read a text number (``{ gt = 0,
+decimal_separator = "," }`` for ``"12,50"``), as a field's ``decimal_separator`` does."""
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -246,6 +251,8 @@ def parse_condition(value: Any) -> Condition:
         raise ValueError(f"an empty table tests nothing: give one of {', '.join(FILTER_OPERATORS)}")
     problems: list[str] = []
     tests: list[tuple[str, Any]] = []
+    if all(op in CONDITION_OPTIONS for op in value):
+        problems.append(f"no test: give one of {', '.join(FILTER_OPERATORS)}")
     for op, operand in value.items():
         if (problem := _operand_problem(op, operand)) is not None:
             problems.append(problem)
@@ -258,6 +265,8 @@ def parse_condition(value: Any) -> Condition:
 
 def _operand_problem(op: str, operand: Any) -> str | None:
     """What is wrong with one operator of a ``where`` condition, or None."""
+    if op == "decimal_separator":
+        return None if operand in (".", ",") else f'{op}: "." or ",", not {operand!r}'
     if op not in FILTER_OPERATORS:
         return f"unknown operator {op!r} (known: {', '.join(FILTER_OPERATORS)})"
     if op in ("eq", "ne") and not _is_scalar(operand):

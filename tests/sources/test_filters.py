@@ -180,5 +180,6 @@ def test_a_record_source_where_can_not_test_is_an_unreadable_row_named_by_its_ke
 def test_decimal_separator_alone_tests_nothing_and_must_be_a_dot_or_a_comma() -> None:
     assert any("no test" in p for p in problems_of({"price": {"decimal_separator": ","}}))
     assert any(
-        "decimal_separator" in p for p in problems_of({"price": {"gt": 0, "decimal_separator": ";"}})
+        "decimal_separator" in p
+        for p in problems_of({"price": {"gt": 0, "decimal_separator": ";"}})
     )

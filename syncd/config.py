@@ -46,6 +46,8 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------------------
 
 ValueType = Literal["string", "number", "integer", "boolean", "json", "list"]
+Aggregate = Literal["min", "max", "sum", "count", "first", "last", "join"]
+"""How ``aggregate`` reduces a list to one value."""
 
 
 def _separators(value: Any) -> Any:
@@ -145,6 +147,30 @@ class FieldSpec(_Model):
     at this dotted path, objects without it skipped."""
     distinct: bool = False
     """Drop repeated items of a list, keeping the first of each."""
+    exclude: tuple[str, ...] = ()
+    """Drop list items (or a single value) equal to one of these texts after trimming, such
+    as Shopify's placeholder option ``["Default Title"]``; applied after ``distinct``."""
+    aggregate: Aggregate | None = None
+    """Reduce a list to one value, after ``pick``/``distinct``/``exclude``: ``min``,
+    ``max``, ``sum`` (items read as numbers as ``type = "number"`` reads them, with this
+    field's ``decimal_separator``; one that isn't a number rejects the record), ``count``,
+    ``first``, ``last`` or ``join`` (texts joined with ``join_with``). A list left empty
+    gives no value (like a missing one). For a "from" price: ``{ path = "variants", pick =
+    "price", aggregate = "min", type = "number" }``."""
+    join_with: str = ", "
+    """With ``aggregate = "join"``: what goes between the items."""
+
+    @model_validator(mode="after")
+    def _aggregating(self) -> FieldSpec:
+        if self.aggregate is not None and self.index is not None:
+            raise ValueError("give index or aggregate, not both (aggregate gives one value)")
+        if self.aggregate is not None and self.type in ("list", "json"):
+            raise ValueError(f'aggregate gives one value: type = "{self.type}" can\'t follow it')
+        if self.join_with != ", " and self.aggregate != "join":
+            raise ValueError('join_with needs aggregate = "join"')
+        if any(not item.strip() for item in self.exclude):
+            raise ValueError("exclude: an empty text can't be excluded (empty items are dropped)")
+        return self
 
     @model_validator(mode="after")
     def _unpacking(self) -> FieldSpec:

@@ -430,8 +430,10 @@ class FileSourceConfig(_SourceBase):
     """JSON only: dotted path to the array of records (``data.products``); default the root."""
     encoding: str = "utf-8-sig"
     """Text encoding; the default also accepts a UTF-8 byte order mark."""
-    csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
-    """CSV only: the field delimiter."""
+    csv_delimiter: Literal["auto"] | Annotated[str, Field(min_length=1, max_length=1)] = ","
+    """CSV only: the field delimiter; ``"auto"`` tells each file's own from its header line
+    (the one of ``,`` ``;`` tab ``|`` it holds most often, outside quotes); a header where
+    none or two of them tie fails the read naming the file."""
     csv_require_final_newline: bool = True
     """CSV only: a last record without a newline fails the read as a truncated file. Set
     false for exporters that omit the final newline (Shopify): the last record is then

@@ -600,8 +600,11 @@ class _FileReader:
 
     def _read_csv(self) -> Iterator[SourceItem]:
         limit = self.config.max_record_bytes
+        delimiter = self.config.csv_delimiter
+        if delimiter == "auto":
+            delimiter = self._sniffed_delimiter()
         lines = _Lines(self.path, self.config.encoding, limit)
-        reader = csv.reader(lines, delimiter=self.config.csv_delimiter, strict=True)
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         field_limit = csv.field_size_limit(limit)  # process-wide: put back when done
         try:
             yield from self._csv_records(lines, reader)
@@ -677,6 +680,31 @@ class _FileReader:
             self.last_place = self._place(first_line)
             yield dict(zip(header, row, strict=True))
 
+    def _sniffed_delimiter(self) -> str:
+        """``csv_delimiter = "auto"``: the one of ``_DELIMITERS`` the header line holds most
+        often outside quotes; ``SourceError`` when none does or two tie."""
+        try:
+            with open(self.path, encoding=self.config.encoding, newline="") as handle:
+                header = handle.readline(self.config.max_record_bytes)
+        except (OSError, UnicodeDecodeError, LookupError) as exc:
+            raise SourceError(f"{self.path}: can't read the CSV header: {exc}") from exc
+        counts = dict.fromkeys(_DELIMITERS, 0)
+        quoted = False
+        for char in header:
+            if char == '"':
+                quoted = not quoted
+            elif not quoted and char in counts:
+                counts[char] += 1
+        best = max(counts.values())
+        found = [char for char, count in counts.items() if count == best]
+        if best == 0 or len(found) > 1:
+            named = " or ".join(repr(c) for c in found) if best else "none of , ; tab |"
+            raise SourceError(
+                f"{self.path}: line 1: csv_delimiter = \"auto\" can't tell the delimiter from "
+                f"the header ({named}): set source.csv_delimiter"
+            )
+        return found[0]
+
     def _check_header(self, header: Sequence[str]) -> None:
         seen: set[str] = set()
         for column, name in enumerate(header, start=1):
@@ -708,6 +736,8 @@ class _FileReader:
 
 
 _GLOB_MAGIC = frozenset("*?[")
+_DELIMITERS = (",", ";", "\t", "|")
+"""The delimiters ``csv_delimiter = "auto"`` tells apart."""
 
 
 def match_files(patterns: Sequence[Path]) -> list[Path]:

@@ -700,7 +700,7 @@ class _FileReader:
         if best == 0 or len(found) > 1:
             named = " or ".join(repr(c) for c in found) if best else "none of , ; tab |"
             raise SourceError(
-                f"{self.path}: line 1: csv_delimiter = \"auto\" can't tell the delimiter from "
+                f'{self.path}: line 1: csv_delimiter = "auto" can\'t tell the delimiter from '
                 f"the header ({named}): set source.csv_delimiter"
             )
         return found[0]

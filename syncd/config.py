@@ -114,7 +114,10 @@ class FieldSpec(_Model):
     template: str | None = None
     """A string with ``{dotted.path}`` placeholders filled from the record."""
     fallback: tuple[str, ...] = ()
-    """Paths tried in order when the main value is missing."""
+    """Paths tried in order when the main value is missing (an empty list counts as
+    missing when fallbacks are given). A fallback's single value skips ``pick`` (the other
+    steps apply): ``{ path = "variants", pick = "price", aggregate = "min", fallback =
+    ["price"] }`` is the lowest variant price, or the product's own price."""
     default: Any = None
     """The value used when the record has none (after fallbacks)."""
     type: ValueType | None = None

@@ -475,6 +475,8 @@ def compile_field(
     default = MISSING if default is None else default
     coerce = COERCIONS[kind] if not (raw and kind is None) else as_it_is
     unpack = _unpacking(spec)
+    fallbacks = bool(spec.fallback)
+    plain_unpack = _unpacking(spec.model_copy(update={"pick": None})) if spec.pick else unpack
     if unpack is not None and kind in ("string", "number", "integer", "boolean"):
         coerce = _each(coerce)
     to_text = _text_cleaner(spec)
@@ -482,7 +484,8 @@ def compile_field(
 
     def value(record: Record) -> Any:
         hole = None
-        for get in getters:
+        unpacking = unpack
+        for position, get in enumerate(getters):
             found = get(record)
             if found is None:
                 continue
@@ -494,6 +497,10 @@ def compile_field(
             elif found_type is _Hole:
                 hole = hole or found
                 continue
+            elif found_type is list and not found and fallbacks:
+                continue  # no items (a product without variants): try the fallbacks
+            if position and found_type is not list and found_type is not dict:
+                unpacking = plain_unpack  # a fallback's single value: nothing to pick from
             break
         else:
             found = default
@@ -503,8 +510,8 @@ def compile_field(
                 if required:
                     raise RecordError("missing (required)")
                 return MISSING
-        if unpack is not None:
-            found = unpack(found)
+        if unpacking is not None:
+            found = unpacking(found)
             if found is MISSING:
                 if required:
                     raise RecordError("missing (required)")

@@ -312,3 +312,19 @@ def test_bad_aggregate_options_are_config_errors_with_their_toml_path(
     problems = problems_of(spec)
     assert any(p.startswith("targets[0].mapping.properties.sizes") for p in problems), problems
     assert any(problem in p for p in problems), problems
+
+
+def test_a_from_price_falls_back_to_the_products_own_price_when_it_has_no_variants() -> None:
+    spec = FieldSpec.model_validate(
+        {
+            "path": "variants",
+            "pick": "price",
+            "aggregate": "min",
+            "type": "number",
+            "fallback": ["sale", "price"],
+        }
+    )
+
+    assert evaluate(spec, {"variants": [{"price": "20"}, {"price": "15"}]}) == 15
+    assert evaluate(spec, {"variants": [], "sale": "", "price": "18"}) == 18
+    assert evaluate(spec, {"variants": [], "sale": "16", "price": "18"}) == 16

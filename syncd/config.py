@@ -46,6 +46,8 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------------------
 
 ValueType = Literal["string", "number", "integer", "boolean", "json", "list"]
+Aggregate = Literal["min", "max", "sum", "count", "first", "last", "join"]
+"""How ``aggregate`` reduces a list to one value."""
 
 
 def _separators(value: Any) -> Any:
@@ -112,7 +114,10 @@ class FieldSpec(_Model):
     template: str | None = None
     """A string with ``{dotted.path}`` placeholders filled from the record."""
     fallback: tuple[str, ...] = ()
-    """Paths tried in order when the main value is missing."""
+    """Paths tried in order when the main value is missing (an empty list counts as
+    missing when fallbacks are given). A fallback's single value skips ``pick`` (the other
+    steps apply): ``{ path = "variants", pick = "price", aggregate = "min", fallback =
+    ["price"] }`` is the lowest variant price, or the product's own price."""
     default: Any = None
     """The value used when the record has none (after fallbacks)."""
     type: ValueType | None = None
@@ -145,6 +150,30 @@ class FieldSpec(_Model):
     at this dotted path, objects without it skipped."""
     distinct: bool = False
     """Drop repeated items of a list, keeping the first of each."""
+    exclude: tuple[str, ...] = ()
+    """Drop list items (or a single value) equal to one of these texts after trimming, such
+    as Shopify's placeholder option ``["Default Title"]``; applied after ``distinct``."""
+    aggregate: Aggregate | None = None
+    """Reduce a list to one value, after ``pick``/``distinct``/``exclude``: ``min``,
+    ``max``, ``sum`` (items read as numbers as ``type = "number"`` reads them, with this
+    field's ``decimal_separator``; one that isn't a number rejects the record), ``count``,
+    ``first``, ``last`` or ``join`` (texts joined with ``join_with``). A list left empty
+    gives no value (like a missing one). For a "from" price: ``{ path = "variants", pick =
+    "price", aggregate = "min", type = "number" }``."""
+    join_with: str = ", "
+    """With ``aggregate = "join"``: what goes between the items."""
+
+    @model_validator(mode="after")
+    def _aggregating(self) -> FieldSpec:
+        if self.aggregate is not None and self.index is not None:
+            raise ValueError("give index or aggregate, not both (aggregate gives one value)")
+        if self.aggregate is not None and self.type in ("list", "json"):
+            raise ValueError(f'aggregate gives one value: type = "{self.type}" can\'t follow it')
+        if self.join_with != ", " and self.aggregate != "join":
+            raise ValueError('join_with needs aggregate = "join"')
+        if any(not item.strip() for item in self.exclude):
+            raise ValueError("exclude: an empty text can't be excluded (empty items are dropped)")
+        return self
 
     @model_validator(mode="after")
     def _unpacking(self) -> FieldSpec:
@@ -209,6 +238,11 @@ FILTER_OPERATORS = (
 
 _COMPARISONS = ("gt", "ge", "lt", "le")
 
+CONDITION_OPTIONS = ("decimal_separator",)
+"""Keys of a ``where`` condition that shape its tests rather than test: ``decimal_separator``
+(``"."`` or ``","``) says how comparisons read a text number (``{ gt = 0,
+decimal_separator = "," }`` for ``"12,50"``), as a field's ``decimal_separator`` does."""
+
 
 @dataclass(frozen=True, slots=True)
 class Condition:
@@ -246,6 +280,8 @@ def parse_condition(value: Any) -> Condition:
         raise ValueError(f"an empty table tests nothing: give one of {', '.join(FILTER_OPERATORS)}")
     problems: list[str] = []
     tests: list[tuple[str, Any]] = []
+    if all(op in CONDITION_OPTIONS for op in value):
+        problems.append(f"no test: give one of {', '.join(FILTER_OPERATORS)}")
     for op, operand in value.items():
         if (problem := _operand_problem(op, operand)) is not None:
             problems.append(problem)
@@ -258,6 +294,8 @@ def parse_condition(value: Any) -> Condition:
 
 def _operand_problem(op: str, operand: Any) -> str | None:
     """What is wrong with one operator of a ``where`` condition, or None."""
+    if op == "decimal_separator":
+        return None if operand in (".", ",") else f'{op}: "." or ",", not {operand!r}'
     if op not in FILTER_OPERATORS:
         return f"unknown operator {op!r} (known: {', '.join(FILTER_OPERATORS)})"
     if op in ("eq", "ne") and not _is_scalar(operand):
@@ -395,8 +433,10 @@ class FileSourceConfig(_SourceBase):
     """JSON only: dotted path to the array of records (``data.products``); default the root."""
     encoding: str = "utf-8-sig"
     """Text encoding; the default also accepts a UTF-8 byte order mark."""
-    csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
-    """CSV only: the field delimiter."""
+    csv_delimiter: Literal["auto"] | Annotated[str, Field(min_length=1, max_length=1)] = ","
+    """CSV only: the field delimiter; ``"auto"`` tells each file's own from its header line
+    (the one of ``,`` ``;`` tab ``|`` it holds most often, outside quotes); a header where
+    none or two of them tie fails the read naming the file."""
     csv_require_final_newline: bool = True
     """CSV only: a last record without a newline fails the read as a truncated file. Set
     false for exporters that omit the final newline (Shopify): the last record is then

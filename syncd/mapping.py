@@ -11,6 +11,7 @@ import functools
 import importlib
 import traceback
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from string import Formatter
 from typing import Any, Protocol
 
@@ -272,9 +273,66 @@ def _then_step(step: SplitStep, trim: Trim) -> Step:
     return then
 
 
+def _exclude_step(excluded: tuple[str, ...], trim: Trim) -> Step:
+    """Drop the items (or the single value) whose trimmed text is one of ``excluded``."""
+    unwanted = frozenset(_text_item(text, trim) for text in excluded)
+
+    def kept(item: Any) -> bool:
+        if isinstance(item, str):
+            return _text_item(item, trim) not in unwanted
+        return isinstance(item, (dict, list)) or stringify(item) not in unwanted
+
+    def exclude(value: Any) -> Any:
+        if isinstance(value, list):
+            return [item for item in value if kept(item)] or MISSING
+        return value if kept(value) else MISSING
+
+    return exclude
+
+
+def _aggregate_step(how: str, decimal_separator: str, join_with: str) -> Step:
+    """``aggregate``: a list reduced to one value (a single value is a list of one)."""
+    to_number = COERCIONS["number"]
+
+    def numbers(items: list[Any]) -> list[int | float]:
+        out = []
+        for position, item in enumerate(items):
+            if isinstance(item, (dict, list)):
+                raise RecordError(f"aggregate {how}: item {position} is {show(item)}, not a number")
+            try:
+                out.append(to_number(item, decimal_separator))
+            except RecordError as exc:
+                raise RecordError(f"aggregate {how}: item {position}: {exc.reason}") from None
+        return out
+
+    def aggregate(value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        items = [item for item in items if item is not None and item != ""]
+        if not items:
+            return MISSING
+        if how == "count":
+            return len(items)
+        if how == "first":
+            return items[0]
+        if how == "last":
+            return items[-1]
+        if how == "join":
+            return join_with.join(stringify(item) for item in items)
+        found = numbers(items)
+        if how == "min":
+            return min(found)
+        if how == "max":
+            return max(found)
+        total = sum(Decimal(repr(n)) if isinstance(n, float) else Decimal(n) for n in found)
+        return to_number(total, decimal_separator)
+
+    return aggregate
+
+
 def _unpacking(spec: FieldSpec) -> Step | None:
     """The unpacking options of ``spec`` as one step, in their documented order (``split``
-    or ``pairs``, then ``then``, ``pick``, ``distinct``); None when it has none."""
+    or ``pairs``, then ``then``, ``pick``, ``distinct``, ``exclude``, ``aggregate``); None
+    when it has none."""
     trim = spec.trim
     steps: list[Step] = []
     if spec.split is not None:
@@ -288,6 +346,10 @@ def _unpacking(spec: FieldSpec) -> Step | None:
         steps.append(lambda value: pick_values(value, get))
     if spec.distinct:
         steps.append(distinct_values)
+    if spec.exclude:
+        steps.append(_exclude_step(spec.exclude, trim))
+    if spec.aggregate is not None:
+        steps.append(_aggregate_step(spec.aggregate, spec.decimal_separator, spec.join_with))
     if not steps:
         return None
 
@@ -413,6 +475,8 @@ def compile_field(
     default = MISSING if default is None else default
     coerce = COERCIONS[kind] if not (raw and kind is None) else as_it_is
     unpack = _unpacking(spec)
+    fallbacks = bool(spec.fallback)
+    plain_unpack = _unpacking(spec.model_copy(update={"pick": None})) if spec.pick else unpack
     if unpack is not None and kind in ("string", "number", "integer", "boolean"):
         coerce = _each(coerce)
     to_text = _text_cleaner(spec)
@@ -420,7 +484,8 @@ def compile_field(
 
     def value(record: Record) -> Any:
         hole = None
-        for get in getters:
+        unpacking = unpack
+        for position, get in enumerate(getters):
             found = get(record)
             if found is None:
                 continue
@@ -432,6 +497,10 @@ def compile_field(
             elif found_type is _Hole:
                 hole = hole or found
                 continue
+            elif found_type is list and not found and fallbacks:
+                continue  # no items (a product without variants): try the fallbacks
+            if position and found_type is not list and found_type is not dict:
+                unpacking = plain_unpack  # a fallback's single value: nothing to pick from
             break
         else:
             found = default
@@ -441,8 +510,8 @@ def compile_field(
                 if required:
                     raise RecordError("missing (required)")
                 return MISSING
-        if unpack is not None:
-            found = unpack(found)
+        if unpacking is not None:
+            found = unpacking(found)
             if found is MISSING:
                 if required:
                     raise RecordError("missing (required)")

@@ -18,7 +18,7 @@ from syncd.diff import Change, ChangeKind, Operation
 from syncd.errors import RecordError, SourceError
 from syncd.mapping import Mapper, build_mapper, evaluate
 from syncd.model import UNACKNOWLEDGED, Document, Record, RejectionRecord, UnreadableRow
-from syncd.sources import Source, open_source, read_catalog
+from syncd.sources import Source, open_source, read_catalog, record_matches
 from syncd.state.base import StateStore
 from syncd.targets import Target, open_target
 
@@ -138,14 +138,25 @@ def view_target(
     store: StateStore,
     key: str,
     record: Record | None,
+    where_label: str = "where",
 ) -> TargetView:
-    """What ``record`` becomes for one target, and what a sync would send it."""
+    """What ``record`` becomes for one target, and what a sync would send it.
+
+    ``where_label`` names the target's filter in reasons (``targets[1].where``): a record
+    it leaves out is absent from this target, one it can't test is rejected there."""
     name = config.name
     payload: dict[str, Any] | None = None
     document: Document | None = None
     mapping_error: str | None = None
     product_key: str | None = key
+    left_out = False
+    where_error: str | None = None
     if record is not None:
+        if config.where:
+            try:
+                left_out = not record_matches(record, config.where)
+            except RecordError as exc:
+                where_error = f"{where_label}: {exc}"
         try:
             document = mapper.map(record)
             product_key = document.key
@@ -155,6 +166,8 @@ def view_target(
             mapping_error = str(exc)
             product_key = exc.key or product_key
             document = None
+        if where_error is not None and mapping_error is None:
+            mapping_error, document = where_error, None
     acked = store.get(name, product_key) if product_key else None
     in_flight = acked is not None and acked.hash == UNACKNOWLEDGED
     acknowledged = dict(acked.payload) if acked is not None and acked.canonical else None
@@ -169,6 +182,12 @@ def view_target(
             "not in the source: a complete read would delete it from the target"
             if acked is not None
             else "not in the source and not in state: nothing to do"
+        )
+    elif left_out:
+        reason = f"left out by {where_label}: absent from this target; " + (
+            "a complete read would delete it from the target"
+            if acked is not None
+            else "not in state: nothing to do"
         )
     elif document is None:
         reason = f"rejected, not sent: {mapping_error}"
@@ -229,12 +248,14 @@ def show_product(
     except SourceError as exc:
         source_error = str(exc)
     views = []
+    index = {target.name: i for i, target in enumerate(config.targets)}
     for target_config, mapper in zip(targets, mappers, strict=True):
         # the planners and the contract checks send nothing: no API key is needed
         api_key = resolve_secret(target_config.api_key_env) or ""
         target = open_target(target_config, config.http, api_key=api_key)
         try:
-            views.append(view_target(target_config, target, mapper, store, key, record))
+            label = f"targets[{index.get(target_config.name, 0)}].where"
+            views.append(view_target(target_config, target, mapper, store, key, record, label))
         finally:
             target.close()
     return ProductView(key, record, source_error, tuple(views))

@@ -62,6 +62,8 @@ _UNSEEN_HASH = b""
 """Staged for a product present in the source but rejected: it must not look deleted."""
 NOT_IN_SOURCE = "named products not in the source"
 """How a resend's note about keys the read did not find begins."""
+LEFT_OUT_BY = "left out by"
+"""How notes name products a target's ``where`` leaves out (``left out by targets[1].where``)."""
 _ROW_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """A record's raw bytes, for sources that have no raw rows (SQL, HTTP, JSON, CSV)."""
 
@@ -196,8 +198,24 @@ def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | N
     return digest.digest()
 
 
-def _kept(record: Record, where: Mapping[str, Any]) -> bool:
-    return next(filter_records([record], where), None) is not None
+def _kept_by_target(run: _TargetRun, record: Record) -> bool:
+    """Whether the target's ``where`` keeps ``record``. One left out is absent there (a
+    delete), not rejected: its key is remembered, so no second look at the source is
+    needed to delete it. ``RecordError`` with the product key when the filter can't test
+    it (a comparison on a value that isn't a number): rejected for this target."""
+    try:
+        if record_matches(record, run.config.where):
+            return True
+    except RecordError as exc:
+        key: str | None = None
+        try:
+            key = run.mapper.map(record).key
+        except RecordError as failed:
+            key = failed.key
+        raise RecordError(f"targets[{run.index}].where: {exc}", key=key) from None
+    with contextlib.suppress(RecordError):
+        run.left_out.add(run.mapper.map(record).key)
+    return False
 
 
 def record_row(record: Record) -> bytes:
@@ -489,8 +507,9 @@ class Reconciler:
                 i: int, block: LineBlock = block, lines: Sequence[int] = lines
             ) -> SourceItem | None:
                 item = source.parse_line(block.row(lines[i]))
-                left_out = isinstance(item, dict) and where and not _kept(item, where)
-                return None if left_out else item  # None: left out by source.where
+                if isinstance(item, dict) and where:  # a record where can't test: unreadable
+                    item = next(filter_records([item], where, self.config.source.key), None)
+                return item  # None: left out by source.where
 
             yield stripped, parse
 
@@ -585,13 +604,9 @@ class Reconciler:
         ordinal: int,
         source_hash: bytes | None = None,
     ) -> None:
-        if run.config.where and not record_matches(record, run.config.where):
-            # left out by the target's `where`: absent there (a delete), not rejected; its
-            # key is remembered so no second look at the source is needed to delete it
-            with contextlib.suppress(RecordError):
-                run.left_out.add(run.mapper.map(record).key)
-            return
         try:
+            if run.config.where and not _kept_by_target(run, record):
+                return
             document = run.mapper.map(record)
             if run.only and document.key not in run.only:
                 return  # a resend: another product, neither sent nor seen
@@ -689,12 +704,23 @@ class Reconciler:
                 "resend: only the named products, sent whole; nothing deleted, "
                 "never a whole-block upsert"
             )
-            missing = sorted(run.only - run.found)
+            missing = sorted(run.only - run.found - run.left_out)
             if missing:
                 run.notes.append(
                     f"{NOT_IN_SOURCE}, not sent ({len(missing)}): "
                     + ", ".join(repr(k) for k in missing[:10])
                 )
+            if left := sorted(run.only & run.left_out):
+                run.notes.append(
+                    f"named products {LEFT_OUT_BY} targets[{run.index}].where: absent from "
+                    f"this target, not sent ({len(left)}): "
+                    + ", ".join(repr(k) for k in left[:10])
+                )
+        if left := [change.key for change in deletes if change.key in run.left_out]:
+            run.notes.append(
+                f"{len(left)} deletes are products {LEFT_OUT_BY} targets[{run.index}].where "
+                f"(absent from this target), not gone from the source; first: {left[0]!r}"
+            )
         changes, keep = self._unpushable(run)
         keep |= unproven  # a whole-block upsert would delete them without proof
         withdrawn = [change for change in changes if change.kind is ChangeKind.DELETE]

@@ -64,10 +64,10 @@ CASES = [
     Case("dummyjson", records=194, userflux_pushed=194, vambe_pushed=194),
     Case(
         "woocommerce",
-        records=25,
-        userflux_pushed=25,
-        vambe_pushed=22,
-        vambe_rejected=("44", "45", "87"),  # variable/grouped parents: no price of their own
+        records=18,  # 25 rows, the 7 variations folded into their 2 parents
+        userflux_pushed=18,
+        vambe_pushed=17,
+        vambe_rejected=("87",),  # the grouped parent: no price of its own, no variations
     ),
     Case("shopify", records=20, userflux_pushed=20, vambe_pushed=20),
     Case("shopify", 20, 20, 20, data_file="shopify/apparel.csv"),
@@ -202,17 +202,20 @@ def payloads_of(example: str, kind: type, monkeypatch: pytest.MonkeyPatch) -> di
     return mapped(config, kind)[0]
 
 
-def test_woocommerce_reads_past_the_byte_order_mark_and_keeps_variations_as_products(
+def test_woocommerce_folds_variations_into_their_parent_with_a_from_price(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     userflux = payloads_of("woocommerce", UserfluxTargetConfig, monkeypatch)
     vambe = payloads_of("woocommerce", VambeTargetConfig, monkeypatch)
 
     assert sorted(userflux, key=int)[:2] == ["44", "45"]  # "ID", not "\ufeffID"
-    red_hoodie = vambe["79"]
-    assert red_hoodie["name"] == "Hoodie - Red, No"
-    assert red_hoodie["price"] == 42  # the sale price, over the regular 45
-    assert {"key": "parent_sku", "value": "woo-hoodie"} in red_hoodie["metadata"]
+    assert "79" not in userflux and "79" not in vambe  # a variation is not a product
+    vneck = userflux["44"]["properties"]
+    assert vneck["variations"] == ["woo-vneck-tee-blue", "woo-vneck-tee-green", "woo-vneck-tee-red"]
+    assert vneck["price"] == {"from": 15}  # the cheapest of 20, 20 and 15
+    assert vambe["44"]["price"] == 15
+    assert {"key": "colors", "value": "Blue, Green, Red"} in vambe["45"]["metadata"]
+    assert vambe["48"]["price"] == 18  # a simple product: its sale price, over the regular 20
     assert userflux["44"]["properties"]["shipping"]["weight_lbs"] == 0.5  # written ".5"
 
 

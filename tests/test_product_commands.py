@@ -270,3 +270,38 @@ def test_a_run_stopped_midway_counts_what_it_never_sent_as_not_attempted(tmp_pat
     assert target.created == 1
     assert target.failed == 0
     assert target.not_attempted == 5
+
+
+def with_vambe_where(config: Path, where: str) -> None:
+    text = config.read_text()
+    config.write_text(
+        text.replace("mirror_block = true\n", f"mirror_block = true\nwhere = {where}\n")
+    )
+
+
+def test_show_says_a_product_the_targets_where_leaves_out_is_absent_there(config, fakes):
+    with_vambe_where(config, '{ color = { ne = "red" } }')
+    assert run(config, "sync").exit_code == 0
+    red = next(r["sku"] for r in catalog(5) if r["color"] == "red")
+
+    result = run(config, "show", red, "--json", env=NO_KEYS)
+
+    uf, vb = json.loads(result.stdout)["targets"]
+    assert vb["request"] is None and vb["mapping_error"] is None
+    assert vb["reason"].startswith("left out by targets[1].where: absent from this target")
+    assert uf["reason"] != vb["reason"]
+
+
+def test_show_says_a_product_the_targets_where_can_not_test_is_rejected_there(
+    config, fakes, tmp_path
+):
+    with_vambe_where(config, "{ stock = { lt = 100 } }")
+    records = catalog(3)
+    records[0]["stock"] = "12 units"
+    write_jsonl(tmp_path / "catalog.jsonl", records)
+
+    result = run(config, "show", "P00001", "--target", "vb", "--json", env=NO_KEYS)
+
+    [vb] = json.loads(result.stdout)["targets"]
+    assert vb["request"] is None
+    assert vb["reason"].startswith("rejected, not sent: targets[1].where: stock: not a number")

@@ -187,3 +187,85 @@ def test_a_row_left_out_of_one_target_by_a_sql_source_is_deleted_without_a_secon
     assert second["vb"].deleted == 1
     assert "P00002" not in vambe.block_products(block)
     assert second["uf"].deleted == 0
+
+
+def test_a_target_filter_that_can_not_read_a_number_rejects_the_product_there_by_its_key(
+    tmp_path: Path, fakes
+):
+    userflux, vambe, block = fakes
+    records = [dict(r, weight="1.5") for r in catalog(10)]
+    records[2] = dict(records[2], weight="1.5x")  # a typo: not light, not heavy
+    h = two_targets(tmp_path, fakes, vambe_where={"weight": {"lt": 20}})
+    h.write(records)
+
+    report = h.sync()
+
+    targets = by_target(report)
+    assert (targets["vb"].rejected, targets["vb"].deleted, targets["uf"].rejected) == (1, 0, 0)
+    (rejection,) = h.store.open_rejections("vb")
+    assert rejection.key == "P00003"
+    assert "targets[1].where: weight: not a number: '1.5x'" in rejection.reason
+    assert "P00003" not in vambe.block_products(block)
+    assert ("product", "P00003") in userflux.products  # the other target still gets it
+    h.close()
+
+
+@pytest.mark.parametrize("skip_unchanged_rows", [True, False])
+def test_a_source_filter_that_can_not_read_a_number_makes_the_read_incomplete_not_a_delete(
+    tmp_path: Path, fakes, skip_unchanged_rows: bool
+):
+    _userflux, vambe, block = fakes
+    records = catalog(10)
+    h = two_targets(
+        tmp_path, fakes, where=PRICED, vambe_where={}, skip_unchanged_rows=skip_unchanged_rows
+    )
+    h.write(records)
+    assert h.sync().ok
+
+    records[2] = dict(records[2], price="59.9x")
+    h.write(records)
+    report = h.sync()
+
+    assert not report.source_complete
+    assert "product 'P00003'" in str(report)
+    assert "price: not a number: '59.9x'" in str(report)
+    assert all(t.deleted == 0 for t in report.targets)
+    assert "P00003" in vambe.block_products(block)
+    h.close()
+
+
+def test_a_plan_says_which_deletes_a_target_filter_caused(tmp_path: Path, fakes):
+    records = catalog(20)
+    h = two_targets(tmp_path, fakes)
+    h.write(records)
+    assert h.sync().ok
+
+    records[2] = dict(records[2], price="0")
+    h.write(records)
+    plans = {plan.target: plan for plan in h.plan()}
+
+    assert any(
+        "1 deletes are products left out by targets[1].where (absent from this target)" in note
+        and "'P00003'" in note
+        for note in plans["vb"].notes
+    )
+    assert not any("left out" in note for note in plans["uf"].notes)
+    h.close()
+
+
+def test_a_resend_of_a_product_a_target_filter_leaves_out_says_so(tmp_path: Path, fakes):
+    records = with_free_parts(catalog(8))  # P00001 and P00005 are free parts
+    h = two_targets(tmp_path, fakes)
+    h.write(records)
+    assert h.sync().ok
+
+    report = h.sync(keys=("P00001",))
+
+    notes = {t.target: t.plan.get("notes", ()) for t in report.targets}
+    assert any(
+        "named products left out by targets[1].where: absent from this target" in note
+        for note in notes["vb"]
+    )
+    assert not any("not in the source" in note for note in notes["vb"])
+    assert by_target(report)["uf"].updated + by_target(report)["uf"].refreshed == 1
+    h.close()

@@ -233,3 +233,98 @@ def test_bad_unpacking_options_are_config_errors_with_their_toml_path(
     problems = problems_of(spec)
     assert any(p.startswith("targets[0].mapping.properties.sizes") for p in problems), problems
     assert any(problem in p for p in problems), problems
+
+
+# --------------------------------------------------------------------------------------
+# aggregate and exclude
+# --------------------------------------------------------------------------------------
+
+PRICED_VARIANTS = [
+    {"sku": "T-S", "price": "19.90"},
+    {"sku": "T-M", "price": "$ 9.90"},
+    {"sku": "T-L", "price": "100"},  # "100" < "19.90" as text: compared as numbers
+    {"sku": "T-XL"},
+]
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("min", 9.9),
+        ("max", 100),
+        ("sum", 129.8),
+        ("count", 3),
+        ("first", "19.90"),
+        ("last", "100"),
+        ("join", "19.90, $ 9.90, 100"),
+    ],
+)
+def test_aggregate_reduces_picked_variant_values_to_one(how: str, expected: Any) -> None:
+    assert value({"pick": "price", "aggregate": how}, PRICED_VARIANTS) == expected
+
+
+def test_a_from_price_is_the_lowest_variant_price_as_a_number() -> None:
+    spec = {"pick": "price", "aggregate": "min", "type": "number"}
+    assert value(spec, PRICED_VARIANTS) == 9.9
+    assert (
+        value({**spec, "decimal_separator": ","}, [{"price": "12,50"}, {"price": "9,95"}]) == 9.95
+    )
+
+
+def test_aggregate_applies_to_a_split_cell_and_join_takes_its_separator() -> None:
+    assert value({"split": "|", "aggregate": "max"}, "3|12|7") == 12
+    assert value({"split": ",", "aggregate": "join", "join_with": " / "}, "a, b,c") == "a / b / c"
+
+
+def test_aggregate_of_nothing_is_missing_and_a_required_field_rejects_it() -> None:
+    assert value({"pick": "price", "aggregate": "min"}, [{"sku": "A"}]) is MISSING
+    assert "missing (required)" in refusal(
+        {"pick": "price", "aggregate": "min", "required": True}, [{"sku": "A"}]
+    )
+
+
+def test_a_variant_price_that_is_not_a_number_rejects_the_min_naming_it() -> None:
+    reason = refusal({"pick": "price", "aggregate": "min"}, [{"price": "9"}, {"price": "9x"}])
+    assert reason.startswith("aggregate min: item 1: not a number: '9x'")
+
+
+def test_exclude_drops_placeholder_items_and_a_single_placeholder_value() -> None:
+    options = [{"option": "Default Title"}, {"option": "Red"}, {"option": " Blue "}]
+    assert value({"pick": "option", "exclude": ["Default Title"]}, options) == ["Red", " Blue "]
+    assert value({"exclude": ["Default Title"]}, " Default Title ") is MISSING
+    assert value({"pick": "option", "exclude": ["Default Title"]}, options[:1]) is MISSING
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ({"path": "v", "aggregate": "avg"}, "aggregate: Input should be"),
+        ({"path": "v", "aggregate": "min", "index": 0}, "give index or aggregate"),
+        ({"path": "v", "aggregate": "first", "type": "list"}, "can't follow it"),
+        ({"path": "v", "join_with": "/"}, 'join_with needs aggregate = "join"'),
+        ({"path": "v", "exclude": [" "]}, "an empty text can't be excluded"),
+    ],
+    ids=repr,
+)
+def test_bad_aggregate_options_are_config_errors_with_their_toml_path(
+    spec: dict[str, Any], problem: str
+) -> None:
+    problems = problems_of(spec)
+    assert any(p.startswith("targets[0].mapping.properties.sizes") for p in problems), problems
+    assert any(problem in p for p in problems), problems
+
+
+def test_a_from_price_falls_back_to_the_products_own_price_when_it_has_no_variants() -> None:
+    spec = FieldSpec.model_validate(
+        {
+            "path": "variants",
+            "pick": "price",
+            "aggregate": "min",
+            "type": "number",
+            "fallback": ["sale", "price"],
+        }
+    )
+
+    assert evaluate(spec, {"variants": [{"price": "20"}, {"price": "15"}]}) == 15
+    assert evaluate(spec, {"variants": [], "sale": "", "price": "18"}) == 18
+    assert evaluate(spec, {"variants": [], "sale": "16", "price": "18"}) == 16

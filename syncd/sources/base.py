@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from syncd.config import Condition, Where, parse_condition
+from syncd.config import CONDITION_OPTIONS, Condition, Where, parse_condition
 from syncd.errors import RecordError
 from syncd.model import Record, SourceItem, UnreadableRow
-from syncd.values import coerce
+from syncd.values import coerce, show
 
 
 class Source(Protocol):
@@ -124,7 +124,25 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 Test = Callable[[object], bool]
 
 
-def _test(op: str, operand: Any) -> Test:
+def _compared(
+    compare: Callable[[float, float], bool], bound: float, decimal_separator: str
+) -> Test:
+    """A numeric comparison: a missing value does not match; a present one is read as
+    ``type = "number"`` reads it (``"$ 1,299.00"``), and one that still isn't a number
+    raises ``RecordError``: the filter can't tell, and guessing would drop a product."""
+
+    def test(value: object) -> bool:
+        if _is_missing(value):
+            return False
+        if isinstance(value, (list, dict)):
+            raise RecordError(f"a comparison needs a number, not {show(value)}")
+        number = coerce(value, "number", decimal_separator=decimal_separator)
+        return compare(float(number), bound)
+
+    return test
+
+
+def _test(op: str, operand: Any, decimal_separator: str = ".") -> Test:
     """The test of one operator of a ``Condition`` on a field's value."""
     if op == "eq":
         return lambda value: _equal(value, operand)
@@ -138,8 +156,7 @@ def _test(op: str, operand: Any) -> Test:
         wanted = operand if op == "missing" else not operand
         return lambda value: _is_missing(value) is wanted
     if op in _COMPARE:
-        compare, bound = _COMPARE[op], float(operand)
-        return lambda value: (number := _as_number(value)) is not None and compare(number, bound)
+        return _compared(_COMPARE[op], float(operand), decimal_separator)
     if op == "regex":
         search = re.compile(operand).search
         return lambda value: (text := _text(value)) is not None and search(text) is not None
@@ -149,13 +166,26 @@ def _test(op: str, operand: Any) -> Test:
 @functools.lru_cache(maxsize=64)
 def _compiled(where: tuple[tuple[str, Condition], ...]) -> Callable[[Record], bool]:
     tests = [
-        (path, _test(op, operand)) for path, condition in where for op, operand in condition.tests
+        (path, _test(op, operand, _decimal_separator(condition)))
+        for path, condition in where
+        for op, operand in condition.tests
+        if op not in CONDITION_OPTIONS
     ]
 
     def matches(record: Record) -> bool:
-        return all(test(_group_value(record, path)) for path, test in tests)
+        for path, test in tests:
+            try:
+                if not test(_group_value(record, path)):
+                    return False
+            except RecordError as exc:
+                raise RecordError(exc.reason, field=path) from None
+        return True
 
     return matches
+
+
+def _decimal_separator(condition: Condition) -> str:
+    return str(dict(condition.tests).get("decimal_separator", "."))
 
 
 def compile_where(where: Mapping[str, Condition | Any]) -> Callable[[Record], bool]:
@@ -163,9 +193,11 @@ def compile_where(where: Mapping[str, Condition | Any]) -> Callable[[Record], bo
     ``where`` table; a plain value or list is read as ``parse_condition`` reads it).
 
     A missing field is None: it fails ``eq``, ``in`` and comparisons and passes ``ne``,
-    ``not_in`` and ``missing``. Comparisons take numbers and texts of numbers
-    (``"12.50"``); any other value fails them. ``regex`` searches a text (or a number's
-    digits) anywhere: anchor it with ``^``/``$``.
+    ``not_in`` and ``missing``. Comparisons read a present value as ``type = "number"``
+    does (``"12.50"``, ``"$ 1,299"``; ``decimal_separator = ","`` in the condition for
+    ``"12,50"``); one that still isn't a number makes the predicate raise ``RecordError``
+    naming the field: the filter can't tell whether the record belongs. ``regex``
+    searches a text (or a number's digits) anywhere: anchor it with ``^``/``$``.
     """
     key = tuple((path, parse_condition(condition)) for path, condition in where.items())
     return _compiled(key)
@@ -177,13 +209,25 @@ def record_matches(record: Record, where: Mapping[str, Condition | Any]) -> bool
 
 
 def filter_records(
-    items: Iterable[SourceItem], where: Mapping[str, Condition | Any]
+    items: Iterable[SourceItem], where: Mapping[str, Condition | Any], key: str | None = None
 ) -> Iterator[SourceItem]:
     """Only the records passing every condition of ``where`` (``compile_where``);
-    unreadable rows pass through."""
+    unreadable rows pass through. A record the filter can't test (a comparison on a value
+    that isn't a number) becomes an unreadable row naming it by ``key`` (the source's key
+    path), so the read is incomplete rather than missing a product."""
     matches = compile_where(where)
     for item in items:
-        if isinstance(item, UnreadableRow) or matches(item):
+        if isinstance(item, UnreadableRow):
+            yield item
+            continue
+        try:
+            kept = matches(item)
+        except RecordError as exc:
+            named = _group_value(item, key) if key else None
+            place = f"product {show(named)}" if named not in (None, "") else "a record"
+            yield UnreadableRow(place, f"source.where: {exc}; it can't be told whether it is kept")
+            continue
+        if kept:
             yield item
 
 
@@ -196,9 +240,11 @@ def read_catalog(source: Source, config: _SourceOptions) -> Iterator[SourceItem]
     if variant is not None:
         from syncd.sources.join import join_variants
 
-        items = join_variants(items, variant, getattr(config, "key", "id"))
+        # rows are placed by the source (``file.csv:12``) unless grouping hides which row
+        place = None if config.group_by else getattr(source, "place", None)
+        items = join_variants(items, variant, getattr(config, "key", "id"), place)
     if config.where:
-        items = filter_records(items, config.where)
+        items = filter_records(items, config.where, getattr(config, "key", None))
     return iter(items)
 
 

@@ -298,6 +298,8 @@ class _FileReader:
         self._codec = "utf-8"
         self._identity: tuple[int, int, int, int] | None = None
         """The file's (device, inode, size, mtime_ns) when the last read began."""
+        self.last_place: str | None = None
+        """Where the record ``read`` yielded last begins (``file:line`` or ``line N``)."""
 
     @property
     def format(self) -> Format:
@@ -484,6 +486,7 @@ class _FileReader:
             for line in self.read_lines():
                 item = self.parse_line(line)
                 if item is not None:
+                    self.last_place = self._place(line.number)
                     yield item
             return
         # UTF-16 and other wide encodings
@@ -494,6 +497,7 @@ class _FileReader:
                 continue
             item = self._parse_jsonl(text, lines.count, ended=lines.last_ended)
             if item is not None:
+                self.last_place = self._place(lines.count)
                 yield item
 
     def _read_json(self) -> Iterator[SourceItem]:
@@ -547,6 +551,7 @@ class _FileReader:
             )
         for index, value in enumerate(document):
             if isinstance(value, dict):
+                self.last_place = f"{self.path}: item {index}" if self.named else f"item {index}"
                 yield value
             else:
                 place = f"{self.path}: item {index}" if self.named else f"item {index}"
@@ -595,8 +600,11 @@ class _FileReader:
 
     def _read_csv(self) -> Iterator[SourceItem]:
         limit = self.config.max_record_bytes
+        delimiter = self.config.csv_delimiter
+        if delimiter == "auto":
+            delimiter = self._sniffed_delimiter()
         lines = _Lines(self.path, self.config.encoding, limit)
-        reader = csv.reader(lines, delimiter=self.config.csv_delimiter, strict=True)
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
         field_limit = csv.field_size_limit(limit)  # process-wide: put back when done
         try:
             yield from self._csv_records(lines, reader)
@@ -669,7 +677,33 @@ class _FileReader:
                     f"{len(row)} fields, {more_or_fewer} than the {width} of the header",
                 )
                 continue
+            self.last_place = self._place(first_line)
             yield dict(zip(header, row, strict=True))
+
+    def _sniffed_delimiter(self) -> str:
+        """``csv_delimiter = "auto"``: the one of ``_DELIMITERS`` the header line holds most
+        often outside quotes; ``SourceError`` when none does or two tie."""
+        try:
+            with open(self.path, encoding=self.config.encoding, newline="") as handle:
+                header = handle.readline(self.config.max_record_bytes)
+        except (OSError, UnicodeDecodeError, LookupError) as exc:
+            raise SourceError(f"{self.path}: can't read the CSV header: {exc}") from exc
+        counts = dict.fromkeys(_DELIMITERS, 0)
+        quoted = False
+        for char in header:
+            if char == '"':
+                quoted = not quoted
+            elif not quoted and char in counts:
+                counts[char] += 1
+        best = max(counts.values())
+        found = [char for char, count in counts.items() if count == best]
+        if best == 0 or len(found) > 1:
+            named = " or ".join(repr(c) for c in found) if best else "none of , ; tab |"
+            raise SourceError(
+                f'{self.path}: line 1: csv_delimiter = "auto" can\'t tell the delimiter from '
+                f"the header ({named}): set source.csv_delimiter"
+            )
+        return found[0]
 
     def _check_header(self, header: Sequence[str]) -> None:
         seen: set[str] = set()
@@ -702,6 +736,8 @@ class _FileReader:
 
 
 _GLOB_MAGIC = frozenset("*?[")
+_DELIMITERS = (",", ";", "\t", "|")
+"""The delimiters ``csv_delimiter = "auto"`` tells apart."""
 
 
 def match_files(patterns: Sequence[Path]) -> list[Path]:
@@ -745,6 +781,7 @@ class FileSource:
         )
         """Whether the catalog may span several files (rows are then placed ``file:line``)."""
         self._readers: dict[Path, _FileReader] = {}
+        self._reading: _FileReader | None = None
         self._matched: list[Path] | None = None
         """The files the last read began on, in order (None: no read yet)."""
 
@@ -803,7 +840,13 @@ class FileSource:
         readers = self._open()
         self._matched = [reader.path for reader in readers]
         for reader in readers:
+            self._reading = reader
             yield from reader.read()
+
+    def place(self) -> str | None:
+        """Where the record ``read`` yielded last begins: ``file:line`` when the catalog
+        may span several files, ``line N`` in a single one (JSON: ``item N``)."""
+        return self._reading.last_place if self._reading is not None else None
 
     def can_read_lines(self) -> bool:
         """Whether ``read_blocks`` works here: every file JSON Lines in an ASCII-compatible

@@ -3,8 +3,11 @@
 The read is spilled to a private SQLite database on disk (stdlib ``sqlite3``, in
 ``TMPDIR``, gone when the join ends) and read back one product with its variants at a
 time: memory holds one product, never the catalog. A variant whose parent is not in the
-read (an orphan) and a variant listed by two parents are reported as unreadable rows,
-so the run holds its deletes rather than trust a doubtful read.
+read (an orphan), a variant claimed by two parents and a variant row given twice are
+reported as unreadable rows, so the run holds its deletes rather than trust a doubtful
+read. A product's variants are listed in a stable order: by their ``match`` value with
+``parent_key`` (re-ordering an export's rows changes nothing), in the parent's own order
+with ``listed_in``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import itertools
 import pickle
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import structlog
@@ -27,28 +30,36 @@ log = structlog.get_logger("syncd.source")
 _BATCH = 2000
 """Rows written to the spill per transaction."""
 
-_Row = tuple[int, str | None, str | None, str | None, int, bytes]
-"""(seq, key, match, parent, bad, pickled record) as spilled."""
+_Row = tuple[int, str | None, str | None, str | None, int, str, bytes]
+"""(seq, key, match, parent, bad, place, pickled record) as spilled."""
+Place = Callable[[], "str | None"]
+"""Where the record the source yielded last is (``file.csv:12``), or None: unknown."""
 _Claim = tuple[int, int, str, bytes | None]
 """(parent seq, position in its list, variant's match, pickled packed pairs)."""
 
 
 def join_variants(
-    items: Iterable[SourceItem], config: VariantJoinConfig, key: str
+    items: Iterable[SourceItem],
+    config: VariantJoinConfig,
+    key: str,
+    place: Place | None = None,
 ) -> Iterator[SourceItem]:
     """Every product of ``items`` with its variant records in ``config.into`` (and the
     distinct values of ``config.distinct``), in the order the products were read.
 
-    Unreadable rows pass through first; orphans and double claims come after the
-    products. ``key`` is the source's key path, used to name rows in reports and as the
-    default ``match``. The read is only over once ``items`` is exhausted, so nothing is
-    yielded but unreadable rows until then; a ``SourceError`` from ``items`` propagates.
+    Unreadable rows pass through first; orphans, double claims and repeated variant rows
+    come after the products. ``key`` is the source's key path, used to name rows in
+    reports and as the default ``match``; ``place`` (the source's) names where a row is
+    (``file.csv:12``), else rows are named by their number in the read (``record 8``).
+    The read is only over once ``items`` is exhausted, so nothing is yielded but
+    unreadable rows until then; a ``SourceError`` from ``items`` propagates.
     """
     with _Spill() as spill:
+        numbered = _numbered(items, place)
         if config.parent_key is not None:
-            yield from _join_by_parent_key(items, config, key, spill)
+            yield from _join_by_parent_key(numbered, config, key, spill)
         else:
-            yield from _join_by_list(items, config, key, spill)
+            yield from _join_by_list(numbered, config, key, spill)
 
 
 # --------------------------------------------------------------------------------------
@@ -58,37 +69,62 @@ def join_variants(
 _PRODUCTS_BY_PARENT_KEY = """
 SELECT p.seq, p.data, v.data FROM rows p
 LEFT JOIN rows v ON v.parent = p.match AND v.parent IS NOT NULL
-WHERE p.parent IS NULL
-ORDER BY p.seq, v.seq
+WHERE p.parent IS NULL AND p.bad = 0
+ORDER BY p.seq, v.match, v.key, v.seq
 """
 
 _ORPHANS = """
-SELECT v.seq, v.key, v.parent FROM rows v
+SELECT v.seq, v.key, v.parent, v.place FROM rows v
 WHERE v.parent IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM rows p WHERE p.match = v.parent AND p.parent IS NULL)
 ORDER BY v.seq
 """
 
+_SHARED_MATCHES = """
+SELECT p.match, p.seq, p.key, p.place FROM rows p
+WHERE p.parent IS NULL AND p.match IN (
+    SELECT match FROM rows WHERE parent IS NULL AND match IS NOT NULL
+    GROUP BY match HAVING COUNT(DISTINCT COALESCE(key, '')) > 1
+)
+  AND EXISTS (SELECT 1 FROM rows v WHERE v.parent = p.match)
+ORDER BY p.match, p.seq
+"""
+"""Parents (rows of different keys) sharing one ``match`` value that variants name."""
+
+_REPEATED_VARIANTS = """
+SELECT v.key, v.seq, v.place, v.parent FROM rows v
+WHERE v.parent IS NOT NULL AND v.key IN (
+    SELECT key FROM rows WHERE parent IS NOT NULL AND key IS NOT NULL
+    GROUP BY key HAVING COUNT(*) > 1
+)
+ORDER BY v.key, v.seq
+"""
+"""Variant rows whose key is given more than once (in two files, or twice in one)."""
+
 
 def _join_by_parent_key(
-    items: Iterable[SourceItem], config: VariantJoinConfig, key: str, spill: _Spill
+    items: Iterable[tuple[int, str, SourceItem]],
+    config: VariantJoinConfig,
+    key: str,
+    spill: _Spill,
 ) -> Iterator[SourceItem]:
     parent_key = config.parent_key or ""
     match = config.match or key
     rows: list[_Row] = []
-    for seq, item in _numbered(items):
+    for seq, place, item in items:
         if isinstance(item, UnreadableRow):
             yield item
             continue
         parent = _text(_lookup(item, parent_key))
-        rows.append(
-            (seq, _text(_lookup(item, key)), _text(_lookup(item, match)), parent, 0, _dump(item))
-        )
+        own = _text(_lookup(item, key))
+        matched = _text(_lookup(item, match))
+        rows.append((seq, own, matched, parent, 0, place, _dump(item)))
         if len(rows) >= _BATCH:
             spill.add_rows(rows)
             rows = []
     spill.add_rows(rows)
     spill.index()
+    problems = [*_shared_matches(spill, match), *_repeated_variants(spill)]
     current: int | None = None
     head: Record = {}
     variants: list[Record] = []
@@ -101,16 +137,50 @@ def _join_by_parent_key(
             variants.append(_load(variant))
     if current is not None:
         yield _folded(head, variants, config)
+    yield from problems
     orphans = (
         UnreadableRow(
-            f"variant {row_key!r} (record {seq})",
+            f"variant {row_key!r} ({place})",
             f"its {parent_key} names {parent!r}, which is not in the read ({match} of no "
             "product): a variant is not a product on its own, and its parent may be "
             "missing by mistake",
         )
-        for seq, row_key, parent in spill.query(_ORPHANS)
+        for _seq, row_key, parent, place in spill.query(_ORPHANS)
     )
     yield from _orphans(orphans, config)
+
+
+def _shared_matches(spill: _Spill, match: str) -> list[UnreadableRow]:
+    """A report per ``match`` value two parents share (their variants could be either's),
+    those parents marked unreadable so that neither is pushed."""
+    found = list(spill.query(_SHARED_MATCHES))
+    spill.mark_bad(seq for _, seq, _, _ in found)
+    return [
+        UnreadableRow(
+            f"variants of {value!r}",
+            f"{len(parents)} products have {match} {value!r} "
+            f"({', '.join(f'{k!r} ({p})' for _, _, k, p in parents)}): which one the "
+            "variants naming it belong to is unknown, so none of them is read",
+        )
+        for value, group in itertools.groupby(found, key=lambda row: row[0])
+        for parents in [list(group)]
+    ]
+
+
+def _repeated_variants(spill: _Spill) -> list[UnreadableRow]:
+    """A report per variant row given twice, its parent marked unreadable (which copy is
+    right is unknown); found before the products are read back."""
+    found = list(spill.query(_REPEATED_VARIANTS))
+    spill.mark_bad_parents({parent for _, _, _, parent in found})
+    return [
+        UnreadableRow(
+            f"variant {variant!r}",
+            f"given {len(copies)} times ({', '.join(p for _, _, p, _ in copies)}): which "
+            "copy is right is unknown, so the product it belongs to is not read",
+        )
+        for variant, group in itertools.groupby(found, key=lambda row: row[0])
+        for copies in [list(group)]
+    ]
 
 
 def _orphans(
@@ -133,11 +203,20 @@ def _orphans(
 # --------------------------------------------------------------------------------------
 
 _DOUBLE_CLAIMS = """
-SELECT c.variant, r.seq, r.key FROM claims c JOIN rows r ON r.seq = c.parent_seq
+SELECT c.variant, r.seq, r.key, r.place FROM claims c JOIN rows r ON r.seq = c.parent_seq
 WHERE c.variant IN (SELECT variant FROM doubled)
 GROUP BY c.variant, r.seq
 ORDER BY c.variant, r.seq
 """
+
+_REPEATED_LISTED = """
+SELECT r.match, r.seq, r.place FROM rows r
+WHERE r.match IN (SELECT variant FROM claims) AND r.match IN (
+    SELECT match FROM rows WHERE match IS NOT NULL GROUP BY match HAVING COUNT(*) > 1
+)
+ORDER BY r.match, r.seq
+"""
+"""Variant rows (rows a parent lists) whose ``match`` value is given more than once."""
 
 _PRODUCTS_BY_LIST = """
 SELECT p.seq, p.data, c.pos, c.variant, c.attrs, v.data FROM rows p
@@ -153,13 +232,16 @@ ORDER BY p.seq, c.pos, v.seq
 
 
 def _join_by_list(
-    items: Iterable[SourceItem], config: VariantJoinConfig, key: str, spill: _Spill
+    items: Iterable[tuple[int, str, SourceItem]],
+    config: VariantJoinConfig,
+    key: str,
+    spill: _Spill,
 ) -> Iterator[SourceItem]:
     listed_in = config.listed_in or ""
     match = config.match or key
     rows: list[_Row] = []
     claims: list[_Claim] = []
-    for seq, item in _numbered(items):
+    for seq, place, item in items:
         if isinstance(item, UnreadableRow):
             yield item
             continue
@@ -168,10 +250,10 @@ def _join_by_list(
         entries, problem = _entries(_lookup(item, listed_in), config)
         if problem is not None:
             yield UnreadableRow(
-                f"product {row_key!r} (record {seq})",
+                f"product {row_key!r} ({place})",
                 f"{listed_in}: {problem}; the product is not read",
             )
-        rows.append((seq, row_key, own, None, int(problem is not None), _dump(item)))
+        rows.append((seq, row_key, own, None, int(problem is not None), place, _dump(item)))
         claims.extend(
             (seq, position, variant, _dump(attrs) if attrs else None)
             for position, (variant, attrs) in enumerate(entries)
@@ -185,6 +267,7 @@ def _join_by_list(
     spill.add_claims(claims)
     spill.index()
     spill.find_double_claims()
+    repeated = _repeated_listed(spill, match)
 
     current: int | None = None
     head: Record = {}
@@ -203,16 +286,34 @@ def _join_by_list(
     if current is not None:
         yield _folded(head, variants, config)
     yield from _double_claims(spill, listed_in)
+    yield from repeated
 
 
 def _double_claims(spill: _Spill, listed_in: str) -> Iterator[UnreadableRow]:
     for variant, claims in itertools.groupby(spill.query(_DOUBLE_CLAIMS), key=lambda c: c[0]):
-        parents = [f"{parent!r} (record {seq})" for _, seq, parent in claims]
+        parents = [f"{parent!r} ({place})" for _, _, parent, place in claims]
         yield UnreadableRow(
             f"variant {variant!r}",
             f"listed in {listed_in} of {len(parents)} products ({', '.join(parents)}): "
             "which one it belongs to is unknown, so none of them is read",
         )
+
+
+def _repeated_listed(spill: _Spill, match: str) -> list[UnreadableRow]:
+    """A report per listed variant whose row is given twice, the products listing it
+    marked unreadable (which copy is right is unknown); found before products are read."""
+    found = list(spill.query(_REPEATED_LISTED))
+    spill.mark_bad_claimers({variant for variant, _, _ in found})
+    return [
+        UnreadableRow(
+            f"variant {variant!r}",
+            f"a row with {match} {variant!r} is given {len(copies)} times "
+            f"({', '.join(p for _, _, p in copies)}): which copy is right is unknown, so "
+            "the product listing it is not read",
+        )
+        for variant, group in itertools.groupby(found, key=lambda row: row[0])
+        for copies in [list(group)]
+    ]
 
 
 def _entries(
@@ -309,15 +410,19 @@ def _folded(head: Record, variants: list[Record], config: VariantJoinConfig) -> 
     return record
 
 
-def _numbered(items: Iterable[SourceItem]) -> Iterator[tuple[int, SourceItem]]:
-    """Items with the ordinal of each record in the read (unreadable rows: 0)."""
+def _numbered(
+    items: Iterable[SourceItem], place: Place | None
+) -> Iterator[tuple[int, str, SourceItem]]:
+    """Items with the ordinal of each record in the read (unreadable rows: 0) and where
+    it is: the source's ``place`` when it knows, else ``record N``."""
     seq = 0
     for item in items:
         if isinstance(item, UnreadableRow):
-            yield 0, item
+            yield 0, "", item
         else:
             seq += 1
-            yield seq, item
+            where = place() if place is not None else None
+            yield seq, where or f"record {seq}", item
 
 
 def _lookup(record: Record, path: str) -> object:
@@ -360,7 +465,7 @@ class _Spill:
                 PRAGMA temp_store = FILE;
                 CREATE TABLE rows (
                     seq INTEGER PRIMARY KEY, key TEXT, match TEXT, parent TEXT,
-                    bad INTEGER NOT NULL, data BLOB NOT NULL
+                    bad INTEGER NOT NULL, place TEXT NOT NULL, data BLOB NOT NULL
                 );
                 CREATE TABLE claims (
                     parent_seq INTEGER NOT NULL, pos INTEGER NOT NULL,
@@ -373,7 +478,7 @@ class _Spill:
             raise self._error(exc) from None
 
     def add_rows(self, rows: list[_Row]) -> None:
-        self._write("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self._write("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def add_claims(self, claims: list[_Claim]) -> None:
         self._write("INSERT INTO claims VALUES (?, ?, ?, ?)", claims)
@@ -383,6 +488,7 @@ class _Spill:
             """
             CREATE INDEX rows_parent ON rows (parent, seq);
             CREATE INDEX rows_match ON rows (match, seq);
+            CREATE INDEX rows_key ON rows (key, seq);
             CREATE INDEX claims_parent ON claims (parent_seq, pos);
             CREATE INDEX claims_variant ON claims (variant, parent_seq);
             """
@@ -394,6 +500,25 @@ class _Spill:
             INSERT INTO doubled SELECT variant FROM claims
             GROUP BY variant HAVING COUNT(DISTINCT parent_seq) > 1;
             """
+        )
+
+    def mark_bad(self, seqs: Iterable[int]) -> None:
+        """Mark these rows unreadable: they are not read back as products."""
+        self._write("UPDATE rows SET bad = 1 WHERE seq = ?", [(seq,) for seq in seqs])
+
+    def mark_bad_parents(self, matches: Iterable[str | None]) -> None:
+        """Mark unreadable the products whose ``match`` is one of ``matches``."""
+        self._write(
+            "UPDATE rows SET bad = 1 WHERE parent IS NULL AND match = ?",
+            [(m,) for m in matches if m is not None],
+        )
+
+    def mark_bad_claimers(self, variants: Iterable[str]) -> None:
+        """Mark unreadable the products whose list names one of ``variants``."""
+        self._write(
+            "UPDATE rows SET bad = 1 WHERE seq IN "
+            "(SELECT parent_seq FROM claims WHERE variant = ?)",
+            [(v,) for v in variants],
         )
 
     def query(self, sql: str) -> Iterator[Any]:

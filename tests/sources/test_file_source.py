@@ -806,3 +806,40 @@ def test_a_read_that_failed_on_a_missing_file_confirms_nothing(tmp_path: Path) -
     write_jsonl(tmp_path / "b.jsonl", [])
 
     assert reader.confirm_absent(["p7"]) == set()
+
+
+def test_csv_delimiter_auto_tells_each_files_own_delimiter_from_its_header(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.csv").write_text('id,name,price\n1,"Tee; red",5\n', encoding="utf-8")
+    (tmp_path / "b.csv").write_text('id;"name, long";price\n2;Mug;"1,50"\n', encoding="utf-8")
+    (tmp_path / "c.csv").write_text("id\tname\n3\tCap|blue\n", encoding="utf-8")
+    (tmp_path / "d.csv").write_text("id|name\n4|Hat\n", encoding="utf-8")
+    config = FileSourceConfig(
+        kind="file", path=(tmp_path / "*.csv",), csv_delimiter="auto", key="id"
+    )
+
+    items = list(FileSource(config).read())
+
+    assert items == [
+        {"id": "1", "name": "Tee; red", "price": "5"},
+        {"id": "2", "name, long": "Mug", "price": "1,50"},
+        {"id": "3", "name": "Cap|blue"},
+        {"id": "4", "name": "Hat"},
+    ]
+
+
+@pytest.mark.parametrize("header", ["id\n", "id,name;price\n"])
+def test_csv_delimiter_auto_fails_the_read_naming_the_file_when_the_header_cant_tell(
+    tmp_path: Path, header: str
+) -> None:
+    path = tmp_path / "odd.csv"
+    path.write_text(header + "1\n", encoding="utf-8")
+
+    with pytest.raises(SourceError, match=r"odd\.csv: line 1: csv_delimiter = \"auto\" can't"):
+        list(source(path, csv_delimiter="auto").read())
+
+
+def test_csv_delimiter_is_one_character_or_auto() -> None:
+    with pytest.raises(ValueError, match="csv_delimiter"):
+        FileSourceConfig(kind="file", path=Path("c.csv"), csv_delimiter="tab")

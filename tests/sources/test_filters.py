@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from syncd.config import parse_config
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, RecordError
 from syncd.model import UnreadableRow
 from syncd.sources.base import compile_where, filter_records
 
@@ -68,13 +68,14 @@ def problems_of(where: Any, target_where: Any = None) -> list[str]:
         ({"price": {"le": 10}}, {"price": 10}, True),
         ({"price": {"le": 10}}, {"price": 10.01}, False),
         ({"price": {"gt": 0, "le": 100}}, {"price": 150}, False),
-        # a value that isn't a number never matches a comparison
-        ({"price": {"gt": 0}}, {"price": "$12"}, False),
-        ({"price": {"gt": 0}}, {"price": "1.234,50"}, False),
+        # numbers read as type = "number" reads them: currency signs, thousands groups
+        ({"price": {"gt": 0}}, {"price": "$12"}, True),
+        ({"price": {"gt": 1000}}, {"price": "1,299.00 EUR"}, True),
+        ({"price": {"gt": 1000, "decimal_separator": ","}}, {"price": "1.234,50"}, True),
+        ({"price": {"lt": 13, "decimal_separator": ","}}, {"price": "12,50"}, True),
+        # a missing value never matches a comparison
         ({"price": {"lt": 10}}, {"price": ""}, False),
         ({"price": {"lt": 10}}, {}, False),
-        ({"price": {"lt": 10}}, {"price": True}, False),
-        ({"price": {"lt": 10}}, {"price": "nan"}, False),
         # regular expressions search texts (anchor them to match whole)
         ({"sku": {"regex": "^A-"}}, {"sku": "A-100"}, True),
         ({"sku": {"regex": "^A-"}}, {"sku": "B-A-100"}, False),
@@ -141,3 +142,44 @@ def test_a_changed_filter_changes_the_config_it_is_part_of() -> None:
 
     assert first.source.model_dump_json() != second.source.model_dump_json()
     assert '"where":{"price":{"gt":0}}' in first.source.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ({"gt": 0}, "59.9x"),
+        ({"gt": 0}, "1.234,50"),  # a decimal comma without decimal_separator = ","
+        ({"lt": 10, "decimal_separator": ","}, "12.5.0"),
+        ({"lt": 10}, True),
+        ({"lt": 10}, "nan"),
+        ({"ge": 1}, ["1", "2"]),
+    ],
+)
+def test_a_comparison_on_a_present_value_that_is_not_a_number_raises_naming_the_field(
+    where: dict[str, Any], value: Any
+) -> None:
+    with pytest.raises(RecordError) as caught:
+        passes({"price": where}, {"price": value})
+
+    assert caught.value.field == "price"
+
+
+def test_a_record_source_where_can_not_test_is_an_unreadable_row_named_by_its_key() -> None:
+    where = parse_config(config_with({"price": {"gt": 0}}), environ={"K": "x"}).source.where
+    records = [{"id": "A", "price": "5"}, {"id": "B", "price": "59.9x"}, {"id": "C", "price": "0"}]
+
+    items = list(filter_records(records, where, "id"))
+
+    assert items[0] == {"id": "A", "price": "5"}
+    (row,) = items[1:]
+    assert isinstance(row, UnreadableRow)
+    assert row.place == "product 'B'"
+    assert "price: not a number: '59.9x'" in row.reason
+
+
+def test_decimal_separator_alone_tests_nothing_and_must_be_a_dot_or_a_comma() -> None:
+    assert any("no test" in p for p in problems_of({"price": {"decimal_separator": ","}}))
+    assert any(
+        "decimal_separator" in p
+        for p in problems_of({"price": {"gt": 0, "decimal_separator": ";"}})
+    )

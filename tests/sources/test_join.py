@@ -80,7 +80,8 @@ def test_variant_rows_before_and_after_their_parent_are_folded_into_it_by_parent
     assert unreadable(items) == []
     assert [item["sku"] for item in items] == ["J", "P", "S"]  # the parents' read order
     jacket = products(items)["J"]
-    assert [v["sku"] for v in jacket["variants"]] == ["J-S-BLK", "J-M-BLK", "J-S-GRY"]
+    # variants ordered by their own sku, not the file's order (stable across exports)
+    assert [v["sku"] for v in jacket["variants"]] == ["J-M-BLK", "J-S-BLK", "J-S-GRY"]
     assert jacket["variants"][2]["price"] == "55"
     assert products(items)["P"]["variants"] == []
     assert [v["sku"] for v in products(items)["S"]["variants"]] == ["S-M-RED"]
@@ -100,10 +101,10 @@ def test_distinct_variant_values_become_lists_on_the_folded_product(tmp_path: Pa
         read(tmp_path / "c.csv", parent_key="parent_sku", into="items", distinct=["size"])
     )
 
-    assert named["J"]["sizes"] == ["S", "M"]
+    assert named["J"]["sizes"] == ["M", "S"]  # in the variants' (sku) order
     assert named["J"]["colors"] == ["Black", "Gray"]
     assert named["P"]["sizes"] == []
-    assert listed["J"]["items_size"] == ["S", "M"]
+    assert listed["J"]["items_size"] == ["M", "S"]
     assert len(listed["J"]["items"]) == 3
 
 
@@ -186,7 +187,7 @@ def test_an_orphan_variant_is_an_unreadable_row_naming_it_and_its_missing_parent
     items = read(tmp_path / "c.csv", parent_key="parent_sku")
 
     (orphan,) = unreadable(items)
-    assert orphan.place == "variant 'Z-S' (record 8)"
+    assert orphan.place == "variant 'Z-S' (line 9)"  # the file's line, header included
     assert "parent_sku names 'Z', which is not in the read" in orphan.reason
     assert sorted(products(items)) == ["J", "P", "S"]  # not a product on its own
 
@@ -220,7 +221,7 @@ def test_a_variant_listed_by_two_parents_holds_both_and_names_them(tmp_path: Pat
 
     (claim,) = unreadable(items)
     assert claim.place == "variant 'X-1'"
-    assert "of 2 products ('X' (record 2), 'Y' (record 3))" in claim.reason
+    assert "of 2 products ('X' (line 3), 'Y' (line 4))" in claim.reason
     # neither parent is read (nor deleted: the read is not clean), nor are their variants
     assert sorted(products(items)) == ["W"]
 
@@ -235,7 +236,7 @@ def test_a_packed_entry_without_the_variant_key_makes_its_parent_unreadable(tmp_
     items = read(tmp_path / "c.csv", listed_in="variants")
 
     (bad,) = unreadable(items)
-    assert bad.place == "product 'A' (record 2)"
+    assert bad.place == "product 'A' (line 3)"
     assert "variants: entry 2 ('size=M,color=Red') has no 'sku'" in bad.reason
     assert products(items) == {}  # A-1 stays its variant, not a product
 
@@ -361,7 +362,7 @@ def test_an_edited_variant_line_before_its_parent_re_sends_the_parent_and_nothin
         try:
             first = Reconciler(config, store, environ=ENV).sync()
             assert first.ok and first.source_count == 2
-            assert userflux.products[("product", "J")]["properties"]["sizes"] == ["S", "M"]
+            assert userflux.products[("product", "J")]["properties"]["sizes"] == ["M", "S"]
 
             userflux.reset_requests()
             lines[1] = {"sku": "J-M", "size": "L", "parent_sku": "J"}
@@ -370,7 +371,7 @@ def test_an_edited_variant_line_before_its_parent_re_sends_the_parent_and_nothin
 
             assert second.ok
             assert [t.requests for t in second.targets] == [1]
-            assert userflux.products[("product", "J")]["properties"]["sizes"] == ["S", "L"]
+            assert userflux.products[("product", "J")]["properties"]["sizes"] == ["L", "S"]
             assert set(userflux.products) == {("product", "J"), ("product", "P")}
         finally:
             store.close()
@@ -417,6 +418,118 @@ def test_an_orphan_holds_the_deletes_of_the_run(tmp_path: Path):
 
             assert not second.source_complete
             assert ("product", "B") in userflux.products
-            assert "variant 'B-1' (record 2)" in (second.targets[0].error or str(second))
+            assert "variant 'B-1' (line 2)" in (second.targets[0].error or str(second))
         finally:
             store.close()
+
+
+def test_a_variant_row_given_twice_is_reported_with_both_places_and_its_parent_not_read(
+    tmp_path: Path,
+):
+    write_csv(tmp_path / "a.csv", BY_PARENT)
+    write_csv(tmp_path / "b.csv", [{"sku": "J-M-BLK", "size": "M", "parent_sku": "J"}])
+    config = parse_config(
+        {
+            "source": {
+                "kind": "file",
+                "path": [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")],
+                "key": "sku",
+                "variant": {"parent_key": "parent_sku"},
+            },
+            "targets": [
+                {"name": "uf", "kind": "userflux", "api_key_env": "UF_KEY", "type_id": "p"}
+            ],
+        },
+        environ=ENV,
+    )
+
+    items = list(read_catalog(open_source(config.source), config.source))
+
+    (repeated,) = unreadable(items)
+    assert repeated.place == "variant 'J-M-BLK'"
+    assert f"given 2 times ({tmp_path / 'a.csv'}:4, {tmp_path / 'b.csv'}:2)" in repeated.reason
+    assert sorted(products(items)) == ["P", "S"]  # the jacket is not folded twice, nor once
+
+
+def test_a_listed_variant_whose_row_is_given_twice_holds_the_product_listing_it(
+    tmp_path: Path,
+):
+    rows = [
+        {"sku": "X", "variants": "X-1|X-2"},
+        {"sku": "X-1", "size": "S"},
+        {"sku": "X-2", "size": "M"},
+        {"sku": "X-1", "size": "L"},
+        {"sku": "W", "variants": "W-1"},
+    ]
+    write_csv(tmp_path / "c.csv", rows)
+
+    items = read(tmp_path / "c.csv", listed_in="variants")
+
+    (repeated,) = unreadable(items)
+    assert repeated.place == "variant 'X-1'"
+    assert "given 2 times (line 3, line 5)" in repeated.reason
+    assert sorted(products(items)) == ["W"]
+
+
+def test_two_parents_sharing_a_match_value_are_a_double_claim_and_neither_is_read(
+    tmp_path: Path,
+):
+    rows = [
+        {"sku": "J-S", "size": "S", "parent_sku": "jacket"},
+        {"sku": "J1", "name": "jacket"},
+        {"sku": "J2", "name": "jacket"},
+        {"sku": "P", "name": "plain"},
+    ]
+    write_csv(tmp_path / "c.csv", rows)
+
+    items = read(tmp_path / "c.csv", parent_key="parent_sku", match="name")
+
+    (claim,) = unreadable(items)
+    assert claim.place == "variants of 'jacket'"
+    assert "2 products have name 'jacket' ('J1' (line 3), 'J2' (line 4))" in claim.reason
+    assert sorted(products(items)) == ["P"]
+
+
+def test_re_ordered_variant_rows_give_the_same_folded_product(tmp_path: Path):
+    write_csv(tmp_path / "a.csv", BY_PARENT)
+    write_csv(tmp_path / "b.csv", list(reversed(BY_PARENT)))
+
+    first = products(read(tmp_path / "a.csv", parent_key="parent_sku", distinct=["size"]))
+    second = products(read(tmp_path / "b.csv", parent_key="parent_sku", distinct=["size"]))
+
+    assert first == second
+    assert first["J"]["variants_size"] == ["M", "S"]
+
+
+def test_an_orphan_in_one_of_several_files_is_placed_by_file_and_line(tmp_path: Path):
+    write_csv(tmp_path / "a.csv", BY_PARENT)
+    write_csv(tmp_path / "b.csv", [{"sku": "P-2"}, {"sku": "Z-S", "parent_sku": "Z"}])
+    config = parse_config(
+        {
+            "source": {
+                "kind": "file",
+                "path": [str(tmp_path / "*.csv")],
+                "key": "sku",
+                "variant": {"parent_key": "parent_sku"},
+            },
+            "targets": [
+                {"name": "uf", "kind": "userflux", "api_key_env": "UF_KEY", "type_id": "p"}
+            ],
+        },
+        environ=ENV,
+    )
+
+    items = list(read_catalog(open_source(config.source), config.source))
+
+    (orphan,) = unreadable(items)
+    assert orphan.place == f"variant 'Z-S' ({tmp_path / 'b.csv'}:3)"
+
+
+def test_rows_of_a_source_without_places_are_named_by_their_number_in_the_read():
+    config = config_for(Path("unused.csv"), parent_key="parent_sku")
+    rows = [{"sku": "A"}, {"sku": "B-1", "parent_sku": "B"}]
+
+    items = list(join_variants(rows, config.source.variant, "sku"))
+
+    (orphan,) = unreadable(items)
+    assert orphan.place == "variant 'B-1' (record 2)"

@@ -610,27 +610,61 @@ def check_config(obj: _Context, sample: int | None) -> None:
     targets' contracts refuse (a constant currency Vambe does not take, a block_id that
     is not a UUID). Exits 2 when there is any; warnings about --sample exit 0.
     """
-    from syncd.checks import contract_problems, read_sample, sample_warnings
+    from syncd.checks import (
+        contract_problems,
+        raw_contract_problems,
+        read_sample,
+        sample_warnings,
+    )
 
     problems: list[ConfigProblem] = []
+    config: SyncdConfig | None = None
     try:
         config = obj.config()
     except ConfigError as first:
+        problems.extend(first.problems)
         try:  # the file itself is fine and only secrets are missing: check the rest too
             config = load_config(obj.config_path, require_secrets=False)
         except ConfigError:
-            raise first from None
-        problems.extend(first.problems)
-    problems.extend(contract_problems(config))
-    if problems:
+            # the models refused the file: its contract checks come in the same pass
+            data = _parsed_document(obj.config_path)
+            if data is None:
+                raise first from None
+            _importable_next_to(obj.config_path)
+            reported = {str(p) for p in problems}
+            problems.extend(p for p in raw_contract_problems(data) if str(p) not in reported)
+    if config is not None:
+        if problems:  # only secrets are missing: hooks beside the config import all the same
+            _importable_next_to(obj.config_path)
+        problems.extend(contract_problems(config))
+        if sample:  # read with secrets not required: its warnings come with the problems
+            try:
+                warnings = sample_warnings(config, read_sample(config, sample))
+            except SyncdError as exc:
+                warnings = [f"the sample could not be read: {exc}"]
+            for warning in warnings:
+                _echo(f"warning: {warning}")
+    if problems or config is None:
         raise ConfigError(problems, source=obj.config_path or "")
-    if sample:
-        for warning in sample_warnings(config, read_sample(config, sample)):
-            _echo(f"warning: {warning}")
     _echo(
         f"config OK: source {config.source.kind}, "
         + ", ".join(f"{t.name} ({t.kind})" for t in config.targets)
     )
+
+
+def _parsed_document(config_path: str | None) -> dict[str, Any] | None:
+    """The config file as parsed TOML, or None when it can't be read or parsed (its
+    ``ConfigError`` already says why)."""
+    import os
+    import tomllib
+
+    path = config_path or os.environ.get("SYNCD_CONFIG")
+    if not path:
+        return None
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _render_value(value: Any) -> str:

@@ -36,7 +36,7 @@ from syncd.logs import (
 from syncd.model import RunRecord
 from syncd.product import ProductView
 from syncd.reconcile import NOT_IN_SOURCE, Reconciler, RunOptions, RunReport
-from syncd.report import render_plan, table
+from syncd.report import not_attempted_note, render_plan, table
 from syncd.state import StateStore, open_store
 from syncd.state.readonly import PlanState, open_store_for_plan, read_revision
 
@@ -299,7 +299,8 @@ def sync(
     """Run one sync now: read the source, send the changes, record the acknowledgements.
 
     SIGTERM or Ctrl-C stops it cleanly (exit 0): in-flight requests finish and their
-    acknowledgements are kept; the next run sends the rest.
+    acknowledgements are kept; the next run sends the rest (after an interrupted
+    ``--full``, run ``--full`` again: an incremental run skips unchanged products).
     """
     from syncd.daemon import sync_once
 
@@ -346,12 +347,8 @@ def _print_report(report: RunReport, as_json: bool) -> None:
     for target in report.targets:
         if target.error:
             _echo(f"{target.target}: {target.error}", err=True)
-        if target.not_attempted:
-            _echo(
-                f"{target.target}: {target.not_attempted} products not attempted (the run "
-                "stopped first): the next run sends them",
-                err=True,
-            )
+        if (note := not_attempted_note(target)) is not None:
+            _echo(note, err=True)
 
 
 def _when(timestamp: float | None) -> str:
@@ -736,7 +733,7 @@ def show(obj: _Context, key: str, targets: Sequence[str], as_json: bool) -> None
     if state.notice:
         _echo(f"note: {state.notice}", err=True)
     try:
-        view = show_product(config, state.store, key, selected)
+        view = show_product(config, state.store, key, selected, config_path=obj.config_path)
     finally:
         state.store.close()
     if as_json:

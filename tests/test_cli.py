@@ -345,3 +345,23 @@ def test_check_config_sample_warns_about_mapping_paths_no_record_has(config, tmp
         result.output
     )
     assert "properties.price" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason", "advice"),
+    [
+        ("incremental", "", "the next run sends them"),
+        ("full", "full refresh requested (--full)", "re-run `syncd sync --full --target uf`"),
+        ("resend", "resend of 2 named products: sent whole", "run the resend again"),
+    ],
+)
+def test_an_interrupted_run_says_what_sends_the_rest_by_its_mode(mode, reason, advice):
+    from syncd.report import not_attempted_note
+    from syncd.runs import TargetReport
+
+    report = TargetReport("uf", "userflux", 1, mode, reason, "interrupted", not_attempted=8)
+    note = not_attempted_note(report)
+    assert note is not None and note.startswith("uf: 8 products not attempted")
+    assert advice in note
+    if mode != "incremental":
+        assert "the next run sends them" not in note

@@ -190,7 +190,8 @@ def test_show_of_an_unchanged_product_says_a_sync_sends_nothing(config, fakes):
     assert run(config, "sync").exit_code == 0
     result = run(config, "show", "P00001", "--target", "uf")
     assert result.exit_code == 0
-    assert "request: none" in result.output and "syncd resend P00001" in result.output
+    assert "request: none" in result.output
+    assert "syncd --config " in result.output and "resend --target uf -- P00001" in result.output
 
 
 def test_show_of_a_key_not_in_the_source_exits_1(config):
@@ -270,3 +271,34 @@ def test_a_run_stopped_midway_counts_what_it_never_sent_as_not_attempted(tmp_pat
     assert target.created == 1
     assert target.failed == 0
     assert target.not_attempted == 5
+
+
+def test_show_suggests_a_shell_quoted_resend_with_the_config_that_works_as_printed(
+    config, fakes, tmp_path
+):
+    import re
+    import shlex
+
+    folder = tmp_path / "my configs"
+    folder.mkdir()
+    moved = folder / "syncd.toml"
+    moved.write_text(config.read_text())
+    records = catalog(3)
+    odd = "it's a $HOME key"
+    records[0]["sku"] = odd
+    write_jsonl(folder / "catalog.jsonl", records)
+    assert run(moved, "sync").exit_code == 0
+
+    result = run(moved, "show", odd, "--target", "uf")
+
+    assert result.exit_code == 0, result.output
+    [command] = re.findall(r"`(syncd [^`]+)`", result.output)
+    args = shlex.split(command)
+    assert args[:3] == ["syncd", "--config", str(moved)]
+    assert odd in args
+    uf, vb = fakes
+    before_uf, before_vb = len(uf.requests), len(vb.requests)
+    resent = CliRunner().invoke(main, args[1:], env=ENV)
+    assert resent.exit_code == 0, resent.output
+    assert len(uf.requests) == before_uf + 1 and len(vb.requests) == before_vb
+    assert odd in str(uf.requests[-1])

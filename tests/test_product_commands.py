@@ -302,3 +302,21 @@ def test_show_suggests_a_shell_quoted_resend_with_the_config_that_works_as_print
     assert resent.exit_code == 0, resent.output
     assert len(uf.requests) == before_uf + 1 and len(vb.requests) == before_vb
     assert odd in str(uf.requests[-1])
+
+
+def test_the_readme_s_commands_for_looking_at_the_demo_work_as_written(tmp_path, monkeypatch):
+    import re
+    import shlex
+
+    from syncd.demo import run_demo
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^\.venv/bin/(syncd [^\n`]*\.demo/[^\n`]*)$", readme, re.MULTILINE)
+    commands += re.findall(r"`(syncd [^`]*\.demo/[^`]*)`", readme)
+    assert len(commands) >= 3
+    monkeypatch.chdir(tmp_path)
+    assert run_demo(tmp_path / ".demo") == 0
+    for command in commands:
+        result = CliRunner().invoke(main, shlex.split(command)[1:], env=NO_KEYS)
+        assert result.exit_code == 0, f"{command}: {result.output}"
+        assert "Traceback" not in result.output

@@ -133,6 +133,8 @@ class SyncdMetrics:
         )
         self._running_here = 0
         self._running_in_state = False
+        self._run_counts: dict[str, dict[str, int]] = {}
+        self._counts_lock = threading.Lock()
         self.last_outcome = Gauge(
             "syncd_last_run_outcome",
             "1 for the outcome of the target's last telling run (ok, partial, blocked, "
@@ -168,9 +170,23 @@ class SyncdMetrics:
     def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
         self.requests.labels(target, endpoint, status).inc()
         self.request_seconds.labels(target, endpoint).observe(seconds)
+        self._count(target, "requests answered")
 
     def retry(self, target: str, status: str) -> None:
         self.retries.labels(target, status).inc()
+        self._count(target, "retried")
+
+    def _count(self, target: str, what: str) -> None:
+        if self._running_here:
+            with self._counts_lock:
+                counts = self._run_counts.setdefault(target, {})
+                counts[what] = counts.get(what, 0) + 1
+
+    def run_progress(self) -> dict[str, dict[str, int]]:
+        """Per target, what the run this process is doing has done so far (requests
+        answered, retried); empty when it is doing none. For the status page."""
+        with self._counts_lock:
+            return {t: dict(c) for t, c in self._run_counts.items()} if self._running_here else {}
 
     # -- runs and state ---------------------------------------------------------------
     def observe_report(self, report: RunReport, now: float | None = None) -> None:
@@ -264,6 +280,8 @@ class SyncdMetrics:
 
     def run_started(self) -> None:
         """This process started a run."""
+        with self._counts_lock:
+            self._run_counts = {}
         self._running_here += 1
         self._show_running()
 

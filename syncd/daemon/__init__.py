@@ -215,7 +215,7 @@ class Daemon:
                         alive=self.alive,
                         ready=self.not_ready,
                         metrics=self.render_metrics,
-                        status=status_page(config, lambda: self.store),
+                        status=status_page(config, lambda: self.store, self.metrics.run_progress),
                     ),
                 ).start()
         except BaseException:

@@ -71,9 +71,7 @@ def not_attempted_note(report: TargetReport) -> str | None:
     full refresh (the daemon's catch-up redoes a scheduled one); a resend, by resending."""
     if not report.not_attempted:
         return None
-    head = (
-        f"{report.target}: {report.not_attempted} products not attempted (the run stopped first)"
-    )
+    head = f"{report.target}: {report.not_attempted} products not attempted (the run stopped first)"
     if is_resend(report.mode, report.mode_reason):
         return f"{head}: run the resend again to send them"
     if report.mode == "full":

@@ -6,13 +6,16 @@
 # and tests/test_deployment.py checks this file's pins, since the test machines can't run
 # Docker.
 #
-# Reproducible: the base image is pinned by digest and the dependencies by hash
-# (examples/deployment/requirements.lock, installed with --require-hashes).
+# Reproducible: the base image is pinned by digest, the dependencies by hash
+# (examples/deployment/requirements.lock) and so are the build backend and its plugins
+# (examples/deployment/build-requirements.lock: hatchling, hatch-vcs and what they need),
+# all installed with --require-hashes; the wheel is built with --no-build-isolation, so pip
+# downloads nothing unpinned to build it.
 # To move to a newer base image: `docker buildx imagetools inspect python:3.11-slim-bookworm`
 # (or `docker pull python:3.11-slim-bookworm && docker inspect --format
 # '{{index .RepoDigests 0}}' python:3.11-slim-bookworm`) prints the current multi-arch
 # digest; put it in BASE below with the exact tag it belongs to, rebuild, run the tests.
-# The lock: scripts/lock-requirements.sh.
+# The locks: scripts/lock-requirements.sh.
 ARG BASE=python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
 
 # -- builder: the wheel, installed with its locked dependencies into a venv -------------
@@ -27,16 +30,20 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 COPY examples/deployment/requirements.lock ./requirements.lock
+COPY examples/deployment/build-requirements.lock ./build-requirements.lock
 RUN python -m venv /opt/syncd \
- && /opt/syncd/bin/pip install --require-hashes --no-deps -r requirements.lock
+ && /opt/syncd/bin/pip install --require-hashes --no-deps -r requirements.lock \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r build-requirements.lock
 
 COPY pyproject.toml README.md ./
 COPY syncd ./syncd
 COPY migrations ./migrations
 
-# The wheel carries the Alembic migrations as syncd/_migrations (see pyproject.toml);
-# syncd itself goes in without dependencies: every one is already there from the lock.
-RUN python -m pip wheel --no-deps --wheel-dir /dist . \
+# The wheel carries the Alembic migrations as syncd/_migrations (see pyproject.toml); it is
+# built by the locked backend in /opt/build (no isolation: nothing fetched), and syncd goes
+# in without dependencies: every one is already there from the lock.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
  && /opt/syncd/bin/pip install --no-deps "$(ls /dist/syncd-*.whl)" \
  && /opt/syncd/bin/pip check \
  && /opt/syncd/bin/python -c "import syncd.state.migrate as m; assert m.migrations_dir().name == '_migrations'"

@@ -1,9 +1,11 @@
 """Alerts: a target's outcome changing (ok -> failed, blocked, partial, rejecting, and back).
 
-``alert_state`` sorts a run; ``Alerter`` compares each target's run with the one before it
-(from the runs table, so a restart forgets nothing), and announces each change once to a
-JSON webhook and/or a Slack-compatible one. Delivery runs in a background thread with
-bounded retries: a slow or broken endpoint never fails a sync nor holds it up.
+``alert_state`` sorts a run; ``Alerter`` compares each target's run with the telling run
+before it in the runs table (never with a memory of its own: a restart, a second replica or
+a CLI run beside the daemon then agree on what changed; a resend tells nothing), and
+announces each change once to a JSON webhook and/or a Slack-compatible one. Delivery
+runs in a background thread with bounded retries: a slow or broken endpoint never fails
+a sync nor holds it up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from syncd.config import AlertsConfig, SyncdConfig, resolve_secret
 from syncd.errors import SyncdError
 from syncd.httpclient import make_client
 from syncd.logs import register_secret, scrub
-from syncd.runs import RunReport
+from syncd.runs import RunReport, tells
 from syncd.state.base import StateStore
 
 log = structlog.get_logger("syncd.alerts")
@@ -31,7 +33,18 @@ log = structlog.get_logger("syncd.alerts")
 ALERT_STATES = ("ok", "rejecting", "partial", "blocked", "failed")
 """What a target's run says about it; an alert goes out when this changes."""
 
-_FIGURES = ("created", "updated", "deleted", "unchanged", "rejected", "failed", "held")
+_FIGURES = (
+    "created",
+    "updated",
+    "refreshed",
+    "deleted",
+    "unchanged",
+    "rejected",
+    "failed",
+    "not_attempted",
+    "held",
+)
+_DEGRADED = ("failed", "blocked", "partial")
 _HISTORY_DEPTH = 50
 
 
@@ -47,14 +60,21 @@ def alert_state(outcome: str, rejected: int) -> str | None:
 
 def recorded_state(store: StateStore, target: str, before: int | None = None) -> str | None:
     """The state of the target's last telling run in state (older than run ``before``);
-    None when no run tells."""
+    None when no run tells. A resend (a few named keys) is not a telling run."""
     for run in store.recent_runs(target, limit=_HISTORY_DEPTH):
         if before is not None and run.id >= before:
+            continue
+        if not tells(run.outcome, run.mode, run.mode_reason):
             continue
         state = alert_state(run.outcome, run.rejected)
         if state is not None:
             return state
     return None
+
+
+def iso_utc(at: float) -> str:
+    """POSIX seconds as ISO 8601 UTC with a ``Z`` (``2024-05-01T03:00:00Z``)."""
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +92,8 @@ class Alert:
 
     @property
     def recovered(self) -> bool:
-        return self.current == "ok"
+        """Back to ok, or out of failed/blocked/partial with only rejections left open."""
+        return self.current == "ok" or (self.current == "rejecting" and self.previous in _DEGRADED)
 
     @property
     def command(self) -> str:
@@ -81,8 +102,14 @@ class Alert:
 
     def text(self) -> str:
         """One line for a chat channel."""
-        if self.recovered:
+        if self.current == "ok":
             head = f"syncd: target {self.target} recovered: ok (was {self.previous})"
+        elif self.recovered:
+            rejected = self.figures.get("rejected", 0)
+            head = (
+                f"syncd: target {self.target} recovered from {self.previous}; "
+                f"still rejecting {rejected} product{'' if rejected == 1 else 's'}"
+            )
         else:
             head = f"syncd: target {self.target} is {self.current.upper()} (was {self.previous})"
         counts = ", ".join(f"{name} {n}" for name in _FIGURES if (n := self.figures.get(name)))
@@ -99,7 +126,7 @@ class Alert:
             "target": self.target,
             "state": self.current,
             "previous_state": self.previous,
-            "at": datetime.fromtimestamp(self.at, UTC).isoformat(),
+            "at": iso_utc(self.at),
             "run_id": self.run_id,
             "mode": self.mode,
             "figures": dict(self.figures),
@@ -163,8 +190,6 @@ class Alerter:
                 self._routes[target.name] = (target.alerts, own)
             else:
                 self._routes[target.name] = (config.alerts, global_channels)
-        self._known: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._queue: queue.Queue[tuple[Alert, AlertsConfig, Channel] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self.delivered = 0
@@ -177,13 +202,14 @@ class Alerter:
         return any(channels for _, channels in self._routes.values())
 
     # -- what changed -------------------------------------------------------------------
-    def observe(self, report: RunReport, store: StateStore | None = None) -> list[Alert]:
-        """Compare each target's run with its previous state; queue an alert per change."""
+    def observe(self, report: RunReport, store: StateStore) -> list[Alert]:
+        """Compare each target's run with the telling run before it in state; queue an
+        alert per change. A resend says nothing about the target: no alert."""
         now = time.time()
         alerts = []
         for target in report.targets:
             current = alert_state(target.outcome, target.rejected)
-            if current is None:
+            if current is None or not tells(target.outcome, target.mode, target.mode_reason):
                 continue
             figures = {name: int(getattr(target, name)) for name in _FIGURES}
             alert = self._change(
@@ -202,13 +228,21 @@ class Alerter:
         return alerts
 
     def observe_failure(
-        self, targets: Sequence[str], error: str, store: StateStore | None = None
+        self,
+        targets: Sequence[str],
+        error: str,
+        store: StateStore,
+        run_ids: Mapping[str, int] | None = None,
     ) -> list[Alert]:
-        """A run that raised before it could report: each of its targets failed."""
+        """A run that raised before it could report: each of its targets failed (compared
+        with the telling run before ``run_ids[target]``, the failed run recorded for it)."""
         now = time.time()
         alerts = []
         for name in targets:
-            alert = self._change(name, "failed", store, before=None, at=now, error=error)
+            run_id = (run_ids or {}).get(name)
+            alert = self._change(
+                name, "failed", store, before=run_id, at=now, run_id=run_id, error=error
+            )
             if alert is not None:
                 alerts.append(alert)
         return alerts
@@ -217,20 +251,16 @@ class Alerter:
         self,
         target: str,
         current: str,
-        store: StateStore | None,
+        store: StateStore,
         *,
         before: int | None,
         **details: Any,
     ) -> Alert | None:
-        with self._lock:
-            previous = self._known.get(target)
-            self._known[target] = current
-        if previous is None and store is not None:
-            try:
-                previous = recorded_state(store, target, before)
-            except SyncdError as exc:
-                log.warning("syncd.alerts.history_unreadable", target=target, error=str(exc))
-                return None  # unknown: better no alert than a wrong one
+        try:
+            previous = recorded_state(store, target, before)
+        except SyncdError as exc:
+            log.warning("syncd.alerts.history_unreadable", target=target, error=str(exc))
+            return None  # unknown: better no alert than a wrong one
         previous = previous or "ok"  # a target failing from its first run is news too
         if previous == current:
             return None
@@ -331,4 +361,12 @@ class Alerter:
         return not thread.is_alive()
 
 
-__all__ = ["ALERT_STATES", "Alert", "Alerter", "Channel", "alert_state", "recorded_state"]
+__all__ = [
+    "ALERT_STATES",
+    "Alert",
+    "Alerter",
+    "Channel",
+    "alert_state",
+    "iso_utc",
+    "recorded_state",
+]

@@ -35,7 +35,7 @@ from syncd.logs import (
 from syncd.model import RunRecord
 from syncd.product import ProductView
 from syncd.reconcile import NOT_IN_SOURCE, Reconciler, RunOptions, RunReport
-from syncd.report import render_plan, table
+from syncd.report import not_attempted_note, render_plan, table
 from syncd.state import StateStore, open_store
 from syncd.state.readonly import PlanState, open_store_for_plan, read_revision
 
@@ -298,7 +298,8 @@ def sync(
     """Run one sync now: read the source, send the changes, record the acknowledgements.
 
     SIGTERM or Ctrl-C stops it cleanly (exit 0): in-flight requests finish and their
-    acknowledgements are kept; the next run sends the rest.
+    acknowledgements are kept; the next run sends the rest (after an interrupted
+    ``--full``, run ``--full`` again: an incremental run skips unchanged products).
     """
     from syncd.daemon import sync_once
 
@@ -345,12 +346,8 @@ def _print_report(report: RunReport, as_json: bool) -> None:
     for target in report.targets:
         if target.error:
             _echo(f"{target.target}: {target.error}", err=True)
-        if target.not_attempted:
-            _echo(
-                f"{target.target}: {target.not_attempted} products not attempted (the run "
-                "stopped first): the next run sends them",
-                err=True,
-            )
+        if (note := not_attempted_note(target)) is not None:
+            _echo(note, err=True)
 
 
 def _when(timestamp: float | None) -> str:
@@ -609,27 +606,61 @@ def check_config(obj: _Context, sample: int | None) -> None:
     targets' contracts refuse (a constant currency Vambe does not take, a block_id that
     is not a UUID). Exits 2 when there is any; warnings about --sample exit 0.
     """
-    from syncd.checks import contract_problems, read_sample, sample_warnings
+    from syncd.checks import (
+        contract_problems,
+        raw_contract_problems,
+        read_sample,
+        sample_warnings,
+    )
 
     problems: list[ConfigProblem] = []
+    config: SyncdConfig | None = None
     try:
         config = obj.config()
     except ConfigError as first:
+        problems.extend(first.problems)
         try:  # the file itself is fine and only secrets are missing: check the rest too
             config = load_config(obj.config_path, require_secrets=False)
         except ConfigError:
-            raise first from None
-        problems.extend(first.problems)
-    problems.extend(contract_problems(config))
-    if problems:
+            # the models refused the file: its contract checks come in the same pass
+            data = _parsed_document(obj.config_path)
+            if data is None:
+                raise first from None
+            _importable_next_to(obj.config_path)
+            reported = {str(p) for p in problems}
+            problems.extend(p for p in raw_contract_problems(data) if str(p) not in reported)
+    if config is not None:
+        if problems:  # only secrets are missing: hooks beside the config import all the same
+            _importable_next_to(obj.config_path)
+        problems.extend(contract_problems(config))
+        if sample:  # read with secrets not required: its warnings come with the problems
+            try:
+                warnings = sample_warnings(config, read_sample(config, sample))
+            except SyncdError as exc:
+                warnings = [f"the sample could not be read: {exc}"]
+            for warning in warnings:
+                _echo(f"warning: {warning}")
+    if problems or config is None:
         raise ConfigError(problems, source=obj.config_path or "")
-    if sample:
-        for warning in sample_warnings(config, read_sample(config, sample)):
-            _echo(f"warning: {warning}")
     _echo(
         f"config OK: source {config.source.kind}, "
         + ", ".join(f"{t.name} ({t.kind})" for t in config.targets)
     )
+
+
+def _parsed_document(config_path: str | None) -> dict[str, Any] | None:
+    """The config file as parsed TOML, or None when it can't be read or parsed (its
+    ``ConfigError`` already says why)."""
+    import os
+    import tomllib
+
+    path = config_path or os.environ.get("SYNCD_CONFIG")
+    if not path:
+        return None
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _render_value(value: Any) -> str:
@@ -701,7 +732,7 @@ def show(obj: _Context, key: str, targets: Sequence[str], as_json: bool) -> None
     if state.notice:
         _echo(f"note: {state.notice}", err=True)
     try:
-        view = show_product(config, state.store, key, selected)
+        view = show_product(config, state.store, key, selected, config_path=obj.config_path)
     finally:
         state.store.close()
     if as_json:

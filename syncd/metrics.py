@@ -4,7 +4,9 @@
 takes each run's ``RunReport``; ``render`` gives the text format served on ``/metrics``.
 ``Progress`` forwards the same events and prints a progress line on a terminal.
 Fit for alerting: every target's series exist from the start at zero, no ``_created``
-series, ``syncd_build_info`` and the process metrics.
+series, ``syncd_build_info`` and the process metrics. The per-target state gauges (last
+outcome, last success, open rejections, products, a run in progress) are read back from
+state (``refresh_from_state``), so every replica of a daemon reports the same truth.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,15 +29,21 @@ from prometheus_client import (
 )
 
 from syncd import __version__
+from syncd.errors import SyncdError
 from syncd.executor import Events
+from syncd.model import RunRecord
 from syncd.reconcile import RunReport
+from syncd.runs import TELLING_OUTCOMES, tells
+from syncd.state.base import StateStore
 
 OPERATIONS = ("created", "updated", "deleted", "rejected", "failed", "held")
 """The ``operation`` label of ``syncd_products_total``."""
 OUTCOMES = ("ok", "partial", "blocked", "failed", "locked", "interrupted")
 """The ``outcome`` label of ``syncd_runs_total`` (every one exists from the start)."""
 
-_TELLING = ("ok", "partial", "blocked", "failed")
+_TELLING = TELLING_OUTCOMES
+_RUNS_READ = 50
+"""Runs read back per target to find its last telling run and last success."""
 
 disable_created_metrics()  # type: ignore[no-untyped-call] # no ``_created`` series: they double the counters for nothing
 
@@ -82,7 +90,7 @@ class SyncdMetrics:
         )
         self.last_success = Gauge(
             "syncd_last_success_timestamp_seconds",
-            "When the target's last successful run finished (POSIX seconds).",
+            "When the target's last successful run finished (POSIX seconds; 0: never).",
             ["target"],
             registry=registry,
         )
@@ -118,8 +126,15 @@ class SyncdMetrics:
             registry=registry,
         )
         self.running = Gauge(
-            "syncd_run_in_progress", "1 while a run is going, else 0.", registry=registry
+            "syncd_run_in_progress",
+            "1 while a run is going (in this process, or recorded as running in state by "
+            "another process that still holds the target's lease), else 0.",
+            registry=registry,
         )
+        self._running_here = 0
+        self._running_in_state = False
+        self._run_counts: dict[str, dict[str, int]] = {}
+        self._counts_lock = threading.Lock()
         self.last_outcome = Gauge(
             "syncd_last_run_outcome",
             "1 for the outcome of the target's last telling run (ok, partial, blocked, "
@@ -138,6 +153,8 @@ class SyncdMetrics:
         for operation in OPERATIONS:
             self.products.labels(target, operation)
         self.run_seconds.labels(target)
+        self.last_success.labels(target)
+        self.last_run.labels(target)
         self.in_state.labels(target)
         self.open_rejections.labels(target)
         for outcome in _TELLING:
@@ -153,9 +170,23 @@ class SyncdMetrics:
     def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
         self.requests.labels(target, endpoint, status).inc()
         self.request_seconds.labels(target, endpoint).observe(seconds)
+        self._count(target, "requests answered")
 
     def retry(self, target: str, status: str) -> None:
         self.retries.labels(target, status).inc()
+        self._count(target, "retried")
+
+    def _count(self, target: str, what: str) -> None:
+        if self._running_here:
+            with self._counts_lock:
+                counts = self._run_counts.setdefault(target, {})
+                counts[what] = counts.get(what, 0) + 1
+
+    def run_progress(self) -> dict[str, dict[str, int]]:
+        """Per target, what the run this process is doing has done so far (requests
+        answered, retried); empty when it is doing none. For the status page."""
+        with self._counts_lock:
+            return {t: dict(c) for t, c in self._run_counts.items()} if self._running_here else {}
 
     # -- runs and state ---------------------------------------------------------------
     def observe_report(self, report: RunReport, now: float | None = None) -> None:
@@ -164,7 +195,9 @@ class SyncdMetrics:
         for target in report.targets:
             name = target.target
             self.runs.labels(name, target.outcome).inc()
-            self.set_outcome(name, target.outcome)
+            telling = tells(target.outcome, target.mode, target.mode_reason)
+            if telling:
+                self.set_outcome(name, target.outcome)
             if target.outcome == "locked":
                 continue  # another process ran it: nothing happened here
             counts = {
@@ -179,7 +212,7 @@ class SyncdMetrics:
                 self.products.labels(name, operation).inc(count)
             self.run_seconds.labels(name).observe(target.duration_ms / 1000)
             self.last_run.labels(name).set(now)
-            if target.ok:
+            if target.ok and telling:  # a resend of a few keys is no successful run
                 self.last_success.labels(name).set(now)
             if target.drift is not None:
                 self.drift.labels(name).set(target.drift)
@@ -200,6 +233,65 @@ class SyncdMetrics:
     def seed_last_success(self, target: str, finished_at: float) -> None:
         """The last success recorded in state before this process started."""
         self.last_success.labels(target).set(finished_at)
+
+    def observe_runs(self, target: str, runs: Sequence[RunRecord], *, now: float) -> bool:
+        """Set the target's state gauges from its runs in state (newest first): the last
+        telling run's outcome, the last successful and the last finished run; whether one
+        is recorded as running. A resend tells nothing about the target."""
+        telling = next((r for r in runs if tells(r.outcome, r.mode, r.mode_reason)), None)
+        if telling is not None:
+            self.set_outcome(target, telling.outcome)
+        success = next(
+            (
+                r.finished_at
+                for r in runs
+                if r.finished_at and r.outcome == "ok" and tells(r.outcome, r.mode, r.mode_reason)
+            ),
+            None,
+        )
+        if success is not None:
+            self.last_success.labels(target).set(success)
+        finished = next((r.finished_at for r in runs if r.finished_at), None)
+        if finished is not None:
+            self.last_run.labels(target).set(finished)
+        return any(r.outcome == "running" for r in runs[:1])
+
+    def refresh_from_state(
+        self, store: StateStore, targets: Iterable[str], now: float | None = None
+    ) -> None:
+        """Read every per-target state gauge back from state (at start, after every run,
+        on a scrape): every replica on one state database then reports the same truth."""
+        now = time.time() if now is None else now
+        running = False
+        for target in targets:
+            try:
+                runs = store.recent_runs(target, limit=_RUNS_READ)
+                if self.observe_runs(target, runs, now=now):
+                    running = running or store.lease_holder(target, now) is not None
+                self.observe_state(
+                    target,
+                    products=store.count(target),
+                    open_rejections=len(store.open_rejections(target)),
+                )
+            except SyncdError:
+                continue  # unreadable now: the gauges keep their last values
+        self._running_in_state = running
+        self._show_running()
+
+    def run_started(self) -> None:
+        """This process started a run."""
+        with self._counts_lock:
+            self._run_counts = {}
+        self._running_here += 1
+        self._show_running()
+
+    def run_ended(self) -> None:
+        """This process's run ended."""
+        self._running_here = max(0, self._running_here - 1)
+        self._show_running()
+
+    def _show_running(self) -> None:
+        self.running.set(1 if self._running_here or self._running_in_state else 0)
 
     # -- exposition -------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

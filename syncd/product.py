@@ -9,6 +9,7 @@ nothing: the state store it is given is opened read-only by the caller.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,6 +132,17 @@ def _request(target: Target, change: Change, *, full: bool, why: str) -> dict[st
     }
 
 
+def resend_command(key: str, *, target: str, config_path: str | None = None) -> str:
+    """The ``syncd resend`` command line for one product of one target, each argument
+    shell-quoted (a key may hold spaces, quotes or ``$``), with ``--config`` when the
+    config was named."""
+    args = ["syncd"]
+    if config_path:
+        args += ["--config", config_path]
+    args += ["resend", "--target", target, "--", key]
+    return shlex.join(args)
+
+
 def view_target(
     config: TargetConfig,
     target: Target,
@@ -139,6 +151,8 @@ def view_target(
     key: str,
     record: Record | None,
     where_label: str = "where",
+    *,
+    config_path: str | None = None,
 ) -> TargetView:
     """What ``record`` becomes for one target, and what a sync would send it.
 
@@ -198,7 +212,8 @@ def view_target(
     elif acked.hash == document.hash:
         reason = (
             "unchanged since the last acknowledgement: a sync sends nothing "
-            f"(`syncd resend {document.key}` re-sends it whole)"
+            f"(`{resend_command(document.key, target=name, config_path=config_path)}` "
+            "re-sends it whole)"
         )
     else:
         change = Change(ChangeKind.UPDATE, document.key, document, acked)
@@ -236,8 +251,10 @@ def show_product(
     targets: Sequence[TargetConfig],
     *,
     source: Source | None = None,
+    config_path: str | None = None,
 ) -> ProductView:
-    """``syncd show KEY``: the source record and, per target, its view (``view_target``)."""
+    """``syncd show KEY``: the source record and, per target, its view (``view_target``);
+    ``config_path`` goes into the commands it suggests."""
     mappers = [build_mapper(t, config.source.key) for t in targets]
     custom = [m for m, t in zip(mappers, targets, strict=True) if t.mapping.key is not None]
     source = source or open_source(config.source, config.http)
@@ -255,10 +272,28 @@ def show_product(
         target = open_target(target_config, config.http, api_key=api_key)
         try:
             label = f"targets[{index.get(target_config.name, 0)}].where"
-            views.append(view_target(target_config, target, mapper, store, key, record, label))
+            views.append(
+                view_target(
+                    target_config,
+                    target,
+                    mapper,
+                    store,
+                    key,
+                    record,
+                    label,
+                    config_path=config_path,
+                )
+            )
         finally:
             target.close()
     return ProductView(key, record, source_error, tuple(views))
 
 
-__all__ = ["FieldChange", "ProductView", "TargetView", "payload_changes", "show_product"]
+__all__ = [
+    "FieldChange",
+    "ProductView",
+    "TargetView",
+    "payload_changes",
+    "resend_command",
+    "show_product",
+]

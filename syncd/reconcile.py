@@ -713,8 +713,7 @@ class Reconciler:
             if left := sorted(run.only & run.left_out):
                 run.notes.append(
                     f"named products {LEFT_OUT_BY} targets[{run.index}].where: absent from "
-                    f"this target, not sent ({len(left)}): "
-                    + ", ".join(repr(k) for k in left[:10])
+                    f"this target, not sent ({len(left)}): " + ", ".join(repr(k) for k in left[:10])
                 )
         if left := [change.key for change in deletes if change.key in run.left_out]:
             run.notes.append(

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from syncd.diff import Plan
+from syncd.runs import TargetReport, is_resend
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -62,3 +63,21 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
     out.append(f"  status: {plan.status.upper() if problems else plan.status}")
     out.extend(f"    - {problem}" for problem in problems)
     return "\n".join(out)
+
+
+def not_attempted_note(report: TargetReport) -> str | None:
+    """What to do about the products an interrupted run never sent. An incremental run
+    sends them next time; a full refresh's unchanged products are re-sent only by another
+    full refresh (the daemon's catch-up redoes a scheduled one); a resend, by resending."""
+    if not report.not_attempted:
+        return None
+    head = f"{report.target}: {report.not_attempted} products not attempted (the run stopped first)"
+    if is_resend(report.mode, report.mode_reason):
+        return f"{head}: run the resend again to send them"
+    if report.mode == "full":
+        return (
+            f"{head}: the next incremental run does not re-send the unchanged ones; re-run "
+            f"`syncd sync --full --target {report.target}` (the daemon's catch-up redoes a "
+            "missed scheduled full refresh)"
+        )
+    return f"{head}: the next run sends them"

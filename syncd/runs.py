@@ -80,3 +80,22 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         return 0 if self.ok else 1
+
+
+RESEND_MODE = "resend"
+"""The ``mode`` a ``syncd resend`` run is recorded with."""
+TELLING_OUTCOMES = ("ok", "partial", "blocked", "failed")
+"""Outcomes that say how the target is (``locked``, ``running``, ``interrupted`` don't)."""
+_RESEND_REASON = "resend of "
+"""How a resend's ``mode_reason`` begins (runs recorded before resends had a mode)."""
+
+
+def is_resend(mode: str, mode_reason: str = "") -> bool:
+    """Whether a run was a ``syncd resend``: a few named keys sent whole. It is never the
+    night's run, never a full refresh, and says nothing about the target's health."""
+    return mode == RESEND_MODE or mode_reason.startswith(_RESEND_REASON)
+
+
+def tells(outcome: str, mode: str, mode_reason: str = "") -> bool:
+    """Whether a run says how its target is: a telling outcome of a run that isn't a resend."""
+    return outcome in TELLING_OUTCOMES and not is_resend(mode, mode_reason)

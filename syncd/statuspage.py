@@ -1,6 +1,7 @@
 """The status page the daemon's listener serves on ``/`` and ``/status``: read-only HTML.
 
-``collect_status`` reads each target's last runs, runs in flight, open rejections and
+``collect_status`` reads each target's last runs, runs in flight (with their progress:
+the counts state holds, and the daemon's own for a run it is doing), open rejections and
 drift from the state store; ``render_status_page`` turns that into one HTML document
 (no build step; a few lines of vanilla JS filter the rejections as you type, and the
 GET form does the same without JS). Every piece of text is scrubbed of secrets and
@@ -14,21 +15,30 @@ import hashlib
 import html
 import time
 import urllib.parse
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from syncd import __version__
 from syncd.config import SyncdConfig
-from syncd.logs import scrub, scrub_snippet
+from syncd.logs import ELLIPSIS, scrub, scrub_snippet
 from syncd.model import RejectionRecord, RunRecord
+from syncd.runs import is_resend
 from syncd.state import StateStore
 
 MAX_REJECTIONS = 200
 """Open rejections listed at most (a search by key narrows the whole set first)."""
 MAX_RUNS = 20
 """Last runs listed, all targets together."""
-_REASON_LIMIT = 300
+_SUMMARY_LIMIT = 120
+"""An error or reason longer than this (or on several lines) is folded: its first line,
+cut, with the rest behind a ``<details>`` (and a tooltip), so rows stay one line high."""
+_FULL_LIMIT = 4000
+_FINISHED = ("ok", "partial")
+"""Runs that went to the end: what a run in flight is compared with."""
+
+Progress = Mapping[str, Mapping[str, int]]
+"""Target -> counts of the run this process is doing for it (``"requests answered"``...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,9 @@ class TargetStatus:
     last: RunRecord | None
     products: int | None
     open_rejections: int
+    took: Mapping[str, float] = field(default_factory=dict)
+    """Mode -> seconds the target's last run of that mode took (one that went to the end,
+    not a resend): a run in flight is compared with the same kind of run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +69,38 @@ class StatusSnapshot:
     query: str = ""
     error: str | None = None
     """Why the state could not be read (the page still answers)."""
+    progress: Progress = field(default_factory=dict)
+    """The daemon's own counts of the run it is doing, per target."""
+
+
+def _took(runs: list[RunRecord]) -> dict[str, float]:
+    took: dict[str, float] = {}
+    for run in runs:  # newest first: the first of each mode wins
+        if (
+            run.outcome in _FINISHED
+            and run.finished_at is not None
+            and not is_resend(run.mode, run.mode_reason)
+        ):
+            took.setdefault(run.mode, run.finished_at - run.started_at)
+    return took
 
 
 def collect_status(
-    config: SyncdConfig, store: StateStore, *, query: str = "", now: float | None = None
+    config: SyncdConfig,
+    store: StateStore,
+    *,
+    query: str = "",
+    now: float | None = None,
+    progress: Progress | None = None,
 ) -> StatusSnapshot:
-    """Read what the page shows from ``store``; ``query`` narrows rejections by key."""
+    """Read what the page shows from ``store``; ``query`` narrows rejections by key;
+    ``progress`` is the daemon's own count of the run it is doing."""
     now = time.time() if now is None else now
     runs = store.recent_runs(limit=max(MAX_RUNS, 50))
     targets = []
     for target in config.targets:
-        finished = next(
-            (r for r in store.recent_runs(target.name, limit=20) if r.outcome != "running"), None
-        )
+        own = store.recent_runs(target.name, limit=50)
+        finished = next((r for r in own if r.outcome != "running"), None)
         targets.append(
             TargetStatus(
                 name=target.name,
@@ -77,6 +109,7 @@ def collect_status(
                 last=finished,
                 products=store.count(target.name),
                 open_rejections=len(store.open_rejections(target.name)),
+                took=_took(own),
             )
         )
     rejections = store.open_rejections()
@@ -90,16 +123,20 @@ def collect_status(
         rejections=tuple(matching[:MAX_REJECTIONS]),
         rejections_total=len(matching),
         query=query,
+        progress=dict(progress or {}),
     )
 
 
 def status_page(
-    config: SyncdConfig, store: Callable[[], StateStore | None]
+    config: SyncdConfig,
+    store: Callable[[], StateStore | None],
+    progress: Callable[[], Progress] | None = None,
 ) -> Callable[[str], tuple[bytes, str]]:
     """The listener's ``/status`` handler: the query string in, the HTML page out.
 
     ``store`` gives the daemon's open state store (None before it is open); a state
-    that can't be read still gives a page, saying why.
+    that can't be read still gives a page, saying why. ``progress`` gives the daemon's
+    counts of the run it is doing.
     """
 
     def page(query_string: str) -> tuple[bytes, str]:
@@ -108,7 +145,9 @@ def status_page(
         try:
             if opened is None:
                 raise RuntimeError("the state store is not open yet")
-            snapshot = collect_status(config, opened, query=query)
+            snapshot = collect_status(
+                config, opened, query=query, progress=progress() if progress else None
+            )
         except Exception as exc:  # the page reports it; the listener goes on
             snapshot = StatusSnapshot(
                 now=time.time(),
@@ -168,6 +207,8 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .failed, .blocked { background: #ffd8d8; } .partial, .interrupted, .locked { background: #fff0c8; }
 .muted { color: #777; } .reason { max-width: 40rem; word-break: break-word; }
 .error { background: #ffd8d8; padding: .5rem; }
+details.long summary { cursor: pointer; }
+details.long pre { white-space: pre-wrap; max-height: 20rem; overflow: auto; margin: .3rem 0; }
 """
 
 
@@ -187,6 +228,42 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes = f"{rest // 60:02d}m" if hours else f"{rest // 60}m"
     return f"{hours}h{minutes}{rest % 60:02d}s" if hours else f"{minutes}{rest % 60:02d}s"
+
+
+def _folded(text: str) -> str:
+    """Scrubbed, escaped text; a long or multi-line one folded into its first line (cut,
+    with the whole as a tooltip) and a ``<details>`` holding the rest."""
+    whole = scrub_snippet(text, _FULL_LIMIT)
+    first = whole.splitlines()[0] if whole.strip() else ""
+    if len(whole) <= _SUMMARY_LIMIT and "\n" not in whole:
+        return html.escape(whole)
+    summary = scrub_snippet(first, _SUMMARY_LIMIT)
+    if summary == whole:
+        summary += ELLIPSIS
+    return (
+        f'<details class="long"><summary title="{html.escape(whole, quote=True)}">'
+        f"{html.escape(summary)}</summary><pre>{html.escape(whole)}</pre></details>"
+    )
+
+
+def _progress(run: RunRecord, own: Mapping[str, int] | None) -> str:
+    """What a run in flight has done so far: state's counts, the daemon's own."""
+    parts = [
+        f"{n} {name}"
+        for name, n in (
+            ("created", run.created),
+            ("updated", run.updated),
+            ("deleted", run.deleted),
+            ("rejected", run.rejected),
+            ("failed", run.failed),
+            ("requests", run.requests),
+        )
+        if n
+    ]
+    parts += [f"{n} {name}" for name, n in (own or {}).items()]
+    if not parts:
+        return "; progress: not known here (counts come when it ends)"
+    return "; so far: " + ", ".join(parts)
 
 
 def _outcome(outcome: str) -> str:
@@ -227,16 +304,20 @@ def _in_flight(snapshot: StatusSnapshot) -> str:
         return '<p id="in-flight" class="muted">No run in progress.</p>'
     items = []
     for run in snapshot.in_flight:
-        previous = next((t.last for t in snapshot.targets if t.name == run.target and t.last), None)
-        took = ""
-        if previous is not None and previous.finished_at is not None:
-            took = f"; the last run took {_duration(previous.finished_at - previous.started_at)}"
+        target = next((t for t in snapshot.targets if t.name == run.target), None)
+        seconds = target.took.get(run.mode) if target is not None else None
+        took = (
+            f"; the last {run.mode} run took {_duration(seconds)}"
+            if seconds is not None
+            else f"; no {run.mode} run finished before"
+        )
         items.append(
             f'<li data-target="{_e(run.target)}">'
             f"Run in progress: <strong>{_e(run.target)}</strong> "
             f"({_e(run.mode)}: {_e(run.mode_reason or 'changes since the last run')}), "
             f"started {_when(run.started_at)}, running for "
-            f"{_duration(snapshot.now - run.started_at)}{took}"
+            f"{_duration(snapshot.now - run.started_at)}{_e(took)}"
+            f"{_e(_progress(run, snapshot.progress.get(run.target)))}"
             f"{f', by {_e(run.holder)}' if run.holder else ''}</li>"
         )
     return '<ul id="in-flight">' + "".join(items) + "</ul>"
@@ -246,7 +327,7 @@ def _runs(snapshot: StatusSnapshot) -> str:
     rows = []
     for run in snapshot.runs:
         took = "—" if run.finished_at is None else _duration(run.finished_at - run.started_at)
-        error = "" if not run.error else scrub_snippet(run.error, _REASON_LIMIT)
+        error = "" if not run.error else _folded(run.error)
         rows.append(
             f"<tr><td>{_e(run.target)}</td><td>{_when(run.started_at)}</td><td>{took}</td>"
             f"<td>{_e(run.mode)}</td><td>{_outcome(run.outcome)}</td>"
@@ -256,7 +337,7 @@ def _runs(snapshot: StatusSnapshot) -> str:
             f'<td class="n">{run.held}</td><td class="n">{run.requests}</td>'
             f'<td class="n">{run.retries}</td>'
             f'<td class="n">{"—" if run.drift is None else run.drift}</td>'
-            f'<td class="reason">{html.escape(error)}</td></tr>'
+            f'<td class="reason">{error}</td></tr>'
         )
     return (
         '<table id="runs"><thead><tr><th>target</th><th>started</th><th>took</th>'
@@ -271,7 +352,7 @@ def _runs(snapshot: StatusSnapshot) -> str:
 def _rejections(snapshot: StatusSnapshot) -> str:
     rows = [
         f'<tr data-key="{_e(r.key)}"><td>{_e(r.target)}</td><td class="key">{_e(r.key)}</td>'
-        f'<td class="reason">{html.escape(scrub_snippet(r.reason, _REASON_LIMIT))}</td>'
+        f'<td class="reason">{_folded(r.reason)}</td>'
         f"<td>{'target' if r.by_target else 'syncd'}</td><td>{_when(r.first_seen)}</td>"
         f'<td>{_when(r.last_seen)}</td><td class="n">{r.count}</td></tr>'
         for r in snapshot.rejections

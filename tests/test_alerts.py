@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from structlog.testing import capture_logs
 from syncd.alerts import Alert, Alerter, alert_state
 from syncd.daemon import Daemon
 from syncd.errors import ConfigError
+from syncd.model import RunRecord
 from syncd.runs import RunReport, TargetReport
 from syncd.sandbox import FakeUserflux, Fault
-from syncd.state import open_store
+from syncd.state import StateStore, open_store
 from tests.test_daemon import ENV_KEYS, config_toml, load, write_catalog
 
 HOOK_TOKEN = "T0KEN-b3c9f1e2a7d4"
@@ -231,7 +234,79 @@ def test_a_slack_webhook_gets_one_line_of_text_and_a_target_s_own_table_wins(
     assert [path.endswith("/global") for path in hook.paths] == [False]
 
 
-def test_retries_back_off_exponentially_and_a_4xx_is_not_retried() -> None:
+def _config_with_hook(attempts: int = 1, backoff_s: float = 0.0) -> Any:
+    config = load(
+        config_toml(
+            catalog=Path("/x.jsonl"), state_url="sqlite://", userflux_url="http://127.0.0.1:9"
+        )
+    )
+    return config.model_copy(
+        update={
+            "alerts": config.alerts.model_copy(
+                update={"webhook_url_env": "HOOK", "attempts": attempts, "backoff_s": backoff_s}
+            )
+        }
+    )
+
+
+def _alerter(config: Any, answer: Any = None, slept: list[float] | None = None) -> Alerter:
+    return Alerter(
+        config,
+        environ={"HOOK": "http://hooks.invalid/secret-path-123456"},
+        transport=httpx.MockTransport(answer or (lambda request: httpx.Response(200))),
+        sleep=(slept if slept is not None else []).append,
+    )
+
+
+def _run(
+    store: StateStore,
+    outcome: str,
+    *,
+    mode: str = "incremental",
+    mode_reason: str = "",
+    rejected: int = 0,
+    error: str | None = None,
+    **figures: int,
+) -> RunReport:
+    """One run of target ``uf`` recorded in state, as the reconciler records it."""
+    run_id = store.start_run("uf", mode=mode, mode_reason=mode_reason, holder="test")
+    now = time.time()
+    store.finish_run(
+        RunRecord(
+            id=run_id,
+            target="uf",
+            started_at=now,
+            finished_at=now,
+            mode=mode,
+            mode_reason=mode_reason,
+            outcome=outcome,
+            rejected=rejected,
+            error=error,
+        )
+    )
+    target = TargetReport(
+        "uf",
+        "userflux",
+        run_id,
+        mode,
+        mode_reason,
+        outcome,
+        rejected=rejected,
+        error=error,
+        **figures,
+    )
+    return RunReport(targets=(target,), source_count=0, source_complete=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    opened.upgrade()
+    yield opened
+    opened.close()
+
+
+def test_retries_back_off_exponentially_and_a_4xx_is_not_retried(store: StateStore) -> None:
     statuses = iter([503, 429, 200, 404])
     seen: list[str] = []
 
@@ -239,45 +314,116 @@ def test_retries_back_off_exponentially_and_a_4xx_is_not_retried() -> None:
         seen.append(request.url.path)
         return httpx.Response(next(statuses))
 
-    config = load(
-        config_toml(
-            catalog=Path("/x.jsonl"), state_url="sqlite://", userflux_url="http://127.0.0.1:9"
-        )
-    )
-    config = config.model_copy(
-        update={
-            "alerts": config.alerts.model_copy(
-                update={"webhook_url_env": "HOOK", "attempts": 4, "backoff_s": 0.5}
-            )
-        }
-    )
     slept: list[float] = []
-    alerter = Alerter(
-        config,
-        environ={"HOOK": "http://hooks.invalid/secret-path-123456"},
-        transport=httpx.MockTransport(answer),
-        sleep=slept.append,
-    )
-    report = RunReport(
-        targets=(TargetReport("uf", "userflux", None, "incremental", "", "failed", error="boom"),),
-        source_count=0,
-        source_complete=True,
-    )
-    [alert] = alerter.observe(report)
+    alerter = _alerter(_config_with_hook(attempts=4, backoff_s=0.5), answer, slept)
+    report = _run(store, "failed", error="boom")
+    [alert] = alerter.observe(report, store)
     assert alert == Alert(
-        "uf", "ok", "failed", alert.at, None, "incremental", alert.figures, "boom"
+        "uf",
+        "ok",
+        "failed",
+        alert.at,
+        report.targets[0].run_id,
+        "incremental",
+        alert.figures,
+        "boom",
     )
-    assert alerter.observe(report) == []  # same state again: no alert
-    recovered = RunReport(
-        targets=(TargetReport("uf", "userflux", None, "incremental", "", "ok"),),
-        source_count=0,
-        source_complete=True,
-    )
-    assert [a.current for a in alerter.observe(recovered)] == ["ok"]
+    assert alerter.observe(_run(store, "failed", error="boom"), store) == []  # same state
+    assert [a.current for a in alerter.observe(_run(store, "ok"), store)] == ["ok"]
     assert alerter.close(5)
     assert slept == [0.5, 1.0]  # 503, 429 retried; the recovery's 404 is not
     assert len(seen) == 4
     assert (alerter.delivered, alerter.given_up) == (1, 1)
+
+
+def test_two_replicas_on_one_state_announce_each_change_once(store: StateStore) -> None:
+    config = _config_with_hook()
+    first, second = _alerter(config), _alerter(config)  # two daemons, or a CLI run beside one
+    announced = [
+        *first.observe(_run(store, "ok"), store),
+        *second.observe(_run(store, "failed", error="HTTP 401"), store),
+        *first.observe(_run(store, "failed", error="HTTP 401"), store),  # not news
+        *second.observe(_run(store, "ok"), store),
+        *first.observe(_run(store, "ok"), store),  # not news either
+        *first.observe(_run(store, "blocked"), store),
+    ]
+    assert [(a.previous, a.current) for a in announced] == [
+        ("ok", "failed"),
+        ("failed", "ok"),
+        ("ok", "blocked"),
+    ]
+    assert first.close(5) and second.close(5)
+
+
+@pytest.mark.parametrize("mode", ["resend", "full"])
+def test_a_resend_is_not_a_telling_run_it_neither_alerts_nor_hides_a_change(
+    store: StateStore, mode: str
+) -> None:
+    # ``full`` with a resend's reason: how a resend was recorded before it had its own mode
+    reason = "resend of 2 named products: sent whole"
+    alerter = _alerter(_config_with_hook())
+    announced = [
+        *alerter.observe(_run(store, "failed", error="HTTP 503"), store),
+        *alerter.observe(_run(store, "ok", mode=mode, mode_reason=reason), store),
+        *alerter.observe(_run(store, "failed", error="HTTP 503"), store),
+        *alerter.observe(_run(store, "failed", mode=mode, mode_reason=reason), store),
+        *alerter.observe(_run(store, "ok"), store),
+    ]
+    assert [(a.previous, a.current) for a in announced] == [("ok", "failed"), ("failed", "ok")]
+    assert alerter.close(5)
+
+
+def test_recovering_from_failed_with_rejections_open_says_so(store: StateStore) -> None:
+    alerter = _alerter(_config_with_hook())
+    alerter.observe(_run(store, "failed", error="HTTP 401"), store)
+    [alert] = alerter.observe(_run(store, "ok", rejected=3, refreshed=4, not_attempted=0), store)
+    assert alerter.close(5)
+    assert (alert.previous, alert.current) == ("failed", "rejecting")
+    assert alert.text().startswith(
+        "syncd: target uf recovered from failed; still rejecting 3 products"
+    )
+    body = alert.payload()
+    assert body["event"] == "syncd.target.recovered"
+    assert body["figures"]["refreshed"] == 4
+    assert "not_attempted" in body["figures"]
+
+
+def test_a_webhook_s_timestamp_is_iso_8601_utc_with_a_z(store: StateStore) -> None:
+    alerter = _alerter(_config_with_hook())
+    [alert] = alerter.observe(_run(store, "blocked"), store)
+    assert alerter.close(5)
+    at = alert.payload()["at"]
+    assert at.endswith("Z") and "+" not in at
+    assert datetime.fromisoformat(at) == datetime.fromtimestamp(alert.at, UTC)
+
+
+def test_a_run_that_raises_again_and_again_is_recorded_failed_and_alerted_once(
+    tmp_path: Path, hook: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenReconciler:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def sync(self, options: Any) -> RunReport:
+            raise RuntimeError("the source adapter crashed")
+
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        daemon = _daemon(tmp_path, fake, hook.url)
+        daemon.start()
+        try:
+            assert _runs(daemon, fake, [False]) == ["ok"]
+            monkeypatch.setattr("syncd.daemon.Reconciler", BrokenReconciler)
+            for _ in range(3):
+                assert daemon.run_once(full=False, reason="", trigger="test") is None
+            assert daemon.alerter.close(5)
+            runs = daemon.store.recent_runs("uf") if daemon.store else []
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+
+    assert [(b["previous_state"], b["state"]) for b in hook.bodies] == [("ok", "failed")]
+    assert [r.outcome for r in runs] == ["failed", "failed", "failed", "ok"]
+    assert "the source adapter crashed" in (runs[0].error or "")
 
 
 def test_an_alert_webhook_named_but_not_set_is_a_config_error_naming_its_key() -> None:

@@ -285,6 +285,55 @@ def test_check_config_reports_contract_problems_with_the_rest_in_one_pass(tmp_pa
     assert "targets[0].mapping.price: constant 0 is refused" in result.output
 
 
+@pytest.mark.parametrize(
+    "refused_by_the_model",
+    [
+        "concurrency = 0\n",  # out of range
+        "colour = 'blue'\n",  # an unknown key
+        "batch_size = 'many'\n",  # the wrong type
+    ],
+)
+def test_check_config_reports_contract_problems_with_the_model_s_own_in_one_pass(
+    tmp_path, refused_by_the_model
+):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[source]\nkind = "file"\npath = "c.jsonl"\n'
+        '[[targets]]\nkind = "vambe"\nname = "vb"\napi_key_env = "VB_KEY"\n'
+        f'block_id = "my-block"\n{refused_by_the_model}'
+        '[targets.mapping]\ncurrency = { const = "GBP" }\n'
+        'callable = "no_such_hooks_module:fix"\n'
+        '[[targets]]\nkind = "userflux"\nname = "uf"\napi_key_env = "UF_KEY"\n'
+        'type_id = "a/b"\nbase_url = 5\n'
+    )
+    result = CliRunner().invoke(main, ["check-config", "--config", str(path)], env={})
+    assert result.exit_code == 2
+    out = result.output
+    assert "targets[0]." in out.replace("targets[0].block_id", "").replace(
+        "targets[0].mapping", ""
+    )  # the model's own problem ...
+    assert "targets[1].base_url" in out
+    assert "VB_KEY is not set" in out
+    # ... and, in the same pass, what the contracts and the hook say
+    assert "targets[0].block_id: 'my-block' is not a UUID" in out
+    assert "targets[0].mapping.currency: constant 'GBP' is refused" in out
+    assert "targets[0].mapping.callable: cannot import 'no_such_hooks_module:fix'" in out
+    assert "targets[1].type_id: 'a/b'" in out
+    assert out.count("is not a UUID") == 1
+
+
+def test_check_config_prints_the_sample_s_warnings_when_a_secret_is_missing(config):
+    config.write_text(config.read_text().replace('name = "title"', 'name = "titel"'))
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "check-config", "--sample", "5"], env={"UF_KEY": ""}
+    )
+    assert result.exit_code == 2
+    assert "UF_KEY is not set" in result.output
+    assert "warning: targets[0].mapping.properties.name: path 'titel' is in none of the 5" in (
+        result.output
+    )
+
+
 def test_check_config_sample_warns_about_mapping_paths_no_record_has(config, tmp_path):
     text = config.read_text().replace('name = "title"', 'name = "titel"')
     config.write_text(text)
@@ -296,3 +345,23 @@ def test_check_config_sample_warns_about_mapping_paths_no_record_has(config, tmp
         result.output
     )
     assert "properties.price" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason", "advice"),
+    [
+        ("incremental", "", "the next run sends them"),
+        ("full", "full refresh requested (--full)", "re-run `syncd sync --full --target uf`"),
+        ("resend", "resend of 2 named products: sent whole", "run the resend again"),
+    ],
+)
+def test_an_interrupted_run_says_what_sends_the_rest_by_its_mode(mode, reason, advice):
+    from syncd.report import not_attempted_note
+    from syncd.runs import TargetReport
+
+    report = TargetReport("uf", "userflux", 1, mode, reason, "interrupted", not_attempted=8)
+    note = not_attempted_note(report)
+    assert note is not None and note.startswith("uf: 8 products not attempted")
+    assert advice in note
+    if mode != "incremental":
+        assert "the next run sends them" not in note

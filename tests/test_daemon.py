@@ -542,13 +542,18 @@ def test_an_interval_schedule_catches_up_when_the_last_run_is_older_than_the_int
     assert found is not None and not found.full
 
 
-def _record_run(state_url: str, started_at: float, outcome: str = "ok") -> None:
+def _record_run(
+    state_url: str,
+    started_at: float,
+    outcome: str = "ok",
+    mode: str = "incremental",
+    reason: str = "",
+) -> None:
     store = open_store(state_url)
     try:
-        run_id = store.start_run("uf", mode="incremental", mode_reason="", holder="test:1:x")
-        store.finish_run(
-            RunRecord(run_id, "uf", started_at, started_at + 1, "incremental", "", outcome)
-        )
+        store.upgrade()
+        run_id = store.start_run("uf", mode=mode, mode_reason=reason, holder="test:1:x")
+        store.finish_run(RunRecord(run_id, "uf", started_at, started_at + 1, mode, reason, outcome))
     finally:
         store.close()
 
@@ -582,8 +587,59 @@ def test_a_daemon_started_after_its_cron_time_with_no_run_since_runs_it_at_start
                 assert daemon.shutdown()
     [started] = [e for e in logs if e["event"] == "syncd.daemon.run_started"]
     assert started["trigger"] == "catch_up"
+    assert started["reason"].startswith("scheduled sync missed (due ")
+    [catching_up] = [e for e in logs if e["event"] == "syncd.daemon.catching_up"]
+    assert catching_up["reason"] == started["reason"]
     assert daemon.missed is not None and not daemon.missed.full
     assert len(pushed_ids(fake)) == 2
+
+
+def test_a_resend_after_the_cron_time_is_not_the_night_s_run(tmp_path: Path) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        daemon = _nightly_an_hour_ago(tmp_path, fake)
+        _record_run(state_url, time.time() - 2 * 86_400)  # the night before last
+        _record_run(state_url, time.time() - 1800, mode="resend", reason=_RESEND_REASON)
+        daemon.start()
+        try:
+            wait_until("the caught-up run", lambda: daemon.runs_finished >= 1, timeout=10)
+        finally:
+            daemon.request_stop()
+            assert daemon.shutdown()
+    assert daemon.missed is not None and not daemon.missed.full
+
+
+_RESEND_REASON = "resend of 2 named products: sent whole"
+
+
+@pytest.mark.parametrize(
+    "resend_mode",
+    ["resend", "full"],  # full: how a resend was recorded before it had its own mode
+)
+def test_a_resend_is_not_the_last_full_refresh_and_a_missed_one_is_named_so(
+    tmp_path: Path, resend_mode: str
+) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    now = datetime.now(UTC)
+    due = now - timedelta(hours=1)
+    weekly = f"{due.minute} {due.hour} * * {(due.weekday() + 1) % 7}"  # crontab: 0 = Sunday
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        daemon = _daemon(
+            tmp_path, fake, 2, cron=f"{due.minute} {due.hour} * * *", full_refresh_cron=weekly
+        )
+        _record_run(state_url, time.time() - 8 * 86_400, mode="full")  # last week's
+        _record_run(state_url, time.time() - 2 * 86_400)
+        _record_run(state_url, time.time() - 1800, mode=resend_mode, reason=_RESEND_REASON)
+        with capture_logs() as logs:
+            daemon.start()
+            try:
+                wait_until("the caught-up run", lambda: daemon.runs_finished >= 1, timeout=10)
+            finally:
+                daemon.request_stop()
+                assert daemon.shutdown()
+    assert daemon.missed is not None and daemon.missed.full
+    [started] = [e for e in logs if e["event"] == "syncd.daemon.run_started"]
+    assert started["reason"].startswith("scheduled full refresh missed (due ")
 
 
 def test_a_daemon_whose_last_run_is_after_the_last_cron_time_does_not_run_at_start(

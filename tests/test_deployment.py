@@ -140,6 +140,57 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes_at_the_tested_versio
         )
 
 
+def _build_lock() -> dict[str, tuple[str, list[str]]]:
+    found: dict[str, tuple[str, list[str]]] = {}
+    text = (DEPLOY / "build-requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            spec, *hashes = line.split("--hash=")
+            name, version = spec.strip().split("==")
+            found[name.lower().replace("_", "-")] = (version, [h.strip() for h in hashes])
+    return found
+
+
+def _requires(name: str) -> list[str]:
+    """The distributions ``name`` needs on this Python (extras and other markers left out)."""
+    from packaging.requirements import Requirement
+
+    needed = []
+    for line in importlib.metadata.requires(name) or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            needed.append(_name(requirement.name))
+    return needed
+
+
+def test_the_build_backend_is_locked_with_hashes_and_the_wheel_built_without_isolation() -> None:
+    lines = _dockerfile()
+    build_lock = _build_lock()
+    wanted = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
+    seen, todo = set(), [_name(r) for r in wanted]
+    while todo:  # every build requirement and what it needs, at the versions tested
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in build_lock, f"{name} is not in build-requirements.lock"
+        version, hashes = build_lock[name]
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+        assert importlib.metadata.version(name) == version, (
+            f"{name}: build-requirements.lock says {version}, the tests build with "
+            f"{importlib.metadata.version(name)}; run scripts/lock-requirements.sh"
+        )
+        todo.extend(_requires(name))
+    installs = [line for line in lines if "pip install" in line]
+    assert any(
+        "--require-hashes" in line and "build-requirements.lock" in line for line in installs
+    ), installs
+    builds = [line for line in lines if re.search(r"pip\S* wheel|pip\S* install \S*\.", line)]
+    assert builds, "the Dockerfile builds no wheel"
+    for line in builds:
+        assert "--no-build-isolation" in line, f"the build fetches its backend unpinned: {line}"
+
+
 # -- compose ---------------------------------------------------------------------------------
 
 
@@ -185,6 +236,15 @@ def test_the_compose_file_runs_two_read_only_replicas_on_postgresql_with_what_sy
     assert any(m.get("target") == "/tmp/syncd" for m in syncd["volumes"] if isinstance(m, dict))
     for port in syncd["ports"]:
         assert port.startswith("127.0.0.1:") and port.endswith(f":{config.health.port}")
+
+
+def test_every_compose_image_is_pinned_by_digest() -> None:
+    compose = _yaml().safe_load((DEPLOY / "compose.yaml").read_text())
+    pulled = {name: s["image"] for name, s in compose["services"].items() if "build" not in s}
+    assert pulled, "no image pulled"
+    for name, image in pulled.items():
+        assert DIGEST.match(image), f"{name}: image not pinned by digest: {image}"
+    assert "imagetools inspect" in (DEPLOY / "compose.yaml").read_text()  # how to refresh
 
 
 # -- Kubernetes ------------------------------------------------------------------------------
@@ -233,6 +293,29 @@ def test_the_kubernetes_probes_and_volumes_match_the_config_syncd_reads() -> Non
     assert pod["terminationGracePeriodSeconds"] > config.schedule.shutdown_grace_s
 
 
+def test_the_kubernetes_image_claims_no_release_that_does_not_exist() -> None:
+    [container] = _manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    image = container["image"]
+    tag = image.rsplit(":", 1)[1] if "@" not in image else None
+    if tag is not None and re.fullmatch(r"v?\d+(\.\d+)*", tag):
+        tags = subprocess.run(
+            ["git", "tag", "--list"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert tag in tags or f"v{tag}" in tags, f"{image}: no release {tag} exists"
+    else:  # a placeholder the README explains
+        assert image in (REPO / "README.md").read_text(), image
+
+
+def test_the_catalog_claim_is_read_only_and_its_comment_says_so() -> None:
+    found = _manifests()
+    assert found["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadOnlyMany"]
+    [container] = found["Deployment"]["spec"]["template"]["spec"]["containers"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/catalog"]
+    assert mount["readOnly"] is True
+    header = (DEPLOY / "kubernetes" / "syncd.yaml").read_text().split("\n---", 1)[0]
+    assert "writes to" not in header.replace("never writes to it", "")
+
+
 # -- systemd ---------------------------------------------------------------------------------
 
 
@@ -260,6 +343,24 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     result = subprocess.run([analyze, "verify", unit], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ignoring" not in result.stderr and "Unknown" not in result.stderr, result.stderr
+
+
+def test_the_systemd_unit_puts_the_example_config_s_state_under_its_state_directory() -> None:
+    unit = _unit()
+    assert "strict" in unit["ProtectSystem"]
+    environ = dict(assignment.split("=", 1) for assignment in unit["Environment"])
+    raw = tomllib.loads((DEPLOY / "config.toml").read_text())
+    keys = {t["api_key_env"]: "x" for t in raw["targets"]}
+    config_dir = Path(environ["SYNCD_CONFIG"]).parent
+    config = parse_config(raw, environ={**environ, **keys}, base_dir=config_dir)
+    url = config.state.resolved_url({**environ, **keys})
+    assert url.startswith("sqlite:////"), f"not an absolute SQLite path: {url}"
+    database = Path(url.removeprefix("sqlite:///"))
+    [state_directory] = unit["StateDirectory"]
+    assert database.is_relative_to(Path("/var/lib") / state_directory), database
+    assert not database.is_relative_to(config_dir)
+    text = (DEPLOY / "syncd.service").read_text()
+    assert "absolute" in text.lower() and "StateDirectory" in text
 
 
 def test_the_systemd_units_exec_start_runs_the_daemon_and_stops_on_its_kill_signal(

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncd import __version__
-from syncd.daemon import sync_once
+from syncd.daemon import Daemon, sync_once
 from syncd.metrics import OPERATIONS, OUTCOMES, Progress, SyncdMetrics
+from syncd.model import RunRecord
 from syncd.reconcile import RunOptions, RunReport, TargetReport
-from syncd.sandbox import FakeUserflux
+from syncd.sandbox import FakeUserflux, Fault
 from syncd.state import open_store
 from tests.test_daemon import config_toml, free_port, load, wait_until, write_catalog
 
@@ -240,6 +242,136 @@ def test_sync_once_serves_metrics_while_the_run_lasts(tmp_path: Path) -> None:
         "syncd_http_requests",
         "syncd_runs",
     }
+
+
+# -- several replicas: the state gauges come from state ------------------------------
+
+
+def _record(store: Any, outcome: str, *, mode: str = "incremental", rejected: int = 0) -> int:
+    run_id = store.start_run("uf", mode=mode, mode_reason="", holder="other:1:x")
+    if outcome != "running":
+        now = time.time()
+        store.finish_run(
+            RunRecord(run_id, "uf", now - 1, now, mode, "", outcome, rejected=rejected)
+        )
+    return int(run_id)
+
+
+def test_a_replica_whose_run_was_locked_reports_what_the_other_replica_did(
+    tmp_path: Path,
+) -> None:
+    catalog = tmp_path / "catalog.jsonl"
+    write_catalog(catalog, 3)
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    environ = {"TEST_UF_KEY": "uf-secret-key"}
+    with FakeUserflux(api_key="uf-secret-key") as fake:
+        config = load(
+            config_toml(
+                catalog=catalog,
+                state_url=state_url,
+                userflux_url=fake.url,
+                schedule={"full_refresh_cron": "", "catch_up": False},
+                concurrency=1,
+            )
+        )
+        first = Daemon(config, lambda: open_store(state_url), environ=environ)
+        second = Daemon(config, lambda: open_store(state_url), environ=environ)
+        first.start()
+        second.start()
+        try:
+            assert first.run_once(full=False, reason="", trigger="test") is not None
+            succeeded = first.store.recent_runs("uf")[0].finished_at if first.store else None
+            write_catalog(catalog, 3, version=2)
+            fake.inject(Fault(status=401, times=None))
+            failed = first.run_once(full=False, reason="", trigger="test")
+            assert failed is not None and failed.targets[0].outcome == "failed"
+            assert second.store is not None
+            assert second.store.acquire_lease("uf", "other:1:x", 60, time.time())
+            locked = second.run_once(full=False, reason="", trigger="test")
+            assert locked is not None and locked.targets[0].outcome == "locked"
+        finally:
+            for daemon in (first, second):
+                daemon.request_stop()
+                assert daemon.shutdown()
+    mine, theirs = samples(first.metrics), samples(second.metrics)
+    assert value(theirs, "syncd_last_run_outcome", target="uf", outcome="failed") == 1
+    assert value(theirs, "syncd_last_run_outcome", target="uf", outcome="ok") == 0
+    assert value(theirs, "syncd_last_success_timestamp_seconds", target="uf") == succeeded
+    assert value(theirs, "syncd_products_in_state", target="uf") == 3
+    for name in (
+        "syncd_last_run_outcome",
+        "syncd_last_success_timestamp_seconds",
+        "syncd_open_rejections",
+        "syncd_products_in_state",
+    ):
+        assert {k: v for k, v in mine.items() if k[0] == name} == {
+            k: v for k, v in theirs.items() if k[0] == name
+        }
+
+
+def test_a_target_that_never_succeeded_has_its_last_success_at_zero() -> None:
+    found = samples(SyncdMetrics(["uf"]))
+    # 0: ``time() - syncd_last_success_timestamp_seconds`` is then huge and the rule fires
+    assert value(found, "syncd_last_success_timestamp_seconds", target="uf") == 0
+
+
+def test_the_state_gauges_are_read_back_from_state_and_a_resend_tells_nothing(
+    tmp_path: Path,
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.upgrade()
+    try:
+        metrics = SyncdMetrics(["uf"])
+        _record(store, "ok")
+        ok_at = store.recent_runs("uf")[0].finished_at
+        _record(store, "failed")
+        _record(store, "ok", mode="resend")  # two keys by hand: not a successful run
+        metrics.refresh_from_state(store, ["uf"])
+        found = samples(metrics)
+        assert value(found, "syncd_last_run_outcome", target="uf", outcome="failed") == 1
+        assert value(found, "syncd_last_success_timestamp_seconds", target="uf") == ok_at
+        metrics.observe_report(
+            RunReport(
+                (
+                    TargetReport(
+                        target="uf",
+                        kind="userflux",
+                        run_id=9,
+                        mode="resend",
+                        mode_reason="",
+                        outcome="ok",
+                    ),
+                ),
+                1,
+                True,
+            )
+        )
+        found = samples(metrics)
+        assert value(found, "syncd_last_run_outcome", target="uf", outcome="failed") == 1
+        assert value(found, "syncd_last_success_timestamp_seconds", target="uf") == ok_at
+    finally:
+        store.close()
+
+
+def test_a_run_recorded_as_running_by_another_replica_shows_as_in_progress(
+    tmp_path: Path,
+) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.upgrade()
+    try:
+        metrics = SyncdMetrics(["uf"])
+        _record(store, "ok")
+        metrics.refresh_from_state(store, ["uf"])
+        assert value(samples(metrics), "syncd_run_in_progress") == 0
+        assert store.acquire_lease("uf", "other:1:x", 60, time.time())
+        _record(store, "running")
+        metrics.refresh_from_state(store, ["uf"])
+        assert value(samples(metrics), "syncd_run_in_progress") == 1
+        store.release_lease("uf", "other:1:x")  # its holder died: the row is stale
+        metrics.refresh_from_state(store, ["uf"])
+        assert value(samples(metrics), "syncd_run_in_progress") == 0
+    finally:
+        store.close()
 
 
 def test_progress_forwards_events_and_prints_a_line_now_and_then(capsys) -> None:  # type: ignore[no-untyped-def]

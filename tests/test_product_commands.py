@@ -190,7 +190,8 @@ def test_show_of_an_unchanged_product_says_a_sync_sends_nothing(config, fakes):
     assert run(config, "sync").exit_code == 0
     result = run(config, "show", "P00001", "--target", "uf")
     assert result.exit_code == 0
-    assert "request: none" in result.output and "syncd resend P00001" in result.output
+    assert "request: none" in result.output
+    assert "syncd --config " in result.output and "resend --target uf -- P00001" in result.output
 
 
 def test_show_of_a_key_not_in_the_source_exits_1(config):
@@ -305,3 +306,52 @@ def test_show_says_a_product_the_targets_where_can_not_test_is_rejected_there(
     [vb] = json.loads(result.stdout)["targets"]
     assert vb["request"] is None
     assert vb["reason"].startswith("rejected, not sent: targets[1].where: stock: not a number")
+
+
+def test_show_suggests_a_shell_quoted_resend_with_the_config_that_works_as_printed(
+    config, fakes, tmp_path
+):
+    import re
+    import shlex
+
+    folder = tmp_path / "my configs"
+    folder.mkdir()
+    moved = folder / "syncd.toml"
+    moved.write_text(config.read_text())
+    records = catalog(3)
+    odd = "it's a $HOME key"
+    records[0]["sku"] = odd
+    write_jsonl(folder / "catalog.jsonl", records)
+    assert run(moved, "sync").exit_code == 0
+
+    result = run(moved, "show", odd, "--target", "uf")
+
+    assert result.exit_code == 0, result.output
+    [command] = re.findall(r"`(syncd [^`]+)`", result.output)
+    args = shlex.split(command)
+    assert args[:3] == ["syncd", "--config", str(moved)]
+    assert odd in args
+    uf, vb = fakes
+    before_uf, before_vb = len(uf.requests), len(vb.requests)
+    resent = CliRunner().invoke(main, args[1:], env=ENV)
+    assert resent.exit_code == 0, resent.output
+    assert len(uf.requests) == before_uf + 1 and len(vb.requests) == before_vb
+    assert odd in str(uf.requests[-1])
+
+
+def test_the_readme_s_commands_for_looking_at_the_demo_work_as_written(tmp_path, monkeypatch):
+    import re
+    import shlex
+
+    from syncd.demo import run_demo
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^\.venv/bin/(syncd [^\n`]*\.demo/[^\n`]*)$", readme, re.MULTILINE)
+    commands += re.findall(r"`(syncd [^`]*\.demo/[^`]*)`", readme)
+    assert len(commands) >= 3
+    monkeypatch.chdir(tmp_path)
+    assert run_demo(tmp_path / ".demo") == 0
+    for command in commands:
+        result = CliRunner().invoke(main, shlex.split(command)[1:], env=NO_KEYS)
+        assert result.exit_code == 0, f"{command}: {result.output}"
+        assert "Traceback" not in result.output

@@ -45,16 +45,23 @@ def _config(state_url: str, port: int = 0) -> Any:
     )
 
 
-def _finish(store: StateStore, target: str, **fields: Any) -> None:
-    run_id = store.start_run(target, mode="incremental", mode_reason="", holder="host-a")
+def _finish(
+    store: StateStore,
+    target: str,
+    *,
+    mode: str = "incremental",
+    seconds: float = 125,
+    **fields: Any,
+) -> None:
+    run_id = store.start_run(target, mode=mode, mode_reason="", holder="host-a")
     [started] = [r for r in store.recent_runs(target, limit=5) if r.id == run_id]
     store.finish_run(
         RunRecord(
             id=run_id,
             target=target,
-            started_at=started.started_at - 125,
+            started_at=started.started_at - seconds,
             finished_at=started.started_at,
-            mode="incremental",
+            mode=mode,
             mode_reason="",
             holder="host-a",
             **fields,
@@ -66,6 +73,7 @@ def _finish(store: StateStore, target: str, **fields: Any) -> None:
 def store(sqlite_url: str) -> Iterator[StateStore]:
     register_secret(SECRET)
     opened = open_store(sqlite_url)
+    _finish(opened, "uf", mode="full", seconds=3725, outcome="ok", created=7, requests=7)
     _finish(opened, "uf", outcome="ok", created=7, updated=2, requests=9)
     _finish(
         opened,
@@ -192,7 +200,7 @@ def test_the_status_page_in_chromium_shows_a_run_in_progress_and_a_rejected_prod
     assert dom.title == "syncd status"  # no injected script renamed it
     text = " ".join(dom.all_text.split())
     assert "Run in progress: uf (full: --full given)" in text
-    assert "by host-b" in text and "the last run took 2m05s" in text
+    assert "by host-b" in text and "the last full run took 1h02m05s" in text  # like with like
     shown = dom.rows("data-key")
     assert shown == {"sku-1": True, "sku-2": True, XSS_KEY: True, SCRIPT_KEY: True}
     assert XSS_KEY in text and SCRIPT_KEY in text  # the keys are text, not markup
@@ -252,6 +260,96 @@ def test_keys_reasons_and_errors_are_escaped_and_scrubbed(
     assert "&lt;/script&gt;&lt;script&gt;" in page
     assert SECRET not in page
     assert "refused with ***" in page
+
+
+def test_a_run_in_flight_is_compared_with_the_last_run_of_its_own_mode(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    try:
+        _finish(store, "uf", mode="full", seconds=3725, outcome="ok")
+        _finish(store, "uf", mode="incremental", seconds=125, outcome="ok")
+        _finish(store, "uf", mode="incremental", seconds=5, outcome="failed")  # not to the end
+        _finish(store, "uf", mode="resend", seconds=1, outcome="ok")  # two keys: no yardstick
+        store.start_run("uf", mode="incremental", mode_reason="", holder="host-b")
+        page = render_status_page(collect_status(_config(sqlite_url), store)).decode()
+        assert "the last incremental run took 2m05s" in page
+        store.mark_interrupted("uf")
+        store.start_run("uf", mode="full", mode_reason="--full", holder="host-b")
+        page = render_status_page(collect_status(_config(sqlite_url), store)).decode()
+        assert "the last full run took 1h02m05s" in page
+    finally:
+        store.close()
+
+
+def test_a_run_in_flight_shows_the_daemon_s_progress_counts(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    try:
+        store.start_run("uf", mode="full", mode_reason="", holder="host-b")
+        config = _config(sqlite_url)
+        unknown = render_status_page(collect_status(config, store)).decode()
+        assert "progress: not known here" in unknown
+        page = status_page(
+            config, lambda: store, lambda: {"uf": {"requests answered": 1234, "retried": 5}}
+        )("")[0].decode()
+        assert "so far: 1234 requests answered, 5 retried" in page
+    finally:
+        store.close()
+
+
+def test_the_daemon_counts_the_requests_of_the_run_it_is_doing() -> None:
+    from syncd.metrics import SyncdMetrics
+
+    metrics = SyncdMetrics(["uf"])
+    metrics.request("uf", "product", "2xx", 0.1)  # before any run: not a run's progress
+    assert metrics.run_progress() == {}
+    metrics.run_started()
+    for _ in range(3):
+        metrics.request("uf", "product", "2xx", 0.1)
+    metrics.retry("uf", "503")
+    assert metrics.run_progress() == {"uf": {"requests answered": 3, "retried": 1}}
+    metrics.run_ended()
+    assert metrics.run_progress() == {}
+
+
+def test_a_long_error_is_folded_into_one_line_with_the_whole_behind_details(
+    sqlite_url: str,
+) -> None:
+    store = open_store(sqlite_url)
+    long_error = "Traceback (most recent call last):\n" + "\n".join(
+        f'  File "x.py", line {n}, in f{n}' for n in range(40)
+    )
+    try:
+        _finish(store, "uf", outcome="failed", error=long_error)
+        store.record_rejections("uf", [Rejection(key="sku-9", reason="x" * 2000)], time.time())
+        page = render_status_page(collect_status(_config(sqlite_url), store)).decode()
+    finally:
+        store.close()
+    parser = _Summaries()
+    parser.feed(page)
+    assert len(parser.summaries) == 2
+    for summary in parser.summaries:
+        assert "\n" not in summary and len(summary) <= 121
+    assert parser.summaries[0].startswith("Traceback (most recent call last):")
+    assert "line 39, in f39" in page  # the whole is still there, behind the fold
+
+
+class _Summaries(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: list[str] = []
+        self._inside = False
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag == "summary":
+            self._inside = True
+            self.summaries.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "summary":
+            self._inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self._inside:
+            self.summaries[-1] += data
 
 
 def test_the_search_query_is_escaped_in_the_search_box(store: StateStore, sqlite_url: str) -> None:

@@ -44,8 +44,11 @@ from syncd.daemon.schedule import (
 from syncd.errors import StateSchemaError, SyncdError
 from syncd.health import FAILING, HealthServer, Probes
 from syncd.leases import ReplicaHeartbeat, assign_targets, holder_id
+from syncd.logs import scrub
 from syncd.metrics import Progress, SyncdMetrics
+from syncd.model import RunRecord
 from syncd.reconcile import Reconciler, RunOptions, RunReport
+from syncd.runs import is_resend
 from syncd.state import StateStore
 from syncd.statuspage import status_page
 
@@ -57,9 +60,10 @@ StoreFactory = Callable[[], StateStore]
 SYNC_JOB, FULL_JOB, REASSERT_JOB, CATCH_UP_JOB = "sync", "full_refresh", "reassert", "catch_up"
 TAKEOVER_JOB = "takeover"
 _HARD_EXIT = 130
-_TELLING = ("ok", "partial", "blocked", "failed")
 _NOT_A_RUN = ("running", "interrupted")
 """Runs that never got to the end: they don't count as the night's run."""
+_SCRAPE_REFRESH_S = 10.0
+"""A scrape of /metrics reads the state gauges back from state at most this often."""
 _DAY_S = 86_400.0
 _ALERTS_CLOSE_S = 10.0
 """At shutdown or the end of ``syncd sync``: how long queued alerts may still take."""
@@ -71,15 +75,39 @@ _ALERTS_CLOSE_S = 10.0
 
 
 def _observe_state(store: StateStore, config: SyncdConfig, metrics: SyncdMetrics) -> None:
-    for target in config.targets:
+    """The per-target state gauges, read back from state (what every replica agrees on)."""
+    metrics.refresh_from_state(store, [t.name for t in config.targets if t.enabled])
+
+
+def record_failed_runs(
+    store: StateStore, targets: list[str], *, mode: str, reason: str, error: str
+) -> dict[str, int]:
+    """Record a run that raised before it could report as failed for each target (so
+    history shows it and the next run's alert compares with it); target -> run id."""
+    holder = holder_id()
+    ids: dict[str, int] = {}
+    now = time.time()
+    for name in targets:
         try:
-            metrics.observe_state(
-                target.name,
-                products=store.count(target.name),
-                open_rejections=len(store.open_rejections(target.name)),
+            run_id = store.start_run(name, mode=mode, mode_reason=reason, holder=holder)
+            store.finish_run(
+                RunRecord(
+                    id=run_id,
+                    target=name,
+                    started_at=now,
+                    finished_at=time.time(),
+                    mode=mode,
+                    mode_reason=reason,
+                    outcome="failed",
+                    error=scrub(error),
+                    holder=holder,
+                )
             )
         except SyncdError as exc:
-            log.warning("syncd.daemon.state_unreadable", target=target.name, error=str(exc))
+            log.warning("syncd.daemon.state_unreadable", target=name, error=str(exc))
+            continue
+        ids[name] = run_id
+    return ids
 
 
 def prune_history(store: StateStore, config: SyncdConfig, targets: list[str]) -> None:
@@ -105,7 +133,11 @@ def find_missed_run(store: StateStore, config: SyncdConfig, now: datetime) -> Mi
     for target in config.targets:
         if not target.enabled:
             continue
-        runs = store.recent_runs(target.name, limit=50)
+        runs = [
+            run
+            for run in store.recent_runs(target.name, limit=50)
+            if not is_resend(run.mode, run.mode_reason)  # a few keys: not the night's run
+        ]
         if not runs:
             continue  # never ran: nothing was missed
         done = [run for run in runs if run.outcome not in _NOT_A_RUN]
@@ -157,6 +189,7 @@ class Daemon:
         self._scheduler: BlockingScheduler | None = None
         self._scheduler_thread: threading.Thread | None = None
         self._server: HealthServer | None = None
+        self._refreshed_at = 0.0
         self.runs_finished = 0
         """Runs done since start (whatever their outcome)."""
         self.stop_requested = False
@@ -195,8 +228,8 @@ class Daemon:
                     Probes(
                         alive=self.alive,
                         ready=self.not_ready,
-                        metrics=self.metrics.render,
-                        status=status_page(config, lambda: self.store),
+                        metrics=self.render_metrics,
+                        status=status_page(config, lambda: self.store, self.metrics.run_progress),
                     ),
                 ).start()
         except BaseException:
@@ -269,6 +302,7 @@ class Daemon:
             return
         self.missed = missed
         what = "full refresh" if missed.full else "sync"
+        reason = f"scheduled {what} missed (due {_iso(missed.due_at)})"
         scheduler.add_job(
             self.run_once,
             "date",
@@ -277,27 +311,30 @@ class Daemon:
             name=f"missed {what}",
             kwargs={
                 "full": missed.full,
-                "reason": f"scheduled full refresh missed (due {_iso(missed.due_at)})",
+                "reason": reason,
                 "trigger": "catch_up",
             },
         )
         log.info(
             "syncd.daemon.catching_up",
+            reason=reason,
             full=missed.full,
             due_at=_iso(missed.due_at),
             last_run_at=_iso(missed.last_run_at),
         )
 
     def _seed(self, store: StateStore) -> None:
-        for target in self.config.targets:
-            runs = store.recent_runs(target.name, limit=50)
-            telling = next((r for r in runs if r.outcome in _TELLING), None)
-            if telling is not None:
-                self.metrics.set_outcome(target.name, telling.outcome)
-            success = next((r for r in runs if r.outcome == "ok" and r.finished_at), None)
-            if success is not None and success.finished_at is not None:
-                self.metrics.seed_last_success(target.name, success.finished_at)
         _observe_state(store, self.config, self.metrics)
+        self._refreshed_at = time.monotonic()
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """/metrics: the state gauges read back from state first (at most every few
+        seconds), so a run another replica is doing or just did shows here too."""
+        store = self.store
+        if store is not None and time.monotonic() - self._refreshed_at >= _SCRAPE_REFRESH_S:
+            self._refreshed_at = time.monotonic()
+            _observe_state(store, self.config, self.metrics)
+        return self.metrics.render()
 
     def request_stop(self) -> None:
         """Ask the daemon to stop; safe from any thread and from a signal handler."""
@@ -387,12 +424,17 @@ class Daemon:
             "syncd.daemon.run_started",
             mode=mode,
             trigger=trigger,
+            reason=reason or None,
             targets=",".join(names),
             replica=self.replica,
         )
         started = time.monotonic()
-        options = RunOptions(full=full, full_reason=reason, targets=tuple(names))
-        self.metrics.running.set(1)
+        options = (
+            RunOptions(full=full, full_reason=reason, targets=tuple(names))
+            if full
+            else RunOptions(targets=tuple(names))
+        )
+        self.metrics.run_started()
         try:
             store.upgrade()  # a state database replaced by an empty one is migrated again
             with contextlib.ExitStack() as stack:
@@ -411,7 +453,11 @@ class Daemon:
         except Exception as exc:  # the daemon outlives a failed run
             now = time.time()
             self.metrics.observe_failure(names, now)
-            self.alerter.observe_failure(names, str(exc), store)
+            run_ids = record_failed_runs(
+                store, names, mode=mode, reason=reason or "scheduled sync", error=str(exc)
+            )
+            self.alerter.observe_failure(names, str(exc), store, run_ids)
+            _observe_state(store, config, self.metrics)
             log.error(
                 "syncd.daemon.run_failed",
                 mode=mode,
@@ -420,7 +466,7 @@ class Daemon:
             )
             return None
         finally:
-            self.metrics.running.set(0)
+            self.metrics.run_ended()
         now = time.time()
         self.metrics.observe_report(report, now)
         for target in report.targets:

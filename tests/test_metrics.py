@@ -270,7 +270,8 @@ def test_a_replica_whose_run_was_locked_reports_what_the_other_replica_did(
                 catalog=catalog,
                 state_url=state_url,
                 userflux_url=fake.url,
-                schedule={"full_refresh_cron": "", "catch_up": False},
+                # both replicas run every target (hot standby): one is refused the lease
+                schedule={"full_refresh_cron": "", "catch_up": False, "share_targets": False},
                 concurrency=1,
             )
         )
@@ -286,7 +287,7 @@ def test_a_replica_whose_run_was_locked_reports_what_the_other_replica_did(
             failed = first.run_once(full=False, reason="", trigger="test")
             assert failed is not None and failed.targets[0].outcome == "failed"
             assert second.store is not None
-            assert second.store.acquire_lease("uf", "other:1:x", 60, time.time())
+            assert second.store.acquire_lease("uf", "other:1:x", 60)
             locked = second.run_once(full=False, reason="", trigger="test")
             assert locked is not None and locked.targets[0].outcome == "locked"
         finally:
@@ -363,7 +364,7 @@ def test_a_run_recorded_as_running_by_another_replica_shows_as_in_progress(
         _record(store, "ok")
         metrics.refresh_from_state(store, ["uf"])
         assert value(samples(metrics), "syncd_run_in_progress") == 0
-        assert store.acquire_lease("uf", "other:1:x", 60, time.time())
+        assert store.acquire_lease("uf", "other:1:x", 60)
         _record(store, "running")
         metrics.refresh_from_state(store, ["uf"])
         assert value(samples(metrics), "syncd_run_in_progress") == 1

@@ -8,6 +8,7 @@ and writing nothing.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -46,8 +48,7 @@ from syncd.model import (
 from syncd.proof import DeleteProof
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
-from syncd.sources.base import filter_records, record_matches
-from syncd.sources.file import FileSource, LineBlock
+from syncd.sources.base import RawBlock, RawRows, filter_records, raw_rows, record_matches
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
 
@@ -313,10 +314,26 @@ class Reconciler:
             spool = stack.enter_context(Spool())
             runs = self._open_runs(options, stack, spool, leases=leases, holder=holder)
             plans, source_count, source_error = self._plan_runs(runs, options)
-            reports = [
+            reports = self._execute_all(runs, plans, started)
+            return RunReport(tuple(reports), source_count, source_error is None, source_error)
+
+    def _execute_all(
+        self, runs: Sequence[_TargetRun], plans: Sequence[Plan], started: float
+    ) -> list[TargetReport]:
+        """Send every target's plan at once, each in its own thread with its own executor,
+        rate limit and outcome: a slow, throttled or failing target delays no other, and the
+        run takes about as long as its slowest target."""
+        if len(runs) < 2:
+            return [
                 self._execute(run, plan, started) for run, plan in zip(runs, plans, strict=True)
             ]
-            return RunReport(tuple(reports), source_count, source_error is None, source_error)
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="syncd-target") as pool:
+            # each thread starts from the caller's logging context (structlog contextvars)
+            futures = [
+                pool.submit(contextvars.copy_context().run, self._execute, run, plan, started)
+                for run, plan in zip(runs, plans, strict=True)
+            ]
+            return [future.result() for future in futures]
 
     # -- opening ----------------------------------------------------------------------
     def _open_runs(
@@ -422,9 +439,10 @@ class Reconciler:
             fingerprinting = self._fingerprint_runs(active)
             try:
                 if fingerprinting:
+                    rows = raw_rows(source)
                     blocks = (
-                        self._line_blocks(source)
-                        if isinstance(source, FileSource) and source.can_read_lines()
+                        self._line_blocks(rows)
+                        if rows is not None
                         else self._record_blocks(source, unreadable)
                     )
                     count = self._read_rows(blocks, active, unreadable)
@@ -474,7 +492,7 @@ class Reconciler:
             run.fingerprint = mapping_fingerprint(self.config.source, run.config)
         return any(run.fingerprint is not None for run in active)
 
-    def _line_blocks(self, source: FileSource) -> Iterator[_RowBlock]:
+    def _line_blocks(self, source: RawRows) -> Iterator[_RowBlock]:
         """A JSON Lines file as blocks of raw rows: each non-blank line's stripped bytes,
         parsed (and filtered by ``source.where``) only when asked for."""
         where = self.config.source.where
@@ -486,7 +504,7 @@ class Reconciler:
                 stripped = [stripped[i] for i in lines]
 
             def parse(
-                i: int, block: LineBlock = block, lines: Sequence[int] = lines
+                i: int, block: RawBlock = block, lines: Sequence[int] = lines
             ) -> SourceItem | None:
                 item = source.parse_line(block.row(lines[i]))
                 left_out = isinstance(item, dict) and where and not _kept(item, where)

@@ -32,7 +32,7 @@ from syncd.reconcile import RunReport
 
 OPERATIONS = ("created", "updated", "deleted", "rejected", "failed", "held")
 """The ``operation`` label of ``syncd_products_total``."""
-OUTCOMES = ("ok", "partial", "blocked", "failed", "locked", "interrupted")
+OUTCOMES = ("ok", "partial", "blocked", "failed", "locked", "interrupted", "incomplete")
 """The ``outcome`` label of ``syncd_runs_total`` (every one exists from the start)."""
 
 _TELLING = ("ok", "partial", "blocked", "failed")

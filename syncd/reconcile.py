@@ -29,7 +29,7 @@ from syncd import __version__
 from syncd.config import SourceConfig, SyncdConfig, TargetConfig, resolve_secret
 from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of, diff_chunk
 from syncd.errors import ConfigError, RecordError, SourceError, TargetError
-from syncd.executor import Clock, Events, Execution, Executor
+from syncd.executor import Clock, Events, Execution, Executor, SystemClock
 from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
@@ -290,6 +290,9 @@ class Reconciler:
         self._events = events
         self.stop = stop or threading.Event()
         self._source = source
+        self._deadline: float | None = None
+        """When this run's time budget runs out (``time.monotonic``); None: no budget."""
+        self._budget_s: float | None = None
 
     # -- the two entry points -------------------------------------------------------
     def plan(self, options: RunOptions | None = None) -> list[Plan]:
@@ -306,6 +309,8 @@ class Reconciler:
         options = options or RunOptions()
         started = time.monotonic()
         holder = holder_id()
+        self._budget_s = options.max_run_s or self.config.schedule.max_run_s
+        self._deadline = None if self._budget_s is None else started + self._budget_s
         with ExitStack() as stack:
             # a lost lease stops this run's sending at once (another process may take over)
             leases = stack.enter_context(
@@ -448,8 +453,7 @@ class Reconciler:
                     count = self._read_rows(blocks, active, unreadable)
                 else:
                     for item in read_catalog(source, self.config.source):
-                        if self.stop.is_set():
-                            raise SourceError("stopped (SIGTERM) before the read completed")
+                        self._check_stop()
                         if isinstance(item, UnreadableRow):
                             unreadable.append(item)
                             continue
@@ -484,6 +488,20 @@ class Reconciler:
             self._plan_one(run, count, source_error, unreadable, options, proof) for run in runs
         ]
         return plans, count, source_error
+
+    def _check_stop(self) -> None:
+        """Raise ``SourceError`` when the read must end early: a stop request, or the run's
+        time budget ran out (the read is then incomplete: no deletes are decided)."""
+        if self.stop.is_set():
+            raise SourceError("stopped (SIGTERM) before the read completed")
+        if self._out_of_time():
+            raise SourceError(
+                f"the run's time budget (max_run_s={self._budget_s:g}) ran out before the "
+                "read completed"
+            )
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _fingerprint_runs(self, active: Sequence[_TargetRun]) -> bool:
         """Give each target that can skip unchanged rows its fingerprint key; whether any can
@@ -553,8 +571,7 @@ class Reconciler:
         count = 0
         blake2b = hashlib.blake2b
         for raws, parse in blocks:
-            if self.stop.is_set():
-                raise SourceError("stopped (SIGTERM) before the read completed")
+            self._check_stop()
             # row_digest, inlined (a million calls), as pairs of 64-bit words
             joined = b"".join([blake2b(raw, digest_size=16).digest() for raw in raws])
             digests = np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
@@ -884,23 +901,33 @@ class Reconciler:
                     upserts.clear()
                     deletes.clear()
 
+            clock = self._clock or SystemClock()
+            deadline = (
+                None
+                if self._deadline is None
+                # the rest of the budget, on the executor's clock
+                else clock.monotonic() + max(0.0, self._deadline - time.monotonic())
+            )
             self.store.mark_unacknowledged(name, _writes_in(plan.operations))
             executor = Executor(
                 run.target,
                 concurrency=config.concurrency,
                 rate_limit_per_s=config.rate_limit_per_s,
                 retry=config.retry,
-                clock=self._clock,
+                clock=clock,
                 events=self._events,
                 stop=self.stop,
                 grace_s=self.config.schedule.shutdown_grace_s,
+                deadline=deadline,
             )
             execution = executor.run(plan.operations, on_ack, flush)
             self._restore_refused(run, plan, execution)
             too_many = _too_many_rejected(run, plan, execution)
             late: tuple[Operation, ...] = ()
             held: str | None = None
-            if too_many is None:
+            read_out_of_time = not plan.source_complete and self._out_of_time()
+            out_of_time = execution.out_of_time or read_out_of_time
+            if too_many is None and not out_of_time:
                 late, held = self._late_withdrawals(run, plan, execution)
             if late:
                 execution = _combined(execution, executor.run(late, on_ack, flush))
@@ -909,6 +936,21 @@ class Reconciler:
                 outcome, error = "failed", execution.fatal
             elif self.stop.is_set() and (execution.interrupted or not plan.source_complete):
                 outcome, error = "interrupted", "stopped (signal or lost lease) before the end"
+            elif out_of_time:
+                left = execution.not_sent + execution.failed
+                outcome, error = (
+                    "incomplete",
+                    (
+                        f"the run's time budget (max_run_s={self._budget_s:g}) ran out: {left} "
+                        "products not sent yet"
+                        + (
+                            ""
+                            if plan.source_complete
+                            else ", and the read did not complete (no deletes)"
+                        )
+                        + "; the next run carries on"
+                    ),
+                )
             elif not plan.source_complete:
                 outcome, error = "failed", "; ".join(plan.guard.reasons)
             elif not plan.guard.allowed:
@@ -1049,6 +1091,7 @@ class Reconciler:
                 keep = {r.key for r in rejections} | set(run.held_rejections)
                 self.store.prune_rejections(name, keep)
         acked = execution.acked
+        stopped = outcome in ("interrupted", "incomplete")  # what was not sent was not tried
         report = TargetReport(
             target=name,
             kind=run.target.kind,
@@ -1064,8 +1107,8 @@ class Reconciler:
             rejected=len(rejections) + run.held_rejected,
             # an interrupted run says what it never sent rather than calling it failed; a
             # run that gave up (retry budget, fatal answer) counts it as still failing
-            failed=execution.failed + (0 if outcome == "interrupted" else execution.not_sent),
-            not_attempted=execution.not_sent if outcome == "interrupted" else 0,
+            failed=execution.failed + (0 if stopped else execution.not_sent),
+            not_attempted=execution.not_sent if stopped else 0,
             held=len(plan.held),
             requests=execution.requests,
             retries=execution.retries,
@@ -1104,7 +1147,7 @@ class Reconciler:
             )
         level = (
             "info"
-            if outcome in ("ok", "locked")
+            if outcome in ("ok", "locked", "incomplete")
             else "warning"
             if outcome in ("partial", "blocked", "interrupted")
             else "error"

@@ -28,6 +28,7 @@ from prometheus_client import (
 
 from syncd import __version__
 from syncd.executor import Events
+from syncd.progress import RunProgress
 from syncd.reconcile import RunReport
 
 OPERATIONS = ("created", "updated", "deleted", "rejected", "failed", "held")
@@ -127,6 +128,26 @@ class SyncdMetrics:
             ["target", "outcome"],
             registry=registry,
         )
+        self.progress = RunProgress()
+        """The running (or last) run's sending, per target: pass it to the ``Reconciler``."""
+        self.products_done = Gauge(
+            "syncd_run_products_done",
+            "Products the target's current (or last) run has settled so far.",
+            ["target"],
+            registry=registry,
+        )
+        self.products_planned = Gauge(
+            "syncd_run_products_total",
+            "Products the target's current (or last) run sends.",
+            ["target"],
+            registry=registry,
+        )
+        self.eta = Gauge(
+            "syncd_run_eta_seconds",
+            "Seconds the target's current run still needs at its rate so far (-1: unknown).",
+            ["target"],
+            registry=registry,
+        )
         for target in targets:
             self.add_target(target)
 
@@ -202,8 +223,17 @@ class SyncdMetrics:
         self.last_success.labels(target).set(finished_at)
 
     # -- exposition -------------------------------------------------------------------
+    def observe_progress(self) -> None:
+        """The progress gauges, from ``progress`` as it is now."""
+        for each in self.progress.snapshot():
+            self.products_done.labels(each.target).set(each.done)
+            self.products_planned.labels(each.target).set(each.total)
+            eta = each.eta_s
+            self.eta.labels(each.target).set(-1 if eta is None else eta)
+
     def render(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format, and its content type."""
+        self.observe_progress()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
@@ -213,8 +243,12 @@ class Progress:
     The counts are approximate (unlocked increments from worker threads): display only.
     """
 
-    def __init__(self, events: Events, interval_s: float = 10.0) -> None:
+    def __init__(
+        self, events: Events, interval_s: float = 10.0, progress: RunProgress | None = None
+    ) -> None:
         self._events = events
+        self._progress = progress
+        """Per-target done / total, rate and ETA, printed with each line when given."""
         self._interval_s = interval_s
         self._requests = 0
         self._retries = 0
@@ -245,6 +279,8 @@ class Progress:
                 f"syncd: {self._requests} requests answered, {self._retries} retried, "
                 f"{elapsed // 60}m{elapsed % 60:02d}s\n"
             )
+            for target in self._progress.snapshot() if self._progress else ():
+                sys.stderr.write(f"syncd:   {target.line()}\n")
             sys.stderr.flush()
 
 

@@ -45,6 +45,7 @@ from syncd.model import (
     Spool,
     UnreadableRow,
 )
+from syncd.progress import RunProgress
 from syncd.proof import DeleteProof
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
@@ -281,8 +282,11 @@ class Reconciler:
         events: Events | None = None,
         stop: threading.Event | None = None,
         source: Source | None = None,
+        progress: RunProgress | None = None,
     ) -> None:
         self.config = config
+        self.progress = progress or RunProgress()
+        """Each target's sending so far (done / total, rate, ETA), for the TTY and /metrics."""
         self.store = store
         self._environ = os.environ if environ is None else environ
         self._transports = transports or {}
@@ -792,6 +796,7 @@ class Reconciler:
             drift=run.drift,
             in_doubt=run.doubts[1] if run.remember else sum(run.doubts),
             awaiting_delete=run.awaiting_delete,
+            rate_limit_per_s=run.config.rate_limit_per_s,
         )
 
     def _proven_deletes(
@@ -885,7 +890,10 @@ class Reconciler:
             upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
             deletes: list[str] = []
 
+            self.progress.begin(name, sum(len(op.changes) for op in plan.operations))
+
             def on_ack(operation: Operation) -> None:
+                self.progress.advance(name, len(operation.changes))
                 for change in operation.changes:
                     if change.kind is ChangeKind.DELETE:
                         deletes.append(change.key)

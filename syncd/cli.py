@@ -286,6 +286,13 @@ def _report_rows(report: RunReport) -> list[list[Any]]:
     metavar="PORT",
     help="Serve /metrics, /healthz and /readyz on this port while the run lasts.",
 )
+@click.option(
+    "--max-run-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Time budget of this run (default: schedule.max_run_s); stops as incomplete, exit 0.",
+)
 @click.pass_obj
 def sync(
     obj: _Context,
@@ -294,6 +301,7 @@ def sync(
     allow_deletes: bool,
     as_json: bool,
     metrics_port: int | None,
+    max_run_s: float | None,
 ) -> None:
     """Run one sync now: read the source, send the changes, record the acknowledgements.
 
@@ -308,7 +316,9 @@ def sync(
     store = obj.store()
     stop = threading.Event()
     try:
-        options = RunOptions(full=full, targets=tuple(targets), allow_deletes=allow_deletes)
+        options = RunOptions(
+            full=full, targets=tuple(targets), allow_deletes=allow_deletes, max_run_s=max_run_s
+        )
         report = sync_once(
             config,
             store,

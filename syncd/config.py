@@ -843,6 +843,10 @@ class ScheduleConfig(_Model):
     its fair share); false: every daemon tries every target and the lease lets one in."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long in-flight requests may take to finish."""
+    max_run_s: float | None = Field(default=None, gt=0)
+    """A run's time budget in seconds, reading included (None: no limit). When it runs out
+    no request starts any more: acknowledgements are kept, the run is recorded as
+    ``incomplete`` with what is left, and the next run carries on (``--max-run-s``)."""
 
 
 class HealthConfig(_Model):

@@ -141,6 +141,16 @@ class Plan:
     awaiting_delete: int = 0
     """Products missing from a complete read that wait for more reads before their delete
     (``delete_after_missing_runs``) or that a second look found again."""
+    rate_limit_per_s: float = 0.0
+    """The target's configured rate limit (0: none), for ``min_duration_s``."""
+
+    @property
+    def min_duration_s(self) -> float | None:
+        """The least time sending this plan takes at the rate limit (requests / rate), or
+        None without a rate limit; the target's latency over the concurrency adds to it."""
+        if self.rate_limit_per_s <= 0:
+            return None
+        return len(self.operations) / self.rate_limit_per_s
 
     @property
     def pending(self) -> bool:
@@ -235,6 +245,7 @@ class Plan:
             "changes": dict(sorted(self.counts().items())),
             "requests": by_request,
             "request_count": len(self.operations),
+            "min_duration_s": self.min_duration_s,
             "rejected": len(self.rejected),
             "rejected_samples": [
                 {"key": r.key, "reason": r.reason} for r in self.rejected[:sample]

@@ -160,6 +160,9 @@ class Execution:
     """Keys of operations that had an attempt the server may have applied though syncd
     did not see it acknowledged (a 5xx, a read timeout, a connection lost after sending,
     abandoned in flight), whether or not a later attempt succeeded."""
+    out_of_time: bool = False
+    """The run's time budget (``deadline``) ran out with operations not sent yet: they
+    were left for the next run."""
 
 
 @dataclass
@@ -205,6 +208,7 @@ class Executor:
         flush_every: int = 100,
         flush_interval_s: float = 0.2,
         seed: int | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._target = target
         self._concurrency = concurrency
@@ -229,6 +233,9 @@ class Executor:
         self._started: set[int] = set()
         """``id`` of the operations whose first request has gone out."""
         self._started_lock = threading.Lock()
+        self._deadline = deadline
+        """On the clock: no request starts after it (the run's time budget); None: none."""
+        self._out_of_time = threading.Event()
 
     def run(
         self,
@@ -251,10 +258,13 @@ class Executor:
         )
         try:
             while pending or inflight:
-                if self._stop.is_set():
+                if self._stop.is_set() or self._past_deadline():
                     self._wake.set()  # workers waiting for a rate-limit slot drop their work
                 stopping = (
-                    self._stop.is_set() or result.fatal is not None or self._exhausted.is_set()
+                    self._stop.is_set()
+                    or result.fatal is not None
+                    or self._exhausted.is_set()
+                    or self._out_of_time.is_set()
                 )
                 while pending and not stopping and len(inflight) < self._concurrency * 2:
                     operation = pending.popleft()
@@ -289,6 +299,9 @@ class Executor:
                     break
             if pending:
                 result.not_sent += sum(len(op.changes) for op in pending)
+            result.out_of_time = self._out_of_time.is_set() and bool(
+                result.not_sent or result.failed
+            )
             result.exhausted = self._exhausted.is_set()
             if result.exhausted:
                 result.last_error = (
@@ -348,8 +361,18 @@ class Executor:
         return 0
 
     def _stopping(self) -> bool:
-        """Halted (fatal), out of budget against a failing target, or asked to stop."""
-        return self._wake.is_set() or self._stop.is_set()
+        """Halted (fatal), out of budget against a failing target, out of time, or asked
+        to stop."""
+        return self._wake.is_set() or self._stop.is_set() or self._past_deadline()
+
+    def _past_deadline(self) -> bool:
+        """Whether the run's time budget has run out (then no request starts any more)."""
+        if self._deadline is None:
+            return False
+        if not self._out_of_time.is_set() and self._clock.monotonic() >= self._deadline:
+            self._out_of_time.set()
+            self._wake.set()
+        return self._out_of_time.is_set()
 
     def _give_up(self) -> None:
         """The deadline refused a retry: when the target is failing, send it nothing more."""

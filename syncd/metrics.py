@@ -32,13 +32,14 @@ from syncd import __version__
 from syncd.errors import SyncdError
 from syncd.executor import Events
 from syncd.model import RunRecord
+from syncd.progress import RunProgress
 from syncd.reconcile import RunReport
 from syncd.runs import TELLING_OUTCOMES, tells
 from syncd.state.base import StateStore
 
 OPERATIONS = ("created", "updated", "deleted", "rejected", "failed", "held")
 """The ``operation`` label of ``syncd_products_total``."""
-OUTCOMES = ("ok", "partial", "blocked", "failed", "locked", "interrupted")
+OUTCOMES = ("ok", "partial", "blocked", "failed", "locked", "interrupted", "incomplete")
 """The ``outcome`` label of ``syncd_runs_total`` (every one exists from the start)."""
 
 _TELLING = TELLING_OUTCOMES
@@ -140,6 +141,26 @@ class SyncdMetrics:
             "1 for the outcome of the target's last telling run (ok, partial, blocked, "
             "failed), 0 for the others; locked and interrupted runs leave it as it was.",
             ["target", "outcome"],
+            registry=registry,
+        )
+        self.progress = RunProgress()
+        """The running (or last) run's sending, per target: pass it to the ``Reconciler``."""
+        self.products_done = Gauge(
+            "syncd_run_products_done",
+            "Products the target's current (or last) run has settled so far.",
+            ["target"],
+            registry=registry,
+        )
+        self.products_planned = Gauge(
+            "syncd_run_products_total",
+            "Products the target's current (or last) run sends.",
+            ["target"],
+            registry=registry,
+        )
+        self.eta = Gauge(
+            "syncd_run_eta_seconds",
+            "Seconds the target's current run still needs at its rate so far (-1: unknown).",
+            ["target"],
             registry=registry,
         )
         for target in targets:
@@ -294,8 +315,17 @@ class SyncdMetrics:
         self.running.set(1 if self._running_here or self._running_in_state else 0)
 
     # -- exposition -------------------------------------------------------------------
+    def observe_progress(self) -> None:
+        """The progress gauges, from ``progress`` as it is now."""
+        for each in self.progress.snapshot():
+            self.products_done.labels(each.target).set(each.done)
+            self.products_planned.labels(each.target).set(each.total)
+            eta = each.eta_s
+            self.eta.labels(each.target).set(-1 if eta is None else eta)
+
     def render(self) -> tuple[bytes, str]:
         """The registry in Prometheus text format, and its content type."""
+        self.observe_progress()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
@@ -305,8 +335,12 @@ class Progress:
     The counts are approximate (unlocked increments from worker threads): display only.
     """
 
-    def __init__(self, events: Events, interval_s: float = 10.0) -> None:
+    def __init__(
+        self, events: Events, interval_s: float = 10.0, progress: RunProgress | None = None
+    ) -> None:
         self._events = events
+        self._progress = progress
+        """Per-target done / total, rate and ETA, printed with each line when given."""
         self._interval_s = interval_s
         self._requests = 0
         self._retries = 0
@@ -337,6 +371,8 @@ class Progress:
                 f"syncd: {self._requests} requests answered, {self._retries} retried, "
                 f"{elapsed // 60}m{elapsed % 60:02d}s\n"
             )
+            for target in self._progress.snapshot() if self._progress else ():
+                sys.stderr.write(f"syncd:   {target.line()}\n")
             sys.stderr.flush()
 
 

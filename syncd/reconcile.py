@@ -8,6 +8,7 @@ and writing nothing.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -27,7 +29,7 @@ from syncd import __version__
 from syncd.config import SourceConfig, SyncdConfig, TargetConfig, resolve_secret
 from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of, diff_chunk
 from syncd.errors import ConfigError, RecordError, SourceError, TargetError
-from syncd.executor import Clock, Events, Execution, Executor
+from syncd.executor import Clock, Events, Execution, Executor, SystemClock
 from syncd.guards import GuardInput, check_guards
 from syncd.leases import LeaseKeeper, holder_id
 from syncd.logs import scrub
@@ -43,11 +45,11 @@ from syncd.model import (
     Spool,
     UnreadableRow,
 )
+from syncd.progress import RunProgress
 from syncd.proof import DeleteProof
 from syncd.runs import RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
-from syncd.sources.base import filter_records, record_matches
-from syncd.sources.file import FileSource, LineBlock
+from syncd.sources.base import RawBlock, RawRows, filter_records, raw_rows, record_matches
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
 
@@ -298,8 +300,11 @@ class Reconciler:
         events: Events | None = None,
         stop: threading.Event | None = None,
         source: Source | None = None,
+        progress: RunProgress | None = None,
     ) -> None:
         self.config = config
+        self.progress = progress or RunProgress()
+        """Each target's sending so far (done / total, rate, ETA), for the TTY and /metrics."""
         self.store = store
         self._environ = os.environ if environ is None else environ
         self._transports = transports or {}
@@ -307,6 +312,9 @@ class Reconciler:
         self._events = events
         self.stop = stop or threading.Event()
         self._source = source
+        self._deadline: float | None = None
+        """When this run's time budget runs out (``time.monotonic``); None: no budget."""
+        self._budget_s: float | None = None
 
     # -- the two entry points -------------------------------------------------------
     def plan(self, options: RunOptions | None = None) -> list[Plan]:
@@ -323,6 +331,8 @@ class Reconciler:
         options = options or RunOptions()
         started = time.monotonic()
         holder = holder_id()
+        self._budget_s = options.max_run_s or self.config.schedule.max_run_s
+        self._deadline = None if self._budget_s is None else started + self._budget_s
         with ExitStack() as stack:
             # a lost lease stops this run's sending at once (another process may take over)
             leases = stack.enter_context(
@@ -331,10 +341,26 @@ class Reconciler:
             spool = stack.enter_context(Spool())
             runs = self._open_runs(options, stack, spool, leases=leases, holder=holder)
             plans, source_count, source_error = self._plan_runs(runs, options)
-            reports = [
+            reports = self._execute_all(runs, plans, started)
+            return RunReport(tuple(reports), source_count, source_error is None, source_error)
+
+    def _execute_all(
+        self, runs: Sequence[_TargetRun], plans: Sequence[Plan], started: float
+    ) -> list[TargetReport]:
+        """Send every target's plan at once, each in its own thread with its own executor,
+        rate limit and outcome: a slow, throttled or failing target delays no other, and the
+        run takes about as long as its slowest target."""
+        if len(runs) < 2:
+            return [
                 self._execute(run, plan, started) for run, plan in zip(runs, plans, strict=True)
             ]
-            return RunReport(tuple(reports), source_count, source_error is None, source_error)
+        with ThreadPoolExecutor(len(runs), thread_name_prefix="syncd-target") as pool:
+            # each thread starts from the caller's logging context (structlog contextvars)
+            futures = [
+                pool.submit(contextvars.copy_context().run, self._execute, run, plan, started)
+                for run, plan in zip(runs, plans, strict=True)
+            ]
+            return [future.result() for future in futures]
 
     # -- opening ----------------------------------------------------------------------
     def _open_runs(
@@ -440,16 +466,16 @@ class Reconciler:
             fingerprinting = self._fingerprint_runs(active)
             try:
                 if fingerprinting:
+                    rows = raw_rows(source)
                     blocks = (
-                        self._line_blocks(source)
-                        if isinstance(source, FileSource) and source.can_read_lines()
+                        self._line_blocks(rows)
+                        if rows is not None
                         else self._record_blocks(source, unreadable)
                     )
                     count = self._read_rows(blocks, active, unreadable)
                 else:
                     for item in read_catalog(source, self.config.source):
-                        if self.stop.is_set():
-                            raise SourceError("stopped (SIGTERM) before the read completed")
+                        self._check_stop()
                         if isinstance(item, UnreadableRow):
                             unreadable.append(item)
                             continue
@@ -485,6 +511,20 @@ class Reconciler:
         ]
         return plans, count, source_error
 
+    def _check_stop(self) -> None:
+        """Raise ``SourceError`` when the read must end early: a stop request, or the run's
+        time budget ran out (the read is then incomplete: no deletes are decided)."""
+        if self.stop.is_set():
+            raise SourceError("stopped (SIGTERM) before the read completed")
+        if self._out_of_time():
+            raise SourceError(
+                f"the run's time budget (max_run_s={self._budget_s:g}) ran out before the "
+                "read completed"
+            )
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
     def _fingerprint_runs(self, active: Sequence[_TargetRun]) -> bool:
         """Give each target that can skip unchanged rows its fingerprint key; whether any can
         (see ``mapping_fingerprint``)."""
@@ -492,7 +532,7 @@ class Reconciler:
             run.fingerprint = mapping_fingerprint(self.config.source, run.config)
         return any(run.fingerprint is not None for run in active)
 
-    def _line_blocks(self, source: FileSource) -> Iterator[_RowBlock]:
+    def _line_blocks(self, source: RawRows) -> Iterator[_RowBlock]:
         """A JSON Lines file as blocks of raw rows: each non-blank line's stripped bytes,
         parsed (and filtered by ``source.where``) only when asked for."""
         where = self.config.source.where
@@ -504,7 +544,7 @@ class Reconciler:
                 stripped = [stripped[i] for i in lines]
 
             def parse(
-                i: int, block: LineBlock = block, lines: Sequence[int] = lines
+                i: int, block: RawBlock = block, lines: Sequence[int] = lines
             ) -> SourceItem | None:
                 item = source.parse_line(block.row(lines[i]))
                 if isinstance(item, dict) and where:  # a record where can't test: unreadable
@@ -554,8 +594,7 @@ class Reconciler:
         count = 0
         blake2b = hashlib.blake2b
         for raws, parse in blocks:
-            if self.stop.is_set():
-                raise SourceError("stopped (SIGTERM) before the read completed")
+            self._check_stop()
             # row_digest, inlined (a million calls), as pairs of 64-bit words
             joined = b"".join([blake2b(raw, digest_size=16).digest() for raw in raws])
             digests = np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
@@ -782,6 +821,7 @@ class Reconciler:
             drift=run.drift,
             in_doubt=run.doubts[1] if run.remember else sum(run.doubts),
             awaiting_delete=run.awaiting_delete,
+            rate_limit_per_s=run.config.rate_limit_per_s,
         )
 
     def _proven_deletes(
@@ -875,7 +915,10 @@ class Reconciler:
             upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
             deletes: list[str] = []
 
+            self.progress.begin(name, sum(len(op.changes) for op in plan.operations))
+
             def on_ack(operation: Operation) -> None:
+                self.progress.advance(name, len(operation.changes))
                 for change in operation.changes:
                     if change.kind is ChangeKind.DELETE:
                         deletes.append(change.key)
@@ -891,23 +934,33 @@ class Reconciler:
                     upserts.clear()
                     deletes.clear()
 
+            clock = self._clock or SystemClock()
+            deadline = (
+                None
+                if self._deadline is None
+                # the rest of the budget, on the executor's clock
+                else clock.monotonic() + max(0.0, self._deadline - time.monotonic())
+            )
             self.store.mark_unacknowledged(name, _writes_in(plan.operations))
             executor = Executor(
                 run.target,
                 concurrency=config.concurrency,
                 rate_limit_per_s=config.rate_limit_per_s,
                 retry=config.retry,
-                clock=self._clock,
+                clock=clock,
                 events=self._events,
                 stop=self.stop,
                 grace_s=self.config.schedule.shutdown_grace_s,
+                deadline=deadline,
             )
             execution = executor.run(plan.operations, on_ack, flush)
             self._restore_refused(run, plan, execution)
             too_many = _too_many_rejected(run, plan, execution)
             late: tuple[Operation, ...] = ()
             held: str | None = None
-            if too_many is None:
+            read_out_of_time = not plan.source_complete and self._out_of_time()
+            out_of_time = execution.out_of_time or read_out_of_time
+            if too_many is None and not out_of_time:
                 late, held = self._late_withdrawals(run, plan, execution)
             if late:
                 execution = _combined(execution, executor.run(late, on_ack, flush))
@@ -916,6 +969,21 @@ class Reconciler:
                 outcome, error = "failed", execution.fatal
             elif self.stop.is_set() and (execution.interrupted or not plan.source_complete):
                 outcome, error = "interrupted", "stopped (signal or lost lease) before the end"
+            elif out_of_time:
+                left = execution.not_sent + execution.failed
+                outcome, error = (
+                    "incomplete",
+                    (
+                        f"the run's time budget (max_run_s={self._budget_s:g}) ran out: {left} "
+                        "products not sent yet"
+                        + (
+                            ""
+                            if plan.source_complete
+                            else ", and the read did not complete (no deletes)"
+                        )
+                        + "; the next run carries on"
+                    ),
+                )
             elif not plan.source_complete:
                 outcome, error = "failed", "; ".join(plan.guard.reasons)
             elif not plan.guard.allowed:
@@ -1056,6 +1124,7 @@ class Reconciler:
                 keep = {r.key for r in rejections} | set(run.held_rejections)
                 self.store.prune_rejections(name, keep)
         acked = execution.acked
+        stopped = outcome in ("interrupted", "incomplete")  # what was not sent was not tried
         report = TargetReport(
             target=name,
             kind=run.target.kind,
@@ -1071,8 +1140,8 @@ class Reconciler:
             rejected=len(rejections) + run.held_rejected,
             # an interrupted run says what it never sent rather than calling it failed; a
             # run that gave up (retry budget, fatal answer) counts it as still failing
-            failed=execution.failed + (0 if outcome == "interrupted" else execution.not_sent),
-            not_attempted=execution.not_sent if outcome == "interrupted" else 0,
+            failed=execution.failed + (0 if stopped else execution.not_sent),
+            not_attempted=execution.not_sent if stopped else 0,
             held=len(plan.held),
             requests=execution.requests,
             retries=execution.retries,
@@ -1111,7 +1180,7 @@ class Reconciler:
             )
         level = (
             "info"
-            if outcome in ("ok", "locked")
+            if outcome in ("ok", "locked", "incomplete")
             else "warning"
             if outcome in ("partial", "blocked", "interrupted")
             else "error"

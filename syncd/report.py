@@ -40,6 +40,12 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
             out.append(f"    {name}: {entry['requests']} requests, {entry['products']} products")
             for item in entry["samples"]:
                 out.append(f"      {item['key']}: {item['reason']}")
+        least = plan.min_duration_s
+        if least is not None:
+            out.append(
+                f"  time: at least {_duration(least)} ({len(plan.operations)} requests at "
+                f"rate_limit_per_s={plan.rate_limit_per_s:g}; the target's latency adds to it)"
+            )
     elif plan.problems:
         out.append("  requests: none, yet the target is NOT known to match the source (see status)")
     else:
@@ -81,3 +87,12 @@ def not_attempted_note(report: TargetReport) -> str | None:
             "missed scheduled full refresh)"
         )
     return f"{head}: the next run sends them"
+
+
+def _duration(seconds: float) -> str:
+    """``2h05m``, ``3m10s`` or ``0.4s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds + 0.5)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

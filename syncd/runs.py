@@ -20,6 +20,9 @@ class RunOptions:
     keys: tuple[str, ...] = ()
     """Only these products (``syncd resend``): re-sent whole whatever state says; the
     rest of the catalog is read but neither sent nor deleted. Empty: every product."""
+    max_run_s: float | None = None
+    """The run's time budget in seconds (None: ``schedule.max_run_s``): when it runs out,
+    no request starts any more and the run ends ``incomplete``; the next run carries on."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,17 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        """0 when every target is ok, or stopped by its time budget (``incomplete``: planned,
+        the next run carries on); 1 otherwise."""
+        done = all(report.outcome in ("ok", "incomplete") for report in self.targets)
+        return 0 if done else 1
 
 
 RESEND_MODE = "resend"
 """The ``mode`` a ``syncd resend`` run is recorded with."""
 TELLING_OUTCOMES = ("ok", "partial", "blocked", "failed")
-"""Outcomes that say how the target is (``locked``, ``running``, ``interrupted`` don't)."""
+"""Outcomes that say how the target is (``locked``, ``running``, ``interrupted`` and
+``incomplete`` don't)."""
 _RESEND_REASON = "resend of "
 """How a resend's ``mode_reason`` begins (runs recorded before resends had a mode)."""
 

@@ -93,6 +93,18 @@ def test_sync_writes_one_canonical_json_log_line_per_target(config, fake):
     assert report["targets"][0]["created"] == 12
 
 
+def test_sync_stopped_by_its_time_budget_exits_0_as_incomplete_sending_nothing_more(config, fake):
+    result = run(config, "sync", "--json", "--max-run-s", "0.000001")
+
+    assert result.exit_code == 0, result.output
+    [target] = json.loads(result.stdout)["targets"]
+    assert target["outcome"] == "incomplete"
+    assert "max_run_s=1e-06" in target["error"] and "next run carries on" in target["error"]
+    assert target["deleted"] == 0
+    assert run(config, "sync").exit_code == 0  # the next run carries on
+    assert len(fake.products) == 12
+
+
 def test_a_refused_key_exits_1_and_never_prints_the_key(config, fake):
     result = run(config, "sync", key="wrong-key-1234567")
     assert result.exit_code == 1

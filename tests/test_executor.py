@@ -357,6 +357,29 @@ def test_requests_are_spaced_by_the_rate_limit():
     assert gaps == [pytest.approx(0.1)] * 4
 
 
+def test_no_request_starts_after_the_deadline_and_the_rest_is_left_for_the_next_run():
+    clock = FakeClock()
+    sender = FakeSender(clock=clock)
+
+    result, _, _ = execute(sender, ops(10), clock=clock, rate_limit_per_s=10, deadline=START + 0.35)
+
+    assert all(t <= START + 0.35 for t in sender.times)
+    assert len(sender.times) == 4  # at 0, 0.1, 0.2 and 0.3 s
+    assert result.acked["create"] == 4
+    assert result.not_sent == 6 and result.failed == 0
+    assert result.out_of_time and not result.interrupted
+
+
+def test_a_deadline_not_reached_changes_nothing():
+    clock = FakeClock()
+
+    result, _, _ = execute(
+        FakeSender(clock=clock), ops(5), clock=clock, rate_limit_per_s=10, deadline=START + 60
+    )
+
+    assert result.acked["create"] == 5 and not result.out_of_time
+
+
 def test_a_zero_rate_limit_does_not_wait():
     clock = FakeClock()
 

@@ -440,7 +440,9 @@ class Daemon:
             with contextlib.ExitStack() as stack:
                 events: SyncdMetrics | Progress = self.metrics
                 if self._progress:
-                    events = stack.enter_context(Progress(self.metrics))
+                    events = stack.enter_context(
+                        Progress(self.metrics, progress=self.metrics.progress)
+                    )
                 reconciler = Reconciler(
                     config,
                     store,
@@ -448,6 +450,7 @@ class Daemon:
                     transports=self._transports,
                     events=events,
                     stop=stop,
+                    progress=self.metrics.progress,
                 )
                 report = reconciler.sync(options)
         except Exception as exc:  # the daemon outlives a failed run
@@ -687,8 +690,14 @@ def sync_once(
                     ),
                 )
             )
-        events: Any = stack.enter_context(Progress(metrics)) if progress else metrics
-        report = Reconciler(config, store, environ=environ, events=events, stop=stop).sync(options)
+        events: Any = (
+            stack.enter_context(Progress(metrics, interval_s=5.0, progress=metrics.progress))
+            if progress
+            else metrics
+        )
+        report = Reconciler(
+            config, store, environ=environ, events=events, stop=stop, progress=metrics.progress
+        ).sync(options)
         metrics.observe_report(report)
         alerter.observe(report, store)
         prune_history(store, config, [t.target for t in report.targets if t.outcome != "locked"])

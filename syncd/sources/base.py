@@ -14,7 +14,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from syncd.config import CONDITION_OPTIONS, Condition, Where, parse_condition
 from syncd.errors import RecordError
@@ -54,6 +54,43 @@ class Source(Protocol):
         when the source can't be reached at all.
         """
         ...
+
+
+class RawBlock(Protocol):
+    """Consecutive raw rows of a source, undecoded (a JSON Lines file's ``LineBlock``)."""
+
+    lines: list[bytes]
+    """Each row's bytes, as read."""
+
+    def row(self, index: int) -> Any:
+        """Row ``index`` as the source's ``parse_line`` takes it."""
+        ...
+
+
+@runtime_checkable
+class RawRows(Protocol):
+    """A source that can hand over its rows undecoded, a block at a time, and parse one
+    when asked: a run then fingerprints rows before parsing them, and parses only those
+    some target does not know (see ``raw_rows``)."""
+
+    def can_read_lines(self) -> bool:
+        """Whether ``read_blocks`` works for this source's current settings."""
+        ...
+
+    def read_blocks(self) -> Iterator[RawBlock]:
+        """Every row, in blocks, blank rows included."""
+        ...
+
+    def parse_line(self, line: Any) -> SourceItem | None:
+        """The record of a ``RawBlock.row`` (None: a blank row, not a record)."""
+        ...
+
+
+def raw_rows(source: Source) -> RawRows | None:
+    """``source`` as ``RawRows`` when it says it can hand over raw rows now; else None."""
+    if isinstance(source, RawRows) and source.can_read_lines():
+        return source
+    return None
 
 
 def _group_value(record: Record, field: str) -> object:

@@ -294,7 +294,8 @@ class SqlStateStore:
             .where(
                 r.target == target,
                 r.source_complete.is_(True),
-                r.outcome.in_(("ok", "partial")),  # a blocked run's count is no baseline
+                # a blocked run's count is no baseline
+                r.outcome.in_(("ok", "partial", "incomplete")),
             )
             .order_by(r.id.desc())
             .limit(1)

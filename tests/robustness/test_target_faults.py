@@ -140,9 +140,11 @@ def test_retry_after_is_honoured_in_seconds_and_as_an_http_date(tmp_path, form: 
         box.write_catalog(records)
         box.configure(
             targets=[UF_NAME],
-            retry={"max_attempts": 3, "initial_delay_s": 0.01, "max_delay_s": 3, "budget_s": 5},
+            retry={"max_attempts": 3, "initial_delay_s": 0.01, "max_delay_s": 6, "budget_s": 10},
         )
-        value = "1" if form == "seconds" else email.utils.formatdate(time.time() + 2, usegmt=True)
+        # an HTTP date has whole seconds and is written before the run starts (which may take
+        # a second on a loaded machine): 4 s ahead leaves well over 0.9 s when it is read
+        value = "1" if form == "seconds" else email.utils.formatdate(time.time() + 4, usegmt=True)
         assert box.userflux is not None
         box.userflux.inject(Fault(status=429, retry_after=value, times=1))
         timeline = Timeline()

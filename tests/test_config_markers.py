@@ -14,6 +14,7 @@ from syncd.config import (
     Secret,
     UserfluxTargetConfig,
     VambeTargetConfig,
+    credential_names,
     parse_config,
     raw_secret_names,
     secret_names,
@@ -219,3 +220,18 @@ def test_a_new_model_declares_its_secrets_and_transport_fields_without_any_other
         ("nested[2].key_env", "B"),
     ]
     assert _Plugin.transport_fields() == {"endpoint"}
+
+
+def test_a_basic_auth_password_is_paired_with_its_user_by_its_marker():
+    data = {
+        "source": {
+            "kind": "http",
+            "url": "https://shop.test/api",
+            "auth": {"kind": "basic", "username": "shop-user", "password_env": "PW"},
+        },
+        "targets": CONFIGS[0]["targets"],
+    }
+    config = parse_config(data, environ={"K": "x", "PW": "pw-secret-1"})
+    assert credential_names(config) == [("shop-user", "PW")]
+    bearer = {**data, "source": {**data["source"], "auth": {"kind": "bearer", "token_env": "K"}}}
+    assert credential_names(parse_config(bearer, environ={"K": "x"})) == []

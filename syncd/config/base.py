@@ -36,6 +36,9 @@ class Secret:
     """
 
     kinds: tuple[str, ...] = ()
+    user_field: str | None = None
+    """The field of the same table holding the user this secret is the password of
+    (HTTP basic auth): the pair is then scrubbed in every form it is sent in."""
 
 
 SECRET = Secret()
@@ -70,7 +73,17 @@ def raw_secret_names(
     model: type[BaseModel], data: Any, path: str = ""
 ) -> Iterator[tuple[str, str]]:
     """(TOML path, environment variable) of every ``Secret`` field a (possibly invalid)
-    parsed table of ``model`` names, walking its nested tables and lists of tables.
+    parsed table of ``model`` names (see ``raw_secret_fields``)."""
+    for where, name, _, _ in raw_secret_fields(model, data, path):
+        yield where, name
+
+
+def raw_secret_fields(
+    model: type[BaseModel], data: Any, path: str = ""
+) -> Iterator[tuple[str, str, Secret, Mapping[str, Any]]]:
+    """(TOML path, environment variable, marker, the table holding it) of every
+    ``Secret`` field a (possibly invalid) parsed table of ``model`` names, walking its
+    nested tables and lists of tables.
 
     Read defensively, so a file with other problems still gets its missing variables
     reported in the same pass: a table that is not a table is skipped, a union of
@@ -85,7 +98,7 @@ def raw_secret_names(
             continue
         if marker.kinds and _kind(model, data) not in marker.kinds:
             continue
-        yield (f"{path}.{name}" if path else name, value)
+        yield (f"{path}.{name}" if path else name, value, marker, data)
     for name, field in model.model_fields.items():
         if name not in data:
             continue
@@ -97,11 +110,11 @@ def raw_secret_names(
             for index, item in enumerate(value):
                 member = _member(field.annotation, item)
                 if member is not None:
-                    yield from raw_secret_names(member, item, f"{where}[{index}]")
+                    yield from raw_secret_fields(member, item, f"{where}[{index}]")
             continue
         member = _member(field.annotation, value)
         if member is not None:
-            yield from raw_secret_names(member, value, where)
+            yield from raw_secret_fields(member, value, where)
 
 
 def _kind(model: type[BaseModel], data: Mapping[str, Any]) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from syncd.config.base import raw_secret_names, resolve_secret
+from syncd.config.base import raw_secret_fields, raw_secret_names, resolve_secret
 from syncd.config.document import SyncdConfig
 from syncd.config.sources import FileSourceConfig, SqlSourceConfig
 from syncd.errors import ConfigError, ConfigProblem
@@ -86,6 +86,17 @@ def _raw_secret_names(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     markers of the models: read defensively, so a file with other problems still gets
     its missing variables reported in the same pass."""
     return list(raw_secret_names(SyncdConfig, data))
+
+
+def credential_names(config: SyncdConfig) -> list[tuple[str | None, str]]:
+    """Every user and password pair the config names: (user, environment variable of the
+    password), from the ``Secret(user_field=...)`` markers."""
+    found: list[tuple[str | None, str]] = []
+    for _, name, marker, table in raw_secret_fields(SyncdConfig, config.model_dump()):
+        if marker.user_field is not None:
+            user = table.get(marker.user_field)
+            found.append((user if isinstance(user, str) else None, name))
+    return found
 
 
 def alert_secret_names(config: SyncdConfig) -> list[tuple[str, str]]:

@@ -332,7 +332,7 @@ class HttpAuthConfig(_Model):
     """header: the header's name (``X-Api-Key``)."""
     username: str | None = None
     """basic: the user name."""
-    password_env: Annotated[str | None, Secret(kinds=("basic",))] = None
+    password_env: Annotated[str | None, Secret(kinds=("basic",), user_field="username")] = None
     """basic: environment variable holding the password."""
 
 

@@ -23,6 +23,7 @@ from syncd.config import RetryConfig
 from syncd.diff import Operation
 from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
 from syncd.model import Rejection
+from syncd.retry import target_policy
 
 
 class Clock(Protocol):
@@ -107,9 +108,7 @@ def backoff_delay(
     """The wait before try ``attempt + 1``: exponential with equal jitter, at least the
     server's ``Retry-After`` (so ``Retry-After: 0`` can't cause a hot loop), capped at
     ``max_delay_s``. (A ``Retry-After`` over the cap is not waited for: see ``_attempt``.)"""
-    base = policy.initial_delay_s * (2 ** (attempt - 1))
-    jittered = base / 2 + rng.uniform(0, base / 2)
-    return float(min(policy.max_delay_s, max(retry_after or 0.0, jittered)))
+    return target_policy(policy).delay(attempt, retry_after, rng)
 
 
 class Sender(Protocol):
@@ -409,7 +408,7 @@ class Executor:
                 outcome.error = exc
                 if attempt == self._retry.max_attempts or self._stopping():
                     return outcome
-                if exc.retry_after is not None and exc.retry_after > self._retry.max_delay_s:
+                if not target_policy(self._retry).honours(exc.retry_after):
                     self._give_up()
                     return outcome  # the server asks for longer than we wait: next run
                 with self._rng_lock:

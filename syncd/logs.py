@@ -19,7 +19,7 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import structlog
 
-from syncd.config import HttpSourceConfig, SyncdConfig, resolve_secret, secret_names
+from syncd.config import SyncdConfig, credential_names, resolve_secret, secret_names
 
 _secrets: set[str] = set()
 _by_length: tuple[str, ...] = ()
@@ -91,15 +91,12 @@ def register_credentials(username: str | None, password: str | None) -> None:
 
 
 def register_config_secrets(config: SyncdConfig, environ: Mapping[str, str] | None = None) -> None:
-    """Register every secret ``config`` names (read from the environment), the HTTP
-    source's basic-auth user and password as a pair."""
+    """Register every secret ``config`` names (read from the environment), a user and
+    password (the HTTP source's basic auth) as a pair: both found by the models' markers."""
     for _, name in secret_names(config):
         register_secret(resolve_secret(name, environ))
-    source = config.source
-    if isinstance(source, HttpSourceConfig) and source.auth.kind == "basic":
-        password_env = source.auth.password_env
-        password = resolve_secret(password_env, environ) if password_env else None
-        register_credentials(source.auth.username, password)
+    for username, name in credential_names(config):
+        register_credentials(username, resolve_secret(name, environ))
 
 
 def registered_secrets() -> tuple[str, ...]:

@@ -142,33 +142,10 @@ class _TargetRun:
         return self.fingerprint is not None and not self.full and self.staging is not None
 
 
-_HOW_SENT = frozenset(
-    {
-        "enabled",
-        "base_url",
-        "api_key_env",
-        "block_id",
-        "concurrency",
-        "rate_limit_per_s",
-        "timeout_s",
-        "retry",
-        "guards",
-        "rejection_backoff_s",
-        "batch_size",
-        "mirror_block",
-        "rejected",
-        "in_doubt_window_s",
-    }
-)
-"""Target settings that change how and where requests are sent, never what a row maps
-to: left out of ``mapping_fingerprint``, so tuning them doesn't cost a run that re-maps
-every row. Any other setting, including one added later, is in."""
-
-
 def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | None:
     """What a raw row's fingerprint is keyed with for a target, or None: no skipping.
 
-    Covers the target's config but for ``_HOW_SENT`` (mapping, type, product type, ...),
+    Covers the target's config but for its ``transport_fields()`` (mapping, type, ...),
     syncd's version and the source's key, grouping and filter. None when
     ``source.skip_unchanged_rows`` is off, with ``group_by`` (a product spans rows), or
     for a mapping with a callable (it may read anything).
@@ -194,7 +171,7 @@ def mapping_fingerprint(source: SourceConfig, target: TargetConfig) -> bytes | N
         default=str,
     ).encode()
     digest = hashlib.blake2b(
-        target.model_dump_json(exclude=set(_HOW_SENT)).encode(), digest_size=16
+        target.model_dump_json(exclude=set(target.transport_fields())).encode(), digest_size=16
     )
     digest.update(shared)
     return digest.digest()

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit, urlunsplit
@@ -37,6 +35,7 @@ from syncd.httpclient import (
 )
 from syncd.logs import scrub_snippet
 from syncd.model import SourceItem, UnreadableRow
+from syncd.retry import RetryPolicy, Sleep, real_sleep
 from syncd.sources.base import filter_records, unique_object
 
 BACKOFF_INITIAL_S = 0.5
@@ -45,6 +44,18 @@ BACKOFF_MAX_S = 30.0
 """Longest wait between two tries of a page."""
 RETRY_AFTER_MAX_S = 300.0
 """Longest ``Retry-After`` honoured; a longer one is cut to this."""
+
+
+def page_policy(config: HttpSourceConfig) -> RetryPolicy:
+    """Tries and waits of one page: ``max_attempts``, the back-off above, a ``Retry-After``
+    honoured up to ``RETRY_AFTER_MAX_S``."""
+    return RetryPolicy(
+        max_attempts=config.max_attempts,
+        initial_delay_s=BACKOFF_INITIAL_S,
+        max_delay_s=BACKOFF_MAX_S,
+        max_retry_after_s=RETRY_AFTER_MAX_S,
+    )
+
 
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
 _GONE_STATUS = frozenset({404, 410})
@@ -101,12 +112,13 @@ class HttpSource:
         http: HttpConfig,
         *,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep = real_sleep,
     ) -> None:
         self.config = config
         self.http = http
         self._transport = transport
         self._sleep = sleep
+        self._retry = page_policy(config)
         self._present_key: str | None = None
         """A key the last read returned: the second look checks ``item_url`` with it."""
 
@@ -375,7 +387,7 @@ class HttpSource:
     ) -> tuple[httpx.Response, bytes]:
         """The response to a 2xx (or a status in ``also``) and its body, read to at most
         ``max_page_bytes``; retried on 429/5xx/timeouts, ``SourceError`` otherwise."""
-        attempts = self.config.max_attempts
+        attempts = self._retry.max_attempts
         number = f" {page.number}" if what == "page" else ""
         where = f"{self.describe()}: {what}{number} ({_safe_url(page.url)})"
         try:
@@ -414,10 +426,7 @@ class HttpSource:
                     raise SourceError(f"{message} after {attempts} attempts")
                 reason = f"HTTP {status}"
                 wait = parse_retry_after(response.headers.get("Retry-After"))
-            if wait is None:
-                delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (attempt - 1))
-                wait = delay / 2 + random.uniform(0, delay / 2)
-            wait = min(wait, RETRY_AFTER_MAX_S)
+            wait = self._retry.delay(attempt, wait)
             log.warning(
                 "syncd.source.page_retried",
                 page=page.number,

@@ -8,9 +8,9 @@ everything httpx raises is translated here, once.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import httpx
 
@@ -19,12 +19,6 @@ from syncd.diff import Change, Operation
 from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
 from syncd.httpclient import describe_tls_failure, parse_retry_after, permanent_tls_error
 from syncd.model import Payload
-
-RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-REJECTED_STATUSES = frozenset({400, 413, 422})
-"""Answers that say the products sent are invalid. Every other 3xx/4xx answer to a
-product request, except the target's auth (and Vambe's block) failures, also refuses
-only the products of that request: one product's odd answer never stops the target."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +108,6 @@ def response_reason(response: httpx.Response, limit: int = 300) -> str:
     return f"{status}: {text}" if text else status
 
 
-def raise_for_retriable(response: httpx.Response, what: str) -> None:
-    """Raise ``TargetRetriableError`` for 408/425/429/5xx answers."""
-    if response.status_code in RETRIABLE_STATUSES or response.status_code >= 500:
-        raise TargetRetriableError(
-            f"{what}: {response_reason(response)}",
-            status=response.status_code,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-            maybe_applied=response.status_code >= 500,  # 408/425/429: refused before work
-        )
-
-
 def send_request(
     client: httpx.Client,
     method: str,
@@ -171,19 +154,84 @@ def rejected(response: httpx.Response, what: str, hint: str = "") -> TargetRejec
     )
 
 
-def refused_for(response: httpx.Response, what: str, base_url: str) -> TargetRejectedError:
-    """A 3xx/4xx answer that is neither an auth failure nor a documented refusal: the
-    products of this request are rejected (re-tried under the rejection back-off), the
-    target goes on. When every product gets it, the hint points at ``base_url``."""
-    if response.status_code in REJECTED_STATUSES:
-        return rejected(response, what)
-    return rejected(
-        response,
-        what,
-        f"refused for these products only; if every product gets this answer, check "
-        f"base_url ({base_url})",
-    )
-
-
 def fatal(message: str, status: int | None = None) -> TargetFatalError:
     return TargetFatalError(message, status=status)
+
+
+# --------------------------------------------------------------------------------------
+# From an HTTP status to syncd's error: one table per target, consulted by one function
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one HTTP status means for the request that got it.
+
+    ``ok``: acknowledged. ``retriable``: try again (``maybe_applied`` for a 5xx, which the
+    server may have applied; 408/425/429 were refused before any work). ``rejected``:
+    the products of the request are refused, the target goes on (``hint`` says what to
+    check when every product gets it). ``fatal``: the target is misconfigured, its run
+    stops; ``message`` says what to check.
+
+    ``message`` and ``hint`` are ``str.format`` templates over ``what`` (the request),
+    ``reason`` (status line and body) and the target's own fields (``env``, ``base_url``,
+    ``name``, ``block_id``, ...).
+    """
+
+    outcome: Literal["ok", "retriable", "rejected", "fatal"]
+    message: str = ""
+    hint: str = ""
+
+
+OK = Answer("ok")
+RETRIABLE = Answer("retriable")
+REJECTED = Answer("rejected")
+REFUSED = Answer(
+    "rejected",
+    hint="refused for these products only; if every product gets this answer, check "
+    "base_url ({base_url})",
+)
+"""A 3xx/4xx answer no table names: only the products of this request are rejected (one
+product's odd answer never stops the target); the hint points at ``base_url``."""
+
+StatusTable = Mapping[int, Answer]
+
+DEFAULT_STATUSES: StatusTable = {
+    **{status: RETRIABLE for status in (408, 425, 429, 500, 502, 503, 504)},
+    **{status: REJECTED for status in (400, 413, 422)},
+    401: Answer("fatal", "{what}: the target refused the API key ({reason}): check ${env}"),
+    403: Answer("fatal", "{what}: the target forbade the request ({reason}): check ${env}"),
+}
+"""What every target shares; a target's table overrides some statuses (``{**DEFAULT_STATUSES,
+404: ...}``). A 2xx not named is ``OK``, a 5xx ``RETRIABLE``, anything else ``REFUSED``."""
+
+
+def answer_for(status: int, table: StatusTable) -> Answer:
+    """The table's answer to ``status``, or the default for its class."""
+    if status in table:
+        return table[status]
+    if 200 <= status < 300:
+        return OK
+    return RETRIABLE if status >= 500 else REFUSED
+
+
+def check_response(
+    response: httpx.Response, what: str, table: StatusTable, **context: object
+) -> None:
+    """Return when the answer acknowledges the request; raise the ``TargetError`` the
+    table gives its status otherwise. ``context``: the target's fields its messages use."""
+    status = response.status_code
+    answer = answer_for(status, table)
+    if answer.outcome == "ok":
+        return
+    if answer.outcome == "retriable":
+        raise TargetRetriableError(
+            f"{what}: {response_reason(response)}",
+            status=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            maybe_applied=status >= 500,  # 408/425/429: refused before work
+        )
+    fields = {"what": what, "reason": response_reason(response), **context}
+    if answer.outcome == "fatal":
+        raise fatal(answer.message.format(**fields), status)
+    raise rejected(response, what, answer.hint.format(**fields))

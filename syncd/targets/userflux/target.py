@@ -1,0 +1,161 @@
+"""UserFlux's Products API: sends the planned requests (``Authorization: Bearer``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+
+import httpx
+
+from syncd.config import HttpConfig, UserfluxTargetConfig
+from syncd.diff import Change, Operation
+from syncd.errors import TargetRejectedError, TargetRetriableError
+from syncd.httpclient import ThreadClients, make_client
+from syncd.model import Payload
+from syncd.targets.base import (
+    PlannedRequests,
+    StatusTable,
+    TargetInfo,
+    check_response,
+    fatal,
+    response_reason,
+    send_request,
+)
+from syncd.targets.userflux.contract import (
+    DELETE_STATUSES,
+    STATUSES,
+    unsafe_segment,
+    validate_payload,
+)
+from syncd.targets.userflux.planner import (
+    DELETE,
+    FULL,
+    UPSERT,
+    plan_userflux,
+    product_path,
+    request_body,
+)
+
+
+class UserfluxTarget:
+    """Sends products to UserFlux (``Authorization: Bearer``)."""
+
+    kind = "userflux"
+
+    def __init__(
+        self,
+        config: UserfluxTargetConfig,
+        http: HttpConfig,
+        *,
+        api_key: str,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = config.name
+        self._config = config
+        self._clients = ThreadClients(
+            lambda: make_client(
+                http,
+                base_url=config.base_url,
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout_s=config.timeout_s,
+                max_connections=1,
+                transport=transport,
+            )
+        )
+
+    def inspect(self, *, probe: bool = False) -> TargetInfo:
+        """UserFlux has no read endpoint: nothing to read before sending.
+
+        With ``probe``, one request that writes nothing (``GET /product``, answered 405
+        once past authentication) tells whether the API can be reached and takes the key:
+        401 and 403 are fatal as for a write, and so are a connection that fails and a
+        5xx (for a plan, the target's state is then unknown). Any other answer passes.
+        """
+        if not probe:
+            return TargetInfo()
+        what = "GET /product (a probe that writes nothing)"
+        try:
+            response = send_request(self._clients.get(), "GET", "/product", body=None, what=what)
+        except TargetRetriableError as exc:
+            raise fatal(f"UserFlux can't be reached at {self._config.base_url}: {exc}") from exc
+        if response.status_code in (401, 403):
+            self._check(response, what)
+        if response.status_code >= 500:
+            raise fatal(f"{what}: UserFlux answered {response_reason(response)}")
+        return TargetInfo()
+
+    def validate(self, key: str, payload: Payload) -> None:
+        validate_payload(key, payload)
+
+    def plan(
+        self,
+        changes: Sequence[Change],
+        deletes: Sequence[Change],
+        *,
+        full: bool,
+        deletes_allowed: bool,
+        full_reason: str = "full refresh",
+        keep: Collection[str] = (),
+    ) -> PlannedRequests:
+        return plan_userflux(
+            changes, deletes, full=full, full_reason=full_reason, deletes_allowed=deletes_allowed
+        )
+
+    def send(self, operation: Operation) -> None:
+        key = operation.changes[0].key
+        if operation.endpoint == UPSERT:
+            document = request_body(operation)
+            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+            what = f"POST /product (id {key!r})"
+            response = send_request(
+                self._clients.get(), "POST", operation.path, body=body, what=what
+            )
+            self._check(response, what)
+            previous = operation.changes[0].previous
+            if operation.mode == FULL and previous is not None:  # incremental keeps the type
+                old_type = previous.payload.get("typeId")
+                if old_type is not None and old_type != document["typeId"]:
+                    self._delete_old_type(key, str(old_type))
+        elif operation.endpoint == DELETE:
+            what = f"DELETE {operation.path}"
+            previous = operation.changes[0].previous
+            stored = previous.payload if previous is not None else {}
+            self._refuse_unsafe(
+                key, str(stored.get("typeId", "")), str(stored.get("id", key)), what
+            )
+            response = send_request(
+                self._clients.get(), "DELETE", operation.path, body=None, what=what
+            )
+            self._check(response, what, DELETE_STATUSES)  # 404: already gone
+        else:
+            raise ValueError(f"unknown UserFlux operation {operation.endpoint!r}")
+
+    @staticmethod
+    def _refuse_unsafe(key: str, type_id: str, product_id: str, what: str) -> None:
+        """Refuse, without sending, a URL built from ids that aren't safe path segments
+        (acknowledged before syncd checked them): the request would hit another resource."""
+        for name, value in (("typeId", type_id), ("id", product_id)):
+            problem = unsafe_segment(value)
+            if problem is not None:
+                raise TargetRejectedError(
+                    f"{what} not sent for product {key!r}: {name} {value!r} {problem}; "
+                    "remove the product in UserFlux's UI if it must go"
+                )
+
+    def _delete_old_type(self, key: str, old_type: str) -> None:
+        path = product_path(old_type, key)
+        what = f"DELETE {path} (typeId changed)"
+        self._refuse_unsafe(key, old_type, key, what)
+        response = send_request(self._clients.get(), "DELETE", path, body=None, what=what)
+        self._check(response, what, DELETE_STATUSES)
+
+    def _check(self, response: httpx.Response, what: str, table: StatusTable = STATUSES) -> None:
+        check_response(
+            response, what, table, env=self._config.api_key_env, base_url=self._config.base_url
+        )
+
+    def split(self, operation: Operation) -> tuple[Operation, ...] | None:
+        return None  # one product per request already
+
+    def close(self) -> None:
+        self._clients.close()

@@ -1,0 +1,99 @@
+"""What Vambe's contract refuses (its product object's rules, TARGETS.md), checked
+before anything is sent, and what each HTTP status of its answers means (``STATUSES``)."""
+
+from __future__ import annotations
+
+import math
+
+from syncd.errors import record_error
+from syncd.model import Payload
+from syncd.targets.base import DEFAULT_STATUSES, Answer, StatusTable
+
+STATUSES: StatusTable = {
+    **DEFAULT_STATUSES,
+    401: Answer("fatal", "Vambe refused the API key ({reason}): check ${env}"),
+    403: Answer(
+        "fatal",
+        "Vambe forbade the request ({reason}): the key in ${env} lacks access to block {block_id}",
+    ),
+    404: Answer(
+        "fatal",
+        "{what}: {reason}: product block {block_id} not found; check block_id of target {name!r}",
+    ),
+}
+"""Vambe's answers: the defaults, with 401/403 naming the key and 404 the block (a 404
+never means "product not found")."""
+
+CURRENCIES = frozenset({"CLP", "ARS", "COP", "MXN", "EUR", "USD", "UF", "PEN", "BRL", "HNL"})
+DESCRIPTION_MAX = 8192
+_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "price",
+        "currency",
+        "type",
+        "external_id",
+        "metadata",
+        "file_url",
+        "sku",
+    }
+)
+_REQUIRED = ("name", "description", "price", "currency", "type", "external_id", "metadata")
+
+
+def validate_product(key: str, product: Payload) -> None:
+    """Every rule of Vambe's product object (TARGETS.md), checked before anything is sent;
+    one ``RecordError`` lists every field that breaks one."""
+    problems = _product_problems(product)
+    if problems:
+        raise record_error(problems, key=key)
+
+
+def _product_problems(product: Payload) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    missing = {name for name in _REQUIRED if name not in product or product[name] is None}
+    problems.extend((name, "missing (required by Vambe)") for name in _REQUIRED if name in missing)
+    problems.extend(
+        (name, "not a field of Vambe's product object") for name in sorted(set(product) - _FIELDS)
+    )
+    for name in ("name", "external_id", "type"):
+        if name not in missing and (not isinstance(product[name], str) or not product[name]):
+            problems.append((name, "must be a non-empty string"))
+    if "description" not in missing:
+        description = product["description"]
+        if not isinstance(description, str) or not description:
+            problems.append(("description", "must be a non-empty string (1 to 8192 characters)"))
+        elif len(description) > DESCRIPTION_MAX:
+            problems.append(
+                ("description", f"is {len(description)} characters, over {DESCRIPTION_MAX}")
+            )
+    if "price" not in missing:
+        price = product["price"]
+        if isinstance(price, bool) or not isinstance(price, int | float):
+            problems.append(("price", f"must be a number, not {type(price).__name__}"))
+        elif not math.isfinite(price) or price <= 0:
+            problems.append(("price", f"must be greater than 0 (got {price})"))
+    if "currency" not in missing:
+        currency = product["currency"]
+        if not isinstance(currency, str) or currency not in CURRENCIES:
+            problems.append(
+                ("currency", f"{currency!r} is not one of {', '.join(sorted(CURRENCIES))}")
+            )
+    if "metadata" not in missing:
+        metadata = product["metadata"]
+        if not isinstance(metadata, list):
+            problems.append(("metadata", "must be a list of {key, value} objects"))
+        else:
+            problems.extend(
+                (f"metadata[{index}]", 'must be {"key": string, "value": string}')
+                for index, item in enumerate(metadata)
+                if not isinstance(item, dict)
+                or set(item) != {"key", "value"}
+                or not isinstance(item["key"], str)
+                or not isinstance(item["value"], str)
+            )
+    for name in ("file_url", "sku"):
+        if name in product and not isinstance(product[name], str):
+            problems.append((name, "must be a string"))
+    return problems

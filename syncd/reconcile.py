@@ -47,7 +47,7 @@ from syncd.model import (
 )
 from syncd.progress import RunProgress
 from syncd.proof import DeleteProof
-from syncd.runs import RunOptions, RunReport, TargetReport
+from syncd.runs import RESEND_MODE, RunOptions, RunReport, TargetReport
 from syncd.sources import Source, open_source, read_catalog
 from syncd.sources.base import RawBlock, RawRows, filter_records, raw_rows, record_matches
 from syncd.state.base import Staging, StateStore
@@ -134,7 +134,8 @@ class _TargetRun:
 
     @property
     def full(self) -> bool:
-        return self.mode == "full"
+        """Every product sent whole: a full refresh, or a resend of named products."""
+        return self.mode in ("full", RESEND_MODE)
 
     @property
     def skipping(self) -> bool:
@@ -367,7 +368,7 @@ class Reconciler:
             mapper = build_mapper(config, self.config.source.key)
             state_count = self.store.count(config.name)
             if options.keys:  # a resend: the named products, sent whole (see _map_one)
-                mode = "full"
+                mode = RESEND_MODE  # never the night's run nor a full refresh (syncd.runs)
                 reason = f"resend of {len(options.keys)} named products: sent whole"
             elif options.full:
                 mode, reason = "full", options.full_reason
@@ -1097,7 +1098,10 @@ class Reconciler:
         if run.run_id is not None:
             if rejections:
                 self.store.record_rejections(name, rejections, now)
-            if plan.source_complete and outcome != "locked" and not run.only:
+            # only a run that read and planned this target knows which rejections still
+            # hold (not one refused the lease, failed at the start, or resending a few keys)
+            planned = run.staging is not None and plan.error is None
+            if planned and plan.source_complete and outcome != "locked" and not run.only:
                 keep = {r.key for r in rejections} | set(run.held_rejections)
                 self.store.prune_rejections(name, keep)
         acked = execution.acked

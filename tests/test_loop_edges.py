@@ -500,3 +500,37 @@ def test_each_rejection_is_logged_by_product_key_with_every_failing_field(
     [more] = [e for e in logs if e["event"] == "syncd.product.rejected_more"]
     assert more["more"] == 5 and more["command"] == "syncd rejections --target vb"
     h.close()
+
+
+def test_a_target_that_fails_before_planning_keeps_its_open_rejections(
+    tmp_path, userflux, vambe
+) -> None:
+    records = catalog(5)
+    records[1]["price"] = "0"  # Vambe refuses it
+    h = Harness(tmp_path, [vambe_target(vambe.url, BLOCK)])
+    h.write(records)
+    h.sync()
+    [before] = h.store.open_rejections("vb")
+    vambe.inject(Fault(status=401, times=None))  # the block listing is refused at the start
+
+    report = h.sync()
+
+    assert report.targets[0].outcome == "failed"
+    assert h.store.open_rejections("vb") == [before]  # first seen and count kept
+    h.close()
+
+
+def test_a_resend_is_recorded_as_a_resend_not_as_a_full_refresh(tmp_path, userflux, vambe) -> None:
+    h = Harness(tmp_path, targets(userflux, vambe))
+    h.write(catalog(5))
+    assert h.sync().ok
+    reset(userflux, vambe)
+
+    report = h.sync(keys=("P00002",))
+
+    assert report.ok
+    assert [t.mode for t in report.targets] == ["resend", "resend"]
+    assert [r.mode for r in h.store.recent_runs(limit=2)] == ["resend", "resend"]
+    [body] = [r.json for r in userflux.requests if r.method == "POST"]
+    assert body["id"] == "P00002" and body["propertiesUpdateType"] == "FULL_UPDATE"
+    h.close()

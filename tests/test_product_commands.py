@@ -130,7 +130,7 @@ def test_resend_to_a_mirrored_vambe_block_creates_only_the_named_products_and_de
     assert sorted(p["external_id"] for p in sent[0].json) == ["P00001", "P00004"]
     assert len(vb.block_products(block)) == 5
     [report] = json.loads(result.stdout)["targets"]
-    assert report["deleted"] == 0 and report["mode"] == "full"
+    assert report["deleted"] == 0 and report["mode"] == "resend"
 
 
 def test_resend_of_a_key_missing_from_the_source_says_so_and_exits_1(config, fakes):

@@ -73,7 +73,7 @@ def mark_refresh_due(conn: Connection, target: str, now: float, period_s: float)
     mark = (
         products.update()
         .where(p.target == sa.bindparam("b_target"), p.key == sa.bindparam("b_key"))
-        .values(hash=sa.bindparam("b_hash"), source_hash=None)
+        .values(hash=sa.bindparam("b_hash"), source_hash=sa.null())
     )
     left = found.size
     after: tuple[float, str] | None = None

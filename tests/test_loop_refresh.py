@@ -49,9 +49,7 @@ def a_day_passes(h: Harness, days: float = 1.0) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE products SET acked_at = acked_at - :s"), {"s": shift})
         conn.execute(
-            sa.text(
-                "UPDATE runs SET started_at = started_at - :s, finished_at = finished_at - :s"
-            ),
+            sa.text("UPDATE runs SET started_at = started_at - :s, finished_at = finished_at - :s"),
             {"s": shift},
         )
 
@@ -60,9 +58,7 @@ def sent_ids(fake: FakeUserflux) -> list[str]:
     return [r.json["id"] for r in fake.requests if r.method == "POST"]
 
 
-def test_each_run_re_sends_the_oldest_seventh_whole_and_every_product_once_a_week(
-    tmp_path, fake
-):
+def test_each_run_re_sends_the_oldest_seventh_whole_and_every_product_once_a_week(tmp_path, fake):
     h = weekly(tmp_path, [userflux_target(fake.url)])
     records = catalog(70)
     h.write(records)
@@ -114,9 +110,7 @@ def test_a_refreshed_product_says_how_long_ago_it_was_acknowledged_not_that_a_wr
     h.close()
 
 
-def test_a_marked_product_is_planned_whole_with_the_age_of_its_last_acknowledgement(
-    tmp_path, fake
-):
+def test_a_marked_product_is_planned_whole_with_the_age_of_its_last_acknowledgement(tmp_path, fake):
     h = weekly(tmp_path, [userflux_target(fake.url)])
     h.write(catalog(7))
     h.sync()
@@ -288,8 +282,6 @@ def test_vambe_re_sends_the_slice_with_create_and_says_why(tmp_path, vambe):
 
     creates = [r for r in vambe.requests if "/create/" in r.path]
     assert len(creates) == 1 and len(creates[0].json) == 4
-    assert len(vambe.requests) == len(creates) + sum(
-        1 for r in vambe.requests if r.method == "GET"
-    )
+    assert len(vambe.requests) == len(creates) + sum(1 for r in vambe.requests if r.method == "GET")
     assert not [r for r in vambe.requests if "/upsert/" in r.path or "/delete/" in r.path]
     h.close()

@@ -85,7 +85,7 @@ def refresh_reason(age_s: float) -> str:
 
 
 def refresh_slice_size(count: int, elapsed_s: float, period_s: float, due: int = 0) -> int:
-    """How many products a run re-asserts: ``count × elapsed / period`` (rounded down; the
+    """How many products a run re-asserts: ``count x elapsed / period`` (rounded down; the
     elapsed time since the target's last completed run, capped at the period), or more when
     ``due`` products would pass the period before the next run if it comes as late (see
     ``syncd.state.refresh``).

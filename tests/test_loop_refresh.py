@@ -245,7 +245,7 @@ def test_frequent_runs_still_re_send_a_small_catalog_within_the_period(tmp_path,
     h.sync()
     fake.reset_requests()
     sent: list[str] = []
-    for _hour in range(7 * 24 + 1):  # hourly: 5 × 1h / 7d rounds down to nothing
+    for _hour in range(7 * 24 + 1):  # hourly: 5 x 1h / 7d rounds down to nothing
         a_day_passes(h, 1 / 24)
         h.sync()
         sent.extend(sent_ids(fake))

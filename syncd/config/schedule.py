@@ -46,7 +46,7 @@ class ScheduleConfig(_Model):
     (``refresh_period``) repairs drift a slice per run instead."""
     refresh_period: Duration = 7 * 86400.0
     """The rolling refresh: every run re-sends whole the products acknowledged longest ago,
-    ``ceil(products × time since the last run / refresh_period)`` of them, so each product
+    ``ceil(products x time since the last run / refresh_period)`` of them, so each product
     is re-sent within this period at a steady cost per run. Seconds or ``"7d"``; default
     7 days; ``""`` or 0: off."""
     timezone: str = "UTC"

@@ -143,7 +143,7 @@ class StateStore(Protocol):
 
     # -- the rolling refresh ------------------------------------------------------
     def mark_refresh_due(self, target: str, now: float, period_s: float) -> RefreshSlice:
-        """At the start of a sync: mark the ``ceil(count × elapsed / period_s)`` products
+        """At the start of a sync: mark the ``ceil(count x elapsed / period_s)`` products
         acknowledged longest ago (elapsed: since the target's last completed run started,
         capped at the period; no such run: none) so this run re-sends them whole (their
         hash becomes a ``refresh_marker``, their ``source_hash`` None), and return the slice."""

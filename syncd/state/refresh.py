@@ -1,11 +1,11 @@
 """The rolling refresh in state: which products a run re-asserts, and marking them.
 
-Each run re-sends whole the ``count × elapsed / period`` products whose last
+Each run re-sends whole the ``count x elapsed / period`` products whose last
 acknowledgement is oldest (elapsed: since the target's last completed run started,
 capped at the period), and at least those that would pass the period by more than half
-a run's spacing before the next run, so every product is re-sent within the period at a cost per run proportional
-to the time between runs. A chosen row's hash becomes a ``refresh_marker``
-(and its fingerprint is cleared, so its source row is parsed and mapped again).
+a run's spacing before the next run: every product is re-sent within the period, at a
+cost per run proportional to the time between runs. A chosen row's hash becomes a
+``refresh_marker`` (its fingerprint cleared, so its source row is parsed again).
 """
 
 from __future__ import annotations
@@ -83,15 +83,18 @@ def mark_refresh_due(conn: Connection, target: str, now: float, period_s: float)
             page = page.where(
                 sa.or_(p.acked_at > after[0], sa.and_(p.acked_at == after[0], p.key > after[1]))
             )
-        batch = conn.execute(page.limit(min(left, READ_BATCH))).all()
+        batch: list[tuple[str, bytes, float]] = [
+            (str(row[0]), bytes(row[1]), float(row[2]))
+            for row in conn.execute(page.limit(min(left, READ_BATCH))).tuples()
+        ]
         if not batch:
             break
         rows = [
-            (target, key, refresh_marker(now - float(acked_at)))
+            (target, key, refresh_marker(now - acked_at))
             for key, hash_, acked_at in batch
-            if len(bytes(hash_)) == _DIGEST_BYTES
+            if len(hash_) == _DIGEST_BYTES
         ]
         executemany(conn, mark, ("b_target", "b_key", "b_hash"), rows)
         left -= len(batch)
-        after = (float(batch[-1][2]), batch[-1][0])
+        after = (batch[-1][2], batch[-1][0])
     return found

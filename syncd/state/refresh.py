@@ -85,7 +85,7 @@ def mark_refresh_due(conn: Connection, target: str, now: float, period_s: float)
             )
         batch: list[tuple[str, bytes, float]] = [
             (str(row[0]), bytes(row[1]), float(row[2]))
-            for row in conn.execute(page.limit(min(left, READ_BATCH))).tuples()
+            for row in conn.execute(page.limit(min(left, READ_BATCH)))
         ]
         if not batch:
             break

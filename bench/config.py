@@ -90,13 +90,16 @@ def write_config(
     block: str = "",
     table: str = "",
     concurrency: int = 16,
+    refresh_period: str = "",
 ) -> Path:
     """Write a config to ``path``: ``source`` is ``jsonl`` (``location`` a file) or
     ``postgres`` (``location`` a URL, ``table`` the table); a target is left out when
-    its URL is ``None``."""
+    its URL is ``None``. ``refresh_period``: the rolling refresh's (off by default, so the
+    no-change and 1% runs measure only the diff)."""
     parts = [
         _SOURCES[source].format(path=location, table=table),
         f'[state]\nurl = "sqlite:///{state}"\n',
+        f'[schedule]\nrefresh_period = "{refresh_period}"\n',
         '[logging]\nlevel = "warning"\nformat = "json"\n',
     ]
     if userflux is not None:

@@ -29,6 +29,7 @@ from bench.postgres import ScratchDatabase
 from bench.seed import naive_sizes
 from bench.sink import Sink
 from syncd.config import load_config
+from syncd.model import refresh_slice_size
 from syncd.sandbox import FakeUserflux, FakeVambe
 
 RESULTS = Path(__file__).with_name("results")
@@ -267,7 +268,9 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
             with ExitStack() as stack:
                 fakes = Fakes(stack)
 
-                def config(source: str, version: str, *, fakes: Fakes = fakes) -> Path:
+                def config(
+                    source: str, version: str, *, fakes: Fakes = fakes, refresh: str = ""
+                ) -> Path:
                     path = cats.v1 if version == "v1" else cats.v2
                     location = (
                         str(path) if source == "jsonl" else (database.url if database else "")
@@ -281,6 +284,7 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
                         userflux=fakes.userflux.url,
                         vambe=fakes.vambe.url,
                         block=fakes.block,
+                        refresh_period=refresh,
                     )
 
                 for suffix in ("", "-wal", "-shm"):
@@ -322,6 +326,12 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
                     results.setdefault(f"1% changed ({source})", []).append(
                         sync(config(source, "v2"), fakes, log)
                     )
+                start(first_source)
+                age_state(state, ROLLING_SPACING_S)
+                say(f"[{repeat + 1}/{opts.repeat}] {ROLLING} ({first_source})")
+                results.setdefault(f"{ROLLING} ({first_source})", []).append(
+                    sync(config(first_source, "v1", refresh=ROLLING_PERIOD), fakes, log)
+                )
                 if opts.naive and repeat == 0:
                     say("naive full re-push (jsonl)")
                     naive = run_process(
@@ -333,6 +343,42 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
                 if repeat == 0:
                     extra["changed_payload_bytes"] = changed_payloads(config("jsonl", "v2"), cats)
     return {"runs": results, **extra}
+
+
+ROLLING = "rolling refresh, a night"
+ROLLING_PERIOD = "7d"
+ROLLING_PERIOD_S = 7 * 86400.0
+ROLLING_SPACING_S = 86400.0
+UF_RATE_PER_S = 20.0
+"""UserFlux's default rate limit, for the hours a night's slice takes."""
+
+
+def age_state(state: Path, seconds: float) -> None:
+    """Move every time the state database holds back by ``seconds``, as if that long had
+    passed since its runs (the rolling refresh then has a night's slice to re-send)."""
+    conn = sqlite3.connect(state)
+    try:
+        with conn:
+            conn.execute("UPDATE products SET acked_at = acked_at - ?", (seconds,))
+            conn.execute(
+                "UPDATE runs SET started_at = started_at - ?, finished_at = finished_at - ?",
+                (seconds, seconds),
+            )
+    finally:
+        conn.close()
+
+
+def rolling_cost(n: int, batch: int = 2000) -> dict[str, float]:
+    """A night's cost of the rolling refresh at ``n`` products (nightly runs, a 7-day
+    period), from its slice rule: ``n x spacing / period`` products re-sent whole."""
+    products = refresh_slice_size(n, ROLLING_SPACING_S, ROLLING_PERIOD_S)
+    return {
+        "products": products,
+        "userflux_requests": products,
+        "userflux_hours": products / UF_RATE_PER_S / 3600,
+        "vambe_requests": -(-products // batch),
+        "weekly_full_hours": n / UF_RATE_PER_S / 3600,
+    }
 
 
 def run_throughput(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
@@ -468,6 +514,15 @@ def checks(
             f"{nochange['wall_s']:.1f} s wall, {nochange['cpu_s']:.1f} s CPU, "
             f"{nochange['rss_mb']:.0f} MB, {requests} requests",
         )
+    rolling = table.get(f"{ROLLING} ({opts.sources[0]})")
+    if rolling is not None:
+        expected = rolling_cost(opts.n)
+        sent = rolling["requests"].get("userflux", 0)
+        check(
+            f"{ROLLING}: about n / 7 products re-sent whole ({expected['products']:,})",
+            expected["products"] <= sent <= expected["products"] * 1.02 + 1,
+            f"{sent:,} UserFlux requests, {rolling['requests'].get('vambe', 0)} Vambe batches",
+        )
     minimal = minimal_requests(cats.edit)
     floor = scenarios.get("changed_payload_bytes", {})
     for source in opts.sources:
@@ -531,6 +586,16 @@ def render(
             f"{naive['requests'].get('userflux', 0):>8} {naive['requests'].get('vambe', 0):>7} "
             f"{_mb(sum(naive['bytes'].values())):>8}"
         )
+    million = rolling_cost(1_000_000)
+    lines += [
+        "",
+        f"rolling refresh, nightly cost at 1,000,000 products, refresh_period {ROLLING_PERIOD}, "
+        f"nightly runs: {million['userflux_requests']:,.0f} UserFlux requests "
+        f"({million['userflux_hours']:.1f} h at {UF_RATE_PER_S:g} req/s) and "
+        f"{million['vambe_requests']:.0f} Vambe batches a night, every night; the weekly full "
+        f"refresh it replaces: 1,000,000 requests ({million['weekly_full_hours']:.1f} h) "
+        "every Sunday",
+    ]
     if throughput is not None:
         lines += [
             "",
@@ -602,6 +667,10 @@ def main(opts: Options) -> int:
         "changed_payload_bytes": scenarios.get("changed_payload_bytes"),
         "runs": {name: [_plain(r) for r in runs] for name, runs in scenarios["runs"].items()},
         "throughput": throughput,
+        "rolling_refresh_nightly": {
+            "1000000": rolling_cost(1_000_000),
+            str(opts.n): rolling_cost(opts.n),
+        },
         "targets": found,
     }
     out.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import struct
 import tempfile
 import threading
 import weakref
@@ -49,6 +51,89 @@ SEEN_ONLY = b"\x00"
 """The hash a run stages for a key it must not delete but has no document for and must not
 count as a product of its own (the visible twin of a key refused for an invisible
 character): never a duplicate of a real row with that key, never a change."""
+REFRESH_DUE = b"\x01"
+"""How the hash of a state row marked for the rolling refresh begins (see
+``refresh_marker``): it matches no payload, so the product is re-sent whole."""
+
+
+def refresh_marker(age_s: float) -> bytes:
+    """The hash a rolling refresh gives a state row acknowledged ``age_s`` seconds ago:
+    ``REFRESH_DUE`` and the age (9 bytes, never a 16-byte digest), so the planner can say
+    why the product is re-sent without a clock of its own."""
+    return REFRESH_DUE + struct.pack(">d", max(age_s, 0.0))
+
+
+def refresh_age(hash_: bytes) -> float | None:
+    """The age a ``refresh_marker`` carries (seconds), or None for any other hash."""
+    if len(hash_) != 9 or not hash_.startswith(REFRESH_DUE):
+        return None
+    return float(struct.unpack(">d", hash_[1:])[0])
+
+
+def describe_age(age_s: float) -> str:
+    """``6 days``, ``1 day``, ``5 hours``, ``12 minutes``: an age as a person says it."""
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if age_s >= seconds:
+            count = round(age_s / seconds)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{round(age_s)} seconds"
+
+
+def refresh_reason(age_s: float) -> str:
+    """Why a product is re-sent whole by the rolling refresh."""
+    return f"rolling refresh: last acknowledged {describe_age(age_s)} ago"
+
+
+def refresh_slice_size(count: int, elapsed_s: float, period_s: float, due: int = 0) -> int:
+    """How many products a run re-asserts: ``count x elapsed / period`` (rounded down; the
+    elapsed time since the target's last completed run, capped at the period), or more when
+    ``due`` products would pass the period before the next run if it comes as late (see
+    ``syncd.state.refresh``).
+
+    Runs that far apart then re-send every product once a period at a cost proportional to
+    their spacing, and runs so frequent that the share rounds to nothing still re-send each
+    product in time.
+    """
+    if count <= 0 or period_s <= 0 or elapsed_s < 0:
+        return 0
+    share = math.floor(count * min(elapsed_s, period_s) / period_s + 1e-6)
+    return min(count, max(share, due))
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshSlice:
+    """A run's share of the rolling refresh for one target: the products whose last
+    acknowledgement is oldest, re-sent whole so each is re-sent within ``period_s``."""
+
+    size: int
+    """Products re-asserted (or, for a plan, that the next sync re-asserts)."""
+    count: int
+    """Products state holds for the target."""
+    period_s: float
+    elapsed_s: float | None
+    """Seconds since the target's last completed run started (None: no such run)."""
+    oldest_age_s: float = 0.0
+    """How long ago the oldest product of the slice was last acknowledged."""
+    newest_age_s: float = 0.0
+    """How long ago the most recently acknowledged product of the slice was."""
+
+    def note(self, *, batch_size: int = 1, rate_per_s: float = 0.0, planned: bool) -> str:
+        """What the slice is and costs, for the plan's notes (``planned``: a plan, which
+        writes nothing, tells what the next sync does)."""
+        who = "the next sync re-asserts" if planned else "re-asserted"
+        assert self.elapsed_s is not None
+        requests = math.ceil(self.size / max(batch_size, 1))
+        cost = f"{requests} requests"
+        if rate_per_s > 0:
+            cost += f", at least {requests / rate_per_s:.1f} s at {rate_per_s:g}/s"
+        ages = describe_age(self.newest_age_s)
+        if describe_age(self.oldest_age_s) != ages:
+            ages += f" to {describe_age(self.oldest_age_s)}"
+        return (
+            f"rolling refresh: {who} {self.size} of {self.count} products whole, those last "
+            f"acknowledged longest ago ({ages} ago), as {describe_age(self.elapsed_s)} passed "
+            f"since the last run of a {describe_age(self.period_s)} refresh_period ({cost})"
+        )
 
 
 class Spool:

@@ -408,6 +408,19 @@ class Reconciler:
                 run.run_id = self.store.start_run(
                     config.name, mode=mode, mode_reason=reason, holder=holder
                 )
+            if self.config.schedule.refresh_period and mode == "incremental":
+                # the rolling refresh: the products acknowledged longest ago, re-sent whole
+                refresh = (
+                    self.store.mark_refresh_due if leases is not None else self.store.refresh_due
+                )(config.name, time.time(), self.config.schedule.refresh_period)
+                if refresh.size:
+                    run.notes.append(
+                        refresh.note(
+                            batch_size=getattr(config, "batch_size", 1),
+                            rate_per_s=config.rate_limit_per_s,
+                            planned=leases is None,
+                        )
+                    )
             try:
                 info = target.inspect(probe=leases is None)  # a plan probes, writing nothing
             except TargetError as exc:  # fatal, or still failing (retriable) at the start

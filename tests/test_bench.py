@@ -65,6 +65,9 @@ def test_the_bench_runs_every_scenario_and_writes_its_figures(tmp_path, postgres
         assert changed["vambe"] == 2  # one create batch, one delete batch
     assert figures["naive"]["requests"]["userflux"] == n
     assert all(row["met"] for row in figures["targets"] if "1% changed" in row["target"])
+    rolling = medians["rolling refresh, a night (jsonl)"]["requests"]
+    assert n // 7 <= rolling["userflux"] <= n // 7 + 2 and rolling["vambe"] == 1
+    assert "142,857 UserFlux requests" in out.stdout  # a night's cost at 1M products
 
 
 def test_seeded_state_lets_a_postgres_run_skip_every_unchanged_row(tmp_path, monkeypatch, postgres):

@@ -244,3 +244,39 @@ def test_secrets_are_not_required_when_asked_not_to():
     assert config.targets[0].api_key_env == "K"
     with pytest.raises(ConfigError, match="unknown key"):
         parse_config({**minimal(), "bogus": 1}, environ={}, require_secrets=False)
+
+
+def test_the_rolling_refresh_is_on_for_seven_days_and_the_weekly_full_refresh_off_by_default():
+    config = parse_config(minimal(), environ={"K": "x"})
+
+    assert config.schedule.refresh_period == 7 * 86400
+    assert config.schedule.full_refresh_cron is None
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("7d", 604800.0),
+        ("12h", 43200.0),
+        ("90m", 5400.0),
+        ("2w", 1209600.0),
+        (3600, 3600.0),
+        ("", None),
+        (0, None),
+    ],
+)
+def test_refresh_period_takes_seconds_or_a_number_with_a_unit(written, seconds):
+    data = minimal()
+    data["schedule"] = {"refresh_period": written}
+
+    assert parse_config(data, environ={"K": "x"}).schedule.refresh_period == seconds
+
+
+@pytest.mark.parametrize("written", ["weekly", "7 days", "-1", -5, "1y"])
+def test_a_refresh_period_that_is_no_duration_is_named_with_its_key(written):
+    data = minimal()
+    data["schedule"] = {"refresh_period": written}
+
+    problems = problems_of(data, environ={"K": "x"})
+
+    assert any(p.startswith("schedule.refresh_period:") for p in problems), problems

@@ -190,8 +190,14 @@ def test_crontab_days_of_week_count_from_sunday_like_cron(crontab: str, apschedu
     assert crontab_day_of_week(crontab) == apscheduler
 
 
-def test_the_default_full_refresh_falls_on_a_sunday_as_its_crontab_says() -> None:
+def test_no_full_refresh_is_scheduled_by_default_the_rolling_refresh_repairs_drift() -> None:
     config = load(_minimal_toml())
+    assert schedule_triggers(config.schedule).full_refresh is None
+    assert config.schedule.refresh_period == 7 * 86400
+
+
+def test_a_weekly_full_refresh_falls_on_a_sunday_as_its_crontab_says() -> None:
+    config = load(_minimal_toml(schedule={"full_refresh_cron": "0 4 * * 0"}))
     triggers = schedule_triggers(config.schedule)
     now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday
     fire = triggers.full_refresh.get_next_fire_time(None, now)
@@ -212,7 +218,7 @@ def test_an_unknown_time_zone_is_a_config_error() -> None:
 
 
 def test_next_runs_follow_the_nightly_cron_and_the_weekly_full_refresh() -> None:
-    config = load(_minimal_toml())
+    config = load(_minimal_toml(schedule={"full_refresh_cron": "0 4 * * 0"}))
     saturday_noon = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     assert next_runs(config, saturday_noon) == {"uf": datetime(2026, 11, 29, 3, 0, tzinfo=UTC)}
     sunday_after_the_sync = datetime(2026, 11, 29, 3, 30, tzinfo=UTC)

@@ -153,7 +153,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
             )
         seen.setdefault(name, index)
     schedule = _table(data, "schedule")
-    for key, default in (("cron", "0 3 * * *"), ("full_refresh_cron", "0 4 * * 0")):
+    for key, default in (("cron", "0 3 * * *"), ("full_refresh_cron", None)):
         value = schedule.get(key, default)
         if isinstance(value, str) and value and len(value.split()) != 5:
             problems.append(ConfigProblem(f"schedule.{key}", "a crontab needs 5 fields"))

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 from syncd.config.base import _Model
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def _duration(value: Any) -> Any:
+    """``"7d"``, ``"12h"``, ``"90m"``, ``"3600s"``, ``"2w"`` or a number of seconds, as
+    seconds; ``""`` or 0: off (None)."""
+    if value is None or value == "" or value == 0:
+        return None
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration: write seconds or a number with a unit "
+                's, m, h, d or w (e.g. "7d"); "" turns it off'
+            )
+        return float(match[1]) * _UNITS[match[2] or "s"]
+    return value
+
+
+Duration = Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_duration)]
+"""Seconds, written as a number or with a unit (``"7d"``); ``""`` or 0: off (None)."""
 
 
 class ScheduleConfig(_Model):
@@ -14,8 +40,15 @@ class ScheduleConfig(_Model):
     """Crontab (5 fields) of the incremental sync; default nightly at 03:00."""
     interval_s: float | None = Field(default=None, gt=0)
     """Sync every N seconds instead of the cron."""
-    full_refresh_cron: str | None = "0 4 * * 0"
-    """Crontab of the full refresh (drift repair); default Sundays 04:00. Empty: never."""
+    full_refresh_cron: str | None = None
+    """Crontab of a full refresh (every product re-sent at once; the Vambe mirror upsert),
+    e.g. ``"0 4 * * 0"`` for Sundays 04:00; default never: the rolling refresh
+    (``refresh_period``) repairs drift a slice per run instead."""
+    refresh_period: Duration = 7 * 86400.0
+    """The rolling refresh: every run re-sends whole the products acknowledged longest ago,
+    ``ceil(products x time since the last run / refresh_period)`` of them, so each product
+    is re-sent within this period at a steady cost per run. Seconds or ``"7d"``; default
+    7 days; ``""`` or 0: off."""
     timezone: str = "UTC"
     """Time zone of the crontabs (an IANA name)."""
     run_at_start: bool = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from syncd.model import Acked, Rejection, RejectionRecord, RunRecord
+from syncd.model import Acked, RefreshSlice, Rejection, RejectionRecord, RunRecord
 
 
 class Staging(Protocol):
@@ -139,6 +139,18 @@ class StateStore(Protocol):
 
     def count_doubts(self, target: str, now: float) -> tuple[int, int]:
         """(due now, still within their window)."""
+        ...
+
+    # -- the rolling refresh ------------------------------------------------------
+    def mark_refresh_due(self, target: str, now: float, period_s: float) -> RefreshSlice:
+        """At the start of a sync: mark the ``ceil(count x elapsed / period_s)`` products
+        acknowledged longest ago (elapsed: since the target's last completed run started,
+        capped at the period; no such run: none) so this run re-sends them whole (their
+        hash becomes a ``refresh_marker``, their ``source_hash`` None), and return the slice."""
+        ...
+
+    def refresh_due(self, target: str, now: float, period_s: float) -> RefreshSlice:
+        """The slice ``mark_refresh_due`` would mark now, writing nothing (for a plan)."""
         ...
 
     def absences(self, target: str) -> dict[str, int]:

@@ -46,6 +46,7 @@ products = sa.Table(
     sa.Column("acked_at", Seconds, nullable=False),
     sa.Column("source_hash", Hash, nullable=True),
     sa.Index(None, "target", "source_hash", "key"),  # covers the fingerprint lookups
+    sa.Index(None, "target", "acked_at", "key"),  # the rolling refresh: oldest acks first
     **MYSQL_TABLE_OPTIONS,
 )
 

@@ -20,8 +20,15 @@ from sqlalchemy.exc import IntegrityError
 
 from syncd.errors import StateSchemaError
 from syncd.logs import scrub, scrub_document
-from syncd.model import UNACKNOWLEDGED, Acked, Rejection, RejectionRecord, RunRecord
-from syncd.state import migrate, pending
+from syncd.model import (
+    UNACKNOWLEDGED,
+    Acked,
+    RefreshSlice,
+    Rejection,
+    RejectionRecord,
+    RunRecord,
+)
+from syncd.state import migrate, pending, refresh
 from syncd.state.base import Staging, StateStore
 from syncd.state.db import (
     ACK_COLUMNS,
@@ -186,6 +193,14 @@ class SqlStateStore:
     def count_doubts(self, target: str, now: float) -> tuple[int, int]:
         with self.translated("count writes in doubt"), self.engine.connect() as conn:
             return pending.count_doubts(conn, target, now)
+
+    def mark_refresh_due(self, target: str, now: float, period_s: float) -> RefreshSlice:
+        with self.translated("mark the rolling refresh"), self.engine.begin() as conn:
+            return refresh.mark_refresh_due(conn, target, now, period_s)
+
+    def refresh_due(self, target: str, now: float, period_s: float) -> RefreshSlice:
+        with self.translated("count the rolling refresh"), self.engine.connect() as conn:
+            return refresh.refresh_due(conn, target, now, period_s)
 
     def absences(self, target: str) -> dict[str, int]:
         with self.translated("read absences"), self.engine.connect() as conn:

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.errors import StateError
-from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection, RunRecord
+from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection, RunRecord, refresh_age
 from syncd.state import sql, staging
+from syncd.state.schema import products, runs
 from syncd.state.sql import SqlStateStore
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
@@ -616,3 +617,71 @@ def test_acked_of_returns_only_the_keys_state_holds(store) -> None:
     found = store.acked_of("t", ["B", "missing", "A", "B"])
 
     assert sorted(found, key=lambda x: x.key) == [acked(a), acked(b)]
+
+
+# -- the rolling refresh -----------------------------------------------------------
+
+
+def _acked_days_ago(store, days_by_key: dict[str, float], now: float) -> None:
+    """Acknowledge products, then set each one's ``acked_at`` ``days`` before ``now``."""
+    store.apply_acks("t", acks(*(doc(key) for key in days_by_key)))
+    with store.engine.begin() as conn:
+        for key, days in days_by_key.items():
+            p = products.c
+            conn.execute(
+                products.update()
+                .where(p.target == "t", p.key == key)
+                .values(acked_at=now - days * 86400)
+            )
+
+
+def _completed_run(store, started: float) -> None:
+    run_id = store.start_run("t", mode="incremental", mode_reason="", holder="h")
+    with store.engine.begin() as conn:
+        conn.execute(
+            runs.update()
+            .where(runs.c.id == run_id)
+            .values(started_at=started, finished_at=started, outcome="ok")
+        )
+
+
+def test_the_rolling_refresh_marks_the_oldest_acknowledgements_whole_and_unfingerprinted(
+    store, small_batches
+) -> None:
+    now = 1_900_000_000.0
+    ages = {f"k{i}": i * 0.4 for i in range(14)}  # k13 acknowledged longest ago, 5.2 days
+    _acked_days_ago(store, ages, now)
+    _completed_run(store, now - 86400)
+
+    planned = store.refresh_due("t", now, 7 * 86400)
+    marked = store.mark_refresh_due("t", now, 7 * 86400)
+
+    assert planned == marked
+    assert (marked.size, marked.count) == (2, 14)
+    assert (marked.oldest_age_s, marked.newest_age_s) == (5.2 * 86400, 4.8 * 86400)
+    held = {a.key: a for a in store.iter_acked("t")}
+    assert {key for key, a in held.items() if len(a.hash) != 16} == {"k13", "k12"}
+    assert refresh_age(held["k12"].hash) == 4.8 * 86400
+    assert held["k12"].payload == {"name": "k12"}  # the payload last acknowledged stays
+    with store.engine.connect() as conn:
+        fingerprinted = conn.execute(
+            sa.select(products.c.key).where(products.c.source_hash.is_not(None))
+        ).scalars()
+        assert not {"k12", "k13"} & set(fingerprinted)
+
+
+def test_the_rolling_refresh_plan_writes_nothing(store) -> None:
+    now = 1_900_000_000.0
+    _acked_days_ago(store, {f"k{i}": 1.0 for i in range(7)}, now)
+    _completed_run(store, now - 86400)
+
+    assert store.refresh_due("t", now, 7 * 86400).size == 1
+    assert all(len(a.hash) == 16 for a in store.iter_acked("t"))
+
+
+def test_the_rolling_refresh_waits_for_a_completed_run(store) -> None:
+    now = 1_900_000_000.0
+    _acked_days_ago(store, {"a": 30.0, "b": 30.0}, now)
+
+    assert store.mark_refresh_due("t", now, 7 * 86400).size == 0
+    assert all(len(a.hash) == 16 for a in store.iter_acked("t"))

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.diff import Change, Operation
-from syncd.model import UNACKNOWLEDGED, Payload
+from syncd.model import UNACKNOWLEDGED, Payload, refresh_age, refresh_reason
 from syncd.targets.base import PlannedRequests
 
 FULL = "FULL_UPDATE"
@@ -89,6 +89,9 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
         return full(full_reason)
     if change.previous is None:
         return full("not in state: the target's copy is unknown, so send every property")
+    age = refresh_age(change.previous.hash)
+    if age is not None:  # acknowledged, but long ago: re-asserted whole (a changed one too)
+        return full(refresh_reason(age))
     if change.previous.hash == UNACKNOWLEDGED:
         return full("the last write was not acknowledged: the target's copy is uncertain")
     payload = document.payload

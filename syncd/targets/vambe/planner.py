@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from urllib.parse import quote
 
 from syncd.diff import Change, ChangeKind, Operation, chunked
+from syncd.model import describe_age, refresh_age
 from syncd.targets.base import PlannedRequests
 
 CREATE = "block.create"
@@ -66,11 +67,26 @@ def plan_vambe(
         notes.append("no upsert: mirror_block is off, so the full refresh re-sends with create")
     else:
         notes.append("no upsert: incremental run (upsert only on a full refresh with mirror_block)")
-    reason = f"{full_reason}: re-send every product" if full else "created or changed products"
-    operations = [
-        Operation(CREATE, "create", reason, batch, path=f"/api/public/product/create/{block}")
-        for batch in chunked(changes, batch_size)
-    ]
+    if full:
+        reason = f"{full_reason}: re-send every product"
+        operations = [
+            Operation(CREATE, "create", reason, batch, path=f"/api/public/product/create/{block}")
+            for batch in chunked(changes, batch_size)
+        ]
+    else:
+        # the rolling refresh's products last, so most batches are one kind or the other
+        changed = [change for change in changes if _refresh_age(change) is None]
+        refreshed = [change for change in changes if _refresh_age(change) is not None]
+        operations = [
+            Operation(
+                CREATE,
+                "create",
+                _batch_reason(batch),
+                batch,
+                path=f"/api/public/product/create/{block}",
+            )
+            for batch in chunked(changed + refreshed, batch_size)
+        ]
     held: tuple[Change, ...] = ()
     if deletes_allowed:
         operations.extend(
@@ -86,6 +102,28 @@ def plan_vambe(
     else:
         held = tuple(deletes)
     return PlannedRequests(tuple(operations), held, tuple(notes))
+
+
+def _refresh_age(change: Change) -> float | None:
+    """How long ago a product re-sent by the rolling refresh was last acknowledged."""
+    return None if change.previous is None else refresh_age(change.previous.hash)
+
+
+def _batch_reason(batch: Sequence[Change]) -> str:
+    """Why a ``create`` batch of an incremental run is sent: created or changed products,
+    products re-asserted by the rolling refresh, or both."""
+    ages = [age for age in map(_refresh_age, batch) if age is not None]
+    if not ages:
+        return "created or changed products"
+    refresh = (
+        f"rolling refresh: last acknowledged {describe_age(min(ages))} ago"
+        if describe_age(min(ages)) == describe_age(max(ages))
+        else f"rolling refresh: last acknowledged {describe_age(min(ages))} to "
+        f"{describe_age(max(ages))} ago"
+    )
+    if len(ages) == len(batch):
+        return refresh
+    return f"created or changed products, and {len(ages)} re-sent by the {refresh}"
 
 
 def encode_body(operation: Operation) -> bytes:

@@ -15,10 +15,10 @@ from bench import catalog
 from bench.config import ENV, write_config
 from bench.postgres import ScratchDatabase
 from bench.seed import naive_sizes
-from syncd import reconcile
 from syncd.config import load_config
 from syncd.reconcile import Reconciler
 from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.stages import opening
 from syncd.state import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def test_seeded_state_lets_a_postgres_run_skip_every_unchanged_row(tmp_path, mon
     source = tmp_path / "catalog.jsonl"
     catalog.write_jsonl(source, 150)
     mapped: list[str] = []
-    real_build_mapper = reconcile.build_mapper
+    real_build_mapper = opening.build_mapper
 
     class CountingMapper:
         def __init__(self, mapper):
@@ -89,7 +89,7 @@ def test_seeded_state_lets_a_postgres_run_skip_every_unchanged_row(tmp_path, mon
     def counting_build_mapper(*args, **kwargs):
         return CountingMapper(real_build_mapper(*args, **kwargs))
 
-    monkeypatch.setattr(reconcile, "build_mapper", counting_build_mapper)
+    monkeypatch.setattr(opening, "build_mapper", counting_build_mapper)
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     with ExitStack() as stack:

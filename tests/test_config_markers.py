@@ -20,6 +20,7 @@ from syncd.config import (
     secret_names,
 )
 from syncd.config.base import _Model
+from syncd.stages import fingerprinting
 
 ENV = {"K": "x", "HOOK": "http://h"}
 
@@ -83,7 +84,7 @@ GOLDEN = [
 
 @pytest.mark.parametrize(("data", "golden"), list(zip(CONFIGS, GOLDEN, strict=True)))
 def test_the_mapping_fingerprint_of_todays_configs_is_unchanged(monkeypatch, data, golden):
-    monkeypatch.setattr(reconcile, "__version__", "0.0-golden")
+    monkeypatch.setattr(fingerprinting, "__version__", "0.0-golden")
     config = parse_config(data, environ=ENV)
     fingerprint = reconcile.mapping_fingerprint(config.source, config.targets[0])
     assert fingerprint is not None

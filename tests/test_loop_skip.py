@@ -16,6 +16,7 @@ from syncd.mapping import Mapper
 from syncd.model import Document, Record
 from syncd.sandbox import FakeUserflux, FakeVambe
 from syncd.sandbox.catalog import FakeCatalogApi
+from syncd.stages import opening
 from tests.support import (
     KEY,
     Harness,
@@ -47,12 +48,12 @@ class _Counting:
 def maps(monkeypatch) -> dict[str, int]:
     """Records mapped per target, counted through every mapper the runs build."""
     calls: dict[str, int] = {}
-    build = reconcile.build_mapper
+    build = opening.build_mapper
 
     def counting(config: Any, key: str) -> Mapper:
         return _Counting(build(config, key), calls, config.name)
 
-    monkeypatch.setattr(reconcile, "build_mapper", counting)
+    monkeypatch.setattr(opening, "build_mapper", counting)
     return calls
 
 

@@ -1,0 +1,273 @@
+"""Deciding what needs the whole read: duplicates, deletes and their proof, products that
+can't be pushed any more, and the guards. Returns the target's ``Plan``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from syncd.diff import Change, ChangeKind, GuardVerdict, Plan, deletes_of
+from syncd.guards import GuardInput, check_guards
+from syncd.model import UNACKNOWLEDGED, Document, Rejection
+from syncd.proof import DeleteProof
+from syncd.runs import RunOptions
+from syncd.stages.opening import OpenTarget
+from syncd.stages.planning import Planned
+from syncd.stages.reading import SourceRead
+from syncd.state.base import StateStore
+
+NOT_IN_SOURCE = "named products not in the source"
+"""How a resend's note about keys the read did not find begins."""
+LEFT_OUT_BY = "left out by"
+"""How notes name products a target's ``where`` leaves out (``left out by targets[1].where``)."""
+
+
+@dataclass(frozen=True)
+class _Proven:
+    """The deletes a complete read may send, and what holds the others back."""
+
+    ready: list[Change]
+    unproven: frozenset[str]
+    """Missing, not proven gone: no request may remove them."""
+    awaiting: int
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Unpushable:
+    """The run's changes plus what becomes of the products that can't be pushed any more."""
+
+    changes: list[Change]
+    keep: frozenset[str]
+    """Keys no request may remove from the target."""
+    notes: tuple[str, ...]
+
+
+def not_planned(opened: OpenTarget) -> Plan:
+    """The plan of a target whose run ended before reading: unknown, with its error."""
+    return Plan(
+        opened.name,
+        opened.target.kind,
+        opened.mode,
+        opened.mode_reason,
+        (),
+        0,
+        error=opened.error,
+    )
+
+
+def decide(
+    opened: OpenTarget,
+    planned: Planned,
+    read: SourceRead,
+    options: RunOptions,
+    proof: DeleteProof,
+    store: StateStore,
+) -> Plan:
+    """The target's plan once the read is over: its changes, the deletes a complete read
+    proves, what becomes of unpushable products, all weighed by the guards."""
+    staging = opened.staging
+    if opened.outcome is not None or staging is None:
+        return not_planned(opened)
+    notes = list(opened.notes)
+    changes = list(planned.changes)
+    rejections = list(planned.rejections)
+    unsendable = set(planned.unsendable)
+    duplicates = set(staging.duplicates())
+    if duplicates:
+        unsendable |= duplicates
+        changes = [c for c in changes if c.key not in duplicates]
+        rejections.extend(
+            Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
+            for key in sorted(duplicates)
+        )
+    deletes: list[Change] = []
+    unproven: frozenset[str] = frozenset()
+    awaiting = 0
+    if read.error is None and not opened.only:  # a resend saw only its keys: no deletes
+        proven = _proven_deletes(opened, planned, deletes_of(staging.unseen()), proof, store)
+        deletes, unproven, awaiting = proven.ready, proven.unproven, proven.awaiting
+        notes += proven.notes
+    if opened.only:
+        notes += _resend_notes(opened, planned)
+    if left := [change.key for change in deletes if change.key in planned.left_out]:
+        notes.append(
+            f"{len(left)} deletes are products {LEFT_OUT_BY} targets[{opened.index}].where "
+            f"(absent from this target), not gone from the source; first: {left[0]!r}"
+        )
+    unpushable = _unpushable(opened, changes, unsendable, frozenset(duplicates), store)
+    notes += unpushable.notes
+    keep = unpushable.keep | unproven  # a whole-block upsert would delete them without proof
+    changes = [c for c in unpushable.changes if c.kind is not ChangeKind.DELETE]
+    deletes += [c for c in unpushable.changes if c.kind is ChangeKind.DELETE]
+    rejected = len(rejections) + planned.held_rejected
+    deleting, population = len(deletes), opened.state_count
+    mirroring = opened.full and getattr(opened.config, "mirror_block", False) and not opened.only
+    if mirroring and opened.target_count and not keep:
+        # a whole-block upsert (never sent while keys must be kept) also removes what
+        # state never knew (drift, lost state)
+        deleting = max(deleting, opened.target_count - len(changes))
+        population = max(population, opened.target_count)
+    verdict = check_guards(
+        GuardInput(
+            source_complete=read.error is None,
+            source_error=read.error,
+            source_count=read.count,
+            last_source_count=store.last_complete_source_count(opened.name),
+            state_count=population,
+            deletes=deleting,
+            keyless=len(planned.keyless),
+            keyless_example=planned.keyless[0] if planned.keyless else None,
+            rejected=rejected,
+            rejected_example=rejections[0].reason if rejections else None,
+        ),
+        opened.config.guards,
+        target_path=f"targets[{opened.index}]",
+        allow_deletes=options.allow_deletes,
+    )
+    target_plan = opened.target.plan(
+        changes,
+        deletes,
+        full=opened.full,
+        # a resend never sends a whole-block upsert (it would drop every other product)
+        deletes_allowed=verdict.allowed and not opened.only,
+        full_reason=opened.mode_reason,
+        keep=keep,
+    )
+    if read.error is not None and opened.full:
+        notes.append("source read incomplete: full refresh limited to what was read")
+    return Plan(
+        target=opened.name,
+        kind=opened.target.kind,
+        mode=opened.mode,
+        mode_reason=opened.mode_reason,
+        operations=target_plan.operations,
+        unchanged=planned.unchanged,
+        rejected=tuple(rejections),
+        held=target_plan.held,
+        guard=verdict
+        if (target_plan.held or not verdict.allowed or verdict.overridden)
+        else GuardVerdict(True),
+        source_count=read.count,
+        source_complete=read.error is None,
+        state_count=opened.state_count,
+        notes=tuple(notes) + target_plan.notes,
+        source_error=read.error,
+        held_rejected=planned.held_rejected,
+        drift=opened.drift,
+        in_doubt=opened.doubts[1] if opened.remember else sum(opened.doubts),
+        awaiting_delete=awaiting,
+        rate_limit_per_s=opened.config.rate_limit_per_s,
+    )
+
+
+def _resend_notes(opened: OpenTarget, planned: Planned) -> list[str]:
+    notes = [
+        "resend: only the named products, sent whole; nothing deleted, never a whole-block upsert"
+    ]
+    missing = sorted(opened.only - planned.found - planned.left_out)
+    if missing:
+        notes.append(
+            f"{NOT_IN_SOURCE}, not sent ({len(missing)}): "
+            + ", ".join(repr(k) for k in missing[:10])
+        )
+    if left := sorted(opened.only & planned.left_out):
+        notes.append(
+            f"named products {LEFT_OUT_BY} targets[{opened.index}].where: absent from "
+            f"this target, not sent ({len(left)}): " + ", ".join(repr(k) for k in left[:10])
+        )
+    return notes
+
+
+def _proven_deletes(
+    opened: OpenTarget,
+    planned: Planned,
+    candidates: list[Change],
+    proof: DeleteProof,
+    store: StateStore,
+) -> _Proven:
+    """The products gone from a complete read that may be deleted: those a second look
+    confirms (where the source takes one), missing from enough consecutive reads; and
+    the keys of the others (missing, not proven gone: no request may remove them)."""
+    everything = frozenset(change.key for change in candidates)
+    name = opened.name
+    notes: list[str] = []
+    awaiting = 0
+    keys = [change.key for change in candidates]
+    # a second look asks the source by its key: only for targets keyed by it
+    keyed_by_source = getattr(getattr(opened.config, "mapping", None), "key", None) is None
+    left_out = planned.left_out
+    looked = [key for key in keys if key not in left_out]  # left out: seen, not gone
+    confirmed = proof.confirm(looked) if keys and keyed_by_source else None
+    if confirmed is not None:
+        confirmed |= left_out.intersection(keys)
+        found = len(keys) - len(confirmed)
+        if found:
+            why = f"it failed: {proof.failure}" if proof.failure else "found again"
+            notes.append(
+                f"{found} products missing from the read were not confirmed gone by a "
+                f"second look at the source ({why}): not deleted"
+            )
+        awaiting += found
+        candidates = [change for change in candidates if change.key in confirmed]
+    needed, why = proof.runs_needed(confirmed is not None)
+    previous = store.absences(name) if needed > 1 else {}
+    missed = {change.key: previous.get(change.key, 0) + 1 for change in candidates}
+    if opened.remember:
+        store.record_absences(name, missed, time.time())
+    waiting = [key for key, count in missed.items() if count < needed]
+    awaiting += len(waiting)
+    if waiting:
+        notes.append(
+            f"{len(waiting)} products missing from this read are deleted only once "
+            f"missing from {needed} consecutive complete reads ({why}); "
+            f"first: {waiting[0]!r}, missed {missed[waiting[0]]} so far"
+        )
+    ready = [change for change in candidates if missed[change.key] >= needed]
+    return _Proven(ready, everything - {change.key for change in ready}, awaiting, tuple(notes))
+
+
+def _unpushable(
+    opened: OpenTarget,
+    changes: list[Change],
+    unsendable: set[str],
+    ambiguous: frozenset[str],
+    store: StateStore,
+) -> _Unpushable:
+    """The run's changes plus what becomes of the products in state that can't be pushed
+    any more (``rejected``): a delete each (withdraw), or nothing but a note, and for a
+    mirrored block's upsert their last acknowledged version (keep). A duplicated key
+    (``ambiguous``) is always kept: the source does hold that product. Also the keys no
+    request may remove from the target."""
+    changes = list(changes)
+    acked = store.acked_of(opened.name, sorted(unsendable)) if unsendable else []
+    if not acked:
+        return _Unpushable(changes, frozenset(), ())
+    notes: list[str] = []
+    withdrawing = opened.config.rejected == "withdraw"
+    withdrawn = [a for a in acked if withdrawing and a.key not in ambiguous]
+    kept = [a for a in acked if not withdrawing or a.key in ambiguous]
+    if withdrawn:
+        notes.append(
+            f"{len(withdrawn)} products on the target can't be pushed any more (rejected): "
+            f'withdrawn from the target (rejected = "withdraw"); first: {withdrawn[0].key!r}'
+        )
+        changes += [Change(ChangeKind.DELETE, a.key, None, a) for a in withdrawn]
+    if not kept:
+        return _Unpushable(changes, frozenset(), tuple(notes))
+    why = "their key is duplicated in the source" if withdrawing else 'rejected = "keep"'
+    notes.append(
+        f"{len(kept)} products on the target can't be pushed any more (rejected): they "
+        f"keep their last acknowledged version and are stale ({why}); "
+        f"first: {kept[0].key!r}"
+    )
+    known = [a for a in kept if a.hash != UNACKNOWLEDGED]
+    if opened.full and getattr(opened.config, "mirror_block", False):
+        # a whole-block upsert must carry their last good version, or it would drop them
+        changes += [
+            Change(ChangeKind.REFRESH, a.key, Document(a.key, a.canonical, a.hash), a)
+            for a in known
+        ]
+    return _Unpushable(
+        changes, frozenset({a.key for a in kept} - {a.key for a in known}), tuple(notes)
+    )

@@ -1,0 +1,194 @@
+"""Planning one target a chunk at a time: records mapped, validated, diffed against state.
+
+``TargetPlanner`` has one job: take the records the read hands it, stage their keys and
+hashes ``CHUNK`` at a time (``Staging.compare``), and keep the changes (payloads spooled
+to disk), rejections and keys the deciding stage needs. ``planned()`` hands them over as
+one immutable ``Planned``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+
+from syncd.diff import Change, diff_chunk
+from syncd.errors import RecordError
+from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool
+from syncd.sources.base import record_matches
+from syncd.stages.opening import OpenTarget
+
+CHUNK = 2000
+"""Documents staged and compared with state at a time: held in memory per target until
+compared, so this bounds a run's memory (5000 of ~1 KB products cost ~30 MB more)."""
+MAX_DOCUMENT_BYTES = 1_000_000
+"""A mapped payload larger than this is rejected (no API documents a larger one)."""
+UNSEEN_HASH = b""
+"""Staged for a product present in the source but rejected: it must not look deleted."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What reading and diffing one target's records found."""
+
+    changes: tuple[Change, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    held_rejected: int = 0
+    """Products refused before, unchanged since: not sent until the back-off ends."""
+    unsendable: frozenset[str] = frozenset()
+    """Keys in the source that can't be sent this run (rejected, held): a whole-block
+    upsert would delete their last good copy, so it is not used."""
+    keyless: tuple[str, ...] = ()
+    """Reasons of records rejected without a usable key: their products look deleted."""
+    unchanged: int = 0
+    found: frozenset[str] = frozenset()
+    """With ``OpenTarget.only``: the keys the read found."""
+    left_out: frozenset[str] = frozenset()
+    """Keys of records the read returned and the target's ``where`` left out."""
+
+
+@dataclass
+class TargetPlanner:
+    """Maps and diffs one target's records as the read hands them over."""
+
+    opened: OpenTarget
+    spool: Spool
+    """Where the payloads of the changes found wait until they are sent."""
+    fingerprint: bytes | None = None
+    """What a raw row's fingerprint is keyed with for this target (``mapping_fingerprint``);
+    None: rows are not fingerprinted."""
+    _chunk: list[Document] = field(default_factory=list)
+    _changes: list[Change] = field(default_factory=list)
+    _rejections: list[Rejection] = field(default_factory=list)
+    _held_rejected: int = 0
+    _unsendable: set[str] = field(default_factory=set)
+    _keyless: list[str] = field(default_factory=list)
+    _unchanged: int = 0
+    _found: set[str] = field(default_factory=set)
+    _left_out: set[str] = field(default_factory=set)
+
+    @property
+    def skipping(self) -> bool:
+        """Whether rows with a known fingerprint are skipped (never in a full refresh)."""
+        return (
+            self.fingerprint is not None
+            and not self.opened.full
+            and self.opened.staging is not None
+        )
+
+    def known(self, hashes: bytes, rows: int) -> list[bool]:
+        """Of ``rows`` row fingerprints (16 bytes each, concatenated), which state knows:
+        their products are unchanged and counted so (none when not ``skipping``)."""
+        staging = self.opened.staging if self.skipping else None
+        known = staging.known(hashes) if staging else [False] * rows
+        self._unchanged += sum(known)
+        return known
+
+    def map_one(self, record: Record, ordinal: int, source_hash: bytes | None = None) -> None:
+        """Map ``record`` (the ``ordinal``-th read) for this target: a document, or a
+        rejection naming its key (or position); diffed once a chunk is full."""
+        opened = self.opened
+        only = opened.only
+        try:
+            if opened.config.where and not self._kept_by_target(record):
+                return
+            document = opened.mapper.map(record)
+            if only and document.key not in only:
+                return  # a resend: another product, neither sent nor seen
+            opened.target.validate(document.key, document.payload)
+            if document.size > MAX_DOCUMENT_BYTES:
+                raise RecordError(
+                    f"payload is {document.size} bytes, over {MAX_DOCUMENT_BYTES}",
+                    key=document.key,
+                )
+        except RecordError as exc:
+            key = exc.key
+            if only:
+                if key not in only:
+                    return  # a resend: not one of the named products
+                self._found.add(key)
+            # named by its product key, stable between runs; a keyless record by position
+            reason = f"{key}: {exc}" if key else f"record {ordinal}: {exc}"
+            self._rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
+            if key and exc.also_keys:
+                # a key refused for an invisible character: its visible twin and the forms it
+                # may have been pushed under are only seen (not deleted, not withdrawn, not a
+                # duplicate of a real row with that key)
+                for seen in (key, *exc.also_keys):
+                    self._chunk.append(Document(seen, b"", SEEN_ONLY))
+            elif key:
+                self._chunk.append(Document(key, b"", UNSEEN_HASH))
+                self._unsendable.add(key)
+            else:
+                self._keyless.append(reason)
+        else:
+            self._chunk.append(document.slim(source_hash))  # the plan holds bytes, not dicts
+            if only:
+                self._found.add(document.key)
+        if len(self._chunk) >= CHUNK:
+            self.flush()
+
+    def _kept_by_target(self, record: Record) -> bool:
+        """Whether the target's ``where`` keeps ``record``. One left out is absent there (a
+        delete), not rejected: its key is remembered, so no second look at the source is
+        needed to delete it. ``RecordError`` with the product key when the filter can't test
+        it (a comparison on a value that isn't a number): rejected for this target."""
+        opened = self.opened
+        try:
+            if record_matches(record, opened.config.where):
+                return True
+        except RecordError as exc:
+            key: str | None = None
+            try:
+                key = opened.mapper.map(record).key
+            except RecordError as failed:
+                key = failed.key
+            raise RecordError(f"targets[{opened.index}].where: {exc}", key=key) from None
+        with contextlib.suppress(RecordError):
+            self._left_out.add(opened.mapper.map(record).key)
+        return False
+
+    def flush(self) -> None:
+        """Stage and diff the chunk held so far, keep its changes, and forget it."""
+        chunk, self._chunk = self._chunk, []
+        staging = self.opened.staging
+        if not chunk or staging is None:
+            return
+        entries = [(document.key, document.hash) for document in chunk]
+        sources = [document.source_hash for document in chunk]
+        differing = staging.compare(entries, sources)
+        documents = {d.key: d for d in chunk if d.hash not in (UNSEEN_HASH, SEEN_ONLY)}
+        changes = diff_chunk(documents, differing, full=self.opened.full)
+        self._unchanged += sum(1 for key in documents if key not in differing)
+        if self.opened.remember:
+            # unchanged by payload, mapped from a row not yet known: skip that row next run
+            staging.remember(
+                [
+                    (d.key, d.hash, d.source_hash)
+                    for d in documents.values()
+                    if d.source_hash is not None and d.key not in differing
+                ]
+            )
+        held = self.opened.held_rejections
+        for change in changes:
+            document = change.document
+            if document is not None:
+                if held.get(change.key, UNSEEN_HASH) == document.hash:
+                    # refused before, unchanged since: wait out the back-off
+                    self._held_rejected += 1
+                    self._unsendable.add(change.key)
+                    continue
+                change = replace(change, document=document.spooled(self.spool))
+            self._changes.append(change)
+
+    def planned(self) -> Planned:
+        """What the records handed over so far came to (call ``flush`` first)."""
+        return Planned(
+            changes=tuple(self._changes),
+            rejections=tuple(self._rejections),
+            held_rejected=self._held_rejected,
+            unsendable=frozenset(self._unsendable),
+            keyless=tuple(self._keyless),
+            unchanged=self._unchanged,
+            found=frozenset(self._found),
+            left_out=frozenset(self._left_out),
+        )

@@ -1,0 +1,205 @@
+"""Reading the source once for every target, as blocks of raw rows when it can.
+
+``read_source`` hands each record to every target's ``TargetPlanner`` and returns what the
+read came to (``SourceRead``). With fingerprints, each block of raw rows is hashed once
+and a row is parsed only when some target doesn't know it (``read_rows``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import structlog
+
+from syncd.config import SourceConfig
+from syncd.errors import SourceError
+from syncd.model import Record, SourceItem, UnreadableRow
+from syncd.sources import Source, read_catalog
+from syncd.sources.base import RawBlock, RawRows, filter_records, raw_rows
+from syncd.stages.budget import Budget
+from syncd.stages.fingerprinting import record_row
+from syncd.stages.planning import CHUNK, TargetPlanner
+
+log = structlog.get_logger("syncd.run")
+
+RowBlock = tuple[Sequence[bytes], Callable[[int], SourceItem | None]]
+"""Raw rows to fingerprint, and the item of row ``i`` (None: no record), made on demand."""
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """What one read of the source came to."""
+
+    count: int = 0
+    """Records read."""
+    error: str | None = None
+    """Why the read failed or came back short; None: it completed."""
+    unreadable: tuple[UnreadableRow, ...] = ()
+
+
+def read_source(
+    source: Source,
+    config: SourceConfig,
+    planners: Sequence[TargetPlanner],
+    budget: Budget,
+) -> SourceRead:
+    """Read ``source`` once, handing every record to each planner (flushed at the end, even
+    after a failed read: what was read is still planned, and sends no deletes)."""
+    unreadable: list[UnreadableRow] = []
+    count = 0
+    error: str | None = None
+    try:
+        if any(planner.fingerprint is not None for planner in planners):
+            rows = raw_rows(source)
+            blocks = (
+                line_blocks(rows, config)
+                if rows is not None
+                else record_blocks(source, config, unreadable)
+            )
+            count = read_rows(blocks, planners, unreadable, budget)
+        else:
+            for item in read_catalog(source, config):
+                budget.check_read()
+                if isinstance(item, UnreadableRow):
+                    unreadable.append(item)
+                    continue
+                count += 1
+                for planner in planners:
+                    planner.map_one(item, count)
+    except SourceError as exc:
+        error = str(exc)
+    for planner in planners:
+        planner.flush()
+    if error is None and count < config.min_records:
+        error = (
+            f"the source returned {count} records, fewer than "
+            f"source.min_records={config.min_records}"
+        )
+    if error is None and unreadable:
+        first = unreadable[0]
+        error = (
+            f"{len(unreadable)} source rows could not be parsed (first: {first.place}: "
+            f"{first.reason}); their products can't be told from deleted ones"
+        )
+    log.info(
+        "syncd.source.read",
+        source=source.describe(),
+        records=count,
+        complete=error is None,
+        error=error,
+    )
+    return SourceRead(count, error, tuple(unreadable))
+
+
+def line_blocks(source: RawRows, config: SourceConfig) -> Iterator[RowBlock]:
+    """A JSON Lines file as blocks of raw rows: each non-blank line's stripped bytes,
+    parsed (and filtered by ``source.where``) only when asked for."""
+    where = config.where
+    for block in source.read_blocks():
+        stripped = [line.strip() for line in block.lines]
+        lines: Sequence[int] = range(len(stripped))
+        if not all(stripped):  # blank lines are no records
+            lines = [i for i in lines if stripped[i]]
+            stripped = [stripped[i] for i in lines]
+
+        def parse(
+            i: int, block: RawBlock = block, lines: Sequence[int] = lines
+        ) -> SourceItem | None:
+            item = source.parse_line(block.row(lines[i]))
+            if isinstance(item, dict) and where:  # a record where can't test: unreadable
+                item = next(filter_records([item], where, config.key), None)
+            return item  # None: left out by source.where
+
+        yield stripped, parse
+
+
+def _record_block(records: list[Record]) -> RowBlock:
+    """Records as a block of raw rows (``record_row``)."""
+    return [record_row(record) for record in records], records.__getitem__
+
+
+def record_blocks(
+    source: Source, config: SourceConfig, unreadable: list[UnreadableRow]
+) -> Iterator[RowBlock]:
+    """A source's records (grouped and filtered as configured) in blocks of ``CHUNK``,
+    each with its raw bytes (``record_row``). The records read before a source error are
+    still yielded (and planned: the failed read sends no deletes); unreadable rows are
+    appended to ``unreadable``."""
+    records: list[Record] = []
+    try:
+        for item in read_catalog(source, config):
+            if isinstance(item, UnreadableRow):
+                unreadable.append(item)
+                continue
+            records.append(item)
+            if len(records) == CHUNK:
+                yield _record_block(records)
+                records = []
+    except SourceError:
+        yield _record_block(records)
+        raise
+    if records:
+        yield _record_block(records)
+
+
+def read_rows(
+    blocks: Iterable[RowBlock],
+    planners: Sequence[TargetPlanner],
+    unreadable: list[UnreadableRow],
+    budget: Budget,
+) -> int:
+    """Read the source skipping, per target, the rows whose fingerprint state knows.
+
+    Each block of raw rows is fingerprinted once (``row_digest``), then for every
+    fingerprinting target (``row_fingerprint``) and looked up (``TargetPlanner.known``);
+    a row is parsed only when some target doesn't know it, and mapped only for those
+    targets. A skipped row's product is unchanged. Known fingerprints also count as
+    seen (no delete), and duplicates are still found: a fingerprint known twice, or
+    a parsed row's key that a skipped row's product has, is a duplicate key
+    (``Staging.duplicates``). Unreadable rows are appended to ``unreadable``. Returns the
+    records read.
+    """
+    count = 0
+    blake2b = hashlib.blake2b
+    for raws, parse in blocks:
+        budget.check_read()
+        # row_digest, inlined (a million calls), as pairs of 64-bit words
+        joined = b"".join([blake2b(raw, digest_size=16).digest() for raw in raws])
+        digests = np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
+        # per target: each row's fingerprint (16 bytes each, concatenated) and whether
+        # state knows it (None: not fingerprinted, every row is mapped)
+        rows: list[tuple[TargetPlanner, bytes | None, list[bool] | None]] = []
+        for planner in planners:
+            if planner.fingerprint is None:
+                rows.append((planner, None, None))
+                continue
+            # row_fingerprint of every row: XOR is bytewise, any word order will do
+            key = np.frombuffer(planner.fingerprint, dtype=np.uint64)
+            hashes = (digests ^ key).tobytes()
+            rows.append((planner, hashes, planner.known(hashes, len(raws))))
+        flags = [known for _, _, known in rows]
+        needed: Sequence[int] = range(len(raws))
+        if all(known is not None for known in flags):
+            needed = [i for i, each in enumerate(zip(*flags, strict=True)) if not all(each)]
+        base, dropped = count, 0  # dropped: needed rows that are no record
+        for i in needed:
+            wanted = [
+                (planner, None if hashes is None else hashes[16 * i : 16 * i + 16])
+                for planner, hashes, known in rows
+                if known is None or not known[i]
+            ]
+            item: SourceItem | None = parse(i)
+            if item is None:
+                dropped += 1  # blank once decoded, or left out by source.where
+                continue
+            if isinstance(item, UnreadableRow):
+                unreadable.append(item)
+                dropped += 1
+                continue
+            for planner, row_hash in wanted:
+                planner.map_one(item, base + i + 1 - dropped, row_hash)
+        count = base + len(raws) - dropped  # rows known to every target are records
+    return count

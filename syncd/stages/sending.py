@@ -1,0 +1,299 @@
+"""Sending one target's plan: acknowledgements into state, refused writes restored, late
+withdrawals, writes left in doubt, and the outcome the run ends with (``Sent``)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import structlog
+
+from syncd.diff import Change, ChangeKind, Operation, Plan
+from syncd.executor import Clock, Events, Execution, Executor
+from syncd.model import UNACKNOWLEDGED
+from syncd.progress import RunProgress
+from syncd.stages.budget import Budget
+from syncd.stages.opening import OpenTarget
+from syncd.state.base import StateStore
+
+log = structlog.get_logger("syncd.run")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """How sending one target's plan went."""
+
+    execution: Execution
+    outcome: str
+    error: str | None
+    doubted: int = 0
+    """Products whose write this run left in doubt."""
+
+
+def send(
+    opened: OpenTarget,
+    plan: Plan,
+    *,
+    store: StateStore,
+    budget: Budget,
+    clock: Clock,
+    events: Events | None,
+    progress: RunProgress,
+    grace_s: float,
+) -> Sent:
+    """Send ``plan`` to the target, recording each acknowledgement in state as it comes,
+    and say how the target's run ended."""
+    config = opened.config
+    name = config.name
+    upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
+    deletes: list[str] = []
+
+    progress.begin(name, sum(len(op.changes) for op in plan.operations))
+
+    def on_ack(operation: Operation) -> None:
+        progress.advance(name, len(operation.changes))
+        for change in operation.changes:
+            if change.kind is ChangeKind.DELETE:
+                deletes.append(change.key)
+            elif change.document is not None:
+                document = change.document
+                upserts.append(
+                    (document.key, document.hash, document.canonical, document.source_hash)
+                )
+
+    def flush() -> None:
+        if upserts or deletes:
+            store.apply_acks(name, upserts, deletes)
+            upserts.clear()
+            deletes.clear()
+
+    deadline = (
+        None
+        if budget.deadline is None
+        # the rest of the budget, on the executor's clock
+        else clock.monotonic() + max(0.0, budget.deadline - time.monotonic())
+    )
+    store.mark_unacknowledged(name, writes_in(plan.operations))
+    executor = Executor(
+        opened.target,
+        concurrency=config.concurrency,
+        rate_limit_per_s=config.rate_limit_per_s,
+        retry=config.retry,
+        clock=clock,
+        events=events,
+        stop=budget.stop,
+        grace_s=grace_s,
+        deadline=deadline,
+    )
+    execution = executor.run(plan.operations, on_ack, flush)
+    _restore_refused(opened, plan, execution, store)
+    too_many = too_many_rejected(opened, plan, execution)
+    late: tuple[Operation, ...] = ()
+    held: str | None = None
+    read_out_of_time = not plan.source_complete and budget.out_of_time()
+    out_of_time = execution.out_of_time or read_out_of_time
+    if too_many is None and not out_of_time:
+        late, held = _late_withdrawals(opened, plan, execution, store, budget)
+    if late:
+        execution = combined(execution, executor.run(late, on_ack, flush))
+    doubted = _record_doubts(opened, (*plan.operations, *late), execution, store)
+    outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
+    return Sent(execution, outcome, error, doubted)
+
+
+def _outcome(
+    plan: Plan,
+    execution: Execution,
+    budget: Budget,
+    out_of_time: bool,
+    too_many: str | None,
+    held: str | None,
+) -> tuple[str, str | None]:
+    """How the target's run ended, and why when not ``ok``."""
+    if execution.fatal:
+        return "failed", execution.fatal
+    if budget.stop.is_set() and (execution.interrupted or not plan.source_complete):
+        return "interrupted", "stopped (signal or lost lease) before the end"
+    if out_of_time:
+        left = execution.not_sent + execution.failed
+        return (
+            "incomplete",
+            (
+                f"the run's time budget (max_run_s={budget.budget_s:g}) ran out: {left} "
+                "products not sent yet"
+                + ("" if plan.source_complete else ", and the read did not complete (no deletes)")
+                + "; the next run carries on"
+            ),
+        )
+    if not plan.source_complete:
+        return "failed", "; ".join(plan.guard.reasons)
+    if not plan.guard.allowed:
+        return "blocked", "; ".join(plan.guard.reasons)
+    if too_many is not None:
+        return "blocked", too_many
+    if held is not None:
+        return "blocked", held
+    if execution.failed:
+        return (
+            # nothing acknowledged: the target took none of it, the run failed
+            "failed" if sum(execution.acked.values()) == 0 else "partial",
+            (
+                f"{execution.failed} products still failing after retries "
+                f"(last: {execution.last_error}); they are re-sent next run"
+            ),
+        )
+    return "ok", None
+
+
+def writes_in(operations: Sequence[Operation]) -> Iterator[tuple[str, bytes]]:
+    """(key, canonical payload) of every create, update and delete a plan sends.
+
+    A full refresh's unchanged products are left out: re-sending the same payload
+    can't leave the target different from what state says.
+    """
+    for operation in operations:
+        for change in operation.changes:
+            if change.kind is ChangeKind.REFRESH:
+                continue
+            document = change.document
+            yield change.key, document.canonical if document else b"{}"
+
+
+def _restore_refused(
+    opened: OpenTarget, plan: Plan, execution: Execution, store: StateStore
+) -> None:
+    """A write the target refused was not applied: state goes back to what the target
+    holds, its last acknowledged version (a refused create: nothing), instead of
+    staying marked in flight."""
+    refused = {r.key for r in execution.rejections if r.by_target}
+    if not refused:
+        return
+    restore: list[tuple[str, bytes, bytes, bytes | None]] = []
+    forget: list[str] = []
+    for operation in plan.operations:
+        for change in operation.changes:
+            if change.key not in refused or change.kind in (
+                ChangeKind.DELETE,
+                ChangeKind.REFRESH,  # never marked in flight: state is as it was
+            ):
+                continue
+            previous = change.previous
+            if previous is None:
+                forget.append(change.key)
+            elif previous.hash != UNACKNOWLEDGED:
+                restore.append((change.key, previous.hash, previous.canonical, None))
+    store.apply_acks(opened.name, restore, forget)
+
+
+def _late_withdrawals(
+    opened: OpenTarget, plan: Plan, execution: Execution, store: StateStore, budget: Budget
+) -> tuple[tuple[Operation, ...], str | None]:
+    """Deletes of the products the target refused this run whose older version it still
+    holds, when they are to be withdrawn and nothing held deletes back; or why the
+    delete guards hold them (with the run's own deletes, over a limit)."""
+    if (
+        opened.config.rejected != "withdraw"
+        or not plan.source_complete
+        or not plan.guard.allowed
+        or execution.fatal
+        or budget.stop.is_set()
+    ):
+        return (), None
+    refused = {r.key for r in execution.rejections if r.by_target}
+    # only where the target held a version before (a refused create left nothing there)
+    had = [
+        change.key
+        for operation in plan.operations
+        for change in operation.changes
+        if change.key in refused and change.previous is not None
+    ]
+    acked = store.acked_of(opened.name, had) if had else []
+    if not acked:
+        return (), None
+    guards = opened.config.guards
+    deleting = plan.counts()["delete"] + len(acked)
+    if deleting > guards.max_delete_fraction * max(opened.state_count, 1) or (
+        guards.max_delete_count is not None and deleting > guards.max_delete_count
+    ):
+        return (), (
+            f"{len(acked)} products the target refused this run are not withdrawn: with "
+            f"this run's deletes that makes {deleting} of the target's {opened.state_count} "
+            f"products, over targets[{opened.index}].guards (max_delete_fraction="
+            f"{guards.max_delete_fraction:.0%}, max_delete_count={guards.max_delete_count}); "
+            "they keep their older version until a run withdraws them"
+        )
+    log.info(
+        "syncd.run.withdrawing",
+        target=opened.name,
+        products=len(acked),
+        reason="refused by the target this run; the older version must not stay there",
+    )
+    deletes = [Change(ChangeKind.DELETE, a.key, None, a) for a in acked]
+    return opened.target.plan([], deletes, full=False, deletes_allowed=True).operations, None
+
+
+def _record_doubts(
+    opened: OpenTarget,
+    operations: Sequence[Operation],
+    execution: Execution,
+    store: StateStore,
+) -> int:
+    """Remember the products whose write the target may have applied after syncd gave
+    up on it, to re-send them whole once ``in_doubt_window_s`` has passed; how many."""
+    doubted: set[str] = getattr(execution, "in_doubt", set())
+    if not doubted:
+        return 0
+    payloads: dict[str, bytes | None] = {}
+    for operation in operations:
+        for change in operation.changes:
+            if change.key in doubted:
+                source = change.document or change.previous
+                payloads[change.key] = source.canonical if source is not None else None
+    until = time.time() + opened.config.in_doubt_window_s
+    store.record_doubts(opened.name, list(payloads.items()), until)
+    log.warning(
+        "syncd.run.writes_in_doubt",
+        target=opened.name,
+        products=len(payloads),
+        reassert_after_s=opened.config.in_doubt_window_s,
+    )
+    return len(payloads)
+
+
+def combined(first: Execution, second: Execution) -> Execution:
+    """Two executions of one run as one: counts added, errors kept, the later last."""
+    merged = Execution()
+    for name in (f.name for f in fields(Execution)):
+        a, b = getattr(first, name), getattr(second, name)
+        if isinstance(a, bool):
+            value: Any = a or b
+        elif isinstance(a, Counter | list | int):
+            value = a + b
+        elif isinstance(a, set):
+            value = a | b
+        else:  # the first fatal error, the last error seen
+            value = (a or b) if name == "fatal" else (b or a)
+        setattr(merged, name, value)
+    return merged
+
+
+def too_many_rejected(opened: OpenTarget, plan: Plan, execution: Execution) -> str | None:
+    """Why the run is not ok when the target refused (with what was rejected before
+    sending) more than ``max_reject_fraction`` of the records read."""
+    refused = len(execution.rejections)
+    if not refused:
+        return None  # the plan's own rejections were weighed by the guards
+    rejected = len(plan.rejected) + plan.held_rejected + refused
+    read = max(plan.source_count, 1)
+    limit = opened.config.guards.max_reject_fraction
+    if rejected <= limit * read:
+        return None
+    return (
+        f"{rejected} of the {plan.source_count} records read ({rejected / read:.0%}) were "
+        f"rejected ({refused} by the target: {execution.rejections[0].reason}), over "
+        f"max_reject_fraction={limit:.0%}; fix them or change "
+        f"targets[{opened.index}].guards.max_reject_fraction"
+    )

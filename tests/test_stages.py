@@ -1,0 +1,109 @@
+"""A run's stages as functions over explicit inputs: the figures of a target's run kept
+once (``TargetReport``) and derived for the ``runs`` row and the ``syncd.run.finished``
+line, and the read's budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from syncd.diff import Plan
+from syncd.errors import SourceError
+from syncd.runs import TargetReport
+from syncd.sandbox import FakeUserflux
+from syncd.stages.budget import Budget
+from syncd.stages.finishing import run_record
+from tests.support import KEY, Harness, catalog, userflux_target
+
+
+def test_a_runs_row_is_built_from_the_target_report_with_a_refresh_counted_as_an_update():
+    report = TargetReport(
+        target="uf",
+        kind="userflux",
+        run_id=7,
+        mode="full",
+        mode_reason="asked",
+        outcome="partial",
+        created=3,
+        updated=4,
+        refreshed=5,
+        deleted=6,
+        unchanged=8,
+        rejected=9,
+        failed=10,
+        held=11,
+        requests=12,
+        retries=13,
+        duration_ms=2500,
+        drift=-2,
+        error="2 products still failing",
+    )
+    plan = Plan("uf", "userflux", "full", "asked", (), 8, source_count=40, source_complete=True)
+
+    record = run_record(report, plan, finished_at=1000.0, holder="host:1")
+
+    assert (record.id, record.target, record.mode, record.outcome) == (7, "uf", "full", "partial")
+    assert (record.started_at, record.finished_at) == (997.5, 1000.0)
+    assert (record.created, record.updated, record.deleted) == (3, 9, 6)
+    assert (record.unchanged, record.rejected, record.failed, record.held) == (8, 9, 10, 11)
+    assert (record.requests, record.retries, record.drift) == (12, 13, -2)
+    assert (record.source_count, record.source_complete) == (40, True)
+    assert (record.error, record.holder) == ("2 products still failing", "host:1")
+    assert record.details is not None and set(record.details) == {"requests", "notes", "guard"}
+
+
+def test_a_runs_row_needs_the_reports_run_id():
+    report = TargetReport("uf", "userflux", None, "incremental", "", "ok")
+    plan = Plan("uf", "userflux", "incremental", "", (), 0)
+
+    with pytest.raises(ValueError, match="'uf'"):
+        run_record(report, plan, finished_at=1.0)
+
+
+def test_the_finished_line_and_the_runs_row_say_what_the_report_says(tmp_path: Path):
+    with FakeUserflux(api_key=KEY) as userflux:
+        h = Harness(tmp_path, [userflux_target(userflux.url)])
+        h.write(catalog(5))
+        h.sync()
+        h.write([*catalog(4), catalog(6)[5]])  # one gone, one new
+
+        with capture_logs() as logs:
+            [report] = h.sync(allow_deletes=True).targets
+        [row, *_] = h.store.recent_runs("uf")
+        h.close()
+
+    [finished] = [e for e in logs if e["event"] == "syncd.run.finished"]
+    assert {k: v for k, v in finished.items() if k not in ("event", "log_level")} == (
+        report.figures()
+    )
+    assert (report.created, report.deleted, report.unchanged) == (1, 1, 4)
+    assert (row.id, row.outcome, row.created, row.deleted, row.unchanged) == (
+        report.run_id,
+        report.outcome,
+        report.created,
+        report.deleted,
+        report.unchanged,
+    )
+    assert row.updated == report.updated + report.refreshed
+
+
+def test_a_read_ends_with_a_source_error_once_the_budget_has_run_out():
+    budget = Budget.starting(threading.Event(), 0.5, time.monotonic() - 1)
+
+    with pytest.raises(SourceError, match=r"max_run_s=0\.5\) ran out before the read"):
+        budget.check_read()
+
+
+def test_a_read_ends_with_a_source_error_when_asked_to_stop():
+    stop = threading.Event()
+    budget = Budget.starting(stop, None, time.monotonic())
+    budget.check_read()  # no budget, no stop: the read goes on
+    assert not budget.out_of_time()
+
+    stop.set()
+    with pytest.raises(SourceError, match="stopped"):
+        budget.check_read()

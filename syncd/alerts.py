@@ -10,6 +10,7 @@ a sync nor holds it up.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -25,6 +26,7 @@ from syncd.config import AlertsConfig, SyncdConfig, resolve_secret
 from syncd.errors import SyncdError
 from syncd.httpclient import make_client
 from syncd.logs import register_secret, scrub
+from syncd.retry import RetryPolicy
 from syncd.runs import RunReport, tells
 from syncd.state.base import StateStore
 
@@ -306,11 +308,13 @@ class Alerter:
     ) -> None:
         body = channel.body(alert)
         problem = ""
+        # the project's one retry policy: doubling waits from backoff_s, no jitter, no cap
+        policy = RetryPolicy(table.attempts, table.backoff_s, math.inf, jitter=False)
         for attempt in range(1, table.attempts + 1):
             if attempt > 1:
                 if self._closed.is_set():
                     break  # shutting down: no more waiting
-                self._sleep(table.backoff_s * 2 ** (attempt - 2))
+                self._sleep(policy.backoff(attempt - 1))
             try:
                 response = client.post(channel.url, json=body, timeout=table.timeout_s)
             except httpx.HTTPError as exc:

@@ -3,7 +3,7 @@ linear back-off with equal jitter, floored by the server's ``Retry-After``, capp
 the sleep that waits, injectable so no test sleeps for real.
 
 Each caller keeps its own loop and limits: the executor (``[targets.retry]``), the HTTP
-source (per page) and Vambe's block inspection.
+source (per page), Vambe's block inspection and the alert webhooks.
 """
 
 from __future__ import annotations

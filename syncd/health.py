@@ -4,8 +4,7 @@ A stdlib ``ThreadingHTTPServer`` in a daemon thread; what each endpoint reports 
 from callables the daemon passes in: /healthz (liveness) is the process and its
 scheduler running, /readyz (readiness) the state database reachable with a current
 schema. Failing runs make neither fail: they go to /metrics and alerts, which a pod
-taken out of service would stop. ``RunHealth`` keeps since when runs have been failing
-(no longer used by the daemon's probes); ``probe`` is the client ``syncd healthcheck`` uses.
+taken out of service would stop. ``probe`` is the client ``syncd healthcheck`` uses.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -23,7 +22,6 @@ from typing import Any, Self
 import structlog
 
 from syncd.errors import ConfigError
-from syncd.model import RunRecord
 
 log = structlog.get_logger("syncd.health")
 
@@ -167,44 +165,6 @@ class HealthServer:
         self.stop()
 
 
-class RunHealth:
-    """Since when each target's runs have been failing (for /readyz)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failing_since: dict[str, float] = {}
-
-    def seed(self, target: str, runs: Sequence[RunRecord]) -> None:
-        """Take up where the state's history (newest first) left off."""
-        since = None
-        for run in runs:
-            if run.outcome == "ok":
-                break
-            if run.outcome in FAILING:
-                since = run.started_at
-        if since is not None:
-            with self._lock:
-                self._failing_since[target] = since
-
-    def observe(self, target: str, outcome: str, at: float) -> None:
-        with self._lock:
-            if outcome == "ok":
-                self._failing_since.pop(target, None)
-            elif outcome in FAILING:
-                self._failing_since.setdefault(target, at)
-
-    def reasons(self, now: float, max_failing_s: float) -> list[str]:
-        """Why the daemon is not ready: targets failing for longer than ``max_failing_s``."""
-        with self._lock:
-            failing = dict(self._failing_since)
-        return [
-            f"target {target}: runs failing for {now - since:.0f}s "
-            f"(health.max_failing_s = {max_failing_s:g})"
-            for target, since in sorted(failing.items())
-            if now - since > max_failing_s
-        ]
-
-
 def local_address(host: str) -> str:
     """Where to reach a listener bound to ``host`` from the same machine."""
     if host in ("", "0.0.0.0"):  # noqa: S104 (a wildcard bind is reached on loopback)
@@ -228,4 +188,4 @@ def probe(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return False, f"{url}: {reason}"
 
 
-__all__ = ["FAILING", "HealthServer", "Probes", "RunHealth", "local_address", "probe"]
+__all__ = ["FAILING", "HealthServer", "Probes", "local_address", "probe"]

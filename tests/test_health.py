@@ -14,7 +14,7 @@ import pytest
 
 from syncd.daemon import Daemon
 from syncd.errors import ConfigError
-from syncd.health import HealthServer, Probes, RunHealth, local_address, probe
+from syncd.health import HealthServer, Probes, local_address, probe
 from syncd.model import RunRecord
 from syncd.sandbox import FakeUserflux
 from syncd.state import open_store
@@ -100,40 +100,6 @@ def test_a_wildcard_bind_is_probed_on_loopback() -> None:
 def test_probe_reports_failure_when_nothing_listens() -> None:
     healthy, message = probe(f"http://127.0.0.1:{free_port()}/healthz", timeout=1)
     assert not healthy and "127.0.0.1" in message
-
-
-def _run(outcome: str, started_at: float) -> RunRecord:
-    return RunRecord(1, "uf", started_at, started_at + 1, "incremental", "", outcome)
-
-
-def test_runs_fail_readiness_only_after_failing_for_longer_than_max_failing_s() -> None:
-    health = RunHealth()
-    health.observe("uf", "failed", at=1000)
-    health.observe("uf", "partial", at=1500)  # still failing since 1000
-    health.observe("uf", "locked", at=1600)  # another process ran it: neutral
-    assert health.reasons(now=1050, max_failing_s=100) == []
-    assert health.reasons(now=1101, max_failing_s=100) == [
-        "target uf: runs failing for 101s (health.max_failing_s = 100)"
-    ]
-    health.observe("uf", "ok", at=1700)
-    assert health.reasons(now=5000, max_failing_s=100) == []
-
-
-def test_readiness_takes_up_the_failing_streak_recorded_in_state() -> None:
-    health = RunHealth()
-    newest_first = [
-        _run("failed", 900),
-        _run("interrupted", 800),
-        _run("failed", 700),
-        _run("ok", 600),
-        _run("failed", 100),
-    ]
-    health.seed("uf", newest_first)
-    assert health.reasons(now=750, max_failing_s=100) == []
-    assert health.reasons(now=801, max_failing_s=100) != []
-    healthy = RunHealth()
-    healthy.seed("uf", [_run("ok", 900), _run("failed", 100)])
-    assert healthy.reasons(now=10_000, max_failing_s=100) == []
 
 
 @pytest.mark.postgres

@@ -8,7 +8,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.parallel import PRODUCTS
 from bench.suite import RESULTS, Options, main
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of products >= 1, not {text!r}")
+    return value
 
 
 def parse(argv: list[str]) -> Options:
@@ -44,6 +55,16 @@ def parse(argv: list[str]) -> Options:
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the naive re-push")
     parser.add_argument("--no-throughput", action="store_true", help="skip throughput runs")
+    parser.add_argument(
+        "--parallel",
+        type=_positive,
+        default=PRODUCTS,
+        metavar="PRODUCTS",
+        help="products (at most n) in the targets-in-parallel first syncs",
+    )
+    parser.add_argument(
+        "--no-parallel", action="store_true", help="skip the targets-in-parallel scenario"
+    )
     args = parser.parse_args(argv)
     direct = args.seed == "direct" or (args.seed == "auto" and args.n > 200_000)
     return Options(
@@ -57,6 +78,7 @@ def parse(argv: list[str]) -> Options:
         naive=not args.no_naive and not direct,
         throughput=not args.no_throughput,
         results=args.results,
+        parallel=0 if args.no_parallel else args.parallel,
     )
 
 

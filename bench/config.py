@@ -60,7 +60,7 @@ kind = "vambe"
 base_url = "{url}"
 api_key_env = "BENCH_VB_KEY"
 block_id = "{block}"
-batch_size = 2000
+batch_size = {batch}
 concurrency = 4
 rate_limit_per_s = 0
 timeout_s = 120
@@ -91,11 +91,12 @@ def write_config(
     table: str = "",
     concurrency: int = 16,
     refresh_period: str = "",
+    vambe_batch: int = 2000,
 ) -> Path:
     """Write a config to ``path``: ``source`` is ``jsonl`` (``location`` a file) or
     ``postgres`` (``location`` a URL, ``table`` the table); a target is left out when
     its URL is ``None``. ``refresh_period``: the rolling refresh's (off by default, so the
-    no-change and 1% runs measure only the diff)."""
+    no-change and 1% runs measure only the diff); ``vambe_batch``: Vambe's ``batch_size``."""
     parts = [
         _SOURCES[source].format(path=location, table=table),
         f'[state]\nurl = "sqlite:///{state}"\n',
@@ -105,6 +106,6 @@ def write_config(
     if userflux is not None:
         parts.append(_USERFLUX.format(url=userflux, concurrency=concurrency))
     if vambe is not None:
-        parts.append(_VAMBE.format(url=vambe, block=block))
+        parts.append(_VAMBE.format(url=vambe, block=block, batch=vambe_batch))
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -51,6 +51,8 @@ class Options:
     throughput: bool
     results: Path = RESULTS
     """Where the figures' JSON is written."""
+    parallel: int = 0
+    """Products in the targets-in-parallel scenario (``bench/parallel.py``; 0: skipped)."""
 
 
 @dataclass
@@ -561,7 +563,9 @@ def render(
     summary: dict[str, Any],
     throughput: dict[str, Any] | None,
     found: list[dict[str, Any]],
+    sections: Sequence[list[str]] = (),
 ) -> str:
+    """The printed report; ``sections``: more blocks of lines, printed before the targets."""
     lines = [
         f"syncd bench: {opts.n:,} products ({cats.size_v1 / 1e6:.0f} MB JSONL), "
         f"medians of {opts.repeat} run(s); {os.cpu_count()} CPUs",
@@ -615,6 +619,8 @@ def render(
                 f"{row['server']:<14} {row['latency_ms']:>6.0f}ms {row['concurrency']:>6} "
                 f"{row['requests']:>9} {row['rps']:>8.0f} {ideal:>8} {expected:>9} {efficiency:>6}"
             )
+    for section in sections:
+        lines += ["", *section]
     lines += ["", "targets:"]
     for item in found:
         lines.append(
@@ -639,9 +645,15 @@ def main(opts: Options) -> int:
     cats = prepare_catalogs(opts.n, opts.workdir, say)
     scenarios = run_scenarios(opts, cats, say)
     throughput = run_throughput(opts, cats, say) if opts.throughput else None
+    from bench import parallel  # it runs through this module's fakes and children
+
+    in_parallel = parallel.run_parallel(opts, cats, say) if opts.parallel else None
     summary = summarize(opts, cats, scenarios)
     found = checks(opts, cats, summary, scenarios, throughput)
-    text = render(opts, cats, summary, throughput, found)
+    if in_parallel is not None:
+        found += parallel.check_parallel(in_parallel)
+    sections = [] if in_parallel is None else [parallel.render_parallel(in_parallel, opts.repeat)]
+    text = render(opts, cats, summary, throughput, found, sections)
     print(text)
     opts.results.mkdir(parents=True, exist_ok=True)
     out = opts.results / f"{time.strftime('%Y%m%d-%H%M%S')}-{opts.n}.json"
@@ -667,6 +679,7 @@ def main(opts: Options) -> int:
         "changed_payload_bytes": scenarios.get("changed_payload_bytes"),
         "runs": {name: [_plain(r) for r in runs] for name, runs in scenarios["runs"].items()},
         "throughput": throughput,
+        "targets_in_parallel": in_parallel,
         "rolling_refresh_nightly": {
             "1000000": rolling_cost(1_000_000),
             str(opts.n): rolling_cost(opts.n),

@@ -41,6 +41,7 @@ def test_the_bench_runs_every_scenario_and_writes_its_figures(tmp_path, postgres
             "--repeat=1",
             "--sources=jsonl,postgres",
             "--no-throughput",
+            "--parallel=100",
             f"--workdir={tmp_path / 'work'}",
             f"--results={tmp_path / 'results'}",
         ],
@@ -68,6 +69,26 @@ def test_the_bench_runs_every_scenario_and_writes_its_figures(tmp_path, postgres
     rolling = medians["rolling refresh, a night (jsonl)"]["requests"]
     assert n // 7 <= rolling["userflux"] <= n // 7 + 2 and rolling["vambe"] == 1
     assert "142,857 UserFlux requests" in out.stdout  # a night's cost at 1M products
+
+    parallel = figures["targets_in_parallel"]
+    assert parallel["products"] == 100
+    assert "two-target run" in out.stdout and "the slowest alone (vambe" in out.stdout
+    ways = parallel["medians"]
+    assert ways["both targets"]["requests"] == {"userflux": 100, "vambe": 4}  # batches of 25
+    assert ways["userflux alone"]["requests"] == {"userflux": 100, "vambe": 0}
+    assert ways["vambe alone"]["requests"] == {"userflux": 0, "vambe": 4}
+    # in the two-target run both targets were answering at once, not one after the other
+    [both] = parallel["runs"]["both targets"]
+    windows = [
+        (w["first_request_after_s"], w["first_request_after_s"] + w["seconds"])
+        for w in both["push"].values()
+    ]
+    assert len(windows) == 2
+    assert max(start for start, _ in windows) < min(end for _, end in windows)
+    assert parallel["ratio_to_sum"] == pytest.approx(
+        ways["both targets"]["wall_s"]
+        / (ways["userflux alone"]["wall_s"] + ways["vambe alone"]["wall_s"])
+    )
 
 
 def test_seeded_state_lets_a_postgres_run_skip_every_unchanged_row(tmp_path, monkeypatch, postgres):

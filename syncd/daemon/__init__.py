@@ -42,13 +42,14 @@ from syncd.daemon.schedule import (
     schedule_triggers,
 )
 from syncd.errors import StateSchemaError, SyncdError
+from syncd.feeds.runner import FeedRunner
 from syncd.health import FAILING, HealthServer, Probes
 from syncd.leases import ReplicaHeartbeat, assign_targets, holder_id
 from syncd.logs import scrub
 from syncd.metrics import Progress, SyncdMetrics
 from syncd.model import RunRecord
 from syncd.reconcile import Reconciler, RunOptions, RunReport
-from syncd.runs import is_resend
+from syncd.runs import names_keys
 from syncd.state import StateStore
 from syncd.statuspage import status_page
 
@@ -136,7 +137,7 @@ def find_missed_run(store: StateStore, config: SyncdConfig, now: datetime) -> Mi
         runs = [
             run
             for run in store.recent_runs(target.name, limit=50)
-            if not is_resend(run.mode, run.mode_reason)  # a few keys: not the night's run
+            if not names_keys(run.mode, run.mode_reason)  # a few keys: not the night's run
         ]
         if not runs:
             continue  # never ran: nothing was missed
@@ -201,6 +202,18 @@ class Daemon:
         """Targets gained from a replica that left: run at once; given up at the deadline
         (monotonic seconds) if their lease stays held."""
         self._takeover_lock = threading.Lock()
+        self.feeds: FeedRunner | None = (
+            FeedRunner(
+                config,
+                lock=self._run_lock,
+                metrics=self.metrics,
+                environ=environ,
+                transports=transports,
+            )
+            if config.feeds
+            else None
+        )
+        """The change feeds, when configured: targeted syncs between scheduled runs."""
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, *, run_at_start: bool | None = None) -> None:
@@ -221,6 +234,7 @@ class Daemon:
             self._seed(store)
             if schedule.catch_up and not start_now:
                 self._catch_up(scheduler, store, now)
+            feeds = self.feeds
             if config.health.enabled:
                 self._server = HealthServer(
                     config.health.host,
@@ -229,9 +243,17 @@ class Daemon:
                         alive=self.alive,
                         ready=self.not_ready,
                         metrics=self.render_metrics,
-                        status=status_page(config, lambda: self.store, self.metrics.run_progress),
+                        status=status_page(
+                            config,
+                            lambda: self.store,
+                            self.metrics.run_progress,
+                            feeds=feeds.rows if feeds is not None else None,
+                        ),
+                        post=feeds.post if feeds is not None else None,
                     ),
                 ).start()
+            if feeds is not None:
+                feeds.start(store)
         except BaseException:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -334,6 +356,8 @@ class Daemon:
         if store is not None and time.monotonic() - self._refreshed_at >= _SCRAPE_REFRESH_S:
             self._refreshed_at = time.monotonic()
             _observe_state(store, self.config, self.metrics)
+        if self.feeds is not None:
+            self.feeds.observe()
         return self.metrics.render()
 
     def request_stop(self) -> None:
@@ -365,6 +389,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
         if thread is not None:
             thread.join(timeout=5)
+        if self.feeds is not None:
+            self.feeds.stop(grace + 15)  # waiting keys are left unacknowledged
         finished = self._idle.wait(grace + 15)
         if self.heartbeat is not None:
             self.heartbeat.stop()  # the other replicas take this one's targets now
@@ -452,7 +478,10 @@ class Daemon:
                     stop=stop,
                     progress=self.metrics.progress,
                 )
+                missed = self.feeds.reconcile_started() if self.feeds is not None else {}
                 report = reconciler.sync(options)
+                if self.feeds is not None:
+                    self.feeds.reconcile_finished(report, missed)
         except Exception as exc:  # the daemon outlives a failed run
             now = time.time()
             self.metrics.observe_failure(names, now)

@@ -104,7 +104,7 @@ def read_targeted(
     config: SyncdConfig, keys: Sequence[str], source: Source | None = None
 ) -> TargetedRead:
     """Read ``keys`` from the configured source (``source``: an adapter already open)."""
-    wanted = list(dict.fromkeys(str(key) for key in keys))
+    wanted = list(dict.fromkeys(str(key).strip() for key in keys))
     source = source or open_source(config.source, config.http)
     read_keys = getattr(source, "read_keys", None)
     if read_keys is None:

@@ -73,9 +73,7 @@ class Setup:
         with engine.connect() as conn:
             rows = conn.execute(sa.text("SELECT * FROM products ORDER BY sku")).mappings().all()
         engine.dispose()
-        return [
-            {**row, "price": f"{row['price']:.2f}".rstrip("0").rstrip(".")} for row in rows
-        ]
+        return [{**row, "price": f"{row['price']:.2f}".rstrip("0").rstrip(".")} for row in rows]
 
     def assert_targets_equal_source(self) -> None:
         records = self.current()

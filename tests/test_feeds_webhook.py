@@ -39,8 +39,14 @@ class Sink:
 
 @pytest.fixture
 def served() -> Iterator[tuple[WebhookFeed, Sink, int]]:
-    config = WebhookFeedConfig(kind="webhook", name="shop", token_env="FEED_TOKEN",
-                               max_body_bytes=400, max_keys=5, wait_timeout_s=0.5)
+    config = WebhookFeedConfig(
+        kind="webhook",
+        name="shop",
+        token_env="FEED_TOKEN",
+        max_body_bytes=400,
+        max_keys=5,
+        wait_timeout_s=0.5,
+    )
     feed = WebhookFeed(config, environ={"FEED_TOKEN": TOKEN})
     sink = Sink()
     stop = threading.Event()
@@ -48,16 +54,23 @@ def served() -> Iterator[tuple[WebhookFeed, Sink, int]]:
     thread.start()
     while not feed.status().connected:
         time.sleep(0.01)
-    server = HealthServer("127.0.0.1", 0, Probes(alive=lambda: True, ready=lambda: [],
-                                                 post=webhook_router([feed]))).start()
+    server = HealthServer(
+        "127.0.0.1", 0, Probes(alive=lambda: True, ready=lambda: [], post=webhook_router([feed]))
+    ).start()
     yield feed, sink, server.port
     stop.set()
     thread.join(5)
     server.stop()
 
 
-def post(port: int, body: Any, *, token: str | None = TOKEN, path: str = "/feeds/shop",
-         raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+def post(
+    port: int,
+    body: Any,
+    *,
+    token: str | None = TOKEN,
+    path: str = "/feeds/shop",
+    raw: bytes | None = None,
+) -> tuple[int, dict[str, Any]]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     headers = {"Content-Type": "application/json"}
     if token is not None:
@@ -163,7 +176,12 @@ def _report(ok: bool) -> RunReport:
 @pytest.fixture
 def syncer(monkeypatch, tmp_path) -> Iterator[tuple[FeedSyncer, list[list[str]]]]:
     raw = {
-        "source": {"kind": "sql", "url": f"sqlite:///{tmp_path / 's.db'}", "table": "t", "key": "id"},
+        "source": {
+            "kind": "sql",
+            "url": f"sqlite:///{tmp_path / 's.db'}",
+            "table": "t",
+            "key": "id",
+        },
         "targets": [userflux_target("http://127.0.0.1:9")],
         "feed_sync": {"coalesce_s": 0.2, "max_batch": 3},
     }

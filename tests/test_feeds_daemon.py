@@ -1,0 +1,150 @@
+"""The daemon with a change feed: a change reaches both fake targets within seconds, the
+scheduled reconcile then repairs nothing; with the feed cut, it repairs exactly what was
+missed. PostgreSQL is the source."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncd.config import parse_config
+from syncd.daemon import Daemon
+from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.state import open_store
+from tests.support import (
+    ENV,
+    KEY,
+    catalog,
+    expected_userflux,
+    expected_vambe,
+    load_table,
+    userflux_target,
+    vambe_target,
+)
+from tests.test_daemon import wait_until
+
+TOKEN = "feed-token-abcdefghijklmnop"
+
+
+def _execute(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
+def _current(url: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM products ORDER BY sku")).mappings().all()
+    engine.dispose()
+    return [{**row, "price": f"{row['price']:.2f}"} for row in rows]
+
+
+def _post(port: int, keys: list[str], wait: bool = True) -> tuple[int, dict[str, Any]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        "POST",
+        "/feeds/shop" + ("?wait=1" if wait else ""),
+        body=json.dumps({"keys": keys, "changed_at": time.time()}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    payload = json.loads(response.read())
+    connection.close()
+    return response.status, payload
+
+
+def _metric(port: int, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_a_change_reaches_both_targets_via_the_feed_and_the_reconcile_repairs_only_what_it_missed(
+    pg_url: str, tmp_path: Path
+) -> None:
+    load_table(pg_url, catalog(30))
+    environ = {**ENV, "FEED_TOKEN": TOKEN}
+    with FakeUserflux(api_key=KEY) as userflux, FakeVambe(api_key=KEY) as vambe:
+        block = vambe.add_block()
+        raw = {
+            "source": {
+                "kind": "sql",
+                "url": pg_url,
+                "query": "SELECT * FROM products",
+                "key": "sku",
+            },
+            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "targets": [userflux_target(userflux.url), vambe_target(vambe.url, block)],
+            "schedule": {"cron": "0 3 1 1 *", "catch_up": False},
+            "health": {"host": "127.0.0.1", "port": 0},
+            "feeds": [{"kind": "webhook", "name": "shop", "token_env": "FEED_TOKEN"}],
+            "feed_sync": {"coalesce_s": 0.1},
+        }
+        config = parse_config(raw, environ=environ)
+        daemon = Daemon(config, lambda: open_store(config.state.url), environ=environ)
+        daemon.start()
+        try:
+            port = int(daemon.health_url.rsplit(":", 1)[1])  # type: ignore[union-attr]
+            first = daemon.run_once(full=False, reason="", trigger="test")
+            assert first is not None and first.ok
+
+            # through the feed: an update, an insert and a delete, each within seconds
+            _execute(
+                pg_url,
+                "UPDATE products SET price = 55.50 WHERE sku = 'P00001'",
+                "INSERT INTO products VALUES ('P00100', 'Fresh', 20.50, 'red', '<p>New</p>', 1)",
+                "DELETE FROM products WHERE sku = 'P00002'",
+            )
+            started = time.monotonic()
+            status, payload = _post(port, ["P00001", "P00100", "P00002"])
+            took = time.monotonic() - started
+            assert (status, payload["status"]) == (200, "pushed")
+            assert took < 5
+            records = _current(pg_url)
+            assert userflux.products == expected_userflux(records)
+            assert vambe.block_products(block) == expected_vambe(records)
+            assert _metric(port, "syncd_feed_latency_seconds_count", target="uf", feed="shop") == 3
+            assert _metric(port, "syncd_feed_gone_events_total", feed="shop") == 1
+            assert _metric(port, "syncd_feed_connected", feed="shop") == 1
+
+            # the nightly reconcile: nothing to repair
+            night = daemon.run_once(full=False, reason="", trigger="test")
+            assert night is not None and night.ok
+            assert [(t.created, t.updated, t.deleted) for t in night.targets] == [(0, 0, 0)] * 2
+            assert _metric(port, "syncd_feed_repaired_products", target="uf") == 0
+
+            # the feed cut: changes nobody posts; the reconcile repairs exactly them
+            _execute(
+                pg_url,
+                "UPDATE products SET title = 'Missed' WHERE sku IN ('P00003', 'P00004')",
+                "DELETE FROM products WHERE sku = 'P00005'",
+            )
+            night = daemon.run_once(full=False, reason="", trigger="test")
+            assert night is not None and night.ok
+            assert [(t.updated, t.deleted) for t in night.targets] == [(2, 1), (2, 1)]
+            assert _metric(port, "syncd_feed_repaired_products", target="uf") == 3
+            assert _metric(port, "syncd_feed_repaired_products", target="vb") == 3
+            records = _current(pg_url)
+            assert userflux.products == expected_userflux(records)
+            assert vambe.block_products(block) == expected_vambe(records)
+
+            # the status page lists the feed
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as page:
+                html = page.read().decode()
+            assert 'id="feeds"' in html and "shop" in html and TOKEN not in html
+        finally:
+            assert daemon.shutdown()

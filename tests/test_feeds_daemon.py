@@ -28,7 +28,6 @@ from tests.support import (
     userflux_target,
     vambe_target,
 )
-from tests.test_daemon import wait_until
 
 TOKEN = "feed-token-abcdefghijklmnop"
 

@@ -239,7 +239,7 @@ def test_a_batch_is_at_most_max_batch_keys(syncer) -> None:
 
 
 def test_a_batch_not_pushed_everywhere_is_done_false(syncer) -> None:
-    made, calls = syncer
+    made, _ = syncer
     made.behaviour["ok"] = False
     results: list[bool] = []
     made.sink([_event("A")], results.append)

@@ -17,6 +17,7 @@ class WebhookFeedConfig(_Model):
     """``POST /feeds/<name>`` on the daemon's listener with ``{"keys": [...]}``."""
 
     kind: Literal["webhook"]
+    """The feed's kind: ``webhook``."""
     name: str = Field(default="webhook", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     """The feed's name: its URL path (``/feeds/<name>``), its label in metrics and status."""
     token_env: Annotated[str, SECRET]

@@ -205,7 +205,6 @@ class Daemon:
         self.feeds: FeedRunner | None = (
             FeedRunner(
                 config,
-                lock=self._run_lock,
                 metrics=self.metrics,
                 environ=environ,
                 transports=transports,
@@ -430,7 +429,9 @@ class Daemon:
                 if self._stopping.is_set():  # the stop came while waiting for the lock
                     return None
                 try:
-                    return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
+                    # no targeted sync of a change feed pushes a target meanwhile
+                    with self.feeds.exclusive() if self.feeds else contextlib.nullcontext():
+                        return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
                 finally:
                     self.runs_finished += 1
             finally:

@@ -1,6 +1,8 @@
-"""The daemon's change feeds, run: each feed in its own thread handing its events to one
-``FeedSyncer``, their status (connection, lag, last event, ``missed_since``) for the
-status page and /metrics, and what a scheduled run repaired that the feeds missed.
+"""The daemon's change feeds, run: each feed in its own thread handing its events to a
+``FeedSyncer`` per target (its own worker and lock: a throttled target delays no other;
+a scheduled run holds every lock, ``exclusive``), their status (connection, lag, last
+event, ``missed_since``) for the status page and /metrics, and what a scheduled run
+repaired that the feeds missed.
 
 ``missed_since`` comes from the feed; the runner clears it once a scheduled run that
 started while the feed was connected again (after it missed) ended ``ok`` for every
@@ -9,8 +11,10 @@ target: that run read the whole catalog, so nothing missed before it stays misse
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +22,7 @@ import httpx
 import structlog
 
 from syncd.config import SyncdConfig
-from syncd.feeds.base import ChangeFeed, FeedStatus
+from syncd.feeds.base import ChangeFeed, Done, FeedStatus, KeyEvent
 from syncd.feeds.registry import build_feeds
 from syncd.feeds.syncer import FeedSyncer
 from syncd.feeds.webhook import WebhookFeed, webhook_router
@@ -37,7 +41,6 @@ class FeedRunner:
         self,
         config: SyncdConfig,
         *,
-        lock: threading.Lock,
         metrics: SyncdMetrics,
         environ: Mapping[str, str] | None = None,
         transports: Mapping[str, httpx.BaseTransport] | None = None,
@@ -47,11 +50,13 @@ class FeedRunner:
         self.feeds: list[ChangeFeed] = (
             list(feeds) if feeds is not None else build_feeds(config, environ)
         )
-        self._lock = lock
         self._metrics = metrics
         self._environ = environ
         self._transports = transports
-        self.syncer: FeedSyncer | None = None
+        self.syncers: list[FeedSyncer] = []
+        """One per enabled target, each with its worker thread and lock."""
+        self.locks = {t.name: threading.Lock() for t in config.targets if t.enabled}
+        """Per target: held by its targeted syncs, and all of them by a scheduled run."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cleared: dict[str, float] = {}
@@ -63,30 +68,82 @@ class FeedRunner:
             metrics.add_feed(feed.name, targets)
 
     def start(self, store: StateStore) -> FeedRunner:
-        self.syncer = syncer = FeedSyncer(
-            self.config,
-            store,
-            lock=self._lock,
-            environ=self._environ,
-            transports=self._transports,
-            events=self._metrics,
-            observer=self._metrics,
-        ).start()
+        """One syncer per enabled target (its own worker and lock), then every feed."""
+        for index, name in enumerate(self.locks):
+            self.syncers.append(
+                FeedSyncer(
+                    self.config,
+                    store,
+                    lock=self.locks[name],
+                    environ=self._environ,
+                    transports=self._transports,
+                    events=self._metrics,
+                    observer=self._metrics,
+                    targets=lambda name=name: (name,),  # type: ignore[misc]
+                    count_gone=index == 0,
+                ).start()
+            )
         for feed in self.feeds:
             thread = threading.Thread(
-                target=self._run_feed,
-                args=(feed, syncer),
-                name=f"syncd-feed-{feed.name}",
-                daemon=True,
+                target=self._run_feed, args=(feed,), name=f"syncd-feed-{feed.name}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
         log.info("syncd.feeds.started", feeds=",".join(f.name for f in self.feeds))
         return self
 
-    def _run_feed(self, feed: ChangeFeed, syncer: FeedSyncer) -> None:
+    def sink(self, events: Sequence[KeyEvent], done: Done) -> None:
+        """Every feed's ``FeedSink``: the events go to each target's syncer; ``done`` is
+        called once, when every target settled them (True only if each pushed them)."""
+        syncers = self.syncers
+        if not syncers:
+            done(False)
+            return
+        left = [len(syncers)]
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def one(ok: bool) -> None:
+            with lock:
+                results.append(ok)
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                done(all(results))
+
+        for syncer in syncers:
+            syncer.sink(events, one)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold every target's lock (a scheduled run): no targeted sync runs meanwhile."""
+        with contextlib.ExitStack() as stack:
+            for lock in self.locks.values():
+                stack.enter_context(lock)
+            yield
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no key waits and no targeted sync runs; whether it came to that."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not any(s.waiting for s in self.syncers):
+                with self.exclusive():
+                    if not any(s.waiting for s in self.syncers):
+                        return True
+            time.sleep(0.05)
+        return False
+
+    def lag_s(self) -> dict[str, float]:
+        """Per feed, the age of its oldest event still waiting for some target."""
+        lag: dict[str, float] = {}
+        for syncer in self.syncers:
+            for feed, seconds in syncer.lag_s().items():
+                lag[feed] = max(lag.get(feed, 0.0), seconds)
+        return lag
+
+    def _run_feed(self, feed: ChangeFeed) -> None:
         try:
-            feed.run(syncer.sink, self._stop)
+            feed.run(self.sink, self._stop)
         except Exception as exc:  # a feed must never raise; if it does, it is reported
             log.error("syncd.feeds.feed_died", feed=feed.name, error=scrub(str(exc)), exc_info=True)
 
@@ -95,8 +152,8 @@ class FeedRunner:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        if self.syncer is not None:
-            self.syncer.stop(timeout)
+        for syncer in self.syncers:
+            syncer.stop(timeout)
 
     # -- the listener -------------------------------------------------------------------
     def post(self, *args: Any) -> Any:
@@ -125,7 +182,7 @@ class FeedRunner:
 
     def rows(self) -> list[dict[str, object]]:
         """The status page's rows."""
-        lag = self.syncer.lag_s() if self.syncer is not None else {}
+        lag = self.lag_s()
         return [
             {
                 "name": s.name,
@@ -141,7 +198,7 @@ class FeedRunner:
 
     def observe(self) -> None:
         """The feed gauges of /metrics, as they are now."""
-        lag = self.syncer.lag_s() if self.syncer is not None else {}
+        lag = self.lag_s()
         for status in self.statuses():
             self._metrics.observe_feed(
                 status.name,

@@ -1,13 +1,14 @@
-"""Coalescing the feeds' events into targeted syncs, one at a time, in one worker thread.
+"""Coalescing the feeds' events into targeted syncs, one at a time per worker thread.
 
-``FeedSyncer.sink`` is every feed's ``FeedSink``: it queues the events and returns. The
-worker waits ``coalesce_s`` from the first event waiting (events for one key in that
-window become one read), takes at most ``max_batch`` keys, and runs ``sync_keys`` holding
-the process's run lock, the one scheduled runs hold: a scheduled run and a targeted sync
-never push the same target at once nor race each other's acknowledgements (leases keep
-other processes off). While a scheduled run goes on, the keys wait for it to end and are
-then read and pushed (never dropped: the run's read may have begun before their change).
-Each handed-over batch's ``Done`` is called once its every key settled.
+``FeedSyncer.sink`` queues a feed's events and returns. The worker waits ``coalesce_s``
+from the first event waiting (events for one key in that window become one read), takes
+at most ``max_batch`` keys, and runs ``sync_keys`` holding its ``lock``: the daemon gives
+each target its own syncer and lock, and a scheduled run holds every target's lock, so a
+scheduled run and a targeted sync never push the same target at once nor race each
+other's acknowledgements (leases keep other processes off), while a slow or throttled
+target delays no other. While a scheduled run goes on, the keys wait for it to end and
+are then read and pushed (never dropped: the run's read may have begun before their
+change committed). Each handed-over batch's ``Done`` is called once its every key settled.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class FeedSyncer:
         observer: FeedObserver | None = None,
         source: Source | None = None,
         targets: Callable[[], Sequence[str]] | None = None,
+        count_gone: bool = True,
     ) -> None:
         self.config = config
         self.store = store
@@ -103,6 +105,9 @@ class FeedSyncer:
         self._observer = observer or _NoObserver()
         self._source = source
         self._targets = targets
+        self._count_gone = count_gone
+        """Whether this syncer counts events for keys the source no longer has (one of a
+        feed's per-target syncers does, so each event counts once)."""
         settings = config.feed_sync
         self.coalesce_s = settings.coalesce_s
         self.max_batch = settings.max_batch
@@ -257,7 +262,7 @@ class FeedSyncer:
     def _observe(self, batch: dict[str, _Waiting], outcome: TargetedSync) -> None:
         gone: dict[str, int] = {}
         for key, waiting in batch.items():
-            if key in outcome.read.gone:
+            if key in outcome.read.gone and self._count_gone:
                 for event in waiting.events:
                     gone[event.feed] = gone.get(event.feed, 0) + 1
             if key not in outcome.settled:

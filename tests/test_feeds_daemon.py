@@ -147,3 +147,31 @@ def test_a_change_reaches_both_targets_via_the_feed_and_the_reconcile_repairs_on
             assert 'id="feeds"' in html and "shop" in html and TOKEN not in html
         finally:
             assert daemon.shutdown()
+
+
+def test_a_missed_scheduled_run_is_found_behind_many_feed_runs(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from syncd.daemon import find_missed_run
+    from syncd.model import RunRecord
+
+    raw = {
+        "source": {"kind": "sql", "url": "sqlite:///x.db", "table": "t", "key": "sku"},
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        "targets": [userflux_target("http://127.0.0.1:9")],
+        "schedule": {"cron": "0 3 * * *"},
+    }
+    config = parse_config(raw, environ=ENV)
+    store = open_store(config.state.url)
+    two_days_ago = time.time() - 2 * 86_400
+
+    def record(mode: str, at: float) -> None:
+        run_id = store.start_run("uf", mode=mode, mode_reason="", holder="h")
+        store.finish_run(RunRecord(run_id, "uf", at, at + 1, mode, "", "ok", source_complete=True))
+
+    record("incremental", two_days_ago)
+    for i in range(60):  # a busy feed since
+        record("feed", two_days_ago + 3600 + i)
+    missed = find_missed_run(store, config, datetime.now(UTC))
+    store.close()
+    assert missed is not None and not missed.full

@@ -66,6 +66,8 @@ _NOT_A_RUN = ("running", "interrupted")
 _SCRAPE_REFRESH_S = 10.0
 """A scrape of /metrics reads the state gauges back from state at most this often."""
 _DAY_S = 86_400.0
+_KEYED_RUNS_READ = 5000
+"""Runs read back to find the last scheduled one behind a change feed's targeted syncs."""
 _ALERTS_CLOSE_S = 10.0
 """At shutdown or the end of ``syncd sync``: how long queued alerts may still take."""
 
@@ -134,9 +136,13 @@ def find_missed_run(store: StateStore, config: SyncdConfig, now: datetime) -> Mi
     for target in config.targets:
         if not target.enabled:
             continue
+        recent = store.recent_runs(target.name, limit=50)
+        if len(recent) == 50 and all(names_keys(r.mode, r.mode_reason) for r in recent):
+            # a busy change feed's targeted syncs: look further back for the scheduled runs
+            recent = store.recent_runs(target.name, limit=_KEYED_RUNS_READ)
         runs = [
             run
-            for run in store.recent_runs(target.name, limit=50)
+            for run in recent
             if not names_keys(run.mode, run.mode_reason)  # a few keys: not the night's run
         ]
         if not runs:

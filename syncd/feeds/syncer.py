@@ -120,6 +120,9 @@ class FeedSyncer:
         self._thread: threading.Thread | None = None
         self.batches = 0
         """Targeted syncs run so far."""
+        self._spaced_until = 0.0
+        """Monotonic time before which the next targeted sync may not start: each run has
+        its own executor, so the rate limit is kept across runs here."""
 
     # -- the sink every feed hands its events to ----------------------------------------
     def sink(self, events: Sequence[KeyEvent], done: Done) -> None:
@@ -208,6 +211,11 @@ class FeedSyncer:
         """One targeted sync of ``batch``'s keys (under the run lock), then their batches'
         ``Done``; keys a locked target held back wait ``retry_locked_s`` and go again."""
         keys = sorted(batch)
+        pause = self._spaced_until - time.monotonic()
+        if pause > 0 and self._stop.wait(pause):
+            self._settle(batch, set())
+            return None
+        started = time.monotonic()
         try:
             with self.lock:
                 if self._stop.is_set():
@@ -230,6 +238,7 @@ class FeedSyncer:
             self._settle(batch, set())
             return None
         self.batches += 1
+        self._spaced_until = started + self._send_time(outcome)
         if outcome.locked and not outcome.read.error and not self._stop.is_set():
             self._requeue(batch)
             return outcome
@@ -246,6 +255,18 @@ class FeedSyncer:
             else None,
         )
         return outcome
+
+    def _send_time(self, outcome: TargetedSync) -> float:
+        """The least time a run's requests take at their targets' rate limits."""
+        report = outcome.report
+        if report is None:
+            return 0.0
+        spans = [0.0]
+        for target in report.targets:
+            rate = self.config.target(target.target).rate_limit_per_s
+            if rate > 0 and target.requests:
+                spans.append(target.requests / rate)
+        return max(spans)
 
     def _requeue(self, batch: dict[str, _Waiting]) -> None:
         retry_at = time.monotonic() + self.retry_locked_s

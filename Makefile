@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/syncd demo
+	$(BIN)/syncd demo --live
 
 services:
 	@scripts/services.sh

@@ -823,10 +823,20 @@ def sandbox(kind: str, host: str, port: int, api_key_env: str, blocks: Sequence[
 
 @main.command()
 @click.option("--dir", "workdir", default=".demo", show_default=True, help="Scratch folder.")
-def demo(workdir: str) -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Instead: a running `syncd run` with a webhook change feed pushes a change to the "
+    "fakes within seconds (a SQLite catalog).",
+)
+def demo(workdir: str, live: bool) -> None:
     """Run the offline demo: the sample catalog synced to fake UserFlux and Vambe APIs."""
     from pathlib import Path
 
+    if live:
+        from syncd.demo.live import run_live_demo
+
+        sys.exit(run_live_demo(Path(workdir + "-live" if workdir == ".demo" else workdir)))
     from syncd.demo import run_demo
 
     sys.exit(run_demo(Path(workdir)))

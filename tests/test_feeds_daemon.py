@@ -175,3 +175,9 @@ def test_a_missed_scheduled_run_is_found_behind_many_feed_runs(tmp_path: Path) -
     missed = find_missed_run(store, config, datetime.now(UTC))
     store.close()
     assert missed is not None and not missed.full
+
+
+def test_the_live_demo_shows_a_change_reaching_both_fakes(tmp_path: Path) -> None:
+    from syncd.demo.live import run_live_demo
+
+    assert run_live_demo(tmp_path / "live") == 0

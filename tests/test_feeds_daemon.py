@@ -181,3 +181,101 @@ def test_the_live_demo_shows_a_change_reaching_both_fakes(tmp_path: Path) -> Non
     from syncd.demo.live import run_live_demo
 
     assert run_live_demo(tmp_path / "live") == 0
+
+
+def test_a_daemon_killed_mid_burst_loses_nothing_after_the_next_reconcile(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from syncd.reconcile import Reconciler, RunOptions
+    from tests.test_daemon import free_port, subprocess_env
+
+    load_table(pg_url, catalog(200))
+    environ = {**ENV, "FEED_TOKEN": TOKEN}
+    port = free_port()
+    with FakeUserflux(api_key=KEY) as userflux, FakeVambe(api_key=KEY) as vambe:
+        block = vambe.add_block()
+        raw: dict[str, Any] = {
+            "source": {
+                "kind": "sql",
+                "url": pg_url,
+                "query": "SELECT * FROM products",
+                "key": "sku",
+            },
+            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "targets": [userflux_target(userflux.url), vambe_target(vambe.url, block)],
+            "schedule": {"cron": "0 3 1 1 *", "catch_up": False, "lease_ttl_s": 1},
+            "health": {"host": "127.0.0.1", "port": port},
+            "feeds": [{"kind": "webhook", "name": "shop", "token_env": "FEED_TOKEN"}],
+            "feed_sync": {"coalesce_s": 0.05, "max_batch": 5},
+        }
+        config = parse_config(raw, environ=environ)
+        store = open_store(config.state.url)
+        assert Reconciler(config, store, environ=ENV).sync(RunOptions()).ok
+        store.close()
+        toml = tmp_path / "config.toml"
+        toml.write_text(_toml(raw), encoding="utf-8")
+        userflux.latency = vambe.latency = 0.2  # slow enough to be killed mid-burst
+        env = {**subprocess_env(), "FEED_TOKEN": TOKEN, **ENV}
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "--config", str(toml), "run"], env=env, cwd=tmp_path
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            statements = []
+            for i in range(1, 61):
+                sku = f"P{i:05d}"
+                if i % 10 == 0:
+                    statements.append(f"DELETE FROM products WHERE sku = '{sku}'")
+                else:
+                    statements.append(
+                        f"UPDATE products SET title = 'Burst {i}' WHERE sku = '{sku}'"
+                    )
+            for i, statement in enumerate(statements, start=1):
+                _execute(pg_url, statement)
+                assert _post(port, [f"P{i:05d}"], wait=False)[0] == 202
+            time.sleep(0.3)  # some batches pushed, others in flight or waiting
+        finally:
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+        time.sleep(1.5)  # the dead daemon's leases expire (lease_ttl_s = 1)
+        store = open_store(config.state.url)
+        night = Reconciler(config, store, environ=ENV).sync(RunOptions())
+        store.close()
+        assert night.ok
+        # the kill left work undone, which the reconcile repaired
+        assert sum(t.created + t.updated + t.deleted for t in night.targets) > 0
+        # no product the source still has was ever deleted
+        deleted = {r.path.rsplit("/", 1)[-1] for r in userflux.requests if r.method == "DELETE"}
+        assert deleted <= {f"P{i:05d}" for i in range(10, 61, 10)}
+        records = _current(pg_url)
+        assert len(records) == 194
+        assert userflux.products == expected_userflux(records)
+        assert vambe.block_products(block) == expected_vambe(records)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def _toml(raw: dict[str, Any]) -> str:
+    """A config as TOML (every table inline)."""
+    return "".join(f"{key} = {_toml_value(value)}\n" for key, value in raw.items())

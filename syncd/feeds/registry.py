@@ -1,12 +1,27 @@
-"""Building the configured change feeds from their ``[[feeds]]`` tables."""
+"""Building the configured change feeds from their ``[[feeds]]`` tables.
+
+The webhook feed is built here; the other kinds (the database and broker feeds) by
+``syncd.feeds.registry_more.build_more`` when that module is present.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from syncd.config import SyncdConfig, WebhookFeedConfig
 from syncd.feeds.base import ChangeFeed
 from syncd.feeds.webhook import WebhookFeed
+
+
+def _more() -> Callable[[Any], ChangeFeed | None] | None:
+    try:
+        module = importlib.import_module("syncd.feeds.registry_more")
+    except ModuleNotFoundError:
+        return None
+    build: Callable[[Any], ChangeFeed | None] = module.build_more
+    return build
 
 
 def build_feeds(config: SyncdConfig, environ: Mapping[str, str] | None = None) -> list[ChangeFeed]:
@@ -15,6 +30,10 @@ def build_feeds(config: SyncdConfig, environ: Mapping[str, str] | None = None) -
     for index, feed in enumerate(config.feeds):
         if isinstance(feed, WebhookFeedConfig):
             feeds.append(WebhookFeed(feed, index, environ=environ))
-        else:  # pragma: no cover - every kind of the union is handled above
-            raise TypeError(f"feeds[{index}]: unknown feed kind {feed.kind!r}")
+            continue
+        more = _more()
+        built = more(feed) if more is not None else None
+        if built is None:
+            raise TypeError(f"feeds[{index}]: no feed of kind {feed.kind!r} is built in")
+        feeds.append(built)
     return feeds

@@ -218,6 +218,8 @@ class FeedSyncer:
         started = time.monotonic()
         try:
             with self.lock:
+                # a fresh stop per run: a lease lost in one run (which sets it) stops no other
+                self._run_stop = threading.Event()
                 if self._stop.is_set():
                     self._settle(batch, set())
                     return None

@@ -267,3 +267,23 @@ def test_keys_still_waiting_at_stop_are_not_acknowledged(syncer) -> None:
     made.sink([_event("A")], results.append)
     made.stop(5)
     assert results == [False] and calls == []
+
+
+def test_status_shows_the_last_run_over_the_whole_catalog_not_a_feed_run() -> None:
+    from syncd.cli import _last_real_run
+    from syncd.model import RunRecord
+
+    night = RunRecord(1, "uf", 1.0, 2.0, "incremental", "", "ok")
+    feed = RunRecord(2, "uf", 3.0, 4.0, "feed", "", "blocked")
+    assert _last_real_run([feed, night]) is night
+    assert _last_real_run([feed]) is feed  # nothing else yet: the feed's run is all there is
+
+
+def test_the_next_targeted_sync_waits_out_the_rate_limit_the_last_one_used(syncer) -> None:
+    made, _ = syncer
+    made.config = made.config.model_copy(
+        update={"targets": [made.config.targets[0].model_copy(update={"rate_limit_per_s": 10})]}
+    )
+    report = RunReport((TargetReport("uf", "userflux", 1, "feed", "", "ok", requests=5),), 5, True)
+    outcome = TargetedSync(TargetedRead(found=frozenset("A")), report)
+    assert made._send_time(outcome) == 0.5  # 5 requests at 10/s

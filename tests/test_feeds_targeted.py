@@ -236,3 +236,37 @@ def test_a_feed_token_variable_that_is_not_set_is_reported(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, environ=ENV)
     assert "feeds[0].token_env: environment variable FEED_TOKEN is not set" in str(caught.value)
+
+
+def test_an_http_targeted_read_gets_each_item_404_is_gone_and_an_error_unreachable() -> None:
+    import httpx
+
+    from syncd.config import HttpConfig, HttpSourceConfig
+    from syncd.sources.http import HttpSource
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        key = request.url.path.rsplit("/", 1)[-1]
+        if key == "A 1":
+            return httpx.Response(200, json={"sku": "A 1", "title": "Here"})
+        if key == "B":
+            return httpx.Response(404)
+        if key == "C":
+            return httpx.Response(410)
+        if key == "D":
+            return httpx.Response(200, text="not json")
+        return httpx.Response(500)
+
+    config = HttpSourceConfig(
+        kind="http",
+        url="https://shop.example/api/products",
+        key="sku",
+        item_url="https://shop.example/api/products/{key}",
+        max_attempts=2,
+    )
+    source = HttpSource(
+        config, HttpConfig(), transport=httpx.MockTransport(answer), sleep=lambda s: None
+    )
+    read = source.read_keys(["A 1", "B", "C", "D", "E"])
+    assert read.rows == ({"sku": "A 1", "title": "Here"},)
+    assert read.gone == {"B", "C"}
+    assert read.unreachable == {"D", "E"}

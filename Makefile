@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/syncd demo
+	$(BIN)/syncd demo --live
 
 services:
 	@scripts/services.sh
@@ -47,6 +48,7 @@ check: lint types contracts test
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench --n $${BENCH_N:-100000}
+	$(BIN)/python -m bench.feeds --rate 100 --seconds 30 --userflux-rate-limit 0
 
 bench-1m: $(STAMP)
 	$(BIN)/python -m bench --n 1000000 --sources jsonl --no-throughput

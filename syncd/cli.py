@@ -36,6 +36,7 @@ from syncd.model import RunRecord
 from syncd.product import ProductView
 from syncd.reconcile import NOT_IN_SOURCE, Reconciler, RunOptions, RunReport
 from syncd.report import not_attempted_note, render_plan, table
+from syncd.runs import FEED_MODE
 from syncd.state import StateStore, open_store
 from syncd.state.readonly import PlanState, open_store_for_plan, read_revision
 
@@ -137,6 +138,8 @@ def _echo(message: str, *, err: bool = False) -> None:
     click.echo(scrub(message), err=err)  # the one direct echo
 
 
+_STATUS_RUNS = 500
+"""Runs read back per target by ``status`` to find its last one past a change feed's."""
 _TIMESTAMPS = frozenset({"started_at", "finished_at", "first_seen", "last_seen"})
 """Fields holding epoch seconds: printed in ``--json`` as ISO 8601 UTC."""
 
@@ -368,8 +371,12 @@ def _when(timestamp: float | None) -> str:
 
 def _last_real_run(runs: Sequence[RunRecord]) -> RunRecord | None:
     """The newest run that did something: a run refused because another syncd held the
-    target ("locked") says nothing about the target, so the one before it counts."""
-    return next((r for r in runs if r.outcome != "locked"), runs[0] if runs else None)
+    target ("locked") says nothing about the target, so the one before it counts; nor
+    does a change feed's targeted sync of a few keys (mode ``feed``)."""
+    return next(
+        (r for r in runs if r.outcome != "locked" and r.mode != FEED_MODE),
+        runs[0] if runs else None,
+    )
 
 
 def target_problems(
@@ -405,7 +412,7 @@ def status(obj: _Context, as_json: bool) -> None:
     try:
         rows: list[dict[str, Any]] = []
         for target in config.targets:
-            run = _last_real_run(store.recent_runs(target.name, limit=20))
+            run = _last_real_run(store.recent_runs(target.name, limit=_STATUS_RUNS))
             rejected = len(store.open_rejections(target.name))
             holder = store.lease_holder(target.name)  # on the database's clock
             problems = target_problems(run, rejected, holder)
@@ -823,10 +830,20 @@ def sandbox(kind: str, host: str, port: int, api_key_env: str, blocks: Sequence[
 
 @main.command()
 @click.option("--dir", "workdir", default=".demo", show_default=True, help="Scratch folder.")
-def demo(workdir: str) -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Instead: a running `syncd run` with a webhook change feed pushes a change to the "
+    "fakes within seconds (a SQLite catalog).",
+)
+def demo(workdir: str, live: bool) -> None:
     """Run the offline demo: the sample catalog synced to fake UserFlux and Vambe APIs."""
     from pathlib import Path
 
+    if live:
+        from syncd.demo.live import run_live_demo
+
+        sys.exit(run_live_demo(Path(workdir + "-live" if workdir == ".demo" else workdir)))
     from syncd.demo import run_demo
 
     sys.exit(run_demo(Path(workdir)))

@@ -102,3 +102,44 @@ def check_guards(
     if allow_deletes:
         return GuardVerdict(True, tuple(reasons), overridden=True)
     return GuardVerdict(False, tuple(reasons))
+
+
+def check_feed_guards(
+    *,
+    deletes: int,
+    recent: int,
+    window_s: float,
+    state_count: int,
+    config: GuardConfig,
+    target_path: str,
+) -> GuardVerdict:
+    """Whether a feed's targeted sync may send its ``deletes``: with the ``recent`` deletes
+    feed runs sent within the sliding window (``window_s``), they must stay within the
+    target's ``max_delete_fraction`` of its products and ``max_delete_count``. The source
+    counts of a whole read don't apply (a targeted read returns only its keys)."""
+    if not deletes:
+        return GuardVerdict(True)
+    total = deletes + recent
+    reasons: list[str] = []
+    window = f"within feed_sync.delete_window_s={window_s:g}"
+    if state_count and total / state_count > config.max_delete_fraction:
+        reasons.append(
+            f"the feeds' {total} deletes {window} ({deletes} in this batch) are "
+            f"{total / state_count:.1%} of the target's {state_count} products, over "
+            f"max_delete_fraction={config.max_delete_fraction:.0%}"
+        )
+    if config.max_delete_count is not None and total > config.max_delete_count:
+        reasons.append(
+            f"the feeds' {total} deletes {window} ({deletes} in this batch) exceed "
+            f"max_delete_count={config.max_delete_count}"
+        )
+    if not reasons:
+        return GuardVerdict(True)
+    return GuardVerdict(
+        False,
+        (
+            *reasons,
+            f"held for the scheduled run (its own guards weigh them); if a burst like this is "
+            f"normal, change {target_path}.guards or feed_sync.delete_window_s",
+        ),
+    )

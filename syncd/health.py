@@ -1,4 +1,5 @@
-"""The HTTP listener of the daemon: ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The HTTP listener of the daemon: ``/healthz``, ``/readyz`` and ``/metrics`` (and the
+change feeds' webhooks, ``POST /feeds/<name>``, handled by ``Probes.post``).
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread; what each endpoint reports comes
 from callables the daemon passes in: /healthz (liveness) is the process and its
@@ -13,7 +14,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -33,6 +34,14 @@ Metrics = Callable[[], tuple[bytes, str]]
 """The metrics text and its content type."""
 StatusPage = Callable[[str], tuple[bytes, str]]
 """The status page for a query string: its body and content type (``syncd.statuspage``)."""
+Post = Callable[
+    [str, str, Mapping[str, str], int | None, Callable[[int], bytes]],
+    tuple[int, bytes, str, Mapping[str, str]] | None,
+]
+"""A POST (the change feeds' webhooks): (path, query, headers (names lower-cased),
+Content-Length, read) →
+status, body, content type and extra headers; None: no such endpoint. It reads the body
+itself (``read(n)``), so it can refuse one too large before reading it."""
 
 FAILING = frozenset({"failed", "partial", "blocked"})
 """Outcomes that count as failing; ``locked`` and ``interrupted`` are neutral."""
@@ -46,6 +55,7 @@ class Probes:
     ready: Ready
     metrics: Metrics | None = None
     status: StatusPage | None = None
+    post: Post | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,6 +67,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         self._answer(with_body=False)
+
+    def do_POST(self) -> None:
+        path, _, query = self.path.partition("?")
+        post = self.server.probes.post
+        extra: Mapping[str, str] = {}
+        try:
+            raw_length = self.headers.get("Content-Length")
+            length = int(raw_length) if raw_length is not None and raw_length.isdigit() else None
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            answer = None if post is None else post(path, query, headers, length, self.rfile.read)
+            if answer is None:
+                status, body, ctype = _json(404, "not found", [f"no endpoint {path}"])
+            else:
+                status, body, ctype, extra = answer
+        except Exception as exc:  # a handler that breaks answers 500, its body unread
+            log.warning("syncd.health.post_failed", path=path, error=repr(exc))
+            status, body, ctype = _json(500, "error", [exc.__class__.__name__])
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")  # a refused body may be left unread
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes and probes every few seconds: not worth a log line

@@ -50,6 +50,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call] # no ``_created`` ser
 
 _RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
 _REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf"))
+_FEED_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf"))
 
 
 class SyncdMetrics:
@@ -163,8 +164,93 @@ class SyncdMetrics:
             ["target"],
             registry=registry,
         )
+        self.feed_latency = Histogram(
+            "syncd_feed_latency_seconds",
+            "From a change (its changed_at when the feed says, else when syncd received it) "
+            "to the target's acknowledgement of its targeted sync, by target and feed.",
+            ["target", "feed"],
+            buckets=_FEED_BUCKETS,
+            registry=registry,
+        )
+        self.feed_lag = Gauge(
+            "syncd_feed_lag_seconds",
+            "How long the feed's oldest event still waiting for its targeted sync has waited "
+            "(0: none waiting).",
+            ["feed"],
+            registry=registry,
+        )
+        self.feed_connected = Gauge(
+            "syncd_feed_connected",
+            "1 while the change feed is connected (taking events), else 0.",
+            ["feed"],
+            registry=registry,
+        )
+        self.feed_last_event = Gauge(
+            "syncd_feed_last_event_timestamp_seconds",
+            "When the feed last received an event (POSIX seconds; 0: never).",
+            ["feed"],
+            registry=registry,
+        )
+        self.feed_missed_since = Gauge(
+            "syncd_feed_missed_since_timestamp_seconds",
+            "Since when the feed may have missed changes (lost connection, a push that "
+            "failed) until a scheduled run repairs them (POSIX seconds; 0: nothing missed).",
+            ["feed"],
+            registry=registry,
+        )
+        self.feed_gone_events = Counter(
+            "syncd_feed_gone_events",
+            "Feed events for keys the source no longer has (deleted on the targets).",
+            ["feed"],
+            registry=registry,
+        )
+        self.repaired = Gauge(
+            "syncd_feed_repaired_products",
+            "Products the target's last scheduled run had to create, update or delete while "
+            "change feeds are configured: what the feeds missed (0 is a healthy feed).",
+            ["target"],
+            registry=registry,
+        )
         for target in targets:
             self.add_target(target)
+
+    # -- the change feeds -------------------------------------------------------------
+    def add_feed(self, feed: str, targets: Iterable[str]) -> None:
+        """Create a feed's series at zero."""
+        for series in (self.feed_lag, self.feed_connected, self.feed_last_event):
+            series.labels(feed)
+        self.feed_missed_since.labels(feed)
+        self.feed_gone_events.labels(feed)
+        for target in targets:
+            self.feed_latency.labels(target, feed)
+            self.repaired.labels(target)
+
+    def feed_acknowledged(self, target: str, feed: str, latency_s: float) -> None:
+        """A feed's event reached ``target`` ``latency_s`` after the change."""
+        self.feed_latency.labels(target, feed).observe(latency_s)
+
+    def feed_gone(self, feed: str, events: int) -> None:
+        """``events`` of ``feed`` named keys the source no longer has."""
+        self.feed_gone_events.labels(feed).inc(events)
+
+    def observe_feed(
+        self,
+        feed: str,
+        *,
+        connected: bool,
+        last_event_at: float | None,
+        missed_since: float | None,
+        lag_s: float,
+    ) -> None:
+        """A feed's status now."""
+        self.feed_connected.labels(feed).set(1 if connected else 0)
+        self.feed_last_event.labels(feed).set(last_event_at or 0)
+        self.feed_missed_since.labels(feed).set(missed_since or 0)
+        self.feed_lag.labels(feed).set(lag_s)
+
+    def observe_repaired(self, target: str, products: int) -> None:
+        """What the target's last scheduled run repaired that the feeds missed."""
+        self.repaired.labels(target).set(products)
 
     def add_target(self, target: str) -> None:
         """Create the target's series at zero, so ``rate()`` and ``increase()`` see its

@@ -32,9 +32,9 @@ class DeleteProof:
         self._source = source
         self._config = config
         self._looked: dict[str, bool] = {}
-        self._can_look = config.confirm_deletes and callable(
-            getattr(source, "confirm_absent", None)
-        )
+        # a targeted read (a change feed's) is itself the look: it answers by key
+        looks = config.confirm_deletes or bool(getattr(source, "answers_by_key", False))
+        self._can_look = looks and callable(getattr(source, "confirm_absent", None))
         self.failure: str | None = None
         """Why the second look failed, if it did (nothing is then confirmed)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -20,9 +21,22 @@ class RunOptions:
     keys: tuple[str, ...] = ()
     """Only these products (``syncd resend``): re-sent whole whatever state says; the
     rest of the catalog is read but neither sent nor deleted. Empty: every product."""
+    feed: FeedRun | None = None
+    """A targeted sync of ``keys`` a change feed named (``syncd.feeds``): only the diff is
+    sent, and a key the targeted read confirms gone is deleted (mode ``feed``)."""
     max_run_s: float | None = None
     """The run's time budget in seconds (None: ``schedule.max_run_s``): when it runs out,
     no request starts any more and the run ends ``incomplete``; the next run carries on."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRun:
+    """What a feed's targeted sync needs beyond its keys."""
+
+    recent_deletes: Mapping[str, int] = field(default_factory=dict)
+    """Per target, the deletes feed runs sent within ``feed_sync.delete_window_s``: this
+    run's deletes count against the target's delete guards with them."""
+    window_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,8 @@ class RunReport:
 
 RESEND_MODE = "resend"
 """The ``mode`` a ``syncd resend`` run is recorded with."""
+FEED_MODE = "feed"
+"""The ``mode`` a change feed's targeted sync is recorded with."""
 TELLING_OUTCOMES = ("ok", "partial", "blocked", "failed")
 """Outcomes that say how the target is (``locked``, ``running``, ``interrupted`` and
 ``incomplete`` don't)."""
@@ -103,6 +119,13 @@ def is_resend(mode: str, mode_reason: str = "") -> bool:
     return mode == RESEND_MODE or mode_reason.startswith(_RESEND_REASON)
 
 
+def names_keys(mode: str, mode_reason: str = "") -> bool:
+    """Whether a run covered only named keys (a resend, a feed's targeted sync): it is never
+    the night's run nor a full refresh, and says nothing about the target's health."""
+    return mode == FEED_MODE or is_resend(mode, mode_reason)
+
+
 def tells(outcome: str, mode: str, mode_reason: str = "") -> bool:
-    """Whether a run says how its target is: a telling outcome of a run that isn't a resend."""
-    return outcome in TELLING_OUTCOMES and not is_resend(mode, mode_reason)
+    """Whether a run says how its target is: a telling outcome of a run over the whole
+    catalog (not a resend, not a feed's targeted sync)."""
+    return outcome in TELLING_OUTCOMES and not names_keys(mode, mode_reason)

@@ -15,15 +15,15 @@ import hashlib
 import html
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from syncd import __version__
 from syncd.config import SyncdConfig
 from syncd.logs import ELLIPSIS, scrub, scrub_snippet
 from syncd.model import RejectionRecord, RunRecord
-from syncd.runs import is_resend
+from syncd.runs import names_keys
 from syncd.state import StateStore
 
 MAX_REJECTIONS = 200
@@ -39,6 +39,9 @@ _FINISHED = ("ok", "partial")
 
 Progress = Mapping[str, Mapping[str, int]]
 """Target -> counts of the run this process is doing for it (``"requests answered"``...)."""
+FeedRow = Mapping[str, object]
+"""One change feed as the daemon sees it: name, kind, connected, last_event_at, lag_s,
+missed_since, error (``syncd.feeds``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class StatusSnapshot:
     query: str = ""
     error: str | None = None
     """Why the state could not be read (the page still answers)."""
+    feeds: tuple[FeedRow, ...] = ()
+    """The daemon's change feeds (none configured: the section is left out)."""
     progress: Progress = field(default_factory=dict)
     """The daemon's own counts of the run it is doing, per target."""
 
@@ -79,7 +84,7 @@ def _took(runs: list[RunRecord]) -> dict[str, float]:
         if (
             run.outcome in _FINISHED
             and run.finished_at is not None
-            and not is_resend(run.mode, run.mode_reason)
+            and not names_keys(run.mode, run.mode_reason)
         ):
             took.setdefault(run.mode, run.finished_at - run.started_at)
     return took
@@ -100,7 +105,10 @@ def collect_status(
     targets = []
     for target in config.targets:
         own = store.recent_runs(target.name, limit=50)
-        finished = next((r for r in own if r.outcome != "running"), None)
+        done = [r for r in own if r.outcome != "running"]
+        # a feed's targeted syncs of a few keys don't hide the last scheduled run
+        finished = next((r for r in done if not names_keys(r.mode, r.mode_reason)), None)
+        finished = finished or next(iter(done), None)
         targets.append(
             TargetStatus(
                 name=target.name,
@@ -131,12 +139,13 @@ def status_page(
     config: SyncdConfig,
     store: Callable[[], StateStore | None],
     progress: Callable[[], Progress] | None = None,
+    feeds: Callable[[], Sequence[FeedRow]] | None = None,
 ) -> Callable[[str], tuple[bytes, str]]:
     """The listener's ``/status`` handler: the query string in, the HTML page out.
 
     ``store`` gives the daemon's open state store (None before it is open); a state
     that can't be read still gives a page, saying why. ``progress`` gives the daemon's
-    counts of the run it is doing.
+    counts of the run it is doing; ``feeds`` its change feeds.
     """
 
     def page(query_string: str) -> tuple[bytes, str]:
@@ -159,6 +168,8 @@ def status_page(
                 query=query,
                 error=f"cannot read the state: {exc}",
             )
+        if feeds is not None:
+            snapshot = replace(snapshot, feeds=tuple(feeds()))
         return render_status_page(snapshot), "text/html; charset=utf-8"
 
     return page
@@ -390,6 +401,33 @@ def _drift(snapshot: StatusSnapshot) -> str:
     return f'<ul id="drift">{items}</ul>'
 
 
+def _feeds(snapshot: StatusSnapshot) -> str:
+    if not snapshot.feeds:
+        return ""
+    rows = []
+    for feed in snapshot.feeds:
+        lag = feed.get("lag_s")
+        missed = feed.get("missed_since")
+        error = feed.get("error")
+        rows.append(
+            f"<tr><td>{_e(feed.get('name'))}</td><td>{_e(feed.get('kind'))}</td>"
+            f"<td>{_outcome('ok' if feed.get('connected') else 'failed')}</td>"
+            f"<td>{_when(feed.get('last_event_at'))}</td>"  # type: ignore[arg-type]
+            f'<td class="n">{"—" if lag is None else _duration(float(lag))}</td>'  # type: ignore[arg-type]
+            f"<td>{'—' if missed is None else _when(missed)}</td>"  # type: ignore[arg-type]
+            f"<td class=reason>{'' if error is None else _folded(scrub(str(error)))}</td></tr>"
+        )
+    return (
+        "<h2>Change feeds</h2>"
+        '<p class="muted">missed since: the feed may have missed changes from then until the '
+        "next scheduled run repairs them; the counts of a target's last scheduled run above "
+        "are what it repaired that the feeds missed</p>"
+        '<table id="feeds"><thead><tr><th>feed</th><th>kind</th><th>connected</th>'
+        "<th>last event</th><th>lag</th><th>missed since</th><th>error</th></tr></thead>"
+        "<tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
 def render_status_page(snapshot: StatusSnapshot) -> bytes:
     """The whole page, UTF-8 encoded."""
     error = f'<p class="error" role="alert">{_e(snapshot.error)}</p>' if snapshot.error else ""
@@ -399,6 +437,7 @@ def render_status_page(snapshot: StatusSnapshot) -> bytes:
         "read-only; reload for fresh figures</p>"
         f"{error}"
         f"<h2>Targets</h2>{_targets(snapshot)}"
+        f"{_feeds(snapshot)}"
         f"<h2>Run in progress</h2>{_in_flight(snapshot)}"
         f"<h2>Last runs</h2>{_runs(snapshot)}"
         f"<h2>Open rejections</h2>{_rejections(snapshot)}"

@@ -22,6 +22,7 @@ from syncd.config.base import (
     secret_fields,
 )
 from syncd.config.document import SyncdConfig
+from syncd.config.feeds import FeedConfig, FeedSyncConfig, WebhookFeedConfig
 from syncd.config.fields import FieldSpec, PairsSpec, Separators, Spec, SplitStep, ValueType
 from syncd.config.loading import (
     CONFIG_ENV,
@@ -72,6 +73,8 @@ __all__ = [
     "VAMBE_TYPES",
     "AlertsConfig",
     "Condition",
+    "FeedConfig",
+    "FeedSyncConfig",
     "FieldSpec",
     "FileSourceConfig",
     "GuardConfig",
@@ -100,6 +103,7 @@ __all__ = [
     "VambeMappingConfig",
     "VambeTargetConfig",
     "VariantJoinConfig",
+    "WebhookFeedConfig",
     "Where",
     "WhereCondition",
     "alert_secret_names",

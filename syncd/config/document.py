@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from syncd.config.base import _Model
+from syncd.config.feeds import FeedConfig, FeedSyncConfig
 from syncd.config.schedule import ScheduleConfig
 from syncd.config.service import HealthConfig, HttpConfig, LoggingConfig
 from syncd.config.sources import SourceConfig
@@ -32,6 +33,10 @@ class SyncdConfig(_Model):
     """Settings of every HTTP client."""
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     """Alerts on a target's outcome changing (for targets without their own ``alerts``)."""
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    """Change feeds naming the products that changed between scheduled runs (``syncd run``)."""
+    feed_sync: FeedSyncConfig = Field(default_factory=FeedSyncConfig)
+    """How the feeds' keys are coalesced, synced and guarded."""
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from syncd.config.base import raw_secret_fields, raw_secret_names, resolve_secret
 from syncd.config.document import SyncdConfig
+from syncd.config.feeds import feed_problems
 from syncd.config.sources import FileSourceConfig, SqlSourceConfig
 from syncd.errors import ConfigError, ConfigProblem
 
@@ -30,6 +31,9 @@ _UNION_TAGS = {
     "http",
     "userflux",
     "vambe",
+    "webhook",
+    "postgres",
+    "rabbitmq",
     "function-after[_one_source(), FieldSpec]",
 }
 
@@ -157,7 +161,7 @@ def _cross_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
         value = schedule.get(key, default)
         if isinstance(value, str) and value and len(value.split()) != 5:
             problems.append(ConfigProblem(f"schedule.{key}", "a crontab needs 5 fields"))
-    return problems
+    return problems + feed_problems(data)
 
 
 _SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?):///(?P<database>[^?]*)(?P<query>\?.*)?$")

@@ -42,13 +42,14 @@ from syncd.daemon.schedule import (
     schedule_triggers,
 )
 from syncd.errors import StateSchemaError, SyncdError
+from syncd.feeds.runner import FeedRunner
 from syncd.health import FAILING, HealthServer, Probes
 from syncd.leases import ReplicaHeartbeat, assign_targets, holder_id
 from syncd.logs import scrub
 from syncd.metrics import Progress, SyncdMetrics
 from syncd.model import RunRecord
 from syncd.reconcile import Reconciler, RunOptions, RunReport
-from syncd.runs import is_resend
+from syncd.runs import names_keys
 from syncd.state import StateStore
 from syncd.statuspage import status_page
 
@@ -65,6 +66,8 @@ _NOT_A_RUN = ("running", "interrupted")
 _SCRAPE_REFRESH_S = 10.0
 """A scrape of /metrics reads the state gauges back from state at most this often."""
 _DAY_S = 86_400.0
+_KEYED_RUNS_READ = 5000
+"""Runs read back to find the last scheduled one behind a change feed's targeted syncs."""
 _ALERTS_CLOSE_S = 10.0
 """At shutdown or the end of ``syncd sync``: how long queued alerts may still take."""
 
@@ -133,10 +136,14 @@ def find_missed_run(store: StateStore, config: SyncdConfig, now: datetime) -> Mi
     for target in config.targets:
         if not target.enabled:
             continue
+        recent = store.recent_runs(target.name, limit=50)
+        if len(recent) == 50 and all(names_keys(r.mode, r.mode_reason) for r in recent):
+            # a busy change feed's targeted syncs: look further back for the scheduled runs
+            recent = store.recent_runs(target.name, limit=_KEYED_RUNS_READ)
         runs = [
             run
-            for run in store.recent_runs(target.name, limit=50)
-            if not is_resend(run.mode, run.mode_reason)  # a few keys: not the night's run
+            for run in recent
+            if not names_keys(run.mode, run.mode_reason)  # a few keys: not the night's run
         ]
         if not runs:
             continue  # never ran: nothing was missed
@@ -201,6 +208,17 @@ class Daemon:
         """Targets gained from a replica that left: run at once; given up at the deadline
         (monotonic seconds) if their lease stays held."""
         self._takeover_lock = threading.Lock()
+        self.feeds: FeedRunner | None = (
+            FeedRunner(
+                config,
+                metrics=self.metrics,
+                environ=environ,
+                transports=transports,
+            )
+            if config.feeds
+            else None
+        )
+        """The change feeds, when configured: targeted syncs between scheduled runs."""
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self, *, run_at_start: bool | None = None) -> None:
@@ -221,6 +239,7 @@ class Daemon:
             self._seed(store)
             if schedule.catch_up and not start_now:
                 self._catch_up(scheduler, store, now)
+            feeds = self.feeds
             if config.health.enabled:
                 self._server = HealthServer(
                     config.health.host,
@@ -229,9 +248,17 @@ class Daemon:
                         alive=self.alive,
                         ready=self.not_ready,
                         metrics=self.render_metrics,
-                        status=status_page(config, lambda: self.store, self.metrics.run_progress),
+                        status=status_page(
+                            config,
+                            lambda: self.store,
+                            self.metrics.run_progress,
+                            feeds=feeds.rows if feeds is not None else None,
+                        ),
+                        post=feeds.post if feeds is not None else None,
                     ),
                 ).start()
+            if feeds is not None:
+                feeds.start(store)
         except BaseException:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -334,6 +361,8 @@ class Daemon:
         if store is not None and time.monotonic() - self._refreshed_at >= _SCRAPE_REFRESH_S:
             self._refreshed_at = time.monotonic()
             _observe_state(store, self.config, self.metrics)
+        if self.feeds is not None:
+            self.feeds.observe()
         return self.metrics.render()
 
     def request_stop(self) -> None:
@@ -365,6 +394,8 @@ class Daemon:
             scheduler.shutdown(wait=False)
         if thread is not None:
             thread.join(timeout=5)
+        if self.feeds is not None:
+            self.feeds.stop(grace + 15)  # waiting keys are left unacknowledged
         finished = self._idle.wait(grace + 15)
         if self.heartbeat is not None:
             self.heartbeat.stop()  # the other replicas take this one's targets now
@@ -404,7 +435,9 @@ class Daemon:
                 if self._stopping.is_set():  # the stop came while waiting for the lock
                     return None
                 try:
-                    return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
+                    # no targeted sync of a change feed pushes a target meanwhile
+                    with self.feeds.exclusive() if self.feeds else contextlib.nullcontext():
+                        return self._run(store, run_stop, full=full, reason=reason, trigger=trigger)
                 finally:
                     self.runs_finished += 1
             finally:
@@ -452,7 +485,10 @@ class Daemon:
                     stop=stop,
                     progress=self.metrics.progress,
                 )
+                missed = self.feeds.reconcile_started() if self.feeds is not None else {}
                 report = reconciler.sync(options)
+                if self.feeds is not None:
+                    self.feeds.reconcile_finished(report, missed)
         except Exception as exc:  # the daemon outlives a failed run
             now = time.time()
             self.metrics.observe_failure(names, now)

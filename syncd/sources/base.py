@@ -13,6 +13,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,6 +55,19 @@ class Source(Protocol):
         when the source can't be reached at all.
         """
         ...
+
+
+@dataclass(frozen=True)
+class KeyedRead:
+    """What a targeted read of named keys found (``read_keys``, for the change feeds)."""
+
+    rows: tuple[SourceItem, ...]
+    """The source's rows of those keys, as a whole read would return them (grouping,
+    variants and ``where`` not applied yet)."""
+    gone: frozenset[str] = frozenset()
+    """Keys the source answered for and does not have (an HTTP item 404/410)."""
+    unreachable: frozenset[str] = frozenset()
+    """Keys the read could not reach: unknown, never to be deleted."""
 
 
 class RawBlock(Protocol):

@@ -36,7 +36,7 @@ from syncd.httpclient import (
 from syncd.logs import scrub_snippet
 from syncd.model import SourceItem, UnreadableRow
 from syncd.retry import RetryPolicy, Sleep, real_sleep
-from syncd.sources.base import filter_records, unique_object
+from syncd.sources.base import KeyedRead, filter_records, unique_object
 
 BACKOFF_INITIAL_S = 0.5
 """First wait before retrying a page; doubles on each try (with jitter)."""
@@ -158,6 +158,45 @@ class HttpSource:
                 if response.status_code in _GONE_STATUS or self._filtered_out(body):
                     gone.add(str(key))
         return gone
+
+    def read_keys(self, keys: Sequence[str]) -> KeyedRead:
+        """GET ``item_url`` for each key (URL-quoted), with the read's auth, headers,
+        timeout and retries: a 2xx JSON object is the product's row; 404 or 410 says it is
+        gone; anything else (another status after retries, a body that isn't a JSON
+        object) leaves the key unreachable. ``SourceError`` without ``item_url``."""
+        template = self.config.item_url
+        if template is None:
+            raise SourceError("source.item_url is not set: no targeted read by key")
+        client, secret = self._client()
+        rows: list[SourceItem] = []
+        gone: set[str] = set()
+        unreachable: set[str] = set()
+        with client:
+            for key in dict.fromkeys(str(k) for k in keys):
+                url = template.replace("{key}", quote(key, safe=""))
+                try:
+                    response, body = self._fetch(
+                        client, _Page(0, url), secret, what="item", also=_GONE_STATUS
+                    )
+                except SourceError as exc:
+                    log.warning("syncd.source.item_unreachable", key=key, error=str(exc))
+                    unreachable.add(key)
+                    continue
+                if response.status_code in _GONE_STATUS:
+                    gone.add(key)
+                    continue
+                try:
+                    record = json.loads(
+                        body, parse_constant=_reject_constant, object_pairs_hook=unique_object
+                    )
+                except (ValueError, RecursionError):
+                    record = None
+                if not isinstance(record, dict):
+                    log.warning("syncd.source.item_unreachable", key=key, error="not a JSON object")
+                    unreachable.add(key)
+                    continue
+                rows.append(record)
+        return KeyedRead(tuple(rows), frozenset(gone), frozenset(unreachable))
 
     def _check_item_url(self, client: httpx.Client, secret: str | None) -> None:
         """Raise ``SourceError`` unless ``item_url`` answers 2xx for a key the read just

@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool
 from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
 from syncd.model import Record, SourceItem
-from syncd.sources.base import filter_records, group_records
+from syncd.sources.base import KeyedRead, filter_records, group_records
 
 CONFIRM_BATCH = 500
 """Keys looked up per statement by ``SqlSource.confirm_absent``."""
@@ -159,7 +159,25 @@ class SqlSource:
                 gone |= set(batch) - self._present(conn, batch)
         return gone
 
-    def _present(self, conn: Connection, batch: list[str]) -> set[str]:
+    def read_keys(self, keys: Sequence[str]) -> KeyedRead:
+        """The rows of the configured query (or table) whose key is one of ``keys``
+        (``SELECT * FROM (<query>) q WHERE CAST(q.<key> AS text) IN (...)``, bound
+        parameters, ``CONFIRM_BATCH`` keys a statement) in one read-only transaction,
+        REPEATABLE READ on PostgreSQL so every statement sees one snapshot; rolled back.
+        ``SourceError`` when the database can't be read (then no key is known)."""
+        if "." in self.config.key:
+            raise SourceError(
+                f"source.key {self.config.key!r} is a path inside a column: no targeted read"
+            )
+        rows: list[SourceItem] = []
+        with self._transaction(snapshot=True) as conn:
+            for start in range(0, len(keys), CONFIRM_BATCH):
+                batch = [str(k) for k in keys[start : start + CONFIRM_BATCH]]
+                rows.extend(self._rows_of(conn, batch))
+        return KeyedRead(tuple(rows))
+
+    def _rows_of(self, conn: Connection, batch: list[str]) -> Iterator[Record]:
+        """The query's rows whose key (as text, trimmed) is one of ``batch``."""
         key = self.config.key
         column: sa.ColumnClause[Any] = sa.literal_column(
             "q." + conn.dialect.identifier_preparer.quote(key)
@@ -171,10 +189,12 @@ class SqlSource:
         )
         result = conn.execute(statement)
         names = list(result.keys())
-        items: Iterable[SourceItem] = (
-            {name: plain_value(value) for name, value in zip(names, row, strict=True)}
-            for row in result
-        )
+        for row in result:
+            yield {name: plain_value(value) for name, value in zip(names, row, strict=True)}
+
+    def _present(self, conn: Connection, batch: list[str]) -> set[str]:
+        key = self.config.key
+        items: Iterable[SourceItem] = self._rows_of(conn, batch)
         if self.config.group_by:
             items = group_records(items, self.config.group_by, self.config.group_into)
         if self.config.where:
@@ -183,14 +203,17 @@ class SqlSource:
         return {k for k in batch if k.strip() in found}
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, *, snapshot: bool = False) -> Iterator[Connection]:
         """A connection in a read-only transaction, rolled back (never committed) and its
-        engine disposed after; database errors become ``SourceError``."""
+        engine disposed after; database errors become ``SourceError``. ``snapshot``: every
+        statement sees the same snapshot (REPEATABLE READ where the database needs it)."""
         engine = self._engine()
         try:
             with engine.connect() as conn:
                 transaction = conn.begin()
                 try:
+                    if snapshot and conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     _start_read_only(conn, self.config.statement_timeout_s)
                     yield conn
                 finally:

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 
 from syncd.diff import Change, ChangeKind, GuardVerdict, Plan, deletes_of
-from syncd.guards import GuardInput, check_guards
+from syncd.guards import GuardInput, check_feed_guards, check_guards
 from syncd.model import UNACKNOWLEDGED, Document, Rejection
 from syncd.proof import DeleteProof
-from syncd.runs import RunOptions
+from syncd.runs import FEED_MODE, RunOptions
 from syncd.stages.opening import OpenTarget
 from syncd.stages.planning import Planned
 from syncd.stages.reading import SourceRead
@@ -84,11 +84,15 @@ def decide(
     deletes: list[Change] = []
     unproven: frozenset[str] = frozenset()
     awaiting = 0
+    feed = opened.mode == FEED_MODE
     if read.error is None and not opened.only:  # a resend saw only its keys: no deletes
         proven = _proven_deletes(opened, planned, deletes_of(staging.unseen()), proof, store)
         deletes, unproven, awaiting = proven.ready, proven.unproven, proven.awaiting
         notes += proven.notes
-    if opened.only:
+    elif read.error is None and feed:
+        deletes, unproven, feed_notes = _feed_deletes(opened, planned, proof, store)
+        notes += feed_notes
+    if opened.only and not feed:
         notes += _resend_notes(opened, planned)
     if left := [change.key for change in deletes if change.key in planned.left_out]:
         notes.append(
@@ -108,29 +112,40 @@ def decide(
         # state never knew (drift, lost state)
         deleting = max(deleting, opened.target_count - len(changes))
         population = max(population, opened.target_count)
-    verdict = check_guards(
-        GuardInput(
-            source_complete=read.error is None,
-            source_error=read.error,
-            source_count=read.count,
-            last_source_count=store.last_complete_source_count(opened.name),
-            state_count=population,
+    verdict = (
+        check_feed_guards(
             deletes=deleting,
-            keyless=len(planned.keyless),
-            keyless_example=planned.keyless[0] if planned.keyless else None,
-            rejected=rejected,
-            rejected_example=rejections[0].reason if rejections else None,
-        ),
-        opened.config.guards,
-        target_path=f"targets[{opened.index}]",
-        allow_deletes=options.allow_deletes,
+            recent=options.feed.recent_deletes.get(opened.name, 0),
+            window_s=options.feed.window_s,
+            state_count=population,
+            config=opened.config.guards,
+            target_path=f"targets[{opened.index}]",
+        )
+        if feed and options.feed is not None
+        else check_guards(
+            GuardInput(
+                source_complete=read.error is None,
+                source_error=read.error,
+                source_count=read.count,
+                last_source_count=store.last_complete_source_count(opened.name),
+                state_count=population,
+                deletes=deleting,
+                keyless=len(planned.keyless),
+                keyless_example=planned.keyless[0] if planned.keyless else None,
+                rejected=rejected,
+                rejected_example=rejections[0].reason if rejections else None,
+            ),
+            opened.config.guards,
+            target_path=f"targets[{opened.index}]",
+            allow_deletes=options.allow_deletes,
+        )
     )
     target_plan = opened.target.plan(
         changes,
         deletes,
         full=opened.full,
         # a resend never sends a whole-block upsert (it would drop every other product)
-        deletes_allowed=verdict.allowed and not opened.only,
+        deletes_allowed=verdict.allowed and (feed or not opened.only),
         full_reason=opened.mode_reason,
         keep=keep,
     )
@@ -159,6 +174,31 @@ def decide(
         awaiting_delete=awaiting,
         rate_limit_per_s=opened.config.rate_limit_per_s,
     )
+
+
+def _feed_deletes(
+    opened: OpenTarget, planned: Planned, proof: DeleteProof, store: StateStore
+) -> tuple[list[Change], frozenset[str], list[str]]:
+    """A feed's deletes: the named keys state holds that the targeted read confirmed gone
+    (``proof``, from the read itself), or that the target's ``where`` leaves out; and the
+    keys the read did not find but could not confirm gone (unreachable: never deleted)."""
+    missing = sorted(opened.only - planned.found)
+    acked = store.acked_of(opened.name, missing) if missing else []
+    if not acked:
+        return [], frozenset(), []
+    keys = [a.key for a in acked]
+    confirmed = (proof.confirm(keys) or set()) | (planned.left_out & set(keys))
+    deletes = [Change(ChangeKind.DELETE, a.key, None, a) for a in acked if a.key in confirmed]
+    unproven = frozenset(keys) - confirmed
+    notes = (
+        [
+            f"{len(unproven)} named products were not found but not confirmed gone (the "
+            f"targeted read could not reach them): not deleted; first: {min(unproven)!r}"
+        ]
+        if unproven
+        else []
+    )
+    return deletes, unproven, notes
 
 
 def _resend_notes(opened: OpenTarget, planned: Planned) -> list[str]:

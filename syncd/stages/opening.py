@@ -14,7 +14,7 @@ from syncd.config import SyncdConfig, TargetConfig, resolve_secret
 from syncd.errors import ConfigError, TargetError
 from syncd.leases import LeaseKeeper
 from syncd.mapping import Mapper, build_mapper
-from syncd.runs import RESEND_MODE, RunOptions
+from syncd.runs import FEED_MODE, RESEND_MODE, RunOptions
 from syncd.state.base import Staging, StateStore
 from syncd.targets import Target, open_target
 
@@ -102,6 +102,8 @@ def open_targets(
 
 
 def _mode(options: RunOptions, state_count: int) -> tuple[str, str]:
+    if options.feed is not None:  # a feed's targeted sync: the diff of the named keys
+        return FEED_MODE, f"feed: {len(options.keys)} changed products, only what changed"
     if options.keys:  # a resend: the named products, sent whole (see planning)
         # never the night's run nor a full refresh (syncd.runs)
         return RESEND_MODE, f"resend of {len(options.keys)} named products: sent whole"
@@ -182,6 +184,10 @@ def _open_one(
                 planned=leases is None,
             )
             opened = replace(opened, notes=(*opened.notes, note))
+    if mode == FEED_MODE:  # a few keys: the block's count is the scheduled run's to check
+        staging = store.begin_staging(name)
+        stack.callback(staging.close)
+        return replace(opened, staging=staging)
     try:
         info = target.inspect(probe=leases is None)  # a plan probes, writing nothing
     except TargetError as exc:  # fatal, or still failing (retriable) at the start

@@ -309,6 +309,7 @@ class SqlStateStore:
             .where(
                 r.target == target,
                 r.source_complete.is_(True),
+                r.mode != "feed",  # a feed's targeted read counts only its keys
                 # a blocked run's count is no baseline
                 r.outcome.in_(("ok", "partial", "incomplete")),
             )

@@ -1,6 +1,5 @@
-"""The PostgreSQL ``LISTEN/NOTIFY`` feed: the trigger that notifies a product's key on
-insert, update and delete (printed or installed by ``syncd feed-trigger``), and the
-listener that hands those keys to the sink.
+"""The PostgreSQL ``LISTEN/NOTIFY`` feed: the listener that hands the keys the trigger
+(``syncd.feeds.pgtrigger``) notifies to the sink, and the trigger's installer.
 
 NOTIFY is fire-and-forget: what is sent while syncd is not listening is lost, and a
 batch the targets did not take can't be asked for again. Both set ``missed_since`` in the
@@ -19,126 +18,27 @@ from contextlib import closing
 import psycopg
 import structlog
 
-from syncd.config.feeds_more import CHANNEL_PATTERN, PostgresFeedConfig
+from syncd.config.feeds_more import PostgresFeedConfig
 from syncd.errors import SourceError
 from syncd.feeds.base import Done, FeedSink, FeedStatus, KeyEvent
+from syncd.feeds.pgtrigger import (
+    FUNCTION_NAME,
+    quote_ident,
+    quote_table,
+    trigger_name,
+    trigger_sql,
+)
 from syncd.feeds.tracking import Clock, FeedTracker, error_text, reconnect_policy
 from syncd.logs import register_secret, scrub
 
 log = structlog.get_logger("syncd.feed")
 
-FUNCTION_NAME = "syncd_notify_change"
-"""The trigger function (one per database, shared by every table and channel)."""
-MAX_PAYLOAD_BYTES = 7999
-"""NOTIFY's payload must be shorter than 8000 bytes: a longer one is not sent (a
-warning in the database log; the next reconcile covers the product)."""
 POLL_S = 0.25
 """Longest wait for a notification before ``stop`` is looked at again."""
 BATCH_WINDOW_S = 0.02
 """After a first notification, how long more are gathered into the same batch."""
 IDLE_PING_S = 30.0
 """A connection quiet this long is pinged, so a dead one is noticed and reconnected."""
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
-
-
-def quote_ident(name: str) -> str:
-    """An SQL identifier, double-quoted (so case and special characters are kept)."""
-    if not name or "\x00" in name:
-        raise ValueError("an identifier can't be empty or hold a NUL character")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_table(table: str) -> str:
-    """A table name, optionally schema-qualified (``shop.products``), each part quoted."""
-    parts = table.split(".")
-    if len(parts) > 2 or not all(_NAME.match(part) for part in parts):
-        raise ValueError(
-            f"table {table!r}: give a plain name, optionally schema-qualified (shop.products)"
-        )
-    return ".".join(quote_ident(part) for part in parts)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def check_channel(channel: str) -> str:
-    if not re.match(CHANNEL_PATTERN, channel):
-        raise ValueError(
-            f"channel {channel!r}: a plain identifier of letters, digits and _ (63 at most)"
-        )
-    return channel
-
-
-def trigger_name(channel: str) -> str:
-    return f"syncd_notify_{check_channel(channel)}"
-
-
-FUNCTION_SQL = f"""\
--- syncd change feed: notify a product's key on insert, update and delete.
--- Arguments of the trigger: the channel, the key column. Payload (JSON, < 8000 bytes):
---   {{"key": "<the key as text>", "op": "insert|update|delete", "at": <epoch seconds>}}
--- The trigger is a DEFERRABLE INITIALLY DEFERRED constraint trigger: it runs when the
--- transaction commits, so "at" is (within microseconds) the commit time, and the
--- notification is delivered at commit (never for a transaction rolled back).
--- An update that changes the key notifies the old key too (it is gone).
--- TRUNCATE fires no row trigger: the next scheduled reconcile covers it.
-CREATE OR REPLACE FUNCTION {FUNCTION_NAME}() RETURNS trigger
-LANGUAGE plpgsql AS $syncd$
-DECLARE
-  channel text := TG_ARGV[0];
-  key_column text := TG_ARGV[1];
-  at double precision := extract(epoch FROM clock_timestamp());
-  new_key text;
-  old_key text;
-  payload text;
-BEGIN
-  IF TG_OP <> 'DELETE' THEN
-    new_key := to_jsonb(NEW) ->> key_column;
-  END IF;
-  IF TG_OP <> 'INSERT' THEN
-    old_key := to_jsonb(OLD) ->> key_column;
-  END IF;
-  IF new_key IS NOT NULL THEN
-    payload := json_build_object('key', new_key, 'op', lower(TG_OP), 'at', at)::text;
-    IF octet_length(payload) > {MAX_PAYLOAD_BYTES} THEN
-      RAISE WARNING 'syncd: key of % bytes too long to notify; the next reconcile covers it',
-        octet_length(new_key);
-    ELSE
-      PERFORM pg_notify(channel, payload);
-    END IF;
-  END IF;
-  IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
-    payload := json_build_object('key', old_key, 'op', 'delete', 'at', at)::text;
-    IF octet_length(payload) > {MAX_PAYLOAD_BYTES} THEN
-      RAISE WARNING 'syncd: key of % bytes too long to notify; the next reconcile covers it',
-        octet_length(old_key);
-    ELSE
-      PERFORM pg_notify(channel, payload);
-    END IF;
-  END IF;
-  RETURN NULL;
-END
-$syncd$;
-"""
-
-
-def trigger_sql(table: str, key: str, channel: str = "syncd_products") -> str:
-    """The SQL that installs the feed's trigger on ``table`` (idempotent: the function is
-    ``CREATE OR REPLACE``d, the trigger dropped and created again), as one script."""
-    quoted_table = quote_table(table)
-    quote_ident(key)
-    name = quote_ident(trigger_name(channel))
-    return (
-        FUNCTION_SQL
-        + f"\nDROP TRIGGER IF EXISTS {name} ON {quoted_table};\n"
-        + f"CREATE CONSTRAINT TRIGGER {name}\n"
-        + f"  AFTER INSERT OR UPDATE OR DELETE ON {quoted_table}\n"
-        + "  DEFERRABLE INITIALLY DEFERRED\n"
-        + f"  FOR EACH ROW EXECUTE FUNCTION {FUNCTION_NAME}"
-        + f"({_literal(channel)}, {_literal(key)});\n"
-    )
 
 
 def libpq_url(url: str) -> str:
@@ -192,25 +92,28 @@ def _connect(
 
 def parse_payload(payload: str) -> tuple[str, float | None]:
     """A notification's key and commit time. The payload is the trigger's JSON object
-    (``{"key": ..., "at": ...}``), or, from a hand-written trigger, the bare key as text.
-    ``ValueError`` saying what is wrong."""
+    (``{"key": ..., "at": ...}``), or, from a hand-written trigger, the bare key as text
+    (one not starting with ``{``, ``[`` or ``"``, which are read as JSON). ``ValueError``
+    saying what is wrong."""
     text = payload.strip()
     if not text:
         raise ValueError("empty payload")
-    if not text.startswith("{"):
+    if text[0] not in '{["':
         return text, None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    if isinstance(data, str) and data.strip():
+        return data.strip(), None
     if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
+        raise ValueError('not a JSON object with a "key"')
     key = data.get("key")
-    if isinstance(key, bool) or not isinstance(key, str | int) or key == "":
+    if isinstance(key, bool) or not isinstance(key, str | int) or str(key).strip() == "":
         raise ValueError('no "key" (a non-empty string or an integer)')
     at = data.get("at")
     changed_at = float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
-    return str(key), changed_at
+    return str(key).strip(), changed_at
 
 
 class PostgresFeed:

@@ -4,6 +4,7 @@ table and None for any other kind (the webhook's registry builds those)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -12,8 +13,6 @@ from syncd.config import SourceConfig, SqlSourceConfig, resolve_secret
 from syncd.config.feeds_more import PostgresFeedConfig, RabbitFeedConfig
 from syncd.errors import ConfigError, ConfigProblem
 from syncd.feeds.base import ChangeFeed
-from syncd.feeds.postgres import PostgresFeed
-from syncd.feeds.rabbitmq import RabbitFeed
 
 
 def build_more(
@@ -28,9 +27,15 @@ def build_more(
     connection a ``postgres`` feed without ``url`` listens on. ``ConfigError`` naming the
     table when a variable is not set or the source can't be listened on."""
     if isinstance(config, PostgresFeedConfig):
+        _need("psycopg", "postgres", where)
+        from syncd.feeds.postgres import PostgresFeed
+
         conninfo, password = postgres_connection(config, source, environ=environ, where=where)
         return PostgresFeed(config, conninfo, password=password)
     if isinstance(config, RabbitFeedConfig):
+        _need("pika", "rabbitmq", where)
+        from syncd.feeds.rabbitmq import RabbitFeed
+
         if config.url_env is not None:
             url = _secret(config.url_env, f"{where}.url_env", environ)
             return RabbitFeed(config, url)
@@ -91,6 +96,20 @@ def postgres_connection(
         else None
     )
     return url, password
+
+
+def _need(module: str, extra: str, where: str) -> None:
+    """``ConfigError`` naming the table when the feed's client library is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    where,
+                    f"this feed needs {module}: install syncd with the {extra} extra "
+                    f"(pip install 'syncd[{extra}]')",
+                )
+            ]
+        )
 
 
 def _is_postgres(url: str) -> bool:

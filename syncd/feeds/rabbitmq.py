@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,10 @@ from syncd.feeds.tracking import Clock, FeedTracker, error_text, reconnect_polic
 from syncd.logs import register_credentials, register_secret, scrub
 
 log = structlog.get_logger("syncd.feed")
+logging.getLogger("pika").setLevel(logging.CRITICAL)
+"""pika logs every failed attempt and closed channel itself, at WARNING and ERROR: the
+feed's own events (``syncd.feed.disconnected`` with the step and the broker's reason, its
+status ``error``) say it once, scrubbed."""
 
 POLL_S = 0.25
 """Longest wait for the broker before ``stop`` is looked at again."""

@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 
 pytest.importorskip("pika")
 
-from syncd.config.feeds_more import RabbitFeedConfig  # noqa: E402
-from syncd.feeds.rabbitmq import RabbitFeed, parse_message  # noqa: E402
-from tests.feeds.conftest import RABBIT_URL, RecordingSink, wait_until  # noqa: E402
+from syncd.config.feeds_more import RabbitFeedConfig
+from syncd.feeds.rabbitmq import RabbitFeed, parse_message
+from tests.feeds.conftest import RABBIT_URL, RecordingSink, wait_until
 
 pytestmark = pytest.mark.rabbitmq
 ROOT = Path(__file__).resolve().parents[2]

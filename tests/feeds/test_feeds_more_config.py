@@ -120,7 +120,7 @@ def test_a_postgres_feed_without_url_needs_a_postgres_source() -> None:
         postgres_connection(_pg(), _sql(url="mysql+pymysql://db/shop"), where="feeds[0]")
     with pytest.raises(ConfigError, match="the source is not sql"):
         postgres_connection(_pg(), None)
-    with pytest.raises(ConfigError, match="source.url_env: environment variable SHOP_URL"):
+    with pytest.raises(ConfigError, match=r"source\.url_env: environment variable SHOP_URL"):
         postgres_connection(_pg(), _sql(url_env="SHOP_URL"), environ={})
 
 
@@ -157,7 +157,7 @@ def test_feed_trigger_installs_into_the_sources_database(pg_url: str, tmp_path: 
         conn.execute("CREATE TABLE products (sku text PRIMARY KEY)")
     config = tmp_path / "syncd.toml"
     config.write_text(
-        f"""
+        """
 [source]
 kind = "sql"
 url_env = "SHOP_URL"

@@ -210,3 +210,31 @@ def test_feed_trigger_never_prints_the_password(pg_url: str) -> None:
     assert result.exit_code == 1
     assert "could not connect" in result.output
     assert secret not in result.output
+
+
+def _feed_tables(text: str) -> list[dict[str, Any]]:
+    """The ``[[feeds]]`` tables of a TOML text, commented out or not."""
+    import tomllib
+
+    lines = [line.removeprefix("# ").removeprefix("#") for line in text.splitlines()]
+    tables: list[dict[str, Any]] = []
+    for start, line in enumerate(lines):
+        if line.strip() != "[[feeds]]":
+            continue
+        body = []
+        for follow in lines[start + 1 :]:
+            if not follow.strip() or follow.startswith(("[", "`", "```")):
+                break
+            body.append(follow)
+        tables.append(tomllib.loads("\n".join(body)))
+    return tables
+
+
+def test_the_documented_feed_tables_are_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    adapter = TypeAdapter(PostgresFeedConfig | RabbitFeedConfig)
+    for doc in ("config.example.toml", "README.md"):
+        tables = [t for t in _feed_tables((root / doc).read_text()) if t.get("kind") != "webhook"]
+        assert {t["kind"] for t in tables} == {"postgres", "rabbitmq"}, doc
+        for table in tables:
+            adapter.validate_python(table)

@@ -170,11 +170,16 @@ class _SetupError(Exception):
 
 @dataclass
 class _Pending:
-    """Messages received and not handed over yet (one batch in the making)."""
+    """Messages received and not handed over yet (one batch in the making), on one
+    channel; and whether the broker cancelled its consumer."""
 
     tags: list[int] = field(default_factory=list)
     events: list[KeyEvent] = field(default_factory=list)
     first_at: float = 0.0
+    cancelled: bool = False
+
+    def cancel(self, _frame: object) -> None:
+        self.cancelled = True
 
 
 class RabbitFeed:
@@ -289,6 +294,7 @@ class RabbitFeed:
             ) -> None:
                 self._received(ch, method, props, body, pending)
 
+            channel.add_on_cancel_callback(pending.cancel)
             channel.basic_consume(config.queue, on_message, auto_ack=False)
         except _ERRORS as exc:
             raise _SetupError(step, exc) from exc
@@ -323,6 +329,11 @@ class RabbitFeed:
             else:
                 wait = POLL_S
             conn.process_data_events(time_limit=wait)
+            if pending.cancelled:  # reconnect: declares (or looks up) the queue again
+                raise pika.exceptions.ConsumerCancelled(
+                    f"the broker cancelled the consumer of queue {self.config.queue!r} "
+                    "(the queue was deleted, or its node failed)"
+                )
             if pending.tags and (
                 len(pending.events) >= self.config.prefetch
                 or time.monotonic() >= pending.first_at + BATCH_WINDOW_S

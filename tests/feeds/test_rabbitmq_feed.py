@@ -304,3 +304,22 @@ def test_unreadable_messages_say_what_is_wrong() -> None:
         _parse('{"key": "A", "at": "yesterday"}', changed_at_path="at")
     with pytest.raises(ValueError, match="empty message"):
         _parse("\n \n", format="text")
+
+
+def test_a_deleted_queue_is_declared_again_and_consumed(rabbit, start_feed) -> None:
+    queue = rabbit.name("deleted")
+    feed = _feed(_config(queue))
+    running = start_feed(feed)
+    _connected(running)
+    with capture_logs() as logs:
+        rabbit.channel.queue_delete(queue)  # the broker cancels the consumer
+        wait_until(
+            lambda: any(log["event"] == "syncd.feed.disconnected" for log in logs),
+            what="the cancellation",
+        )
+        wait_until(lambda: rabbit_consumers(rabbit, queue) == 1, what="a new consumer")
+    [lost] = [log for log in logs if log["event"] == "syncd.feed.disconnected"]
+    assert "cancelled the consumer" in lost["error"]
+    _connected(running)
+    rabbit.publish(queue, json.dumps({"sku": "K-1"}))
+    wait_until(lambda: running.sink.keys == ["K-1"], what="a key after the new declare")

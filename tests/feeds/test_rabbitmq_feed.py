@@ -228,13 +228,13 @@ def test_a_wrong_password_is_reported_without_the_password(rabbit, start_feed) -
     assert not status.connected
     assert secret not in (status.error or "")
     assert "connecting" in (status.error or "")
-    assert running.halt() < 1.0
+    assert running.halt() < 2.0
 
 
 def test_stop_ends_run_promptly_connected_or_not(rabbit, start_feed) -> None:
     running = start_feed(_feed(_config(rabbit.name("stop"))))
     _connected(running)
-    assert running.halt() < 1.0
+    assert running.halt() < 2.0
     assert not running.feed.status().connected
     down = start_feed(
         _feed(
@@ -244,7 +244,7 @@ def test_stop_ends_run_promptly_connected_or_not(rabbit, start_feed) -> None:
         )
     )
     wait_until(lambda: down.feed.status().error, what="a connection error")
-    assert down.halt() < 1.0
+    assert down.halt() < 2.0
 
 
 def test_a_burst_is_handed_over_in_batches_and_every_message_acked(rabbit, start_feed) -> None:

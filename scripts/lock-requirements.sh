@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate examples/deployment/requirements.lock: syncd's runtime dependencies (with the
-# postgres and mysql extras) pinned to the versions the dev virtualenv tests, every file's
+# postgres, mysql and rabbitmq extras) pinned to the versions the dev virtualenv tests, every file's
 # sha256 listed; the Dockerfile installs it with `pip install --require-hashes`. And
 # examples/deployment/build-requirements.lock: the build backend ([build-system].requires:
 # hatchling, hatch-vcs and what they need, setuptools included), the same way; the
@@ -17,7 +17,7 @@ trap 'rm -f "$constraints"' EXIT
   echo "# syncd's runtime dependencies, locked with hashes: regenerate with scripts/lock-requirements.sh"
   echo "# (pip-compile --generate-hashes, constrained to the versions the test virtualenv runs)."
   "$PYTHON" -m piptools compile --quiet --no-emit-index-url --no-emit-find-links --generate-hashes --allow-unsafe --strip-extras \
-    --extra postgres --extra mysql -c "$constraints" --no-header -o - pyproject.toml |
+    --extra postgres --extra mysql --extra rabbitmq -c "$constraints" --no-header -o - pyproject.toml |
     sed "s|$constraints|constraints (the venv)|"
 } >examples/deployment/requirements.lock.new
 mv examples/deployment/requirements.lock.new examples/deployment/requirements.lock

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the PostgreSQL and MariaDB servers the SQL tests use, when they are down.
+# Start the PostgreSQL and MariaDB servers the SQL tests use, and the RabbitMQ broker the
+# change feed tests use, when they are down.
 # On a machine without them (a laptop) it only warns: the SQL tests then skip locally,
 # and fail under CI=true so SQL coverage can't silently vanish.
 set -u
@@ -38,6 +39,22 @@ if command -v mariadb-admin >/dev/null 2>&1 || command -v mysqladmin >/dev/null 
 else
   echo "services: MariaDB is not installed here; its tests will be skipped (or fail under CI)" >&2
 fi
+# The RabbitMQ change feed's tests: the broker on 127.0.0.1:5672 (guest/guest).
+port_open() {  # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+if command -v rabbitmq-server >/dev/null 2>&1; then
+  if ! port_open 5672; then
+    echo "services: starting RabbitMQ"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    # the Erlang VM takes a few seconds to boot; the AMQP port opens last
+    for _ in $(seq 1 60); do port_open 5672 && break; sleep 1; done
+    port_open 5672 || echo "services: RabbitMQ did not come up" >&2
+  fi
+else
+  echo "services: RabbitMQ is not installed here; its tests will be skipped (or fail under CI)" >&2
+fi
+
 # The status page's tests drive a real headless browser: Debian's chromium.
 if ! command -v chromium >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

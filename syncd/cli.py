@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import importlib.util
 import json
 import sys
 import threading
@@ -28,6 +29,7 @@ from syncd.errors import ConfigError, ConfigProblem, SyncdError
 from syncd.logs import (
     configure_logging,
     register_config_secrets,
+    register_secret,
     scrub,
     scrub_document,
     scrub_snippet,
@@ -826,6 +828,69 @@ def sandbox(kind: str, host: str, port: int, api_key_env: str, blocks: Sequence[
             "there): stop it or pick another with --port",
             param_hint="'--port'",
         ) from None
+
+
+@main.command("feed-trigger")
+@click.option("--table", required=True, help="The products table (optionally schema.table).")
+@click.option("--key", "key_column", required=True, help="The column holding the product key.")
+@click.option(
+    "--channel",
+    default="syncd_products",
+    show_default=True,
+    help="The NOTIFY channel (the postgres feed's `channel`).",
+)
+@click.option(
+    "--install",
+    is_flag=True,
+    help="Install it (idempotent) instead of printing it: into the database of --url-env, "
+    "else the SQL source's.",
+)
+@click.option(
+    "--url-env",
+    metavar="NAME",
+    default=None,
+    help="With --install: the environment variable holding the database's URL.",
+)
+@click.pass_obj
+def feed_trigger(
+    obj: _Context,
+    table: str,
+    key_column: str,
+    channel: str,
+    install: bool,
+    url_env: str | None,
+) -> None:
+    """Print (or --install) the PostgreSQL trigger that notifies each changed product key
+    to the postgres change feed, on insert, update and delete, at commit."""
+    from syncd.feeds.pgtrigger import trigger_name, trigger_sql
+
+    try:
+        script = trigger_sql(table, key_column, channel)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not install:
+        _echo(script.rstrip("\n"))
+        return
+    if importlib.util.find_spec("psycopg") is None:
+        raise ConfigError("feed-trigger --install needs psycopg: pip install 'syncd[postgres]'")
+    from syncd.config.feeds_more import PostgresFeedConfig
+    from syncd.feeds.postgres import install_trigger
+    from syncd.feeds.registry_more import postgres_connection
+
+    if url_env is not None:
+        url = resolve_secret(url_env)
+        if url is None:
+            raise ConfigError(f"--url-env: environment variable {url_env} is not set")
+        password = None
+        register_secret(url)
+    else:
+        feed = PostgresFeedConfig(kind="postgres", channel=channel)
+        url, password = postgres_connection(feed, obj.config().source, where="--install")
+    install_trigger(url, table, key_column, channel, password=password)
+    _echo(
+        f"installed trigger {trigger_name(channel)} on {table}: notifies {key_column} "
+        f"on channel {channel}"
+    )
 
 
 @main.command()

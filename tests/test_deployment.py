@@ -126,6 +126,7 @@ def test_the_lock_pins_every_runtime_dependency_with_hashes_at_the_tested_versio
     lock = _lock()
     wanted = [*project["dependencies"], *project["optional-dependencies"]["postgres"]]
     wanted += project["optional-dependencies"]["mysql"]
+    wanted += project["optional-dependencies"]["rabbitmq"]
     for requirement in wanted:
         assert _name(requirement) in lock, f"{requirement} is not in requirements.lock"
     for name, (version, hashes) in lock.items():

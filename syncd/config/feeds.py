@@ -1,6 +1,6 @@
-"""Change-feed config: the ``[[feeds]]`` tables (kind ``webhook`` here; the broker and
-database kinds join the ``FeedConfig`` union) and the ``[feed_sync]`` table saying how
-the events of every feed are coalesced and guarded."""
+"""Change-feed config: the ``[[feeds]]`` tables (kind ``webhook`` here; ``postgres`` and
+``rabbitmq`` in ``syncd.config.feeds_more``; all three in the ``FeedConfig`` union) and the
+``[feed_sync]`` table saying how the events of every feed are coalesced and guarded."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from syncd.config.base import SECRET, _Model
+from syncd.config.feeds_more import PostgresFeedConfig, RabbitFeedConfig
 from syncd.errors import ConfigProblem
 
 
@@ -31,7 +32,9 @@ class WebhookFeedConfig(_Model):
     """With ``?wait=1``: how long the request waits for the push before answering 503."""
 
 
-FeedConfig = Annotated[WebhookFeedConfig, Field(discriminator="kind")]
+FeedConfig = Annotated[
+    WebhookFeedConfig | PostgresFeedConfig | RabbitFeedConfig, Field(discriminator="kind")
+]
 """One ``[[feeds]]`` table, by its ``kind``."""
 
 
@@ -86,6 +89,21 @@ def feed_problems(data: Mapping[str, Any]) -> list[ConfigProblem]:
                     f"targets[{index}].mapping.key",
                     "a change feed names products by the source's key: with [[feeds]], a "
                     "target's products must be keyed by it (remove mapping.key)",
+                )
+            )
+    for index, feed in enumerate(feeds):
+        if (
+            isinstance(feed, Mapping)
+            and feed.get("kind") == "postgres"
+            and feed.get("url") is None
+            and feed.get("url_env") is None
+            and kind != "sql"
+        ):
+            problems.append(
+                ConfigProblem(
+                    f"feeds[{index}]",
+                    "a postgres feed without url listens on the source's database, but the "
+                    "source is not sql: give url (or url_env)",
                 )
             )
     seen: dict[str, int] = {}

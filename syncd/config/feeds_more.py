@@ -1,6 +1,6 @@
 """Feed config of the database and broker feeds: the ``[[feeds]]`` tables of kind
 ``postgres`` (LISTEN/NOTIFY) and ``rabbitmq`` (an AMQP queue). The webhook feed's model
-lives in ``syncd.config.feeds``; the lead's merge joins them in one ``FeedConfig`` union."""
+lives in ``syncd.config.feeds``, which joins all three in one ``FeedConfig`` union."""
 
 from __future__ import annotations
 

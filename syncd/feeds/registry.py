@@ -1,27 +1,17 @@
 """Building the configured change feeds from their ``[[feeds]]`` tables.
 
-The webhook feed is built here; the other kinds (the database and broker feeds) by
-``syncd.feeds.registry_more.build_more`` when that module is present.
+The webhook feed is built here; the database and broker feeds (``postgres``, ``rabbitmq``)
+by ``syncd.feeds.registry_more.build_more``.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from syncd.config import SyncdConfig, WebhookFeedConfig
 from syncd.feeds.base import ChangeFeed
+from syncd.feeds.registry_more import build_more
 from syncd.feeds.webhook import WebhookFeed
-
-
-def _more() -> Callable[[Any], ChangeFeed | None] | None:
-    try:
-        module = importlib.import_module("syncd.feeds.registry_more")
-    except ModuleNotFoundError:
-        return None
-    build: Callable[[Any], ChangeFeed | None] = module.build_more
-    return build
 
 
 def build_feeds(config: SyncdConfig, environ: Mapping[str, str] | None = None) -> list[ChangeFeed]:
@@ -31,8 +21,7 @@ def build_feeds(config: SyncdConfig, environ: Mapping[str, str] | None = None) -
         if isinstance(feed, WebhookFeedConfig):
             feeds.append(WebhookFeed(feed, index, environ=environ))
             continue
-        more = _more()
-        built = more(feed) if more is not None else None
+        built = build_more(feed, config.source, environ=environ, where=f"feeds[{index}]")
         if built is None:
             raise TypeError(f"feeds[{index}]: no feed of kind {feed.kind!r} is built in")
         feeds.append(built)

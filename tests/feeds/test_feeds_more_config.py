@@ -238,3 +238,41 @@ def test_the_documented_feed_tables_are_valid() -> None:
         assert {t["kind"] for t in tables} == {"postgres", "rabbitmq"}, doc
         for table in tables:
             adapter.validate_python(table)
+
+
+def test_every_feed_kind_loads_from_the_config_and_is_built_by_build_feeds(tmp_path: Path) -> None:
+    from syncd.config import parse_config
+    from syncd.feeds.registry import build_feeds
+    from syncd.feeds.webhook import WebhookFeed
+    from tests.support import ENV, userflux_target
+
+    raw = {
+        "source": {"kind": "sql", "url": "postgresql://syncd@db/shop", "table": "t", "key": "id"},
+        "targets": [userflux_target("http://127.0.0.1:9")],
+        "feeds": [
+            {"kind": "webhook", "token_env": "FEED_TOKEN"},
+            {"kind": "postgres"},
+            {"kind": "rabbitmq", "name": "events", "url": "amqp://rabbit/%2F", "queue": "q"},
+        ],
+    }
+    environ = {**ENV, "FEED_TOKEN": "t0ken-0123456789"}
+    feeds = build_feeds(parse_config(raw, environ=environ), environ=environ)
+    assert [type(feed) for feed in feeds] == [WebhookFeed, PostgresFeed, RabbitFeed]
+    assert [feed.name for feed in feeds] == ["webhook", "postgres", "events"]
+
+
+def test_a_postgres_feed_without_url_is_refused_at_config_check_when_the_source_is_http() -> None:
+    from syncd.config import parse_config
+    from tests.support import ENV, userflux_target
+
+    raw = {
+        "source": {
+            "kind": "http",
+            "url": "http://127.0.0.1:9/products",
+            "item_url": "http://127.0.0.1:9/products/{key}",
+        },
+        "targets": [userflux_target("http://127.0.0.1:9")],
+        "feeds": [{"kind": "postgres"}],
+    }
+    with pytest.raises(ConfigError, match=r"feeds\[0\].*source is not sql"):
+        parse_config(raw, environ=ENV)

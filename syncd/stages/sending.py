@@ -3,9 +3,10 @@ withdrawals, writes left in doubt, and the outcome the run ends with (``Sent``).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -51,7 +52,7 @@ def send(
     upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
     deletes: list[str] = []
 
-    progress.begin(name, sum(len(op.changes) for op in plan.operations))
+    progress.begin(name, sum(plan.counts().values()))
 
     def on_ack(operation: Operation) -> None:
         progress.advance(name, len(operation.changes))
@@ -99,7 +100,7 @@ def send(
         late, held = _late_withdrawals(opened, plan, execution, store, budget)
     if late:
         execution = combined(execution, executor.run(late, on_ack, flush))
-    doubted = _record_doubts(opened, (*plan.operations, *late), execution, store)
+    doubted = _record_doubts(opened, itertools.chain(plan.operations, late), execution, store)
     outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
     return Sent(execution, outcome, error, doubted)
 
@@ -148,7 +149,7 @@ def _outcome(
     return "ok", None
 
 
-def writes_in(operations: Sequence[Operation]) -> Iterator[tuple[str, bytes]]:
+def writes_in(operations: Iterable[Operation]) -> Iterator[tuple[str, bytes]]:
     """(key, canonical payload) of every create, update and delete a plan sends.
 
     A full refresh's unchanged products are left out: re-sending the same payload
@@ -203,6 +204,8 @@ def _late_withdrawals(
     ):
         return (), None
     refused = {r.key for r in execution.rejections if r.by_target}
+    if not refused:
+        return (), None
     # only where the target held a version before (a refused create left nothing there)
     had = [
         change.key
@@ -237,7 +240,7 @@ def _late_withdrawals(
 
 def _record_doubts(
     opened: OpenTarget,
-    operations: Sequence[Operation],
+    operations: Iterable[Operation],
     execution: Execution,
     store: StateStore,
 ) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -144,7 +144,7 @@ RETRY = RetryConfig(max_attempts=4, initial_delay_s=0.5, max_delay_s=60, budget_
 
 def execute(
     sender: FakeSender,
-    operations: tuple[Operation, ...],
+    operations: Iterable[Operation],
     *,
     clock: FakeClock | None = None,
     recorder: Recorder | None = None,
@@ -893,7 +893,7 @@ def test_operations_are_pulled_as_slots_free_up_not_all_at_once():
             in_flight_when_pulled.append(len(pulled) - len(sender.sent))
             yield op(f"k{i}")
 
-    result, recorder, clock = execute(sender, operations(), concurrency=2)  # type: ignore[arg-type]
+    result, recorder, _ = execute(sender, operations(), concurrency=2)
 
     assert len(recorder.acked) == 50 and result.not_sent == 0
     assert max(in_flight_when_pulled) <= 2 * 2 + 1, "never more than concurrency*2 taken ahead"
@@ -902,9 +902,9 @@ def test_operations_are_pulled_as_slots_free_up_not_all_at_once():
 def test_what_a_fatal_answer_leaves_in_a_lazy_input_is_counted_not_sent():
     sender = FakeSender(fatal_on("k3"))
 
-    result, recorder, clock = execute(
+    result, _, _ = execute(
         sender,
-        (op(f"k{i}", f"x{i}") if i == 7 else op(f"k{i}") for i in range(20)),  # type: ignore[arg-type]
+        (op(f"k{i}", f"x{i}") if i == 7 else op(f"k{i}") for i in range(20)),
         concurrency=1,
     )
 

@@ -4,7 +4,8 @@
 kept in ``--workdir``), then for each size runs, each in a fresh child process on an empty
 state: ``syncd plan`` (sends nothing) and a first sync to two targets, UserFlux and Vambe,
 whose HTTP is answered in-process at once (``httpx.MockTransport`` through the
-Reconciler's ``transports``: no fake server parses anything). Each child prints its own
+Reconciler's ``transports``: no fake server parses anything); with ``--modes
+plan,sync,full`` also a full refresh of the state the first sync left. Each child prints its own
 peak RSS (``VmHWM``) and CPU time; the table shows them side by side, and whether the
 peak at 3N stays within 10% (+20 MB) of the peak at N.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,12 +68,13 @@ def child(mode: str, config_path: str) -> int:
                 plan.target: {"requests": len(plan.operations), **plan.counts()} for plan in plans
             }
         else:
-            report = reconciler.sync(RunOptions())
+            report = reconciler.sync(RunOptions(full=mode == "full"))
             figures = {
                 t.target: {
                     "outcome": t.outcome,
                     "requests": t.requests,
                     "created": t.created,
+                    "refreshed": t.refreshed,
                     "error": t.error,
                 }
                 for t in report.targets
@@ -104,6 +107,11 @@ def measure(mode: str, n: int, workdir: Path) -> dict[str, Any]:
     state = workdir / f"memory-{mode}-{n}.db"
     for leftover in workdir.glob(f"{state.name}*"):
         leftover.unlink()
+    if mode == "full":  # a full refresh of what the first sync at n left
+        synced = workdir / f"memory-sync-{n}.db"
+        if not synced.exists():
+            raise SystemExit(f"bench.memory: mode full needs mode sync first (no {synced})")
+        shutil.copyfile(synced, state)
     config = write_config(
         workdir / f"memory-{mode}-{n}.toml",
         source="jsonl",
@@ -130,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="the smaller size (default 100k)")
     parser.add_argument("--factor", type=int, default=3, help="the larger size is n x this")
-    parser.add_argument("--modes", default="plan,sync", help="plan, sync or both")
+    parser.add_argument(
+        "--modes",
+        default="plan,sync",
+        help="plan, sync (a first sync), full (then a full refresh of its state), comma-separated",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -116,6 +116,30 @@ SAMPLES_KEPT = 20
 """Examples per kind of request a plan remembers for its summary (more: another pass)."""
 
 
+class Tally:
+    """Operations counted as they go by: products per change kind, and per endpoint and mode
+    the requests, products and the first ``samples`` examples (key and reason)."""
+
+    def __init__(self, samples: int = SAMPLES_KEPT) -> None:
+        self.samples = samples
+        self.counts: Counter[str] = Counter()
+        self.by_request: dict[str, dict[str, Any]] = {}
+
+    def add(self, operations: Iterable[Operation]) -> Tally:
+        for operation in operations:
+            for change in operation.changes:
+                self.counts[change.kind.value] += 1
+            name = f"{operation.endpoint} {operation.mode}"
+            entry = self.by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
+            entry["requests"] += 1
+            entry["products"] += len(operation.changes)
+            if len(entry["samples"]) < self.samples:
+                keys = operation.keys
+                shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
+                entry["samples"].append({"key": shown, "reason": operation.reason})
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class GuardVerdict:
     """Whether deletes (and full upserts) may be sent this run, and if not, why."""
@@ -165,6 +189,8 @@ class Plan:
     (``delete_after_missing_runs``) or that a second look found again."""
     rate_limit_per_s: float = 0.0
     """The target's configured rate limit (0: none), for ``min_duration_s``."""
+    tally: Tally | None = field(default=None, compare=False, repr=False)
+    """``operations`` counted as they were planned (None: counted when first asked)."""
 
     @property
     def min_duration_s(self) -> float | None:
@@ -241,29 +267,18 @@ class Plan:
 
     def _tally(self, sample: int) -> tuple[Counter[str], dict[str, dict[str, Any]]]:
         """Products per change kind, and requests, products and the first ``sample``
-        examples per endpoint and mode: one pass over the operations (which may be on disk),
-        remembered (the plan is immutable)."""
-        tallies: dict[int, Any] = self.__dict__.setdefault("_tallies", {})
-        kept = max(sample, SAMPLES_KEPT)
-        if kept not in tallies:
-            counts: Counter[str] = Counter()
-            by_request: dict[str, dict[str, Any]] = {}
-            for operation in self.operations:
-                for change in operation.changes:
-                    counts[change.kind.value] += 1
-                name = f"{operation.endpoint} {operation.mode}"
-                entry = by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
-                entry["requests"] += 1
-                entry["products"] += len(operation.changes)
-                if len(entry["samples"]) < kept:
-                    keys = operation.keys
-                    shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
-                    entry["samples"].append({"key": shown, "reason": operation.reason})
-            tallies[kept] = (counts, by_request)
-        counts, by_request = tallies[kept]
-        return counts, {
+        examples per endpoint and mode: the ``tally`` kept while planning, or one pass over
+        the operations (which may be on disk), remembered (the plan is immutable)."""
+        tally = self.tally
+        if tally is None or tally.samples < sample:
+            tallies: dict[int, Tally] = self.__dict__.setdefault("_tallies", {})
+            kept = max(sample, SAMPLES_KEPT)
+            if kept not in tallies:
+                tallies[kept] = Tally(kept).add(self.operations)
+            tally = tallies[kept]
+        return Counter(tally.counts), {
             name: {**entry, "samples": entry["samples"][:sample]}
-            for name, entry in by_request.items()
+            for name, entry in tally.by_request.items()
         }
 
     def summary(self, sample: int = 5) -> dict[str, Any]:

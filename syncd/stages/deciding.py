@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of
+from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, Tally, deletes_of
 from syncd.guards import GuardInput, check_guards
 from syncd.model import UNACKNOWLEDGED, Document, Rejection, Spool
 from syncd.proof import DeleteProof
@@ -195,6 +195,7 @@ def decide(
         in_doubt=opened.doubts[1] if opened.remember else sum(opened.doubts),
         awaiting_delete=awaiting,
         rate_limit_per_s=opened.config.rate_limit_per_s,
+        tally=target_plan.tally,
     )
 
 
@@ -205,6 +206,7 @@ class _Requests:
     operations: Sequence[Operation]
     held: tuple[Change, ...]
     notes: tuple[str, ...]
+    tally: Tally
 
 
 def _requests(
@@ -240,7 +242,10 @@ def _requests(
 
     if spool is None or total <= group or whole:
         planned = plan(list(changes), deletes)
-        return _Requests(planned.operations, planned.held, planned.notes)
+        return _Requests(
+            planned.operations, planned.held, planned.notes, Tally().add(planned.operations)
+        )
+    tally = Tally()  # counted as planned: no second pass over the disk for the summary
     operations: SpilledList[Operation] = SpilledList(spool)
     notes: dict[str, None] = {}
     part: list[Change] = []
@@ -249,12 +254,14 @@ def _requests(
         if len(part) == group:
             planned = plan(part, ())
             operations.extend(planned.operations)
+            tally.add(planned.operations)
             notes.update(dict.fromkeys(planned.notes))
             part = []
     planned = plan(part, deletes)
     operations.extend(planned.operations)
+    tally.add(planned.operations)
     notes.update(dict.fromkeys(planned.notes))
-    return _Requests(operations, planned.held, tuple(notes))
+    return _Requests(operations, planned.held, tuple(notes), tally)
 
 
 def _resend_notes(opened: OpenTarget, planned: Planned) -> list[str]:

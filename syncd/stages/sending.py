@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +18,7 @@ from syncd.model import UNACKNOWLEDGED
 from syncd.progress import RunProgress
 from syncd.stages.budget import Budget
 from syncd.stages.opening import OpenTarget
+from syncd.stages.spill import SpilledList
 from syncd.state.base import StateStore
 
 log = structlog.get_logger("syncd.run")
@@ -77,7 +78,6 @@ def send(
         # the rest of the budget, on the executor's clock
         else clock.monotonic() + max(0.0, budget.deadline - time.monotonic())
     )
-    store.mark_unacknowledged(name, writes_in(plan.operations))
     executor = Executor(
         opened.target,
         concurrency=config.concurrency,
@@ -89,7 +89,7 @@ def send(
         grace_s=grace_s,
         deadline=deadline,
     )
-    execution = executor.run(plan.operations, on_ack, flush)
+    execution = executor.run(_marked(plan.operations, store, name), on_ack, flush)
     _restore_refused(opened, plan, execution, store)
     too_many = too_many_rejected(opened, plan, execution)
     late: tuple[Operation, ...] = ()
@@ -147,6 +147,17 @@ def _outcome(
             ),
         )
     return "ok", None
+
+
+def _marked(operations: Sequence[Operation], store: StateStore, name: str) -> Iterator[Operation]:
+    """The operations, each chunk's writes marked in flight in state (``writes_in``) before
+    the chunk's first operation goes to the executor: a plan on disk is read once."""
+    chunks: Iterable[Sequence[Operation]] = (
+        operations.chunks() if isinstance(operations, SpilledList) else (operations,)
+    )
+    for chunk in chunks:
+        store.mark_unacknowledged(name, writes_in(chunk))
+        yield from chunk
 
 
 def writes_in(operations: Iterable[Operation]) -> Iterator[tuple[str, bytes]]:

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help demo test check lint format types contracts services bench bench-1m clean
+.PHONY: help demo test check lint format types contracts services bench bench-1m bench-memory clean
 
 help:
 	@echo "make demo       run syncd end to end against the embedded fakes (offline)"
@@ -12,6 +12,7 @@ help:
 	@echo "make check      lint, format check, types, import contracts, then the tests"
 	@echo "make bench      benchmark (100k products; BENCH_N=1000000 for 1M)"
 	@echo "make bench-1m   the 1M-product JSON Lines runs (no PostgreSQL, no throughput)"
+	@echo "make bench-memory  peak RSS of a plan and a first sync at BENCH_N and 3x (flat?)"
 	@echo "make clean      remove the virtualenv and scratch files"
 
 $(STAMP): pyproject.toml
@@ -49,6 +50,9 @@ check: lint types contracts test
 bench: $(STAMP) services
 	$(BIN)/python -m bench --n $${BENCH_N:-100000}
 	$(BIN)/python -m bench.feeds --rate 100 --seconds 30 --userflux-rate-limit 0
+
+bench-memory: $(STAMP)
+	$(BIN)/python -m bench.memory --n $${BENCH_N:-100000}
 
 bench-1m: $(STAMP)
 	$(BIN)/python -m bench --n 1000000 --sources jsonl --no-throughput

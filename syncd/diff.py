@@ -38,6 +38,11 @@ class Change:
     previous: Acked | None = None
     """What the target last acknowledged; ``None`` for creates."""
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the fields as a tuple (a planned run's changes are pickled to disk, see
+        # syncd.stages.spill): the dataclass's own pickling of slots is slower
+        return Change, (self.kind, self.key, self.document, self.previous)
+
 
 def diff_chunk(
     documents: Mapping[str, Document],
@@ -95,6 +100,45 @@ class Operation:
     def keys(self) -> tuple[str, ...]:
         return tuple(change.key for change in self.changes)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return Operation, (
+            self.endpoint,
+            self.mode,
+            self.reason,
+            self.changes,
+            self.body,
+            self.path,
+            self.removes_unlisted,
+        )
+
+
+SAMPLES_KEPT = 20
+"""Examples per kind of request a plan remembers for its summary (more: another pass)."""
+
+
+class Tally:
+    """Operations counted as they go by: products per change kind, and per endpoint and mode
+    the requests, products and the first ``samples`` examples (key and reason)."""
+
+    def __init__(self, samples: int = SAMPLES_KEPT) -> None:
+        self.samples = samples
+        self.counts: Counter[str] = Counter()
+        self.by_request: dict[str, dict[str, Any]] = {}
+
+    def add(self, operations: Iterable[Operation]) -> Tally:
+        for operation in operations:
+            for change in operation.changes:
+                self.counts[change.kind.value] += 1
+            name = f"{operation.endpoint} {operation.mode}"
+            entry = self.by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
+            entry["requests"] += 1
+            entry["products"] += len(operation.changes)
+            if len(entry["samples"]) < self.samples:
+                keys = operation.keys
+                shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
+                entry["samples"].append({"key": shown, "reason": operation.reason})
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class GuardVerdict:
@@ -115,7 +159,9 @@ class Plan:
     mode: str
     """``incremental`` or ``full``."""
     mode_reason: str
-    operations: tuple[Operation, ...]
+    operations: Sequence[Operation]
+    """The requests in the order they are sent: a tuple, or for a plan of more than a few
+    thousand products a sequence read back from disk (``syncd.stages.spill``)."""
     unchanged: int
     rejected: tuple[Rejection, ...] = ()
     held: tuple[Change, ...] = ()
@@ -143,6 +189,8 @@ class Plan:
     (``delete_after_missing_runs``) or that a second look found again."""
     rate_limit_per_s: float = 0.0
     """The target's configured rate limit (0: none), for ``min_duration_s``."""
+    tally: Tally | None = field(default=None, compare=False, repr=False)
+    """``operations`` counted as they were planned (None: counted when first asked)."""
 
     @property
     def min_duration_s(self) -> float | None:
@@ -215,24 +263,27 @@ class Plan:
 
     def counts(self) -> Counter[str]:
         """Products per change kind (create, update, refresh, delete)."""
-        counts: Counter[str] = Counter()
-        for operation in self.operations:
-            for change in operation.changes:
-                counts[change.kind.value] += 1
-        return counts
+        return Counter(self._tally(SAMPLES_KEPT)[0])
+
+    def _tally(self, sample: int) -> tuple[Counter[str], dict[str, dict[str, Any]]]:
+        """Products per change kind, and requests, products and the first ``sample``
+        examples per endpoint and mode: the ``tally`` kept while planning, or one pass over
+        the operations (which may be on disk), remembered (the plan is immutable)."""
+        tally = self.tally
+        if tally is None or tally.samples < sample:
+            tallies: dict[int, Tally] = self.__dict__.setdefault("_tallies", {})
+            kept = max(sample, SAMPLES_KEPT)
+            if kept not in tallies:
+                tallies[kept] = Tally(kept).add(self.operations)
+            tally = tallies[kept]
+        return Counter(tally.counts), {
+            name: {**entry, "samples": entry["samples"][:sample]}
+            for name, entry in tally.by_request.items()
+        }
 
     def summary(self, sample: int = 5) -> dict[str, Any]:
         """A JSON-ready description: counts by operation and mode, sample keys with reasons."""
-        by_request: dict[str, dict[str, Any]] = {}
-        for operation in self.operations:
-            name = f"{operation.endpoint} {operation.mode}"
-            entry = by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
-            entry["requests"] += 1
-            entry["products"] += len(operation.changes)
-            if len(entry["samples"]) < sample:
-                keys = operation.keys
-                shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
-                entry["samples"].append({"key": shown, "reason": operation.reason})
+        counts, by_request = self._tally(sample)
         return {
             "target": self.target,
             "kind": self.kind,
@@ -242,7 +293,7 @@ class Plan:
             "source_complete": self.source_complete,
             "state_count": self.state_count,
             "unchanged": self.unchanged,
-            "changes": dict(sorted(self.counts().items())),
+            "changes": dict(sorted(counts.items())),
             "requests": by_request,
             "request_count": len(self.operations),
             "min_duration_s": self.min_duration_s,

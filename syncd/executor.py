@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -238,14 +238,20 @@ class Executor:
 
     def run(
         self,
-        operations: tuple[Operation, ...],
+        operations: Iterable[Operation],
         on_ack: Callable[[Operation], None],
         flush: Callable[[], None],
     ) -> Execution:
-        """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit."""
+        """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit.
+
+        ``operations`` is pulled lazily, as slots free up (at most ``concurrency * 2`` in
+        flight): a plan read back from disk is never held whole in memory.
+        """
         self._budget = RetryBudget(self._retry.budget_s, self._clock)  # from the run's start
         result = Execution()
-        pending: deque[Operation] = deque(operations)
+        incoming = iter(operations)
+        pending: deque[Operation] = deque()
+        """Halves of refused batches, sent before what ``incoming`` still holds."""
         inflight: dict[Future[_Outcome], Operation] = {}
         # Finished futures arrive here, so each wake-up costs O(1), not O(in flight).
         finished: queue.SimpleQueue[Future[_Outcome]] = queue.SimpleQueue()
@@ -256,7 +262,7 @@ class Executor:
             self._concurrency, thread_name_prefix=f"syncd-{self._target.name}"
         )
         try:
-            while pending or inflight:
+            while True:
                 if self._stop.is_set() or self._past_deadline():
                     self._wake.set()  # workers waiting for a rate-limit slot drop their work
                 stopping = (
@@ -265,8 +271,10 @@ class Executor:
                     or self._exhausted.is_set()
                     or self._out_of_time.is_set()
                 )
-                while pending and not stopping and len(inflight) < self._concurrency * 2:
-                    operation = pending.popleft()
+                while not stopping and len(inflight) < self._concurrency * 2:
+                    operation = pending.popleft() if pending else next(incoming, None)
+                    if operation is None:
+                        break
                     future = pool.submit(self._attempt, operation)
                     inflight[future] = operation
                     future.add_done_callback(finished.put)
@@ -280,6 +288,8 @@ class Executor:
                     if future not in inflight:
                         continue  # abandoned after the grace period
                     operation = inflight.pop(future)
+                    with self._started_lock:  # settled: no longer possibly in flight
+                        self._started.discard(id(operation))
                     unflushed += self._settle(future, operation, result, pending, on_ack)
                 now = self._clock.monotonic()
                 if unflushed >= self._flush_every or (
@@ -296,8 +306,9 @@ class Executor:
                     result.interrupted = True
                     inflight.clear()
                     break
-            if pending:
-                result.not_sent += sum(len(op.changes) for op in pending)
+            # what was never taken (stopped, halted, out of time); read to its end to count
+            result.not_sent += sum(len(op.changes) for op in pending)
+            result.not_sent += sum(len(op.changes) for op in incoming)
             result.out_of_time = self._out_of_time.is_set() and bool(
                 result.not_sent or result.failed
             )

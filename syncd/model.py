@@ -159,6 +159,16 @@ class Spool:
         self._size = 0
         self._flushed = 0
         """Bytes written through to the file, where ``os.pread`` sees them."""
+        with _SPOOLS_LOCK:
+            global _SPOOLS_MADE
+            _SPOOLS_MADE += 1
+            self._number = _SPOOLS_MADE
+            _SPOOLS[self._number] = self
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        """Pickled as its number in this process: a ``Spooled`` pickled into the spool
+        (a planned change, see ``syncd.stages.spill``) is read back pointing at it."""
+        return _spool_numbered, (self._number,)
 
     def put(self, data: bytes) -> Spooled:
         with self._lock:
@@ -202,6 +212,21 @@ class Spool:
         return StateError(f"payload spool (a temporary file in {self._directory}): {what}: {exc}")
 
 
+_SPOOLS: weakref.WeakValueDictionary[int, Spool] = weakref.WeakValueDictionary()
+"""The spools of this process by number, for unpickling (``Spool.__reduce__``)."""
+_SPOOLS_MADE = 0
+_SPOOLS_LOCK = threading.Lock()
+
+
+def _spool_numbered(number: int) -> Spool:
+    try:
+        return _SPOOLS[number]
+    except KeyError:
+        raise StateError(
+            f"payload spool {number} is closed or belongs to another process"
+        ) from None
+
+
 def _close_quietly(file: IO[bytes]) -> None:
     """Close a spool's file; a flush failing again (disk still full) is not an error:
     the file is closed anyway, and it is being thrown away."""
@@ -222,6 +247,9 @@ class Spooled:
 
     def read(self) -> bytes:
         return self.spool.read(self.offset, self.length)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return Spooled, (self.spool, self.offset, self.length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +298,10 @@ class Document:
         """This document without its decoded dict (and with ``source_hash``, if given)."""
         return Document(self.key, self.body, self.hash, source_hash or self.source_hash)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # the fields as a tuple: the dataclass's own pickling of slots is several times slower
+        return Document, (self.key, self.body, self.hash, self.source_hash, self.decoded)
+
     def spooled(self, spool: Spool) -> Document:
         """This document with its canonical bytes moved to ``spool`` (and no dict)."""
         if isinstance(self.body, Spooled):
@@ -285,6 +317,9 @@ class Acked:
     key: str
     hash: bytes
     canonical: bytes
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return Acked, (self.key, self.hash, self.canonical)
 
     @classmethod
     def of(cls, key: str, digest: bytes, payload: Payload) -> Acked:

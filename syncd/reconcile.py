@@ -141,7 +141,7 @@ class Reconciler:
         plans = [
             not_planned(target)
             if planner is None
-            else decide(target, planner.planned(), read, options, proof, self.store)
+            else decide(target, planner.planned(), read, options, proof, self.store, spool)
             for target, planner in zip(opened, planners, strict=True)
         ]
         return plans, read

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -144,7 +144,7 @@ RETRY = RetryConfig(max_attempts=4, initial_delay_s=0.5, max_delay_s=60, budget_
 
 def execute(
     sender: FakeSender,
-    operations: tuple[Operation, ...],
+    operations: Iterable[Operation],
     *,
     clock: FakeClock | None = None,
     recorder: Recorder | None = None,
@@ -875,3 +875,40 @@ def test_by_default_no_acknowledgement_waits_for_a_flush_much_over_a_fifth_of_a_
 
     assert len(recorder.acked) == 300
     assert recorder.longest_wait <= 0.2 + 0.05
+
+
+# -- operations pulled lazily -----------------------------------------------------------
+
+
+def test_operations_are_pulled_as_slots_free_up_not_all_at_once():
+    """A plan read back from disk is never held whole: the executor takes the next
+    operation only when fewer than ``concurrency * 2`` are in flight."""
+    pulled: list[int] = []
+    in_flight_when_pulled: list[int] = []
+    sender = FakeSender()
+
+    def operations():
+        for i in range(50):
+            pulled.append(i)
+            in_flight_when_pulled.append(len(pulled) - len(sender.sent))
+            yield op(f"k{i}")
+
+    result, recorder, _ = execute(sender, operations(), concurrency=2)
+
+    assert len(recorder.acked) == 50 and result.not_sent == 0
+    assert max(in_flight_when_pulled) <= 2 * 2 + 1, "never more than concurrency*2 taken ahead"
+
+
+def test_what_a_fatal_answer_leaves_in_a_lazy_input_is_counted_not_sent():
+    sender = FakeSender(fatal_on("k3"))
+
+    result, _, _ = execute(
+        sender,
+        (op(f"k{i}", f"x{i}") if i == 7 else op(f"k{i}") for i in range(20)),
+        concurrency=1,
+    )
+
+    assert result.fatal == "check $KEY"
+    assert sender.sent[-1] == ("k3",), "nothing after the fatal answer is sent"
+    # k3 and the 16 operations after it, one of them two products: 18 products
+    assert result.not_sent == 18

@@ -4,20 +4,31 @@ can't be pushed any more, and the guards. Returns the target's ``Plan``."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from syncd.diff import Change, ChangeKind, GuardVerdict, Plan, deletes_of
+from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, Tally, deletes_of
 from syncd.guards import GuardInput, check_feed_guards, check_guards
-from syncd.model import UNACKNOWLEDGED, Document, Rejection
+from syncd.model import UNACKNOWLEDGED, Document, Rejection, Spool
 from syncd.proof import DeleteProof
 from syncd.runs import FEED_MODE, RunOptions
 from syncd.stages.opening import OpenTarget
 from syncd.stages.planning import Planned
 from syncd.stages.reading import SourceRead
+from syncd.stages.spill import SpilledList
 from syncd.state.base import StateStore
+from syncd.targets.base import PlannedRequests
 
 NOT_IN_SOURCE = "named products not in the source"
 """How a resend's note about keys the read did not find begins."""
+GROUP = 2000
+"""Changes planned into requests at a time when a run has more (rounded up to whole
+batches): what planning holds in memory besides one chunk."""
+MIRROR_MAX_PRODUCTS = 50_000
+"""The most products a whole-block upsert carries: one request holds them all in memory
+(changes, and its body when sent). A mirrored full refresh of more sends create batches
+and the proven deletes instead, and its plan says why."""
 LEFT_OUT_BY = "left out by"
 """How notes name products a target's ``where`` leaves out (``left out by targets[1].where``)."""
 
@@ -35,7 +46,8 @@ class _Proven:
 
 @dataclass(frozen=True)
 class _Unpushable:
-    """The run's changes plus what becomes of the products that can't be pushed any more."""
+    """What becomes of the products that can't be pushed any more: deletes (withdrawn) and,
+    for a mirrored block's upsert, their last acknowledged version (kept)."""
 
     changes: list[Change]
     keep: frozenset[str]
@@ -63,20 +75,27 @@ def decide(
     options: RunOptions,
     proof: DeleteProof,
     store: StateStore,
+    spool: Spool | None = None,
 ) -> Plan:
     """The target's plan once the read is over: its changes, the deletes a complete read
-    proves, what becomes of unpushable products, all weighed by the guards."""
+    proves, what becomes of unpushable products, all weighed by the guards.
+
+    The changes are read back from disk and planned a group at a time (``GROUP``): with a
+    ``spool``, a plan of more than one group keeps its requests there too (a
+    ``SpilledList``), so a first sync's plan is flat in memory whatever the catalog's size.
+    """
     staging = opened.staging
     if opened.outcome is not None or staging is None:
         return not_planned(opened)
     notes = list(opened.notes)
-    changes = list(planned.changes)
     rejections = list(planned.rejections)
     unsendable = set(planned.unsendable)
-    duplicates = set(staging.duplicates())
+    duplicates = frozenset(staging.duplicates())
+    dropped = 0
     if duplicates:
         unsendable |= duplicates
-        changes = [c for c in changes if c.key not in duplicates]
+        # a key found twice, whichever chunks its copies were in: neither copy is pushed
+        dropped = sum(1 for change in planned.changes if change.key in duplicates)
         rejections.extend(
             Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
             for key in sorted(duplicates)
@@ -99,18 +118,25 @@ def decide(
             f"{len(left)} deletes are products {LEFT_OUT_BY} targets[{opened.index}].where "
             f"(absent from this target), not gone from the source; first: {left[0]!r}"
         )
-    unpushable = _unpushable(opened, changes, unsendable, frozenset(duplicates), store)
+    unpushable = _unpushable(opened, unsendable, duplicates, store)
     notes += unpushable.notes
     keep = unpushable.keep | unproven  # a whole-block upsert would delete them without proof
-    changes = [c for c in unpushable.changes if c.kind is not ChangeKind.DELETE]
+    extra = [c for c in unpushable.changes if c.kind is not ChangeKind.DELETE]
     deletes += [c for c in unpushable.changes if c.kind is ChangeKind.DELETE]
+    total = len(planned.changes) - dropped + len(extra)
     rejected = len(rejections) + planned.held_rejected
     deleting, population = len(deletes), opened.state_count
     mirroring = opened.full and getattr(opened.config, "mirror_block", False) and not opened.only
-    if mirroring and opened.target_count and not keep:
+    upsert_refused = (
+        f"{total} products are over the {MIRROR_MAX_PRODUCTS} one upsert may carry (a single "
+        "request holds them all in memory); proven deletes are sent instead"
+        if mirroring and total > MIRROR_MAX_PRODUCTS
+        else None
+    )
+    if mirroring and upsert_refused is None and opened.target_count and not keep:
         # a whole-block upsert (never sent while keys must be kept) also removes what
         # state never knew (drift, lost state)
-        deleting = max(deleting, opened.target_count - len(changes))
+        deleting = max(deleting, opened.target_count - total)
         population = max(population, opened.target_count)
     verdict = (
         check_feed_guards(
@@ -140,14 +166,25 @@ def decide(
             allow_deletes=options.allow_deletes,
         )
     )
-    target_plan = opened.target.plan(
-        changes,
+
+    def sendable() -> Iterator[Change]:
+        """The changes to send, read back from disk: the read's, then the kept ones'."""
+        for change in planned.changes:
+            if change.key not in duplicates:
+                yield change
+        yield from extra
+
+    target_plan = _requests(
+        opened,
+        sendable(),
+        total,
         deletes,
-        full=opened.full,
+        spool,
         # a resend never sends a whole-block upsert (it would drop every other product)
         deletes_allowed=verdict.allowed and (feed or not opened.only),
-        full_reason=opened.mode_reason,
         keep=keep,
+        upsert_refused=upsert_refused,
+        whole=mirroring and upsert_refused is None,
     )
     if read.error is not None and opened.full:
         notes.append("source read incomplete: full refresh limited to what was read")
@@ -173,6 +210,7 @@ def decide(
         in_doubt=opened.doubts[1] if opened.remember else sum(opened.doubts),
         awaiting_delete=awaiting,
         rate_limit_per_s=opened.config.rate_limit_per_s,
+        tally=target_plan.tally,
     )
 
 
@@ -199,6 +237,71 @@ def _feed_deletes(
         else []
     )
     return deletes, unproven, notes
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """The target's requests for a run (on disk when planned in groups), held deletes, notes."""
+
+    operations: Sequence[Operation]
+    held: tuple[Change, ...]
+    notes: tuple[str, ...]
+    tally: Tally
+
+
+def _requests(
+    opened: OpenTarget,
+    changes: Iterator[Change],
+    total: int,
+    deletes: list[Change],
+    spool: Spool | None,
+    *,
+    deletes_allowed: bool,
+    keep: frozenset[str],
+    upsert_refused: str | None,
+    whole: bool,
+) -> _Requests:
+    """The target's requests: in one call when the changes fit a group (or a whole-block
+    upsert carries them all), else a group of changes at a time into a ``SpilledList``
+    and the deletes last, each group's notes said once."""
+    batch = max(int(getattr(opened.config, "batch_size", 1) or 1), 1)
+    group = -(-GROUP // batch) * batch  # whole batches: no half-empty one between groups
+    target = opened.target
+    options: dict[str, Any] = {"upsert_refused": upsert_refused} if upsert_refused else {}
+
+    def plan(part: Sequence[Change], gone: Sequence[Change]) -> PlannedRequests:
+        return target.plan(
+            part,
+            gone,
+            full=opened.full,
+            deletes_allowed=deletes_allowed,
+            full_reason=opened.mode_reason,
+            keep=keep,
+            **options,
+        )
+
+    if spool is None or total <= group or whole:
+        planned = plan(list(changes), deletes)
+        return _Requests(
+            planned.operations, planned.held, planned.notes, Tally().add(planned.operations)
+        )
+    tally = Tally()  # counted as planned: no second pass over the disk for the summary
+    operations: SpilledList[Operation] = SpilledList(spool)
+    notes: dict[str, None] = {}
+    part: list[Change] = []
+    for change in changes:
+        part.append(change)
+        if len(part) == group:
+            planned = plan(part, ())
+            operations.extend(planned.operations)
+            tally.add(planned.operations)
+            notes.update(dict.fromkeys(planned.notes))
+            part = []
+    planned = plan(part, deletes)
+    operations.extend(planned.operations)
+    tally.add(planned.operations)
+    notes.update(dict.fromkeys(planned.notes))
+    return _Requests(operations, planned.held, tuple(notes), tally)
 
 
 def _resend_notes(opened: OpenTarget, planned: Planned) -> list[str]:
@@ -269,17 +372,16 @@ def _proven_deletes(
 
 def _unpushable(
     opened: OpenTarget,
-    changes: list[Change],
     unsendable: set[str],
     ambiguous: frozenset[str],
     store: StateStore,
 ) -> _Unpushable:
-    """The run's changes plus what becomes of the products in state that can't be pushed
+    """What becomes of the products in state that can't be pushed
     any more (``rejected``): a delete each (withdraw), or nothing but a note, and for a
     mirrored block's upsert their last acknowledged version (keep). A duplicated key
     (``ambiguous``) is always kept: the source does hold that product. Also the keys no
     request may remove from the target."""
-    changes = list(changes)
+    changes: list[Change] = []
     acked = store.acked_of(opened.name, sorted(unsendable)) if unsendable else []
     if not acked:
         return _Unpushable(changes, frozenset(), ())

@@ -1,14 +1,15 @@
 """Planning one target a chunk at a time: records mapped, validated, diffed against state.
 
 ``TargetPlanner`` has one job: take the records the read hands it, stage their keys and
-hashes ``CHUNK`` at a time (``Staging.compare``), and keep the changes (payloads spooled
-to disk), rejections and keys the deciding stage needs. ``planned()`` hands them over as
-one immutable ``Planned``.
+hashes ``CHUNK`` at a time (``Staging.compare``), and keep the changes (on disk, payloads
+and all: a ``SpilledList`` in the run's spool), rejections and keys the deciding stage
+needs. ``planned()`` hands them over as one immutable ``Planned``.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from syncd.diff import Change, diff_chunk
@@ -16,6 +17,7 @@ from syncd.errors import RecordError
 from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool
 from syncd.sources.base import record_matches
 from syncd.stages.opening import OpenTarget
+from syncd.stages.spill import SpilledList
 
 CHUNK = 2000
 """Documents staged and compared with state at a time: held in memory per target until
@@ -30,7 +32,8 @@ UNSEEN_HASH = b""
 class Planned:
     """What reading and diffing one target's records found."""
 
-    changes: tuple[Change, ...] = ()
+    changes: Sequence[Change] = ()
+    """In the order found; on disk (a ``SpilledList``) after a read, a chunk at a time."""
     rejections: tuple[Rejection, ...] = ()
     held_rejected: int = 0
     """Products refused before, unchanged since: not sent until the back-off ends."""
@@ -57,7 +60,7 @@ class TargetPlanner:
     """What a raw row's fingerprint is keyed with for this target (``mapping_fingerprint``);
     None: rows are not fingerprinted."""
     _chunk: list[Document] = field(default_factory=list)
-    _changes: list[Change] = field(default_factory=list)
+    _changes: SpilledList[Change] = field(init=False)
     _rejections: list[Rejection] = field(default_factory=list)
     _held_rejected: int = 0
     _unsendable: set[str] = field(default_factory=set)
@@ -65,6 +68,9 @@ class TargetPlanner:
     _unchanged: int = 0
     _found: set[str] = field(default_factory=set)
     _left_out: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._changes = SpilledList(self.spool)
 
     @property
     def skipping(self) -> bool:
@@ -169,6 +175,7 @@ class TargetPlanner:
                 ]
             )
         held = self.opened.held_rejections
+        found: list[Change] = []
         for change in changes:
             document = change.document
             if document is not None:
@@ -178,12 +185,13 @@ class TargetPlanner:
                     self._unsendable.add(change.key)
                     continue
                 change = replace(change, document=document.spooled(self.spool))
-            self._changes.append(change)
+            found.append(change)
+        self._changes.extend(found)  # to disk: memory holds one chunk's changes at most
 
     def planned(self) -> Planned:
         """What the records handed over so far came to (call ``flush`` first)."""
         return Planned(
-            changes=tuple(self._changes),
+            changes=self._changes,
             rejections=tuple(self._rejections),
             held_rejected=self._held_rejected,
             unsendable=frozenset(self._unsendable),

@@ -3,9 +3,10 @@ withdrawals, writes left in doubt, and the outcome the run ends with (``Sent``).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,6 +18,7 @@ from syncd.model import UNACKNOWLEDGED
 from syncd.progress import RunProgress
 from syncd.stages.budget import Budget
 from syncd.stages.opening import OpenTarget
+from syncd.stages.spill import SpilledList
 from syncd.state.base import StateStore
 
 log = structlog.get_logger("syncd.run")
@@ -51,7 +53,7 @@ def send(
     upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
     deletes: list[str] = []
 
-    progress.begin(name, sum(len(op.changes) for op in plan.operations))
+    progress.begin(name, sum(plan.counts().values()))
 
     def on_ack(operation: Operation) -> None:
         progress.advance(name, len(operation.changes))
@@ -76,7 +78,6 @@ def send(
         # the rest of the budget, on the executor's clock
         else clock.monotonic() + max(0.0, budget.deadline - time.monotonic())
     )
-    store.mark_unacknowledged(name, writes_in(plan.operations))
     executor = Executor(
         opened.target,
         concurrency=config.concurrency,
@@ -88,7 +89,7 @@ def send(
         grace_s=grace_s,
         deadline=deadline,
     )
-    execution = executor.run(plan.operations, on_ack, flush)
+    execution = executor.run(_marked(plan.operations, store, name), on_ack, flush)
     _restore_refused(opened, plan, execution, store)
     too_many = too_many_rejected(opened, plan, execution)
     late: tuple[Operation, ...] = ()
@@ -99,7 +100,7 @@ def send(
         late, held = _late_withdrawals(opened, plan, execution, store, budget)
     if late:
         execution = combined(execution, executor.run(late, on_ack, flush))
-    doubted = _record_doubts(opened, (*plan.operations, *late), execution, store)
+    doubted = _record_doubts(opened, itertools.chain(plan.operations, late), execution, store)
     outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
     return Sent(execution, outcome, error, doubted)
 
@@ -148,7 +149,18 @@ def _outcome(
     return "ok", None
 
 
-def writes_in(operations: Sequence[Operation]) -> Iterator[tuple[str, bytes]]:
+def _marked(operations: Sequence[Operation], store: StateStore, name: str) -> Iterator[Operation]:
+    """The operations, each chunk's writes marked in flight in state (``writes_in``) before
+    the chunk's first operation goes to the executor: a plan on disk is read once."""
+    chunks: Iterable[Sequence[Operation]] = (
+        operations.chunks() if isinstance(operations, SpilledList) else (operations,)
+    )
+    for chunk in chunks:
+        store.mark_unacknowledged(name, writes_in(chunk))
+        yield from chunk
+
+
+def writes_in(operations: Iterable[Operation]) -> Iterator[tuple[str, bytes]]:
     """(key, canonical payload) of every create, update and delete a plan sends.
 
     A full refresh's unchanged products are left out: re-sending the same payload
@@ -203,6 +215,8 @@ def _late_withdrawals(
     ):
         return (), None
     refused = {r.key for r in execution.rejections if r.by_target}
+    if not refused:
+        return (), None
     # only where the target held a version before (a refused create left nothing there)
     had = [
         change.key
@@ -237,7 +251,7 @@ def _late_withdrawals(
 
 def _record_doubts(
     opened: OpenTarget,
-    operations: Sequence[Operation],
+    operations: Iterable[Operation],
     execution: Execution,
     store: StateStore,
 ) -> int:

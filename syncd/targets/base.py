@@ -66,11 +66,14 @@ class Target(Protocol):
         deletes_allowed: bool,
         full_reason: str = "full refresh",
         keep: Collection[str] = (),
+        upsert_refused: str | None = None,
     ) -> PlannedRequests:
         """Operations for the changes (pure: no I/O); ``full_reason`` says why a run is full.
 
         ``keep`` holds keys in the source that are not sent this run (rejected, held back):
-        no request may remove them from the target.
+        no request may remove them from the target. ``upsert_refused`` says why a request
+        that replaces everything the target holds (Vambe's whole-block upsert) must not be
+        used this run (a run planned in parts, too large for one request); None: it may.
         """
         ...
 

@@ -171,6 +171,28 @@ def test_a_full_refresh_of_a_mirrored_block_held_by_the_guards_never_upserts():
     assert any("no upsert" in note and "guards" in note for note in planned.notes)
 
 
+def test_a_refused_upsert_of_a_mirrored_block_sends_creates_and_the_deletes_and_says_why():
+    changes = [change("a", ChangeKind.REFRESH), change("b")]
+    removals = [gone("x")]
+
+    planned = plan(
+        changes,
+        removals,
+        full=True,
+        mirror_block=True,
+        batch_size=1,
+        upsert_refused="60000 products are over the 50000 one upsert may carry",
+    )
+
+    assert [op.endpoint for op in planned.operations] == [CREATE, CREATE, DELETE]
+    assert not any(op.removes_unlisted for op in planned.operations)
+    assert planned.held == ()
+    assert planned.notes == (
+        "no upsert although mirror_block is on: 60000 products are over the 50000 one "
+        "upsert may carry; using create",
+    )
+
+
 def test_an_empty_catalog_never_becomes_an_upsert_that_would_wipe_the_block():
     planned = plan([], [gone("x")], full=True, mirror_block=True, deletes_allowed=True)
 

@@ -96,6 +96,7 @@ class UserfluxTarget:
         deletes_allowed: bool,
         full_reason: str = "full refresh",
         keep: Collection[str] = (),
+        upsert_refused: str | None = None,
     ) -> PlannedRequests:
         return plan_userflux(
             changes, deletes, full=full, full_reason=full_reason, deletes_allowed=deletes_allowed

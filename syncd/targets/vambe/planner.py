@@ -33,11 +33,13 @@ def plan_vambe(
     deletes_allowed: bool,
     full_reason: str = "full refresh",
     keep: Collection[str] = (),
+    upsert_refused: str | None = None,
 ) -> PlannedRequests:
-    """Batches for a run, and notes saying why ``upsert`` was or wasn't used."""
+    """Batches for a run, and notes saying why ``upsert`` was or wasn't used
+    (``upsert_refused``: why it must not be, whatever else allows it)."""
     block = quote(block_id, safe="")
     notes: list[str] = []
-    if full and mirror_block and deletes_allowed and changes and not keep:
+    if full and mirror_block and deletes_allowed and changes and not keep and not upsert_refused:
         implied = len(deletes)
         notes.append(
             f"upsert: full refresh with mirror_block on and the guards passed; one request "
@@ -60,6 +62,8 @@ def plan_vambe(
                 f"{len(keep)} products the block holds are not sent this run (held back, or "
                 "missing from the read but not proven gone) and an upsert would delete them"
             )
+        elif upsert_refused:
+            why = upsert_refused
         else:
             why = "nothing to send"
         notes.append(f"no upsert although mirror_block is on: {why}; using create")

@@ -123,6 +123,7 @@ class VambeTarget:
         deletes_allowed: bool,
         full_reason: str = "full refresh",
         keep: Collection[str] = (),
+        upsert_refused: str | None = None,
     ) -> PlannedRequests:
         return plan_vambe(
             changes,
@@ -134,6 +135,7 @@ class VambeTarget:
             mirror_block=self._config.mirror_block,
             deletes_allowed=deletes_allowed,
             keep=keep,
+            upsert_refused=upsert_refused,
         )
 
     def send(self, operation: Operation) -> None:

@@ -1,0 +1,88 @@
+"""A list kept on disk: what a run plans (changes, then requests), a chunk at a time.
+
+``SpilledList`` pickles each chunk appended into the run's ``Spool`` and keeps only where
+the chunk is and how many items it holds, so a first sync's million changes cost a few
+bytes of memory per chunk instead of ~500 bytes per product and target. Reading it back
+(``iter``) unpickles one chunk at a time; a spooled payload inside a chunk points back into
+the same spool.
+"""
+
+from __future__ import annotations
+
+import bisect
+import pickle
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+from syncd.model import Spool, Spooled
+
+T = TypeVar("T")
+
+
+class SpilledList(Sequence[T], Generic[T]):
+    """A sequence appended to a chunk at a time (``extend``), stored pickled in a spool.
+
+    Indexing finds the chunk by a bisection over the chunks' running counts; iterating reads
+    each chunk once. Compares equal to any sequence with the same items (``plan.operations
+    == ()``), as the tuple it replaces did.
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, spool: Spool, items: Iterable[T] = ()) -> None:
+        self._spool = spool
+        self._chunks: list[Spooled] = []
+        self._ends: list[int] = []
+        """Items up to and including each chunk (running counts)."""
+        self.extend(items)
+
+    def extend(self, items: Iterable[T]) -> None:
+        """Append ``items`` as one chunk (nothing for none)."""
+        chunk = list(items)
+        if not chunk:
+            return
+        self._chunks.append(self._spool.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)))
+        self._ends.append(len(self) + len(chunk))
+
+    def chunks(self) -> Iterator[list[T]]:
+        """The chunks as appended, each read back from disk."""
+        for where in self._chunks:
+            yield self._load(where)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self) -> Iterator[T]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        size = len(self)
+        if index < 0:
+            index += size
+        if not 0 <= index < size:
+            raise IndexError("SpilledList index out of range")
+        number = bisect.bisect_right(self._ends, index)
+        start = self._ends[number - 1] if number else 0
+        chunk: list[T] = self._load(self._chunks[number])
+        return chunk[index - start]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str | bytes):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __repr__(self) -> str:
+        return f"SpilledList({len(self)} items in {len(self._chunks)} chunks)"
+
+    @staticmethod
+    def _load(where: Spooled) -> Any:
+        return pickle.loads(where.read())  # noqa: S301 (bytes this run wrote itself)

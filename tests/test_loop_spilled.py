@@ -1,0 +1,158 @@
+"""Runs planned on disk: more changes than a group of requests (``GROUP``) and records
+more than a chunk (``CHUNK``) apart, both made small here; UserFlux and Vambe fakes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.stages import deciding, planning
+from syncd.stages.spill import SpilledList
+from tests.support import (
+    KEY,
+    Harness,
+    acknowledged,
+    catalog,
+    expected_userflux,
+    expected_vambe,
+    userflux_target,
+    vambe_target,
+)
+
+
+@pytest.fixture
+def userflux() -> Iterator[FakeUserflux]:
+    with FakeUserflux(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def vambe() -> Iterator[FakeVambe]:
+    with FakeVambe(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 5 records and groups of 4 changes: a 23-product catalog spans several."""
+    monkeypatch.setattr(planning, "CHUNK", 5)
+    monkeypatch.setattr(deciding, "GROUP", 4)
+
+
+def both(tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, **vb: object) -> Harness:
+    block = vambe.add_block(name="catalog")
+    return Harness(
+        tmp_path,
+        [userflux_target(userflux.url), vambe_target(vambe.url, block, batch_size=3, **vb)],
+    )
+
+
+def test_a_plan_in_groups_says_what_a_plan_in_one_piece_says(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, monkeypatch: pytest.MonkeyPatch
+):
+    h = both(tmp_path, userflux, vambe)
+    h.write(catalog(23))
+    whole = h.plan()
+
+    monkeypatch.setattr(planning, "CHUNK", 5)
+    monkeypatch.setattr(deciding, "GROUP", 4)
+    grouped = h.plan()
+
+    assert [type(p.operations) for p in whole] == [tuple, tuple]
+    assert [type(p.operations) for p in grouped] == [SpilledList, SpilledList]
+    assert [p.summary(sample=30) for p in grouped] == [p.summary(sample=30) for p in whole]
+    # Vambe's groups are whole batches (4 rounded up to 6): 8 batches, as in one piece
+    assert [len(p.operations) for p in grouped] == [23, 8]
+    h.close()
+
+
+def test_a_first_sync_planned_in_groups_ends_equal_to_the_source(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, small: None
+):
+    h = both(tmp_path, userflux, vambe)
+    block = h.config.targets[1].block_id  # type: ignore[union-attr]
+    records = catalog(23)
+    h.write(records)
+
+    report = h.sync()
+
+    assert report.ok
+    assert userflux.products == expected_userflux(records)
+    assert vambe.block_products(block) == expected_vambe(records)
+    assert [t.created for t in report.targets] == [23, 23]
+    assert [t.requests for t in report.targets] == [23, 8]
+    assert [len(acknowledged(h.store, name)) for name in ("uf", "vb")] == [23, 23]
+
+    edited = [dict(r, price="99.00") if i % 4 == 0 else r for i, r in enumerate(records[:20])]
+    h.write(edited)
+    report = h.sync()
+
+    assert report.ok
+    assert userflux.products == expected_userflux(edited)
+    assert vambe.block_products(block) == expected_vambe(edited)
+    assert [(t.updated, t.deleted) for t in report.targets] == [(5, 3), (5, 3)]
+    h.close()
+
+
+def test_a_key_duplicated_more_than_a_chunk_apart_is_pushed_by_neither_copy(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, small: None
+):
+    h = both(tmp_path, userflux, vambe)
+    block = h.config.targets[1].block_id  # type: ignore[union-attr]
+    records = catalog(23)
+    h.write(records)
+    assert h.sync().ok
+    before = {name: acknowledged(h.store, name)[records[1]["sku"]] for name in ("uf", "vb")}
+    # a new product and a changed one, each repeated 20 records (4 chunks) later
+    changed = dict(records[1], title="Changed")
+    new = catalog(1, start=900)[0]
+    h.write([new, changed, *records[2:], *records[:1], dict(changed, title="Impostor"), new])
+
+    report = h.sync()
+
+    for target in report.targets:
+        assert target.rejected == 2 and target.created == 0 and target.updated == 0
+    assert ("product", new["sku"]) not in userflux.products
+    assert new["sku"] not in vambe.block_products(block)
+    # the older version stays where it was, on the targets and in state
+    assert userflux.products == expected_userflux(records)
+    assert vambe.block_products(block) == expected_vambe(records)
+    for name in ("uf", "vb"):
+        assert acknowledged(h.store, name)[records[1]["sku"]] == before[name]
+        reasons = {r.key: r.reason for r in h.store.open_rejections(name)}
+        assert "duplicate key" in reasons[new["sku"]]
+        assert "duplicate key" in reasons[records[1]["sku"]]
+    h.close()
+
+
+def test_a_mirrored_full_refresh_over_the_upsert_limit_sends_creates_and_proven_deletes(
+    tmp_path: Path,
+    userflux: FakeUserflux,
+    vambe: FakeVambe,
+    small: None,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(deciding, "MIRROR_MAX_PRODUCTS", 10)
+    h = both(tmp_path, userflux, vambe, mirror_block=True)
+    block = h.config.targets[1].block_id  # type: ignore[union-attr]
+    records = catalog(14)
+    h.write(records)
+    assert h.sync(full=True).ok
+    vambe.reset_requests()
+    h.write(records[:12])
+
+    report = h.sync(full=True)
+
+    assert report.ok
+    paths = [r.path for r in vambe.requests if r.method == "POST"]
+    assert not any("/upsert/" in p for p in paths)
+    assert sum("/create/" in p for p in paths) == 4 and sum("/delete/" in p for p in paths) == 1
+    assert vambe.block_products(block) == expected_vambe(records[:12])
+    notes = report.targets[1].plan["notes"]
+    assert any(
+        "no upsert although mirror_block is on: 12 products are over the 10" in n for n in notes
+    )
+    h.close()

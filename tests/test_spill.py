@@ -1,0 +1,72 @@
+"""A list kept on disk (``SpilledList``): what a run plans, a chunk at a time."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from syncd.diff import Change, ChangeKind, Operation
+from syncd.errors import StateError
+from syncd.model import Acked, Document, Spool
+from syncd.stages.spill import SpilledList
+
+
+def change(i: int, spool: Spool) -> Change:
+    key = f"k{i}"
+    document = Document.of(key, {"i": i, "name": f"product {i}"}).spooled(spool)
+    return Change(ChangeKind.UPDATE, key, document, Acked(key, b"h" * 16, b'{"i":-1}'))
+
+
+def test_items_come_back_in_order_by_index_slice_and_iteration(tmp_path):
+    with Spool(str(tmp_path)) as spool:
+        items = SpilledList[int](spool)
+        for start in (0, 3, 10):
+            items.extend(range(start, {0: 3, 3: 10, 10: 12}[start]))
+        items.extend([])  # an empty chunk is none
+
+        assert len(items) == 12
+        assert list(items) == list(range(12))
+        assert [items[i] for i in range(12)] == list(range(12))
+        assert items[-1] == 11 and items[3] == 3 and items[2] == 2
+        assert items[2:5] == (2, 3, 4)
+        assert items == tuple(range(12)) and items != tuple(range(11))
+        assert len(list(items.chunks())) == 3
+        with pytest.raises(IndexError):
+            items[12]
+
+
+def test_an_empty_one_equals_the_empty_tuple_a_plan_used_to_hold(tmp_path):
+    with Spool(str(tmp_path)) as spool:
+        assert SpilledList(spool) == ()
+        assert not SpilledList(spool)
+        assert [SpilledList(spool)] == [()]
+
+
+def test_changes_are_copied_to_disk_with_their_spooled_payloads_and_read_back_whole(tmp_path):
+    with Spool(str(tmp_path)) as spool:
+        changes = [change(i, spool) for i in range(5)]
+        operations = [Operation("block.create", "create", "why", tuple(changes), path="/p")]
+        spilled = SpilledList[Operation](spool, operations)
+        written = spool.size
+        operations.clear()  # the list keeps no reference to what it was given
+
+        (back,) = list(spilled)
+
+        assert spool.size == written, "reading back writes nothing"
+        assert back.keys == tuple(f"k{i}" for i in range(5))
+        assert [c.document.payload for c in back.changes] == [  # type: ignore[union-attr]
+            {"i": i, "name": f"product {i}"} for i in range(5)
+        ]
+        assert back.changes[2].previous == Acked("k2", b"h" * 16, b'{"i":-1}')
+        assert back.changes[2].kind is ChangeKind.UPDATE and back.path == "/p"
+
+
+def test_a_spooled_payload_pickled_after_its_spool_closed_names_the_spool(tmp_path):
+    spool = Spool(str(tmp_path))
+    data = pickle.dumps(change(1, spool))
+    spool.close()
+    del spool
+
+    with pytest.raises(StateError, match=r"payload spool \d+ is closed"):
+        pickle.loads(data)

@@ -47,12 +47,15 @@ RPS_TARGET = 0.9
 # -- the child: one measured push --------------------------------------------------------
 
 
+_SPOOLS: list[Any] = []
+
+
 def _operations(config_path: str, start: int, count: int) -> tuple[Any, ...]:
     """The first sync's UserFlux operations for products ``start`` to ``start + count``."""
     from syncd.config import UserfluxTargetConfig, load_config
     from syncd.diff import Change, ChangeKind
     from syncd.mapping import build_mapper
-    from syncd.model import UnreadableRow
+    from syncd.model import Spool, UnreadableRow
     from syncd.sources import open_source
     from syncd.targets.userflux.planner import plan_userflux
 
@@ -60,6 +63,8 @@ def _operations(config_path: str, start: int, count: int) -> tuple[Any, ...]:
     target = config.targets[0]
     assert isinstance(target, UserfluxTargetConfig)
     mapper = build_mapper(target, config.source.key)
+    spool = _SPOOLS[0] if _SPOOLS else Spool()  # as a run's plan holds its payloads
+    _SPOOLS[:] = [spool]
     changes = []
     for i, record in enumerate(open_source(config.source, config.http).read()):
         if i < start or isinstance(record, UnreadableRow):
@@ -67,7 +72,7 @@ def _operations(config_path: str, start: int, count: int) -> tuple[Any, ...]:
         if i >= start + count:
             break
         document = mapper.map(record)
-        changes.append(Change(ChangeKind.CREATE, document.key, document))
+        changes.append(Change(ChangeKind.CREATE, document.key, document.spooled(spool)))
     return plan_userflux(changes, (), full=False, deletes_allowed=True).operations
 
 
@@ -156,15 +161,10 @@ def child(argv: list[str]) -> int:
     print("ready", flush=True)
     sys.stdin.readline()  # the parent's go: every process of a push starts together
     cpu, started = time.process_time(), time.perf_counter()
-    if mode == "bare":
-        sent = _bare(clients, bodies)
-    else:
-        sent = _syncd(config_path, operations, threads)
+    sent = _bare(clients, bodies) if mode == "bare" else _syncd(config_path, operations, threads)
     wall_end, cpu_end = time.perf_counter(), time.process_time()
     print(
-        json.dumps(
-            {"requests": sent, "cpu_s": cpu_end - cpu, "start": started, "end": wall_end}
-        ),
+        json.dumps({"requests": sent, "cpu_s": cpu_end - cpu, "start": started, "end": wall_end}),
         flush=True,
     )
     return 0
@@ -305,9 +305,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--latency", default="0,50", help="the sink's latency, in ms")
     parser.add_argument("--repeat", type=int, default=3, help="pushes of each kind (medians)")
     parser.add_argument("--processes", default="1", help="processes a push is split over")
-    parser.add_argument(
-        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench"
-    )
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     started = time.time()

@@ -111,8 +111,9 @@ def _bare(clients: Sequence[Any], bodies: Sequence[bytes]) -> int:
     return sum(sent)
 
 
-def _syncd(config_path: str, operations: Sequence[Any], threads: int) -> int:
-    """Push ``operations`` through syncd's executor and UserFlux target; requests sent."""
+def _executor(config_path: str, threads: int) -> tuple[Any, Any]:
+    """syncd's UserFlux target and an ``Executor`` for it (made before the clock starts,
+    as a run makes them before it sends; its clients are made by the workers, timed)."""
     from syncd.config import UserfluxTargetConfig, load_config
     from syncd.executor import Executor
     from syncd.metrics import SyncdMetrics
@@ -122,25 +123,30 @@ def _syncd(config_path: str, operations: Sequence[Any], threads: int) -> int:
     target_config = config.targets[0]
     assert isinstance(target_config, UserfluxTargetConfig)
     target = UserfluxTarget(target_config, config.http, api_key=API_KEY)
+    executor = Executor(
+        target,
+        concurrency=threads,
+        rate_limit_per_s=target_config.rate_limit_per_s,
+        retry=target_config.retry,
+        events=SyncdMetrics([target_config.name]),
+    )
+    return target, executor
+
+
+def _syncd(target: Any, executor: Any, operations: Sequence[Any]) -> int:
+    """Push ``operations`` through syncd's executor and UserFlux target; requests sent."""
     acked = [0]
 
     def on_ack(operation: Any) -> None:
         acked[0] += len(operation.changes)
 
     try:
-        executor = Executor(
-            target,
-            concurrency=threads,
-            rate_limit_per_s=target_config.rate_limit_per_s,
-            retry=target_config.retry,
-            events=SyncdMetrics([target_config.name]),
-        )
         execution = executor.run(tuple(operations), on_ack, lambda: None)
     finally:
         target.close()
     if acked[0] != len(operations):
         raise RuntimeError(f"syncd acknowledged {acked[0]} of {len(operations)}: {execution}")
-    return execution.requests
+    return int(execution.requests)
 
 
 def child(argv: list[str]) -> int:
@@ -158,10 +164,12 @@ def child(argv: list[str]) -> int:
             for op in operations
         ]
         clients = _clients(url, threads)
+    else:
+        target, executor = _executor(config_path, threads)
     print("ready", flush=True)
     sys.stdin.readline()  # the parent's go: every process of a push starts together
     cpu, started = time.process_time(), time.perf_counter()
-    sent = _bare(clients, bodies) if mode == "bare" else _syncd(config_path, operations, threads)
+    sent = _bare(clients, bodies) if mode == "bare" else _syncd(target, executor, operations)
     wall_end, cpu_end = time.perf_counter(), time.process_time()
     print(
         json.dumps({"requests": sent, "cpu_s": cpu_end - cpu, "start": started, "end": wall_end}),

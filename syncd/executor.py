@@ -241,13 +241,22 @@ class Future(Generic[_T]):
 class _Workers:
     """``concurrency`` threads taking futures from one queue: a ``ThreadPoolExecutor``
     without its per-task locks, semaphores and condition variables (bench/push.py
-    measures what they cost). Threads start as work arrives, up to ``concurrency``."""
+    measures what they cost).
+
+    Threads start as work arrives, up to ``concurrency``, and the workers start them, each
+    up to two more, not the calling thread: ``Thread.start`` waits for the new thread to
+    run, and at 256 workers the calling thread, contending for the GIL with every started
+    one, would spend most of a push starting them while they wait for the work it hands out.
+    """
 
     def __init__(self, concurrency: int, thread_name_prefix: str) -> None:
         self._queue: queue.SimpleQueue[Future[_Outcome] | None] = queue.SimpleQueue()
         self._max = concurrency
+        self._wanted = 0
+        """Threads the work submitted so far calls for: one per future, at most ``_max``."""
         self._prefix = thread_name_prefix
         self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
         self._closed = False
 
     def submit(self, fn: Callable[[Operation], _Outcome], operation: Operation) -> Future[_Outcome]:
@@ -255,33 +264,54 @@ class _Workers:
             raise RuntimeError("cannot submit after shutdown")
         future = Future(fn, operation)
         self._queue.put(future)
-        if len(self._threads) < self._max:
+        if self._wanted < self._max:
+            self._wanted += 1
+            if not self._threads and not self._grow():
+                raise RuntimeError("cannot start a worker thread")
+        return future
+
+    def _grow(self) -> bool:
+        """Start one more thread if the work calls for it; whether one was started."""
+        with self._lock:
+            if self._closed or len(self._threads) >= self._wanted:
+                return False
             thread = threading.Thread(
                 target=self._work, name=f"{self._prefix}_{len(self._threads)}"
             )
             self._threads.append(thread)
+        try:
             thread.start()
-        return future
+        except RuntimeError:  # the system refused a thread: carry on with those running
+            with self._lock:
+                self._threads.remove(thread)
+            return False
+        return True
 
     def _work(self) -> None:
+        self._grow()
+        self._grow()
         take = self._queue.get
         while (future := take()) is not None:
+            if len(self._threads) < self._wanted:  # work submitted since: more threads
+                self._grow()
             future.run()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the threads once their current work is done; ``cancel_futures`` drops the
         work not started (its futures never complete)."""
-        self._closed = True
+        with self._lock:  # no thread starts after this: each one left gets its sentinel
+            self._closed = True
+            threads = list(self._threads)
         if cancel_futures:
             try:
                 while True:
                     self._queue.get_nowait()
             except queue.Empty:
                 pass
-        for _ in self._threads:
+        for _ in threads:
             self._queue.put(None)
         if wait:
-            for thread in self._threads:
+            for thread in threads:
                 thread.join()
 
 

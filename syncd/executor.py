@@ -243,10 +243,11 @@ class _Workers:
     without its per-task locks, semaphores and condition variables (bench/push.py
     measures what they cost).
 
-    Threads start as work arrives, up to ``concurrency``, and the workers start them, each
-    up to two more, not the calling thread: ``Thread.start`` waits for the new thread to
-    run, and at 256 workers the calling thread, contending for the GIL with every started
-    one, would spend most of a push starting them while they wait for the work it hands out.
+    Threads start as work arrives, up to ``concurrency``, one future each. The calling
+    thread starts one, which starts the others the work calls for before it takes any:
+    ``Thread.start`` waits for the new thread to run, and at 256 workers a calling thread
+    contending for the GIL with every started one would spend the push's first seconds
+    starting them while they wait for the work it hands out.
     """
 
     def __init__(self, concurrency: int, thread_name_prefix: str) -> None:
@@ -257,6 +258,8 @@ class _Workers:
         self._prefix = thread_name_prefix
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._growing = False
+        """A thread is starting the threads still wanted (only one at a time)."""
         self._closed = False
 
     def submit(self, fn: Callable[[Operation], _Outcome], operation: Operation) -> Future[_Outcome]:
@@ -265,41 +268,56 @@ class _Workers:
         future = Future(fn, operation)
         self._queue.put(future)
         if self._wanted < self._max:
-            self._wanted += 1
-            if not self._threads and not self._grow():
+            with self._lock:
+                self._wanted += 1
+                grower = None
+                if not self._growing and len(self._threads) < self._wanted:
+                    self._growing = True
+                    grower = self._new_thread(grows=True)
+            if grower is not None and not self._start(grower):
                 raise RuntimeError("cannot start a worker thread")
         return future
 
-    def _grow(self) -> bool:
-        """Start one more thread if the work calls for it; whether one was started."""
-        with self._lock:
-            if self._closed or len(self._threads) >= self._wanted:
-                return False
-            thread = threading.Thread(
-                target=self._work, name=f"{self._prefix}_{len(self._threads)}"
-            )
-            self._threads.append(thread)
+    def _new_thread(self, *, grows: bool = False) -> threading.Thread:
+        """A thread, counted (call with the lock held)."""
+        thread = threading.Thread(
+            target=self._work, args=(grows,), name=f"{self._prefix}_{len(self._threads)}"
+        )
+        self._threads.append(thread)
+        return thread
+
+    def _start(self, thread: threading.Thread) -> bool:
         try:
             thread.start()
         except RuntimeError:  # the system refused a thread: carry on with those running
             with self._lock:
                 self._threads.remove(thread)
+                self._growing = False
             return False
         return True
 
-    def _work(self) -> None:
-        self._grow()
-        self._grow()
+    def _grow(self) -> None:
+        """Start threads until as many run as the work submitted calls for."""
+        while True:
+            with self._lock:
+                if self._closed or len(self._threads) >= self._wanted:
+                    self._growing = False
+                    return
+                thread = self._new_thread()
+            if not self._start(thread):
+                return
+
+    def _work(self, grows: bool) -> None:
+        if grows:
+            self._grow()
         take = self._queue.get
         while (future := take()) is not None:
-            if len(self._threads) < self._wanted:  # work submitted since: more threads
-                self._grow()
             future.run()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the threads once their current work is done; ``cancel_futures`` drops the
         work not started (its futures never complete)."""
-        with self._lock:  # no thread starts after this: each one left gets its sentinel
+        with self._lock:  # no thread starts after this: each one counted gets its sentinel
             self._closed = True
             threads = list(self._threads)
         if cancel_futures:

@@ -259,3 +259,24 @@ def test_health_is_failing_when_half_the_last_answers_were_errors():
     for _ in range(3):
         health.record(True)
     assert not health.failing()  # False, True, True, True
+
+
+# -- the benchmark that measures it -------------------------------------------------------
+
+
+def test_the_push_benchmark_sends_the_same_requests_both_ways(tmp_path):
+    from bench import push as push_bench
+
+    result = push_bench.compare(
+        tmp_path, n=40, concurrency=(3,), latencies_ms=(0,), repeat=1, processes=(1, 2)
+    )
+
+    assert [(r["concurrency"], r["processes"]) for r in result["rows"]] == [(3, 1), (3, 2)]
+    for row in result["rows"]:
+        for mode in ("bare", "syncd"):
+            (run,) = row[mode]["runs"]
+            assert run["requests"] == 40  # and the sink received exactly that many
+            assert run["cpu_s"] > 0
+        assert row["cpu_ratio"] > 0
+        assert row["rps_ratio"] > 0
+    assert "CPU ratio" in push_bench.render(result)

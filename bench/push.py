@@ -185,7 +185,9 @@ def push(
     mode: str, config: Path, sink: Sink, n: int, threads: int, processes: int
 ) -> dict[str, float]:
     """One push of ``n`` requests by ``threads`` threads over ``processes`` processes."""
-    env = dict(os.environ, **ENV, PYTHONPATH=str(Path(__file__).parent.parent))
+    # the caller's PYTHONPATH first: it may name another syncd to measure (a before/after)
+    path = [p for p in (os.environ.get("PYTHONPATH"), str(Path(__file__).parent.parent)) if p]
+    env = dict(os.environ, **ENV, PYTHONPATH=os.pathsep.join(path))
     share, extra = divmod(n, processes)
     procs = []
     start = 0
@@ -283,6 +285,43 @@ def compare(
     return {"rows": rows, "cpu_target": CPU_TARGET, "rps_target": RPS_TARGET, "n": n}
 
 
+def executor_overhead(operations: int = 20_000) -> dict[str, float]:
+    """µs of CPU per operation of ``Executor.run`` alone, over a target whose ``send``
+    does nothing, with no events and with ``SyncdMetrics``, at 16 and 256 workers."""
+    from syncd.config import RetryConfig
+    from syncd.diff import Change, ChangeKind, Operation
+    from syncd.executor import Executor
+    from syncd.metrics import SyncdMetrics
+
+    class Nothing:
+        name = "t"
+
+        def send(self, operation: Operation) -> None:
+            pass
+
+        def split(self, operation: Operation) -> None:
+            return None
+
+    ops = tuple(
+        Operation("product.upsert", "FULL_UPDATE", "", (Change(ChangeKind.CREATE, f"k{i}"),))
+        for i in range(operations)
+    )
+    out: dict[str, float] = {}
+    for workers in (16, 256):
+        for label, events in (("no events", None), ("metrics", SyncdMetrics(["t"]))):
+            executor = Executor(
+                Nothing(),
+                concurrency=workers,
+                rate_limit_per_s=0,
+                retry=RetryConfig(),
+                events=events,
+            )
+            cpu = time.process_time()
+            executor.run(ops, lambda op: None, lambda: None)
+            out[f"{workers} workers, {label}"] = (time.process_time() - cpu) / len(ops) * 1e6
+    return out
+
+
 def render(result: dict[str, Any]) -> str:
     lines = [
         f"push vs a bare httpx client per thread (UserFlux bodies, {result['n']} requests a "
@@ -315,7 +354,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--processes", default="1", help="processes a push is split over")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--overhead",
+        action="store_true",
+        help="only the executor's own CPU per operation (a target that sends nothing)",
+    )
     args = parser.parse_args(argv)
+    if args.overhead:
+        for what, micros in executor_overhead().items():
+            print(f"executor alone, {what}: {micros:.1f} µs CPU per operation")
+        return 0
     started = time.time()
 
     def say(text: str) -> None:

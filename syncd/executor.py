@@ -274,8 +274,8 @@ class _Workers:
                 if not self._growing and len(self._threads) < self._wanted:
                     self._growing = True
                     grower = self._new_thread(grows=True)
-            if grower is not None and not self._start(grower):
-                raise RuntimeError("cannot start a worker thread")
+            if grower is not None and not self._start(grower) and not self._threads:
+                raise RuntimeError("cannot start a worker thread")  # none to run the work
         return future
 
     def _new_thread(self, *, grows: bool = False) -> threading.Thread:

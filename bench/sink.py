@@ -53,7 +53,7 @@ class Sink:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", 0)
+            asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=4096)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import catalog
+from bench import push as push_bench
 from bench.config import ENV, write_config
 from bench.postgres import ScratchDatabase
 from bench.seed import naive_sizes
@@ -456,6 +457,19 @@ def run_throughput(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
     return {"rows": rows, "ceiling_rps": max(ceilings["sink"].values()), "ceilings": ceilings}
 
 
+def push_vs_bare(opts: Options, say: Any) -> dict[str, Any]:
+    """Each push beside a bare httpx client per thread (``bench.push``): CPU per request
+    and req/s at 50 ms latency and none, 64 and 256 threads, ``opts.repeat`` times."""
+    return push_bench.compare(
+        opts.workdir,
+        n=min(opts.n, 4000),
+        concurrency=(64, 256),
+        latencies_ms=(LATENCY * 1000, 0.0),
+        repeat=opts.repeat,
+        say=say,
+    )
+
+
 # -- the report ---------------------------------------------------------------------
 
 
@@ -645,6 +659,7 @@ def main(opts: Options) -> int:
     cats = prepare_catalogs(opts.n, opts.workdir, say)
     scenarios = run_scenarios(opts, cats, say)
     throughput = run_throughput(opts, cats, say) if opts.throughput else None
+    pushes = push_vs_bare(opts, say) if opts.throughput else None
     from bench import parallel  # it runs through this module's fakes and children
 
     in_parallel = parallel.run_parallel(opts, cats, say) if opts.parallel else None
@@ -654,6 +669,8 @@ def main(opts: Options) -> int:
         found += parallel.check_parallel(in_parallel)
     sections = [] if in_parallel is None else [parallel.render_parallel(in_parallel, opts.repeat)]
     text = render(opts, cats, summary, throughput, found, sections)
+    if pushes is not None:
+        text += "\n\n" + push_bench.render(pushes)
     print(text)
     opts.results.mkdir(parents=True, exist_ok=True)
     out = opts.results / f"{time.strftime('%Y%m%d-%H%M%S')}-{opts.n}.json"
@@ -680,6 +697,7 @@ def main(opts: Options) -> int:
         "runs": {name: [_plain(r) for r in runs] for name, runs in scenarios["runs"].items()},
         "throughput": throughput,
         "targets_in_parallel": in_parallel,
+        "push_vs_bare": pushes,
         "rolling_refresh_nightly": {
             "1000000": rolling_cost(1_000_000),
             str(opts.n): rolling_cost(opts.n),

@@ -9,15 +9,15 @@ target still failing when the retry deadline has passed gets no further request.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import random
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from syncd.config import RetryConfig
 from syncd.diff import Operation
@@ -56,6 +56,13 @@ class RateLimiter:
         self._paused_until = 0.0
 
     def acquire(self, stop: threading.Event) -> None:
+        if not self._interval:
+            # No rate: only a 429's pause holds workers back, and reading the pause needs
+            # no lock (a float read is atomic; a pause set a moment later holds the next).
+            paused_until = self._paused_until
+            if paused_until:
+                self._clock.sleep(paused_until - self._clock.monotonic(), stop)
+            return
         with self._lock:
             now = self._clock.monotonic()
             slot = max(now, self._next, self._paused_until)
@@ -90,16 +97,16 @@ class Health:
 
     def __init__(self, window: int) -> None:
         self._answers: deque[bool] = deque(maxlen=window)
-        self._lock = threading.Lock()
 
     def record(self, answered: bool) -> None:
-        with self._lock:
-            self._answers.append(answered)
+        # No lock: a bounded deque's append and count are each one C call, atomic under
+        # the GIL (this runs once per request, on every worker).
+        self._answers.append(answered)
 
     def failing(self) -> bool:
-        with self._lock:
-            failures = self._answers.count(False)
-            return failures > 0 and failures * 2 >= len(self._answers)
+        answers = self._answers
+        failures = answers.count(False)
+        return failures > 0 and failures * 2 >= len(answers)
 
 
 def backoff_delay(
@@ -175,6 +182,155 @@ class _Outcome:
     """Dropped before its first request: the target was halted or is stopping."""
     maybe_applied: bool = False
     """Some attempt failed in a way the server may have applied it anyway."""
+
+
+_T = TypeVar("_T")
+
+
+class Future(Generic[_T]):
+    """One operation given to the workers, and what came of it (the function's result,
+    or the exception it raised).
+
+    The little of ``concurrent.futures.Future`` the executor uses, without its per-future
+    condition variable and locks: the result is written once, by one worker, before the
+    done callback runs, and the calling thread reads it from that callback's queue.
+    """
+
+    __slots__ = ("_callback", "_calls", "_error", "_fn", "_operation", "_result")
+
+    def __init__(self, fn: Callable[[Operation], _T], operation: Operation) -> None:
+        self._fn: Callable[[Operation], _T] | None = fn
+        self._operation = operation
+        self._result: _T | None = None
+        self._error: BaseException | None = None
+        self._callback: Callable[[Future[_T]], object] | None = None
+        self._calls = itertools.count()
+        """Drawn from by the worker when done and by ``add_done_callback``: the second
+        to draw (``next`` on a count is atomic) runs the callback, so it runs once."""
+
+    def run(self) -> None:
+        fn, self._fn = self._fn, None
+        assert fn is not None
+        try:
+            self._result = fn(self._operation)
+        except BaseException as exc:  # the calling thread settles it
+            self._error = exc
+        if next(self._calls):
+            self._call_back()
+
+    def add_done_callback(self, callback: Callable[[Future[_T]], object]) -> None:
+        """Call ``callback(self)`` once done (now, when it already is); one callback."""
+        self._callback = callback
+        if next(self._calls):
+            self._call_back()
+
+    def _call_back(self) -> None:
+        callback = self._callback
+        assert callback is not None
+        callback(self)
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def result(self) -> _T:
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value] # set when no error was
+
+
+class _Workers:
+    """``concurrency`` threads taking futures from one queue: a ``ThreadPoolExecutor``
+    without its per-task locks, semaphores and condition variables (bench/push.py
+    measures what they cost).
+
+    Threads start as work arrives, up to ``concurrency``, one future each. The calling
+    thread starts one, which starts the others the work calls for before it takes any:
+    ``Thread.start`` waits for the new thread to run, and at 256 workers a calling thread
+    contending for the GIL with every started one would spend the push's first seconds
+    starting them while they wait for the work it hands out.
+    """
+
+    def __init__(self, concurrency: int, thread_name_prefix: str) -> None:
+        self._queue: queue.SimpleQueue[Future[_Outcome] | None] = queue.SimpleQueue()
+        self._max = concurrency
+        self._wanted = 0
+        """Threads the work submitted so far calls for: one per future, at most ``_max``."""
+        self._prefix = thread_name_prefix
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._growing = False
+        """A thread is starting the threads still wanted (only one at a time)."""
+        self._closed = False
+
+    def submit(self, fn: Callable[[Operation], _Outcome], operation: Operation) -> Future[_Outcome]:
+        if self._closed:
+            raise RuntimeError("cannot submit after shutdown")
+        future = Future(fn, operation)
+        self._queue.put(future)
+        if self._wanted < self._max:
+            with self._lock:
+                self._wanted += 1
+                grower = None
+                if not self._growing and len(self._threads) < self._wanted:
+                    self._growing = True
+                    grower = self._new_thread(grows=True)
+            if grower is not None and not self._start(grower) and not self._threads:
+                raise RuntimeError("cannot start a worker thread")  # none to run the work
+        return future
+
+    def _new_thread(self, *, grows: bool = False) -> threading.Thread:
+        """A thread, counted (call with the lock held)."""
+        thread = threading.Thread(
+            target=self._work, args=(grows,), name=f"{self._prefix}_{len(self._threads)}"
+        )
+        self._threads.append(thread)
+        return thread
+
+    def _start(self, thread: threading.Thread) -> bool:
+        try:
+            thread.start()
+        except RuntimeError:  # the system refused a thread: carry on with those running
+            with self._lock:
+                self._threads.remove(thread)
+                self._growing = False
+            return False
+        return True
+
+    def _grow(self) -> None:
+        """Start threads until as many run as the work submitted calls for."""
+        while True:
+            with self._lock:
+                if self._closed or len(self._threads) >= self._wanted:
+                    self._growing = False
+                    return
+                thread = self._new_thread()
+            if not self._start(thread):
+                return
+
+    def _work(self, grows: bool) -> None:
+        if grows:
+            self._grow()
+        take = self._queue.get
+        while (future := take()) is not None:
+            future.run()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the threads once their current work is done; ``cancel_futures`` drops the
+        work not started (its futures never complete)."""
+        with self._lock:  # no thread starts after this: each one counted gets its sentinel
+            self._closed = True
+            threads = list(self._threads)
+        if cancel_futures:
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
 
 
 def _drain(finished: queue.SimpleQueue[Future[_Outcome]], timeout: float) -> list[Future[_Outcome]]:
@@ -258,9 +414,7 @@ class Executor:
         unflushed = 0
         last_flush = self._clock.monotonic()
         stop_deadline: float | None = None
-        pool = ThreadPoolExecutor(
-            self._concurrency, thread_name_prefix=f"syncd-{self._target.name}"
-        )
+        pool = _Workers(self._concurrency, thread_name_prefix=f"syncd-{self._target.name}")
         try:
             while True:
                 if self._stop.is_set() or self._past_deadline():
@@ -403,8 +557,7 @@ class Executor:
                 outcome.not_sent = attempt == 1
                 return outcome
             if attempt == 1:
-                with self._started_lock:
-                    self._started.add(id(operation))
+                self._started.add(id(operation))  # one C call: atomic under the GIL
             started = time.perf_counter()
             outcome.requests += 1
             try:

@@ -84,6 +84,8 @@ class SyncdMetrics:
             buckets=_REQUEST_BUCKETS,
             registry=registry,
         )
+        self._request_series: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        """The children of ``requests`` and ``request_seconds`` met so far, by labels."""
         self.retries = Counter(
             "syncd_retries",
             "Requests retried, by target and the status that caused the retry.",
@@ -275,8 +277,15 @@ class SyncdMetrics:
 
     # -- the executor's Events --------------------------------------------------------
     def request(self, target: str, endpoint: str, status: str, seconds: float) -> None:
-        self.requests.labels(target, endpoint, status).inc()
-        self.request_seconds.labels(target, endpoint).observe(seconds)
+        series = self._request_series.get((target, endpoint, status))
+        if series is None:
+            # ``labels`` validates and looks up under a lock: once per series, not per request
+            series = self._request_series[(target, endpoint, status)] = (
+                self.requests.labels(target, endpoint, status),
+                self.request_seconds.labels(target, endpoint),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
         self._count(target, "requests answered")
 
     def retry(self, target: str, status: str) -> None:

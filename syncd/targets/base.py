@@ -114,15 +114,18 @@ def response_reason(response: httpx.Response, limit: int = 300) -> str:
 def send_request(
     client: httpx.Client,
     method: str,
-    path: str,
+    path: str | httpx.URL,
     *,
     body: bytes | None,
     what: str,
 ) -> httpx.Response:
     """Send one request; transport failures become ``TargetRetriableError`` (saying whether
     the server may have applied it), a TLS failure that won't fix itself ``TargetFatalError``.
+
+    ``path`` is relative to the client's base URL, or a whole ``httpx.URL`` (which httpx
+    doesn't parse and merge again).
     """
-    headers = {"Content-Type": "application/json"} if body is not None else None
+    headers = _JSON if body is not None else None
     try:
         return client.request(method, path, content=body, headers=headers)
     except httpx.TimeoutException as exc:
@@ -139,6 +142,8 @@ def send_request(
             maybe_applied=not isinstance(exc, _NOT_SENT),
         ) from exc
 
+
+_JSON = {"Content-Type": "application/json"}
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 """Transport failures before any byte of the request left: the server can't have applied it.

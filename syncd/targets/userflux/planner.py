@@ -7,6 +7,7 @@ only the changed top-level properties otherwise.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -138,6 +139,29 @@ def request_body(operation: Operation) -> dict[str, Any]:
     assert change.document is not None
     previous = change.previous.payload if change.previous is not None else None
     return _full_body(change.document.payload, previous)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+"""Built once: ``json.dumps`` with options builds an encoder on every call."""
+_FULL_PREFIX = b'{"propertiesUpdateType":"' + FULL.encode() + b'",'
+
+
+def encode_body(operation: Operation, *, mapped: bool = False) -> bytes:
+    """``request_body`` as the bytes sent.
+
+    ``mapped``: the target's mapping has no ``callable`` hook, so a document's payload
+    holds exactly ``id``, ``typeId``, ``properties`` and, when not empty,
+    ``aiPropertyOverrides`` (what the mapper builds). Then a create's FULL_UPDATE body
+    (no previous payload, so no overrides to clear) is the document's canonical bytes
+    with ``propertiesUpdateType`` added in front: the same members, values and length
+    as ``request_body``'s, in canonical order, without decoding and re-encoding the
+    payload on every request.
+    """
+    if mapped and operation.body is None:
+        change = operation.changes[0]
+        if change.previous is None and change.document is not None:
+            return _FULL_PREFIX + change.document.canonical[1:]
+    return _ENCODE(request_body(operation)).encode()
 
 
 def plan_delete(change: Change) -> Operation:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 
 import httpx
@@ -31,6 +30,7 @@ from syncd.targets.userflux.planner import (
     DELETE,
     FULL,
     UPSERT,
+    encode_body,
     plan_userflux,
     product_path,
     request_body,
@@ -52,6 +52,10 @@ class UserfluxTarget:
     ) -> None:
         self.name = config.name
         self._config = config
+        self._mapped = config.mapping.callable is None
+        """Payloads are the mapper's own (no hook): see ``encode_body``."""
+        self._urls: dict[str, httpx.URL] = {}
+        """Upsert paths (one: ``/product``) merged with ``base_url``."""
         self._clients = ThreadClients(
             lambda: make_client(
                 http,
@@ -105,17 +109,18 @@ class UserfluxTarget:
     def send(self, operation: Operation) -> None:
         key = operation.changes[0].key
         if operation.endpoint == UPSERT:
-            document = request_body(operation)
-            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+            body = encode_body(operation, mapped=self._mapped)
             what = f"POST /product (id {key!r})"
-            response = send_request(
-                self._clients.get(), "POST", operation.path, body=body, what=what
-            )
+            client = self._clients.get()
+            url = self._urls.get(operation.path)
+            if url is None:  # the path merged with base_url once, not on every request
+                url = self._urls[operation.path] = client.build_request("POST", operation.path).url
+            response = send_request(client, "POST", url, body=body, what=what)
             self._check(response, what)
             previous = operation.changes[0].previous
             if operation.mode == FULL and previous is not None:  # incremental keeps the type
                 old_type = previous.payload.get("typeId")
-                if old_type is not None and old_type != document["typeId"]:
+                if old_type is not None and old_type != request_body(operation)["typeId"]:
                     self._delete_old_type(key, str(old_type))
         elif operation.endpoint == DELETE:
             what = f"DELETE {operation.path}"

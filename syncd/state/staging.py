@@ -59,6 +59,8 @@ class SqlStaging:
         self._repeated: list[bytes] = []
         """Fingerprints ``known`` found more than once: the same row twice."""
         self._candidate_table: sa.Table | None = None
+        self._candidate_count = 0
+        """Rows of ``_candidate_table`` (at least 1 when some may be there)."""
         self._temporary: list[sa.Table] = []
         """Temporary tables made besides the staging table, dropped on close."""
         with store.translated("begin staging"):
@@ -171,7 +173,7 @@ class SqlStaging:
                 else:
                     batches = conn.execute(query.execution_options(yield_per=10_000)).partitions()
                 self._fingerprints = FingerprintIndex(
-                    b"".join(row[0] for row in batch) for batch in batches
+                    b"".join([row[0] for row in batch]) for batch in batches
                 )
         return self._fingerprints
 
@@ -203,7 +205,7 @@ class SqlStaging:
         with self._transaction("find duplicate keys") as conn:
             keys: set[str] = set(conn.execute(twice).scalars())
             index = self._fingerprints
-            if index is not None and index.matched:
+            if index is not None and index.matched and self._staged:
                 # a parsed row whose product a skipped row's fingerprint also found
                 product = sa.and_(p.target == self._target, p.key == s.key)
                 found = (
@@ -243,6 +245,8 @@ class SqlStaging:
             position = p.key
         else:
             candidates = self._candidates(index)
+            if candidates is None:
+                return  # every product was found by a skipped row: none is gone
             c = candidates.c
             query = (
                 sa.select(p.key, p.hash, p.payload)
@@ -264,10 +268,11 @@ class SqlStaging:
                 return
             last = batch[-1][0]
 
-    def _candidates(self, index: FingerprintIndex) -> sa.Table:
-        """A temporary table of the keys of the products no skipped row found."""
+    def _candidates(self, index: FingerprintIndex) -> sa.Table | None:
+        """A temporary table of the keys of the products no skipped row found; None when
+        there are none (a join against an empty table would still scan products)."""
         if self._candidate_table is not None:
-            return self._candidate_table
+            return self._candidate_table if self._candidate_count else None
         p = products.c
         suffix = uuid.uuid4().hex[:16]
         with self._transaction("find products no row was found for") as conn:
@@ -277,18 +282,23 @@ class SqlStaging:
             candidates = key_table(f"syncd_keys_{suffix}", conn.dialect)
             candidates.create(conn)
             self._temporary.append(candidates)
-            _stage(conn, unmatched, FINGERPRINT_COLUMNS, list(enumerate(index.unseen())))
+            missing = index.unseen()
+            _stage(conn, unmatched, FINGERPRINT_COLUMNS, list(enumerate(missing)))
             without = sa.select(p.key).where(p.target == self._target, p.source_hash.is_(None))
-            conn.execute(candidates.insert().from_select(["key"], without))
-            # driven by the unmatched fingerprints: one index probe of products each
-            unmatched_fingerprints = sa.select(unmatched.c.source_hash)
-            by_fingerprint = sa.select(p.key).where(
-                p.target == self._target, p.source_hash.in_(unmatched_fingerprints)
-            )
-            conn.execute(candidates.insert().from_select(["key"], by_fingerprint))
+            count = _inserted(conn.execute(candidates.insert().from_select(["key"], without)))
+            if missing:
+                # driven by the unmatched fingerprints: one index probe of products each
+                unmatched_fingerprints = sa.select(unmatched.c.source_hash)
+                by_fingerprint = sa.select(p.key).where(
+                    p.target == self._target, p.source_hash.in_(unmatched_fingerprints)
+                )
+                count += _inserted(
+                    conn.execute(candidates.insert().from_select(["key"], by_fingerprint))
+                )
             sa.Index(f"{candidates.name}_key", candidates.c.key).create(conn)
         self._candidate_table = candidates
-        return candidates
+        self._candidate_count = count
+        return candidates if count else None
 
     def _index(self) -> None:
         """Index the staged keys once, before the set operations that need it."""
@@ -315,6 +325,11 @@ class SqlStaging:
             conn.invalidate()
         finally:
             conn.close()
+
+
+def _inserted(result: sa.CursorResult[Any]) -> int:
+    """Rows an INSERT ... SELECT wrote; 1 when the driver can't tell (some may be there)."""
+    return result.rowcount if result.rowcount >= 0 else 1
 
 
 def _stage(

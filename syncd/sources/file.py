@@ -113,7 +113,7 @@ class RawLine(NamedTuple):
     """The file the line is in (set by ``FileSource.read_blocks``)."""
 
 
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 22
 """Bytes read at a time by ``FileSource.read_blocks`` (a block is then split on newlines)."""
 
 

@@ -149,9 +149,10 @@ class SqlStaging:
     def _fingerprint_index(self) -> FingerprintIndex:
         """The target's fingerprints, read once (in index order) on first use.
 
-        On SQLite, read from the driver's cursor (it streams), past SQLAlchemy's rows:
-        building a row object for each of a million 16-byte values would cost as much
-        as the read. Elsewhere through a server-side cursor, a batch at a time.
+        On SQLite, a page of fingerprints comes as one row of hex that SQL concatenated
+        (``_sqlite_fingerprints``): building a row object for each of a million 16-byte
+        values would cost more than the read. Elsewhere through a server-side cursor, a
+        batch at a time.
         """
         if self._fingerprints is None:
             p = products.c
@@ -161,20 +162,17 @@ class SqlStaging:
                 .order_by(p.source_hash)
             )
             with self._transaction("read fingerprints") as conn:
-                batches: Iterator[Sequence[Any]]
                 if conn.dialect.name == "sqlite":
-                    compiled = query.compile(dialect=conn.dialect)
                     driver = conn.connection.driver_connection
                     assert driver is not None
-                    cursor = driver.cursor()
-                    names = compiled.positiontup or ()
-                    cursor.execute(compiled.string, [compiled.params[name] for name in names])
-                    batches = iter(lambda: cursor.fetchmany(10_000), [])
+                    self._fingerprints = FingerprintIndex(
+                        _sqlite_fingerprints(driver.cursor(), self._target)
+                    )
                 else:
                     batches = conn.execute(query.execution_options(yield_per=10_000)).partitions()
-                self._fingerprints = FingerprintIndex(
-                    b"".join([row[0] for row in batch]) for batch in batches
-                )
+                    self._fingerprints = FingerprintIndex(
+                        b"".join([row[0] for row in batch]) for batch in batches
+                    )
         return self._fingerprints
 
     def remember(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
@@ -325,6 +323,25 @@ class SqlStaging:
             conn.invalidate()
         finally:
             conn.close()
+
+
+_SQLITE_FINGERPRINTS = """
+SELECT group_concat(hex(source_hash), '') FROM products
+WHERE target = ? AND source_hash >= ? AND source_hash < ?
+"""
+"""The fingerprints of a target that begin with one byte, as one row of hex; an index
+range scan of (target, source_hash, key)."""
+
+
+def _sqlite_fingerprints(cursor: Any, target: str) -> Iterator[bytes]:
+    """A target's fingerprints from SQLite, a page (concatenated) for each first byte:
+    fingerprints are uniform, so a page holds about 1/256 of them."""
+    for first in range(256):
+        # b"\xff" * 17 sorts after every 16 bytes (a shorter prefix sorts first)
+        high = bytes([first + 1]) if first < 255 else b"\xff" * 17
+        (page,) = cursor.execute(_SQLITE_FINGERPRINTS, (target, bytes([first]), high)).fetchone()
+        if page:
+            yield bytes.fromhex(page)
 
 
 def _inserted(result: sa.CursorResult[Any]) -> int:

@@ -2,7 +2,7 @@
 ``python -m bench.floors CONFIG`` prints one JSON line of CPU seconds.
 
 What a run that skips every row by fingerprint can't do without: start the interpreter
-and import what a sync imports (``bench.child``'s imports, in a process of their own),
+and import what a sync imports (``IMPORTS``, in a process of their own),
 read the file, split it into lines, BLAKE2b each line, read each target's fingerprints
 from state, and look each row's fingerprint up among them (``np.searchsorted``). Each is
 timed alone with ``time.process_time``, in a process of its own beside the measured run.
@@ -27,13 +27,18 @@ BLOCK = 1 << 22
 """Bytes read at a time."""
 
 
+IMPORTS = "import bench.child, syncd.state.sql"
+"""What a sync imports before it reads a row: ``bench.child``'s imports and the SQL state
+store it opens (SQLAlchemy, and Alembic for the schema check)."""
+
+
 def import_cpu() -> float:
-    """CPU seconds of a fresh interpreter that imports what ``bench.child`` imports."""
+    """CPU seconds of a fresh interpreter that runs ``IMPORTS``."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
-    proc = subprocess.Popen([sys.executable, "-c", "import bench.child"], env=env)
+    proc = subprocess.Popen([sys.executable, "-c", IMPORTS], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status):
-        raise RuntimeError("python -c 'import bench.child' failed")
+        raise RuntimeError(f"python -c {IMPORTS!r} failed")
     return usage.ru_utime + usage.ru_stime
 
 

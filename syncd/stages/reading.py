@@ -102,7 +102,7 @@ def line_blocks(source: RawRows, config: SourceConfig) -> Iterator[RowBlock]:
     parsed (and filtered by ``source.where``) only when asked for."""
     where = config.where
     for block in source.read_blocks():
-        stripped = [line.strip() for line in block.lines]
+        stripped = list(map(bytes.strip, block.lines))
         lines: Sequence[int] = range(len(stripped))
         if not all(stripped):  # blank lines are no records
             lines = [i for i in lines if stripped[i]]

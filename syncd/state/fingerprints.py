@@ -37,6 +37,9 @@ def _halves(fingerprints: bytes) -> tuple[Halves, Halves]:
 
 BUCKET_LIMIT = 64
 """Most fingerprints one bucket of the directory may hold; past it, binary search."""
+DIRECTORY_BITS = 24
+"""Most first bits a bucket is chosen by: 16M buckets, 64 MB (from 8M fingerprints on,
+buckets hold more than one)."""
 
 
 def _directory(high: Halves) -> tuple[np.uint64, npt.NDArray[np.int32] | None]:
@@ -44,7 +47,7 @@ def _directory(high: Halves) -> tuple[np.uint64, npt.NDArray[np.int32] | None]:
     and where each bucket starts in ``high`` (sorted), one past the end last; None when
     some bucket holds over ``BUCKET_LIMIT``, or the index is too large for 32 bits."""
     size = len(high)
-    bits = max(1, size.bit_length())
+    bits = min(max(1, size.bit_length()), DIRECTORY_BITS)
     shift = np.uint64(64 - bits)
     if size == 0 or size >= 2**31:
         return shift, None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import catalog
+from bench import catalog, floors
 from bench import push as push_bench
 from bench.config import ENV, write_config
 from bench.postgres import ScratchDatabase
@@ -323,6 +323,9 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
                     results.setdefault(f"no change ({source})", []).append(
                         sync(config(source, "v1"), fakes, log)
                     )
+                    if source == "jsonl":
+                        say(f"[{repeat + 1}/{opts.repeat}] floors of no change (jsonl)")
+                        extra.setdefault("floors", []).append(floors.run(config(source, "v1")))
                 for source in opts.sources:
                     start(source)
                     say(f"[{repeat + 1}/{opts.repeat}] 1% changed ({source})")
@@ -497,7 +500,12 @@ def summarize(opts: Options, cats: Catalogs, scenarios: dict[str, Any]) -> dict[
             if "wall_s" in naive:
                 row["naive_ratio"]["wall"] = naive["wall_s"] / row["wall_s"]
                 row["naive_ratio"]["cpu"] = naive["cpu_s"] / row["cpu_s"]
-    return {"medians": table, "naive": naive}
+    measured = scenarios.get("floors")
+    return {
+        "medians": table,
+        "naive": naive,
+        "floors": floors.medians(measured) if measured else None,
+    }
 
 
 def checks(
@@ -529,6 +537,15 @@ def checks(
             and requests == 0,
             f"{nochange['wall_s']:.1f} s wall, {nochange['cpu_s']:.1f} s CPU, "
             f"{nochange['rss_mb']:.0f} MB, {requests} requests",
+        )
+    if nochange is not None and scenarios.get("floors"):
+        measured = floors.medians(scenarios["floors"])
+        ratio = nochange["cpu_s"] / measured["sum"]
+        check(
+            f"no change, {opts.n:,} products, JSONL: CPU within {floors.TARGET}x of the sum of "
+            "its floors (read, split, hash, state's fingerprints, lookups, imports)",
+            ratio <= floors.TARGET,
+            f"{nochange['cpu_s']:.2f} s / {measured['sum']:.2f} s = {ratio:.2f}x",
         )
     rolling = table.get(f"{ROLLING} ({opts.sources[0]})")
     if rolling is not None:
@@ -633,6 +650,9 @@ def render(
                 f"{row['server']:<14} {row['latency_ms']:>6.0f}ms {row['concurrency']:>6} "
                 f"{row['requests']:>9} {row['rps']:>8.0f} {ideal:>8} {expected:>9} {efficiency:>6}"
             )
+    nochange = summary["medians"].get("no change (jsonl)")
+    if nochange is not None and summary.get("floors"):
+        lines += ["", *floors.render(summary["floors"], nochange["cpu_s"])]
     for section in sections:
         lines += ["", *section]
     lines += ["", "targets:"]
@@ -694,6 +714,7 @@ def main(opts: Options) -> int:
         "medians": summary["medians"],
         "naive": summary["naive"],
         "changed_payload_bytes": scenarios.get("changed_payload_bytes"),
+        "no_change_floors": summary.get("floors"),
         "runs": {name: [_plain(r) for r in runs] for name, runs in scenarios["runs"].items()},
         "throughput": throughput,
         "targets_in_parallel": in_parallel,

@@ -113,7 +113,7 @@ class RawLine(NamedTuple):
     """The file the line is in (set by ``FileSource.read_blocks``)."""
 
 
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 22
 """Bytes read at a time by ``FileSource.read_blocks`` (a block is then split on newlines)."""
 
 
@@ -388,30 +388,30 @@ class _FileReader:
         strip_bom = self._codec == "utf-8-sig"
         limit = self.config.max_record_bytes
         number, offset = 1, 0
-        for head, ended, size in self._whole_lines():
-            lines = head.split(b"\n")
+        for lines, ended, size in self._whole_lines():
             start = offset
             if number == 1 and strip_bom and lines[0].startswith(_BOM):
                 lines[0] = lines[0][len(_BOM) :]
                 start += len(_BOM)
             block = LineBlock(number, start, lines, ended=ended, path=self.path)
-            if size == len(head) and max(map(len, lines)) > limit:
+            if size >= 0 and max(map(len, lines)) > limit:
                 block = _without_oversized(block, limit)
             yield block
             number += len(lines)
-            offset += size + 1
+            offset += abs(size) + 1
 
-    def _whole_lines(self) -> Iterator[tuple[bytes, bool, int]]:
-        """The file a run of whole lines at a time, each run's last newline cut off,
-        whether that newline was there (False only for the file's cut-off tail), and the
-        run's size in the file. A line growing past ``max_record_bytes`` is not kept: it
-        comes as a run of its own, ``_oversized(size)`` standing for it."""
+    def _whole_lines(self) -> Iterator[tuple[list[bytes], bool, int]]:
+        """The file a run of whole lines at a time, split on newlines (the run's last
+        newline cut off), whether that newline was there (False only for the file's
+        cut-off tail), and the run's size in the file. A line growing past
+        ``max_record_bytes`` is not kept: it comes as a run of its own, ``_oversized(size)``
+        standing for it, its size negated. Each byte is copied once, by the split."""
         limit = self.config.max_record_bytes
         pending: list[bytes] = []  # the start of a line not ended yet
         pending_size = 0
         skipped: int | None = None  # the size so far of an oversized line being skipped
         try:
-            with self.path.open("rb") as handle:
+            with self.path.open("rb", buffering=0) as handle:
                 while data := handle.read(BLOCK_BYTES):
                     if skipped is not None:
                         end = data.find(b"\n")
@@ -419,24 +419,26 @@ class _FileReader:
                             skipped += len(data)
                             continue
                         skipped += end
-                        yield _oversized(skipped), True, skipped
+                        yield [_oversized(skipped)], True, -skipped
                         skipped, data = None, data[end + 1 :]
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
+                    lines = data.split(b"\n")
+                    if len(lines) == 1:  # no newline: the line goes on
                         pending.append(data)
                         pending_size += len(data)
                         if pending_size > limit:
                             skipped, pending, pending_size = pending_size, [], 0
                         continue
-                    head = b"".join([*pending, data[:cut]])
-                    yield head, True, len(head)
-                    pending = [data[cut + 1 :]] if cut + 1 < len(data) else []
-                    pending_size = len(data) - cut - 1
+                    rest = lines.pop()
+                    if pending:
+                        lines[0] = b"".join([*pending, lines[0]])
+                    yield lines, True, pending_size + len(data) - len(rest) - 1
+                    pending = [rest] if rest else []
+                    pending_size = len(rest)
                 if skipped is not None:
-                    yield _oversized(skipped), False, skipped
+                    yield [_oversized(skipped)], False, -skipped
                 elif pending:
                     head = b"".join(pending)
-                    yield head, False, len(head)
+                    yield [head], False, len(head)
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import reduce
+from itertools import compress
+from operator import and_, not_
 
 import numpy as np
 import structlog
@@ -99,7 +102,7 @@ def line_blocks(source: RawRows, config: SourceConfig) -> Iterator[RowBlock]:
     parsed (and filtered by ``source.where``) only when asked for."""
     where = config.where
     for block in source.read_blocks():
-        stripped = [line.strip() for line in block.lines]
+        stripped = list(map(bytes.strip, block.lines))
         lines: Sequence[int] = range(len(stripped))
         if not all(stripped):  # blank lines are no records
             lines = [i for i in lines if stripped[i]]
@@ -145,6 +148,18 @@ def record_blocks(
         yield _record_block(records)
 
 
+def _needed(flags: Sequence[list[bool] | None], size: int) -> Sequence[int]:
+    """The rows some target doesn't know (every row when a target isn't fingerprinted),
+    found in C loops over the targets' flags, not a Python loop over the rows."""
+    if any(known is None for known in flags):
+        return range(size)
+    lists = [known for known in flags if known is not None]
+    if all(map(all, lists)):
+        return ()  # a no-change block: every row known to every target
+    every = reduce(lambda a, b: list(map(and_, a, b)), lists)
+    return list(compress(range(size), map(not_, every)))
+
+
 def read_rows(
     blocks: Iterable[RowBlock],
     planners: Sequence[TargetPlanner],
@@ -180,10 +195,7 @@ def read_rows(
             key = np.frombuffer(planner.fingerprint, dtype=np.uint64)
             hashes = (digests ^ key).tobytes()
             rows.append((planner, hashes, planner.known(hashes, len(raws))))
-        flags = [known for _, _, known in rows]
-        needed: Sequence[int] = range(len(raws))
-        if all(known is not None for known in flags):
-            needed = [i for i, each in enumerate(zip(*flags, strict=True)) if not all(each)]
+        needed = _needed([known for _, _, known in rows], len(raws))
         base, dropped = count, 0  # dropped: needed rows that are no record
         for i in needed:
             wanted = [

@@ -59,6 +59,8 @@ class SqlStaging:
         self._repeated: list[bytes] = []
         """Fingerprints ``known`` found more than once: the same row twice."""
         self._candidate_table: sa.Table | None = None
+        self._candidate_count = 0
+        """Rows of ``_candidate_table`` (at least 1 when some may be there)."""
         self._temporary: list[sa.Table] = []
         """Temporary tables made besides the staging table, dropped on close."""
         with store.translated("begin staging"):
@@ -147,9 +149,10 @@ class SqlStaging:
     def _fingerprint_index(self) -> FingerprintIndex:
         """The target's fingerprints, read once (in index order) on first use.
 
-        On SQLite, read from the driver's cursor (it streams), past SQLAlchemy's rows:
-        building a row object for each of a million 16-byte values would cost as much
-        as the read. Elsewhere through a server-side cursor, a batch at a time.
+        On SQLite, a page of fingerprints comes as one row of hex that SQL concatenated
+        (``_sqlite_fingerprints``): building a row object for each of a million 16-byte
+        values would cost more than the read. Elsewhere through a server-side cursor, a
+        batch at a time.
         """
         if self._fingerprints is None:
             p = products.c
@@ -159,20 +162,17 @@ class SqlStaging:
                 .order_by(p.source_hash)
             )
             with self._transaction("read fingerprints") as conn:
-                batches: Iterator[Sequence[Any]]
                 if conn.dialect.name == "sqlite":
-                    compiled = query.compile(dialect=conn.dialect)
                     driver = conn.connection.driver_connection
                     assert driver is not None
-                    cursor = driver.cursor()
-                    names = compiled.positiontup or ()
-                    cursor.execute(compiled.string, [compiled.params[name] for name in names])
-                    batches = iter(lambda: cursor.fetchmany(10_000), [])
+                    self._fingerprints = FingerprintIndex(
+                        _sqlite_fingerprints(driver.cursor(), self._target)
+                    )
                 else:
                     batches = conn.execute(query.execution_options(yield_per=10_000)).partitions()
-                self._fingerprints = FingerprintIndex(
-                    b"".join(row[0] for row in batch) for batch in batches
-                )
+                    self._fingerprints = FingerprintIndex(
+                        b"".join([row[0] for row in batch]) for batch in batches
+                    )
         return self._fingerprints
 
     def remember(self, entries: Sequence[tuple[str, bytes, bytes]]) -> None:
@@ -203,7 +203,7 @@ class SqlStaging:
         with self._transaction("find duplicate keys") as conn:
             keys: set[str] = set(conn.execute(twice).scalars())
             index = self._fingerprints
-            if index is not None and index.matched:
+            if index is not None and index.matched and self._staged:
                 # a parsed row whose product a skipped row's fingerprint also found
                 product = sa.and_(p.target == self._target, p.key == s.key)
                 found = (
@@ -243,6 +243,8 @@ class SqlStaging:
             position = p.key
         else:
             candidates = self._candidates(index)
+            if candidates is None:
+                return  # every product was found by a skipped row: none is gone
             c = candidates.c
             query = (
                 sa.select(p.key, p.hash, p.payload)
@@ -264,10 +266,11 @@ class SqlStaging:
                 return
             last = batch[-1][0]
 
-    def _candidates(self, index: FingerprintIndex) -> sa.Table:
-        """A temporary table of the keys of the products no skipped row found."""
+    def _candidates(self, index: FingerprintIndex) -> sa.Table | None:
+        """A temporary table of the keys of the products no skipped row found; None when
+        there are none (a join against an empty table would still scan products)."""
         if self._candidate_table is not None:
-            return self._candidate_table
+            return self._candidate_table if self._candidate_count else None
         p = products.c
         suffix = uuid.uuid4().hex[:16]
         with self._transaction("find products no row was found for") as conn:
@@ -277,18 +280,23 @@ class SqlStaging:
             candidates = key_table(f"syncd_keys_{suffix}", conn.dialect)
             candidates.create(conn)
             self._temporary.append(candidates)
-            _stage(conn, unmatched, FINGERPRINT_COLUMNS, list(enumerate(index.unseen())))
+            missing = index.unseen()
+            _stage(conn, unmatched, FINGERPRINT_COLUMNS, list(enumerate(missing)))
             without = sa.select(p.key).where(p.target == self._target, p.source_hash.is_(None))
-            conn.execute(candidates.insert().from_select(["key"], without))
-            # driven by the unmatched fingerprints: one index probe of products each
-            unmatched_fingerprints = sa.select(unmatched.c.source_hash)
-            by_fingerprint = sa.select(p.key).where(
-                p.target == self._target, p.source_hash.in_(unmatched_fingerprints)
-            )
-            conn.execute(candidates.insert().from_select(["key"], by_fingerprint))
+            count = _inserted(conn.execute(candidates.insert().from_select(["key"], without)))
+            if missing:
+                # driven by the unmatched fingerprints: one index probe of products each
+                unmatched_fingerprints = sa.select(unmatched.c.source_hash)
+                by_fingerprint = sa.select(p.key).where(
+                    p.target == self._target, p.source_hash.in_(unmatched_fingerprints)
+                )
+                count += _inserted(
+                    conn.execute(candidates.insert().from_select(["key"], by_fingerprint))
+                )
             sa.Index(f"{candidates.name}_key", candidates.c.key).create(conn)
         self._candidate_table = candidates
-        return candidates
+        self._candidate_count = count
+        return candidates if count else None
 
     def _index(self) -> None:
         """Index the staged keys once, before the set operations that need it."""
@@ -315,6 +323,30 @@ class SqlStaging:
             conn.invalidate()
         finally:
             conn.close()
+
+
+_SQLITE_FINGERPRINTS = """
+SELECT group_concat(hex(source_hash), '') FROM products
+WHERE target = ? AND source_hash >= ? AND source_hash < ?
+"""
+"""The fingerprints of a target that begin with one byte, as one row of hex; an index
+range scan of (target, source_hash, key)."""
+
+
+def _sqlite_fingerprints(cursor: Any, target: str) -> Iterator[bytes]:
+    """A target's fingerprints from SQLite, a page (concatenated) for each first byte:
+    fingerprints are uniform, so a page holds about 1/256 of them."""
+    for first in range(256):
+        # b"\xff" * 17 sorts after every 16 bytes (a shorter prefix sorts first)
+        high = bytes([first + 1]) if first < 255 else b"\xff" * 17
+        (page,) = cursor.execute(_SQLITE_FINGERPRINTS, (target, bytes([first]), high)).fetchone()
+        if page:
+            yield bytes.fromhex(page)
+
+
+def _inserted(result: sa.CursorResult[Any]) -> int:
+    """Rows an INSERT ... SELECT wrote; 1 when the driver can't tell (some may be there)."""
+    return result.rowcount if result.rowcount >= 0 else 1
 
 
 def _stage(

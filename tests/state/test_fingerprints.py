@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd.state import fingerprints as module
 from syncd.state.fingerprints import FingerprintIndex
 
 
@@ -90,3 +91,24 @@ def test_the_index_behaves_like_a_set_with_seen_flags(stored, chunks) -> None:
     assert all(index.was_seen(f) == (f in seen) for f in stored)
     probes = stored + [f for chunk in chunks for f in chunk]
     assert index.were_seen(b"".join(probes)) == [f in seen for f in probes]
+
+
+def test_fingerprints_that_bunch_up_are_looked_up_by_binary_search(monkeypatch) -> None:
+    monkeypatch.setattr(module, "BUCKET_LIMIT", 1)
+    stored = [b"\x00" * 8 + digest(i)[:8] for i in range(5)] + [digest(i) for i in range(5)]
+    index = FingerprintIndex(stored)
+    assert index._starts is None  # every first half 0: one bucket holds five
+    assert all(index.find(f) >= 0 for f in stored)
+    assert index.see(b"".join([stored[3], digest(99), stored[7]])) == ([True, False, True], [])
+    assert index.unseen() == sorted(set(stored) - {stored[3], stored[7]})
+
+
+@given(stored=st.lists(st.binary(min_size=16, max_size=16), unique=True, min_size=1, max_size=300))
+def test_the_bucket_directory_finds_what_binary_search_finds(stored) -> None:
+    index = FingerprintIndex(stored)
+    probes = stored + [bytes(16), b"\xff" * 16] + [digest(i) for i in range(50)]
+    high, low = module._halves(b"".join(probes))
+    at, found = index._positions(high, low)
+    at_searched, found_searched = index._searched(high, low)
+    assert found.tolist() == found_searched.tolist() == [f in set(stored) for f in probes]
+    assert at[found].tolist() == at_searched[found_searched].tolist()

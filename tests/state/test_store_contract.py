@@ -556,6 +556,18 @@ def test_unseen_after_skipping_is_exactly_the_products_no_row_found(store, small
         assert staging.duplicates() == []
 
 
+def test_every_fingerprint_is_read_whatever_its_first_byte_even_one_two_products_share(
+    store,
+) -> None:
+    docs = [doc(f"k{i:02d}") for i in range(10)]
+    prints = {d.key: bytes([i // 2 * 2 + 1]) * 16 for i, d in enumerate(docs)}  # pairs share
+    prints["k08"], prints["k09"] = b"\xff" * 15 + b"\x00", b"\xff" * 16  # the last page
+    store.apply_acks("uf", [(d.key, d.hash, d.canonical, prints[d.key]) for d in docs])
+    with store.begin_staging("uf") as staging:
+        wanted = [*sorted(set(prints.values())), b"\x00" * 16, b"\x02" * 16]
+        assert staging.known(ints(*wanted)) == [True] * 6 + [False, False]
+
+
 def test_remember_records_a_fingerprint_only_for_an_unchanged_hash(store) -> None:
     a, b = doc("a"), doc("b")
     store.apply_acks("uf", acks(a, b))

@@ -37,6 +37,16 @@ from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
 from syncd.model import Record, SourceItem
 from syncd.sources.base import filter_records, group_records
+from syncd.sources.sql_fingerprints import (
+    DIALECTS,
+    FETCH_BATCH,
+    FINGERPRINT,
+    ROW,
+    SqlFingerprintBlock,
+    row_hash_sql,
+    shape_digest,
+    spilled,
+)
 
 CONFIRM_BATCH = 500
 """Keys looked up per statement by ``SqlSource.confirm_absent``."""
@@ -220,14 +230,133 @@ class SqlSource:
             yield from self._rows(conn)
 
     def _statement(self, conn: Connection) -> sa.TextClause:
+        return sa.text(self._sql(conn))
+
+    def _sql(self, conn: Connection) -> str:
+        """The configured query as ``text()`` takes it, or ``SELECT *`` of the table."""
         if self.config.query is not None:
             # Sent as written: colons escaped so text() binds no ``:name``, and text()
             # escapes ``%`` for the drivers that use it as a placeholder.
-            return sa.text(self.config.query.replace(":", "\\:"))
+            return self.config.query.replace(":", "\\:")
         preparer = conn.dialect.identifier_preparer
         assert self.config.table is not None
         name = ".".join(preparer.quote(part) for part in self.config.table.split("."))
-        return sa.text(f"SELECT * FROM {name}")
+        return f"SELECT * FROM {name}"
+
+    # ----------------------------------------------------------------------------------
+    # Reading by fingerprint (see syncd.sources.sql_fingerprints)
+
+    def can_fingerprint(self) -> bool:
+        """Whether the database fingerprints the rows: ``source.fingerprint_rows`` on,
+        PostgreSQL or MariaDB/MySQL, the key a column (not a path into a JSON one), rows
+        not grouped."""
+        config = self.config
+        if not config.fingerprint_rows or "." in config.key or config.group_by:
+            return False
+        if config.variant is not None:
+            return False
+        try:
+            backend = self._url().get_backend_name()
+        except SourceError:
+            return False  # read() says why
+        return backend in DIALECTS
+
+    def read_fingerprints(self) -> Iterator[SqlFingerprintBlock]:
+        """Every row's key and fingerprint, a block of ``fetch_size`` rows at a time, in one
+        read-only REPEATABLE READ transaction that the blocks' ``records`` fetch whole
+        rows in (the same snapshot); rolled back at the end. Fails like ``read``."""
+        self._key_types = set()
+        with self._transaction() as conn:
+            yield from self._fingerprint_blocks(conn)
+
+    def _fingerprint_blocks(self, conn: Connection) -> Iterator[SqlFingerprintBlock]:
+        inner, quote = self._sql(conn), conn.dialect.identifier_preparer.quote
+        dialect = conn.dialect.name
+        probe = conn.execute(sa.text(f"SELECT * FROM ({inner}) AS {ROW} LIMIT 0"))
+        description = list(probe.cursor.description or ())
+        probe.close()
+        names = [str(column[0]) for column in description]
+        self._check_columns(names)
+        shape = shape_digest(dialect, description)
+        row_hash = row_hash_sql(dialect, description, quote)
+        key = f"{ROW}.{quote(self.config.key)}"
+        source = f"FROM ({inner}) AS {ROW}"
+        first = sa.text(f"SELECT {key}, {row_hash} {source}")
+        whole = f"SELECT {row_hash} AS {FINGERPRINT}, {ROW}.* {source} WHERE {key}"
+        by_key = sa.text(f"{whole} IN :keys").bindparams(sa.bindparam("keys", expanding=True))
+        null_key = sa.text(f"{whole} IS NULL")
+
+        def fetch(keys: list[Any], hashes: list[Any]) -> Iterator[Record]:
+            return self._fetch_whole(conn, by_key, null_key, keys, hashes)
+
+        streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)
+        result = streaming.execute(first)
+        parts = result.partitions(self.config.fetch_size)
+        blocks: Iterator[tuple[list[Any], list[Any]]] = (
+            ([row[0] for row in part], [row[1] for row in part]) for part in parts
+        )
+        if dialect != "postgresql":
+            # a pending streamed result takes the connection: read it all first
+            blocks = spilled(blocks)
+        for keys, hashes in blocks:
+            self._note_key_types(keys)
+            yield SqlFingerprintBlock(keys, hashes, shape, fetch)
+
+    def _check_columns(self, names: list[str]) -> None:
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise SourceError(
+                f"{self.describe()}: the query returns column {duplicated[0]!r} more than once; "
+                "give each column its own name (AS ...)"
+            )
+        if self.config.key not in names:
+            raise SourceError(
+                f"{self.describe()}: the query returns no column {self.config.key!r} "
+                "(source.key); its columns: " + ", ".join(names)
+            )
+
+    def _note_key_types(self, keys: list[Any]) -> None:
+        for kind in {type(key) for key in keys}:
+            if kind in (str, int):
+                self._key_types.add(kind)
+            else:
+                self._key_types.update(type(plain_value(key)) for key in keys if type(key) is kind)
+
+    def _fetch_whole(
+        self,
+        conn: Connection,
+        by_key: sa.TextClause,
+        null_key: sa.TextClause,
+        keys: list[Any],
+        hashes: list[Any],
+    ) -> Iterator[Record]:
+        """The records of rows (``keys``, ``hashes``), in that order: fetched by key,
+        ``FETCH_BATCH`` keys a statement, and matched by hash (a key may name more rows)."""
+        wanted = set(hashes)
+        found: dict[Any, list[Record]] = {}
+
+        def collect(result: sa.CursorResult[Any]) -> None:
+            names = list(result.keys())[1:]
+            for row in result:
+                if row[0] in wanted:
+                    values: Sequence[Any] = row[1:]
+                    record = {n: plain_value(v) for n, v in zip(names, values, strict=True)}
+                    found.setdefault(row[0], []).append(record)
+
+        distinct = list(dict.fromkeys(key for key in keys if key is not None))
+        for start in range(0, len(distinct), FETCH_BATCH):
+            collect(conn.execute(by_key, {"keys": distinct[start : start + FETCH_BATCH]}))
+        if len(distinct) < len(keys) and any(key is None for key in keys):
+            collect(conn.execute(null_key))
+        for key, row_hash in zip(keys, hashes, strict=True):
+            rows = found.get(row_hash)
+            if not rows:
+                raise SourceError(
+                    f"{self.describe()}: the row of key {key!r} came back different when "
+                    "fetched whole in the same snapshot: the query is not deterministic "
+                    "(now(), random(), ...); set source.fingerprint_rows = false"
+                )
+            yield rows.pop()
 
     def _rows(self, conn: Connection) -> Iterator[Record]:
         streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)
@@ -298,7 +427,8 @@ def _start_read_only(conn: Connection, timeout_s: float) -> None:
     """Make the transaction read-only and bound each statement's time, per database."""
     dialect = conn.dialect
     if dialect.name == "postgresql":
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        # REPEATABLE READ: every statement of the read sees one snapshot
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
     elif dialect.name in ("mysql", "mariadb"):
         if getattr(dialect, "is_mariadb", False):
@@ -306,7 +436,8 @@ def _start_read_only(conn: Connection, timeout_s: float) -> None:
         else:
             ms = max(1, round(timeout_s * 1000))
             conn.exec_driver_sql(f"SET SESSION max_execution_time = {ms}")
+        conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
-        conn.exec_driver_sql("START TRANSACTION READ ONLY")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
     elif dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")

@@ -3,7 +3,7 @@ some target does not know them.
 
 A first pass reads each row's key and a hash of the whole row computed by the database
 (PostgreSQL: ``md5`` of the row's text, ``md5(syncd_row::text)``; MariaDB/MySQL: ``MD5``
-of every column's length-prefixed text, a double's also as ``DECIMAL(65,30)``), prefixed
+of every column's length-prefixed text, a ``FLOAT`` as the double it is), prefixed
 with a digest of the result's shape (column names, types, precision and scale, in order).
 The rows a target does not know are then fetched whole, by key, a batch at a time, and
 matched to the first pass by their hash: both passes run in one REPEATABLE READ
@@ -31,8 +31,9 @@ FETCH_BATCH = 1000
 """Keys fetched whole per statement."""
 FORMAT = "syncd-sql-fingerprint-1"
 """Mixed into every shape digest: a change of the hash's definition changes it."""
-_MYSQL_FLOATS = frozenset({4, 5})
-"""PyMySQL's FIELD_TYPE.FLOAT and DOUBLE: their text keeps ~15 digits, not every bit."""
+_MYSQL_FLOAT = 4
+"""PyMySQL's FIELD_TYPE.FLOAT: its text keeps 6 digits; as a DOUBLE every bit (a
+DOUBLE's text is the shortest that reads back the same number)."""
 
 DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
 """The databases that compute the fingerprint; SQLite has no hash function."""
@@ -59,10 +60,9 @@ def row_hash_sql(
     parts = []
     for column in description:
         name = f"{ROW}.{quote(str(column[0]))}"
-        part = f"IFNULL(CONCAT(LENGTH({name}), ':', {name}), '-')"
-        if column[1] in _MYSQL_FLOATS:
-            part += f", IFNULL(CAST({name} AS DECIMAL(65,30)), '-')"
-        parts.append(part)
+        if column[1] == _MYSQL_FLOAT:
+            name = f"CAST({name} AS DOUBLE)"
+        parts.append(f"IFNULL(CONCAT(LENGTH({name}), ':', {name}), '-')")
     joined = ", ".join(parts) or "''"
     return f"MD5(CONCAT({joined}))"
 

@@ -36,13 +36,14 @@ from sqlalchemy.pool import NullPool
 from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
 from syncd.model import Record, SourceItem
-from syncd.sources.base import filter_records, group_records
+from syncd.sources.base import FingerprintBlock, filter_records, group_records
 from syncd.sources.sql_fingerprints import (
     DIALECTS,
     FETCH_BATCH,
     FINGERPRINT,
     ROW,
     SqlFingerprintBlock,
+    SqliteRowBlock,
     row_hash_sql,
     shape_digest,
     spilled,
@@ -247,9 +248,8 @@ class SqlSource:
     # Reading by fingerprint (see syncd.sources.sql_fingerprints)
 
     def can_fingerprint(self) -> bool:
-        """Whether the database fingerprints the rows: ``source.fingerprint_rows`` on,
-        PostgreSQL or MariaDB/MySQL, the key a column (not a path into a JSON one), rows
-        not grouped."""
+        """Whether rows are read by fingerprint: ``source.fingerprint_rows`` on, the key a
+        column (not a path into a JSON one), rows not grouped."""
         config = self.config
         if not config.fingerprint_rows or "." in config.key or config.group_by:
             return False
@@ -261,7 +261,7 @@ class SqlSource:
             return False  # read() says why
         return backend in DIALECTS
 
-    def read_fingerprints(self) -> Iterator[SqlFingerprintBlock]:
+    def read_fingerprints(self) -> Iterator[FingerprintBlock]:
         """Every row's key and fingerprint, a block of ``fetch_size`` rows at a time, in one
         read-only REPEATABLE READ transaction that the blocks' ``records`` fetch whole
         rows in (the same snapshot); rolled back at the end. Fails like ``read``."""
@@ -269,9 +269,12 @@ class SqlSource:
         with self._transaction() as conn:
             yield from self._fingerprint_blocks(conn)
 
-    def _fingerprint_blocks(self, conn: Connection) -> Iterator[SqlFingerprintBlock]:
+    def _fingerprint_blocks(self, conn: Connection) -> Iterator[FingerprintBlock]:
         inner, quote = self._sql(conn), conn.dialect.identifier_preparer.quote
         dialect = conn.dialect.name
+        if dialect == "sqlite":
+            yield from self._sqlite_blocks(conn)
+            return
         probe = conn.execute(sa.text(f"SELECT * FROM ({inner}) AS {ROW} LIMIT 0"))
         description = list(probe.cursor.description or ())
         probe.close()
@@ -301,6 +304,31 @@ class SqlSource:
         for keys, hashes in blocks:
             self._note_key_types(keys)
             yield SqlFingerprintBlock(keys, hashes, shape, fetch)
+
+    def _sqlite_blocks(self, conn: Connection) -> Iterator[SqliteRowBlock]:
+        """SQLite has no hash function: whole rows, straight from the driver's cursor (one
+        statement, one snapshot), fingerprinted by their ``repr``, converted to records
+        only when asked for."""
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        error: type[Exception] = conn.dialect.loaded_dbapi.Error
+        # the driver's own cursor: the query as written (no text() escapes)
+        sql = self.config.query if self.config.query is not None else self._sql(conn)
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql)
+            description = list(cursor.description or ())
+            names = [str(column[0]) for column in description]
+            self._check_columns(names)
+            shape = shape_digest("sqlite", description)
+            key = names.index(self.config.key)
+            while rows := cursor.fetchmany(self.config.fetch_size):
+                self._note_key_types([row[key] for row in rows])
+                yield SqliteRowBlock(rows, names, shape, plain_value)
+        except error as exc:
+            raise self._translate(sa.exc.DBAPIError.instance(sql, None, exc, error)) from exc
+        finally:
+            cursor.close()
 
     def _check_columns(self, names: list[str]) -> None:
         duplicated = sorted({name for name in names if names.count(name) > 1})

@@ -11,6 +11,10 @@ transaction, so they see one snapshot of the database, and a row that would come
 different (a volatile query: ``now()``, ``random()``) fails the read. PostgreSQL serves the
 fetches while the first pass's server-side cursor is open; MariaDB can't run a statement
 while a streamed result is pending, so its first pass is spilled to a temporary file.
+
+SQLite has no hash function: its rows are read whole, in one statement, fingerprinted
+here by the ``repr`` of the driver's tuple, and made records only when some target does
+not know them (``SqliteRowBlock``).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ _MYSQL_FLOAT = 4
 """PyMySQL's FIELD_TYPE.FLOAT: its text keeps 6 digits; as a DOUBLE every bit (a
 DOUBLE's text is the shortest that reads back the same number)."""
 
-DIALECTS = frozenset({"postgresql", "mysql", "mariadb"})
-"""The databases that compute the fingerprint; SQLite has no hash function."""
+DIALECTS = frozenset({"postgresql", "mysql", "mariadb", "sqlite"})
+"""The databases read by fingerprint (SQLite's rows are fingerprinted here: no hash
+function in SQL)."""
 
 
 def shape_digest(dialect: str, description: Sequence[Sequence[Any]]) -> bytes:
@@ -98,6 +103,34 @@ class SqlFingerprintBlock:
     def records(self, indexes: Sequence[int]) -> Iterator[dict[str, Any]]:
         """The records of rows ``indexes``, in that order, fetched whole by key."""
         return self._fetch([self._keys[i] for i in indexes], [self._hashes[i] for i in indexes])
+
+
+class SqliteRowBlock:
+    """Consecutive rows of a SQLite source, whole: SQLite has no hash function, so each
+    row's fingerprint is the ``repr`` of the driver's tuple (it tells ``None``, ``''``
+    and ``'None'``, ``1``, ``1.0`` and ``'1'`` apart, and prints floats exactly), and
+    only the rows asked for become records."""
+
+    __slots__ = ("_names", "_plain", "_rows", "fingerprints")
+
+    def __init__(
+        self,
+        rows: list[tuple[Any, ...]],
+        names: list[str],
+        shape: bytes,
+        plain: Callable[[Any], Any],
+    ) -> None:
+        self._rows = rows
+        self._names = names
+        self._plain = plain
+        """A database value as the record holds it (``sql.plain_value``)."""
+        self.fingerprints = [shape + repr(row).encode() for row in rows]
+
+    def records(self, indexes: Sequence[int]) -> Iterator[dict[str, Any]]:
+        """The records of rows ``indexes``, in that order."""
+        names, plain = self._names, self._plain
+        for i in indexes:
+            yield {name: plain(v) for name, v in zip(names, self._rows[i], strict=True)}
 
 
 def spilled(blocks: Iterator[tuple[list[Any], list[Any]]]) -> Iterator[tuple[list[Any], list[Any]]]:

@@ -115,9 +115,11 @@ class FingerprintedRows(Protocol):
         """Whether ``read_fingerprints`` works for this source's current settings."""
         ...
 
-    def read_fingerprints(self) -> Iterator[FingerprintBlock]:
+    def read_fingerprints(self, whole: bool = False) -> Iterator[FingerprintBlock]:
         """Every row's fingerprint, in blocks; the blocks' ``records`` read the same state
-        of the source (one snapshot) until the iteration ends. Fails like ``read``."""
+        of the source (one snapshot) until the iteration ends. ``whole``: every row will be
+        asked for (no target skips rows: a first sync, a full refresh), so the source may
+        read rows whole in the same pass. Fails like ``read``."""
         ...
 
 

@@ -43,7 +43,9 @@ from syncd.sources.sql_fingerprints import (
     FINGERPRINT,
     ROW,
     SqlFingerprintBlock,
-    SqliteRowBlock,
+    SqlRowBlock,
+    fingerprint_bytes,
+    repr_fingerprints,
     row_hash_sql,
     shape_digest,
     spilled,
@@ -261,15 +263,16 @@ class SqlSource:
             return False  # read() says why
         return backend in DIALECTS
 
-    def read_fingerprints(self) -> Iterator[FingerprintBlock]:
+    def read_fingerprints(self, whole: bool = False) -> Iterator[FingerprintBlock]:
         """Every row's key and fingerprint, a block of ``fetch_size`` rows at a time, in one
         read-only REPEATABLE READ transaction that the blocks' ``records`` fetch whole
-        rows in (the same snapshot); rolled back at the end. Fails like ``read``."""
+        rows in (the same snapshot); rolled back at the end. ``whole``: every row will be
+        asked for, so rows are read whole in the same pass. Fails like ``read``."""
         self._key_types = set()
         with self._transaction() as conn:
-            yield from self._fingerprint_blocks(conn)
+            yield from self._fingerprint_blocks(conn, whole)
 
-    def _fingerprint_blocks(self, conn: Connection) -> Iterator[FingerprintBlock]:
+    def _fingerprint_blocks(self, conn: Connection, whole: bool) -> Iterator[FingerprintBlock]:
         inner, quote = self._sql(conn), conn.dialect.identifier_preparer.quote
         dialect = conn.dialect.name
         if dialect == "sqlite":
@@ -285,14 +288,24 @@ class SqlSource:
         key = f"{ROW}.{quote(self.config.key)}"
         source = f"FROM ({inner}) AS {ROW}"
         first = sa.text(f"SELECT {key}, {row_hash} {source}")
-        whole = f"SELECT {row_hash} AS {FINGERPRINT}, {ROW}.* {source} WHERE {key}"
-        by_key = sa.text(f"{whole} IN :keys").bindparams(sa.bindparam("keys", expanding=True))
-        null_key = sa.text(f"{whole} IS NULL")
+        hashed = f"SELECT {row_hash} AS {FINGERPRINT}, {ROW}.* {source}"
+        by_key = sa.text(f"{hashed} WHERE {key} IN :keys").bindparams(
+            sa.bindparam("keys", expanding=True)
+        )
+        null_key = sa.text(f"{hashed} WHERE {key} IS NULL")
 
         def fetch(keys: list[Any], hashes: list[Any]) -> Iterator[Record]:
             return self._fetch_whole(conn, by_key, null_key, keys, hashes)
 
         streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)
+        if whole:  # every row is needed: read whole beside its hash, one pass
+            at = names.index(self.config.key) + 1
+            every = streaming.execute(sa.text(hashed))
+            for rows in every.partitions(self.config.fetch_size):
+                self._note_key_types([row[at] for row in rows])
+                fingerprints = [fingerprint_bytes(shape, row[0]) for row in rows]
+                yield SqlRowBlock(list(rows), names, fingerprints, plain_value, start=1)
+            return
         result = streaming.execute(first)
         parts = result.partitions(self.config.fetch_size)
         blocks: Iterator[tuple[list[Any], list[Any]]] = (
@@ -305,7 +318,7 @@ class SqlSource:
             self._note_key_types(keys)
             yield SqlFingerprintBlock(keys, hashes, shape, fetch)
 
-    def _sqlite_blocks(self, conn: Connection) -> Iterator[SqliteRowBlock]:
+    def _sqlite_blocks(self, conn: Connection) -> Iterator[SqlRowBlock]:
         """SQLite has no hash function: whole rows, straight from the driver's cursor (one
         statement, one snapshot), fingerprinted by their ``repr``, converted to records
         only when asked for."""
@@ -324,7 +337,7 @@ class SqlSource:
             key = names.index(self.config.key)
             while rows := cursor.fetchmany(self.config.fetch_size):
                 self._note_key_types([row[key] for row in rows])
-                yield SqliteRowBlock(rows, names, shape, plain_value)
+                yield SqlRowBlock(rows, names, repr_fingerprints(shape, rows), plain_value)
         except error as exc:
             raise self._translate(sa.exc.DBAPIError.instance(sql, None, exc, error)) from exc
         finally:

@@ -14,7 +14,8 @@ while a streamed result is pending, so its first pass is spilled to a temporary 
 
 SQLite has no hash function: its rows are read whole, in one statement, fingerprinted
 here by the ``repr`` of the driver's tuple, and made records only when some target does
-not know them (``SqliteRowBlock``).
+not know them (``SqlRowBlock``). A read that will ask for every row (a first sync, a full
+refresh: ``whole``) reads them whole in its one pass, beside the database's hash.
 """
 
 from __future__ import annotations
@@ -105,32 +106,42 @@ class SqlFingerprintBlock:
         return self._fetch([self._keys[i] for i in indexes], [self._hashes[i] for i in indexes])
 
 
-class SqliteRowBlock:
-    """Consecutive rows of a SQLite source, whole: SQLite has no hash function, so each
-    row's fingerprint is the ``repr`` of the driver's tuple (it tells ``None``, ``''``
-    and ``'None'``, ``1``, ``1.0`` and ``'1'`` apart, and prints floats exactly), and
-    only the rows asked for become records."""
+class SqlRowBlock:
+    """Consecutive rows of a SQL source read whole with their fingerprints (SQLite, or a
+    read that will ask for every row); only the rows asked for become records."""
 
-    __slots__ = ("_names", "_plain", "_rows", "fingerprints")
+    __slots__ = ("_names", "_plain", "_rows", "_start", "fingerprints")
 
     def __init__(
         self,
-        rows: list[tuple[Any, ...]],
+        rows: list[Sequence[Any]],
         names: list[str],
-        shape: bytes,
+        fingerprints: list[bytes],
         plain: Callable[[Any], Any],
+        *,
+        start: int = 0,
     ) -> None:
         self._rows = rows
         self._names = names
+        """The names of each row's values from ``start`` on."""
         self._plain = plain
         """A database value as the record holds it (``sql.plain_value``)."""
-        self.fingerprints = [shape + repr(row).encode() for row in rows]
+        self._start = start
+        self.fingerprints = fingerprints
 
     def records(self, indexes: Sequence[int]) -> Iterator[dict[str, Any]]:
         """The records of rows ``indexes``, in that order."""
-        names, plain = self._names, self._plain
+        names, plain, start = self._names, self._plain, self._start
         for i in indexes:
-            yield {name: plain(v) for name, v in zip(names, self._rows[i], strict=True)}
+            values = self._rows[i][start:]
+            yield {name: plain(v) for name, v in zip(names, values, strict=True)}
+
+
+def repr_fingerprints(shape: bytes, rows: Sequence[Sequence[Any]]) -> list[bytes]:
+    """Fingerprints of rows SQLite returned (it has no hash function): the ``repr`` of the
+    driver's tuple tells ``None``, ``''`` and ``'None'``, ``1``, ``1.0`` and ``'1'`` apart,
+    and prints floats exactly."""
+    return [shape + repr(row).encode() for row in rows]
 
 
 def spilled(blocks: Iterator[tuple[list[Any], list[Any]]]) -> Iterator[tuple[list[Any], list[Any]]]:

@@ -66,7 +66,9 @@ def read_source(
             blocks = (
                 line_blocks(rows, config)
                 if rows is not None
-                else fingerprint_blocks(fingerprinted, config)
+                else fingerprint_blocks(
+                    fingerprinted, config, whole=not any(p.skipping for p in planners)
+                )
                 if fingerprinted is not None
                 else record_blocks(source, config, unreadable)
             )
@@ -132,11 +134,13 @@ def _filtered(item: SourceItem | None, config: SourceConfig) -> SourceItem | Non
     return item
 
 
-def fingerprint_blocks(source: FingerprintedRows, config: SourceConfig) -> Iterator[RowBlock]:
+def fingerprint_blocks(
+    source: FingerprintedRows, config: SourceConfig, *, whole: bool = False
+) -> Iterator[RowBlock]:
     """A source fingerprinting its rows itself (a SQL database) as blocks of raw rows: each
     row's fingerprint, the rows fetched whole (and filtered by ``source.where``) only when
-    asked for."""
-    for block in source.read_fingerprints():
+    asked for. ``whole``: no target skips rows, every row will be asked for."""
+    for block in source.read_fingerprints(whole):
 
         def parse(
             needed: Sequence[int], block: FingerprintBlock = block

@@ -229,3 +229,21 @@ def test_a_dotted_key_or_the_setting_off_reads_rows_whole(url: str) -> None:
     assert fingerprinted_rows(source(url, "SELECT 1 AS id", fingerprint_rows=False)) is None
     dotted = SqlSourceConfig(kind="sql", url=url, query="SELECT 1 AS id", key="data.id")
     assert fingerprinted_rows(SqlSource(dotted)) is None
+
+
+def test_a_read_asking_for_every_row_reads_them_in_one_pass_with_the_same_fingerprints(
+    url: str,
+) -> None:
+    load_catalog(url)
+    sql = source(url, "SELECT * FROM products ORDER BY id", fetch_size=10)
+    expected = list(sql.read())
+    fetched_blocks = [block.fingerprints for block in sql.read_fingerprints()]
+
+    records: list[Any] = []
+    whole_blocks: list[list[bytes]] = []
+    for block in sql.read_fingerprints(whole=True):
+        whole_blocks.append(block.fingerprints)
+        records.extend(block.records(range(len(block.fingerprints))))
+
+    assert whole_blocks == fetched_blocks
+    assert records == expected

@@ -12,7 +12,7 @@ from syncd.config import SqlSourceConfig
 from syncd.errors import SourceError
 from syncd.sources.base import fingerprinted_rows
 from syncd.sources.sql import SqlSource
-from tests.sources.test_sql_source import load_catalog
+from tests.sources.test_sql_source import BIG_TABLE_FILLS, _rss_bytes, load_catalog
 
 DATABASES = [
     pytest.param("sqlite_url", id="sqlite"),
@@ -247,3 +247,29 @@ def test_a_read_asking_for_every_row_reads_them_in_one_pass_with_the_same_finger
 
     assert whole_blocks == fetched_blocks
     assert records == expected
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["fetched", "whole"])
+def test_a_big_read_by_fingerprint_streams_in_bounded_memory(url: str, whole: bool) -> None:
+    if url.startswith("sqlite"):
+        pytest.skip("the SQLite read streams as the plain read does (its own test)")
+    rows = 100_000
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE big (id integer PRIMARY KEY, body text)")
+        conn.exec_driver_sql(BIG_TABLE_FILLS[engine.dialect.name].format(n=rows))
+    engine.dispose()
+    sql = source(url, "SELECT id, body FROM big ORDER BY id", fetch_size=1000)
+    baseline = _rss_bytes()
+    peak, count, fetched = baseline, 0, 0
+
+    for block in sql.read_fingerprints(whole):
+        count += len(block.fingerprints)
+        asked = range(0, len(block.fingerprints), 1 if whole else 10)
+        fetched += sum(1 for _ in block.records(asked))
+        peak = max(peak, _rss_bytes())
+
+    assert count == rows
+    assert fetched == (rows if whole else rows // 10)
+    # held all at once, the bodies alone would grow the process by about 80 MB
+    assert peak - baseline < 30 * 2**20, "the rows must not be held all at once"

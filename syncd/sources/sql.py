@@ -273,7 +273,9 @@ class SqlSource:
             yield from self._fingerprint_blocks(conn, whole)
 
     def _fingerprint_blocks(self, conn: Connection, whole: bool) -> Iterator[FingerprintBlock]:
-        inner, quote = self._sql(conn), conn.dialect.identifier_preparer.quote
+        # a subquery: a trailing ";" dropped, ")" on a line of its own (after a "-- note")
+        inner = self._sql(conn).rstrip().rstrip(";").rstrip() + "\n"
+        quote = conn.dialect.identifier_preparer.quote
         dialect = conn.dialect.name
         if dialect == "sqlite":
             yield from self._sqlite_blocks(conn)

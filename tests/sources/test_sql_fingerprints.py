@@ -273,3 +273,11 @@ def test_a_big_read_by_fingerprint_streams_in_bounded_memory(url: str, whole: bo
     assert fetched == (rows if whole else rows // 10)
     # held all at once, the bodies alone would grow the process by about 80 MB
     assert peak - baseline < 30 * 2**20, "the rows must not be held all at once"
+
+
+def test_a_query_ending_in_a_semicolon_or_a_comment_is_read_by_fingerprint(url: str) -> None:
+    run(url, "CREATE TABLE t (id INTEGER PRIMARY KEY)", "INSERT INTO t VALUES (1)")
+
+    for query in ("SELECT id FROM t;  \n", "SELECT id FROM t -- the whole table"):
+        sql = source(url, query)
+        assert [list(b.records([0])) for b in sql.read_fingerprints()] == [[{"id": 1}]]

@@ -37,19 +37,7 @@ from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
 from syncd.model import Record, SourceItem
 from syncd.sources.base import FingerprintBlock, filter_records, group_records
-from syncd.sources.sql_fingerprints import (
-    DIALECTS,
-    FETCH_BATCH,
-    FINGERPRINT,
-    ROW,
-    SqlFingerprintBlock,
-    SqlRowBlock,
-    fingerprint_bytes,
-    repr_fingerprints,
-    row_hash_sql,
-    shape_digest,
-    spilled,
-)
+from syncd.sources.sql_fingerprints import DIALECTS, SqlFingerprintReader
 
 CONFIRM_BATCH = 500
 """Keys looked up per statement by ``SqlSource.confirm_absent``."""
@@ -270,136 +258,18 @@ class SqlSource:
         asked for, so rows are read whole in the same pass. Fails like ``read``."""
         self._key_types = set()
         with self._transaction() as conn:
-            yield from self._fingerprint_blocks(conn, whole)
-
-    def _fingerprint_blocks(self, conn: Connection, whole: bool) -> Iterator[FingerprintBlock]:
-        # a subquery: a trailing ";" dropped, ")" on a line of its own (after a "-- note")
-        inner = self._sql(conn).rstrip().rstrip(";").rstrip() + "\n"
-        quote = conn.dialect.identifier_preparer.quote
-        dialect = conn.dialect.name
-        if dialect == "sqlite":
-            yield from self._sqlite_blocks(conn)
-            return
-        probe = conn.execute(sa.text(f"SELECT * FROM ({inner}) AS {ROW} LIMIT 0"))
-        description = list(probe.cursor.description or ())
-        probe.close()
-        names = [str(column[0]) for column in description]
-        self._check_columns(names)
-        shape = shape_digest(dialect, description)
-        row_hash = row_hash_sql(dialect, description, quote)
-        key = f"{ROW}.{quote(self.config.key)}"
-        source = f"FROM ({inner}) AS {ROW}"
-        first = sa.text(f"SELECT {key}, {row_hash} {source}")
-        hashed = f"SELECT {row_hash} AS {FINGERPRINT}, {ROW}.* {source}"
-        by_key = sa.text(f"{hashed} WHERE {key} IN :keys").bindparams(
-            sa.bindparam("keys", expanding=True)
-        )
-        null_key = sa.text(f"{hashed} WHERE {key} IS NULL")
-
-        def fetch(keys: list[Any], hashes: list[Any]) -> Iterator[Record]:
-            return self._fetch_whole(conn, by_key, null_key, keys, hashes)
-
-        streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)
-        if whole:  # every row is needed: read whole beside its hash, one pass
-            at = names.index(self.config.key) + 1
-            every = streaming.execute(sa.text(hashed))
-            for rows in every.partitions(self.config.fetch_size):
-                self._note_key_types([row[at] for row in rows])
-                fingerprints = [fingerprint_bytes(shape, row[0]) for row in rows]
-                yield SqlRowBlock(list(rows), names, fingerprints, plain_value, start=1)
-            return
-        result = streaming.execute(first)
-        parts = result.partitions(self.config.fetch_size)
-        blocks: Iterator[tuple[list[Any], list[Any]]] = (
-            ([row[0] for row in part], [row[1] for row in part]) for part in parts
-        )
-        if dialect != "postgresql":
-            # a pending streamed result takes the connection: read it all first
-            blocks = spilled(blocks)
-        for keys, hashes in blocks:
-            self._note_key_types(keys)
-            yield SqlFingerprintBlock(keys, hashes, shape, fetch)
-
-    def _sqlite_blocks(self, conn: Connection) -> Iterator[SqlRowBlock]:
-        """SQLite has no hash function: whole rows, straight from the driver's cursor (one
-        statement, one snapshot), fingerprinted by their ``repr``, converted to records
-        only when asked for."""
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        error: type[Exception] = conn.dialect.loaded_dbapi.Error
-        # the driver's own cursor: the query as written (no text() escapes)
-        sql = self.config.query if self.config.query is not None else self._sql(conn)
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql)
-            description = list(cursor.description or ())
-            names = [str(column[0]) for column in description]
-            self._check_columns(names)
-            shape = shape_digest("sqlite", description)
-            key = names.index(self.config.key)
-            while rows := cursor.fetchmany(self.config.fetch_size):
-                self._note_key_types([row[key] for row in rows])
-                yield SqlRowBlock(rows, names, repr_fingerprints(shape, rows), plain_value)
-        except error as exc:
-            raise self._translate(sa.exc.DBAPIError.instance(sql, None, exc, error)) from exc
-        finally:
-            cursor.close()
-
-    def _check_columns(self, names: list[str]) -> None:
-        duplicated = sorted({name for name in names if names.count(name) > 1})
-        if duplicated:
-            raise SourceError(
-                f"{self.describe()}: the query returns column {duplicated[0]!r} more than once; "
-                "give each column its own name (AS ...)"
+            reader = SqlFingerprintReader(
+                conn,
+                query=self._sql(conn),
+                driver_query=self.config.query,
+                key=self.config.key,
+                fetch_size=self.config.fetch_size,
+                plain=plain_value,
+                failure=lambda message: SourceError(f"{self.describe()}: {message}"),
+                translate=self._translate,
+                key_types=self._key_types,
             )
-        if self.config.key not in names:
-            raise SourceError(
-                f"{self.describe()}: the query returns no column {self.config.key!r} "
-                "(source.key); its columns: " + ", ".join(names)
-            )
-
-    def _note_key_types(self, keys: list[Any]) -> None:
-        for kind in {type(key) for key in keys}:
-            if kind in (str, int):
-                self._key_types.add(kind)
-            else:
-                self._key_types.update(type(plain_value(key)) for key in keys if type(key) is kind)
-
-    def _fetch_whole(
-        self,
-        conn: Connection,
-        by_key: sa.TextClause,
-        null_key: sa.TextClause,
-        keys: list[Any],
-        hashes: list[Any],
-    ) -> Iterator[Record]:
-        """The records of rows (``keys``, ``hashes``), in that order: fetched by key,
-        ``FETCH_BATCH`` keys a statement, and matched by hash (a key may name more rows)."""
-        wanted = set(hashes)
-        found: dict[Any, list[Record]] = {}
-
-        def collect(result: sa.CursorResult[Any]) -> None:
-            names = list(result.keys())[1:]
-            for row in result:
-                if row[0] in wanted:
-                    values: Sequence[Any] = row[1:]
-                    record = {n: plain_value(v) for n, v in zip(names, values, strict=True)}
-                    found.setdefault(row[0], []).append(record)
-
-        distinct = list(dict.fromkeys(key for key in keys if key is not None))
-        for start in range(0, len(distinct), FETCH_BATCH):
-            collect(conn.execute(by_key, {"keys": distinct[start : start + FETCH_BATCH]}))
-        if len(distinct) < len(keys) and any(key is None for key in keys):
-            collect(conn.execute(null_key))
-        for key, row_hash in zip(keys, hashes, strict=True):
-            rows = found.get(row_hash)
-            if not rows:
-                raise SourceError(
-                    f"{self.describe()}: the row of key {key!r} came back different when "
-                    "fetched whole in the same snapshot: the query is not deterministic "
-                    "(now(), random(), ...); set source.fingerprint_rows = false"
-                )
-            yield rows.pop()
+            yield from reader.blocks(whole)
 
     def _rows(self, conn: Connection) -> Iterator[Record]:
         streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)

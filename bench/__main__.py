@@ -24,7 +24,7 @@ def parse(argv: list[str]) -> Options:
     )
     parser.add_argument(
         "--sources",
-        default="jsonl,postgres",
+        default="jsonl,postgres,mariadb,sqlite",
         help="comma-separated: jsonl, postgres, mariadb, sqlite",
     )
     parser.add_argument(

@@ -34,7 +34,9 @@ def parse(argv: list[str]) -> Options:
         "the other repeats start from the state the first one left",
     )
     parser.add_argument(
-        "--sources", default="jsonl,postgres", help="comma-separated: jsonl, postgres"
+        "--sources",
+        default="jsonl,postgres,mariadb,sqlite",
+        help="comma-separated: jsonl, postgres, mariadb, sqlite",
     )
     parser.add_argument(
         "--workdir",

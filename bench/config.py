@@ -24,6 +24,7 @@ fetch_size = 5000
 key = "id"
 """,
 }
+_SOURCES["mariadb"] = _SOURCES["sqlite"] = _SOURCES["postgres"]
 
 _USERFLUX = """\
 [[targets]]

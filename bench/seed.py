@@ -3,9 +3,9 @@
 A first sync of a million products against the Python fakes takes the fakes most of
 an hour, so at that size the bench writes what a completed first sync leaves in
 state (each target's key, hash, canonical payload and the fingerprint of the raw row it
-came from, a JSON Lines row or a PostgreSQL row as JSON, through ``apply_acks``, as the
-executor would on each acknowledgement) and measures only the runs that follow.
-The same pass adds up the request bodies a naive full re-push would send.
+came from, a JSON Lines row or the hash a SQL database computes of its row, through
+``apply_acks``, as the executor would on each acknowledgement) and measures only the
+runs that follow. The same pass adds up the request bodies a naive full re-push would send.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from syncd.mapping import build_mapper
 from syncd.model import SourceItem, UnreadableRow
 from syncd.reconcile import mapping_fingerprint, record_row, row_digest, row_fingerprint
 from syncd.sources import open_source, read_catalog
+from syncd.sources.base import fingerprinted_rows
 from syncd.sources.file import FileSource
 from syncd.state import open_store
 
@@ -81,13 +82,20 @@ def naive_sizes(config: SyncdConfig, *, seed: bool, batch: int = 2000) -> NaiveS
 
 def _records(config: SyncdConfig) -> Iterator[tuple[SourceItem, bytes | None]]:
     """Each record with the raw row a run fingerprints: a JSON Lines row (stripped), or
-    for a source without rows (PostgreSQL) the record as JSON (``record_row``)."""
+    the database's fingerprint of a SQL row, or for other sources the record as JSON
+    (``record_row``)."""
     source = open_source(config.source, config.http)
     if isinstance(source, FileSource) and source.can_read_lines():
         for line in source.read_lines():
             item = source.parse_line(line)
             if item is not None:
                 yield item, line.data.strip()
+        return
+    fingerprinted = fingerprinted_rows(source)
+    if fingerprinted is not None:  # SQL: the fingerprint the database computes
+        for block in fingerprinted.read_fingerprints():
+            items = block.records(range(len(block.fingerprints)))
+            yield from zip(items, block.fingerprints, strict=True)
         return
     for item in read_catalog(source, config.source):
         yield item, None if isinstance(item, UnreadableRow) else record_row(item)

@@ -29,6 +29,7 @@ from bench.config import ENV, write_config
 from bench.postgres import ScratchDatabase
 from bench.seed import naive_sizes
 from bench.sink import Sink
+from bench.sqldbs import open_sql_sources, sql_ratio_checks
 from syncd.config import load_config
 from syncd.model import refresh_slice_size
 from syncd.sandbox import FakeUserflux, FakeVambe
@@ -267,6 +268,8 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
             for table, path in (("catalog_v1", cats.v1), ("catalog_v2", cats.v2)):
                 say(f"loading {path.name} into PostgreSQL {database.dbname}.{table}")
                 database.load(table, path)
+        catalogs = {"catalog_v1": cats.v1, "catalog_v2": cats.v2}
+        urls = open_sql_sources(opts.sources, catalogs, work, outer, say)
         for repeat in range(opts.repeat):
             with ExitStack() as stack:
                 fakes = Fakes(stack)
@@ -276,7 +279,9 @@ def run_scenarios(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
                 ) -> Path:
                     path = cats.v1 if version == "v1" else cats.v2
                     location = (
-                        str(path) if source == "jsonl" else (database.url if database else "")
+                        str(path)
+                        if source == "jsonl"
+                        else urls.get(source, database.url if database else "")
                     )
                     return write_config(
                         work / f"{source}-{version}.toml",
@@ -547,6 +552,7 @@ def checks(
             ratio <= floors.TARGET,
             f"{nochange['cpu_s']:.2f} s / {measured['sum']:.2f} s = {ratio:.2f}x",
         )
+    out.extend(sql_ratio_checks(table, opts.sources))
     rolling = table.get(f"{ROLLING} ({opts.sources[0]})")
     if rolling is not None:
         expected = rolling_cost(opts.n)

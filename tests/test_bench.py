@@ -39,7 +39,7 @@ def test_the_bench_runs_every_scenario_and_writes_its_figures(tmp_path, postgres
             "bench",
             f"--n={n}",
             "--repeat=1",
-            "--sources=jsonl,postgres",
+            "--sources=jsonl,postgres,sqlite",
             "--no-throughput",
             "--parallel=100",
             f"--workdir={tmp_path / 'work'}",
@@ -59,7 +59,7 @@ def test_the_bench_runs_every_scenario_and_writes_its_figures(tmp_path, postgres
 
     edit = catalog.plan_edit(n)
     assert medians["first sync (jsonl)"]["requests"] == {"userflux": n, "vambe": 1}
-    for source in ("jsonl", "postgres"):
+    for source in ("jsonl", "postgres", "sqlite"):
         assert medians[f"no change ({source})"]["requests"] == {"userflux": 0, "vambe": 0}
         changed = medians[f"1% changed ({source})"]["requests"]
         assert changed["userflux"] == edit.changed  # creates and deletes included
@@ -69,6 +69,8 @@ def test_the_bench_runs_every_scenario_and_writes_its_figures(tmp_path, postgres
     rolling = medians["rolling refresh, a night (jsonl)"]["requests"]
     assert n // 7 <= rolling["userflux"] <= n // 7 + 2 and rolling["vambe"] == 1
     assert "142,857 UserFlux requests" in out.stdout  # a night's cost at 1M products
+    for source in ("postgres", "sqlite"):  # each SQL source's CPU against JSON Lines'
+        assert f"no change ({source}): CPU within 2x of JSON Lines" in out.stdout
 
     parallel = figures["targets_in_parallel"]
     assert parallel["products"] == 100

@@ -379,13 +379,15 @@ def test_unchanged_sql_rows_are_skipped_and_an_edited_row_is_remapped(
     h.close()
 
 
+@pytest.mark.parametrize("database", ["pg_url", "mariadb_url", "sqlite_url"])
 def test_a_duplicate_sql_row_is_rejected_even_when_both_copies_are_known(
-    tmp_path, fakes, maps, sqlite_url
+    tmp_path, fakes, maps, database, request
 ) -> None:
     """The same row twice (a join gone wrong) is a duplicate key, skipped or not."""
+    url = request.getfixturevalue(database)
     records = catalog(10)
-    load_table(sqlite_url, records)
-    h = sql_harness(tmp_path, fakes, sqlite_url)
+    load_table(url, records)
+    h = sql_harness(tmp_path, fakes, url)
     assert h.sync().ok
     reset(fakes, maps)
     h.raw["source"]["query"] = (

@@ -287,6 +287,11 @@ class SqlSourceConfig(_SourceBase):
     """Rows fetched per round trip from the server-side cursor."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
     """Give up connecting to the database server after this long (seconds)."""
+    fingerprint_rows: bool = True
+    """PostgreSQL and MariaDB/MySQL: the database hashes each row, and only the rows a
+    target does not know are fetched whole (with ``skip_unchanged_rows``). Turn off for a
+    query that is not deterministic (``now()``, ``random()``): every row is then fetched
+    whole and hashed by syncd, as on SQLite."""
 
     @field_validator("url")
     @classmethod

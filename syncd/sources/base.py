@@ -107,6 +107,44 @@ def raw_rows(source: Source) -> RawRows | None:
     return None
 
 
+class FingerprintBlock(Protocol):
+    """Consecutive rows of a source known only by their fingerprints, whole rows fetched
+    on demand (``FingerprintedRows.read_fingerprints``)."""
+
+    fingerprints: list[bytes]
+    """Each row's fingerprint bytes (equal bytes: an equal row, as the mapping sees it)."""
+
+    def records(self, indexes: Sequence[int]) -> Iterator[SourceItem]:
+        """The records of rows ``indexes`` (ascending), in that order, fetched whole."""
+        ...
+
+
+@runtime_checkable
+class FingerprintedRows(Protocol):
+    """A source that can fingerprint its rows where they live (a database computing a
+    hash of each row) and fetch whole only the rows some target does not know (see
+    ``fingerprinted_rows``)."""
+
+    def can_fingerprint(self) -> bool:
+        """Whether ``read_fingerprints`` works for this source's current settings."""
+        ...
+
+    def read_fingerprints(self, whole: bool = False) -> Iterator[FingerprintBlock]:
+        """Every row's fingerprint, in blocks; the blocks' ``records`` read the same state
+        of the source (one snapshot) until the iteration ends. ``whole``: every row will be
+        asked for (no target skips rows: a first sync, a full refresh), so the source may
+        read rows whole in the same pass. Fails like ``read``."""
+        ...
+
+
+def fingerprinted_rows(source: Source) -> FingerprintedRows | None:
+    """``source`` as ``FingerprintedRows`` when it says it can fingerprint rows now; else
+    None."""
+    if isinstance(source, FingerprintedRows) and source.can_fingerprint():
+        return source
+    return None
+
+
 def _group_value(record: Record, field: str) -> object:
     value: object = record
     for part in field.split("."):

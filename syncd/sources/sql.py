@@ -36,7 +36,8 @@ from sqlalchemy.pool import NullPool
 from syncd.config import SqlSourceConfig, resolve_secret
 from syncd.errors import SourceError
 from syncd.model import Record, SourceItem
-from syncd.sources.base import KeyedRead, filter_records, group_records
+from syncd.sources.base import FingerprintBlock, KeyedRead, filter_records, group_records
+from syncd.sources.sql_fingerprints import DIALECTS, SqlFingerprintReader
 
 CONFIRM_BATCH = 500
 """Keys looked up per statement by ``SqlSource.confirm_absent``."""
@@ -243,14 +244,55 @@ class SqlSource:
             yield from self._rows(conn)
 
     def _statement(self, conn: Connection) -> sa.TextClause:
+        return sa.text(self._sql(conn))
+
+    def _sql(self, conn: Connection) -> str:
+        """The configured query as ``text()`` takes it, or ``SELECT *`` of the table."""
         if self.config.query is not None:
             # Sent as written: colons escaped so text() binds no ``:name``, and text()
             # escapes ``%`` for the drivers that use it as a placeholder.
-            return sa.text(self.config.query.replace(":", "\\:"))
+            return self.config.query.replace(":", "\\:")
         preparer = conn.dialect.identifier_preparer
         assert self.config.table is not None
         name = ".".join(preparer.quote(part) for part in self.config.table.split("."))
-        return sa.text(f"SELECT * FROM {name}")
+        return f"SELECT * FROM {name}"
+
+    # ----------------------------------------------------------------------------------
+    # Reading by fingerprint (see syncd.sources.sql_fingerprints)
+
+    def can_fingerprint(self) -> bool:
+        """Whether rows are read by fingerprint: ``source.fingerprint_rows`` on, the key a
+        column (not a path into a JSON one), rows not grouped."""
+        config = self.config
+        if not config.fingerprint_rows or "." in config.key or config.group_by:
+            return False
+        if config.variant is not None:
+            return False
+        try:
+            backend = self._url().get_backend_name()
+        except SourceError:
+            return False  # read() says why
+        return backend in DIALECTS
+
+    def read_fingerprints(self, whole: bool = False) -> Iterator[FingerprintBlock]:
+        """Every row's key and fingerprint, a block of ``fetch_size`` rows at a time, in one
+        read-only REPEATABLE READ transaction that the blocks' ``records`` fetch whole
+        rows in (the same snapshot); rolled back at the end. ``whole``: every row will be
+        asked for, so rows are read whole in the same pass. Fails like ``read``."""
+        self._key_types = set()
+        with self._transaction() as conn:
+            reader = SqlFingerprintReader(
+                conn,
+                query=self._sql(conn),
+                driver_query=self.config.query,
+                key=self.config.key,
+                fetch_size=self.config.fetch_size,
+                plain=plain_value,
+                failure=lambda message: SourceError(f"{self.describe()}: {message}"),
+                translate=self._translate,
+                key_types=self._key_types,
+            )
+            yield from reader.blocks(whole)
 
     def _rows(self, conn: Connection) -> Iterator[Record]:
         streaming = conn.execution_options(stream_results=True, yield_per=self.config.fetch_size)
@@ -321,7 +363,8 @@ def _start_read_only(conn: Connection, timeout_s: float) -> None:
     """Make the transaction read-only and bound each statement's time, per database."""
     dialect = conn.dialect
     if dialect.name == "postgresql":
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        # REPEATABLE READ: every statement of the read sees one snapshot
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, round(timeout_s * 1000))}")
     elif dialect.name in ("mysql", "mariadb"):
         if getattr(dialect, "is_mariadb", False):
@@ -329,7 +372,8 @@ def _start_read_only(conn: Connection, timeout_s: float) -> None:
         else:
             ms = max(1, round(timeout_s * 1000))
             conn.exec_driver_sql(f"SET SESSION max_execution_time = {ms}")
+        conn.exec_driver_sql("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
-        conn.exec_driver_sql("START TRANSACTION READ ONLY")
+        conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
     elif dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")

@@ -21,15 +21,24 @@ from syncd.config import SourceConfig
 from syncd.errors import SourceError
 from syncd.model import Record, SourceItem, UnreadableRow
 from syncd.sources import Source, read_catalog
-from syncd.sources.base import RawBlock, RawRows, filter_records, raw_rows
+from syncd.sources.base import (
+    FingerprintBlock,
+    FingerprintedRows,
+    RawBlock,
+    RawRows,
+    filter_records,
+    fingerprinted_rows,
+    raw_rows,
+)
 from syncd.stages.budget import Budget
 from syncd.stages.fingerprinting import record_row
 from syncd.stages.planning import CHUNK, TargetPlanner
 
 log = structlog.get_logger("syncd.run")
 
-RowBlock = tuple[Sequence[bytes], Callable[[int], SourceItem | None]]
-"""Raw rows to fingerprint, and the item of row ``i`` (None: no record), made on demand."""
+RowBlock = tuple[Sequence[bytes], Callable[[Sequence[int]], Iterator[SourceItem | None]]]
+"""Raw rows to fingerprint, and the items of the rows at some indexes (ascending), in their
+order (None: no record), made on demand."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +65,14 @@ def read_source(
     error: str | None = None
     try:
         if any(planner.fingerprint is not None for planner in planners):
-            rows = raw_rows(source)
+            rows, fingerprinted = raw_rows(source), fingerprinted_rows(source)
             blocks = (
                 line_blocks(rows, config)
                 if rows is not None
+                else fingerprint_blocks(
+                    fingerprinted, config, whole=not any(p.skipping for p in planners)
+                )
+                if fingerprinted is not None
                 else record_blocks(source, config, unreadable)
             )
             count = read_rows(blocks, planners, unreadable, budget)
@@ -100,7 +113,6 @@ def read_source(
 def line_blocks(source: RawRows, config: SourceConfig) -> Iterator[RowBlock]:
     """A JSON Lines file as blocks of raw rows: each non-blank line's stripped bytes,
     parsed (and filtered by ``source.where``) only when asked for."""
-    where = config.where
     for block in source.read_blocks():
         stripped = list(map(bytes.strip, block.lines))
         lines: Sequence[int] = range(len(stripped))
@@ -109,19 +121,44 @@ def line_blocks(source: RawRows, config: SourceConfig) -> Iterator[RowBlock]:
             stripped = [stripped[i] for i in lines]
 
         def parse(
-            i: int, block: RawBlock = block, lines: Sequence[int] = lines
-        ) -> SourceItem | None:
-            item = source.parse_line(block.row(lines[i]))
-            if isinstance(item, dict) and where:  # a record where can't test: unreadable
-                item = next(filter_records([item], where, config.key), None)
-            return item  # None: left out by source.where
+            needed: Sequence[int], block: RawBlock = block, lines: Sequence[int] = lines
+        ) -> Iterator[SourceItem | None]:
+            for i in needed:
+                yield _filtered(source.parse_line(block.row(lines[i])), config)
 
         yield stripped, parse
 
 
+def _filtered(item: SourceItem | None, config: SourceConfig) -> SourceItem | None:
+    """``item``, or None when ``source.where`` leaves it out (a record where can't test
+    becomes an unreadable row)."""
+    if isinstance(item, dict) and config.where:
+        return next(filter_records([item], config.where, config.key), None)
+    return item
+
+
+def fingerprint_blocks(
+    source: FingerprintedRows, config: SourceConfig, *, whole: bool = False
+) -> Iterator[RowBlock]:
+    """A source fingerprinting its rows itself (a SQL database) as blocks of raw rows: each
+    row's fingerprint, the rows fetched whole (and filtered by ``source.where``) only when
+    asked for. ``whole``: no target skips rows, every row will be asked for."""
+    for block in source.read_fingerprints(whole):
+
+        def parse(
+            needed: Sequence[int], block: FingerprintBlock = block
+        ) -> Iterator[SourceItem | None]:
+            for item in block.records(needed):
+                yield _filtered(item, config)
+
+        yield block.fingerprints, parse
+
+
 def _record_block(records: list[Record]) -> RowBlock:
     """Records as a block of raw rows (``record_row``)."""
-    return [record_row(record) for record in records], records.__getitem__
+    return [record_row(record) for record in records], lambda needed: map(
+        records.__getitem__, needed
+    )
 
 
 def record_blocks(
@@ -197,13 +234,12 @@ def read_rows(
             rows.append((planner, hashes, planner.known(hashes, len(raws))))
         needed = _needed([known for _, _, known in rows], len(raws))
         base, dropped = count, 0  # dropped: needed rows that are no record
-        for i in needed:
+        for i, item in zip(needed, parse(needed), strict=True):
             wanted = [
                 (planner, None if hashes is None else hashes[16 * i : 16 * i + 16])
                 for planner, hashes, known in rows
                 if known is None or not known[i]
             ]
-            item: SourceItem | None = parse(i)
             if item is None:
                 dropped += 1  # blank once decoded, or left out by source.where
                 continue

@@ -4,11 +4,38 @@ benchmark's catalog (the general path is the reference, kept in the package)."""
 
 from __future__ import annotations
 
+import json
+import math
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import catalog
+from bench.config import ENV, write_config
+from syncd.config import SyncdConfig, load_config
+from syncd.mapping import build_mapper
+from syncd.model import canonical_json
 from syncd.text import _parsed_html_text, _simple_html_text, html_to_text
+
+
+def _bench_config(tmp: Path | None = None) -> SyncdConfig:
+    """The benchmark's config: its UserFlux and Vambe mappings use every kind of field."""
+    folder = Path(tempfile.mkdtemp()) if tmp is None else tmp
+    path = write_config(
+        folder / "bench.toml",
+        source="jsonl",
+        location=str(folder / "catalog.jsonl"),
+        state=folder / "state.db",
+        userflux="http://127.0.0.1:9",
+        vambe="http://127.0.0.1:9",
+        block="block",
+    )
+    return load_config(path, ENV)
+
 
 # --------------------------------------------------------------------------------------
 # HTML to text
@@ -90,3 +117,90 @@ def test_html_the_fast_path_leaves_to_the_parser_is_still_converted() -> None:
     html = "<p>a <!-- no --> b</p><script>if (a < b) x()</script><p>5 < 6</p>"
     assert _simple_html_text(html) is None
     assert html_to_text(html) == "a b\n5 < 6"
+
+
+# --------------------------------------------------------------------------------------
+# Canonical JSON
+# --------------------------------------------------------------------------------------
+
+
+def _reference_json(payload: Any) -> bytes:
+    """The canonical JSON as syncd wrote it before orjson (the standard library's)."""
+    encoder = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return encoder.encode(payload).encode()
+
+
+def _same_or_same_error(payload: Any) -> None:
+    try:
+        expected: bytes | type[BaseException] = _reference_json(payload)
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        found: bytes | type[BaseException] = canonical_json(payload)
+    except (TypeError, ValueError) as exc:
+        found = type(exc)
+    assert found == expected
+
+
+_FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(0, 2**64 - 1).map(lambda bits: struct.unpack("<d", bits.to_bytes(8, "little"))[0]),
+    st.sampled_from([1e-05, 1.5e-08, 1e-4, 1e16, 1e22, -0.0, 5e-324, 1.7976931348623157e308]),
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(2**70), 2**70),
+    _FLOATS,
+    st.text(),
+    st.sampled_from(["0.00001", "1e-5", "null", "\ud800", "\u2028", "\x7f", "\x00\x1f"]),
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        st.dictionaries(st.one_of(st.integers(), st.booleans(), st.none()), inner, max_size=2),
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+@settings(max_examples=600, deadline=None)
+def test_canonical_json_is_the_standard_librarys_byte_for_byte(payload: dict[str, Any]) -> None:
+    _same_or_same_error(payload)
+
+
+@given(st.lists(_FLOATS, min_size=1, max_size=3))
+@settings(max_examples=1000, deadline=None)
+def test_canonical_json_writes_every_float_as_repr_does(floats: list[float]) -> None:
+    _same_or_same_error({"f": floats})
+    if all(math.isfinite(f) for f in floats):
+        assert json.loads(canonical_json({"f": floats})) == {"f": floats}
+
+
+def test_canonical_json_of_the_benchmark_payloads_is_unchanged() -> None:
+    config = _bench_config()
+    mappers = [build_mapper(target, "id") for target in config.targets]
+    for record in catalog.products(3000):
+        for mapper in mappers:
+            payload = mapper.map(record).payload
+            assert canonical_json(payload) == _reference_json(payload)
+
+
+def test_canonical_json_refuses_what_it_always_refused() -> None:
+    class Text(str):
+        pass
+
+    assert canonical_json({"a": Text("x"), "b": {1: 2}}) == b'{"a":"x","b":{"1":2}}'
+    for bad in (math.nan, math.inf, "\ud800", object()):
+        try:
+            canonical_json({"a": bad})
+        except (TypeError, ValueError):
+            continue
+        raise AssertionError(f"{bad!r} was encoded")

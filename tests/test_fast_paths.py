@@ -49,7 +49,23 @@ _NAMES = st.sampled_from(
     ]
 )  # fmt: skip
 _ATTR_VALUES = st.sampled_from(
-    ['"x"', "'y z'", "plain", '"a>b"', "'<'", "/path/", '""', "x/", '"&amp;"', "=x", "`v`"]
+    [
+        '"x"',
+        "'y z'",
+        "plain",
+        '"a>b"',
+        "'<'",
+        "/path/",
+        '""',
+        "x/",
+        '"&amp;"',
+        "=x",
+        "`v`",
+        '"<p>"',
+        "'<td>'",
+        "<br>",
+        '"\x00"',
+    ]
 )
 _SPACES = st.sampled_from(["", " ", "  ", "\n", "\t", "\u00a0", "\f", "\r"])
 
@@ -73,6 +89,8 @@ _PIECES = [
     "Durable", " design ", "a  b", "\u2028", "\u00a0", "&amp;", "&lt;3", "&eacute;",
     "&#233;", "&#x2019;", "&bogus;", "&", "&amp", "5 < 6", "7 > 3", "<", "<!-- c -->",
     "<!DOCTYPE html>", "<?pi?>", "</ >", "<3", "\n\n", "&nbsp;", "x&#0;y", "é",
+    '<a title="<p>">', "<a title='<td>'>", "<!-- <br> -->", "\x00", "\x01", "\x02", "&#1;",
+    "&am", "p;", "&#23", "4;", "&", "#x41;", "\x1f", "<\u017fection>", "<SCRIPT>", "</p attr=1>",
 ]  # fmt: skip
 _TEXT = st.one_of(st.sampled_from(_PIECES), st.text(max_size=6))
 

@@ -356,6 +356,16 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
     if kind is float:
         number: float = _finite(value)
     elif kind is str:
+        if (
+            len(value) <= 15
+            and decimal_separator == "."
+            and value.isascii()
+            and value.replace(".", "", 1).isdigit()
+        ):
+            # ``"2651.13"``: at most 15 digits, which a double's shortest text keeps exactly
+            # (what ``exact_float`` checks), so the long way gives this same number
+            number = float(value)
+            return int(number) if number.is_integer() else number
         try:
             exact = Decimal(_number_text(value, decimal_separator))
         except InvalidOperation:  # an exponent past what Decimal holds

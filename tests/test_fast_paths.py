@@ -8,6 +8,7 @@ import json
 import math
 import struct
 import tempfile
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ from hypothesis import strategies as st
 
 from bench import catalog
 from bench.config import ENV, write_config
+from syncd import values
 from syncd.config import SyncdConfig, load_config
+from syncd.errors import RecordError
 from syncd.mapping import build_mapper
 from syncd.model import canonical_json
 from syncd.text import _parsed_html_text, _simple_html_text, html_to_text
@@ -222,3 +225,41 @@ def test_canonical_json_refuses_what_it_always_refused() -> None:
         except (TypeError, ValueError):
             continue
         raise AssertionError(f"{bad!r} was encoded")
+
+
+# --------------------------------------------------------------------------------------
+# Numbers
+# --------------------------------------------------------------------------------------
+
+
+def _number_the_long_way(text: str, separator: str) -> Any:
+    """``_to_number`` of a string before its plain-decimal shortcut."""
+    try:
+        exact = Decimal(values._number_text(text, separator))
+        number = values.exact_float(exact, text)
+    except (RecordError, InvalidOperation) as exc:
+        return type(exc)
+    return int(number) if number.is_integer() and abs(number) <= values.EXACT_INTEGER else number
+
+
+def _number(text: str, separator: str) -> Any:
+    try:
+        return values.COERCIONS["number"](text, separator)
+    except RecordError as exc:
+        return type(exc)
+
+
+@given(
+    st.one_of(
+        st.from_regex(r"[0-9]{0,17}\.?[0-9]{0,17}", fullmatch=True),
+        st.from_regex("[0-9\u0660-\u0669\uff10-\uff19\u00b2]{1,4}\\.?[0-9]{0,3}", fullmatch=True),
+        st.floats(min_value=0, allow_nan=False, allow_infinity=False).map(repr),
+        st.sampled_from(["9999999999999999", "12.", ".5", ".", "", "007", "0.1000000000000001"]),
+    ),
+    st.sampled_from([".", ","]),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep: str) -> None:
+    found, expected = _number(text, sep), _number_the_long_way(text, sep)
+    assert found == expected
+    assert type(found) is type(expected)

@@ -8,6 +8,7 @@ import json
 import math
 import struct
 import tempfile
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from syncd.config import SyncdConfig, load_config
 from syncd.errors import RecordError
 from syncd.mapping import build_mapper
 from syncd.model import canonical_json
+from syncd.targets.userflux import unsafe_segment
 from syncd.text import _parsed_html_text, _simple_html_text, html_to_text
 
 
@@ -263,3 +265,25 @@ def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep:
     found, expected = _number(text, sep), _number_the_long_way(text, sep)
     assert found == expected
     assert type(found) is type(expected)
+
+
+def _unsafe_segment_the_long_way(value: str) -> str | None:
+    """``unsafe_segment`` before its ASCII shortcut."""
+    if not value:
+        return "is empty"
+    if value in (".", ".."):
+        return f"is {value!r}, which a URL path resolves as a relative step"
+    if value != value.strip():
+        return "has leading or trailing whitespace"
+    for char in value:
+        if char in "/\\?#%":
+            return f"contains {char!r}, which a URL path segment can't carry safely"
+        if unicodedata.category(char) == "Cc":
+            return f"contains the control character U+{ord(char):04X}"
+    return None
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-_. /\\?#%\x00\x1f\x7f\x85é\u2028"), max_size=8))
+@settings(max_examples=1000, deadline=None)
+def test_a_url_segment_is_judged_as_before(value: str) -> None:
+    assert unsafe_segment(value) == _unsafe_segment_the_long_way(value)

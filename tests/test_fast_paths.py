@@ -4,6 +4,7 @@ benchmark's catalog (the general path is the reference, kept in the package)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -287,3 +288,23 @@ def _unsafe_segment_the_long_way(value: str) -> str | None:
 @settings(max_examples=1000, deadline=None)
 def test_a_url_segment_is_judged_as_before(value: str) -> None:
     assert unsafe_segment(value) == _unsafe_segment_the_long_way(value)
+
+
+# --------------------------------------------------------------------------------------
+# The mappers, whole
+# --------------------------------------------------------------------------------------
+
+BENCH_DOCUMENTS_SHA256 = "810bb9745aa55233e98490feb8edd6cb0921ef2485e63e5a9e89ecb0ea689e46"
+"""The first 3,000 benchmark products mapped for both targets (key, canonical payload and
+hash of each document), digested, by the code before the fast paths (commit 6043dca)."""
+
+
+def test_the_benchmark_documents_are_byte_for_byte_those_of_before() -> None:
+    mappers = [build_mapper(target, "id") for target in _bench_config().targets]
+    digest = hashlib.sha256()
+    for record in catalog.products(3000):
+        for mapper in mappers:
+            document = mapper.map(record)
+            digest.update(document.key.encode() + b"\0" + document.canonical + b"\0")
+            digest.update(document.hash)
+    assert digest.hexdigest() == BENCH_DOCUMENTS_SHA256

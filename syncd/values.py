@@ -340,6 +340,23 @@ def _number_text(text: str, decimal_separator: str) -> str:
     return f"{match['sign']}{digits}.{match['frac'] or '0'}{exponent}"
 
 
+def _plain_decimal(text: str) -> str | None:
+    """``"1,234.56"`` as ``"1234.56"``: ASCII digits, at most one ``.``, ``,`` only between
+    groups of three, at most 15 digits; None for anything else (the long way reads it)."""
+    if len(text) > 20 or not text.isascii():
+        return None
+    digits = text.replace(",", "") if "," in text else text
+    if len(digits) > 16 or not digits.replace(".", "", 1).isdigit():
+        return None
+    if ("." in digits and len(digits) > 15 + 1) or ("." not in digits and len(digits) > 15):
+        return None
+    if digits is not text:
+        groups = text.partition(".")[0].split(",")
+        if not 1 <= len(groups[0]) <= 3 or any(len(group) != 3 for group in groups[1:]):
+            return None
+    return digits
+
+
 def _to_number(value: Any, decimal_separator: str) -> int | float:
     """A number for JSON; an integral one becomes an int, so 45, 45.0 and "45.000" agree.
 
@@ -356,15 +373,11 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
     if kind is float:
         number: float = _finite(value)
     elif kind is str:
-        if (
-            len(value) <= 15
-            and decimal_separator == "."
-            and value.isascii()
-            and value.replace(".", "", 1).isdigit()
-        ):
-            # ``"2651.13"``: at most 15 digits, which a double's shortest text keeps exactly
-            # (what ``exact_float`` checks), so the long way gives this same number
-            number = float(value)
+        plain = _plain_decimal(value) if decimal_separator == "." else None
+        if plain is not None:
+            # at most 15 digits, which a double's shortest text keeps exactly (what
+            # ``exact_float`` checks), so the long way gives this same number
+            number = float(plain)
             return int(number) if number.is_integer() else number
         try:
             exact = Decimal(_number_text(value, decimal_separator))

@@ -255,13 +255,16 @@ def _number(text: str, separator: str) -> Any:
 @given(
     st.one_of(
         st.from_regex(r"[0-9]{0,17}\.?[0-9]{0,17}", fullmatch=True),
+        st.from_regex(r"[0-9]{0,4}(,[0-9]{2,4}){0,5}\.?[0-9]{0,6}", fullmatch=True),
+        st.from_regex(r"[0-9,]{0,8}\.?[0-9,]{0,4}", fullmatch=True),
         st.from_regex("[0-9\u0660-\u0669\uff10-\uff19\u00b2]{1,4}\\.?[0-9]{0,3}", fullmatch=True),
         st.floats(min_value=0, allow_nan=False, allow_infinity=False).map(repr),
         st.sampled_from(["9999999999999999", "12.", ".5", ".", "", "007", "0.1000000000000001"]),
+        st.sampled_from(["1,234.56", "123,456,789,012,345", "1,234,567,890,123,456", ",123"]),
     ),
     st.sampled_from([".", ","]),
 )
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=800, deadline=None)
 def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep: str) -> None:
     found, expected = _number(text, sep), _number_the_long_way(text, sep)
     assert found == expected

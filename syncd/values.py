@@ -346,9 +346,7 @@ def _plain_decimal(text: str) -> str | None:
     if len(text) > 20 or not text.isascii():
         return None
     digits = text.replace(",", "") if "," in text else text
-    if len(digits) > 16 or not digits.replace(".", "", 1).isdigit():
-        return None
-    if ("." in digits and len(digits) > 15 + 1) or ("." not in digits and len(digits) > 15):
+    if len(digits) - ("." in digits) > 15 or not digits.replace(".", "", 1).isdigit():
         return None
     if digits is not text:
         groups = text.partition(".")[0].split(",")

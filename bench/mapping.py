@@ -172,9 +172,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mapping", description=__doc__)
     parser.add_argument("--n", type=int, default=50_000, help="products in the catalog")
     parser.add_argument("--repeat", type=int, default=3, help="runs (medians)")
-    parser.add_argument(
-        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench"
-    )
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     path = args.workdir / f"catalog-{args.n}.jsonl"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import catalog
+from bench import catalog, mapping
 from bench.config import ENV, write_config
 from bench.postgres import ScratchDatabase
 from bench.seed import naive_sizes
@@ -639,9 +639,11 @@ def main(opts: Options) -> int:
     cats = prepare_catalogs(opts.n, opts.workdir, say)
     scenarios = run_scenarios(opts, cats, say)
     throughput = run_throughput(opts, cats, say) if opts.throughput else None
+    mapped = mapping.measure(opts.n, cats.v1, opts.workdir, opts.repeat, say)
     summary = summarize(opts, cats, scenarios)
-    found = checks(opts, cats, summary, scenarios, throughput)
+    found = [*checks(opts, cats, summary, scenarios, throughput), mapping.check(mapped)]
     text = render(opts, cats, summary, throughput, found)
+    text += "\n\n" + "\n".join(mapping.render(mapped))
     print(text)
     opts.results.mkdir(parents=True, exist_ok=True)
     out = opts.results / f"{time.strftime('%Y%m%d-%H%M%S')}-{opts.n}.json"
@@ -667,6 +669,7 @@ def main(opts: Options) -> int:
         "changed_payload_bytes": scenarios.get("changed_payload_bytes"),
         "runs": {name: [_plain(r) for r in runs] for name, runs in scenarios["runs"].items()},
         "throughput": throughput,
+        "mapping": mapped,
         "rolling_refresh_nightly": {
             "1000000": rolling_cost(1_000_000),
             str(opts.n): rolling_cost(opts.n),

@@ -105,6 +105,15 @@ _RAW_TEXT_TAGS = _SKIPPED_TAGS | {
 """Tags whose content a parser may read as raw text (not tags): left to the parser."""
 
 
+def _folded(text: str) -> str:
+    """``text`` with runs of whitespace as one space, ends stripped (``" ".join(split())``):
+    text without any whitespace but single spaces only needs its ends stripped (every
+    other whitespace character is unprintable)."""
+    if text.isprintable() and "  " not in text:
+        return text.strip()
+    return " ".join(text.split())
+
+
 def _simple_html_text(html: str) -> str | None:
     """``html_to_text`` without the parser, for HTML made only of ``_SIMPLE_TAG`` tags and
     text (what product descriptions mostly are): the same text, several times faster;
@@ -132,10 +141,11 @@ def _simple_html_text(html: str) -> str | None:
             return None
         if name in _BLOCK_TAGS or (name == "br" and end_name is None):
             # a break, twice for a self-closing block tag (its start and its end)
-            text = " ".join("".join(line).split())
-            if text:
-                lines.append(text)
-            line.clear()
+            if line:
+                text = _folded("".join(line))
+                if text:
+                    lines.append(text)
+                line.clear()
         elif name in _CELL_TAGS:
             line.append("  " if closing else " ")
     data = html[position:]
@@ -143,9 +153,10 @@ def _simple_html_text(html: str) -> str | None:
         if "<" in data:
             return None
         line.append(unescape(data) if "&" in data else data)
-    text = " ".join("".join(line).split())
-    if text:
-        lines.append(text)
+    if line:
+        text = _folded("".join(line))
+        if text:
+            lines.append(text)
     return "\n".join(lines)
 
 

@@ -73,6 +73,9 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         for name, item in value.items():
             if type(name) is not str:
                 raise RecordError(f"not JSON-compatible: a {type(name).__name__} key {show(name)}")
+            leaf = type(item)
+            if leaf is str or leaf is int or leaf is bool or item is None:
+                continue  # the common leaves, as they are, without a call
             new = jsonable(item, depth + 1)
             if new is not item:
                 if copy is None:
@@ -84,6 +87,9 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
         items: list[Any] | None = None if kind is list else list(value)
         for position, item in enumerate(value):
+            leaf = type(item)
+            if leaf is str or leaf is int or leaf is bool or item is None:
+                continue
             new = jsonable(item, depth + 1)
             if new is not item:
                 if items is None:

@@ -102,7 +102,7 @@ _TEXT = st.one_of(st.sampled_from(_PIECES), st.text(max_size=6))
 
 
 @given(st.lists(st.one_of(_tags(), _TEXT), max_size=14).map("".join))
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=400, deadline=None)
 def test_html_to_text_without_the_parser_gives_the_parsers_text(html: str) -> None:
     assert html_to_text(html) == _parsed_html_text(html)
     fast = _simple_html_text(html)
@@ -126,7 +126,7 @@ _SIMPLE_TEXT = st.sampled_from(
         max_size=20,
     ).map("".join)
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 def test_simple_html_takes_the_fast_path(html: str) -> None:
     assert _simple_html_text(html) == _parsed_html_text(html)
 
@@ -195,13 +195,13 @@ _JSON = st.recursive(
 
 
 @given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 def test_canonical_json_is_the_standard_librarys_byte_for_byte(payload: dict[str, Any]) -> None:
     _same_or_same_error(payload)
 
 
 @given(st.lists(_FLOATS, min_size=1, max_size=3))
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 def test_canonical_json_writes_every_float_as_repr_does(floats: list[float]) -> None:
     _same_or_same_error({"f": floats})
     if all(math.isfinite(f) for f in floats):
@@ -264,7 +264,7 @@ def _number(text: str, separator: str) -> Any:
     ),
     st.sampled_from([".", ","]),
 )
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=400, deadline=None)
 def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep: str) -> None:
     found, expected = _number(text, sep), _number_the_long_way(text, sep)
     assert found == expected
@@ -288,7 +288,7 @@ def _unsafe_segment_the_long_way(value: str) -> str | None:
 
 
 @given(st.text(alphabet=st.sampled_from("aZ09-_. /\\?#%\x00\x1f\x7f\x85é\u2028"), max_size=8))
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 def test_a_url_segment_is_judged_as_before(value: str) -> None:
     assert unsafe_segment(value) == _unsafe_segment_the_long_way(value)
 

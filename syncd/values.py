@@ -355,8 +355,13 @@ def _plain_decimal(text: str) -> str | None:
     if len(digits) - ("." in digits) > 15 or not digits.replace(".", "", 1).isdigit():
         return None
     if digits is not text:
-        groups = text.partition(".")[0].split(",")
-        if not 1 <= len(groups[0]) <= 3 or any(len(group) != 3 for group in groups[1:]):
+        whole, _, fraction = text.partition(".")
+        groups = whole.split(",")
+        if (
+            "," in fraction
+            or not 1 <= len(groups[0]) <= 3
+            or any(len(group) != 3 for group in groups[1:])
+        ):
             return None
     return digits
 

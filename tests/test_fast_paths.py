@@ -261,6 +261,7 @@ def _number(text: str, separator: str) -> Any:
         st.floats(min_value=0, allow_nan=False, allow_infinity=False).map(repr),
         st.sampled_from(["9999999999999999", "12.", ".5", ".", "", "007", "0.1000000000000001"]),
         st.sampled_from(["1,234.56", "123,456,789,012,345", "1,234,567,890,123,456", ",123"]),
+        st.sampled_from(["1.234,50", "1,234.5,6", "12,345.678,901", "1.2,3", "1,234."]),
     ),
     st.sampled_from([".", ","]),
 )

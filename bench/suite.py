@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import catalog, floors
+from bench import catalog, floors, mapping
 from bench import push as push_bench
 from bench.config import ENV, write_config
 from bench.postgres import ScratchDatabase
@@ -689,11 +689,13 @@ def main(opts: Options) -> int:
     from bench import parallel  # it runs through this module's fakes and children
 
     in_parallel = parallel.run_parallel(opts, cats, say) if opts.parallel else None
+    mapped = mapping.measure(opts.n, cats.v1, opts.workdir, opts.repeat, say)
     summary = summarize(opts, cats, scenarios)
-    found = checks(opts, cats, summary, scenarios, throughput)
+    found = [*checks(opts, cats, summary, scenarios, throughput), mapping.check(mapped)]
     if in_parallel is not None:
         found += parallel.check_parallel(in_parallel)
     sections = [] if in_parallel is None else [parallel.render_parallel(in_parallel, opts.repeat)]
+    sections.append(mapping.render(mapped))
     text = render(opts, cats, summary, throughput, found, sections)
     if pushes is not None:
         text += "\n\n" + push_bench.render(pushes)
@@ -725,6 +727,7 @@ def main(opts: Options) -> int:
         "throughput": throughput,
         "targets_in_parallel": in_parallel,
         "push_vs_bare": pushes,
+        "mapping": mapped,
         "rolling_refresh_nightly": {
             "1000000": rolling_cost(1_000_000),
             str(opts.n): rolling_cost(opts.n),

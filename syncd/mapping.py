@@ -796,11 +796,15 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
             items: Any = enumerate(value)
         else:
             try:
-                items = ((name, value[name]) for name in sorted(value))
+                items = [(name, value[name]) for name in sorted(value)]
             except TypeError:
-                items = ((name, value[name]) for name in sorted(value, key=str))
+                items = [(name, value[name]) for name in sorted(value, key=str)]
         for name, item in items:
-            _flatten(out, f"{label}.{name}", item, depth + 1)
+            if item.__class__ is str:  # the common leaf, without a call
+                if item and not item.isspace():
+                    out.append({"key": f"{label}.{name}", "value": item})
+            elif item is not None:
+                _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
         out.append({"key": label, "value": stringify(value)})
 

@@ -73,6 +73,9 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         for name, item in value.items():
             if type(name) is not str:
                 raise RecordError(f"not JSON-compatible: a {type(name).__name__} key {show(name)}")
+            leaf = type(item)
+            if leaf is str or leaf is int or leaf is bool or item is None:
+                continue  # the common leaves, as they are, without a call
             new = jsonable(item, depth + 1)
             if new is not item:
                 if copy is None:
@@ -84,6 +87,9 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
         items: list[Any] | None = None if kind is list else list(value)
         for position, item in enumerate(value):
+            leaf = type(item)
+            if leaf is str or leaf is int or leaf is bool or item is None:
+                continue
             new = jsonable(item, depth + 1)
             if new is not item:
                 if items is None:
@@ -340,6 +346,26 @@ def _number_text(text: str, decimal_separator: str) -> str:
     return f"{match['sign']}{digits}.{match['frac'] or '0'}{exponent}"
 
 
+def _plain_decimal(text: str) -> str | None:
+    """``"1,234.56"`` as ``"1234.56"``: ASCII digits, at most one ``.``, ``,`` only between
+    groups of three, at most 15 digits; None for anything else (the long way reads it)."""
+    if len(text) > 20 or not text.isascii():
+        return None
+    digits = text.replace(",", "") if "," in text else text
+    if len(digits) - ("." in digits) > 15 or not digits.replace(".", "", 1).isdigit():
+        return None
+    if digits is not text:
+        whole, _, fraction = text.partition(".")
+        groups = whole.split(",")
+        if (
+            "," in fraction
+            or not 1 <= len(groups[0]) <= 3
+            or any(len(group) != 3 for group in groups[1:])
+        ):
+            return None
+    return digits
+
+
 def _to_number(value: Any, decimal_separator: str) -> int | float:
     """A number for JSON; an integral one becomes an int, so 45, 45.0 and "45.000" agree.
 
@@ -356,6 +382,12 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
     if kind is float:
         number: float = _finite(value)
     elif kind is str:
+        plain = _plain_decimal(value) if decimal_separator == "." else None
+        if plain is not None:
+            # at most 15 digits, which a double's shortest text keeps exactly (what
+            # ``exact_float`` checks), so the long way gives this same number
+            number = float(plain)
+            return int(number) if number.is_integer() else number
         try:
             exact = Decimal(_number_text(value, decimal_separator))
         except InvalidOperation:  # an exponent past what Decimal holds

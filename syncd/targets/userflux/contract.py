@@ -41,6 +41,11 @@ def unsafe_segment(value: str) -> str | None:
         return f"is {value!r}, which a URL path resolves as a relative step"
     if value != value.strip():
         return "has leading or trailing whitespace"
+    if value.isascii() and value.isprintable():  # no control character: the five to look for
+        found = [value.index(char) for char in _UNSAFE_IN_SEGMENT if char in value]
+        if found:
+            return f"contains {value[min(found)]!r}, which a URL path segment can't carry safely"
+        return None
     for char in value:
         if char in _UNSAFE_IN_SEGMENT:
             return f"contains {char!r}, which a URL path segment can't carry safely"

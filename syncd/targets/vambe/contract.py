@@ -89,9 +89,9 @@ def _product_problems(product: Payload) -> list[tuple[str, str]]:
                 (f"metadata[{index}]", 'must be {"key": string, "value": string}')
                 for index, item in enumerate(metadata)
                 if not isinstance(item, dict)
-                or set(item) != {"key", "value"}
-                or not isinstance(item["key"], str)
-                or not isinstance(item["value"], str)
+                or len(item) != 2  # with both below: exactly "key" and "value"
+                or not isinstance(item.get("key"), str)
+                or not isinstance(item.get("value"), str)
             )
     for name in ("file_url", "sku"):
         if name in product and not isinstance(product[name], str):

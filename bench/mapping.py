@@ -1,0 +1,190 @@
+"""The mapping figure: CPU per product and target of ``syncd plan`` on an empty state.
+
+A first sync (and every full refresh) maps every product for every target; ``plan`` on
+an empty state does that work and sends nothing. Its CPU (``os.wait4`` of a fresh
+process) divided by products x targets is the figure, printed beside its target and
+beside floors measured in the same run on a sample of the same catalog: ``json.loads``
+of the lines, the canonical encoding and hash of the mapped payloads alone, HTML to
+text alone and the mappers alone. ``python -m bench.mapping --n 50000`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench import catalog
+from bench.config import ENV, write_config
+from syncd.config import load_config
+from syncd.mapping import build_mapper
+from syncd.model import canonical_json
+from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.text import html_to_text
+
+TARGET_US = 25.0
+"""Issue 17: at most 25 µs of ``plan`` CPU per product and target on a first sync."""
+TARGETS = 2
+"""The benchmark's config maps every product for UserFlux and for Vambe."""
+SAMPLE = 20_000
+"""Products the floors are measured on (the first ones of the catalog)."""
+
+
+def _plan_cpu(config: Path, log: Path) -> float:
+    """CPU seconds of one ``syncd plan`` process over ``config`` (its own, ``os.wait4``)."""
+    argv = [sys.executable, "-m", "syncd", "plan", "--config", str(config)]
+    env = dict(os.environ, **ENV, PYTHONPATH=str(Path(__file__).parent.parent))
+    with log.open("ab") as err:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 3):
+        raise RuntimeError(f"syncd plan failed ({code}); see {log}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu(work: Callable[[], object]) -> float:
+    started = time.process_time()
+    work()
+    return time.process_time() - started
+
+
+def floors(path: Path, config: Path, repeat: int) -> dict[str, float]:
+    """µs per product and target of the parts of mapping, alone, on the first ``SAMPLE``
+    products of the catalog at ``path`` (medians of ``repeat``)."""
+    with path.open("rb") as handle:
+        lines = [line for _, line in zip(range(SAMPLE), handle, strict=False)]
+    count = len(lines) * TARGETS
+    records = [json.loads(line) for line in lines]
+    mappers = [build_mapper(target, "id") for target in load_config(config, ENV).targets]
+    payloads = [mapper.map(record).payload for record in records for mapper in mappers]
+    reference = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode
+
+    def canonical() -> None:
+        for payload in payloads:
+            hashlib.blake2b(canonical_json(payload), digest_size=16).digest()
+
+    def mapped() -> None:
+        for record in records:
+            for mapper in mappers:
+                mapper.map(record)
+
+    parts: dict[str, Callable[[], object]] = {
+        "json.loads of the lines": lambda: [json.loads(line) for line in lines],
+        "canonical JSON + BLAKE2b": canonical,
+        "canonical JSON, stdlib encoder (before)": lambda: [reference(p) for p in payloads],
+        "HTML to text (once a product)": lambda: [html_to_text(r["description"]) for r in records],
+        "the two mappers (incl. canonical + hash)": mapped,
+    }
+    return {
+        name: statistics.median(_cpu(work) for _ in range(repeat)) / count * 1e6
+        for name, work in parts.items()
+    }
+
+
+def measure(n: int, path: Path, workdir: Path, repeat: int, say: Any) -> dict[str, Any]:
+    """The mapping figure at ``n`` products (the catalog at ``path``) and its floors."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    empty = workdir / "catalog-empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    log = workdir / "mapping.log"
+    with ExitStack() as stack:
+        userflux = stack.enter_context(FakeUserflux(ENV["BENCH_UF_KEY"]))
+        vambe = stack.enter_context(FakeVambe(ENV["BENCH_VB_KEY"]))
+        block = vambe.add_block(name="bench")
+
+        def config(location: Path, name: str) -> Path:
+            state = workdir / f"mapping-{name}.db"  # never created: plan only reads state
+            state.unlink(missing_ok=True)
+            return write_config(
+                workdir / f"mapping-{name}.toml",
+                source="jsonl",
+                location=str(location),
+                state=state,
+                userflux=userflux.url,
+                vambe=vambe.url,
+                block=block,
+            )
+
+        full, none = config(path, "full"), config(empty, "empty")
+        say(f"mapping: syncd plan on an empty state, {n:,} products x {TARGETS} targets")
+        plans = [_plan_cpu(full, log) for _ in range(repeat)]
+        starts = [_plan_cpu(none, log) for _ in range(repeat)]
+        say(f"mapping: floors on {min(n, SAMPLE):,} products")
+        parts = floors(path, full, repeat)
+    plan_s, start_s = statistics.median(plans), statistics.median(starts)
+    return {
+        "n": n,
+        "targets": TARGETS,
+        "plan_cpu_s": plan_s,
+        "plan_cpu_runs_s": plans,
+        "empty_plan_cpu_s": start_s,
+        "us_per_product_target": plan_s / (n * TARGETS) * 1e6,
+        "us_per_product_target_after_start": (plan_s - start_s) / (n * TARGETS) * 1e6,
+        "target_us": TARGET_US,
+        "floors_us": parts,
+    }
+
+
+def check(figures: dict[str, Any]) -> dict[str, Any]:
+    """The issue's target as a row of the bench's ``targets:`` list."""
+    measured = figures["us_per_product_target"]
+    return {
+        "target": f"mapping: plan on an empty state <= {TARGET_US:g} µs per product and target",
+        "met": measured <= TARGET_US,
+        "measured": f"{measured:.1f} µs ({figures['plan_cpu_s']:.1f} s CPU for "
+        f"{figures['n']:,} x {figures['targets']})",
+    }
+
+
+def render(figures: dict[str, Any]) -> list[str]:
+    """The figure, its target, and the floors of the same run, as report lines."""
+    measured = figures["us_per_product_target"]
+    lines = [
+        f"mapping (first sync): syncd plan on an empty state, {figures['n']:,} products x "
+        f"{figures['targets']} targets, median of {len(figures['plan_cpu_runs_s'])}",
+        f"  {'plan CPU per product and target':<44} {measured:>7.1f} µs   target "
+        f"{figures['target_us']:g} µs ({measured / figures['target_us']:.2f}x of it); "
+        f"{figures['plan_cpu_s']:.1f} s CPU",
+        f"  {'  the same without the start (empty plan)':<44} "
+        f"{figures['us_per_product_target_after_start']:>7.1f} µs   "
+        f"(an empty catalog's plan: {figures['empty_plan_cpu_s']:.2f} s CPU)",
+        f"  floors, same run, per product and target ({min(figures['n'], SAMPLE):,} products):",
+    ]
+    for name, value in figures["floors_us"].items():
+        lines.append(f"  {'  ' + name:<44} {value:>7.1f} µs   ({measured / value:.1f}x)")
+    return lines
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mapping", description=__doc__)
+    parser.add_argument("--n", type=int, default=50_000, help="products in the catalog")
+    parser.add_argument("--repeat", type=int, default=3, help="runs (medians)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "syncd-bench")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    path = args.workdir / f"catalog-{args.n}.jsonl"
+    if not path.exists():
+        catalog.write_jsonl(path, args.n)
+    figures = measure(
+        args.n, path, args.workdir, args.repeat, lambda text: print(text, file=sys.stderr)
+    )
+    print("\n".join(render(figures)))
+    print(f"  [{'met' if check(figures)['met'] else 'MISSED':>6}] {check(figures)['target']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

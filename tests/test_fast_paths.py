@@ -1,0 +1,314 @@
+"""The fast paths of mapping give what the general ones give: HTML to text without the
+parser, canonical JSON by orjson, and the mappers, over generated input and the
+benchmark's catalog (the general path is the reference, kept in the package)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+import tempfile
+import unicodedata
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench import catalog
+from bench.config import ENV, write_config
+from syncd import values
+from syncd.config import SyncdConfig, load_config
+from syncd.errors import RecordError
+from syncd.mapping import build_mapper
+from syncd.model import canonical_json
+from syncd.targets.userflux import unsafe_segment
+from syncd.text import _parsed_html_text, _simple_html_text, html_to_text
+
+
+def _bench_config(tmp: Path | None = None) -> SyncdConfig:
+    """The benchmark's config: its UserFlux and Vambe mappings use every kind of field."""
+    folder = Path(tempfile.mkdtemp()) if tmp is None else tmp
+    path = write_config(
+        folder / "bench.toml",
+        source="jsonl",
+        location=str(folder / "catalog.jsonl"),
+        state=folder / "state.db",
+        userflux="http://127.0.0.1:9",
+        vambe="http://127.0.0.1:9",
+        block="block",
+    )
+    return load_config(path, ENV)
+
+
+# --------------------------------------------------------------------------------------
+# HTML to text
+# --------------------------------------------------------------------------------------
+
+_NAMES = st.sampled_from(
+    [
+        "p", "P", "div", "li", "ul", "h2", "br", "BR", "b", "i", "span", "a", "td", "th",
+        "tr", "table", "script", "style", "template", "noscript", "head", "textarea",
+        "title", "hr", "img", "x-y", "h1", "em",
+    ]
+)  # fmt: skip
+_ATTR_VALUES = st.sampled_from(
+    [
+        '"x"',
+        "'y z'",
+        "plain",
+        '"a>b"',
+        "'<'",
+        "/path/",
+        '""',
+        "x/",
+        '"&amp;"',
+        "=x",
+        "`v`",
+        '"<p>"',
+        "'<td>'",
+        "<br>",
+        '"\x00"',
+    ]
+)
+_SPACES = st.sampled_from(["", " ", "  ", "\n", "\t", "\u00a0", "\f", "\r"])
+
+
+@st.composite
+def _tags(draw: st.DrawFn) -> str:
+    name = draw(_NAMES)
+    if draw(st.booleans()):
+        return f"</{name}{draw(_SPACES)}>"
+    attrs = "".join(
+        f"{draw(st.sampled_from([' ', '  ', chr(10), chr(160)]))}"
+        f"{draw(st.sampled_from(['class', 'href', 'data-x', 'on:y', 'ÄB', '1a']))}"
+        f"{draw(st.sampled_from(['', '=', ' = ']))}"
+        f"{draw(_ATTR_VALUES)}"
+        for _ in range(draw(st.integers(0, 2)))
+    )
+    return f"<{name}{attrs}{draw(_SPACES)}{draw(st.sampled_from(['', '/']))}>"
+
+
+_PIECES = [
+    "Durable", " design ", "a  b", "\u2028", "\u00a0", "&amp;", "&lt;3", "&eacute;",
+    "&#233;", "&#x2019;", "&bogus;", "&", "&amp", "5 < 6", "7 > 3", "<", "<!-- c -->",
+    "<!DOCTYPE html>", "<?pi?>", "</ >", "<3", "\n\n", "&nbsp;", "x&#0;y", "é",
+    '<a title="<p>">', "<a title='<td>'>", "<!-- <br> -->", "\x00", "\x01", "\x02", "&#1;",
+    "&am", "p;", "&#23", "4;", "&", "#x41;", "\x1f", "<\u017fection>", "<SCRIPT>", "</p attr=1>",
+]  # fmt: skip
+_TEXT = st.one_of(st.sampled_from(_PIECES), st.text(max_size=6))
+
+
+@given(st.lists(st.one_of(_tags(), _TEXT), max_size=14).map("".join))
+@settings(max_examples=400, deadline=None)
+def test_html_to_text_without_the_parser_gives_the_parsers_text(html: str) -> None:
+    assert html_to_text(html) == _parsed_html_text(html)
+    fast = _simple_html_text(html)
+    assert fast is None or fast == _parsed_html_text(html)
+
+
+_SIMPLE_NAMES = st.sampled_from(["p", "LI", "div", "br", "b", "td", "h2", "span", "ul"])
+_SIMPLE_TEXT = st.sampled_from(
+    ["Durable", " de sign ", "\u2028", "\u00a0", "&amp;", "&lt;3", "&#x2019;", "&bogus", "7 > 3"]
+)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _SIMPLE_NAMES.map(lambda name: f"<{name}>"),
+            _SIMPLE_NAMES.map(lambda name: f"</{name}>"),
+            _SIMPLE_NAMES.map(lambda name: f'<{name} class="c" />'),
+            _SIMPLE_TEXT,
+        ),
+        max_size=20,
+    ).map("".join)
+)
+@settings(max_examples=200, deadline=None)
+def test_simple_html_takes_the_fast_path(html: str) -> None:
+    assert _simple_html_text(html) == _parsed_html_text(html)
+
+
+def test_the_benchmark_descriptions_take_the_fast_path_and_give_the_parsers_text() -> None:
+    for record in catalog.products(2000):
+        html = record["description"]
+        assert _simple_html_text(html) == _parsed_html_text(html) != ""
+
+
+def test_html_the_fast_path_leaves_to_the_parser_is_still_converted() -> None:
+    html = "<p>a <!-- no --> b</p><script>if (a < b) x()</script><p>5 < 6</p>"
+    assert _simple_html_text(html) is None
+    assert html_to_text(html) == "a b\n5 < 6"
+
+
+# --------------------------------------------------------------------------------------
+# Canonical JSON
+# --------------------------------------------------------------------------------------
+
+
+def _reference_json(payload: Any) -> bytes:
+    """The canonical JSON as syncd wrote it before orjson (the standard library's)."""
+    encoder = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return encoder.encode(payload).encode()
+
+
+def _same_or_same_error(payload: Any) -> None:
+    try:
+        expected: bytes | type[BaseException] = _reference_json(payload)
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        found: bytes | type[BaseException] = canonical_json(payload)
+    except (TypeError, ValueError) as exc:
+        found = type(exc)
+    assert found == expected
+
+
+_FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(0, 2**64 - 1).map(lambda bits: struct.unpack("<d", bits.to_bytes(8, "little"))[0]),
+    st.sampled_from([1e-05, 1.5e-08, 1e-4, 1e16, 1e22, -0.0, 5e-324, 1.7976931348623157e308]),
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(2**70), 2**70),
+    _FLOATS,
+    st.text(),
+    st.sampled_from(["0.00001", "1e-5", "null", "\ud800", "\u2028", "\x7f", "\x00\x1f"]),
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        st.dictionaries(st.one_of(st.integers(), st.booleans(), st.none()), inner, max_size=2),
+    ),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_canonical_json_is_the_standard_librarys_byte_for_byte(payload: dict[str, Any]) -> None:
+    _same_or_same_error(payload)
+
+
+@given(st.lists(_FLOATS, min_size=1, max_size=3))
+@settings(max_examples=500, deadline=None)
+def test_canonical_json_writes_every_float_as_repr_does(floats: list[float]) -> None:
+    _same_or_same_error({"f": floats})
+    if all(math.isfinite(f) for f in floats):
+        assert json.loads(canonical_json({"f": floats})) == {"f": floats}
+
+
+def test_canonical_json_of_the_benchmark_payloads_is_unchanged() -> None:
+    config = _bench_config()
+    mappers = [build_mapper(target, "id") for target in config.targets]
+    for record in catalog.products(3000):
+        for mapper in mappers:
+            payload = mapper.map(record).payload
+            assert canonical_json(payload) == _reference_json(payload)
+
+
+def test_canonical_json_refuses_what_it_always_refused() -> None:
+    class Text(str):
+        pass
+
+    assert canonical_json({"a": Text("x"), "b": {1: 2}}) == b'{"a":"x","b":{"1":2}}'
+    for bad in (math.nan, math.inf, "\ud800", object()):
+        try:
+            canonical_json({"a": bad})
+        except (TypeError, ValueError):
+            continue
+        raise AssertionError(f"{bad!r} was encoded")
+
+
+# --------------------------------------------------------------------------------------
+# Numbers
+# --------------------------------------------------------------------------------------
+
+
+def _number_the_long_way(text: str, separator: str) -> Any:
+    """``_to_number`` of a string before its plain-decimal shortcut."""
+    try:
+        exact = Decimal(values._number_text(text, separator))
+        number = values.exact_float(exact, text)
+    except (RecordError, InvalidOperation) as exc:
+        return type(exc)
+    return int(number) if number.is_integer() and abs(number) <= values.EXACT_INTEGER else number
+
+
+def _number(text: str, separator: str) -> Any:
+    try:
+        return values.COERCIONS["number"](text, separator)
+    except RecordError as exc:
+        return type(exc)
+
+
+@given(
+    st.one_of(
+        st.from_regex(r"[0-9]{0,17}\.?[0-9]{0,17}", fullmatch=True),
+        st.from_regex(r"[0-9]{0,4}(,[0-9]{2,4}){0,5}\.?[0-9]{0,6}", fullmatch=True),
+        st.from_regex(r"[0-9,]{0,8}\.?[0-9,]{0,4}", fullmatch=True),
+        st.from_regex("[0-9\u0660-\u0669\uff10-\uff19\u00b2]{1,4}\\.?[0-9]{0,3}", fullmatch=True),
+        st.floats(min_value=0, allow_nan=False, allow_infinity=False).map(repr),
+        st.sampled_from(["9999999999999999", "12.", ".5", ".", "", "007", "0.1000000000000001"]),
+        st.sampled_from(["1,234.56", "123,456,789,012,345", "1,234,567,890,123,456", ",123"]),
+        st.sampled_from(["1.234,50", "1,234.5,6", "12,345.678,901", "1.2,3", "1,234."]),
+    ),
+    st.sampled_from([".", ","]),
+)
+@settings(max_examples=400, deadline=None)
+def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep: str) -> None:
+    found, expected = _number(text, sep), _number_the_long_way(text, sep)
+    assert found == expected
+    assert type(found) is type(expected)
+
+
+def _unsafe_segment_the_long_way(value: str) -> str | None:
+    """``unsafe_segment`` before its ASCII shortcut."""
+    if not value:
+        return "is empty"
+    if value in (".", ".."):
+        return f"is {value!r}, which a URL path resolves as a relative step"
+    if value != value.strip():
+        return "has leading or trailing whitespace"
+    for char in value:
+        if char in "/\\?#%":
+            return f"contains {char!r}, which a URL path segment can't carry safely"
+        if unicodedata.category(char) == "Cc":
+            return f"contains the control character U+{ord(char):04X}"
+    return None
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-_. /\\?#%\x00\x1f\x7f\x85é\u2028"), max_size=8))
+@settings(max_examples=500, deadline=None)
+def test_a_url_segment_is_judged_as_before(value: str) -> None:
+    assert unsafe_segment(value) == _unsafe_segment_the_long_way(value)
+
+
+# --------------------------------------------------------------------------------------
+# The mappers, whole
+# --------------------------------------------------------------------------------------
+
+BENCH_DOCUMENTS_SHA256 = "810bb9745aa55233e98490feb8edd6cb0921ef2485e63e5a9e89ecb0ea689e46"
+"""The first 3,000 benchmark products mapped for both targets (key, canonical payload and
+hash of each document), digested, by the code before the fast paths (commit 6043dca)."""
+
+
+def test_the_benchmark_documents_are_byte_for_byte_those_of_before() -> None:
+    mappers = [build_mapper(target, "id") for target in _bench_config().targets]
+    digest = hashlib.sha256()
+    for record in catalog.products(3000):
+        for mapper in mappers:
+            document = mapper.map(record)
+            digest.update(document.key.encode() + b"\0" + document.canonical + b"\0")
+            digest.update(document.hash)
+    assert digest.hexdigest() == BENCH_DOCUMENTS_SHA256

@@ -139,7 +139,7 @@ def log_events(log: Path) -> list[dict[str, Any]]:
     return events
 
 
-def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 40.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -928,7 +928,7 @@ def test_three_replicas_share_six_targets_and_take_over_a_killed_ones_within_the
                 found.append(set(shared[-1]["mine"].split(",")) - {""})
             return found
 
-        mine = wait_until("every replica to run with all three live", shares, timeout=20)
+        mine = wait_until("every replica to run with all three live", shares, timeout=60)
         wait_until(
             "every target to hold the catalog",
             lambda: all(set(_names(fake)) == keys for fake in fakes.values()),

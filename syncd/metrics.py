@@ -372,7 +372,7 @@ class SyncdMetrics:
         running = False
         for target in targets:
             try:
-                runs = store.recent_runs(target, limit=_RUNS_READ)
+                runs = store.recent_runs(target, limit=_RUNS_READ, feed=False)
                 if self.observe_runs(target, runs, now=now):
                     running = running or store.lease_holder(target, now) is not None
                 self.observe_state(

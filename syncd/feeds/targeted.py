@@ -140,7 +140,7 @@ class DeleteWindow:
 
     def seed(self, store: StateStore, targets: Sequence[str], now: float) -> None:
         for target in targets:
-            for run in store.recent_runs(target, limit=200):
+            for run in store.recent_runs(target, limit=200, feed=True):
                 if (
                     run.mode == "feed"
                     and run.deleted

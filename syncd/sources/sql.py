@@ -389,10 +389,14 @@ def _integer_text(key: str) -> bool:
 
 def _trimmed(conn: Connection, text: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """``text`` with what the full read strips around a key trimmed: whitespace and a
-    BOM (PostgreSQL ``btrim``, SQLite ``trim`` with those characters); MySQL/MariaDB's
-    ``TRIM`` takes one string, not a set: spaces only there."""
+    BOM (PostgreSQL ``btrim``, SQLite ``trim`` with those characters; MySQL/MariaDB,
+    whose ``TRIM`` takes one string, not a set: ``REGEXP_REPLACE``); elsewhere ``TRIM``
+    (spaces)."""
     if conn.dialect.name == "postgresql":
         return sa.func.btrim(text, sa.literal(_TRIMMED, sa.String))
     if conn.dialect.name == "sqlite":
         return sa.func.trim(text, sa.literal(_TRIMMED, sa.String))
+    if conn.dialect.name in ("mysql", "mariadb"):
+        pattern = f"^[{_TRIMMED}]+|[{_TRIMMED}]+$"
+        return sa.func.regexp_replace(text, sa.literal(pattern, sa.String), "")
     return sa.func.trim(text)

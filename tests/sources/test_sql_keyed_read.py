@@ -20,7 +20,7 @@ def _table(url: str, key_type: str, keys: list[Any]) -> None:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS items"))
-        conn.execute(sa.text(f"CREATE TABLE items (id {key_type} PRIMARY KEY, title text)"))
+        conn.execute(sa.text(f"CREATE TABLE items (id {key_type} PRIMARY KEY, title varchar(40))"))
         for key in keys:
             conn.execute(
                 sa.text("INSERT INTO items VALUES (:id, :title)"), {"id": key, "title": f"t{key}"}
@@ -36,9 +36,13 @@ def _full_read_keys(source: SqlSource) -> set[str]:
     return {key_text(record["id"]) for record in source.read()}
 
 
-def test_an_integer_key_is_compared_as_an_integer(pg_url: str) -> None:
-    _table(pg_url, "bigint", [1, 7, 42, -3, 2**62])
-    source = _source(pg_url)
+@pytest.mark.parametrize("url_fixture", ["pg_url", "mariadb_url"])
+def test_an_integer_key_is_compared_as_an_integer(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    url = str(request.getfixturevalue(url_fixture))
+    _table(url, "bigint", [1, 7, 42, -3, 2**62])
+    source = _source(url)
     read = source.read_keys(["7", " 42 ", "-3", str(2**62), "007", "7.0", "abc", "99", "1e3"])
     assert source._integer_key is True
     assert sorted(row["id"] for row in read.rows) == [-3, 7, 42, 2**62]  # type: ignore[index]
@@ -64,7 +68,7 @@ def test_the_feed_finds_integer_keys_as_the_full_read_names_them_and_only_those(
     assert not read.unreachable
 
 
-@pytest.mark.parametrize("url_fixture", ["sqlite_url", "pg_url"])
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "pg_url", "mariadb_url"])
 def test_a_text_key_is_found_as_the_full_read_normalises_it(
     url_fixture: str, request: pytest.FixtureRequest
 ) -> None:

@@ -120,6 +120,11 @@ def test_a_change_reaches_both_targets_via_the_feed_and_the_reconcile_repairs_on
             assert _metric(port, "syncd_feed_latency_seconds_count", target="uf", feed="shop") == 3
             assert _metric(port, "syncd_feed_gone_events_total", feed="shop") == 1
             assert _metric(port, "syncd_feed_connected", feed="shop") == 1
+            # the targeted syncs are counted apart from the scheduled runs
+            assert _metric(port, "syncd_feed_runs_total", target="uf", outcome="ok") >= 1
+            assert _metric(port, "syncd_runs_total", target="uf", outcome="ok") == 1
+            assert _metric(port, "syncd_feed_products_total", target="uf", operation="deleted") == 1
+            assert _metric(port, "syncd_feed_products_total", target="vb", operation="created") == 1
 
             # the nightly reconcile: nothing to repair
             night = daemon.run_once(full=False, reason="", trigger="test")

@@ -267,6 +267,8 @@ def run(args: Any) -> tuple[int, list[Row]]:
             tell, close = _driver(args.feed, port, queue_name)
             changes = _drive(db.dbname, args, tell)
             close()
+            if args.feed != "webhook":
+                time.sleep(1.0)  # the last notifications or messages reach the feed first
             assert daemon.feeds is not None and daemon.feeds.wait_idle(300), "feeds not idle"
             cpu = time.process_time() - cpu0
             night = daemon.run_once(full=False, reason="", trigger="bench")

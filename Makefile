@@ -49,7 +49,7 @@ check: lint types contracts test
 
 bench: $(STAMP) services
 	$(BIN)/python -m bench --n $${BENCH_N:-100000}
-	$(BIN)/python -m bench.feeds --rate 100 --seconds 30 --userflux-rate-limit 0
+	$(BIN)/python -m bench.feeds --feed all --rate 100 --seconds 10 --userflux-rate-limit 0
 
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench.memory --n $${BENCH_N:-100000}

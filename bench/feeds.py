@@ -10,8 +10,11 @@ The latency of a change is measured from that commit time to the moment its targ
 acknowledged the targeted sync that carried it. Then a nightly reconcile runs and must
 find nothing to repair. CPU time is this whole process's (the fakes and the load included).
 
-Feeds are pluggable (``DRIVERS``): a driver is told of each committed change; a feed that
-watches the database itself (LISTEN/NOTIFY) needs a driver that does nothing.
+``--feed``: ``webhook`` (one POST per change), ``postgres`` (LISTEN/NOTIFY: the trigger of
+``syncd feed-trigger`` installed on the table, its notification carries the commit time;
+the driver does nothing), ``rabbitmq`` (one persistent message per change, published to a
+fresh queue on the local broker with the commit time in the body), or ``all`` (each in
+turn, then a summary beside the goal).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import queue
 import random
 import statistics
 import sys
@@ -81,10 +85,72 @@ def webhook_driver(port: int) -> tuple[Driver, Callable[[], None]]:
     return tell, lambda: pool.shutdown(wait=True)
 
 
-DRIVERS = {"webhook": webhook_driver}
+def postgres_driver(_port: int) -> tuple[Driver, Callable[[], None]]:
+    """Nothing to do: the trigger notifies syncd of each commit."""
+    return lambda _key, _committed: None, lambda: None
 
 
-def _config(db_url: str, workdir: Path, uf: str, vb: str, block: str, args: Any) -> Any:
+RABBIT_URL = "amqp://127.0.0.1:5672/%2F"
+
+
+def rabbitmq_driver(_port: int, queue_name: str) -> tuple[Driver, Callable[[], None]]:
+    """One persistent message per change, published from one thread (pika's connection is
+    not thread-safe) to the default exchange, routed to the feed's queue."""
+    import pika
+
+    outbox: queue.Queue[tuple[str, float] | None] = queue.Queue()
+    connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    channel = connection.channel()
+    channel.queue_declare(queue_name, durable=True)
+    persistent = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+
+    def publish() -> None:
+        while (item := outbox.get()) is not None:
+            key, committed = item
+            body = json.dumps({"key": key, "at": committed}).encode()
+            channel.basic_publish("", queue_name, body, properties=persistent)
+        connection.close()
+
+    thread = threading.Thread(target=publish, name="bench-publish", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        outbox.put(None)
+        thread.join(30)
+
+    return lambda key, committed: outbox.put((key, committed)), close
+
+
+DRIVERS = ("webhook", "postgres", "rabbitmq")
+
+
+def _driver(feed: str, port: int, queue_name: str) -> tuple[Driver, Callable[[], None]]:
+    if feed == "webhook":
+        return webhook_driver(port)
+    if feed == "postgres":
+        return postgres_driver(port)
+    return rabbitmq_driver(port, queue_name)
+
+
+def _feed_table(feed: str, queue_name: str) -> dict[str, Any]:
+    """The ``[[feeds]]`` table of the feed under test."""
+    if feed == "webhook":
+        return {"kind": "webhook", "name": "bench", "token_env": "BENCH_FEED_TOKEN"}
+    if feed == "postgres":
+        return {"kind": "postgres", "name": "bench"}
+    return {
+        "kind": "rabbitmq",
+        "name": "bench",
+        "url": RABBIT_URL,
+        "queue": queue_name,
+        "declare": True,
+        "changed_at_path": "at",
+    }
+
+
+def _config(
+    db_url: str, workdir: Path, uf: str, vb: str, block: str, args: Any, queue_name: str
+) -> Any:
     mapping_uf = {
         "properties": {
             "name": "title",
@@ -124,7 +190,7 @@ def _config(db_url: str, workdir: Path, uf: str, vb: str, block: str, args: Any)
         "targets": targets,
         "schedule": {"cron": "0 3 1 1 *", "catch_up": False, "refresh_period": ""},
         "health": {"host": "127.0.0.1", "port": 0},
-        "feeds": [{"kind": args.feed, "name": "bench", "token_env": "BENCH_FEED_TOKEN"}],
+        "feeds": [_feed_table(args.feed, queue_name)],
     }
     return parse_config(raw, environ=ENV)
 
@@ -145,8 +211,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run(args: Any) -> int:
+Row = tuple[str, str, int, float, float, str]
+"""One line of the summary: feed, target, acknowledgements, p50, p99, verdict."""
+
+
+def run(args: Any) -> tuple[int, list[Row]]:
+    """One feed's measure: its exit code and its summary rows."""
     workdir = Path(args.workdir)
+    queue_name = f"syncd-bench-{int(time.time())}"
+    rows: list[Row] = []
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "feeds-state.db").unlink(missing_ok=True)
     latencies: dict[str, list[float]] = {"userflux": [], "vambe": []}
@@ -159,7 +232,11 @@ def run(args: Any) -> int:
         block = vambe.add_block()
         with psycopg.connect(f"{SERVER} dbname={db.dbname}") as conn:
             _load(conn, args.n)
-        config = _config(db.url, workdir, userflux.url, vambe.url, block, args)
+        if args.feed == "postgres":
+            from syncd.feeds.postgres import install_trigger
+
+            install_trigger(db.url, "products", "id")
+        config = _config(db.url, workdir, userflux.url, vambe.url, block, args, queue_name)
         # the first sync fills the targets at full speed (not measured)
         unlimited = config.model_copy(
             update={
@@ -182,14 +259,23 @@ def run(args: Any) -> int:
         try:
             userflux.latency = vambe.latency = args.latency
             port = int((daemon.health_url or "").rsplit(":", 1)[1])
-            tell, close = DRIVERS[args.feed](port)
+            if args.feed != "webhook":  # the listener or consumer is up before the load
+                deadline = time.monotonic() + 30
+                while not all(s.connected for s in daemon.feeds.statuses()):  # type: ignore[union-attr]
+                    assert time.monotonic() < deadline, "the feed did not connect"
+                    time.sleep(0.05)
+            tell, close = _driver(args.feed, port, queue_name)
             changes = _drive(db.dbname, args, tell)
             close()
+            if args.feed != "webhook":
+                time.sleep(1.0)  # the last notifications or messages reach the feed first
             assert daemon.feeds is not None and daemon.feeds.wait_idle(300), "feeds not idle"
             cpu = time.process_time() - cpu0
             night = daemon.run_once(full=False, reason="", trigger="bench")
         finally:
             daemon.shutdown()
+            if args.feed == "rabbitmq":
+                _delete_queue(queue_name)
     print(
         f"change feed '{args.feed}': {sum(changes.values())} changes in {args.seconds:g} s "
         f"({', '.join(f'{k} {v}' for k, v in changes.items())}) at {args.rate:g}/s, "
@@ -205,6 +291,7 @@ def run(args: Any) -> int:
     for target, values in latencies.items():
         if not values:
             print(f"{target:<10} {'0':>6}")
+            rows.append((args.feed, target, 0, float("nan"), float("nan"), "no acks"))
             ok = False
             continue
         p50, p99 = statistics.median(values), _percentile(values, 0.99)
@@ -219,17 +306,40 @@ def run(args: Any) -> int:
             else ""
         )
         print(f"{target:<10} {len(values):>6} {p50:>7.3f} {p99:>7.3f} {max(values):>7.3f}{note}")
+        verdict = "rate-limited" if capped else ("met" if p50 < 2 and p99 < 5 else "MISSED")
+        rows.append((args.feed, target, len(values), p50, p99, verdict))
     print(f"CPU time of the process (daemon, fakes and load together): {cpu:.1f} s")
     if night is None:
         print("nightly reconcile: did not run")
-        return 1
+        return 1, rows
     repaired = {t.target: t.created + t.updated + t.deleted for t in night.targets}
     print(
         "nightly reconcile after the burst: repaired "
         + ", ".join(f"{t} {n}" for t, n in repaired.items())
         + (" (nothing to repair)" if not any(repaired.values()) else " (the feed missed these)")
     )
-    return 0 if ok and not any(repaired.values()) and night.ok else 1
+    rows = [(*row[:5], f"{row[5]}, repaired {repaired.get(row[1], 0)}") for row in rows]
+    return (0 if ok and not any(repaired.values()) and night.ok else 1), rows
+
+
+def _delete_queue(name: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+    try:
+        connection.channel().queue_delete(name)
+    finally:
+        connection.close()
+
+
+def _summary(rows: list[Row]) -> None:
+    print()
+    print(
+        f"{'feed':<9} {'target':<9} {'acks':>6} {'p50 s':>7} {'p99 s':>7}"
+        "  goal p50 < 2 s, p99 < 5 s"
+    )
+    for feed, target, acks, p50, p99, verdict in rows:
+        print(f"{feed:<9} {target:<9} {acks:>6} {p50:>7.3f} {p99:>7.3f}  {verdict}")
 
 
 def _drive(dbname: str, args: Any, tell: Driver) -> dict[str, int]:
@@ -276,7 +386,7 @@ def _drive(dbname: str, args: Any, tell: Driver) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.feeds", description=__doc__)
-    parser.add_argument("--feed", choices=sorted(DRIVERS), default="webhook")
+    parser.add_argument("--feed", choices=[*DRIVERS, "all"], default="webhook")
     parser.add_argument("--rate", type=float, default=100.0, help="changes per second")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--n", type=int, default=10_000, help="products in the source")
@@ -290,7 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "syncd-bench"))
     configure_logging("warning")
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    feeds = DRIVERS if args.feed == "all" else (args.feed,)
+    code, rows = 0, list[Row]()
+    for feed in feeds:
+        one_code, one_rows = run(argparse.Namespace(**{**vars(args), "feed": feed}))
+        code, rows = max(code, one_code), rows + one_rows
+        if len(feeds) > 1:
+            print()
+    _summary(rows)
+    return code
 
 
 if __name__ == "__main__":

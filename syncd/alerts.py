@@ -63,7 +63,7 @@ def alert_state(outcome: str, rejected: int) -> str | None:
 def recorded_state(store: StateStore, target: str, before: int | None = None) -> str | None:
     """The state of the target's last telling run in state (older than run ``before``);
     None when no run tells. A resend (a few named keys) is not a telling run."""
-    for run in store.recent_runs(target, limit=_HISTORY_DEPTH):
+    for run in store.recent_runs(target, limit=_HISTORY_DEPTH, feed=False):
         if before is not None and run.id >= before:
             continue
         if not tells(run.outcome, run.mode, run.mode_reason):

@@ -414,7 +414,7 @@ def status(obj: _Context, as_json: bool) -> None:
     try:
         rows: list[dict[str, Any]] = []
         for target in config.targets:
-            run = _last_real_run(store.recent_runs(target.name, limit=_STATUS_RUNS))
+            run = _last_real_run(store.recent_runs(target.name, limit=_STATUS_RUNS, feed=False))
             rejected = len(store.open_rejections(target.name))
             holder = store.lease_holder(target.name)  # on the database's clock
             problems = target_problems(run, rejected, holder)

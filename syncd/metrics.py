@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -206,6 +206,20 @@ class SyncdMetrics:
             ["feed"],
             registry=registry,
         )
+        self.feed_runs = Counter(
+            "syncd_feed_runs",
+            "A change feed's targeted syncs by target and outcome (not in syncd_runs_total, "
+            "which counts the scheduled and CLI runs).",
+            ["target", "outcome"],
+            registry=registry,
+        )
+        self.feed_products = Counter(
+            "syncd_feed_products",
+            "Products a change feed's targeted syncs created, updated, deleted, rejected, "
+            "failed or held, by target (not in syncd_products_total).",
+            ["target", "operation"],
+            registry=registry,
+        )
         self.repaired = Gauge(
             "syncd_feed_repaired_products",
             "Products the target's last scheduled run had to create, update or delete while "
@@ -230,6 +244,12 @@ class SyncdMetrics:
     def feed_acknowledged(self, target: str, feed: str, latency_s: float) -> None:
         """A feed's event reached ``target`` ``latency_s`` after the change."""
         self.feed_latency.labels(target, feed).observe(latency_s)
+
+    def feed_run(self, target: str, outcome: str, counts: Mapping[str, int]) -> None:
+        """One targeted sync of ``target`` ended ``outcome``, ``counts`` by operation."""
+        self.feed_runs.labels(target, outcome).inc()
+        for operation, count in counts.items():
+            self.feed_products.labels(target, operation).inc(count)
 
     def feed_gone(self, feed: str, events: int) -> None:
         """``events`` of ``feed`` named keys the source no longer has."""
@@ -381,7 +401,7 @@ class SyncdMetrics:
         running = False
         for target in targets:
             try:
-                runs = store.recent_runs(target, limit=_RUNS_READ)
+                runs = store.recent_runs(target, limit=_RUNS_READ, feed=False)
                 if self.observe_runs(target, runs, now=now):
                     running = running or store.lease_holder(target, now) is not None
                 self.observe_state(

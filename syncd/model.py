@@ -79,6 +79,8 @@ def payload_hash(canonical: bytes) -> bytes:
     return hashlib.blake2b(canonical, digest_size=16).digest()
 
 
+FEED_MODE = "feed"
+"""The ``mode`` a change feed's targeted sync is recorded with in ``runs``."""
 UNACKNOWLEDGED = b""
 """The hash of a state row whose last write was sent but not acknowledged: it matches no
 payload, so the product is re-sent (in full) until the target answers 2xx for it."""

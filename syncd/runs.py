@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from syncd import model
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
@@ -104,7 +106,7 @@ class RunReport:
 
 RESEND_MODE = "resend"
 """The ``mode`` a ``syncd resend`` run is recorded with."""
-FEED_MODE = "feed"
+FEED_MODE = model.FEED_MODE
 """The ``mode`` a change feed's targeted sync is recorded with."""
 TELLING_OUTCOMES = ("ok", "partial", "blocked", "failed")
 """Outcomes that say how the target is (``locked``, ``running``, ``interrupted`` and

@@ -101,10 +101,10 @@ def collect_status(
     """Read what the page shows from ``store``; ``query`` narrows rejections by key;
     ``progress`` is the daemon's own count of the run it is doing."""
     now = time.time() if now is None else now
-    runs = store.recent_runs(limit=max(MAX_RUNS, 50))
+    runs = store.recent_runs(limit=max(MAX_RUNS, 50), feed=False)  # feeds: their own table
     targets = []
     for target in config.targets:
-        own = store.recent_runs(target.name, limit=50)
+        own = store.recent_runs(target.name, limit=50, feed=False)
         done = [r for r in own if r.outcome != "running"]
         # a feed's targeted syncs of a few keys don't hide the last scheduled run
         finished = next((r for r in done if not names_keys(r.mode, r.mode_reason)), None)

@@ -18,6 +18,7 @@ from syncd.config import parse_config
 from syncd.daemon import Daemon
 from syncd.sandbox import FakeUserflux, FakeVambe
 from syncd.state import open_store
+from syncd.state.schema import runs as runs_table
 from tests.support import (
     ENV,
     KEY,
@@ -119,6 +120,11 @@ def test_a_change_reaches_both_targets_via_the_feed_and_the_reconcile_repairs_on
             assert _metric(port, "syncd_feed_latency_seconds_count", target="uf", feed="shop") == 3
             assert _metric(port, "syncd_feed_gone_events_total", feed="shop") == 1
             assert _metric(port, "syncd_feed_connected", feed="shop") == 1
+            # the targeted syncs are counted apart from the scheduled runs
+            assert _metric(port, "syncd_feed_runs_total", target="uf", outcome="ok") >= 1
+            assert _metric(port, "syncd_runs_total", target="uf", outcome="ok") == 1
+            assert _metric(port, "syncd_feed_products_total", target="uf", operation="deleted") == 1
+            assert _metric(port, "syncd_feed_products_total", target="vb", operation="created") == 1
 
             # the nightly reconcile: nothing to repair
             night = daemon.run_once(full=False, reason="", trigger="test")
@@ -279,3 +285,51 @@ def _toml_value(value: Any) -> str:
 def _toml(raw: dict[str, Any]) -> str:
     """A config as TOML (every table inline)."""
     return "".join(f"{key} = {_toml_value(value)}\n" for key, value in raw.items())
+
+
+def test_a_busy_feed_hides_no_scheduled_run_from_pruning_metrics_alerts_or_status(
+    tmp_path: Path,
+) -> None:
+    from syncd.alerts import recorded_state
+    from syncd.metrics import SyncdMetrics
+    from syncd.model import RunRecord
+    from syncd.statuspage import collect_status
+    from tests.test_metrics import samples, value
+
+    raw = {
+        "source": {"kind": "sql", "url": "sqlite:///x.db", "table": "t", "key": "sku"},
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        "targets": [userflux_target("http://127.0.0.1:9")],
+        "schedule": {"cron": "0 3 * * *"},
+    }
+    config = parse_config(raw, environ=ENV)
+    store = open_store(config.state.url)
+    try:
+        run_id = store.start_run("uf", mode="incremental", mode_reason="", holder="h")
+        store.finish_run(
+            RunRecord(run_id, "uf", 1e9, 1e9 + 1, "incremental", "", "failed", error="boom")
+        )
+        feed_run = {
+            "target": "uf", "started_at": 1e9 + 2, "finished_at": 1e9 + 3, "mode": "feed",
+            "mode_reason": "feed: 1 changed products", "outcome": "ok", "created": 0,
+            "updated": 1, "deleted": 0, "unchanged": 0, "rejected": 0, "failed": 0, "held": 0,
+            "requests": 1, "retries": 0, "source_complete": True, "holder": "h",
+        }  # fmt: skip
+        with store.engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.execute(runs_table.insert(), [feed_run] * 6000)
+
+        assert store.prune_runs("uf", before=0, keep=100) == 5900
+        assert [r.mode for r in store.recent_runs("uf", limit=500, feed=False)] == ["incremental"]
+
+        metrics = SyncdMetrics(["uf"])
+        metrics.refresh_from_state(store, ["uf"])
+        found = samples(metrics)
+        assert value(found, "syncd_last_run_outcome", target="uf", outcome="failed") == 1
+        assert recorded_state(store, "uf") == "failed"
+
+        snapshot = collect_status(config, store, now=1e9 + 10)
+        [target] = snapshot.targets
+        assert target.last is not None and target.last.mode == "incremental"
+        assert [r.mode for r in snapshot.runs] == ["incremental"]
+    finally:
+        store.close()

@@ -200,7 +200,9 @@ def syncer(monkeypatch, tmp_path) -> Iterator[tuple[FeedSyncer, list[list[str]]]
     monkeypatch.setattr(syncer_module, "sync_keys", fake_sync)
 
     class Store:
-        def recent_runs(self, target: str, limit: int = 20) -> list[Any]:
+        def recent_runs(
+            self, target: str, limit: int = 20, *, feed: bool | None = None
+        ) -> list[Any]:
             return []
 
     made = FeedSyncer(config, Store())  # type: ignore[arg-type]

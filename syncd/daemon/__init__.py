@@ -136,10 +136,10 @@ def find_missed_run(store: StateStore, config: SyncdConfig, now: datetime) -> Mi
     for target in config.targets:
         if not target.enabled:
             continue
-        recent = store.recent_runs(target.name, limit=50)
+        recent = store.recent_runs(target.name, limit=50, feed=False)  # past a busy feed
         if len(recent) == 50 and all(names_keys(r.mode, r.mode_reason) for r in recent):
-            # a busy change feed's targeted syncs: look further back for the scheduled runs
-            recent = store.recent_runs(target.name, limit=_KEYED_RUNS_READ)
+            # many resends of a few keys: look further back for the scheduled runs
+            recent = store.recent_runs(target.name, limit=_KEYED_RUNS_READ, feed=False)
         runs = [
             run
             for run in recent

@@ -173,6 +173,7 @@ class PostgresFeed:
                         reconnect=failures > 0,
                     )
                     failures = 0
+                    self._check_trigger(conn)
                     self._listen(conn, sink, stop)
                 except psycopg.Error as exc:
                     failures += 1
@@ -180,6 +181,19 @@ class PostgresFeed:
                     stop.wait(self._policy.delay(failures))
         self._tracker.disconnected(None, may_have_missed=True)
         log.info("syncd.feed.stopped", feed=self.name, kind=self.kind)
+
+    def _check_trigger(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Warn (log and status) when the database has no trigger of ``syncd feed-trigger``
+        for the channel: nothing would ever be notified (a hand-written one may still)."""
+        name = trigger_name(self.config.channel)
+        row = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = %s", (name,)).fetchone()
+        if row is not None and row[0] == 0:
+            problem = (
+                f"no trigger {name} in this database: install it with syncd feed-trigger "
+                f"--channel {self.config.channel} --install (a hand-written trigger works too)"
+            )
+            self._tracker.note(problem)
+            log.warning("syncd.feed.no_trigger", feed=self.name, kind=self.kind, problem=problem)
 
     def _lost(self, exc: psycopg.Error, failures: int) -> None:
         error = error_text(exc)

@@ -60,6 +60,7 @@ class FeedRunner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cleared: dict[str, float] = {}
+        self._reconcile_started_at = 0.0
         """Per feed, the ``missed_since`` a scheduled run has repaired since."""
         self.repaired: dict[str, int] = {}
         """Per target, what its last scheduled run repaired (created, updated, deleted)."""
@@ -212,6 +213,7 @@ class FeedRunner:
     def reconcile_started(self) -> dict[str, float]:
         """Before a scheduled run: the ``missed_since`` of each connected feed, which the
         run repairs if it ends ``ok``."""
+        self._reconcile_started_at = time.time()
         return {
             s.name: s.missed_since
             for s in (feed.status() for feed in self.feeds)
@@ -238,3 +240,8 @@ class FeedRunner:
             )
         if report.targets and all(t.ok for t in report.targets):
             self._cleared.update(missed)
+            for feed in self.feeds:
+                # the feed forgets the miss it repaired, so a later one is reported again
+                reconciled = getattr(feed, "reconciled", None)
+                if callable(reconciled) and feed.name in missed:
+                    reconciled(self._reconcile_started_at)

@@ -39,12 +39,17 @@ class FeedObserver(Protocol):
 
     def feed_gone(self, feed: str, events: int) -> None: ...
 
+    def feed_run(self, target: str, outcome: str, counts: Mapping[str, int]) -> None: ...
+
 
 class _NoObserver:
     def feed_acknowledged(self, target: str, feed: str, latency_s: float) -> None:
         pass
 
     def feed_gone(self, feed: str, events: int) -> None:
+        pass
+
+    def feed_run(self, target: str, outcome: str, counts: Mapping[str, int]) -> None:
         pass
 
 
@@ -296,6 +301,17 @@ class FeedSyncer:
                     self._observer.feed_acknowledged(target, event.feed, max(0.0, acked_at - since))
         for feed, count in gone.items():
             self._observer.feed_gone(feed, count)
+        for run in outcome.report.targets if outcome.report else ():
+            if run.outcome != "locked":
+                counts = {
+                    "created": run.created,
+                    "updated": run.updated,
+                    "deleted": run.deleted,
+                    "rejected": run.rejected,
+                    "failed": run.failed,
+                    "held": run.held,
+                }
+                self._observer.feed_run(run.target, run.outcome, counts)
 
     @staticmethod
     def _settle(batch: Mapping[str, _Waiting], settled: set[str]) -> None:

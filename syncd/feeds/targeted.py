@@ -23,7 +23,7 @@ import httpx
 import structlog
 
 from syncd.config import SyncdConfig
-from syncd.errors import SourceError
+from syncd.errors import RecordError, SourceError
 from syncd.executor import Events, NoEvents
 from syncd.logs import scrub
 from syncd.model import SourceItem
@@ -33,6 +33,7 @@ from syncd.runs import FeedRun, RunOptions, RunReport
 from syncd.sources import Source, open_source, read_catalog
 from syncd.sources.base import KeyedRead
 from syncd.state.base import StateStore
+from syncd.values import key_text
 
 log = structlog.get_logger("syncd.feeds")
 
@@ -104,7 +105,7 @@ def read_targeted(
     config: SyncdConfig, keys: Sequence[str], source: Source | None = None
 ) -> TargetedRead:
     """Read ``keys`` from the configured source (``source``: an adapter already open)."""
-    wanted = list(dict.fromkeys(str(key).strip() for key in keys))
+    wanted = list(dict.fromkeys(_key(key) for key in keys))
     source = source or open_source(config.source, config.http)
     read_keys = getattr(source, "read_keys", None)
     if read_keys is None:
@@ -122,11 +123,22 @@ def read_targeted(
         if isinstance(item, dict):
             value = item.get(key_field)
             if value is not None:
-                found.add(str(value).strip())
+                found.add(_key(value))
     found &= set(wanted)
     unreachable = keyed.unreachable & set(wanted)
     gone = frozenset(set(wanted) - found - unreachable)
     return TargetedRead(keyed.rows, frozenset(found), gone, frozenset(unreachable))
+
+
+def _key(value: object) -> str:
+    """A key as the full read names it (``values.key_text``: numbers in their shortest
+    form, text NFC with whitespace and a BOM stripped), so a key the feed names and the
+    row the targeted read finds meet as in the nightly run; a key that rule refuses (an
+    invisible character) as its text, stripped."""
+    try:
+        return key_text(value)
+    except RecordError:
+        return str(value).strip()
 
 
 @dataclass
@@ -140,7 +152,7 @@ class DeleteWindow:
 
     def seed(self, store: StateStore, targets: Sequence[str], now: float) -> None:
         for target in targets:
-            for run in store.recent_runs(target, limit=200):
+            for run in store.recent_runs(target, limit=200, feed=True):
                 if (
                     run.mode == "feed"
                     and run.deleted

@@ -79,6 +79,11 @@ class FeedTracker:
             if error is not None:
                 state.error = error
 
+    def note(self, problem: str) -> None:
+        """A problem shown as the status ``error`` while connected (cleared on reconnect)."""
+        with self._lock:
+            self._state.error = problem
+
     def missed(self) -> None:
         """Changes were received but not pushed, and can't be redelivered."""
         now = self._clock()

@@ -90,6 +90,15 @@ class WebhookFeed:
                 missed_since=self._missed_since,
             )
 
+    def reconciled(self, started_at: float) -> bool:
+        """A scheduled reconcile that started at ``started_at`` completed: a miss before
+        it is repaired and forgotten, so a later one is reported again."""
+        with self._lock:
+            if self._missed_since is None or self._missed_since > started_at:
+                return False
+            self._missed_since = None
+            return True
+
     # -- one request --------------------------------------------------------------------
     def handle(
         self,

@@ -23,6 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,14 @@ from syncd.sources.sql_fingerprints import DIALECTS, SqlFingerprintReader
 
 CONFIRM_BATCH = 500
 """Keys looked up per statement by ``SqlSource.confirm_absent``."""
+_PG_INTEGER_OIDS = frozenset({20, 21, 23})
+"""PostgreSQL ``bigint``, ``smallint``, ``integer``."""
+_MYSQL_INTEGER_CODES = frozenset({1, 2, 3, 8, 9})
+"""MySQL/MariaDB ``TINYINT``, ``SMALLINT``, ``INT``, ``BIGINT``, ``MEDIUMINT``."""
+_INTEGER_KEY = re.compile(r"-?[0-9]+")
+_INT64 = 2**63
+_TRIMMED = "".join(c for c in map(chr, range(0x3001)) if c.isspace()) + "\ufeff"
+"""What the full read strips around a text key (``values.key_text``): whitespace, a BOM."""
 _PG_QUERY_CANCELED = "57014"
 _MYSQL_TIMEOUT_CODES = frozenset({1969, 3024})
 """MariaDB ``max_statement_time`` exceeded; MySQL ``max_execution_time`` exceeded."""
@@ -90,6 +100,9 @@ class SqlSource:
         self._key_types: set[type] = set()
         """The types of the key values the last read saw (``confirm_absent`` needs them
         to be text or integers, which compare exactly as text in every database)."""
+        self._integer_key: bool | None = None
+        """Whether the query's key column is an integer column (looked up once, from the
+        result's column types): keys are then compared as integers, so its index serves."""
 
     # ----------------------------------------------------------------------------------
     # The URL, with its secrets
@@ -142,7 +155,7 @@ class SqlSource:
 
     def confirm_absent(self, keys: Sequence[str]) -> set[str] | None:
         """The keys the configured query (or table) no longer returns, looked up in
-        batches (``SELECT * FROM (<query>) q WHERE CAST(q.<key> AS text) IN (...)``) in
+        batches (``SELECT * FROM (<query>) q WHERE q.<key> IN (...)``, see ``_rows_of``) in
         a read-only transaction that is rolled back. ``group_by`` and ``where`` are
         applied to the rows found, as in the read: a row left out by ``where`` is gone.
 
@@ -162,7 +175,7 @@ class SqlSource:
 
     def read_keys(self, keys: Sequence[str]) -> KeyedRead:
         """The rows of the configured query (or table) whose key is one of ``keys``
-        (``SELECT * FROM (<query>) q WHERE CAST(q.<key> AS text) IN (...)``, bound
+        (``SELECT * FROM (<query>) q WHERE q.<key> IN (...)``, see ``_rows_of``; bound
         parameters, ``CONFIRM_BATCH`` keys a statement) in one read-only transaction,
         REPEATABLE READ on PostgreSQL so every statement sees one snapshot; rolled back.
         ``SourceError`` when the database can't be read (then no key is known)."""
@@ -178,20 +191,49 @@ class SqlSource:
         return KeyedRead(tuple(rows))
 
     def _rows_of(self, conn: Connection, batch: list[str]) -> Iterator[Record]:
-        """The query's rows whose key (as text, trimmed) is one of ``batch``."""
+        """The query's rows whose key is one of ``batch``: compared as integers when the
+        key column is an integer one (``q.<key> IN (1, 2)``: its index serves; a key that
+        is not an integer's canonical text can't be one of its rows), else as text the
+        way the full read normalises a key (``values.key_text``): surrounding whitespace
+        and a BOM trimmed in SQL, each key looked up as written, stripped, and decomposed
+        (NFD), so a row stored decomposed is found by its composed (NFC) key. The caller
+        compares the keys of the rows found (a superset) with what it asked for."""
         key = self.config.key
         column: sa.ColumnClause[Any] = sa.literal_column(
             "q." + conn.dialect.identifier_preparer.quote(key)
         )
-        statement = (
-            sa.select(sa.text("*"))
-            .select_from(self._statement(conn).columns().subquery("q"))
-            .where(sa.func.trim(sa.cast(column, sa.String)).in_([k.strip() for k in batch]))
-        )
-        result = conn.execute(statement)
+        rows = self._statement(conn).columns().subquery("q")
+        if self._key_is_integer(conn, column, rows):
+            numbers = sorted({int(k.strip()) for k in batch if _integer_text(k.strip())})
+            if not numbers:
+                return
+            where = column.in_(sa.bindparam("keys", numbers, expanding=True, type_=sa.BigInteger))
+        else:
+            texts = {v for k in batch for v in (k, k.strip(), unicodedata.normalize("NFD", k))}
+            where = _trimmed(conn, sa.cast(column, sa.String)).in_(sorted(texts))
+        result = conn.execute(sa.select(sa.text("*")).select_from(rows).where(where))
         names = list(result.keys())
         for row in result:
             yield {name: plain_value(value) for name, value in zip(names, row, strict=True)}
+
+    def _key_is_integer(
+        self, conn: Connection, column: sa.ColumnClause[Any], rows: sa.Subquery
+    ) -> bool:
+        """Whether the key column is an integer column, by the type the database gives
+        the query's result (PostgreSQL, MySQL/MariaDB; no row is read); False elsewhere
+        (SQLite: its columns have no fixed type)."""
+        if self._integer_key is None:
+            dialect = conn.dialect.name
+            integer = False
+            if dialect in ("postgresql", "mysql", "mariadb"):
+                result = conn.execute(sa.select(column).select_from(rows).limit(0))
+                described = result.cursor.description if result.cursor is not None else None
+                result.close()
+                code = described[0][1] if described else None
+                kinds = _PG_INTEGER_OIDS if dialect == "postgresql" else _MYSQL_INTEGER_CODES
+                integer = code in kinds
+            self._integer_key = integer
+        return self._integer_key
 
     def _present(self, conn: Connection, batch: list[str]) -> set[str]:
         key = self.config.key
@@ -377,3 +419,28 @@ def _start_read_only(conn: Connection, timeout_s: float) -> None:
         conn.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
     elif dialect.name == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
+
+
+def _integer_text(key: str) -> bool:
+    """Whether ``key`` is how the full read writes an integer key (``7``, not ``007``,
+    ``+7`` or ``7.0``), within a 64-bit column's range."""
+    return (
+        _INTEGER_KEY.fullmatch(key) is not None
+        and str(int(key)) == key
+        and -_INT64 <= int(key) < _INT64
+    )
+
+
+def _trimmed(conn: Connection, text: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``text`` with what the full read strips around a key trimmed: whitespace and a
+    BOM (PostgreSQL ``btrim``, SQLite ``trim`` with those characters; MySQL/MariaDB,
+    whose ``TRIM`` takes one string, not a set: ``REGEXP_REPLACE``); elsewhere ``TRIM``
+    (spaces)."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.btrim(text, sa.literal(_TRIMMED, sa.String))
+    if conn.dialect.name == "sqlite":
+        return sa.func.trim(text, sa.literal(_TRIMMED, sa.String))
+    if conn.dialect.name in ("mysql", "mariadb"):
+        pattern = f"^[{_TRIMMED}]+|[{_TRIMMED}]+$"
+        return sa.func.regexp_replace(text, sa.literal(pattern, sa.String), "")
+    return sa.func.trim(text)

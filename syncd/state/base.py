@@ -172,12 +172,20 @@ class StateStore(Protocol):
         """Mark the target's runs still 'running' as 'interrupted'; call while holding the lease."""
         ...
 
-    def recent_runs(self, target: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+    def recent_runs(
+        self, target: str | None = None, limit: int = 20, *, feed: bool | None = None
+    ) -> list[RunRecord]:
+        """The newest runs first (of ``target``, or of all). ``feed``: None every run; False
+        leaves a change feed's targeted syncs (mode ``feed``) out, for readers that want
+        the scheduled and CLI runs behind a busy feed; True only those."""
+        ...
 
     def prune_runs(self, target: str, *, before: float, keep: int) -> int:
         """Delete the target's finished runs that started before ``before`` (POSIX seconds;
-        0: no age limit) or are older than its ``keep`` newest (0: no count limit). The
-        target's latest run and runs still going are never deleted; returns how many went."""
+        0: no age limit) or are older than its ``keep`` newest (0: no count limit), counting
+        a change feed's targeted syncs and the other runs apart (a busy feed's runs never
+        push the scheduled ones out). The latest of each and runs still going are never
+        deleted; returns how many went."""
         ...
 
     def prune_stale_rejections(self, target: str, *, before: float) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from syncd.errors import StateSchemaError
 from syncd.logs import scrub, scrub_document
 from syncd.model import (
+    FEED_MODE,
     UNACKNOWLEDGED,
     Acked,
     RefreshSlice,
@@ -250,10 +251,14 @@ class SqlStateStore:
         with self.translated("mark runs interrupted"), self.engine.begin() as conn:
             return conn.execute(stmt).rowcount
 
-    def recent_runs(self, target: str | None = None, limit: int = 20) -> list[RunRecord]:
+    def recent_runs(
+        self, target: str | None = None, limit: int = 20, *, feed: bool | None = None
+    ) -> list[RunRecord]:
         query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
         if target is not None:
             query = query.where(runs.c.target == target)
+        if feed is not None:
+            query = query.where(_feed_runs(feed))
         with self.translated("read runs"), self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
@@ -269,22 +274,26 @@ class SqlStateStore:
 
     def prune_runs(self, target: str, *, before: float, keep: int) -> int:
         r = runs.c
-        newest = sa.select(r.id).where(r.target == target).order_by(r.id.desc())
+        pruned = 0
         with self.translated("prune runs"), self.engine.begin() as conn:
-            latest = conn.execute(newest.limit(1)).scalar_one_or_none()
-            if latest is None:
-                return 0
-            old = [r.started_at < before] if before > 0 else []
-            if keep > 0:  # the id of the newest run beyond the ``keep`` newest (index scan)
-                cutoff = conn.execute(newest.offset(keep).limit(1)).scalar_one_or_none()
-                if cutoff is not None:
-                    old.append(r.id <= cutoff)
-            if not old:
-                return 0
-            stmt = runs.delete().where(
-                r.target == target, r.id < latest, r.outcome != "running", sa.or_(*old)
-            )
-            return int(conn.execute(stmt).rowcount)
+            for feed in (True, False):  # a feed's targeted syncs and the other runs apart
+                kind = _feed_runs(feed)
+                newest = sa.select(r.id).where(r.target == target, kind).order_by(r.id.desc())
+                latest = conn.execute(newest.limit(1)).scalar_one_or_none()
+                if latest is None:
+                    continue
+                old = [r.started_at < before] if before > 0 else []
+                if keep > 0:  # the id of the newest run beyond the ``keep`` newest
+                    cutoff = conn.execute(newest.offset(keep).limit(1)).scalar_one_or_none()
+                    if cutoff is not None:
+                        old.append(r.id <= cutoff)
+                if not old:
+                    continue
+                stmt = runs.delete().where(
+                    r.target == target, kind, r.id < latest, r.outcome != "running", sa.or_(*old)
+                )
+                pruned += int(conn.execute(stmt).rowcount)
+        return pruned
 
     def prune_stale_rejections(self, target: str, *, before: float) -> int:
         r = rejections_table.c
@@ -507,3 +516,8 @@ if TYPE_CHECKING:
 
 
 __all__ = ["SqlStateStore", "current_revision", "database_now", "upgrade_database"]
+
+
+def _feed_runs(feed: bool) -> sa.ColumnElement[bool]:
+    """The runs of a change feed's targeted syncs (``feed``), or every other run."""
+    return runs.c.mode == FEED_MODE if feed else runs.c.mode != FEED_MODE

@@ -272,3 +272,19 @@ def test_status_is_readable_from_another_thread_while_running(db, pg_url, start_
     reader.start()
     reader.join()
     assert all(seen)
+
+
+def test_a_database_without_the_trigger_is_reported_in_the_status(pg_url, start_feed) -> None:
+    running = start_feed(PostgresFeed(_config(channel="syncd_nothing_here"), pg_url))
+    _listening(running)
+    wait_until(lambda: running.feed.status().error, what="the status to say so")
+    error = running.feed.status().error
+    assert "no trigger syncd_notify_syncd_nothing_here" in error
+    assert "feed-trigger" in error
+
+
+def test_a_database_with_the_trigger_reports_no_problem(db, pg_url, start_feed) -> None:
+    running = start_feed(PostgresFeed(_config(), pg_url))
+    _listening(running)
+    time.sleep(0.3)
+    assert running.feed.status().error is None

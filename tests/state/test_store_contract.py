@@ -246,6 +246,51 @@ def test_runs_are_started_finished_and_listed_newest_first(store) -> None:
     assert len(store.recent_runs(limit=1)) == 1
 
 
+def _bulk_runs(store, target: str, modes: list[str], started_at: float = 1e9) -> None:
+    """Finished ok runs of ``target``, one per mode, in this order (ids ascending)."""
+    row = dict(
+        target=target, finished_at=started_at + 1, mode_reason="", outcome="ok", created=0,
+        updated=1, deleted=0, unchanged=0, rejected=0, failed=0, held=0, requests=1,
+        retries=0, source_complete=True, holder="h1",
+    )  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(
+            runs.insert(),
+            [{**row, "mode": mode, "started_at": started_at + i} for i, mode in enumerate(modes)],
+        )
+
+
+def test_recent_runs_leaves_feed_runs_out_or_keeps_only_them(store) -> None:
+    _bulk_runs(store, "uf", ["incremental"] + ["feed"] * 3000 + ["resend"] + ["feed"] * 10)
+    assert [r.mode for r in store.recent_runs("uf", limit=5, feed=False)] == [
+        "resend",
+        "incremental",
+    ]
+    assert {r.mode for r in store.recent_runs("uf", limit=50, feed=True)} == {"feed"}
+    assert len(store.recent_runs("uf", limit=50, feed=True)) == 50
+    assert [r.mode for r in store.recent_runs("uf", limit=2)] == ["feed", "feed"]
+    assert [r.mode for r in store.recent_runs(limit=2, feed=False)] == ["resend", "incremental"]
+
+
+def test_pruning_keeps_the_feed_runs_and_the_other_runs_apart(store) -> None:
+    modes = (["full"] + ["incremental"] * 4 + ["feed"] * 1500) * 2 + ["feed"] * 20
+    _bulk_runs(store, "uf", modes)
+    _bulk_runs(store, "vb", ["feed"] * 10)
+    # keep 3 of each kind: the scheduled runs survive 3000+ feed runs after them
+    assert store.prune_runs("uf", before=0, keep=3) == len(modes) - 6
+    kept = store.recent_runs("uf", limit=100)
+    assert [r.mode for r in kept] == ["feed"] * 3 + ["incremental"] * 3
+    # by age: everything is old, the latest of each kind stays all the same
+    assert store.prune_runs("uf", before=3e9, keep=0) == 4
+    assert [r.mode for r in store.recent_runs("uf", limit=100)] == ["feed", "incremental"]
+    assert len(store.recent_runs("vb", limit=100)) == 10  # another target untouched
+    # a run still going is never pruned
+    running = store.start_run("uf", mode="feed", mode_reason="", holder="h1")
+    assert store.prune_runs("uf", before=3e9, keep=1) == 1
+    assert [r.id for r in store.recent_runs("uf", limit=5, feed=True)] == [running]
+    assert [r.mode for r in store.recent_runs("uf", limit=5, feed=False)] == ["incremental"]
+
+
 def test_mark_interrupted_touches_only_the_targets_running_runs(store) -> None:
     finished(store, "uf", outcome="ok")
     store.start_run("uf", mode="full", mode_reason="", holder="h1")

@@ -1,0 +1,102 @@
+"""A SQL source read by fingerprint fails like any read when fetching whole rows fails
+(the second pass, after the fingerprints): a ``SourceError`` naming the source, the read
+incomplete, no product deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from syncd.config import SqlSourceConfig
+from syncd.errors import SourceError
+from syncd.sources import sql_fingerprints
+from syncd.sources.sql import SqlSource
+from tests.support import catalog, load_table
+from tests.test_loop_skip import fakes, maps, reset, sql_harness
+
+__all__ = ["fakes", "maps"]  # fixtures
+
+DATABASES = [
+    pytest.param("pg_url", id="postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb_url", id="mariadb", marks=pytest.mark.mariadb),
+]
+
+
+def kill_other_connections(url: str) -> None:
+    """End every other session on the test's own database (the source's read)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        else:
+            ids = conn.exec_driver_sql(
+                "SELECT id FROM information_schema.processlist "
+                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+            ).scalars()
+            for session in list(ids):
+                conn.exec_driver_sql(f"KILL {int(session)}")
+    engine.dispose()
+
+
+@pytest.fixture
+def connection_lost_before_the_fetch(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Urls whose reading session is killed the first time a run fetches whole rows."""
+    pending: list[str] = []
+    original = sql_fingerprints.SqlFingerprintBlock.records
+
+    def records(self: Any, indexes: Any) -> Iterator[dict[str, Any]]:
+        while pending:
+            kill_other_connections(pending.pop())
+        return original(self, indexes)
+
+    monkeypatch.setattr(sql_fingerprints.SqlFingerprintBlock, "records", records)
+    return pending
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_fetch_failing_is_a_source_error_naming_the_source(
+    database: str, request: pytest.FixtureRequest, connection_lost_before_the_fetch: list[str]
+) -> None:
+    url = request.getfixturevalue(database)
+    load_table(url, catalog(5))
+    query = "SELECT * FROM products ORDER BY sku"
+    sql = SqlSource(SqlSourceConfig(kind="sql", url=url, query=query, key="sku"))
+    connection_lost_before_the_fetch.append(url)
+
+    with pytest.raises(SourceError) as caught:
+        for block in sql.read_fingerprints():
+            list(block.records([0]))
+
+    assert str(caught.value).startswith(sql.describe())
+
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_a_run_whose_fetch_fails_deletes_nothing_and_says_the_read_failed(
+    tmp_path, fakes, maps, database, request, connection_lost_before_the_fetch
+) -> None:
+    url = request.getfixturevalue(database)
+    records = catalog(20)
+    load_table(url, records)
+    h = sql_harness(tmp_path, fakes, url)
+    assert h.sync().ok
+    # one product gone, one edited (fetched whole in the second pass)
+    load_table(url, [dict(r, price="77.50") if i == 3 else r for i, r in enumerate(records) if i != 5])
+    connection_lost_before_the_fetch.append(url)
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert connection_lost_before_the_fetch == []  # the session was killed mid-read
+    assert not report.source_complete
+    assert report.source_error is not None and "products" in report.source_error
+    userflux, vambe, _ = fakes
+    assert userflux.request_count("DELETE") == 0
+    assert [t.deleted for t in report.targets] == [0, 0]
+    assert len(userflux.products) == 20
+    h.close()

@@ -301,10 +301,15 @@ class SqlFingerprintReader:
                     found.setdefault(row[0], []).append(record)
 
         distinct = list(dict.fromkeys(key for key in keys if key is not None))
-        for start in range(0, len(distinct), FETCH_BATCH):
-            collect(conn.execute(by_key, {"keys": distinct[start : start + FETCH_BATCH]}))
-        if len(distinct) < len(keys) and any(key is None for key in keys):
-            collect(conn.execute(null_key))
+        try:
+            for start in range(0, len(distinct), FETCH_BATCH):
+                collect(conn.execute(by_key, {"keys": distinct[start : start + FETCH_BATCH]}))
+            if len(distinct) < len(keys) and any(key is None for key in keys):
+                collect(conn.execute(null_key))
+        except sa.exc.SQLAlchemyError as exc:
+            # called by the reader of the blocks, outside ``SqlSource._transaction``'s
+            # translation: a failed fetch fails the read like any (no deletes)
+            raise self._translate(exc) from exc
         for key, row_hash in zip(keys, hashes, strict=True):
             rows = found.get(row_hash)
             if not rows:

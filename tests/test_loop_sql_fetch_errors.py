@@ -5,6 +5,7 @@ incomplete, no product deleted."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,11 +36,13 @@ def kill_other_connections(url: str) -> None:
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         else:
-            ids = conn.exec_driver_sql(
-                "SELECT id FROM information_schema.processlist "
-                "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
-            ).scalars()
-            for session in list(ids):
+            ids: list[int] = list(
+                conn.exec_driver_sql(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                ).scalars()
+            )
+            for session in ids:
                 conn.exec_driver_sql(f"KILL {int(session)}")
     engine.dispose()
 
@@ -78,7 +81,12 @@ def test_a_fetch_failing_is_a_source_error_naming_the_source(
 
 @pytest.mark.parametrize("database", DATABASES)
 def test_a_run_whose_fetch_fails_deletes_nothing_and_says_the_read_failed(
-    tmp_path, fakes, maps, database, request, connection_lost_before_the_fetch
+    tmp_path: Path,
+    fakes: Any,
+    maps: dict[str, int],
+    database: str,
+    request: pytest.FixtureRequest,
+    connection_lost_before_the_fetch: list[str],
 ) -> None:
     url = request.getfixturevalue(database)
     records = catalog(20)
@@ -99,8 +107,9 @@ def test_a_run_whose_fetch_fails_deletes_nothing_and_says_the_read_failed(
     error = report.source_error or ""
     assert error.startswith("sql ") and " query: " in error  # the source, as it describes itself
     assert "P0000" not in error and "SELECT" not in error  # not the statement and its keys
-    userflux, vambe, _ = fakes
+    userflux, vambe, block = fakes
     assert userflux.request_count("DELETE") == 0
     assert [t.deleted for t in report.targets] == [0, 0]
     assert len(userflux.products) == 20
+    assert len(vambe.block_products(block)) == 20
     h.close()

@@ -113,3 +113,23 @@ def test_a_run_whose_fetch_fails_deletes_nothing_and_says_the_read_failed(
     assert len(userflux.products) == 20
     assert len(vambe.block_products(block)) == 20
     h.close()
+
+
+@pytest.mark.mariadb
+def test_a_spill_file_that_cannot_be_written_is_a_source_error_naming_the_source(
+    mariadb_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_table(mariadb_url, catalog(5))
+    query = "SELECT * FROM products ORDER BY sku"
+    sql = SqlSource(SqlSourceConfig(kind="sql", url=mariadb_url, query=query, key="sku"))
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sql_fingerprints.tempfile, "TemporaryFile", full)
+
+    with pytest.raises(SourceError, match="No space left on device") as caught:
+        for block in sql.read_fingerprints():
+            list(block.records([0]))
+
+    assert str(caught.value).startswith(sql.describe())

@@ -4,6 +4,7 @@ incomplete, no product deleted."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ def test_a_spill_file_that_cannot_be_written_is_a_source_error_naming_the_source
     def full(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sql_fingerprints.tempfile, "TemporaryFile", full)
+    monkeypatch.setattr(tempfile, "TemporaryFile", full)
 
     with pytest.raises(SourceError, match="No space left on device") as caught:
         for block in sql.read_fingerprints():

@@ -228,7 +228,7 @@ class SqlFingerprintReader:
         )
         if dialect != "postgresql":
             # a pending streamed result takes the connection: read it all first
-            blocks = spilled(blocks)
+            blocks = spilled(blocks, self._failure)
         for keys, hashes in blocks:
             self._note_key_types(keys)
             yield SqlFingerprintBlock(keys, hashes, shape, fetch)
@@ -321,15 +321,23 @@ class SqlFingerprintReader:
             yield rows.pop()
 
 
-def spilled(blocks: Iterator[tuple[list[Any], list[Any]]]) -> Iterator[tuple[list[Any], list[Any]]]:
+def spilled(
+    blocks: Iterator[tuple[list[Any], list[Any]]],
+    failure: Callable[[str], SourceError] = SourceError,
+) -> Iterator[tuple[list[Any], list[Any]]]:
     """``blocks`` read to their end into a temporary file first, then read back one at a
-    time (memory holds one block; the file ~ key and hash bytes per row)."""
-    with tempfile.TemporaryFile(prefix="syncd-fingerprints-") as spill:
-        count = 0
-        for block in blocks:
-            pickle.dump(block, spill, protocol=pickle.HIGHEST_PROTOCOL)
-            count += 1
-        spill.seek(0)
-        for _ in range(count):
-            # our own file, written just above: not untrusted input
-            yield pickle.load(spill)  # noqa: S301
+    time (memory holds one block; the file ~ key and hash bytes per row). The file failing
+    (a full disk) is ``failure``'s error: it fails the read, like a database error."""
+    try:
+        with tempfile.TemporaryFile(prefix="syncd-fingerprints-") as spill:
+            count = 0
+            for block in blocks:
+                pickle.dump(block, spill, protocol=pickle.HIGHEST_PROTOCOL)
+                count += 1
+            spill.seek(0)
+            for _ in range(count):
+                # our own file, written just above: not untrusted input
+                yield pickle.load(spill)  # noqa: S301
+    except OSError as exc:
+        where = tempfile.gettempdir()
+        raise failure(f"the fingerprints' spill file (in {where}): {exc.strerror or exc}") from exc

@@ -134,3 +134,43 @@ def test_a_spill_file_that_cannot_be_written_is_a_source_error_naming_the_source
             list(block.records([0]))
 
     assert str(caught.value).startswith(sql.describe())
+
+
+ORDER_KEPT_ONLY_WITH_LIMIT = pytest.mark.xfail(
+    reason="MariaDB ignores ORDER BY in a derived table without LIMIT: read by fingerprint, "
+    "rows come in the table's order, not the query's (the same rows and requests; a batch "
+    "lists its products in another order). Found by the review and left: the wrapped query "
+    "keeps its ORDER BY only with a LIMIT, which would mean parsing the query",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    "database",
+    [
+        pytest.param("pg_url", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param(
+            "mariadb_url", id="mariadb", marks=[pytest.mark.mariadb, ORDER_KEPT_ONLY_WITH_LIMIT]
+        ),
+    ],
+)
+def test_rows_read_by_fingerprint_come_in_the_query_order(
+    database: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(database)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # stored (by n) in the reverse of the query's order
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY, sku VARCHAR(20))")
+        for n in range(1, 7):
+            conn.exec_driver_sql(f"INSERT INTO t VALUES ({n}, 'P{7 - n}')")
+    engine.dispose()
+    query = "SELECT sku, n FROM t ORDER BY sku"
+    sql = SqlSource(SqlSourceConfig(kind="sql", url=url, query=query, key="sku"))
+
+    fetched: list[Any] = []
+    for block in sql.read_fingerprints():
+        fetched.extend(block.records(range(len(block.fingerprints))))
+
+    in_order = [f"P{n}" for n in range(1, 7)]
+    assert [r["sku"] for r in sql.read()] == in_order
+    assert [r["sku"] for r in fetched] == in_order

@@ -174,3 +174,26 @@ def test_rows_read_by_fingerprint_come_in_the_query_order(
     in_order = [f"P{n}" for n in range(1, 7)]
     assert [r["sku"] for r in sql.read()] == in_order
     assert [r["sku"] for r in fetched] == in_order
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    reason="a key column without an equality operator (PostgreSQL json) can't be fetched by "
+    "key (WHERE key IN ...): the read by fingerprint fails where the plain read worked. Found "
+    "by the review and left; source.fingerprint_rows = false, or key::text in the query",
+    raises=SourceError,
+    strict=True,
+)
+def test_a_json_key_column_is_read_by_fingerprint(pg_url: str) -> None:
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER PRIMARY KEY, sku JSON)")
+        conn.exec_driver_sql("""INSERT INTO t VALUES (1, '"P1"')""")
+    engine.dispose()
+    sql = SqlSource(SqlSourceConfig(kind="sql", url=pg_url, query="SELECT * FROM t", key="sku"))
+
+    fetched: list[Any] = []
+    for block in sql.read_fingerprints():
+        fetched.extend(block.records(range(len(block.fingerprints))))
+
+    assert fetched == list(sql.read())

@@ -228,7 +228,7 @@ class SqlFingerprintReader:
         )
         if dialect != "postgresql":
             # a pending streamed result takes the connection: read it all first
-            blocks = spilled(blocks)
+            blocks = spilled(blocks, self._failure)
         for keys, hashes in blocks:
             self._note_key_types(keys)
             yield SqlFingerprintBlock(keys, hashes, shape, fetch)
@@ -301,10 +301,15 @@ class SqlFingerprintReader:
                     found.setdefault(row[0], []).append(record)
 
         distinct = list(dict.fromkeys(key for key in keys if key is not None))
-        for start in range(0, len(distinct), FETCH_BATCH):
-            collect(conn.execute(by_key, {"keys": distinct[start : start + FETCH_BATCH]}))
-        if len(distinct) < len(keys) and any(key is None for key in keys):
-            collect(conn.execute(null_key))
+        try:
+            for start in range(0, len(distinct), FETCH_BATCH):
+                collect(conn.execute(by_key, {"keys": distinct[start : start + FETCH_BATCH]}))
+            if len(distinct) < len(keys) and any(key is None for key in keys):
+                collect(conn.execute(null_key))
+        except sa.exc.SQLAlchemyError as exc:
+            # called by the reader of the blocks, outside ``SqlSource._transaction``'s
+            # translation: a failed fetch fails the read like any (no deletes)
+            raise self._translate(exc) from exc
         for key, row_hash in zip(keys, hashes, strict=True):
             rows = found.get(row_hash)
             if not rows:
@@ -316,15 +321,23 @@ class SqlFingerprintReader:
             yield rows.pop()
 
 
-def spilled(blocks: Iterator[tuple[list[Any], list[Any]]]) -> Iterator[tuple[list[Any], list[Any]]]:
+def spilled(
+    blocks: Iterator[tuple[list[Any], list[Any]]],
+    failure: Callable[[str], SourceError] = SourceError,
+) -> Iterator[tuple[list[Any], list[Any]]]:
     """``blocks`` read to their end into a temporary file first, then read back one at a
-    time (memory holds one block; the file ~ key and hash bytes per row)."""
-    with tempfile.TemporaryFile(prefix="syncd-fingerprints-") as spill:
-        count = 0
-        for block in blocks:
-            pickle.dump(block, spill, protocol=pickle.HIGHEST_PROTOCOL)
-            count += 1
-        spill.seek(0)
-        for _ in range(count):
-            # our own file, written just above: not untrusted input
-            yield pickle.load(spill)  # noqa: S301
+    time (memory holds one block; the file ~ key and hash bytes per row). The file failing
+    (a full disk) is ``failure``'s error: it fails the read, like a database error."""
+    try:
+        with tempfile.TemporaryFile(prefix="syncd-fingerprints-") as spill:
+            count = 0
+            for block in blocks:
+                pickle.dump(block, spill, protocol=pickle.HIGHEST_PROTOCOL)
+                count += 1
+            spill.seek(0)
+            for _ in range(count):
+                # our own file, written just above: not untrusted input
+                yield pickle.load(spill)  # noqa: S301
+    except OSError as exc:
+        where = tempfile.gettempdir()
+        raise failure(f"the fingerprints' spill file (in {where}): {exc.strerror or exc}") from exc

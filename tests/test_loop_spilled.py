@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.sandbox.server import Fault
 from syncd.stages import deciding, planning
 from syncd.stages.spill import SpilledList
 from tests.support import (
@@ -155,4 +156,31 @@ def test_a_mirrored_full_refresh_over_the_upsert_limit_sends_creates_and_proven_
     assert any(
         "no upsert although mirror_block is on: 12 products are over the 10" in n for n in notes
     )
+    h.close()
+
+
+def test_a_fatal_answer_marks_in_flight_only_the_chunks_that_went_out(
+    tmp_path: Path, userflux: FakeUserflux, small: None
+) -> None:
+    """The executor reads the rest of the plan to count what was not sent: that must not
+    mark the rest's writes in flight (state would claim products the target never saw,
+    and the next run would count their creates as updates)."""
+    h = Harness(tmp_path, [userflux_target(userflux.url, concurrency=1)])
+    h.write(catalog(23))
+    userflux.inject(Fault(status=401))
+
+    report = h.sync()
+
+    target = report.targets[0]
+    assert target.outcome == "failed" and target.requests == 1
+    # the first chunk of requests (a group of 4 changes) was marked before it went out
+    assert 1 <= h.store.count("uf") <= 4
+    userflux.reset_requests()
+
+    report = h.sync()
+
+    target = report.targets[0]
+    assert report.ok and target.requests == 23 and len(userflux.requests) == 23
+    assert target.created + target.updated == 23 and target.created >= 19
+    assert len(acknowledged(h.store, "uf")) == 23
     h.close()

@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from syncd.config import RetryConfig
 from syncd.diff import Operation
@@ -126,6 +126,19 @@ class Sender(Protocol):
     def send(self, operation: Operation) -> None: ...
 
     def split(self, operation: Operation) -> tuple[Operation, ...] | None: ...
+
+
+@runtime_checkable
+class Countable(Protocol):
+    """Operations given to ``Executor.run`` that can count what was not taken without
+    taking it (``remaining``): a plan whose operations are marked in flight as they are
+    taken is counted without marking the ones never sent."""
+
+    def __next__(self) -> Operation: ...
+
+    def remaining(self) -> int:
+        """Products in the operations not taken yet (the iterator is spent after)."""
+        ...
 
 
 class Events(Protocol):
@@ -462,7 +475,11 @@ class Executor:
                     break
             # what was never taken (stopped, halted, out of time); read to its end to count
             result.not_sent += sum(len(op.changes) for op in pending)
-            result.not_sent += sum(len(op.changes) for op in incoming)
+            result.not_sent += (
+                incoming.remaining()
+                if isinstance(incoming, Countable)
+                else sum(len(op.changes) for op in incoming)
+            )
             result.out_of_time = self._out_of_time.is_set() and bool(
                 result.not_sent or result.failed
             )

@@ -3,12 +3,17 @@ more than a chunk (``CHUNK``) apart, both made small here; UserFlux and Vambe fa
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from syncd.reconcile import Reconciler
+from syncd.runs import RunOptions
 from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.sandbox.server import Fault
 from syncd.stages import deciding, planning
 from syncd.stages.spill import SpilledList
 from tests.support import (
@@ -155,4 +160,81 @@ def test_a_mirrored_full_refresh_over_the_upsert_limit_sends_creates_and_proven_
     assert any(
         "no upsert although mirror_block is on: 12 products are over the 10" in n for n in notes
     )
+    h.close()
+
+
+def test_a_fatal_answer_marks_in_flight_only_the_chunks_that_went_out(
+    tmp_path: Path, userflux: FakeUserflux, small: None
+) -> None:
+    """The executor reads the rest of the plan to count what was not sent: that must not
+    mark the rest's writes in flight (state would claim products the target never saw,
+    and the next run would count their creates as updates)."""
+    h = Harness(tmp_path, [userflux_target(userflux.url, concurrency=1)])
+    h.write(catalog(23))
+    userflux.inject(Fault(status=401))
+
+    report = h.sync()
+
+    target = report.targets[0]
+    assert target.outcome == "failed" and target.requests == 1
+    # the first chunk of requests (a group of 4 changes) was marked before it went out
+    assert 1 <= h.store.count("uf") <= 4
+    userflux.reset_requests()
+
+    report = h.sync()
+
+    target = report.targets[0]
+    assert report.ok and target.requests == 23 and len(userflux.requests) == 23
+    assert target.created + target.updated == 23 and target.created >= 19
+    assert len(acknowledged(h.store, "uf")) == 23
+    h.close()
+
+
+def test_a_first_sync_stopped_mid_group_is_finished_by_the_next_run_request_for_request(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, small: None
+) -> None:
+    """Stopped after 7 UserFlux requests of a first sync in groups: the next run sends
+    exactly the products not acknowledged (a create each, but the ones marked in flight),
+    and the run after it nothing."""
+    block = vambe.add_block(name="catalog")
+    h = Harness(
+        tmp_path,
+        [
+            userflux_target(userflux.url, concurrency=1),
+            vambe_target(vambe.url, block, batch_size=3, concurrency=1),
+        ],
+    )
+    records = catalog(23)
+    h.write(records)
+    userflux.latency, vambe.latency = 0.05, 0.2  # Vambe far from done at the stop
+    stop = threading.Event()
+
+    def stop_after_seven() -> None:
+        while len(userflux.requests) < 7:
+            time.sleep(0.001)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_after_seven, daemon=True)
+    watcher.start()
+    report = Reconciler(h.config, h.store, environ=h.environ, stop=stop).sync(RunOptions())
+    watcher.join(5)
+
+    assert [t.outcome for t in report.targets] == ["interrupted", "interrupted"]
+    acked = {name: len(acknowledged(h.store, name)) for name in ("uf", "vb")}
+    marked = h.store.count("uf") - acked["uf"]
+    assert report.targets[0].created == acked["uf"] and acked["uf"] < 23
+    assert report.targets[0].not_attempted == 23 - acked["uf"]
+    # only the chunk of requests going out when the stop came is marked in flight
+    assert 0 <= marked <= 4
+    userflux.latency = vambe.latency = 0
+    userflux.reset_requests()
+
+    report = h.sync()
+
+    uf = report.targets[0]
+    assert report.ok and len(userflux.requests) == uf.requests == 23 - acked["uf"]
+    assert (uf.created, uf.updated) == (23 - acked["uf"] - marked, marked)
+    assert userflux.products == expected_userflux(records)
+    assert vambe.block_products(block) == expected_vambe(records)
+    assert [t.requests for t in h.sync().targets] == [0, 0]
     h.close()

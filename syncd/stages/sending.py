@@ -53,7 +53,8 @@ def send(
     upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
     deletes: list[str] = []
 
-    progress.begin(name, sum(plan.counts().values()))
+    products = sum(plan.counts().values())
+    progress.begin(name, products)
 
     def on_ack(operation: Operation) -> None:
         progress.advance(name, len(operation.changes))
@@ -89,7 +90,7 @@ def send(
         grace_s=grace_s,
         deadline=deadline,
     )
-    execution = executor.run(_marked(plan.operations, store, name), on_ack, flush)
+    execution = executor.run(_Marked(plan.operations, store, name, products), on_ack, flush)
     _restore_refused(opened, plan, execution, store)
     too_many = too_many_rejected(opened, plan, execution)
     late: tuple[Operation, ...] = ()
@@ -149,15 +150,48 @@ def _outcome(
     return "ok", None
 
 
-def _marked(operations: Sequence[Operation], store: StateStore, name: str) -> Iterator[Operation]:
+class _Marked:
     """The operations, each chunk's writes marked in flight in state (``writes_in``) before
-    the chunk's first operation goes to the executor: a plan on disk is read once."""
-    chunks: Iterable[Sequence[Operation]] = (
-        operations.chunks() if isinstance(operations, SpilledList) else (operations,)
-    )
-    for chunk in chunks:
-        store.mark_unacknowledged(name, writes_in(chunk))
-        yield from chunk
+    the chunk's first operation goes to the executor: a plan on disk is read once. What
+    the executor never takes (stopped, halted, out of time) is counted by ``remaining``
+    without being marked: state claims nothing the target never saw."""
+
+    def __init__(
+        self, operations: Sequence[Operation], store: StateStore, name: str, products: int
+    ) -> None:
+        self._left_products = products
+        """Products in the operations not taken yet (the plan's tally, less those taken)."""
+        self._chunks: Iterator[Sequence[Operation]]
+        if isinstance(operations, SpilledList):
+            self._chunks = operations.chunks()
+        else:
+            self._chunks = iter((operations,))
+        self._store = store
+        self._name = name
+        self._chunk: Iterator[Operation] = iter(())
+        self._left = 0
+        """Operations of the current chunk not taken yet."""
+
+    def __iter__(self) -> _Marked:
+        return self
+
+    def __next__(self) -> Operation:
+        while not self._left:
+            chunk = next(self._chunks)  # StopIteration: the plan is sent
+            self._store.mark_unacknowledged(self._name, writes_in(chunk))
+            self._chunk, self._left = iter(chunk), len(chunk)
+        self._left -= 1
+        operation = next(self._chunk)
+        self._left_products -= len(operation.changes)
+        return operation
+
+    def remaining(self) -> int:
+        """Products in the operations not taken (the rest of the current chunk, which is
+        marked, and the chunks after it, which are not), from the plan's tally: a stopped
+        run does not read the rest of its plan from disk to count it."""
+        self._chunks, self._chunk, self._left = iter(()), iter(()), 0
+        left, self._left_products = self._left_products, 0
+        return left
 
 
 def writes_in(operations: Iterable[Operation]) -> Iterator[tuple[str, bytes]]:

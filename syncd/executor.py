@@ -293,8 +293,15 @@ class _Workers:
 
     def _new_thread(self, *, grows: bool = False) -> threading.Thread:
         """A thread, counted (call with the lock held)."""
+        # a daemon thread: a request still hanging after the shutdown grace (already
+        # counted in doubt) never holds the process's exit, and a pool nobody shut down
+        # can't either (ThreadPoolExecutor wakes its idle workers at exit; this pool has no
+        # such hook)
         thread = threading.Thread(
-            target=self._work, args=(grows,), name=f"{self._prefix}_{len(self._threads)}"
+            target=self._work,
+            args=(grows,),
+            name=f"{self._prefix}_{len(self._threads)}",
+            daemon=True,
         )
         self._threads.append(thread)
         return thread
@@ -492,8 +499,10 @@ class Executor:
             if self._stop.is_set() and (result.not_sent or result.failed):
                 result.interrupted = True  # stopped with work left; nothing left is not that
         finally:
-            flush()
-            pool.shutdown(wait=False, cancel_futures=True)
+            try:
+                flush()
+            finally:  # a flush that raises (state unreachable, a crash) still ends the pool
+                pool.shutdown(wait=False, cancel_futures=True)
         return result
 
     def _settle(

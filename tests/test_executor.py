@@ -912,3 +912,33 @@ def test_what_a_fatal_answer_leaves_in_a_lazy_input_is_counted_not_sent():
     assert sender.sent[-1] == ("k3",), "nothing after the fatal answer is sent"
     # k3 and the 16 operations after it, one of them two products: 18 products
     assert result.not_sent == 18
+
+
+def test_a_flush_that_raises_still_ends_the_worker_threads():
+    """A crash in acknowledging (state unreachable) must not leave the pool's threads
+    waiting for work: a long-lived daemon would gather them run after run."""
+
+    def before() -> set[int]:
+        return {t.ident for t in threading.enumerate() if t.ident is not None}
+
+    def leftover(idents: set[int]) -> list[str]:
+        return [
+            t.name
+            for t in threading.enumerate()
+            if t.ident not in idents and t.name.startswith("syncd-") and t.is_alive()
+        ]
+
+    class Broken(Exception):
+        pass
+
+    def flush() -> None:
+        raise Broken
+
+    started = before()
+    runner = Executor(FakeSender(), concurrency=3, rate_limit_per_s=0.0, retry=RETRY, seed=7)
+    with pytest.raises(Broken):
+        runner.run(ops(6), lambda operation: None, flush)
+    deadline = time.monotonic() + 5
+    while leftover(started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert leftover(started) == []

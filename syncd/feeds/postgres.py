@@ -20,7 +20,7 @@ import structlog
 
 from syncd.config.feeds_more import PostgresFeedConfig
 from syncd.errors import SourceError
-from syncd.feeds.base import Done, FeedSink, FeedStatus, KeyEvent
+from syncd.feeds.base import Done, FeedSink, KeyEvent
 from syncd.feeds.pgtrigger import (
     FUNCTION_NAME,
     quote_ident,
@@ -28,7 +28,7 @@ from syncd.feeds.pgtrigger import (
     trigger_name,
     trigger_sql,
 )
-from syncd.feeds.tracking import Clock, FeedTracker, error_text, reconnect_policy
+from syncd.feeds.tracking import Clock, ConnectedFeed, error_text
 from syncd.logs import register_secret, scrub
 
 log = structlog.get_logger("syncd.feed")
@@ -116,7 +116,7 @@ def parse_payload(payload: str) -> tuple[str, float | None]:
     return str(key).strip(), changed_at
 
 
-class PostgresFeed:
+class PostgresFeed(ConnectedFeed):
     """Listens on a NOTIFY channel and hands each notified key to the sink."""
 
     kind = "postgres"
@@ -129,22 +129,11 @@ class PostgresFeed:
         password: str | None = None,
         clock: Clock = time.time,
     ) -> None:
+        super().__init__(config, clock)
         self.config = config
-        self.name = config.feed_name
         self._conninfo = conninfo
         self._password = password
         register_secret(password)
-        self._clock = clock
-        self._policy = reconnect_policy(config.reconnect_delay_s, config.reconnect_max_delay_s)
-        self._tracker = FeedTracker(self.name, self.kind, clock=clock)
-
-    def status(self) -> FeedStatus:
-        return self._tracker.status()
-
-    def reconciled(self, started_at: float) -> bool:
-        """A scheduled reconcile that started at ``started_at`` completed: what was
-        missed before it is repaired (see ``FeedTracker.reconciled``)."""
-        return self._tracker.reconciled(started_at)
 
     def run(self, sink: FeedSink, stop: threading.Event) -> None:
         failures = 0

@@ -30,8 +30,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.spec import Basic, BasicProperties
 
 from syncd.config.feeds_more import RabbitFeedConfig
-from syncd.feeds.base import Done, FeedSink, FeedStatus, KeyEvent
-from syncd.feeds.tracking import Clock, FeedTracker, error_text, reconnect_policy
+from syncd.feeds.base import Done, FeedSink, KeyEvent
+from syncd.feeds.tracking import Clock, ConnectedFeed, error_text, reconnect_policy
 from syncd.logs import register_credentials, register_secret, scrub
 
 log = structlog.get_logger("syncd.feed")
@@ -182,7 +182,7 @@ class _Pending:
         self.cancelled = True
 
 
-class RabbitFeed:
+class RabbitFeed(ConnectedFeed):
     """Consumes one queue; each batch of messages is acknowledged once its keys are pushed."""
 
     kind = "rabbitmq"
@@ -195,8 +195,8 @@ class RabbitFeed:
         password: str | None = None,
         clock: Clock = time.time,
     ) -> None:
+        super().__init__(config, clock)
         self.config = config
-        self.name = config.feed_name
         register_secret(password)
         try:
             url_password = urlsplit(url).password
@@ -204,23 +204,12 @@ class RabbitFeed:
         except ValueError:
             pass
         self._params = connection_parameters(url, password, config, self.name)
-        self._clock = clock
-        self._policy = reconnect_policy(config.reconnect_delay_s, config.reconnect_max_delay_s)
         self._nack_policy = reconnect_policy(
             max(config.nack_delay_s, 0.001), config.reconnect_max_delay_s
         )
-        self._tracker = FeedTracker(self.name, self.kind, clock=clock)
         self._failed_batches = 0
         """Batches in a row the targets did not take (the requeue back-off grows with it);
         touched on the connection's thread only."""
-
-    def status(self) -> FeedStatus:
-        return self._tracker.status()
-
-    def reconciled(self, started_at: float) -> bool:
-        """A scheduled reconcile that started at ``started_at`` completed (see
-        ``FeedTracker.reconciled``); a broker feed rarely has anything to clear."""
-        return self._tracker.reconciled(started_at)
 
     # ----------------------------------------------------------------------------------
     # The connection

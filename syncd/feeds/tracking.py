@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from syncd.feeds.base import FeedStatus
 from syncd.logs import scrub
@@ -27,6 +28,36 @@ def reconnect_policy(initial_delay_s: float, max_delay_s: float) -> RetryPolicy:
         initial_delay_s=initial_delay_s,
         max_delay_s=max(max_delay_s, initial_delay_s),
     )
+
+
+class _Reconnecting(Protocol):
+    @property
+    def feed_name(self) -> str: ...
+    @property
+    def reconnect_delay_s(self) -> float: ...
+    @property
+    def reconnect_max_delay_s(self) -> float: ...
+
+
+class ConnectedFeed:
+    """What the feeds that keep a connection share: their name, their clock, the back-off
+    between connection attempts, and a ``FeedTracker`` behind ``status`` and ``reconciled``."""
+
+    kind: str
+
+    def __init__(self, config: _Reconnecting, clock: Clock) -> None:
+        self.name = config.feed_name
+        self._clock = clock
+        self._policy = reconnect_policy(config.reconnect_delay_s, config.reconnect_max_delay_s)
+        self._tracker = FeedTracker(self.name, self.kind, clock=clock)
+
+    def status(self) -> FeedStatus:
+        return self._tracker.status()
+
+    def reconciled(self, started_at: float) -> bool:
+        """A scheduled reconcile that started at ``started_at`` completed: what was missed
+        before it is repaired (see ``FeedTracker.reconciled``)."""
+        return self._tracker.reconciled(started_at)
 
 
 def error_text(exc: BaseException) -> str:

@@ -30,15 +30,20 @@ from bench.child import peak_rss_mb
 from bench.config import ENV, write_config
 
 BLOCK = "bench-block"
+FIRST_WRITE: dict[str, float] = {}
+"""Target -> when it got its first write (``time.perf_counter``): a run that sends while
+it reads starts within seconds, not after planning the whole catalog."""
 
 
 def _answer_userflux(request: httpx.Request) -> httpx.Response:
+    FIRST_WRITE.setdefault("userflux", time.perf_counter())
     return httpx.Response(200, json={"ok": True})
 
 
 def _answer_vambe(request: httpx.Request) -> httpx.Response:
     if request.url.path.endswith("product-blocks"):
         return httpx.Response(200, json=[{"id": BLOCK, "name": "bench", "count": 0}])
+    FIRST_WRITE.setdefault("vambe", time.perf_counter())
     return httpx.Response(201, json={"created": 0, "updated": 0})
 
 
@@ -76,6 +81,7 @@ def child(mode: str, config_path: str) -> int:
                     "created": t.created,
                     "refreshed": t.refreshed,
                     "error": t.error,
+                    "first_write_s": round(FIRST_WRITE.get(t.target, started) - started, 2),
                 }
                 for t in report.targets
             }

@@ -191,6 +191,10 @@ class Plan:
     """The target's configured rate limit (0: none), for ``min_duration_s``."""
     tally: Tally | None = field(default=None, compare=False, repr=False)
     """``operations`` counted as they were planned (None: counted when first asked)."""
+    undo: tuple[Operation, ...] = ()
+    """Sent after ``operations``: products whose key the read found twice after a copy
+    had gone to the target (planned and sent while the read went on), restored to what
+    the target last acknowledged before this run (removed when it had none)."""
 
     @property
     def min_duration_s(self) -> float | None:

@@ -141,6 +141,23 @@ class Countable(Protocol):
         ...
 
 
+NOT_YET = Operation("", "", "not planned yet", ())
+"""What operations given to ``Executor.run`` yield when the next one is still being
+planned (the source read goes on): take nothing more now, ask again later (``Fed``)."""
+
+
+@runtime_checkable
+class Fed(Protocol):
+    """Operations planned while they are sent: ``NOT_YET`` when none is ready, and ``wait``
+    until one may be."""
+
+    def __next__(self) -> Operation: ...
+
+    def wait(self, timeout: float) -> None:
+        """Until another operation may be ready (or ``timeout`` seconds)."""
+        ...
+
+
 class Events(Protocol):
     """Hooks for metrics: every request answered, every retry."""
 
@@ -445,9 +462,13 @@ class Executor:
                     or self._exhausted.is_set()
                     or self._out_of_time.is_set()
                 )
+                waiting = False  # the next operation is still being planned (NOT_YET)
                 while not stopping and len(inflight) < self._concurrency * 2:
                     operation = pending.popleft() if pending else next(incoming, None)
                     if operation is None:
+                        break
+                    if operation is NOT_YET:
+                        waiting = True
                         break
                     future = pool.submit(self._attempt, operation)
                     inflight[future] = operation
@@ -455,9 +476,13 @@ class Executor:
                 if stopping and stop_deadline is None:
                     # real time: the grace bounds real threads, whatever clock paces retries
                     stop_deadline = time.monotonic() + self._grace_s
-                if not inflight:
+                if not inflight and not waiting:
                     break
-                done = _drain(finished, timeout=0.2)
+                done: list[Future[_Outcome]] = []
+                if inflight:
+                    done = _drain(finished, timeout=0.2)
+                elif isinstance(incoming, Fed):
+                    incoming.wait(0.2)  # idle until planning puts more
                 for future in done:
                     if future not in inflight:
                         continue  # abandoned after the grace period

@@ -162,7 +162,8 @@ class SyncdMetrics:
         )
         self.eta = Gauge(
             "syncd_run_eta_seconds",
-            "Seconds the target's current run still needs at its rate so far (-1: unknown).",
+            "Seconds the target's current run still needs at its rate so far (-1: unknown, "
+            "as while the read goes on and the total still grows).",
             ["target"],
             registry=registry,
         )
@@ -435,7 +436,7 @@ class SyncdMetrics:
         for each in self.progress.snapshot():
             self.products_done.labels(each.target).set(each.done)
             self.products_planned.labels(each.target).set(each.total)
-            eta = each.eta_s
+            eta = None if each.planning else each.eta_s  # while reading, the total grows
             self.eta.labels(each.target).set(-1 if eta is None else eta)
 
     def render(self) -> tuple[bytes, str]:

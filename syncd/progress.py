@@ -21,8 +21,10 @@ class TargetProgress:
     done: int
     """Products settled (acknowledged, refused or given up on)."""
     total: int
-    """Products the target's plan sends."""
+    """Products the target's plan sends (so far, while ``planning``)."""
     elapsed_s: float
+    planning: bool = False
+    """The read goes on: ``total`` grows as more is planned (the ETA is a floor)."""
 
     @property
     def rate(self) -> float:
@@ -41,6 +43,10 @@ class TargetProgress:
         """``uf: 1200/5000 products, 20.0/s, about 3m10s left``."""
         eta = self.eta_s
         left = "ETA unknown" if eta is None else f"about {_duration(eta)} left"
+        if self.planning:
+            # the total is what the read has planned so far
+            floor = "ETA unknown" if eta is None else f"at least {_duration(eta)} left"
+            left = f"still reading, {floor}"
         return f"{self.target}: {self.done}/{self.total} products, {self.rate:.1f}/s, {left}"
 
 
@@ -58,10 +64,29 @@ class RunProgress:
         self._lock = threading.Lock()
         self._targets: dict[str, tuple[int, int, float]] = {}
         """target -> (done, total, started)."""
+        self._planning: set[str] = set()
+        """Targets whose total still grows (their read goes on)."""
 
-    def begin(self, target: str, total: int) -> None:
+    def begin(self, target: str, total: int, *, planning: bool = False) -> None:
+        """``target`` starts sending ``total`` products (``planning``: so far; more are
+        added with ``planned`` until ``planned_all``)."""
         with self._lock:
             self._targets[target] = (0, total, self._clock())
+            if planning:
+                self._planning.add(target)
+            else:
+                self._planning.discard(target)
+
+    def planned(self, target: str, products: int) -> None:
+        """``products`` more to send (planned while the read goes on)."""
+        with self._lock:
+            done, total, started = self._targets.get(target, (0, 0, self._clock()))
+            self._targets[target] = (done, total + products, started)
+
+    def planned_all(self, target: str) -> None:
+        """The target's total is final."""
+        with self._lock:
+            self._planning.discard(target)
 
     def advance(self, target: str, products: int) -> None:
         with self._lock:
@@ -72,6 +97,6 @@ class RunProgress:
         now = self._clock()
         with self._lock:
             return [
-                TargetProgress(name, done, total, now - started)
+                TargetProgress(name, done, total, now - started, name in self._planning)
                 for name, (done, total, started) in sorted(self._targets.items())
             ]

@@ -5,6 +5,12 @@ it and the CLI only calls it. ``Reconciler.plan`` is the same run up to the plan
 and writing nothing. The stages themselves live in ``syncd.stages``; this module wires
 them (opening → reading/planning → deciding → sending → finishing) and re-exports the
 names other modules and tests use.
+
+A run is a pipeline: the read (on the calling thread) plans each target's creates and
+updates a group at a time into the target's ``Outbox``, and every target's sender (a
+thread of its own, with its own executor, rate limit and outcome) takes them as they come.
+What needs the whole read (duplicates, deletes, guards, a whole-block upsert) is decided
+when it ends and put after them; each sender then finishes its target.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import contextvars
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import httpx
@@ -40,6 +47,7 @@ from syncd.stages.fingerprinting import (
 )
 from syncd.stages.finishing import finish
 from syncd.stages.opening import OpenTarget, open_targets
+from syncd.stages.outbox import Outbox
 from syncd.stages.planning import CHUNK, MAX_DOCUMENT_BYTES, TargetPlanner
 from syncd.stages.reading import SourceRead, read_source
 from syncd.stages.sending import send
@@ -79,12 +87,15 @@ class Reconciler:
         options = options or RunOptions()
         with ExitStack() as stack:
             # the spool outlives this call: the plans' documents read their payloads from it
+            spool = Spool()
             opened = self._open(options, stack, leases=None)
-            plans, _ = self._plan_all(opened, options, Spool(), Budget(self.stop))
+            outboxes = [Outbox(spool) for _ in opened]
+            plans, _ = self._plan_all(opened, options, spool, outboxes, Budget(self.stop))
             return plans
 
     def sync(self, options: RunOptions | None = None) -> RunReport:
-        """One run: plan every target, then send and record."""
+        """One run: read and plan every target while each sends what is planned, decide
+        what needs the whole read, and record how each target's run ended."""
         options = options or RunOptions()
         started = time.monotonic()
         holder = holder_id()
@@ -98,8 +109,46 @@ class Reconciler:
             )
             spool = stack.enter_context(Spool())
             opened = self._open(options, stack, leases=leases, holder=holder)
-            plans, read = self._plan_all(opened, options, spool, budget)
-            reports = self._send_all(opened, plans, started, budget)
+            active = [i for i, target in enumerate(opened) if target.outcome is None]
+            for i in active:  # the totals grow as the read plans
+                self.progress.begin(opened[i].name, 0, planning=True)
+            outboxes = [Outbox(spool, partial(self.progress.planned, t.name)) for t in opened]
+            decided: list[Future[Plan]] = [Future() for _ in opened]
+            pool = stack.enter_context(
+                ThreadPoolExecutor(max(len(active), 1), thread_name_prefix="syncd-target")
+            )
+            # each thread starts from the caller's logging context (structlog contextvars)
+            sending = {
+                i: pool.submit(
+                    contextvars.copy_context().run,
+                    self._send_one,
+                    opened[i],
+                    outboxes[i],
+                    decided[i].result,
+                    started,
+                    budget,
+                )
+                for i in active
+            }
+            try:
+                plans, read = self._plan_all(
+                    opened, options, spool, outboxes, budget, decided=decided
+                )
+            except BaseException as exc:
+                # what the senders took still settles; nothing more goes out
+                for outbox, future in zip(outboxes, decided, strict=True):
+                    outbox.abort()
+                    if not future.done():
+                        future.set_exception(exc)
+                for report in sending.values():
+                    report.exception()  # waited for; the run's own error is the one raised
+                raise
+            reports = [
+                sending[i].result()
+                if i in sending
+                else self._finished(opened[i], plans[i], started)
+                for i in range(len(opened))
+            ]
             return RunReport(tuple(reports), read.count, read.error is None, read.error)
 
     # -- the stages, wired --------------------------------------------------------------
@@ -123,70 +172,60 @@ class Reconciler:
         )
 
     def _plan_all(
-        self, opened: Sequence[OpenTarget], options: RunOptions, spool: Spool, budget: Budget
+        self,
+        opened: Sequence[OpenTarget],
+        options: RunOptions,
+        spool: Spool,
+        outboxes: Sequence[Outbox],
+        budget: Budget,
+        *,
+        decided: Sequence[Future[Plan]] = (),
     ) -> tuple[list[Plan], SourceRead]:
-        """Read the source once for every target still running, and decide each one's plan."""
+        """Read the source once for every target still running, planning into each one's
+        outbox as the read goes; then decide each one's plan, complete its outbox and hand
+        the plan over (``decided``: to the target's sender)."""
         source = self._source or open_source(self.config.source, self.config.http)
         proof = DeleteProof(source, self.config.source)
         planners = [
             None
             if target.outcome is not None
             else TargetPlanner(
-                target, spool, mapping_fingerprint(self.config.source, target.config)
+                target, spool, mapping_fingerprint(self.config.source, target.config), outbox
             )
-            for target in opened
+            for target, outbox in zip(opened, outboxes, strict=True)
         ]
         active = [planner for planner in planners if planner is not None]
         read = read_source(source, self.config.source, active, budget) if active else SourceRead()
-        plans = [
-            not_planned(target)
-            if planner is None
-            else decide(target, planner.planned(), read, options, proof, self.store, spool)
-            for target, planner in zip(opened, planners, strict=True)
-        ]
+        plans: list[Plan] = []
+        for i, (target, planner) in enumerate(zip(opened, planners, strict=True)):
+            plan = (
+                not_planned(target)
+                if planner is None
+                else decide(
+                    target, planner.planned(), read, options, proof, self.store, outboxes[i]
+                )
+            )
+            outboxes[i].close()
+            if decided:
+                decided[i].set_result(plan)
+            plans.append(plan)
         return plans, read
 
-    def _send_all(
+    def _send_one(
         self,
-        opened: Sequence[OpenTarget],
-        plans: Sequence[Plan],
+        opened: OpenTarget,
+        outbox: Outbox,
+        decided: Callable[[], Plan],
         started: float,
         budget: Budget,
-    ) -> list[TargetReport]:
-        """Send every target's plan at once, each in its own thread with its own executor,
-        rate limit and outcome: a slow, throttled or failing target delays no other, and the
-        run takes about as long as its slowest target."""
-        pairs = list(zip(opened, plans, strict=True))
-        if len(pairs) < 2:
-            return [self._send_one(target, plan, started, budget) for target, plan in pairs]
-        with ThreadPoolExecutor(len(pairs), thread_name_prefix="syncd-target") as pool:
-            # each thread starts from the caller's logging context (structlog contextvars)
-            futures = [
-                pool.submit(
-                    contextvars.copy_context().run, self._send_one, target, plan, started, budget
-                )
-                for target, plan in pairs
-            ]
-            return [future.result() for future in futures]
-
-    def _send_one(
-        self, opened: OpenTarget, plan: Plan, started: float, budget: Budget
     ) -> TargetReport:
+        """Send the target's requests as they are planned, then finish its run."""
         structlog.contextvars.bind_contextvars(target=opened.name, run_id=opened.run_id)
         try:
-            if opened.outcome is not None:
-                return finish(
-                    opened,
-                    plan,
-                    Execution(),
-                    store=self.store,
-                    started=started,
-                    outcome=opened.outcome,
-                    error=opened.error,
-                )
-            sent = send(
+            plan, sent = send(
                 opened,
-                plan,
+                outbox,
+                decided,
                 store=self.store,
                 budget=budget,
                 clock=self._clock or SystemClock(),
@@ -203,6 +242,22 @@ class Reconciler:
                 outcome=sent.outcome,
                 error=sent.error,
                 doubted=sent.doubted,
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("target", "run_id")
+
+    def _finished(self, opened: OpenTarget, plan: Plan, started: float) -> TargetReport:
+        """The report of a target whose run ended before reading (locked, unreachable)."""
+        structlog.contextvars.bind_contextvars(target=opened.name, run_id=opened.run_id)
+        try:
+            return finish(
+                opened,
+                plan,
+                Execution(),
+                store=self.store,
+                started=started,
+                outcome=opened.outcome or "failed",
+                error=opened.error,
             )
         finally:
             structlog.contextvars.unbind_contextvars("target", "run_id")

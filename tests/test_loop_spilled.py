@@ -44,7 +44,7 @@ def vambe() -> Iterator[FakeVambe]:
 def small(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 5 records and groups of 4 changes: a 23-product catalog spans several."""
     monkeypatch.setattr(planning, "CHUNK", 5)
-    monkeypatch.setattr(deciding, "GROUP", 4)
+    monkeypatch.setattr(planning, "GROUP", 4)
 
 
 def both(tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, **vb: object) -> Harness:
@@ -63,7 +63,7 @@ def test_a_plan_in_groups_says_what_a_plan_in_one_piece_says(
     whole = h.plan()
 
     monkeypatch.setattr(planning, "CHUNK", 5)
-    monkeypatch.setattr(deciding, "GROUP", 4)
+    monkeypatch.setattr(planning, "GROUP", 4)
     grouped = h.plan()
 
     assert [type(p.operations) for p in whole] == [tuple, tuple]

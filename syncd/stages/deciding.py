@@ -5,26 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, Tally, deletes_of
+from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of
 from syncd.guards import GuardInput, check_feed_guards, check_guards
-from syncd.model import UNACKNOWLEDGED, Document, Rejection, Spool
+from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection
 from syncd.proof import DeleteProof
 from syncd.runs import FEED_MODE, RunOptions
 from syncd.stages.opening import OpenTarget
-from syncd.stages.planning import Planned
+from syncd.stages.outbox import Outbox
+from syncd.stages.planning import Planned, group_size
 from syncd.stages.reading import SourceRead
-from syncd.stages.spill import SpilledList
 from syncd.state.base import StateStore
 from syncd.targets.base import PlannedRequests
 
 NOT_IN_SOURCE = "named products not in the source"
 """How a resend's note about keys the read did not find begins."""
-GROUP = 2000
-"""Changes planned into requests at a time when a run has more (rounded up to whole
-batches): what planning holds in memory besides one chunk."""
 MIRROR_MAX_PRODUCTS = 50_000
 """The most products a whole-block upsert carries: one request holds them all in memory
 (changes, and its body when sent). A mirrored full refresh of more sends create batches
@@ -75,14 +72,15 @@ def decide(
     options: RunOptions,
     proof: DeleteProof,
     store: StateStore,
-    spool: Spool | None = None,
+    outbox: Outbox,
 ) -> Plan:
     """The target's plan once the read is over: its changes, the deletes a complete read
     proves, what becomes of unpushable products, all weighed by the guards.
 
-    The changes are read back from disk and planned a group at a time (``GROUP``): with a
-    ``spool``, a plan of more than one group keeps its requests there too (a
-    ``SpilledList``), so a first sync's plan is flat in memory whatever the catalog's size.
+    The requests planned while the read went on are in ``outbox`` already (perhaps sent);
+    the rest are put after them, a group at a time (``syncd.stages.planning.GROUP``), so
+    a first sync's plan is flat in memory whatever the catalog's size. Keys found twice
+    are taken out of what was not sent, and what was is restored (``Plan.undo``).
     """
     staging = opened.staging
     if opened.outcome is not None or staging is None:
@@ -92,6 +90,7 @@ def decide(
     unsendable = set(planned.unsendable)
     duplicates = frozenset(staging.duplicates())
     dropped = 0
+    undo: tuple[Operation, ...] = ()
     if duplicates:
         unsendable |= duplicates
         # a key found twice, whichever chunks its copies were in: neither copy is pushed
@@ -100,6 +99,8 @@ def decide(
             Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
             for key in sorted(duplicates)
         )
+        undo, undo_notes = _undo(opened, outbox.cancel(duplicates))
+        notes += undo_notes
     deletes: list[Change] = []
     unproven: frozenset[str] = frozenset()
     awaiting = 0
@@ -179,7 +180,7 @@ def decide(
         sendable(),
         total,
         deletes,
-        spool,
+        outbox,
         # a resend never sends a whole-block upsert (it would drop every other product)
         deletes_allowed=verdict.allowed and (feed or not opened.only),
         keep=keep,
@@ -203,14 +204,15 @@ def decide(
         source_count=read.count,
         source_complete=read.error is None,
         state_count=opened.state_count,
-        notes=tuple(notes) + target_plan.notes,
+        notes=tuple(notes) + tuple(dict.fromkeys(planned.notes + target_plan.notes)),
         source_error=read.error,
         held_rejected=planned.held_rejected,
         drift=opened.drift,
         in_doubt=opened.doubts[1] if opened.remember else sum(opened.doubts),
         awaiting_delete=awaiting,
         rate_limit_per_s=opened.config.rate_limit_per_s,
-        tally=target_plan.tally,
+        tally=outbox.tally,
+        undo=undo,
     )
 
 
@@ -241,12 +243,12 @@ def _feed_deletes(
 
 @dataclass(frozen=True)
 class _Requests:
-    """The target's requests for a run (on disk when planned in groups), held deletes, notes."""
+    """The target's requests for a run (in the outbox, or a tuple for a plan of one
+    group), held deletes, notes."""
 
     operations: Sequence[Operation]
     held: tuple[Change, ...]
     notes: tuple[str, ...]
-    tally: Tally
 
 
 def _requests(
@@ -254,23 +256,23 @@ def _requests(
     changes: Iterator[Change],
     total: int,
     deletes: list[Change],
-    spool: Spool | None,
+    outbox: Outbox,
     *,
     deletes_allowed: bool,
     keep: frozenset[str],
     upsert_refused: str | None,
     whole: bool,
 ) -> _Requests:
-    """The target's requests: in one call when the changes fit a group (or a whole-block
-    upsert carries them all), else a group of changes at a time into a ``SpilledList``
-    and the deletes last, each group's notes said once."""
-    batch = max(int(getattr(opened.config, "batch_size", 1) or 1), 1)
-    group = -(-GROUP // batch) * batch  # whole batches: no half-empty one between groups
+    """The rest of the target's requests, put in ``outbox`` after those planned during the
+    read: in one call when the changes fit a group (or a whole-block upsert carries them
+    all), else a group at a time with the deletes last, each group's notes said once."""
+    group = group_size(opened)
     target = opened.target
     options: dict[str, Any] = {"upsert_refused": upsert_refused} if upsert_refused else {}
+    notes: dict[str, None] = {}
 
     def plan(part: Sequence[Change], gone: Sequence[Change]) -> PlannedRequests:
-        return target.plan(
+        planned = target.plan(
             part,
             gone,
             full=opened.full,
@@ -279,29 +281,71 @@ def _requests(
             keep=keep,
             **options,
         )
+        outbox.put(planned.operations)
+        notes.update(dict.fromkeys(planned.notes))
+        return planned
 
-    if spool is None or total <= group or whole:
-        planned = plan(list(changes), deletes)
-        return _Requests(
-            planned.operations, planned.held, planned.notes, Tally().add(planned.operations)
+    if not (total <= group or whole):
+        part: list[Change] = []
+        for change in changes:
+            part.append(change)
+            if len(part) == group:
+                plan(part, ())
+                part = []
+        changes = iter(part)
+    held = plan(list(changes), deletes).held
+    operations = outbox.operations
+    # a plan of one group is a tuple, as it always was: nothing to read back from disk
+    small = operations.chunk(0) if operations.chunk_count == 1 else () if not operations else None
+    return _Requests(operations if small is None else tuple(small), held, tuple(notes))
+
+
+def _undo(opened: OpenTarget, sent: Sequence[Change]) -> tuple[tuple[Operation, ...], list[str]]:
+    """Requests restoring the products whose key the read found twice after a copy had
+    gone to the target (``sent``: their changes, in the order planned): each back to what
+    the target acknowledged before this run, or removed when it had nothing."""
+    first: dict[str, Change] = {}
+    last: dict[str, Change] = {}
+    for change in sent:
+        if change.kind is ChangeKind.REFRESH or change.document is None:
+            continue  # a refresh re-sent what the target already held
+        first.setdefault(change.key, change)
+        last[change.key] = change
+    restores: list[Change] = []
+    removes: list[Change] = []
+    for key, change in first.items():
+        landed = last[key].document
+        assert landed is not None
+        now = Acked(key, landed.hash, landed.canonical)  # what the target may hold now
+        before = change.previous
+        if before is None:
+            removes.append(Change(ChangeKind.DELETE, key, None, now))
+        else:
+            restores.append(
+                Change(ChangeKind.UPDATE, key, Document(key, before.canonical, before.hash), now)
+            )
+    if not first:
+        return (), []
+    planned = opened.target.plan(restores, removes, full=False, deletes_allowed=True)
+    why = "duplicate key found after a copy was sent (planned while the read went on): "
+    undo = tuple(
+        replace(
+            operation,
+            reason=why
+            + (
+                "removed (new this run)"
+                if all(change.kind is ChangeKind.DELETE for change in operation.changes)
+                else "restored to the version acknowledged before this run"
+            ),
         )
-    tally = Tally()  # counted as planned: no second pass over the disk for the summary
-    operations: SpilledList[Operation] = SpilledList(spool)
-    notes: dict[str, None] = {}
-    part: list[Change] = []
-    for change in changes:
-        part.append(change)
-        if len(part) == group:
-            planned = plan(part, ())
-            operations.extend(planned.operations)
-            tally.add(planned.operations)
-            notes.update(dict.fromkeys(planned.notes))
-            part = []
-    planned = plan(part, deletes)
-    operations.extend(planned.operations)
-    tally.add(planned.operations)
-    notes.update(dict.fromkeys(planned.notes))
-    return _Requests(operations, planned.held, tuple(notes), tally)
+        for operation in planned.operations
+    )
+    note = (
+        f"{len(first)} products with a duplicate key had a copy sent before the second was "
+        f"read: restored after the run's other requests ({len(removes)} removed, new this run); "
+        f"first: {min(first)!r}"
+    )
+    return undo, [note]
 
 
 def _resend_notes(opened: OpenTarget, planned: Planned) -> list[str]:

@@ -1,9 +1,14 @@
 """Planning one target a chunk at a time: records mapped, validated, diffed against state.
 
 ``TargetPlanner`` has one job: take the records the read hands it, stage their keys and
-hashes ``CHUNK`` at a time (``Staging.compare``), and keep the changes (on disk, payloads
-and all: a ``SpilledList`` in the run's spool), rejections and keys the deciding stage
+hashes ``CHUNK`` at a time (``Staging.compare``), turn the changes into requests a group
+(``GROUP``) at a time and put them in the target's ``Outbox`` (on disk, taken by its
+sender while the read goes on), and keep the rejections and keys the deciding stage
 needs. ``planned()`` hands them over as one immutable ``Planned``.
+
+A mirrored full refresh is the exception: whether one whole-block upsert can carry the
+block is known only once the read is over, so its changes wait on disk (a
+``SpilledList``) for the deciding stage.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from syncd.errors import RecordError
 from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool
 from syncd.sources.base import record_matches
 from syncd.stages.opening import OpenTarget
+from syncd.stages.outbox import Outbox
 from syncd.stages.spill import SpilledList
 
 CHUNK = 2000
@@ -26,6 +32,21 @@ MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 UNSEEN_HASH = b""
 """Staged for a product present in the source but rejected: it must not look deleted."""
+GROUP = 2000
+"""Changes planned into requests at a time (rounded up to whole batches): what planning
+holds in memory besides one chunk."""
+
+
+def group_size(opened: OpenTarget) -> int:
+    """``GROUP`` rounded up to whole batches: no half-empty batch between groups."""
+    batch = max(int(getattr(opened.config, "batch_size", 1) or 1), 1)
+    return -(-GROUP // batch) * batch
+
+
+def streams(opened: OpenTarget) -> bool:
+    """Whether the target's requests are planned (and sent) while the read goes on: all
+    but a mirrored full refresh, whose whole-block upsert needs the whole read."""
+    return not (opened.full and getattr(opened.config, "mirror_block", False) and not opened.only)
 
 
 @dataclass(frozen=True)
@@ -33,7 +54,9 @@ class Planned:
     """What reading and diffing one target's records found."""
 
     changes: Sequence[Change] = ()
-    """In the order found; on disk (a ``SpilledList``) after a read, a chunk at a time."""
+    """In the order found, not planned into requests yet: less than two groups when the
+    target ``streams`` (the rest is in the outbox), else all of them, on disk (a
+    ``SpilledList``)."""
     rejections: tuple[Rejection, ...] = ()
     held_rejected: int = 0
     """Products refused before, unchanged since: not sent until the back-off ends."""
@@ -47,6 +70,8 @@ class Planned:
     """With ``OpenTarget.only``: the keys the read found."""
     left_out: frozenset[str] = frozenset()
     """Keys of records the read returned and the target's ``where`` left out."""
+    notes: tuple[str, ...] = ()
+    """What planning the requests already in the outbox said."""
 
 
 @dataclass
@@ -59,8 +84,13 @@ class TargetPlanner:
     fingerprint: bytes | None = None
     """What a raw row's fingerprint is keyed with for this target (``mapping_fingerprint``);
     None: rows are not fingerprinted."""
+    outbox: Outbox | None = None
+    """Where the requests go as they are planned (None: a new one, in ``spool``)."""
     _chunk: list[Document] = field(default_factory=list)
     _changes: SpilledList[Change] = field(init=False)
+    _part: list[Change] = field(default_factory=list)
+    """Changes found, not put yet (a streaming target): less than two groups."""
+    _streams: bool = field(init=False)
     _rejections: list[Rejection] = field(default_factory=list)
     _held_rejected: int = 0
     _unsendable: set[str] = field(default_factory=set)
@@ -68,9 +98,14 @@ class TargetPlanner:
     _unchanged: int = 0
     _found: set[str] = field(default_factory=set)
     _left_out: set[str] = field(default_factory=set)
+    _notes: dict[str, None] = field(default_factory=dict)
+    """What planning the groups put so far said (once each)."""
 
     def __post_init__(self) -> None:
         self._changes = SpilledList(self.spool)
+        if self.outbox is None:
+            self.outbox = Outbox(self.spool)
+        self._streams = streams(self.opened)
 
     @property
     def skipping(self) -> bool:
@@ -153,8 +188,9 @@ class TargetPlanner:
             self._left_out.add(opened.mapper.map(record).key)
         return False
 
-    def flush(self) -> None:
-        """Stage and diff the chunk held so far, keep its changes, and forget it."""
+    def flush(self, *, last: bool = False) -> None:
+        """Stage and diff the chunk held so far, keep its changes, and forget it; the
+        ``last`` chunk of the read puts nothing more (what is left is decided first)."""
         chunk, self._chunk = self._chunk, []
         staging = self.opened.staging
         if not chunk or staging is None:
@@ -186,12 +222,35 @@ class TargetPlanner:
                     continue
                 change = replace(change, document=document.spooled(self.spool))
             found.append(change)
-        self._changes.extend(found)  # to disk: memory holds one chunk's changes at most
+        if not self._streams:
+            self._changes.extend(found)  # to disk: memory holds one chunk's changes at most
+            return
+        self._part += found
+        group = group_size(self.opened)
+        # the newest group waits for the next, and the last ones for the read's end: a key
+        # repeated in the read's last group or so is taken out (a duplicate) before either
+        # copy goes out; copies further apart are restored afterwards (``Plan.undo``)
+        while not last and len(self._part) >= 2 * group:
+            part, self._part = self._part[:group], self._part[group:]
+            self._put(part)
+
+    def _put(self, part: Sequence[Change]) -> None:
+        """Plan ``part`` (a whole group of creates and updates) into requests and put them
+        in the outbox: the sender may take them at once. Never a delete and never a
+        whole-block upsert (``deletes_allowed=False``): those wait for the read's end."""
+        opened = self.opened
+        planned = opened.target.plan(
+            part, (), full=opened.full, deletes_allowed=False, full_reason=opened.mode_reason
+        )
+        assert self.outbox is not None
+        self.outbox.put(planned.operations)
+        self._notes.update(dict.fromkeys(planned.notes))
 
     def planned(self) -> Planned:
         """What the records handed over so far came to (call ``flush`` first)."""
         return Planned(
-            changes=self._changes,
+            changes=self._part if self._streams else self._changes,
+            notes=tuple(self._notes),
             rejections=tuple(self._rejections),
             held_rejected=self._held_rejected,
             unsendable=frozenset(self._unsendable),

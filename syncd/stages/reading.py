@@ -88,7 +88,7 @@ def read_source(
     except SourceError as exc:
         error = str(exc)
     for planner in planners:
-        planner.flush()
+        planner.flush(last=True)
     if error is None and count < config.min_records:
         error = (
             f"the source returned {count} records, fewer than "

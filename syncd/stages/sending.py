@@ -6,19 +6,19 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from syncd.diff import Change, ChangeKind, Operation, Plan
-from syncd.executor import Clock, Events, Execution, Executor
+from syncd.executor import NOT_YET, Clock, Events, Execution, Executor
 from syncd.model import UNACKNOWLEDGED
 from syncd.progress import RunProgress
 from syncd.stages.budget import Budget
 from syncd.stages.opening import OpenTarget
-from syncd.stages.spill import SpilledList
+from syncd.stages.outbox import Outbox
 from syncd.state.base import StateStore
 
 log = structlog.get_logger("syncd.run")
@@ -37,7 +37,8 @@ class Sent:
 
 def send(
     opened: OpenTarget,
-    plan: Plan,
+    outbox: Outbox,
+    decided: Callable[[], Plan],
     *,
     store: StateStore,
     budget: Budget,
@@ -45,16 +46,15 @@ def send(
     events: Events | None,
     progress: RunProgress,
     grace_s: float,
-) -> Sent:
-    """Send ``plan`` to the target, recording each acknowledgement in state as it comes,
-    and say how the target's run ended."""
+) -> tuple[Plan, Sent]:
+    """Send the target's requests as planning puts them in ``outbox`` (while the read goes
+    on), recording each acknowledgement in state as it comes; then, with the plan complete
+    (``decided``: waits for the read's end), what needs it: restoring refused writes,
+    undoing copies of keys found twice, late withdrawals; and say how the run ended."""
     config = opened.config
     name = config.name
     upserts: list[tuple[str, bytes, bytes, bytes | None]] = []
     deletes: list[str] = []
-
-    products = sum(plan.counts().values())
-    progress.begin(name, products)
 
     def on_ack(operation: Operation) -> None:
         progress.advance(name, len(operation.changes))
@@ -90,20 +90,37 @@ def send(
         grace_s=grace_s,
         deadline=deadline,
     )
-    execution = executor.run(_Marked(plan.operations, store, name, products), on_ack, flush)
+    execution = executor.run(_Marked(outbox, store, name), on_ack, flush)
+    plan = decided()
+    progress.planned_all(name)
     _restore_refused(opened, plan, execution, store)
     too_many = too_many_rejected(opened, plan, execution)
     late: tuple[Operation, ...] = ()
     held: str | None = None
     read_out_of_time = not plan.source_complete and budget.out_of_time()
     out_of_time = execution.out_of_time or read_out_of_time
+    stopped = execution.fatal or budget.stop.is_set() or out_of_time
+    undo = () if stopped else _undo_now(plan, execution)
     if too_many is None and not out_of_time:
         late, held = _late_withdrawals(opened, plan, execution, store, budget)
+    late = undo + late
     if late:
-        execution = combined(execution, executor.run(late, on_ack, flush))
+        progress.planned(name, sum(len(operation.changes) for operation in late))
+        execution = combined(execution, executor.run(_Marked(late, store, name), on_ack, flush))
     doubted = _record_doubts(opened, itertools.chain(plan.operations, late), execution, store)
     outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
-    return Sent(execution, outcome, error, doubted)
+    return plan, Sent(execution, outcome, error, doubted)
+
+
+def _undo_now(plan: Plan, execution: Execution) -> tuple[Operation, ...]:
+    """The plan's undo requests (``Plan.undo``) but for the products the target refused
+    this run (their copy never landed, and state is back to what it was)."""
+    refused = {r.key for r in execution.rejections if r.by_target}
+    return tuple(
+        operation
+        for operation in plan.undo
+        if not any(change.key in refused for change in operation.changes)
+    )
 
 
 def _outcome(
@@ -152,46 +169,67 @@ def _outcome(
 
 class _Marked:
     """The operations, each chunk's writes marked in flight in state (``writes_in``) before
-    the chunk's first operation goes to the executor: a plan on disk is read once. What
-    the executor never takes (stopped, halted, out of time) is counted by ``remaining``
-    without being marked: state claims nothing the target never saw."""
+    the chunk's first operation goes to the executor: a plan on disk is read once. From an
+    ``Outbox``, the chunks come as planning puts them (``NOT_YET`` while none is ready).
+    What the executor never takes (stopped, halted, out of time) is counted by
+    ``remaining`` without being marked: state claims nothing the target never saw."""
 
     def __init__(
-        self, operations: Sequence[Operation], store: StateStore, name: str, products: int
+        self, operations: Outbox | tuple[Operation, ...], store: StateStore, name: str
     ) -> None:
-        self._left_products = products
-        """Products in the operations not taken yet (the plan's tally, less those taken)."""
-        self._chunks: Iterator[Sequence[Operation]]
-        if isinstance(operations, SpilledList):
-            self._chunks = operations.chunks()
-        else:
+        self._outbox = operations if isinstance(operations, Outbox) else None
+        self._chunks: Iterator[Sequence[Operation]] = iter(())
+        self._products = 0
+        """Products in the operations (a tuple's; an outbox's tally says)."""
+        if not isinstance(operations, Outbox):
             self._chunks = iter((operations,))
+            self._products = sum(len(operation.changes) for operation in operations)
         self._store = store
         self._name = name
         self._chunk: Iterator[Operation] = iter(())
         self._left = 0
         """Operations of the current chunk not taken yet."""
+        self._taken = 0
+        """Products in the operations taken."""
 
     def __iter__(self) -> _Marked:
         return self
 
     def __next__(self) -> Operation:
         while not self._left:
-            chunk = next(self._chunks)  # StopIteration: the plan is sent
+            chunk = self._next_chunk()
+            if chunk is False:
+                return NOT_YET
+            if chunk is None:
+                raise StopIteration  # the plan is sent
             self._store.mark_unacknowledged(self._name, writes_in(chunk))
             self._chunk, self._left = iter(chunk), len(chunk)
         self._left -= 1
         operation = next(self._chunk)
-        self._left_products -= len(operation.changes)
+        self._taken += len(operation.changes)
         return operation
+
+    def _next_chunk(self) -> Sequence[Operation] | None | Literal[False]:
+        if self._outbox is not None:
+            return self._outbox.take()
+        return next(self._chunks, None)
+
+    def wait(self, timeout: float) -> None:
+        """Until planning puts more (an outbox's), or ``timeout`` seconds."""
+        if self._outbox is not None:
+            self._outbox.wait(timeout)
 
     def remaining(self) -> int:
         """Products in the operations not taken (the rest of the current chunk, which is
         marked, and the chunks after it, which are not), from the plan's tally: a stopped
-        run does not read the rest of its plan from disk to count it."""
+        run does not read the rest of its plan from disk to count it. From an outbox, once
+        the plan is complete (the read and the decisions over)."""
         self._chunks, self._chunk, self._left = iter(()), iter(()), 0
-        left, self._left_products = self._left_products, 0
-        return left
+        total = self._products
+        if self._outbox is not None:
+            self._outbox.wait_closed()
+            total = sum(self._outbox.tally.counts.values())
+        return max(total - self._taken, 0)
 
 
 def writes_in(operations: Iterable[Operation]) -> Iterator[tuple[str, bytes]]:

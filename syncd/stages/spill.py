@@ -44,10 +44,29 @@ class SpilledList(Sequence[T], Generic[T]):
         self._chunks.append(self._spool.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)))
         self._ends.append(len(self) + len(chunk))
 
-    def chunks(self) -> Iterator[list[T]]:
-        """The chunks as appended, each read back from disk."""
-        for where in self._chunks:
+    def chunks(self, stop: int | None = None) -> Iterator[list[T]]:
+        """The chunks as appended (the first ``stop`` of them), each read back from disk."""
+        for where in self._chunks[:stop]:
             yield self._load(where)
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self._chunks)
+
+    def chunk(self, number: int) -> list[T]:
+        """The ``number``-th chunk appended, read back from disk."""
+        loaded: list[T] = self._load(self._chunks[number])
+        return loaded
+
+    def replace_chunk(self, number: int, items: Iterable[T]) -> None:
+        """Put ``items`` in place of the ``number``-th chunk (fewer, or none: the running
+        counts after it move)."""
+        chunk = list(items)
+        self._chunks[number] = self._spool.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+        start = self._ends[number - 1] if number else 0
+        shift = start + len(chunk) - self._ends[number]
+        for later in range(number, len(self._ends)):
+            self._ends[later] += shift
 
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0

@@ -10,7 +10,8 @@ help:
 	@echo "make demo       run syncd end to end against the embedded fakes (offline)"
 	@echo "make test       run the test suite (starts PostgreSQL/MariaDB if they are down)"
 	@echo "make check      lint, format check, types, import contracts, then the tests"
-	@echo "make bench      benchmark (100k products; BENCH_N=1000000 for 1M; BENCH_MEMORY_N for memory)"
+	@echo "make bench      benchmark (100k products; BENCH_N=1000000 for 1M), then the peak memory of"
+	@echo "                a first sync at 1M and 3M (~30 min; BENCH_MEMORY_N=100000 for 100k and 300k)"
 	@echo "make bench-1m   the 1M-product JSON Lines runs (no PostgreSQL, no throughput)"
 	@echo "make bench-memory  peak RSS of a plan and a first sync at BENCH_N and 3x (flat?)"
 	@echo "make clean      remove the virtualenv and scratch files"
@@ -50,7 +51,7 @@ check: lint types contracts test
 bench: $(STAMP) services
 	$(BIN)/python -m bench --n $${BENCH_N:-100000}
 	$(BIN)/python -m bench.feeds --feed all --rate 100 --seconds 10 --userflux-rate-limit 0
-	$(BIN)/python -m bench.memory --n $${BENCH_MEMORY_N:-100000} --modes plan,sync
+	$(BIN)/python -m bench.memory --n $${BENCH_MEMORY_N:-1000000} --modes sync
 
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench.memory --n $${BENCH_N:-100000}

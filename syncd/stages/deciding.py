@@ -14,6 +14,7 @@ from syncd.model import UNACKNOWLEDGED, Document, Rejection, Spool
 from syncd.proof import DeleteProof
 from syncd.runs import FEED_MODE, RunOptions
 from syncd.stages.opening import OpenTarget
+from syncd.stages.packing import OperationPacking
 from syncd.stages.planning import Planned
 from syncd.stages.reading import SourceRead
 from syncd.stages.spill import SpilledList
@@ -286,7 +287,7 @@ def _requests(
             planned.operations, planned.held, planned.notes, Tally().add(planned.operations)
         )
     tally = Tally()  # counted as planned: no second pass over the disk for the summary
-    operations: SpilledList[Operation] = SpilledList(spool)
+    operations: SpilledList[Operation] = SpilledList(spool, packing=OperationPacking())
     notes: dict[str, None] = {}
     part: list[Change] = []
     for change in changes:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from syncd.diff import Change, diff_chunk
 from syncd.errors import RecordError
 from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool
 from syncd.sources.base import record_matches
 from syncd.stages.opening import OpenTarget
+from syncd.stages.packing import ChangePacking
 from syncd.stages.spill import SpilledList
 
 CHUNK = 2000
@@ -70,7 +71,7 @@ class TargetPlanner:
     _left_out: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._changes = SpilledList(self.spool)
+        self._changes = SpilledList(self.spool, packing=ChangePacking())
 
     @property
     def skipping(self) -> bool:
@@ -178,15 +179,14 @@ class TargetPlanner:
         found: list[Change] = []
         for change in changes:
             document = change.document
-            if document is not None:
-                if held.get(change.key, UNSEEN_HASH) == document.hash:
-                    # refused before, unchanged since: wait out the back-off
-                    self._held_rejected += 1
-                    self._unsendable.add(change.key)
-                    continue
-                change = replace(change, document=document.spooled(self.spool))
+            if document is not None and held.get(change.key, UNSEEN_HASH) == document.hash:
+                # refused before, unchanged since: wait out the back-off
+                self._held_rejected += 1
+                self._unsendable.add(change.key)
+                continue
             found.append(change)
-        self._changes.extend(found)  # to disk: memory holds one chunk's changes at most
+        # to disk, payloads and all: memory holds one chunk's changes at most
+        self._changes.extend(found)
 
     def planned(self) -> Planned:
         """What the records handed over so far came to (call ``flush`` first)."""

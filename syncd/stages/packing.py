@@ -22,9 +22,8 @@ the previous entry as ``(key, hash, canonical)``; None for either when absent.""
 
 def _where(body: bytes | Spooled, spool: Spool, offset: int) -> tuple[Any, int]:
     """Where a payload is (or goes, at ``offset`` in ``spool``) and the next new offset."""
-    if body.__class__ is bytes:
+    if isinstance(body, bytes):
         return (offset, len(body)), offset + len(body)
-    assert isinstance(body, Spooled)
     if body.spool is spool:
         return (body.offset, body.length), offset
     return body, offset  # another spool's: pickled as it is
@@ -36,7 +35,7 @@ def pack_changes(changes: Sequence[Change], spool: Spool) -> list[ChangeRow]:
     new = [
         d.body
         for d in (change.document for change in changes)
-        if d is not None and d.body.__class__ is bytes
+        if d is not None and isinstance(d.body, bytes)
     ]
     offset = spool.put_all(new) if new else 0
     rows: list[ChangeRow] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 import tempfile
 import unicodedata
@@ -25,7 +26,7 @@ from syncd.errors import RecordError
 from syncd.mapping import build_mapper
 from syncd.model import canonical_json
 from syncd.targets.userflux import unsafe_segment
-from syncd.text import _parsed_html_text, _simple_html_text, html_to_text
+from syncd.text import _bare_html_text, _parsed_html_text, _simple_html_text, html_to_text
 
 
 def _bench_config(tmp: Path | None = None) -> SyncdConfig:
@@ -97,6 +98,7 @@ _PIECES = [
     "<!DOCTYPE html>", "<?pi?>", "</ >", "<3", "\n\n", "&nbsp;", "x&#0;y", "é",
     '<a title="<p>">', "<a title='<td>'>", "<!-- <br> -->", "\x00", "\x01", "\x02", "&#1;",
     "&am", "p;", "&#23", "4;", "&", "#x41;", "\x1f", "<\u017fection>", "<SCRIPT>", "</p attr=1>",
+    "\u00b6", "<<b>p>", "<b<i>>", "<P>", "</BR>", "<Td>", "<br>", "</br>", "<h2>", "</LI>",
 ]  # fmt: skip
 _TEXT = st.one_of(st.sampled_from(_PIECES), st.text(max_size=6))
 
@@ -107,6 +109,8 @@ def test_html_to_text_without_the_parser_gives_the_parsers_text(html: str) -> No
     assert html_to_text(html) == _parsed_html_text(html)
     fast = _simple_html_text(html)
     assert fast is None or fast == _parsed_html_text(html)
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
 
 
 _SIMPLE_NAMES = st.sampled_from(["p", "LI", "div", "br", "b", "td", "h2", "span", "ul"])
@@ -129,12 +133,40 @@ _SIMPLE_TEXT = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 def test_simple_html_takes_the_fast_path(html: str) -> None:
     assert _simple_html_text(html) == _parsed_html_text(html)
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
+
+
+_BARE_TEXT = st.sampled_from(
+    ["Durable", " de sign ", "\u2028", "\u00a0", "7 > 3", "  ", "\n", "\t", "x\x85y", "¶", ""]
+)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _SIMPLE_NAMES.map(lambda name: f"<{name}>"),
+            _SIMPLE_NAMES.map(lambda name: f"</{name}>"),
+            _BARE_TEXT,
+            st.text(max_size=4),
+        ),
+        max_size=20,
+    ).map("".join)
+)
+@settings(max_examples=300, deadline=None)
+def test_bare_html_gives_the_parsers_text_without_a_step_per_tag(html: str) -> None:
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
+    text = re.sub(r"</?[a-zA-Z][a-zA-Z0-9]*>", "", html)
+    if not any(char in text for char in "<&¶"):  # every "<" starts a tag, no entity
+        assert bare == _parsed_html_text(html)
 
 
 def test_the_benchmark_descriptions_take_the_fast_path_and_give_the_parsers_text() -> None:
     for record in catalog.products(2000):
         html = record["description"]
         assert _simple_html_text(html) == _parsed_html_text(html) != ""
+        assert _bare_html_text(html) == _parsed_html_text(html)
 
 
 def test_html_the_fast_path_leaves_to_the_parser_is_still_converted() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import operator
 import traceback
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -796,17 +797,29 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
             items: Any = enumerate(value)
         else:
             try:
-                items = [(name, value[name]) for name in sorted(value)]
+                items = sorted(value.items(), key=_FIRST)
             except TypeError:
-                items = [(name, value[name]) for name in sorted(value, key=str)]
+                items = sorted(value.items(), key=_first_text)
         for name, item in items:
-            if item.__class__ is str:  # the common leaf, without a call
+            leaf = item.__class__
+            if leaf is str:  # the common leaves, without a call
                 if item and not item.isspace():
                     out.append({"key": f"{label}.{name}", "value": item})
+            elif leaf is int:
+                out.append({"key": f"{label}.{name}", "value": str(item)})
             elif item is not None:
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
         out.append({"key": label, "value": stringify(value)})
+
+
+_FIRST = operator.itemgetter(0)
+"""Sorts a dict's items by key alone, as ``sorted(dict)`` does (never by value)."""
+
+
+def _first_text(item: tuple[Any, Any]) -> str:
+    """Sorts items whose keys don't compare (a Mapping with mixed keys) by the key's text."""
+    return str(item[0])
 
 
 class VambeMapper:

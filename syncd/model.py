@@ -69,7 +69,11 @@ def canonical_json(payload: Mapping[str, Any]) -> bytes:
         out = orjson.dumps(payload, default=_not_plain, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError too
         return _CANONICAL.encode(payload).encode()
-    if b"null" in out or b"0.0000" in out or _SHORT_EXPONENT.search(out) is not None:
+    if (
+        b"null" in out
+        or b"0.0000" in out
+        or (b"e-" in out and _SHORT_EXPONENT.search(out) is not None)  # a plain search first
+    ):
         return _CANONICAL.encode(payload).encode()
     return out
 

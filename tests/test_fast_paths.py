@@ -344,3 +344,72 @@ def test_the_benchmark_documents_are_byte_for_byte_those_of_before() -> None:
             digest.update(document.key.encode() + b"\0" + document.canonical + b"\0")
             digest.update(document.hash)
     assert digest.hexdigest() == BENCH_DOCUMENTS_SHA256
+
+
+# --------------------------------------------------------------------------------------
+# Vambe's contract, checked in one pass first
+# --------------------------------------------------------------------------------------
+
+
+class _Text(str):
+    pass
+
+
+_VAMBE_VALUES = {
+    "name": st.sampled_from(["Shoe", "", None, 3, _Text("Shoe")]),
+    "external_id": st.sampled_from(["SKU-1", "", None, 1]),
+    "type": st.sampled_from(["vambe", "", None]),
+    "description": st.sampled_from(["Nice", "", "x" * 8192, "x" * 8193, None, b"b"]),
+    "price": st.sampled_from([1, 2.5, 0, -1, 0.0, math.nan, math.inf, True, "3", None, 10**30]),
+    "currency": st.sampled_from(["USD", "usd", "XXX", None, ["USD"]]),
+    "metadata": st.one_of(
+        st.sampled_from([None, {}, "x", ()]),
+        st.lists(
+            st.sampled_from(
+                [
+                    {"key": "a", "value": "b"},
+                    {"key": "a", "value": 1},
+                    {"key": "a"},
+                    {"key": "a", "value": "b", "x": "c"},
+                    {"key": "a", "other": "b"},
+                    {"key": _Text("a"), "value": "b"},
+                    ["key", "value"],
+                    None,
+                ]
+            ),
+            max_size=4,
+        ),
+    ),
+    "file_url": st.sampled_from(["https://x/y.jpg", "", None, 5]),
+    "sku": st.sampled_from(["A-1", None, 7]),
+    "extra": st.sampled_from(["field"]),
+}
+
+
+@st.composite
+def _vambe_products(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.sets(st.sampled_from(sorted(_VAMBE_VALUES))))
+    required = {"name", "external_id", "type", "description", "price", "currency", "metadata"}
+    names |= required if draw(st.booleans()) else set()
+    return {name: draw(_VAMBE_VALUES[name]) for name in sorted(names)}
+
+
+@given(_vambe_products())
+@settings(max_examples=500, deadline=None)
+def test_a_vambe_product_passed_in_one_pass_breaks_no_rule(product: dict[str, Any]) -> None:
+    from syncd.targets.vambe.contract import _plainly_valid, _product_problems
+
+    problems = _product_problems(product)
+    if _plainly_valid(product):
+        assert problems == []
+    elif _exact(product):
+        assert problems != [], "a valid product of exact types passes the one-pass check"
+
+
+def _exact(value: object) -> bool:
+    """No subclass of str anywhere (the one-pass check leaves those to the long one)."""
+    if isinstance(value, dict):
+        return all(map(_exact, value.values())) and all(map(_exact, value))
+    if isinstance(value, list):
+        return all(map(_exact, value))
+    return not isinstance(value, _Text)

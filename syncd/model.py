@@ -17,8 +17,9 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import IO, Any, NoReturn
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields
+from typing import IO, Any, NoReturn, TypeVar
 
 import orjson
 
@@ -26,6 +27,36 @@ from syncd.errors import StateError
 
 Record = dict[str, Any]
 """One row of the source catalog, as read."""
+
+_Slotted = TypeVar("_Slotted")
+
+
+def quick_init(cls: type[_Slotted]) -> type[_Slotted]:
+    """Give a frozen, slotted dataclass an ``__init__`` that fills its slots directly.
+
+    The dataclass's own goes through ``object.__setattr__`` for every field (to get past
+    the frozen ``__setattr__``): ~0.56 µs for a ``Document`` where this takes ~0.31, and
+    a first sync makes half a dozen such objects per product and target. Same signature
+    and defaults; only for classes without ``__post_init__`` or default factories.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {f"_set_{name}": getattr(cls, name).__set__ for name in names}
+    params = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not MISSING_FIELD or hasattr(cls, "__post_init__"):
+            raise TypeError(f"quick_init can't build {cls.__name__}.{f.name}")
+        if f.default is MISSING_FIELD:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
+    exec(f"def __init__(self, {', '.join(params)}):\n{body}", namespace)  # noqa: S102 (our names)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 
 Payload = dict[str, Any]
 """The document a target receives for one product (JSON-compatible)."""
@@ -292,6 +323,7 @@ def _close_quietly(file: IO[bytes]) -> None:
             file.close()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, eq=False)
 class Spooled:
     """Where one canonical payload is in a ``Spool``."""
@@ -307,6 +339,7 @@ class Spooled:
         return Spooled, (self.spool, self.offset, self.length)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Document:
     """A record mapped for one target: its key, canonical payload and the payload's hash.
@@ -329,7 +362,7 @@ class Document:
     @classmethod
     def of(cls, key: str, payload: Payload) -> Document:
         canonical = canonical_json(payload)
-        return cls(key, canonical, payload_hash(canonical), decoded=payload)
+        return cls(key, canonical, payload_hash(canonical), None, payload)
 
     @property
     def canonical(self) -> bytes:
@@ -364,6 +397,7 @@ class Document:
         return Document(self.key, spool.put(self.body), self.hash, self.source_hash)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Acked:
     """What the target last acknowledged for a key: the hash and the payload sent

@@ -123,17 +123,3 @@ def test_packed_operations_come_back_equal_with_their_changes_and_bodies(tmp_pat
 
         assert [seen(o) for o in spilled] == [seen(o) for o in operations]
         assert spilled[1].body == {"id": "k3"} and spilled[2].removes_unlisted
-
-
-def test_quick_init_builds_what_the_dataclass_init_built() -> None:
-    from dataclasses import FrozenInstanceError
-
-    document = Document("k", b"{}", b"h" * 16)
-    assert (document.source_hash, document.decoded) == (None, None)
-    assert Document("k", b"{}", b"h" * 16, decoded={"a": 1}).payload == {"a": 1}
-    assert Operation("e", "m", "r", ()).path == "" and not Operation("e", "m", "r", ()).body
-    assert Change(ChangeKind.CREATE, "k") == Change(ChangeKind.CREATE, "k", None, None)
-    with pytest.raises(FrozenInstanceError):
-        document.key = "other"  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        Document("k", b"{}")  # type: ignore[call-arg]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import gc
 import importlib.util
 import json
 import sys
@@ -996,3 +997,12 @@ def _global_options_after(command: click.Command) -> None:
 
 
 _global_options_after(main)
+
+
+def entry() -> None:
+    """The ``syncd`` command (and ``python -m syncd``): ``main``, with the objects of the
+    modules imported so far frozen out of the collector's full passes (``gc.freeze``).
+    They live as long as the process, and a full pass walks them all: a dozen times while
+    a first sync of 50k products is planned, ~5 µs per product and target."""
+    gc.freeze()
+    main()

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncd.model import Acked, Document, Rejection
+from syncd.model import Acked, Document, Rejection, quick_init
 
 
 class ChangeKind(enum.StrEnum):
@@ -27,6 +27,7 @@ class ChangeKind(enum.StrEnum):
     """In state, absent from a source read that completed."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """One product that must be written to (or removed from) a target."""
@@ -74,6 +75,7 @@ def deletes_of(unseen: Iterable[Acked]) -> list[Change]:
     return [Change(ChangeKind.DELETE, acked.key, None, acked) for acked in unseen]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One request to a target and the changes it acknowledges when answered 2xx.

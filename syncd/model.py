@@ -17,8 +17,9 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import IO, Any, NoReturn
+from dataclasses import MISSING as MISSING_FIELD
+from dataclasses import dataclass, field, fields
+from typing import IO, Any, NoReturn, TypeVar
 
 import orjson
 
@@ -26,6 +27,36 @@ from syncd.errors import StateError
 
 Record = dict[str, Any]
 """One row of the source catalog, as read."""
+
+_Slotted = TypeVar("_Slotted")
+
+
+def quick_init(cls: type[_Slotted]) -> type[_Slotted]:
+    """Give a frozen, slotted dataclass an ``__init__`` that fills its slots directly.
+
+    The dataclass's own goes through ``object.__setattr__`` for every field (to get past
+    the frozen ``__setattr__``): ~0.56 µs for a ``Document`` where this takes ~0.31, and
+    a first sync makes half a dozen such objects per product and target. Same signature
+    and defaults; only for classes without ``__post_init__`` or default factories.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {f"_set_{name}": getattr(cls, name).__set__ for name in names}
+    params = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not MISSING_FIELD or hasattr(cls, "__post_init__"):
+            raise TypeError(f"quick_init can't build {cls.__name__}.{f.name}")
+        if f.default is MISSING_FIELD:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
+    exec(f"def __init__(self, {', '.join(params)}):\n{body}", namespace)  # noqa: S102 (our names)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
 
 Payload = dict[str, Any]
 """The document a target receives for one product (JSON-compatible)."""
@@ -69,7 +100,11 @@ def canonical_json(payload: Mapping[str, Any]) -> bytes:
         out = orjson.dumps(payload, default=_not_plain, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError too
         return _CANONICAL.encode(payload).encode()
-    if b"null" in out or b"0.0000" in out or _SHORT_EXPONENT.search(out) is not None:
+    if (
+        b"null" in out
+        or b"0.0000" in out
+        or (b"e-" in out and _SHORT_EXPONENT.search(out) is not None)  # a plain search first
+    ):
         return _CANONICAL.encode(payload).encode()
     return out
 
@@ -217,6 +252,20 @@ class Spool:
             self._size += len(data)
         return Spooled(self, offset, len(data))
 
+    def put_all(self, data: list[bytes]) -> int:
+        """Append every piece of ``data`` with one write; where the first begins (each of
+        the others begins where the one before it ends). A chunk's payloads cost one lock
+        and one write instead of one each (and no ``Spooled`` until they are read back)."""
+        joined = b"".join(data)
+        with self._lock:
+            offset = self._size
+            try:
+                self._file.write(joined)
+            except (OSError, ValueError) as exc:  # ValueError: write after close
+                raise self._error("write", exc) from None
+            self._size += len(joined)
+        return offset
+
     def read(self, offset: int, length: int) -> bytes:
         try:
             if offset + length > self._flushed:
@@ -274,6 +323,7 @@ def _close_quietly(file: IO[bytes]) -> None:
             file.close()
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, eq=False)
 class Spooled:
     """Where one canonical payload is in a ``Spool``."""
@@ -289,6 +339,7 @@ class Spooled:
         return Spooled, (self.spool, self.offset, self.length)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Document:
     """A record mapped for one target: its key, canonical payload and the payload's hash.
@@ -311,7 +362,7 @@ class Document:
     @classmethod
     def of(cls, key: str, payload: Payload) -> Document:
         canonical = canonical_json(payload)
-        return cls(key, canonical, payload_hash(canonical), decoded=payload)
+        return cls(key, canonical, payload_hash(canonical), None, payload)
 
     @property
     def canonical(self) -> bytes:
@@ -346,6 +397,7 @@ class Document:
         return Document(self.key, spool.put(self.body), self.hash, self.source_hash)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Acked:
     """What the target last acknowledged for a key: the hash and the payload sent

@@ -64,7 +64,9 @@ def html_to_text(html: str) -> str:
     """
     if "<" not in html and "&" not in html:
         return " ".join(html.split())
-    fast = _simple_html_text(html)
+    fast = _bare_html_text(html)
+    if fast is None:
+        fast = _simple_html_text(html)
     return fast if fast is not None else _parsed_html_text(html)
 
 
@@ -158,6 +160,59 @@ def _simple_html_text(html: str) -> str | None:
         if text:
             lines.append(text)
     return "\n".join(lines)
+
+
+_BARE_TAG = re.compile(r"(</?[a-zA-Z][a-zA-Z0-9]*>)")
+"""A tag without attributes or spaces (``<p>``, ``</LI>``): what most descriptions hold."""
+_BREAK_MARK = "\u00b6"
+"""Stands for a line break while ``_bare_html_text`` works (``¶``: printable, so the
+text with its marks is printable when the text is; HTML holding one is left to the
+other paths)."""
+
+
+class _BareTags(dict[str, str | None]):
+    """What each ``_BARE_TAG`` becomes in ``_simple_html_text``, worked out once per tag
+    seen: a break, a space (a cell), nothing; None for a tag whose content a parser may
+    read as raw text."""
+
+    def __missing__(self, tag: str) -> str | None:
+        closing = tag[1] == "/"
+        name = (tag[2:-1] if closing else tag[1:-1]).lower()
+        if name in _RAW_TEXT_TAGS:
+            found = None
+        elif name in _BLOCK_TAGS:
+            found = _BREAK_MARK
+        elif name == "br":
+            found = "" if closing else _BREAK_MARK  # only a start tag breaks a line
+        else:
+            found = " " if name in _CELL_TAGS else ""
+        if len(self) < 4096:  # tag names are few; a flood of made-up ones is not kept
+            self[tag] = found
+        return found
+
+
+_BARE_TAGS = _BareTags()
+
+
+def _bare_html_text(html: str) -> str | None:
+    """``_simple_html_text`` for HTML whose every ``<`` starts a ``_BARE_TAG`` and that has
+    no entity: the HTML cut at its tags and each tag swapped for its text by C loops
+    (``re.split``, ``map``, ``join``) instead of a Python step per tag, about twice as
+    fast; None for any other HTML (left to ``_simple_html_text``)."""
+    if "&" in html or _BREAK_MARK in html:
+        return None
+    parts = _BARE_TAG.split(html)  # text, tag, text, ..., text
+    tags = parts[1::2]
+    if len(tags) != html.count("<"):
+        return None  # a "<" that is not a bare tag
+    texts = list(map(_BARE_TAGS.__getitem__, tags))
+    if None in texts:
+        return None
+    parts[1::2] = texts
+    text = "".join(parts)
+    if text.isprintable() and "  " not in text:  # no line needs more than a strip
+        return "\n".join(filter(None, map(str.strip, text.split(_BREAK_MARK))))
+    return "\n".join(filter(None, map(_folded, text.split(_BREAK_MARK))))
 
 
 def truncate_words(text: str, limit: int) -> str:

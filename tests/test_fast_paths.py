@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 import tempfile
 import unicodedata
@@ -25,7 +26,7 @@ from syncd.errors import RecordError
 from syncd.mapping import build_mapper
 from syncd.model import canonical_json
 from syncd.targets.userflux import unsafe_segment
-from syncd.text import _parsed_html_text, _simple_html_text, html_to_text
+from syncd.text import _bare_html_text, _parsed_html_text, _simple_html_text, html_to_text
 
 
 def _bench_config(tmp: Path | None = None) -> SyncdConfig:
@@ -97,6 +98,7 @@ _PIECES = [
     "<!DOCTYPE html>", "<?pi?>", "</ >", "<3", "\n\n", "&nbsp;", "x&#0;y", "é",
     '<a title="<p>">', "<a title='<td>'>", "<!-- <br> -->", "\x00", "\x01", "\x02", "&#1;",
     "&am", "p;", "&#23", "4;", "&", "#x41;", "\x1f", "<\u017fection>", "<SCRIPT>", "</p attr=1>",
+    "\u00b6", "<<b>p>", "<b<i>>", "<P>", "</BR>", "<Td>", "<br>", "</br>", "<h2>", "</LI>",
 ]  # fmt: skip
 _TEXT = st.one_of(st.sampled_from(_PIECES), st.text(max_size=6))
 
@@ -107,6 +109,8 @@ def test_html_to_text_without_the_parser_gives_the_parsers_text(html: str) -> No
     assert html_to_text(html) == _parsed_html_text(html)
     fast = _simple_html_text(html)
     assert fast is None or fast == _parsed_html_text(html)
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
 
 
 _SIMPLE_NAMES = st.sampled_from(["p", "LI", "div", "br", "b", "td", "h2", "span", "ul"])
@@ -129,12 +133,40 @@ _SIMPLE_TEXT = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 def test_simple_html_takes_the_fast_path(html: str) -> None:
     assert _simple_html_text(html) == _parsed_html_text(html)
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
+
+
+_BARE_TEXT = st.sampled_from(
+    ["Durable", " de sign ", "\u2028", "\u00a0", "7 > 3", "  ", "\n", "\t", "x\x85y", "¶", ""]
+)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _SIMPLE_NAMES.map(lambda name: f"<{name}>"),
+            _SIMPLE_NAMES.map(lambda name: f"</{name}>"),
+            _BARE_TEXT,
+            st.text(max_size=4),
+        ),
+        max_size=20,
+    ).map("".join)
+)
+@settings(max_examples=300, deadline=None)
+def test_bare_html_gives_the_parsers_text_without_a_step_per_tag(html: str) -> None:
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
+    text = re.sub(r"</?[a-zA-Z][a-zA-Z0-9]*>", "", html)
+    if not any(char in text for char in "<&¶"):  # every "<" starts a tag, no entity
+        assert bare == _parsed_html_text(html)
 
 
 def test_the_benchmark_descriptions_take_the_fast_path_and_give_the_parsers_text() -> None:
     for record in catalog.products(2000):
         html = record["description"]
         assert _simple_html_text(html) == _parsed_html_text(html) != ""
+        assert _bare_html_text(html) == _parsed_html_text(html)
 
 
 def test_html_the_fast_path_leaves_to_the_parser_is_still_converted() -> None:
@@ -312,3 +344,72 @@ def test_the_benchmark_documents_are_byte_for_byte_those_of_before() -> None:
             digest.update(document.key.encode() + b"\0" + document.canonical + b"\0")
             digest.update(document.hash)
     assert digest.hexdigest() == BENCH_DOCUMENTS_SHA256
+
+
+# --------------------------------------------------------------------------------------
+# Vambe's contract, checked in one pass first
+# --------------------------------------------------------------------------------------
+
+
+class _Text(str):
+    pass
+
+
+_VAMBE_VALUES = {
+    "name": st.sampled_from(["Shoe", "", None, 3, _Text("Shoe")]),
+    "external_id": st.sampled_from(["SKU-1", "", None, 1]),
+    "type": st.sampled_from(["vambe", "", None]),
+    "description": st.sampled_from(["Nice", "", "x" * 8192, "x" * 8193, None, b"b"]),
+    "price": st.sampled_from([1, 2.5, 0, -1, 0.0, math.nan, math.inf, True, "3", None, 10**30]),
+    "currency": st.sampled_from(["USD", "usd", "XXX", None, ["USD"]]),
+    "metadata": st.one_of(
+        st.sampled_from([None, {}, "x", ()]),
+        st.lists(
+            st.sampled_from(
+                [
+                    {"key": "a", "value": "b"},
+                    {"key": "a", "value": 1},
+                    {"key": "a"},
+                    {"key": "a", "value": "b", "x": "c"},
+                    {"key": "a", "other": "b"},
+                    {"key": _Text("a"), "value": "b"},
+                    ["key", "value"],
+                    None,
+                ]
+            ),
+            max_size=4,
+        ),
+    ),
+    "file_url": st.sampled_from(["https://x/y.jpg", "", None, 5]),
+    "sku": st.sampled_from(["A-1", None, 7]),
+    "extra": st.sampled_from(["field"]),
+}
+
+
+@st.composite
+def _vambe_products(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.sets(st.sampled_from(sorted(_VAMBE_VALUES))))
+    required = {"name", "external_id", "type", "description", "price", "currency", "metadata"}
+    names |= required if draw(st.booleans()) else set()
+    return {name: draw(_VAMBE_VALUES[name]) for name in sorted(names)}
+
+
+@given(_vambe_products())
+@settings(max_examples=500, deadline=None)
+def test_a_vambe_product_passed_in_one_pass_breaks_no_rule(product: dict[str, Any]) -> None:
+    from syncd.targets.vambe.contract import _plainly_valid, _product_problems
+
+    problems = _product_problems(product)
+    if _plainly_valid(product):
+        assert problems == []
+    elif _exact(product):
+        assert problems != [], "a valid product of exact types passes the one-pass check"
+
+
+def _exact(value: object) -> bool:
+    """No subclass of str anywhere (the one-pass check leaves those to the long one)."""
+    if isinstance(value, dict):
+        return all(map(_exact, value.values())) and all(map(_exact, value))
+    if isinstance(value, list):
+        return all(map(_exact, value))
+    return not isinstance(value, _Text)

@@ -70,3 +70,56 @@ def test_a_spooled_payload_pickled_after_its_spool_closed_names_the_spool(tmp_pa
 
     with pytest.raises(StateError, match=r"payload spool \d+ is closed"):
         pickle.loads(data)
+
+
+def test_packed_changes_come_back_equal_their_payloads_moved_to_the_spool(tmp_path):
+    from syncd.stages.packing import ChangePacking
+
+    with Spool(str(tmp_path)) as spool, Spool(str(tmp_path)) as other:
+        fresh = Document.of("new", {"name": "fresh", "ü": "ß\n"})  # bytes, not yet spooled
+        elsewhere = Document.of("far", {"i": 2}).spooled(other)
+        changes = [
+            Change(ChangeKind.CREATE, "new", fresh),
+            change(1, spool),
+            Change(ChangeKind.UPDATE, "far", elsewhere, Acked("far", b"p" * 16, b"{}")),
+            Change(ChangeKind.DELETE, "gone", None, Acked("gone", b"g" * 16, b'{"x":1}')),
+            Change(ChangeKind.REFRESH, "src", fresh.slim(b"r" * 16).spooled(spool)),
+        ]
+        spilled = SpilledList[Change](spool, changes, packing=ChangePacking())
+
+        back = list(spilled)
+
+        def seen(c: Change) -> tuple[object, ...]:
+            d = c.document
+            body = None if d is None else (d.key, d.canonical, d.hash, d.source_hash)
+            return (c.kind, c.key, body, c.previous)
+
+        assert [seen(c) for c in back] == [seen(c) for c in changes]
+        assert [c.kind for c in back] == [c.kind for c in changes]
+        assert back[0].document.decoded is None  # type: ignore[union-attr]
+        assert back[0].document.body.spool is spool  # type: ignore[union-attr]
+        assert back[0].document.payload == {"name": "fresh", "ü": "ß\n"}  # type: ignore[union-attr]
+        assert back[2].document.body.spool is other  # type: ignore[union-attr]
+        assert back[4].document.source_hash == b"r" * 16  # type: ignore[union-attr]
+        assert spilled[1].document.canonical == changes[1].document.canonical  # type: ignore[union-attr]
+
+
+def test_packed_operations_come_back_equal_with_their_changes_and_bodies(tmp_path):
+    from syncd.stages.packing import OperationPacking
+
+    with Spool(str(tmp_path)) as spool:
+        changes = [change(i, spool) for i in range(5)]
+        operations = [
+            Operation("block.create", "create", "why", tuple(changes[:3]), path="/p"),
+            Operation("product.upsert", "INCREMENTAL_UPDATE", "w", (changes[3],), {"id": "k3"}),
+            Operation("block.delete", "delete", "gone", (), None, "/d", removes_unlisted=True),
+            Operation("block.create", "create", "why", (changes[4],), path="/p"),
+        ]
+        spilled = SpilledList[Operation](spool, operations, packing=OperationPacking())
+
+        def seen(o: Operation) -> tuple[object, ...]:
+            bodies = tuple(c.document.canonical for c in o.changes)  # type: ignore[union-attr]
+            return (o.endpoint, o.mode, o.reason, o.keys, bodies, o.body, o.path)
+
+        assert [seen(o) for o in spilled] == [seen(o) for o in operations]
+        assert spilled[1].body == {"id": "k3"} and spilled[2].removes_unlisted

@@ -220,3 +220,19 @@ def test_a_lost_spool_on_a_full_disk_is_collected_without_an_ignored_exception(
     gc.collect()
 
     assert unraisable == []
+
+
+def test_quick_init_builds_what_the_dataclass_init_built() -> None:
+    from dataclasses import FrozenInstanceError
+
+    from syncd.diff import Change, ChangeKind, Operation
+
+    document = Document("k", b"{}", b"h" * 16)
+    assert (document.source_hash, document.decoded) == (None, None)
+    assert Document("k", b"{}", b"h" * 16, decoded={"a": 1}).payload == {"a": 1}
+    assert Operation("e", "m", "r", ()).path == "" and not Operation("e", "m", "r", ()).body
+    assert Change(ChangeKind.CREATE, "k") == Change(ChangeKind.CREATE, "k", None, None)
+    with pytest.raises(FrozenInstanceError):
+        document.key = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Document("k", b"{}")  # type: ignore[call-arg]

@@ -21,6 +21,7 @@ from typing import Literal
 
 from syncd.diff import Change, Operation, Tally
 from syncd.model import Spool
+from syncd.stages.packing import OperationPacking
 from syncd.stages.spill import SpilledList
 
 
@@ -28,7 +29,7 @@ class Outbox:
     """A target's planned requests: appended by planning, taken by sending, both at once."""
 
     def __init__(self, spool: Spool, on_planned: Callable[[int], None] | None = None) -> None:
-        self.operations: SpilledList[Operation] = SpilledList(spool)
+        self.operations: SpilledList[Operation] = SpilledList(spool, packing=OperationPacking())
         """Every request planned, in order (the plan's ``operations``)."""
         self.tally = Tally()
         """The requests counted as they were planned (less what ``cancel`` removed)."""

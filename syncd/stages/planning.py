@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from syncd.diff import Change, diff_chunk
 from syncd.errors import RecordError
@@ -23,6 +23,7 @@ from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool
 from syncd.sources.base import record_matches
 from syncd.stages.opening import OpenTarget
 from syncd.stages.outbox import Outbox
+from syncd.stages.packing import ChangePacking
 from syncd.stages.spill import SpilledList
 
 CHUNK = 2000
@@ -102,7 +103,7 @@ class TargetPlanner:
     """What planning the groups put so far said (once each)."""
 
     def __post_init__(self) -> None:
-        self._changes = SpilledList(self.spool)
+        self._changes = SpilledList(self.spool, packing=ChangePacking())
         if self.outbox is None:
             self.outbox = Outbox(self.spool)
         self._streams = streams(self.opened)
@@ -214,13 +215,11 @@ class TargetPlanner:
         found: list[Change] = []
         for change in changes:
             document = change.document
-            if document is not None:
-                if held.get(change.key, UNSEEN_HASH) == document.hash:
-                    # refused before, unchanged since: wait out the back-off
-                    self._held_rejected += 1
-                    self._unsendable.add(change.key)
-                    continue
-                change = replace(change, document=document.spooled(self.spool))
+            if document is not None and held.get(change.key, UNSEEN_HASH) == document.hash:
+                # refused before, unchanged since: wait out the back-off
+                self._held_rejected += 1
+                self._unsendable.add(change.key)
+                continue
             found.append(change)
         if not self._streams:
             self._changes.extend(found)  # to disk: memory holds one chunk's changes at most

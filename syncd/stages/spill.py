@@ -12,11 +12,20 @@ from __future__ import annotations
 import bisect
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from syncd.model import Spool, Spooled
 
 T = TypeVar("T")
+
+
+class Packing(Protocol[T]):
+    """How a ``SpilledList`` turns a chunk of items into plain data that pickles fast (and
+    back), see ``syncd.stages.packing``; without one, the items are pickled as they are."""
+
+    def pack(self, items: list[T], spool: Spool) -> Any: ...
+
+    def unpack(self, data: Any, spool: Spool) -> list[T]: ...
 
 
 class SpilledList(Sequence[T], Generic[T]):
@@ -29,8 +38,11 @@ class SpilledList(Sequence[T], Generic[T]):
 
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, spool: Spool, items: Iterable[T] = ()) -> None:
+    def __init__(
+        self, spool: Spool, items: Iterable[T] = (), packing: Packing[T] | None = None
+    ) -> None:
         self._spool = spool
+        self._packing = packing
         self._chunks: list[Spooled] = []
         self._ends: list[int] = []
         """Items up to and including each chunk (running counts)."""
@@ -41,8 +53,12 @@ class SpilledList(Sequence[T], Generic[T]):
         chunk = list(items)
         if not chunk:
             return
-        self._chunks.append(self._spool.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL)))
+        self._chunks.append(self._store(chunk))
         self._ends.append(len(self) + len(chunk))
+
+    def _store(self, chunk: list[T]) -> Spooled:
+        data: Any = chunk if self._packing is None else self._packing.pack(chunk, self._spool)
+        return self._spool.put(pickle.dumps(data, pickle.HIGHEST_PROTOCOL))
 
     def chunks(self, stop: int | None = None) -> Iterator[list[T]]:
         """The chunks as appended (the first ``stop`` of them), each read back from disk."""
@@ -62,7 +78,7 @@ class SpilledList(Sequence[T], Generic[T]):
         """Put ``items`` in place of the ``number``-th chunk (fewer, or none: the running
         counts after it move)."""
         chunk = list(items)
-        self._chunks[number] = self._spool.put(pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+        self._chunks[number] = self._store(chunk)
         start = self._ends[number - 1] if number else 0
         shift = start + len(chunk) - self._ends[number]
         for later in range(number, len(self._ends)):
@@ -102,6 +118,6 @@ class SpilledList(Sequence[T], Generic[T]):
     def __repr__(self) -> str:
         return f"SpilledList({len(self)} items in {len(self._chunks)} chunks)"
 
-    @staticmethod
-    def _load(where: Spooled) -> Any:
-        return pickle.loads(where.read())  # noqa: S301 (bytes this run wrote itself)
+    def _load(self, where: Spooled) -> Any:
+        data = pickle.loads(where.read())  # noqa: S301 (bytes this run wrote itself)
+        return data if self._packing is None else self._packing.unpack(data, self._spool)

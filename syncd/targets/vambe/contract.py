@@ -45,9 +45,53 @@ _REQUIRED = ("name", "description", "price", "currency", "type", "external_id", 
 def validate_product(key: str, product: Payload) -> None:
     """Every rule of Vambe's product object (TARGETS.md), checked before anything is sent;
     one ``RecordError`` lists every field that breaks one."""
+    if _plainly_valid(product):
+        return
     problems = _product_problems(product)
     if problems:
         raise record_error(problems, key=key)
+
+
+def _plainly_valid(product: Payload) -> bool:
+    """Whether ``product`` keeps every rule, told in one pass without building the list of
+    problems: ~3.5 µs where ``_product_problems`` takes ~5.5. False means only "look
+    closer": exact types are asked for where the rules take subclasses (a ``str``
+    subclass in the metadata, say), which ``_product_problems`` then accepts."""
+    if not product.keys() <= _FIELDS:
+        return False
+    try:
+        name, external_id, kind = product["name"], product["external_id"], product["type"]
+        description, price = product["description"], product["price"]
+        currency, metadata = product["currency"], product["metadata"]
+    except KeyError:
+        return False
+    if not (
+        isinstance(name, str)
+        and name
+        and isinstance(external_id, str)
+        and external_id
+        and isinstance(kind, str)
+        and kind
+        and isinstance(description, str)
+        and 0 < len(description) <= DESCRIPTION_MAX
+        and (price.__class__ is float or price.__class__ is int)
+        and 0 < price < math.inf  # False for NaN
+        and isinstance(currency, str)
+        and currency in CURRENCIES
+        and isinstance(metadata, list)
+        and isinstance(product.get("file_url", ""), str)
+        and isinstance(product.get("sku", ""), str)
+    ):
+        return False
+    for item in metadata:  # exactly "key" and "value" (two entries, both strings)
+        if (
+            item.__class__ is not dict
+            or len(item) != 2
+            or item.get("key").__class__ is not str
+            or item.get("value").__class__ is not str
+        ):
+            return False
+    return True
 
 
 def _product_problems(product: Payload) -> list[tuple[str, str]]:

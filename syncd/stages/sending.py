@@ -113,14 +113,14 @@ def send(
 
 
 def _undo_now(plan: Plan, execution: Execution) -> tuple[Operation, ...]:
-    """The plan's undo requests (``Plan.undo``) but for the products the target refused
-    this run (their copy never landed, and state is back to what it was)."""
-    refused = {r.key for r in execution.rejections if r.by_target}
-    return tuple(
-        operation
-        for operation in plan.undo
-        if not any(change.key in refused for change in operation.changes)
-    )
+    """The plan's undo requests (``Plan.undo``), all of them: a key the target refused
+    one copy of may have taken another (the first copy landed, the second was refused),
+    and leaving it out would leave that copy on the target with state forgetting it
+    (``_restore_refused``). When every copy was refused the restore re-sends what the
+    target already holds, or deletes what it never created (done: 404, or nothing to
+    remove): one harmless request in a rare case, against a product no run deletes."""
+    del execution  # kept for the call's shape: what the target refused changes nothing
+    return plan.undo
 
 
 def _outcome(

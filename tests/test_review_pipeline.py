@@ -1,0 +1,145 @@
+"""Review of the pipelined run (commit 8a701b0): defects found by a failing test first.
+
+Chunks of 5 records and groups of 4 changes (as in ``test_loop_streaming``), so groups go
+out while the read goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd import reconcile
+from syncd.sandbox import FakeUserflux
+from syncd.sandbox.server import Fault
+from syncd.stages import planning, reading
+from tests.support import KEY, Harness, acknowledged, catalog, userflux_target
+from tests.test_loop_streaming import Pausing, run, writes
+
+WAIT_S = 10.0
+
+
+@pytest.fixture
+def userflux() -> Iterator[FakeUserflux]:
+    with FakeUserflux(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def small(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(planning, "CHUNK", 5)
+    monkeypatch.setattr(reading, "CHUNK", 5)
+    monkeypatch.setattr(planning, "GROUP", 4)
+
+
+def _hash(h: Harness, key: str) -> bytes | None:
+    """The hash the target acknowledged for ``key`` (None: none, or a write in flight)."""
+    acked = acknowledged(h.store, "uf").get(key)
+    return None if acked is None else acked.hash
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    end = time.monotonic() + WAIT_S
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_skipped_old_copy_of_a_key_whose_new_copy_was_acked_mid_read_is_a_duplicate(
+    tmp_path: Path, userflux: FakeUserflux, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fingerprint skipping: a changed row of a key is parsed, sent and acknowledged while
+    the read goes on (the ack writes the new row's fingerprint into products.source_hash);
+    a verbatim copy of the key's old row, later in the read, is skipped as known. Before
+    the pipeline ``duplicates()`` found the key through the old fingerprint; it must still."""
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    records = catalog(30)
+    h.write(records)
+    assert h.sync().ok
+    sku = records[0]["sku"]
+    before = acknowledged(h.store, "uf")[sku]
+    # the first 13 rows changed (enough for groups to go out during the read), then the
+    # rest unchanged, then the old row of the first product again, verbatim
+    changed = [dict(r, price="55.00") for r in records[:13]]
+    h.write([*changed, *records[13:], records[0]])
+
+    real = reconcile.decide
+    landed: list[bool] = []
+
+    def slow_read_end(*args: Any, **kwargs: Any) -> Any:
+        # a read long enough for the first group's acks to land before it ends
+        landed.append(_until(lambda: _hash(h, sku) not in (None, before.hash)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reconcile, "decide", slow_read_end)
+    report = h.sync()
+
+    assert landed == [True], "the changed copy was not acknowledged during the read"
+    reasons = {r.key: r.reason for r in h.store.open_rejections("uf")}
+    assert "duplicate key" in reasons.get(sku, ""), report.targets[0].plan["notes"]
+    h.close()
+
+
+def _impostor(method: str, path: str, body: object) -> bool:
+    return isinstance(body, dict) and "Impostor" in json.dumps(body)
+
+
+def test_a_key_found_twice_whose_other_copy_the_target_refused_is_not_left_there(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """A new key read twice, both copies sent while the read goes on; the target takes the
+    first and refuses the second (400). Neither copy may stay on the target: a duplicate
+    key is pushed in neither copy (and state must not lose track of what the target holds)."""
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    records = catalog(30)
+    new = catalog(1, start=900)[0]
+    userflux.inject(Fault(status=400, body="bad product", times=None, match=_impostor))
+    # the second copy far enough from the read's end that its group goes out during it
+    read = [new, *records[:10], dict(new, title="Impostor"), *records[10:]]
+    source = Pausing(read, {len(read) - 1: lambda: writes(userflux, "Impostor") >= 1})
+    report = run(h, source)
+
+    assert source.held == {len(read) - 1: True}, "the second copy did not go out mid-read"
+    held = {key for (_, key) in userflux.products}
+    acked = acknowledged(h.store, "uf")
+    # neither copy stays, or state at least knows what the target holds (a later run can
+    # then remove it); a product on the target that state forgot is never deleted
+    assert new["sku"] not in held or new["sku"] in acked, report.targets[0].plan["notes"]
+    assert new["sku"] not in held
+    h.close()
+
+
+def test_a_key_found_twice_is_restored_whichever_copy_landed_last(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """Copies of a key in flight together land in any order (a retry, concurrency): the
+    restore must bring back the version acknowledged before the run whichever copy the
+    target holds, not only undo the last copy planned (an incremental update computed
+    against the last copy leaves the other copy's properties behind)."""
+    slow = {"max_attempts": 3, "initial_delay_s": 1.0, "max_delay_s": 1.0, "budget_s": 20}
+    h = Harness(tmp_path, [userflux_target(userflux.url, retry=slow)])
+    records = catalog(30)
+    h.write(records)
+    assert h.sync().ok
+    first = records[0]
+    # copy A changes the colour, copy B the price: A fails once, so it lands after B
+    a = dict(first, color="Azure")
+    b = dict(first, price="99.00", title="Impostor")
+    others = [dict(r, price="77.00") for r in records[1:30]]
+    userflux.inject(Fault(status=503, times=1, match=lambda m, p, j: "Azure" in json.dumps(j)))
+    read = [a, *others[:10], b, *others[10:]]
+    source = Pausing(read, {len(read) - 1: lambda: writes(userflux, "Impostor") >= 1})
+    report = run(h, source)
+
+    assert source.held == {len(read) - 1: True}, "the second copy did not go out mid-read"
+    assert report.targets[0].retries >= 1
+    held = userflux.products[("product", first["sku"])]["properties"]
+    assert held["color"] == first["color"] and held["price"] == float(first["price"])
+    h.close()

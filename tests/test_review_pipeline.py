@@ -143,3 +143,28 @@ def test_a_key_found_twice_is_restored_whichever_copy_landed_last(
     held = userflux.products[("product", first["sku"])]["properties"]
     assert held["color"] == first["color"] and held["price"] == float(first["price"])
     h.close()
+
+
+def test_a_slow_read_does_not_use_up_the_retry_budget(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """The retry budget (``retry.budget_s``) bounds the time a run retries in; before the
+    pipeline it began when sending began, after the read. A sender idle while the read
+    goes on (nothing planned yet) must not spend it: a 503 on a product planned after a
+    long pause of the read is retried, as it was."""
+    retry = {"max_attempts": 3, "initial_delay_s": 0.01, "max_delay_s": 0.05, "budget_s": 1}
+    h = Harness(tmp_path, [userflux_target(userflux.url, retry=retry)])
+    records = catalog(30)
+    late = records[20]["sku"]
+    userflux.inject(Fault(status=503, times=1, match=lambda m, p, j: late in json.dumps(j)))
+
+    def later() -> bool:  # the read pauses 1.5 s (a slow page of the source)
+        time.sleep(1.5)
+        return True
+
+    report = run(h, Pausing(records, {15: later}))
+
+    target = report.targets[0]
+    assert target.retries == 1 and target.failed == 0, (target.outcome, target.error)
+    assert report.ok and late in acknowledged(h.store, "uf")
+    h.close()

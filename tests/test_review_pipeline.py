@@ -168,3 +168,70 @@ def test_a_slow_read_does_not_use_up_the_retry_budget(
     assert target.retries == 1 and target.failed == 0, (target.outcome, target.error)
     assert report.ok and late in acknowledged(h.store, "uf")
     h.close()
+
+
+def test_a_sender_that_raises_mid_read_fails_the_run_without_hanging(
+    tmp_path: Path, userflux: FakeUserflux, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State unreachable from a sender thread while the read goes on: the run raises that
+    error (not lost), ends in bounded time, and leaves no sender thread behind."""
+    import threading
+
+    from syncd.errors import StateError
+
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    records = catalog(40)
+    real = h.store.mark_unacknowledged
+    calls: list[int] = []
+
+    def flaky(target: str, writes: Any) -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise StateError("state database unreachable (injected)")
+        real(target, writes)
+
+    monkeypatch.setattr(h.store, "mark_unacknowledged", flaky)
+    started = time.monotonic()
+    with pytest.raises(StateError, match="injected"):
+        run(h, Pausing(records, {30: lambda: len(calls) > 1}))
+    assert time.monotonic() - started < WAIT_S + 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("syncd-target")]
+    h.close()
+
+
+def test_a_target_decided_before_another_targets_decide_failed_is_not_recorded_ok(
+    tmp_path: Path, userflux: FakeUserflux, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two targets; deciding the second raises after the first's plan was complete. The
+    run fails and the first target's outbox is aborted (its deletes and the rest of its
+    plan never go out): its run must not be recorded ``ok`` as if its plan was sent (an
+    ``ok`` full refresh is not due again for a week; an ``ok`` run's counts are trusted)."""
+    second = FakeUserflux(api_key=KEY).start()
+    try:
+        h = Harness(tmp_path, [userflux_target(userflux.url), userflux_target(second.url, "uf2")])
+        records = catalog(40)
+        h.write(records)
+        assert h.sync().ok
+        # 20 changed, 20 deletes (allowed); the target is slow, so the deletes, put after
+        # the last groups of changes, are still in the outbox when the run fails
+        h.write([dict(r, price="66.00") for r in records[:20]])
+        userflux.inject(Fault(delay=0.3, times=None, match=lambda m, p, j: m == "POST"))
+        real = reconcile.decide
+        seen: list[str] = []
+
+        def second_breaks(opened: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(opened.name)
+            if opened.name == "uf2":
+                raise RuntimeError("deciding broke")
+            return real(opened, *args, **kwargs)
+
+        monkeypatch.setattr(reconcile, "decide", second_breaks)
+        with pytest.raises(RuntimeError, match="deciding broke"):
+            h.sync(allow_deletes=True)
+        assert seen == ["uf", "uf2"]
+        last = h.store.recent_runs("uf", 1)[0]
+        deleted = 40 - len(acknowledged(h.store, "uf"))
+        assert last.outcome != "ok" or deleted == 20, (last.outcome, last.error, deleted)
+        h.close()
+    finally:
+        second.stop()

@@ -99,9 +99,12 @@ def send(
     held: str | None = None
     read_out_of_time = not plan.source_complete and budget.out_of_time()
     out_of_time = execution.out_of_time or read_out_of_time
-    stopped = execution.fatal or budget.stop.is_set() or out_of_time
+    # the run failed in another stage after this plan was complete (another target's
+    # decide raised): what the sender had not taken was never sent, and nothing more goes
+    aborted = outbox.aborted
+    stopped = execution.fatal or budget.stop.is_set() or out_of_time or aborted
     undo = () if stopped else _undo_now(plan, execution)
-    if too_many is None and not out_of_time:
+    if too_many is None and not out_of_time and not aborted:
         late, held = _late_withdrawals(opened, plan, execution, store, budget)
     late = undo + late
     if late:
@@ -109,6 +112,14 @@ def send(
         execution = combined(execution, executor.run(_Marked(late, store, name), on_ack, flush))
     doubted = _record_doubts(opened, itertools.chain(plan.operations, late), execution, store)
     outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
+    if aborted and execution.not_sent:
+        outcome, error = (
+            "failed",
+            (
+                f"the run failed in another stage before this target's plan was sent: "
+                f"{execution.not_sent} products not sent; they are re-sent next run"
+            ),
+        )
     return plan, Sent(execution, outcome, error, doubted)
 
 

@@ -18,7 +18,7 @@ from syncd import reconcile
 from syncd.sandbox import FakeUserflux
 from syncd.sandbox.server import Fault
 from syncd.stages import planning, reading
-from tests.support import KEY, Harness, acknowledged, catalog, userflux_target
+from tests.support import KEY, Harness, acknowledged, catalog, userflux_target, vambe_target
 from tests.test_loop_streaming import Pausing, run, writes
 
 WAIT_S = 10.0
@@ -235,3 +235,62 @@ def test_a_target_decided_before_another_targets_decide_failed_is_not_recorded_o
         h.close()
     finally:
         second.stop()
+
+
+def _one_percent(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    changed = [dict(r, price="1.00") if i % 9 == 0 else r for i, r in enumerate(records)]
+    return changed[:-2] + catalog(3, start=500)  # some changed, 2 gone, 3 new
+
+
+@pytest.mark.parametrize(
+    ("edit", "options"),
+    [
+        (_one_percent, {"allow_deletes": True}),
+        (lambda records: records, {}),  # no change
+        (lambda records: records, {"full": True}),
+        (_one_percent, {"full": True, "allow_deletes": True}),
+        (lambda records: [dict(r, price="2.00") for r in records], {"keys": ("P00003", "P00031")}),
+    ],
+    ids=["changes-and-deletes", "no-change", "full", "full-with-deletes", "resend"],
+)
+def test_a_plan_says_exactly_what_the_pipelined_run_sends(
+    tmp_path: Path,
+    userflux: FakeUserflux,
+    edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    options: dict[str, Any],
+) -> None:
+    """``syncd plan`` and ``syncd sync`` agree on requests and products, target by target,
+    with groups going out mid-read (UserFlux, and Vambe in batches of 2, mirrored)."""
+    from syncd.sandbox import FakeVambe
+
+    with FakeVambe(api_key=KEY) as vambe:
+        block = vambe.add_block(name="catalog")
+        h = Harness(
+            tmp_path,
+            [
+                userflux_target(userflux.url),
+                vambe_target(vambe.url, block, batch_size=2, mirror_block=True),
+            ],
+        )
+        records = catalog(41)
+        h.write(records)
+        assert h.sync().ok
+        h.write(edit(records))
+        planned = h.plan(**options)
+        userflux.reset_requests()
+        vambe.reset_requests()
+        report = h.sync(**options)
+
+        for plan, target in zip(planned, report.targets, strict=True):
+            assert len(plan.operations) == target.requests, target.target
+            counts = plan.counts()
+            assert (counts["create"], counts["update"], counts["delete"]) == (
+                target.created,
+                target.updated,
+                target.deleted,
+            ), target.target
+        writes_sent = sum(
+            1 for r in [*userflux.requests, *vambe.requests] if r.method in ("POST", "DELETE")
+        )
+        assert writes_sent == sum(t.requests for t in report.targets)
+        h.close()

@@ -18,7 +18,16 @@ from syncd import reconcile
 from syncd.sandbox import FakeUserflux
 from syncd.sandbox.server import Fault
 from syncd.stages import planning, reading
-from tests.support import KEY, Harness, acknowledged, catalog, userflux_target, vambe_target
+from tests.support import (
+    KEY,
+    Harness,
+    acknowledged,
+    catalog,
+    expected_userflux,
+    expected_vambe,
+    userflux_target,
+    vambe_target,
+)
 from tests.test_loop_streaming import Pausing, run, writes
 
 WAIT_S = 10.0
@@ -349,3 +358,44 @@ def test_acks_while_the_read_stages_on_a_server_database(
         for key, acked in acknowledged(h.store, "uf").items()
     )
     h.close()
+
+
+def test_a_key_copied_three_times_across_sent_cancelled_and_held_groups(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """Three copies of an existing key: the first goes out mid-read, the second is in a
+    group put but not begun when the read ends (cancelled: its Vambe batch still carries its
+    partner), the third in the read's last group (never put). The older version comes back
+    on both targets and in state; every other product lands."""
+    from syncd.sandbox import FakeVambe
+
+    with FakeVambe(api_key=KEY) as vambe:
+        block = vambe.add_block(name="catalog")
+        h = Harness(
+            tmp_path,
+            [userflux_target(userflux.url), vambe_target(vambe.url, block, batch_size=2)],
+        )
+        records = catalog(40)
+        h.write(records)
+        assert h.sync().ok
+        before = {n: acknowledged(h.store, n)[records[0]["sku"]] for n in ("uf", "vb")}
+        others = [dict(r, price="8.00") for r in records[1:]]
+        copy = [dict(records[0], title=f"Copy {i}") for i in range(3)]
+        read = [copy[0], *others[:20], copy[1], *others[20:36], copy[2], *others[36:]]
+
+        def first_sent() -> bool:
+            return all(writes(s, "Copy 0") >= 1 for s in (userflux, vambe))
+
+        # slow targets from the first copy on, so a group put late is not begun yet
+        for server in (userflux, vambe):
+            server.inject(Fault(delay=0.5, times=2, match=lambda m, p, j: m == "POST"))
+        source = Pausing(read, {30: first_sent})
+        report = run(h, source)
+
+        assert source.held == {30: True}
+        assert userflux.products == expected_userflux([records[0], *others])
+        assert vambe.block_products(block) == expected_vambe([records[0], *others])
+        for name, target in zip(("uf", "vb"), report.targets, strict=True):
+            assert acknowledged(h.store, name)[records[0]["sku"]].hash == before[name].hash
+            assert target.rejected == 1 and target.updated >= 38
+        h.close()

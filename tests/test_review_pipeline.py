@@ -399,3 +399,48 @@ def test_a_key_copied_three_times_across_sent_cancelled_and_held_groups(
             assert acknowledged(h.store, name)[records[0]["sku"]].hash == before[name].hash
             assert target.rejected == 1 and target.updated >= 38
         h.close()
+
+
+def test_sigterm_during_the_read_after_groups_went_out(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """A stop (SIGTERM, lost lease) while the read goes on, after some groups went out: the
+    run ends interrupted in bounded time, sends nothing more (no deletes, no undo), and state
+    claims acknowledged only what the target holds; the next run carries on."""
+    import threading
+
+    from syncd.reconcile import Reconciler, RunOptions
+    from tests.support import ENV
+
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    records = catalog(40)
+    h.write(records)
+    assert h.sync().ok
+    userflux.reset_requests()
+    changed = [dict(r, price="4.00") for r in records[:36]] + [dict(records[0], title="Twice")]
+    stop = threading.Event()
+
+    def stopped_after_some() -> bool:
+        if len(userflux.requests) >= 4:
+            stop.set()
+            return True
+        return False
+
+    source = Pausing(changed, {30: stopped_after_some})
+    started = time.monotonic()
+    report = Reconciler(h.config, h.store, environ=ENV, source=source, stop=stop).sync(
+        RunOptions(allow_deletes=True)
+    )
+    assert source.held == {30: True}
+    assert time.monotonic() - started < WAIT_S + 10
+    target = report.targets[0]
+    assert target.outcome == "interrupted", (target.outcome, target.error)
+    assert target.deleted == 0
+    assert not any(r.method == "DELETE" for r in userflux.requests)
+    held = userflux.products
+    for key, acked in acknowledged(h.store, "uf").items():
+        assert (
+            held[("product", key)]["properties"]["price"]
+            == json.loads(acked.canonical)["properties"]["price"]
+        )
+    h.close()

@@ -103,7 +103,11 @@ def send(
     # decide raised): what the sender had not taken was never sent, and nothing more goes
     aborted = outbox.aborted
     stopped = execution.fatal or budget.stop.is_set() or out_of_time or aborted
-    undo = () if stopped else _undo_now(plan, execution)
+    # every undo request, refused copies or not: a key the target refused one copy of may
+    # have taken another (kept, it would stay there with state forgetting it, see
+    # ``_restore_refused``); when every copy was refused, the restore re-sends what the
+    # target holds or deletes what it never created: one harmless request, in a rare case
+    undo = () if stopped else plan.undo
     if too_many is None and not out_of_time and not aborted:
         late, held = _late_withdrawals(opened, plan, execution, store, budget)
     late = undo + late
@@ -121,17 +125,6 @@ def send(
             ),
         )
     return plan, Sent(execution, outcome, error, doubted)
-
-
-def _undo_now(plan: Plan, execution: Execution) -> tuple[Operation, ...]:
-    """The plan's undo requests (``Plan.undo``), all of them: a key the target refused
-    one copy of may have taken another (the first copy landed, the second was refused),
-    and leaving it out would leave that copy on the target with state forgetting it
-    (``_restore_refused``). When every copy was refused the restore re-sends what the
-    target already holds, or deletes what it never created (done: 404, or nothing to
-    remove): one harmless request in a rare case, against a product no run deletes."""
-    del execution  # kept for the call's shape: what the target refused changes nothing
-    return plan.undo
 
 
 def _outcome(

@@ -87,6 +87,11 @@ class RetryBudget:
         """Whether a retry after ``delay`` seconds would still start before the deadline."""
         return self._clock.monotonic() + delay <= self.deadline
 
+    def idled(self, seconds: float) -> None:
+        """``seconds`` passed with nothing to send (waiting for planning while the read
+        goes on): they don't count, so a long read leaves the budget to the sending."""
+        self.deadline += max(seconds, 0.0)
+
 
 class Health:
     """The target's last answers: failing when at least half of them were retriable errors.
@@ -482,7 +487,9 @@ class Executor:
                 if inflight:
                     done = _drain(finished, timeout=0.2)
                 elif isinstance(incoming, Fed):
+                    idle = self._clock.monotonic()
                     incoming.wait(0.2)  # idle until planning puts more
+                    self._budget.idled(self._clock.monotonic() - idle)
                 for future in done:
                     if future not in inflight:
                         continue  # abandoned after the grace period

@@ -316,13 +316,22 @@ def _undo(opened: OpenTarget, sent: Sequence[Change]) -> tuple[tuple[Operation, 
     for key, change in first.items():
         landed = last[key].document
         assert landed is not None
-        now = Acked(key, landed.hash, landed.canonical)  # what the target may hold now
         before = change.previous
         if before is None:
+            now = Acked(key, landed.hash, landed.canonical)  # what the target may hold now
             removes.append(Change(ChangeKind.DELETE, key, None, now))
         else:
+            # copies in flight together land in any order (a retry, concurrency): which one
+            # the target holds is uncertain, so the restore is whole (UserFlux: FULL_UPDATE,
+            # as for any write not acknowledged), never a diff against the last one planned
+            uncertain = Acked(key, UNACKNOWLEDGED, landed.canonical)
             restores.append(
-                Change(ChangeKind.UPDATE, key, Document(key, before.canonical, before.hash), now)
+                Change(
+                    ChangeKind.UPDATE,
+                    key,
+                    Document(key, before.canonical, before.hash),
+                    uncertain,
+                )
             )
     if not first:
         return (), []

@@ -70,6 +70,11 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def aborted(self) -> bool:
+        """The run failed (``abort``): what was not taken was never sent."""
+        return self._aborted
+
     def take(self) -> list[Operation] | None | Literal[False]:
         """The next group to send; ``False`` when none is planned yet (the read goes on:
         ask again, ``wait`` first); ``None`` when the plan is complete and sent."""

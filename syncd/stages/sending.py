@@ -99,9 +99,16 @@ def send(
     held: str | None = None
     read_out_of_time = not plan.source_complete and budget.out_of_time()
     out_of_time = execution.out_of_time or read_out_of_time
-    stopped = execution.fatal or budget.stop.is_set() or out_of_time
-    undo = () if stopped else _undo_now(plan, execution)
-    if too_many is None and not out_of_time:
+    # the run failed in another stage after this plan was complete (another target's
+    # decide raised): what the sender had not taken was never sent, and nothing more goes
+    aborted = outbox.aborted
+    stopped = execution.fatal or budget.stop.is_set() or out_of_time or aborted
+    # every undo request, refused copies or not: a key the target refused one copy of may
+    # have taken another (kept, it would stay there with state forgetting it, see
+    # ``_restore_refused``); when every copy was refused, the restore re-sends what the
+    # target holds or deletes what it never created: one harmless request, in a rare case
+    undo = () if stopped else plan.undo
+    if too_many is None and not out_of_time and not aborted:
         late, held = _late_withdrawals(opened, plan, execution, store, budget)
     late = undo + late
     if late:
@@ -109,18 +116,15 @@ def send(
         execution = combined(execution, executor.run(_Marked(late, store, name), on_ack, flush))
     doubted = _record_doubts(opened, itertools.chain(plan.operations, late), execution, store)
     outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
+    if aborted and execution.not_sent:
+        outcome, error = (
+            "failed",
+            (
+                f"the run failed in another stage before this target's plan was sent: "
+                f"{execution.not_sent} products not sent; they are re-sent next run"
+            ),
+        )
     return plan, Sent(execution, outcome, error, doubted)
-
-
-def _undo_now(plan: Plan, execution: Execution) -> tuple[Operation, ...]:
-    """The plan's undo requests (``Plan.undo``) but for the products the target refused
-    this run (their copy never landed, and state is back to what it was)."""
-    refused = {r.key for r in execution.rejections if r.by_target}
-    return tuple(
-        operation
-        for operation in plan.undo
-        if not any(change.key in refused for change in operation.changes)
-    )
 
 
 def _outcome(

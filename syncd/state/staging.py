@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from array import array
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,12 @@ class SqlStaging:
         """The target's fingerprints (``known``), read on first use."""
         self._repeated: list[bytes] = []
         """Fingerprints ``known`` found more than once: the same row twice."""
+        self._prior_seqs = array("q")
+        self._prior_fingerprints = bytearray()
+        """Of the rows ``compare`` found changed, the staged seq and the fingerprint their
+        product had then (16 bytes each): a sync acknowledges changes while the read goes
+        on, replacing ``products.source_hash``, so ``duplicates`` can't find the key of a
+        skipped old copy through ``products`` any more (24 bytes a changed row)."""
         self._candidate_table: sa.Table | None = None
         self._candidate_count = 0
         """Rows of ``_candidate_table`` (at least 1 when some may be there)."""
@@ -124,7 +131,7 @@ class SqlStaging:
         ]
         s, p = self._table.c, products.c
         changed = (
-            sa.select(s.key, p.hash, p.payload)
+            sa.select(s.key, p.hash, p.payload, s.seq, s.hash, p.source_hash)
             .select_from(
                 self._table.outerjoin(products, sa.and_(p.target == self._target, p.key == s.key))
             )
@@ -137,7 +144,12 @@ class SqlStaging:
             _stage(conn, self._table, STAGED_COLUMNS, rows)
             found = conn.execute(changed).all()
         self._staged += len(rows)
-        return {row[0]: None if row[1] is None else acked_from_row(row) for row in found}
+        if self._fingerprints is not None:  # skipping: a skipped row may be an old copy
+            for row in found:
+                if row[5] is not None and bytes(row[4]) != SEEN_ONLY:
+                    self._prior_seqs.append(row[3])
+                    self._prior_fingerprints += bytes(row[5])
+        return {row[0]: None if row[1] is None else acked_from_row(row[:3]) for row in found}
 
     def known(self, fingerprints: bytes) -> list[bool]:
         if not fingerprints:
@@ -217,6 +229,13 @@ class SqlStaging:
                 for batch in batches:
                     seen = index.were_seen(b"".join(bytes(value) for _, value in batch))
                     keys.update(key for (key, _), hit in zip(batch, seen, strict=True) if hit)
+            if index is not None and index.matched and self._prior_seqs:
+                # a changed row whose product's fingerprint (when compared, before this
+                # run's acks replaced it) a skipped row found: the same key twice
+                seen = index.were_seen(bytes(self._prior_fingerprints))
+                hits = [seq for seq, hit in zip(self._prior_seqs, seen, strict=True) if hit]
+                for seqs in chunks(hits):
+                    keys.update(conn.execute(sa.select(s.key).where(s.seq.in_(seqs))).scalars())
             for chunk in chunks(self._repeated):
                 named = sa.select(p.key).where(p.target == self._target, p.source_hash.in_(chunk))
                 keys.update(conn.execute(named).scalars())

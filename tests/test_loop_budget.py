@@ -52,7 +52,9 @@ def test_a_first_sync_under_a_small_budget_completes_over_several_runs(tmp_path:
                 break
 
         outcomes = [r.outcome for r in reports]
-        assert len(outcomes) >= 4 and outcomes[-1] == "ok", outcomes  # 300 at 100/s, 1 s a run
+        # 300 at 100/s, 1 s a run: at least 3 (sending starts with the read, so how much of
+        # the budget the read's own time takes from the first requests depends on the machine)
+        assert len(outcomes) >= 3 and outcomes[-1] == "ok", outcomes
         assert set(outcomes[:-1]) == {"incomplete"}
         assert codes == [0] * len(codes)  # a run stopped by its budget did as planned
         # each incomplete run sent about a second's worth at 100/s, and said what is left

@@ -1,14 +1,7 @@
 """How many requests one target has in flight: at most its ``concurrency``, fewer while the
-process itself (not the target) is the bottleneck.
-
-Each worker thread holds the interpreter's lock (the GIL) while httpx builds a request and
-reads an answer. Past what one core can do, more requests in flight only add threads
-waiting for that lock, and each of them wakes every switch interval (5 ms) to ask for it:
-at 256 threads and 50 ms latency a request cost ~40 context switches and about 1.7x the
-CPU it costs at 96 threads, for less throughput (bench/push.py). The signal is local: how
-long the executor's calling thread, woken by a finished request, waits to run (its
-``lag``). A slow target makes threads wait on sockets, not on the lock, so it never
-lowers the limit.
+process itself, not the target, holds the push back (threads queueing for the GIL, each
+waking every 5 ms to ask for it: at 256 threads and 50 ms latency ~40 context switches a
+request and 1.7x the CPU per request of 96 threads, for less throughput; bench/push.py).
 """
 
 from __future__ import annotations
@@ -17,10 +10,10 @@ import statistics
 
 
 class InflightLimit:
-    """Requests in flight at most ``limit``: ``START`` (or ``concurrency``, when lower) at
-    first, lowered while the calling thread's wake-up lag shows threads queueing for the
-    interpreter, raised up to ``concurrency`` while it does not and the limit is reached.
-    Read and adjusted by the executor's calling thread only."""
+    """Requests in flight at most ``limit``, between ``START`` (or ``concurrency``, when
+    lower) and ``concurrency``: ``START`` at first, raised while the limit is reached and
+    the calling thread's wake-up lag is short, lowered while that lag shows threads
+    queueing for the interpreter. Read and adjusted by the executor's calling thread."""
 
     HIGH_LAG_S = 0.003
     """Median wake-up lag over a period above which the limit falls (by a tenth to a
@@ -31,16 +24,17 @@ class InflightLimit:
     PERIOD_S = 0.1
     """How often the limit may move, and the window its lag samples come from."""
     START = 64
-    """The limit a run starts at when its concurrency is higher: 64 threads waiting on
-    50 ms answers kept neither core of the 2-core machine saturated (bench/push.py), while
-    256 given out at once queued for the GIL before the first answer came back."""
+    """The limit a run starts at, and its floor, when its concurrency is higher: 64
+    threads waiting on 50 ms answers did not saturate the 2-core machine (bench/push.py),
+    while 256 given out at once queued for the GIL before the first answer came back."""
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        self.floor = max(1, concurrency // 4)
-        """The limit never falls below this: a loaded machine slows every thread, and a
-        quarter of the configured concurrency still keeps a target busy."""
-        self.limit = min(concurrency, max(self.floor, self.START))
+        self.floor = min(concurrency, self.START)
+        """The limit never falls below ``START``: a loaded machine (or a CPU quota) delays
+        every thread whatever the work, and 64 in flight still keep a target busy. At 64
+        or fewer workers the limit is therefore the concurrency, as it always was."""
+        self.limit = self.floor
         self._lags: list[float] = []
         self._period_start: float | None = None
 

@@ -27,7 +27,7 @@ def test_a_high_concurrency_starts_at_64_and_a_low_one_at_itself():
     assert InflightLimit(1).limit == 1
 
 
-def test_the_limit_falls_while_the_calling_thread_waits_long_to_run_but_not_below_a_quarter():
+def test_the_limit_falls_while_the_calling_thread_waits_long_to_run_but_not_below_64():
     limit = InflightLimit(256)
     feed(limit, FAST, 20)  # up to the concurrency first
     assert limit.limit == 256
@@ -35,6 +35,9 @@ def test_the_limit_falls_while_the_calling_thread_waits_long_to_run_but_not_belo
     assert 144 <= limit.limit < 256  # a quarter at most a period
     feed(limit, SLOW, 50)
     assert limit.limit == 64
+    wide = InflightLimit(1024)
+    feed(wide, SLOW, 50)
+    assert wide.limit == 64
 
 
 def test_the_limit_rises_back_to_the_concurrency_and_never_above_when_lags_are_short():
@@ -43,6 +46,15 @@ def test_the_limit_rises_back_to_the_concurrency_and_never_above_when_lags_are_s
     assert 64 < limit.limit < 256  # an eighth a period, not all at once
     feed(limit, FAST, 50)
     assert limit.limit == 256
+
+
+def test_at_64_workers_or_fewer_the_limit_is_the_concurrency_whatever_the_lags():
+    for concurrency in (1, 16, 64):
+        limit = InflightLimit(concurrency)
+        feed(limit, SLOW, 20)
+        assert limit.limit == concurrency
+        feed(limit, FAST, 20)
+        assert limit.limit == concurrency
 
 
 def test_lags_seen_below_the_limit_move_nothing():

@@ -340,7 +340,30 @@ def render(result: dict[str, Any]) -> str:
             f"{bare['rps']:>9.0f} {ours['rps']:>10.0f} "
             f"{row['rps_ratio']:>5.2f}x >={RPS_TARGET:g} {rps_ok}"
         )
+    lines += _second_process(result["rows"])
     return "\n".join(lines)
+
+
+def _second_process(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """For each push also split over more processes: its req/s and CPU per request over
+    the same push from one process, for the bare client and for syncd (no target: a
+    figure to read, whether a second process pays on this machine)."""
+    single = {(r["latency_ms"], r["concurrency"]): r for r in rows if r["processes"] == 1}
+    lines = []
+    for row in rows:
+        one = single.get((row["latency_ms"], row["concurrency"]))
+        if row["processes"] == 1 or one is None:
+            continue
+        figures = []
+        for mode in ("bare", "syncd"):
+            rps = row[mode]["rps"] / one[mode]["rps"]
+            cpu = row[mode]["cpu_ms_per_request"] / one[mode]["cpu_ms_per_request"]
+            figures.append(f"{mode} {rps:.2f}x req/s, {cpu:.2f}x CPU per request")
+        lines.append(
+            f"{row['processes']} processes x {row['concurrency'] // row['processes']} threads "
+            f"vs 1 x {row['concurrency']} at {row['latency_ms']:g} ms: " + "; ".join(figures)
+        )
+    return lines
 
 
 def main(argv: list[str]) -> int:

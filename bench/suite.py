@@ -467,15 +467,29 @@ def run_throughput(opts: Options, cats: Catalogs, say: Any) -> dict[str, Any]:
 
 def push_vs_bare(opts: Options, say: Any) -> dict[str, Any]:
     """Each push beside a bare httpx client per thread (``bench.push``): CPU per request
-    and req/s at 50 ms latency and none, 64 and 256 threads, ``opts.repeat`` times."""
-    return push_bench.compare(
+    and req/s at 50 ms latency and none, 64 and 256 threads, ``opts.repeat`` times; then
+    the 50 ms, 256-thread push split over two processes (issue 17: does a second process
+    pay on this machine?)."""
+    n = min(opts.n, 4000)
+    result = push_bench.compare(
         opts.workdir,
-        n=min(opts.n, 4000),
+        n=n,
         concurrency=(64, 256),
         latencies_ms=(LATENCY * 1000, 0.0),
         repeat=opts.repeat,
         say=say,
     )
+    split = push_bench.compare(
+        opts.workdir,
+        n=n,
+        concurrency=(256,),
+        latencies_ms=(LATENCY * 1000,),
+        repeat=opts.repeat,
+        processes=(2,),
+        say=say,
+    )
+    result["rows"] += split["rows"]
+    return result
 
 
 # -- the report ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from syncd.config import RetryConfig
 from syncd.diff import Operation
 from syncd.errors import TargetFatalError, TargetRejectedError, TargetRetriableError
+from syncd.inflight import InflightLimit
 from syncd.model import Rejection
 from syncd.retry import target_policy
 
@@ -231,7 +232,7 @@ class Future(Generic[_T]):
     done callback runs, and the calling thread reads it from that callback's queue.
     """
 
-    __slots__ = ("_callback", "_calls", "_error", "_fn", "_operation", "_result")
+    __slots__ = ("_callback", "_calls", "_error", "_fn", "_operation", "_result", "done_at")
 
     def __init__(self, fn: Callable[[Operation], _T], operation: Operation) -> None:
         self._fn: Callable[[Operation], _T] | None = fn
@@ -242,6 +243,8 @@ class Future(Generic[_T]):
         self._calls = itertools.count()
         """Drawn from by the worker when done and by ``add_done_callback``: the second
         to draw (``next`` on a count is atomic) runs the callback, so it runs once."""
+        self.done_at = 0.0
+        """``time.perf_counter()`` when the work ended (the calling thread's wake-up lag)."""
 
     def run(self) -> None:
         fn, self._fn = self._fn, None
@@ -250,6 +253,7 @@ class Future(Generic[_T]):
             self._result = fn(self._operation)
         except BaseException as exc:  # the calling thread settles it
             self._error = exc
+        self.done_at = time.perf_counter()
         if next(self._calls):
             self._call_back()
 
@@ -375,17 +379,24 @@ class _Workers:
                 thread.join()
 
 
-def _drain(finished: queue.SimpleQueue[Future[_Outcome]], timeout: float) -> list[Future[_Outcome]]:
-    """The futures finished so far, waiting up to ``timeout`` for the first one."""
+def _drain(
+    finished: queue.SimpleQueue[Future[_Outcome]], timeout: float
+) -> tuple[list[Future[_Outcome]], float]:
+    """The futures finished so far, waiting up to ``timeout`` for the first one; and the
+    calling thread's wake-up lag: from the later of its wait's start and the first
+    future's end to now (time spent waiting for the interpreter, see ``InflightLimit``)."""
+    waited = time.perf_counter()
     try:
-        done = [finished.get(timeout=timeout)]
+        first = finished.get(timeout=timeout)
     except queue.Empty:
-        return []
+        return [], 0.0
+    lag = time.perf_counter() - max(waited, first.done_at)
+    done = [first]
     while True:
         try:
             done.append(finished.get_nowait())
         except queue.Empty:
-            return done
+            return done, lag
 
 
 class Executor:
@@ -443,9 +454,14 @@ class Executor:
         """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit.
 
         ``operations`` is pulled lazily, as slots free up (at most ``concurrency * 2`` in
-        flight): a plan read back from disk is never held whole in memory.
+        flight): a plan read back from disk is never held whole in memory. Above 64 workers
+        fewer requests may be in flight than ``concurrency`` while this process is what
+        holds the push back (``InflightLimit``).
         """
         self._budget = RetryBudget(self._retry.budget_s, self._clock)  # from the run's start
+        slots = InflightLimit(self._concurrency)
+        """Operations given to the workers: fewer than ``concurrency`` while this process
+        is the bottleneck (threads queueing for the GIL), never more."""
         result = Execution()
         incoming = iter(operations)
         pending: deque[Operation] = deque()
@@ -468,7 +484,11 @@ class Executor:
                     or self._out_of_time.is_set()
                 )
                 waiting = False  # the next operation is still being planned (NOT_YET)
-                while not stopping and len(inflight) < self._concurrency * 2:
+                # at full concurrency as many again wait queued, so a worker never waits for
+                # this thread; below it, every operation given out is a request in flight
+                # (some of the threads started earlier are idle and would take it at once)
+                cap = slots.limit if slots.limit < self._concurrency else self._concurrency * 2
+                while not stopping and len(inflight) < cap:
                     operation = pending.popleft() if pending else next(incoming, None)
                     if operation is None:
                         break
@@ -485,7 +505,10 @@ class Executor:
                     break
                 done: list[Future[_Outcome]] = []
                 if inflight:
-                    done = _drain(finished, timeout=0.2)
+                    busy = len(inflight) >= slots.limit
+                    done, lag = _drain(finished, timeout=0.2)
+                    if done:
+                        slots.observe(lag, time.perf_counter(), busy)
                 elif isinstance(incoming, Fed):
                     idle = self._clock.monotonic()
                     incoming.wait(0.2)  # idle until planning puts more

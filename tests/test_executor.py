@@ -435,6 +435,38 @@ def test_no_more_than_concurrency_requests_are_in_flight(concurrency):
         assert sender.max_in_flight > 1, "requests do run concurrently"
 
 
+def test_a_high_concurrency_starts_with_64_requests_in_flight_and_sends_everything_once():
+    """Above 64 workers the first requests are 64 (``InflightLimit``): while they are all
+    unanswered no 65th goes out; once answers come every operation is sent exactly once."""
+    release = threading.Event()
+    seen: list[int] = []
+
+    def respond(operation: Operation, attempt: int) -> None:
+        if not release.is_set():
+            release.wait(5)
+        return None
+
+    sender = FakeSender(respond)
+
+    def watch() -> None:
+        while sender.in_flight < 64 and not release.is_set():
+            time.sleep(0.001)
+        time.sleep(0.05)  # a 65th request would have had time to start
+        seen.append(sender.max_in_flight)
+        release.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    result, recorder, _ = execute(sender, ops(300), concurrency=256)
+    watcher.join()
+
+    assert seen == [64]
+    assert result.acked == {"create": 300}
+    assert sorted(recorder.acked_keys) == sorted(f"k{i}" for i in range(300))
+    assert len(sender.sent) == 300
+    assert sender.max_in_flight <= 256
+
+
 # -- refused batches --------------------------------------------------------------------
 
 

@@ -112,7 +112,8 @@ class _TargetBase(_Model):
     api_key_env: Annotated[str, TRANSPORT, SECRET]
     """Environment variable holding the API key."""
     concurrency: Annotated[int, TRANSPORT] = Field(default=8, ge=1, le=256)
-    """Requests in flight at once."""
+    """Requests in flight at once, at most. Above 64, a run starts with 64 and goes up to
+    this while syncd's own process keeps up (see ``syncd.inflight``)."""
     rate_limit_per_s: Annotated[float, TRANSPORT] = Field(default=20.0, ge=0)
     """Requests per second at most (0: unlimited)."""
     timeout_s: Annotated[float, TRANSPORT] = Field(default=30.0, gt=0)

@@ -1,4 +1,5 @@
-"""Shared fixtures: fresh databases on the machine's real PostgreSQL and MariaDB servers.
+"""Shared fixtures: fresh databases on the machine's real PostgreSQL and MariaDB servers,
+the fake targets, and a run's chunks and groups made small.
 
 Each ``*_url`` fixture creates an empty database for one test and drops it after.
 When a server is down the test fails under CI (``CI=true``), so SQL coverage can't
@@ -12,6 +13,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from syncd.sandbox import FakeUserflux, FakeVambe
+from tests.support import KEY
 
 PG_ADMIN = os.environ.get("SYNCD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_ADMIN = os.environ.get("SYNCD_TEST_MARIADB", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -63,3 +67,28 @@ def mariadb_url() -> Iterator[str]:
 def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     """A SQLite database file in the test's temporary folder."""
     return f"sqlite:///{tmp_path / 'db.sqlite'}"
+
+
+@pytest.fixture
+def userflux() -> Iterator[FakeUserflux]:
+    """A fake UserFlux taking ``tests.support.KEY`` (a module's own fixture overrides it)."""
+    with FakeUserflux(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def vambe() -> Iterator[FakeVambe]:
+    """A fake Vambe taking ``tests.support.KEY``."""
+    with FakeVambe(api_key=KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 5 records and groups of 4 changes: requests go out while a few dozen
+    records are still being read (``syncd.stages.planning``)."""
+    from syncd.stages import planning, reading
+
+    monkeypatch.setattr(planning, "CHUNK", 5)
+    monkeypatch.setattr(reading, "CHUNK", 5)
+    monkeypatch.setattr(planning, "GROUP", 4)

@@ -19,10 +19,8 @@ import pytest
 from syncd.model import Record
 from syncd.reconcile import Reconciler, RunOptions
 from syncd.sandbox import FakeUserflux, FakeVambe
-from syncd.stages import planning, reading
 from tests.support import (
     ENV,
-    KEY,
     Harness,
     acknowledged,
     catalog,
@@ -36,23 +34,7 @@ WAIT_S = 10.0
 """How long the source waits for the targets before reading on regardless."""
 
 
-@pytest.fixture
-def userflux() -> Iterator[FakeUserflux]:
-    with FakeUserflux(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def vambe() -> Iterator[FakeVambe]:
-    with FakeVambe(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def small(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planning, "CHUNK", 5)
-    monkeypatch.setattr(reading, "CHUNK", 5)
-    monkeypatch.setattr(planning, "GROUP", 4)
+pytestmark = pytest.mark.usefixtures("small_groups")
 
 
 def both(tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe) -> Harness:

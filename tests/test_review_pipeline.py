@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import pytest
 from syncd import reconcile
 from syncd.sandbox import FakeUserflux
 from syncd.sandbox.server import Fault
-from syncd.stages import planning, reading
 from tests.support import (
     KEY,
     Harness,
@@ -28,37 +27,15 @@ from tests.support import (
     userflux_target,
     vambe_target,
 )
-from tests.test_loop_streaming import Pausing, run, writes
+from tests.test_loop_streaming import WAIT_S, Pausing, _until, run, writes
 
-WAIT_S = 10.0
-
-
-@pytest.fixture
-def userflux() -> Iterator[FakeUserflux]:
-    with FakeUserflux(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def small(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planning, "CHUNK", 5)
-    monkeypatch.setattr(reading, "CHUNK", 5)
-    monkeypatch.setattr(planning, "GROUP", 4)
+pytestmark = pytest.mark.usefixtures("small_groups")
 
 
 def _hash(h: Harness, key: str) -> bytes | None:
     """The hash the target acknowledged for ``key`` (None: none, or a write in flight)."""
     acked = acknowledged(h.store, "uf").get(key)
     return None if acked is None else acked.hash
-
-
-def _until(condition: Callable[[], bool]) -> bool:
-    end = time.monotonic() + WAIT_S
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_skipped_old_copy_of_a_key_whose_new_copy_was_acked_mid_read_is_a_duplicate(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from syncd.sandbox.server import Fault
 from syncd.stages import deciding, planning
 from syncd.stages.spill import SpilledList
 from tests.support import (
-    KEY,
     Harness,
     acknowledged,
     catalog,
@@ -26,18 +24,6 @@ from tests.support import (
     userflux_target,
     vambe_target,
 )
-
-
-@pytest.fixture
-def userflux() -> Iterator[FakeUserflux]:
-    with FakeUserflux(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def vambe() -> Iterator[FakeVambe]:
-    with FakeVambe(api_key=KEY) as server:
-        yield server
 
 
 @pytest.fixture

@@ -67,10 +67,6 @@ class Outbox:
             self._ready.notify_all()
 
     @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
     def aborted(self) -> bool:
         """The run failed (``abort``): what was not taken was never sent."""
         return self._aborted

@@ -243,14 +243,7 @@ class Spool:
         return _spool_numbered, (self._number,)
 
     def put(self, data: bytes) -> Spooled:
-        with self._lock:
-            offset = self._size
-            try:
-                self._file.write(data)
-            except (OSError, ValueError) as exc:  # ValueError: write after close
-                raise self._error("write", exc) from None
-            self._size += len(data)
-        return Spooled(self, offset, len(data))
+        return Spooled(self, self.put_all([data]), len(data))
 
     def put_all(self, data: list[bytes]) -> int:
         """Append every piece of ``data`` with one write; where the first begins (each of

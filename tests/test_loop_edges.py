@@ -34,12 +34,6 @@ BLOCK = "5fdb9ebd-ac9b-45be-ba44-d29f44877b4f"
 
 
 @pytest.fixture
-def userflux() -> Iterator[FakeUserflux]:
-    with FakeUserflux(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
 def vambe() -> Iterator[FakeVambe]:
     with FakeVambe(api_key=KEY) as server:
         server.add_block(BLOCK, name="catalog")

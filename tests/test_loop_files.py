@@ -3,19 +3,10 @@ glob pattern): one catalog, duplicates across files, unchanged rows skipped in e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from syncd.sandbox import FakeUserflux
-from tests.support import KEY, Harness, catalog, expected_userflux, userflux_target, write_jsonl
-
-
-@pytest.fixture
-def userflux() -> Iterator[FakeUserflux]:
-    with FakeUserflux(api_key=KEY) as server:
-        yield server
+from tests.support import Harness, catalog, expected_userflux, userflux_target, write_jsonl
 
 
 def harness(tmp_path: Path, userflux: FakeUserflux) -> Harness:

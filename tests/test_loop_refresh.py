@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.config import parse_config
-from syncd.sandbox import FakeUserflux, FakeVambe
+from syncd.sandbox import FakeUserflux
 from syncd.state.schema import products
 from tests.support import KEY, Harness, catalog, expected_userflux, userflux_target, vambe_target
 
@@ -26,12 +26,6 @@ DAY = 86400.0
 @pytest.fixture
 def fake() -> Iterator[FakeUserflux]:
     with FakeUserflux(api_key=KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def vambe() -> Iterator[FakeVambe]:
-    with FakeVambe(api_key=KEY) as server:
         yield server
 
 

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := examples/deployment/requirements.lock
 
 .PHONY: help demo test check lint format types contracts services bench bench-1m bench-memory clean
 
@@ -16,10 +17,13 @@ help:
 	@echo "make bench-memory  peak RSS of a plan and a first sync at BENCH_N and 3x (flat?)"
 	@echo "make clean      remove the virtualenv and scratch files"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# the runtime dependencies at the versions the lock (and so the image) pins, not
+	@# whatever the index has today: the tests run what ships
+	grep -oE '^[A-Za-z0-9_.-]+==[^ ;\\]+' $(LOCK) > $(VENV)/constraints.txt
+	$(BIN)/python -m pip install --quiet -c $(VENV)/constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -64,6 +64,7 @@ def child(mode: str, config_path: str) -> int:
         "userflux": httpx.MockTransport(_answer_userflux),
         "vambe": httpx.MockTransport(_answer_vambe),
     }
+    spools = _recording_spools()
     started = time.perf_counter()
     try:
         reconciler = Reconciler(config, store, transports=transports)
@@ -95,12 +96,33 @@ def child(mode: str, config_path: str) -> int:
                 "wall_s": time.perf_counter() - started,
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 "peak_rss_mb": peak_rss_mb(),
+                "spool_peak_mb": sum(spool.peak for spool in spools) / 1e6,
+                "spool_written_mb": sum(spool.size for spool in spools) / 1e6,
                 "targets": figures,
             },
             default=str,
         )
     )
     return 0
+
+
+def _recording_spools() -> list[Any]:
+    """The spools the run makes, to print the most they held on disk at once
+    (``Spool.peak``, summed) beside all that was ever written to them."""
+    from syncd import model, reconcile
+    from syncd.stages import outbox, sending
+
+    made: list[Any] = []
+
+    class Recorded(model.Spool):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    # the outboxes' spools, their journals, and the changes kept of troubled requests
+    for module in (reconcile, outbox, sending):
+        module.Spool = Recorded  # type: ignore[misc]
+    return made
 
 
 def measure(mode: str, n: int, workdir: Path) -> dict[str, Any]:
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{mode:<5} n={n:>9,}  peak RSS {row['peak_rss_mb']:>7.0f} MB  "
                 f"CPU {row['cpu_s']:>7.1f} s  wall {row['wall_s']:>7.1f} s  "
+                f"spool peak {row['spool_peak_mb']:>6.1f} MB of {row['spool_written_mb']:,.0f} "
+                "MB written  "
                 f"{json.dumps(row['targets'])}",
                 flush=True,
             )
@@ -173,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode}: peak {small['peak_rss_mb']:.0f} MB at {small['n']:,}, "
             f"{large['peak_rss_mb']:.0f} MB at {large['n']:,}: {'flat' if flat else 'NOT flat'}"
         )
+        if mode != "plan":  # a plan is not sent: its spool holds it whole, by design
+            bounded = large["spool_peak_mb"] <= small["spool_peak_mb"] * 1.1 + 64
+            print(
+                f"{mode}: spool on disk at most {small['spool_peak_mb']:.0f} MB at "
+                f"{small['n']:,} ({small['spool_written_mb']:,.0f} MB written), "
+                f"{large['spool_peak_mb']:.0f} MB at {large['n']:,} "
+                f"({large['spool_written_mb']:,.0f} MB written): "
+                f"{'bounded' if bounded else 'NOT bounded'}"
+            )
     return 0
 
 

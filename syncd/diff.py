@@ -75,6 +75,17 @@ def deletes_of(unseen: Iterable[Acked]) -> list[Change]:
     return [Change(ChangeKind.DELETE, acked.key, None, acked) for acked in unseen]
 
 
+@dataclass(frozen=True, slots=True)
+class SentCopy:
+    """A change as a run remembers it once its request has gone out (the new payload is
+    not kept): enough to restore the key to what the target held before the run."""
+
+    key: str
+    kind: ChangeKind
+    previous: Acked | None
+    """What the target had acknowledged before (None: the change created the product)."""
+
+
 @quick_init
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -141,6 +152,16 @@ class Tally:
                 entry["samples"].append({"key": shown, "reason": operation.reason})
         return self
 
+    def copy(self) -> Tally:
+        """A tally counting on from this one's figures (this one unchanged)."""
+        copied = Tally(self.samples)
+        copied.counts = Counter(self.counts)
+        copied.by_request = {
+            name: {**entry, "samples": list(entry["samples"])}
+            for name, entry in self.by_request.items()
+        }
+        return copied
+
 
 @dataclass(frozen=True, slots=True)
 class GuardVerdict:
@@ -193,10 +214,11 @@ class Plan:
     """The target's configured rate limit (0: none), for ``min_duration_s``."""
     tally: Tally | None = field(default=None, compare=False, repr=False)
     """``operations`` counted as they were planned (None: counted when first asked)."""
-    undo: tuple[Operation, ...] = ()
-    """Sent after ``operations``: products whose key the read found twice after a copy
-    had gone to the target (planned and sent while the read went on), restored to what
-    the target last acknowledged before this run (removed when it had none)."""
+    undo: tuple[SentCopy, ...] = ()
+    """Copies of products whose key the read found twice after a copy had gone to the
+    target (planned and sent while the read went on): once ``operations`` are sent, each
+    key is restored to what the target last acknowledged before this run (removed when it
+    had none), see ``syncd.stages.deciding.undo_requests``."""
 
     @property
     def min_duration_s(self) -> float | None:

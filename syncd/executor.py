@@ -164,6 +164,18 @@ class Fed(Protocol):
         ...
 
 
+class Settled(Protocol):
+    """Called on the executor's thread once an operation taken is over: acknowledged,
+    refused, failed or dropped (``replaced_by``: the halves a refused batch is re-sent
+    as, which are settled in turn), or abandoned in flight when a stop's grace ran out.
+    ``troubled``: the target refused it for good, or may have applied it unseen (in
+    doubt): what the run does after sending needs its changes."""
+
+    def __call__(
+        self, operation: Operation, replaced_by: tuple[Operation, ...], troubled: bool
+    ) -> None: ...
+
+
 class Events(Protocol):
     """Hooks for metrics: every request answered, every retry."""
 
@@ -450,8 +462,10 @@ class Executor:
         operations: Iterable[Operation],
         on_ack: Callable[[Operation], None],
         flush: Callable[[], None],
+        on_settled: Settled | None = None,
     ) -> Execution:
-        """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit.
+        """Send every operation; ``on_ack`` on each acknowledgement, ``flush`` to commit,
+        ``on_settled`` once each operation taken is over (see ``Settled``).
 
         ``operations`` is pulled lazily, as slots free up (at most ``concurrency * 2`` in
         flight): a plan read back from disk is never held whole in memory. Above 64 workers
@@ -519,7 +533,9 @@ class Executor:
                     operation = inflight.pop(future)
                     with self._started_lock:  # settled: no longer possibly in flight
                         self._started.discard(id(operation))
-                    unflushed += self._settle(future, operation, result, pending, on_ack)
+                    unflushed += self._settle(
+                        future, operation, result, pending, on_ack, on_settled
+                    )
                 now = self._clock.monotonic()
                 if unflushed >= self._flush_every or (
                     unflushed and now - last_flush >= self._flush_interval_s
@@ -530,8 +546,11 @@ class Executor:
                     result.not_sent += sum(len(op.changes) for op in inflight.values())
                     with self._started_lock:  # abandoned mid-request: may land later
                         for abandoned in inflight.values():
-                            if id(abandoned) in self._started:
+                            started = id(abandoned) in self._started
+                            if started:
                                 result.in_doubt.update(abandoned.keys)
+                            if on_settled is not None:
+                                on_settled(abandoned, (), started)
                     result.interrupted = True
                     inflight.clear()
                     break
@@ -567,7 +586,9 @@ class Executor:
         result: Execution,
         pending: deque[Operation],
         on_ack: Callable[[Operation], None],
+        on_settled: Settled | None = None,
     ) -> int:
+        """Count what ``operation``'s attempts came to; the acknowledged products."""
         crash = future.exception()
         # an exception from the adapter itself: whether it sent anything is unknown
         outcome = (
@@ -577,6 +598,32 @@ class Executor:
         result.retries += outcome.retries
         if outcome.maybe_applied:
             result.in_doubt.update(operation.keys)
+        halves: tuple[Operation, ...] = ()
+        refused = False
+        acked = self._count(operation, outcome, result, on_ack)
+        if acked is None:  # refused
+            halves = self._target.split(operation) or ()
+            if halves:
+                pending.extendleft(reversed(halves))
+            else:
+                refused = True
+                for change in operation.changes:
+                    digest = change.document.hash if change.document else None
+                    result.rejections.append(
+                        Rejection(change.key, str(outcome.error), digest, by_target=True)
+                    )
+        if on_settled is not None:
+            on_settled(operation, halves, refused or outcome.maybe_applied)
+        return acked or 0
+
+    @staticmethod
+    def _count(
+        operation: Operation,
+        outcome: _Outcome,
+        result: Execution,
+        on_ack: Callable[[Operation], None],
+    ) -> int | None:
+        """Count ``operation``'s outcome but a refusal (None): the products acknowledged."""
         error = outcome.error
         if outcome.not_sent:
             result.not_sent += len(operation.changes)
@@ -587,16 +634,7 @@ class Executor:
                 result.acked[change.kind.value] += 1
             return len(operation.changes)
         if isinstance(error, TargetRejectedError):
-            halves = self._target.split(operation)
-            if halves:
-                pending.extendleft(reversed(halves))
-            else:
-                for change in operation.changes:
-                    digest = change.document.hash if change.document else None
-                    result.rejections.append(
-                        Rejection(change.key, str(error), digest, by_target=True)
-                    )
-            return 0
+            return None
         if isinstance(error, TargetFatalError):
             result.fatal = result.fatal or str(error)
             result.not_sent += len(operation.changes)

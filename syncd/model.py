@@ -6,6 +6,7 @@ the spool where a run's planned payloads wait on disk until they are sent.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
@@ -208,34 +209,61 @@ class RefreshSlice:
         )
 
 
+SEGMENT_BYTES = 64 << 20
+"""A spool's file is cut into segments of about this size (a put never spans two): a
+segment is deleted once ``release`` passes its end, so what a run has sent stops taking
+disk space while the rest is still being sent."""
+
+
 class Spool:
-    """Bytes appended to an unnamed temporary file and read back by offset.
+    """Bytes appended to unnamed temporary files and read back by offset.
 
     A run puts the canonical payload of every change it plans here, so a plan holds
     where each payload is (a ``Spooled``, ~100 bytes) instead of the payload, which on a
     first sync means instead of the whole catalog.
-    The file is in ``TMPDIR`` (``/tmp`` by default; it should be on disk, not tmpfs)
-    and has no name: it is gone when the spool is closed or collected, crash or not.
+    The files are in ``TMPDIR`` (``/tmp`` by default; it should be on disk, not tmpfs)
+    and have no name: they are gone when the spool is closed or collected, crash or not.
+    The offsets run on across the files (segments of ``SEGMENT_BYTES``); ``release``
+    deletes the segments wholly below an offset, so a sending run's spool holds what is
+    planned and not sent yet, not everything the run planned (``size`` counts all that
+    was ever put, ``live`` what is still on disk, ``peak`` the most it ever was).
 
-    ``put`` is called by the planning thread; ``read`` by any thread (``os.pread``).
+    ``put`` and ``release`` are called by one thread at a time (the planning thread, the
+    target's sender); ``read`` by any thread (``os.pread``).
     """
 
     def __init__(self, directory: str | None = None) -> None:
         self._directory = directory or tempfile.gettempdir()
-        try:
-            self._file = tempfile.TemporaryFile(dir=directory, buffering=1 << 20)  # noqa: SIM115 (closed by close or the finalizer)
-        except OSError as exc:
-            raise self._error("create", exc) from None
-        self._close = weakref.finalize(self, _close_quietly, self._file)
         self._lock = threading.Lock()
+        self._starts: list[int] = []
+        """Where each segment begins (offsets, in order)."""
+        self._files: list[IO[bytes] | None] = []
+        """Each segment's file; None once released."""
+        self._closers: list[weakref.finalize[Any, Any]] = []
+        self._released = 0
+        """Offsets below this were released: their segments are gone."""
         self._size = 0
         self._flushed = 0
-        """Bytes written through to the file, where ``os.pread`` sees them."""
+        """Bytes written through to the files, where ``os.pread`` sees them."""
+        self.peak = 0
+        """The most bytes the spool ever held on disk at once."""
+        self._file = self._segment()
         with _SPOOLS_LOCK:
             global _SPOOLS_MADE
             _SPOOLS_MADE += 1
             self._number = _SPOOLS_MADE
             _SPOOLS[self._number] = self
+
+    def _segment(self) -> IO[bytes]:
+        """A new segment file, beginning at the current size."""
+        try:
+            file = tempfile.TemporaryFile(dir=self._directory, buffering=1 << 20)  # noqa: SIM115 (closed by close, release or the finalizer)
+        except OSError as exc:
+            raise self._error("create", exc) from None
+        self._starts.append(self._size)
+        self._files.append(file)
+        self._closers.append(weakref.finalize(self, _close_quietly, file))
+        return file
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
         """Pickled as its number in this process: a ``Spooled`` pickled into the spool
@@ -251,35 +279,75 @@ class Spool:
         and one write instead of one each (and no ``Spooled`` until they are read back)."""
         joined = b"".join(data)
         with self._lock:
+            if self._size - self._starts[-1] >= SEGMENT_BYTES:
+                self._flush()  # the segment is complete: readable without the lock
+                self._file = self._segment()
             offset = self._size
             try:
                 self._file.write(joined)
             except (OSError, ValueError) as exc:  # ValueError: write after close
                 raise self._error("write", exc) from None
             self._size += len(joined)
+            self.peak = max(self.peak, self._size - self._released)
         return offset
 
     def read(self, offset: int, length: int) -> bytes:
+        if offset < self._released:
+            raise self._error(
+                "read", OSError(f"bytes at {offset} were released (sent) and are gone")
+            )
+        number = bisect.bisect_right(self._starts, offset) - 1
         try:
             if offset + length > self._flushed:
                 with self._lock:
-                    self._file.flush()
-                    self._flushed = self._size
-            data = os.pread(self._file.fileno(), length, offset)
+                    self._flush()
+            file = self._files[number]
+            if file is None:
+                raise OSError(f"bytes at {offset} were released (sent) and are gone")
+            data = os.pread(file.fileno(), length, offset - self._starts[number])
         except (OSError, ValueError) as exc:  # ValueError: read after close
             raise self._error("read", exc) from None
         if len(data) != length:
             raise self._error("read", OSError(f"{len(data)} of {length} bytes at {offset}"))
         return data
 
+    def _flush(self) -> None:
+        """Write the current segment's buffer through (the lock held)."""
+        self._file.flush()
+        self._flushed = self._size
+
+    def release(self, below: int) -> None:
+        """Delete the segments that end at or below ``below`` (never the one being
+        written): what they hold was sent and is not read again."""
+        with self._lock:
+            for number in range(len(self._files) - 1):
+                end = self._starts[number + 1]
+                if end > below:
+                    break
+                if self._files[number] is not None:
+                    self._files[number] = None
+                    self._closers[number]()
+                self._released = max(self._released, end)
+
     @property
     def size(self) -> int:
+        """Bytes ever put (the next offset)."""
         return self._size
 
+    @property
+    def directory(self) -> str:
+        return self._directory
+
+    @property
+    def live(self) -> int:
+        """Bytes still on disk (not released)."""
+        return self._size - self._released
+
     def close(self) -> None:
-        """Close and so delete the file; never raises (a full disk already failed the
+        """Close and so delete the files; never raises (a full disk already failed the
         write or read that needed the bytes: what is still buffered is not needed)."""
-        self._close()
+        for closer in self._closers:
+            closer()
 
     def __enter__(self) -> Spool:
         return self

@@ -48,7 +48,7 @@ from syncd.stages.fingerprinting import (
 from syncd.stages.finishing import finish
 from syncd.stages.opening import OpenTarget, open_targets
 from syncd.stages.outbox import Outbox
-from syncd.stages.planning import CHUNK, MAX_DOCUMENT_BYTES, TargetPlanner
+from syncd.stages.planning import CHUNK, MAX_DOCUMENT_BYTES, TargetPlanner, streams
 from syncd.stages.reading import SourceRead, read_source
 from syncd.stages.sending import send
 from syncd.state.base import StateStore
@@ -90,7 +90,7 @@ class Reconciler:
             spool = Spool()
             opened = self._open(options, stack, leases=None)
             outboxes = [Outbox(spool) for _ in opened]
-            plans, _ = self._plan_all(opened, options, spool, outboxes, Budget(self.stop))
+            plans, _ = self._plan_all(opened, options, outboxes, Budget(self.stop))
             return plans
 
     def sync(self, options: RunOptions | None = None) -> RunReport:
@@ -107,12 +107,23 @@ class Reconciler:
             leases = stack.enter_context(
                 LeaseKeeper(self.store, holder, self.config.schedule.lease_ttl_s, self.stop)
             )
-            spool = stack.enter_context(Spool())
             opened = self._open(options, stack, leases=leases, holder=holder)
             active = [i for i, target in enumerate(opened) if target.outcome is None]
             for i in active:  # the totals grow as the read plans
                 self.progress.begin(opened[i].name, 0, planning=True)
-            outboxes = [Outbox(spool, partial(self.progress.planned, t.name)) for t in opened]
+            # each target's own spool: what its sender has sent is released from it
+            room = int(self.config.schedule.spool_max_mb * 1_000_000)
+            outboxes = [
+                Outbox(
+                    Spool(),
+                    partial(self.progress.planned, t.name),
+                    streams=streams(t),
+                    max_bytes=room,
+                )
+                for t in opened
+            ]
+            for outbox in outboxes:
+                stack.callback(outbox.dispose)
             decided: list[Future[Plan]] = [Future() for _ in opened]
             pool = stack.enter_context(
                 ThreadPoolExecutor(max(len(active), 1), thread_name_prefix="syncd-target")
@@ -131,9 +142,7 @@ class Reconciler:
                 for i in active
             }
             try:
-                plans, read = self._plan_all(
-                    opened, options, spool, outboxes, budget, decided=decided
-                )
+                plans, read = self._plan_all(opened, options, outboxes, budget, decided=decided)
             except BaseException as exc:
                 # what the senders took still settles; nothing more goes out
                 for outbox, future in zip(outboxes, decided, strict=True):
@@ -175,7 +184,6 @@ class Reconciler:
         self,
         opened: Sequence[OpenTarget],
         options: RunOptions,
-        spool: Spool,
         outboxes: Sequence[Outbox],
         budget: Budget,
         *,
@@ -190,7 +198,10 @@ class Reconciler:
             None
             if target.outcome is not None
             else TargetPlanner(
-                target, spool, mapping_fingerprint(self.config.source, target.config), outbox
+                target,
+                outbox.spool,
+                mapping_fingerprint(self.config.source, target.config),
+                outbox,
             )
             for target, outbox in zip(opened, outboxes, strict=True)
         ]

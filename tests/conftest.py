@@ -86,9 +86,12 @@ def vambe() -> Iterator[FakeVambe]:
 @pytest.fixture
 def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 5 records and groups of 4 changes: requests go out while a few dozen
-    records are still being read (``syncd.stages.planning``)."""
+    records are still being read (``syncd.stages.planning``); spool segments of 1 KB, so
+    the disk of the groups sent is released as the run goes (``syncd.model.Spool``)."""
+    from syncd import model
     from syncd.stages import planning, reading
 
     monkeypatch.setattr(planning, "CHUNK", 5)
     monkeypatch.setattr(reading, "CHUNK", 5)
     monkeypatch.setattr(planning, "GROUP", 4)
+    monkeypatch.setattr(model, "SEGMENT_BYTES", 1024)

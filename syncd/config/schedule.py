@@ -67,6 +67,12 @@ class ScheduleConfig(_Model):
     its fair share); false: every daemon tries every target and the lease lets one in."""
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long in-flight requests may take to finish."""
+    spool_max_mb: float = Field(default=256.0, gt=0)
+    """The most disk (MB) one target's planned requests waiting to be sent may take (its
+    spool, in ``TMPDIR``) while the read goes on. A target that keeps up holds a few groups
+    there; one that falls this far behind (slow, throttled) makes the read wait for it,
+    so the others then go at its pace: the disk a run takes stays bounded whatever the
+    catalog's size."""
     max_run_s: float | None = Field(default=None, gt=0)
     """A run's time budget in seconds, reading included (None: no limit). When it runs out
     no request starts any more: acknowledgements are kept, the run is recorded as

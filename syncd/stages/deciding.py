@@ -8,7 +8,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from syncd.diff import Change, ChangeKind, GuardVerdict, Operation, Plan, deletes_of
+from syncd.diff import (
+    Change,
+    ChangeKind,
+    GuardVerdict,
+    Operation,
+    Plan,
+    SentCopy,
+    deletes_of,
+)
 from syncd.guards import GuardInput, check_feed_guards, check_guards
 from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection
 from syncd.proof import DeleteProof
@@ -90,7 +98,7 @@ def decide(
     unsendable = set(planned.unsendable)
     duplicates = frozenset(staging.duplicates())
     dropped = 0
-    undo: tuple[Operation, ...] = ()
+    undo: tuple[SentCopy, ...] = ()
     if duplicates:
         unsendable |= duplicates
         # a key found twice, whichever chunks its copies were in: neither copy is pushed
@@ -99,8 +107,8 @@ def decide(
             Rejection(key, f"duplicate key {key!r} in the source: neither copy is pushed")
             for key in sorted(duplicates)
         )
-        undo, undo_notes = _undo(opened, outbox.cancel(duplicates))
-        notes += undo_notes
+        undo = tuple(outbox.cancel(duplicates))
+        notes += _undo_notes(undo)
     deletes: list[Change] = []
     unproven: frozenset[str] = frozenset()
     awaiting = 0
@@ -270,6 +278,7 @@ def _requests(
     target = opened.target
     options: dict[str, Any] = {"upsert_refused": upsert_refused} if upsert_refused else {}
     notes: dict[str, None] = {}
+    put: list[Sequence[Operation]] = []
 
     def plan(part: Sequence[Change], gone: Sequence[Change]) -> PlannedRequests:
         planned = target.plan(
@@ -282,9 +291,12 @@ def _requests(
             **options,
         )
         outbox.put(planned.operations)
+        if planned.operations:
+            put.append(planned.operations)
         notes.update(dict.fromkeys(planned.notes))
         return planned
 
+    earlier = outbox.operations.chunk_count
     if not (total <= group or whole):
         part: list[Change] = []
         for change in changes:
@@ -293,33 +305,63 @@ def _requests(
                 plan(part, ())
                 part = []
         changes = iter(part)
-    held = plan(list(changes), deletes).held
+    last = plan(list(changes), deletes)
     operations = outbox.operations
-    # a plan of one group is a tuple, as it always was: nothing to read back from disk
-    small = operations.chunk(0) if operations.chunk_count == 1 else () if not operations else None
-    return _Requests(operations if small is None else tuple(small), held, tuple(notes))
+    # a plan of one group is a tuple, as it always was, read back from disk (its payloads
+    # spooled), or when the sender has already taken it, the one just planned
+    if not operations:
+        return _Requests((), last.held, tuple(notes))
+    if earlier == 0 and len(put) == 1:
+        group = outbox.untaken_group(0) or put[0]
+        return _Requests(tuple(group), last.held, tuple(notes))
+    return _Requests(operations, last.held, tuple(notes))
 
 
-def _undo(opened: OpenTarget, sent: Sequence[Change]) -> tuple[tuple[Operation, ...], list[str]]:
+def _first_copies(sent: Sequence[SentCopy]) -> dict[str, SentCopy]:
+    """The first copy sent of each key (what it replaced is what the target held)."""
+    first: dict[str, SentCopy] = {}
+    for copy in sent:
+        first.setdefault(copy.key, copy)
+    return first
+
+
+def _undo_notes(sent: Sequence[SentCopy]) -> list[str]:
+    """What the plan says of the copies ``undo_requests`` restores."""
+    first = _first_copies(sent)
+    if not first:
+        return []
+    removes = sum(1 for copy in first.values() if copy.previous is None)
+    return [
+        f"{len(first)} products with a duplicate key had a copy sent before the second was "
+        f"read: restored after the run's other requests ({removes} removed, new this run); "
+        f"first: {min(first)!r}"
+    ]
+
+
+def undo_requests(
+    opened: OpenTarget, sent: Sequence[SentCopy], store: StateStore
+) -> tuple[Operation, ...]:
     """Requests restoring the products whose key the read found twice after a copy had
-    gone to the target (``sent``: their changes, in the order planned): each back to what
-    the target acknowledged before this run, or removed when it had nothing."""
-    first: dict[str, Change] = {}
-    last: dict[str, Change] = {}
-    for change in sent:
-        if change.kind is ChangeKind.REFRESH or change.document is None:
-            continue  # a refresh re-sent what the target already held
-        first.setdefault(change.key, change)
-        last[change.key] = change
+    gone to the target (``sent``: the copies, in the order planned; ``Plan.undo``): each
+    back to what the target acknowledged before this run, or removed when it had nothing.
+
+    Called once the run's other requests are over and before refused writes are restored:
+    what the target may hold now is what state says of each key then (the copy it
+    acknowledged, or the write marked in flight); a key state has no row for was never
+    sent (its group was not begun)."""
+    first = _first_copies(sent)
+    if not first:
+        return ()
+    now = {acked.key: acked for acked in store.acked_of(opened.name, sorted(first))}
     restores: list[Change] = []
     removes: list[Change] = []
-    for key, change in first.items():
-        landed = last[key].document
-        assert landed is not None
-        before = change.previous
+    for key, copy in first.items():
+        landed = now.get(key)
+        if landed is None:
+            continue
+        before = copy.previous
         if before is None:
-            now = Acked(key, landed.hash, landed.canonical)  # what the target may hold now
-            removes.append(Change(ChangeKind.DELETE, key, None, now))
+            removes.append(Change(ChangeKind.DELETE, key, None, landed))
         else:
             # copies in flight together land in any order (a retry, concurrency): which one
             # the target holds is uncertain, so the restore is whole (UserFlux: FULL_UPDATE,
@@ -333,11 +375,9 @@ def _undo(opened: OpenTarget, sent: Sequence[Change]) -> tuple[tuple[Operation, 
                     uncertain,
                 )
             )
-    if not first:
-        return (), []
     planned = opened.target.plan(restores, removes, full=False, deletes_allowed=True)
     why = "duplicate key found after a copy was sent (planned while the read went on): "
-    undo = tuple(
+    return tuple(
         replace(
             operation,
             reason=why
@@ -349,12 +389,6 @@ def _undo(opened: OpenTarget, sent: Sequence[Change]) -> tuple[tuple[Operation, 
         )
         for operation in planned.operations
     )
-    note = (
-        f"{len(first)} products with a duplicate key had a copy sent before the second was "
-        f"read: restored after the run's other requests ({len(removes)} removed, new this run); "
-        f"first: {min(first)!r}"
-    )
-    return undo, [note]
 
 
 def _resend_notes(opened: OpenTarget, planned: Planned) -> list[str]:

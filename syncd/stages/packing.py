@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from syncd.diff import Change, Operation
+from syncd.diff import Change, ChangeKind, Operation, SentCopy
 from syncd.model import Acked, Document, Spool, Spooled
 
 ChangeRow = tuple[Any, str, Any, Any]
@@ -51,6 +51,16 @@ def pack_changes(changes: Sequence[Change], spool: Spool) -> list[ChangeRow]:
     return rows
 
 
+def lowest_offset(rows: Sequence[ChangeRow]) -> int | None:
+    """The lowest offset of the list's spool a payload of ``rows`` is at (None: none is)."""
+    offsets = [
+        document[1][0]
+        for _, _, document, _ in rows
+        if document is not None and document[1].__class__ is tuple
+    ]
+    return min(offsets, default=None)
+
+
 def unpack_changes(rows: Sequence[ChangeRow], spool: Spool) -> list[Change]:
     """The changes ``pack_changes`` made ``rows`` of, their payloads read from ``spool``."""
     out: list[Change] = []
@@ -75,6 +85,10 @@ class ChangePacking:
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[Change]:
         return unpack_changes(data, spool)
+
+    @staticmethod
+    def lowest(data: Any) -> int | None:
+        return lowest_offset(data)
 
 
 class OperationPacking:
@@ -102,3 +116,29 @@ class OperationPacking:
             out.append(Operation(endpoint, mode, reason, part, body, path, removes_unlisted))
             start = end
         return out
+
+    @staticmethod
+    def lowest(data: Any) -> int | None:
+        return lowest_offset(data[1])
+
+
+class SentCopyPacking:
+    """``SpilledList``'s packing of ``SentCopy`` items (an outbox's journal): rows."""
+
+    @staticmethod
+    def pack(items: list[SentCopy], spool: Spool) -> Any:
+        return [
+            (c.key, c.kind.value, None if (p := c.previous) is None else (p.hash, p.canonical))
+            for c in items
+        ]
+
+    @staticmethod
+    def unpack(data: Any, spool: Spool) -> list[SentCopy]:
+        return [
+            SentCopy(key, ChangeKind(kind), None if p is None else Acked(key, *p))
+            for key, kind, p in data
+        ]
+
+    @staticmethod
+    def lowest(data: Any) -> int | None:
+        return None

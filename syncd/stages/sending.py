@@ -3,7 +3,7 @@ withdrawals, writes left in doubt, and the outcome the run ends with (``Sent``).
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,11 +14,14 @@ import structlog
 
 from syncd.diff import Change, ChangeKind, Operation, Plan
 from syncd.executor import NOT_YET, Clock, Events, Execution, Executor
-from syncd.model import UNACKNOWLEDGED
+from syncd.model import UNACKNOWLEDGED, Document, Spool
 from syncd.progress import RunProgress
 from syncd.stages.budget import Budget
+from syncd.stages.deciding import undo_requests
 from syncd.stages.opening import OpenTarget
 from syncd.stages.outbox import Outbox
+from syncd.stages.packing import ChangePacking
+from syncd.stages.spill import SpilledList
 from syncd.state.base import StateStore
 
 log = structlog.get_logger("syncd.run")
@@ -90,31 +93,35 @@ def send(
         grace_s=grace_s,
         deadline=deadline,
     )
-    execution = executor.run(_Marked(outbox, store, name), on_ack, flush)
-    plan = decided()
-    progress.planned_all(name)
-    _restore_refused(opened, plan, execution, store)
-    too_many = too_many_rejected(opened, plan, execution)
-    late: tuple[Operation, ...] = ()
-    held: str | None = None
-    read_out_of_time = not plan.source_complete and budget.out_of_time()
-    out_of_time = execution.out_of_time or read_out_of_time
-    # the run failed in another stage after this plan was complete (another target's
-    # decide raised): what the sender had not taken was never sent, and nothing more goes
-    aborted = outbox.aborted
-    stopped = execution.fatal or budget.stop.is_set() or out_of_time or aborted
-    # every undo request, refused copies or not: a key the target refused one copy of may
-    # have taken another (kept, it would stay there with state forgetting it, see
-    # ``_restore_refused``); when every copy was refused, the restore re-sends what the
-    # target holds or deletes what it never created: one harmless request, in a rare case
-    undo = () if stopped else plan.undo
-    if too_many is None and not out_of_time and not aborted:
-        late, held = _late_withdrawals(opened, plan, execution, store, budget)
-    late = undo + late
-    if late:
-        progress.planned(name, sum(len(operation.changes) for operation in late))
-        execution = combined(execution, executor.run(_Marked(late, store, name), on_ack, flush))
-    doubted = _record_doubts(opened, itertools.chain(plan.operations, late), execution, store)
+    with _Kept(outbox.spool.directory) as kept, _halting(outbox):
+        marked = _Marked(outbox, store, name, kept)
+        execution = executor.run(marked, on_ack, flush, marked.settled)
+        plan = decided()
+        progress.planned_all(name)
+        read_out_of_time = not plan.source_complete and budget.out_of_time()
+        out_of_time = execution.out_of_time or read_out_of_time
+        # the run failed in another stage after this plan was complete (another target's
+        # decide raised): what the sender had not taken was never sent, and nothing more goes
+        aborted = outbox.aborted
+        stopped = execution.fatal or budget.stop.is_set() or out_of_time or aborted
+        # every undo request, refused copies or not: a key the target refused one copy of
+        # may have taken another (kept, it would stay there with state forgetting it, see
+        # ``_restore_refused``, so the undo is planned from state before it); when every
+        # copy was refused, the restore re-sends what the target holds or deletes what it
+        # never created: one harmless request, in a rare case
+        undo = () if stopped else undo_requests(opened, plan.undo, store)
+        _restore_refused(opened, kept, execution, store)
+        too_many = too_many_rejected(opened, plan, execution)
+        late: tuple[Operation, ...] = ()
+        held: str | None = None
+        if too_many is None and not out_of_time and not aborted:
+            late, held = _late_withdrawals(opened, plan, kept, execution, store, budget)
+        late = undo + late
+        if late:
+            progress.planned(name, sum(len(operation.changes) for operation in late))
+            marked = _Marked(late, store, name, kept)
+            execution = combined(execution, executor.run(marked, on_ack, flush, marked.settled))
+        doubted = _record_doubts(opened, kept, execution, store)
     outcome, error = _outcome(plan, execution, budget, out_of_time, too_many, held)
     if aborted and execution.not_sent:
         outcome, error = (
@@ -125,6 +132,15 @@ def send(
             ),
         )
     return plan, Sent(execution, outcome, error, doubted)
+
+
+@contextlib.contextmanager
+def _halting(outbox: Outbox) -> Iterator[None]:
+    """However sending ends (an exception too), the read never waits for it again."""
+    try:
+        yield
+    finally:
+        outbox.halt()
 
 
 def _outcome(
@@ -171,15 +187,65 @@ def _outcome(
     return "ok", None
 
 
+class _Kept:
+    """The changes of the requests the target refused for good or may have applied
+    unseen (in doubt), kept as their requests settle (``settled``): what the run does
+    after sending needs them (restoring refused writes, withdrawing, recording doubts)
+    once the groups they came in are released from the spool. Their payloads are copied
+    to a spool of their own a few thousand at a time; memory holds the last few."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+        self._spilled: SpilledList[Change] | None = None
+        self._part: list[Change] = []
+
+    def settled(self, operation: Operation, _: tuple[Operation, ...], troubled: bool) -> None:
+        if not troubled:
+            return
+        for change in operation.changes:
+            document = change.document
+            if document is not None and not isinstance(document.body, bytes):
+                document = Document(
+                    document.key, document.canonical, document.hash, document.source_hash
+                )
+            self._part.append(Change(change.kind, change.key, document, change.previous))
+        if len(self._part) >= KEPT_IN_MEMORY:
+            if self._spilled is None:
+                self._spilled = SpilledList(Spool(self._directory), packing=ChangePacking())
+            self._spilled.extend(self._part)
+            self._part = []
+
+    def __iter__(self) -> Iterator[Change]:
+        if self._spilled is not None:
+            yield from self._spilled
+        yield from self._part
+
+    def __enter__(self) -> _Kept:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._spilled is not None:
+            self._spilled.spool.close()
+
+
+KEPT_IN_MEMORY = 2000
+"""Changes of refused or doubted requests ``_Kept`` holds in memory before spilling."""
+
+
 class _Marked:
     """The operations, each chunk's writes marked in flight in state (``writes_in``) before
     the chunk's first operation goes to the executor: a plan on disk is read once. From an
-    ``Outbox``, the chunks come as planning puts them (``NOT_YET`` while none is ready).
+    ``Outbox``, the chunks come as planning puts them (``NOT_YET`` while none is ready),
+    and each is ``finished`` once all its operations are over (its disk is released).
     What the executor never takes (stopped, halted, out of time) is counted by
     ``remaining`` without being marked: state claims nothing the target never saw."""
 
     def __init__(
-        self, operations: Outbox | tuple[Operation, ...], store: StateStore, name: str
+        self,
+        operations: Outbox | tuple[Operation, ...],
+        store: StateStore,
+        name: str,
+        kept: _Kept,
     ) -> None:
         self._outbox = operations if isinstance(operations, Outbox) else None
         self._chunks: Iterator[Sequence[Operation]] = iter(())
@@ -190,33 +256,70 @@ class _Marked:
             self._products = sum(len(operation.changes) for operation in operations)
         self._store = store
         self._name = name
+        self._kept = kept
         self._chunk: Iterator[Operation] = iter(())
         self._left = 0
         """Operations of the current chunk not taken yet."""
         self._taken = 0
         """Products in the operations taken."""
+        self._group_of: dict[int, int] = {}
+        """The group (outbox chunk) of each operation taken and not over, by ``id``."""
+        self._open: dict[int, int] = {}
+        """Of each group begun, its operations not over yet."""
 
     def __iter__(self) -> _Marked:
         return self
 
     def __next__(self) -> Operation:
         while not self._left:
-            chunk = self._next_chunk()
-            if chunk is False:
+            taken = self._next_chunk()
+            if taken is False:
                 return NOT_YET
-            if chunk is None:
+            if taken is None:
                 raise StopIteration  # the plan is sent
+            number, chunk = taken
             self._store.mark_unacknowledged(self._name, writes_in(chunk))
+            if number is not None:
+                self._track(number, chunk)
             self._chunk, self._left = iter(chunk), len(chunk)
         self._left -= 1
         operation = next(self._chunk)
         self._taken += len(operation.changes)
         return operation
 
-    def _next_chunk(self) -> Sequence[Operation] | None | Literal[False]:
+    def _track(self, number: int, chunk: Sequence[Operation]) -> None:
+        assert self._outbox is not None
+        if not chunk:  # emptied by ``cancel``
+            self._outbox.finished(number)
+            return
+        self._open[number] = len(chunk)
+        for operation in chunk:
+            self._group_of[id(operation)] = number
+
+    def settled(
+        self, operation: Operation, replaced_by: tuple[Operation, ...], troubled: bool
+    ) -> None:
+        """``operation`` is over (``syncd.executor.Settled``): when it was its group's
+        last, the group is ``finished``."""
+        self._kept.settled(operation, replaced_by, troubled)
+        number = self._group_of.pop(id(operation), None)
+        if number is None:
+            return
+        for half in replaced_by:
+            self._group_of[id(half)] = number
+        left = self._open[number] - 1 + len(replaced_by)
+        if left:
+            self._open[number] = left
+            return
+        del self._open[number]
+        assert self._outbox is not None
+        self._outbox.finished(number)
+
+    def _next_chunk(self) -> tuple[int | None, Sequence[Operation]] | None | Literal[False]:
         if self._outbox is not None:
             return self._outbox.take()
-        return next(self._chunks, None)
+        chunk = next(self._chunks, None)
+        return None if chunk is None else (None, chunk)
 
     def wait(self, timeout: float) -> None:
         """Until planning puts more (an outbox's), or ``timeout`` seconds."""
@@ -231,6 +334,7 @@ class _Marked:
         self._chunks, self._chunk, self._left = iter(()), iter(()), 0
         total = self._products
         if self._outbox is not None:
+            self._outbox.halt()  # the read must not wait for this sender any more
             self._outbox.wait_closed()
             total = sum(self._outbox.tally.counts.values())
         return max(total - self._taken, 0)
@@ -251,33 +355,37 @@ def writes_in(operations: Iterable[Operation]) -> Iterator[tuple[str, bytes]]:
 
 
 def _restore_refused(
-    opened: OpenTarget, plan: Plan, execution: Execution, store: StateStore
+    opened: OpenTarget, kept: Iterable[Change], execution: Execution, store: StateStore
 ) -> None:
     """A write the target refused was not applied: state goes back to what the target
     holds, its last acknowledged version (a refused create: nothing), instead of
-    staying marked in flight."""
+    staying marked in flight (``kept``: the changes of the requests refused or in doubt)."""
     refused = {r.key for r in execution.rejections if r.by_target}
     if not refused:
         return
     restore: list[tuple[str, bytes, bytes, bytes | None]] = []
     forget: list[str] = []
-    for operation in plan.operations:
-        for change in operation.changes:
-            if change.key not in refused or change.kind in (
-                ChangeKind.DELETE,
-                ChangeKind.REFRESH,  # never marked in flight: state is as it was
-            ):
-                continue
-            previous = change.previous
-            if previous is None:
-                forget.append(change.key)
-            elif previous.hash != UNACKNOWLEDGED:
-                restore.append((change.key, previous.hash, previous.canonical, None))
+    for change in kept:
+        if change.key not in refused or change.kind in (
+            ChangeKind.DELETE,
+            ChangeKind.REFRESH,  # never marked in flight: state is as it was
+        ):
+            continue
+        previous = change.previous
+        if previous is None:
+            forget.append(change.key)
+        elif previous.hash != UNACKNOWLEDGED:
+            restore.append((change.key, previous.hash, previous.canonical, None))
     store.apply_acks(opened.name, restore, forget)
 
 
 def _late_withdrawals(
-    opened: OpenTarget, plan: Plan, execution: Execution, store: StateStore, budget: Budget
+    opened: OpenTarget,
+    plan: Plan,
+    kept: Iterable[Change],
+    execution: Execution,
+    store: StateStore,
+    budget: Budget,
 ) -> tuple[tuple[Operation, ...], str | None]:
     """Deletes of the products the target refused this run whose older version it still
     holds, when they are to be withdrawn and nothing held deletes back; or why the
@@ -294,12 +402,7 @@ def _late_withdrawals(
     if not refused:
         return (), None
     # only where the target held a version before (a refused create left nothing there)
-    had = [
-        change.key
-        for operation in plan.operations
-        for change in operation.changes
-        if change.key in refused and change.previous is not None
-    ]
+    had = [change.key for change in kept if change.key in refused and change.previous is not None]
     acked = store.acked_of(opened.name, had) if had else []
     if not acked:
         return (), None
@@ -327,21 +430,21 @@ def _late_withdrawals(
 
 def _record_doubts(
     opened: OpenTarget,
-    operations: Iterable[Operation],
+    kept: Iterable[Change],
     execution: Execution,
     store: StateStore,
 ) -> int:
     """Remember the products whose write the target may have applied after syncd gave
-    up on it, to re-send them whole once ``in_doubt_window_s`` has passed; how many."""
+    up on it, to re-send them whole once ``in_doubt_window_s`` has passed; how many
+    (``kept``: the changes of the requests refused or in doubt, in the order settled)."""
     doubted: set[str] = getattr(execution, "in_doubt", set())
     if not doubted:
         return 0
     payloads: dict[str, bytes | None] = {}
-    for operation in operations:
-        for change in operation.changes:
-            if change.key in doubted:
-                source = change.document or change.previous
-                payloads[change.key] = source.canonical if source is not None else None
+    for change in kept:
+        if change.key in doubted:
+            source = change.document or change.previous
+            payloads[change.key] = source.canonical if source is not None else None
     until = time.time() + opened.config.in_doubt_window_s
     store.record_doubts(opened.name, list(payloads.items()), until)
     log.warning(

@@ -27,6 +27,11 @@ class Packing(Protocol[T]):
 
     def unpack(self, data: Any, spool: Spool) -> list[T]: ...
 
+    def lowest(self, data: Any) -> int | None:
+        """The lowest offset in the list's spool that ``data`` (packed) points at, if any:
+        a chunk needs the spool from there on (``SpilledList.low``)."""
+        ...
+
 
 class SpilledList(Sequence[T], Generic[T]):
     """A sequence appended to a chunk at a time (``extend``), stored pickled in a spool.
@@ -46,6 +51,8 @@ class SpilledList(Sequence[T], Generic[T]):
         self._chunks: list[Spooled] = []
         self._ends: list[int] = []
         """Items up to and including each chunk (running counts)."""
+        self._lows: list[int] = []
+        """The lowest spool offset each chunk needs (its own, or a payload's before it)."""
         self.extend(items)
 
     def extend(self, items: Iterable[T]) -> None:
@@ -53,12 +60,31 @@ class SpilledList(Sequence[T], Generic[T]):
         chunk = list(items)
         if not chunk:
             return
-        self._chunks.append(self._store(chunk))
+        where, low = self._store(chunk)
+        self._chunks.append(where)
+        self._lows.append(low)
         self._ends.append(len(self) + len(chunk))
 
-    def _store(self, chunk: list[T]) -> Spooled:
-        data: Any = chunk if self._packing is None else self._packing.pack(chunk, self._spool)
-        return self._spool.put(pickle.dumps(data, pickle.HIGHEST_PROTOCOL))
+    def _store(self, chunk: list[T]) -> tuple[Spooled, int]:
+        """The chunk put in the spool: where, and the lowest offset it needs."""
+        low = self._spool.size  # what the packing puts (payloads) comes after it
+        if self._packing is None:
+            data: Any = chunk
+        else:
+            data = self._packing.pack(chunk, self._spool)
+            earlier = self._packing.lowest(data)
+            if earlier is not None:
+                low = min(low, earlier)
+        return self._spool.put(pickle.dumps(data, pickle.HIGHEST_PROTOCOL)), low
+
+    def low(self, number: int) -> int:
+        """The lowest offset of the spool the ``number``-th chunk needs: once every chunk
+        that will be read again is above an offset, the spool may ``release`` below it."""
+        return self._lows[number]
+
+    @property
+    def spool(self) -> Spool:
+        return self._spool
 
     def chunks(self, stop: int | None = None) -> Iterator[list[T]]:
         """The chunks as appended (the first ``stop`` of them), each read back from disk."""
@@ -78,7 +104,8 @@ class SpilledList(Sequence[T], Generic[T]):
         """Put ``items`` in place of the ``number``-th chunk (fewer, or none: the running
         counts after it move)."""
         chunk = list(items)
-        self._chunks[number] = self._store(chunk)
+        self._chunks[number], low = self._store(chunk)
+        self._lows[number] = min(self._lows[number], low)
         start = self._ends[number - 1] if number else 0
         shift = start + len(chunk) - self._ends[number]
         for later in range(number, len(self._ends)):

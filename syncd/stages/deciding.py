@@ -312,8 +312,8 @@ def _requests(
     if not operations:
         return _Requests((), last.held, tuple(notes))
     if earlier == 0 and len(put) == 1:
-        group = outbox.untaken_group(0) or put[0]
-        return _Requests(tuple(group), last.held, tuple(notes))
+        only = outbox.untaken_group(0) or put[0]
+        return _Requests(tuple(only), last.held, tuple(notes))
     return _Requests(operations, last.held, tuple(notes))
 
 

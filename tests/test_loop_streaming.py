@@ -231,3 +231,39 @@ def test_a_run_that_fails_after_sending_began_keeps_what_was_acknowledged(
     assert userflux.products == expected_userflux(records)
     assert vambe.block_products(block) == expected_vambe(records)
     h.close()
+
+
+def typed(record: Record, payload: dict[str, Any]) -> dict[str, Any]:
+    """A ``mapping.callable``: the product's UserFlux type from its record's ``kind``."""
+    return dict(payload, typeId=record.get("kind") or "product")
+
+
+def test_a_key_found_twice_whose_first_copy_changed_its_type_is_restored_under_the_old_one(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """The first copy moved the product to another UserFlux type (re-created there, the
+    old one deleted); the restore puts it back under its old type and removes the new."""
+    target = userflux_target(userflux.url)
+    target["mapping"]["callable"] = f"{__name__}:typed"
+    h = Harness(tmp_path, [target])
+    records = catalog(30)
+    h.write(records)
+    assert h.sync().ok
+    sku = records[0]["sku"]
+    before = acknowledged(h.store, "uf")[sku]
+    moved = dict(records[0], kind="gadget", title="Moved")
+    others = [dict(r, price="77.00") for r in records[1:]]  # changed: groups go out
+    read = [moved, *others, dict(records[0], title="Impostor")]
+
+    def moved_and_acknowledged() -> bool:
+        return acknowledged(h.store, "uf").get(sku) not in (None, before)
+
+    source = Pausing(read, {len(read) - 1: moved_and_acknowledged})
+    report = run(h, source)
+
+    assert source.held == {len(read) - 1: True}, "the first copy was never acknowledged"
+    assert ("gadget", sku) not in userflux.products
+    assert userflux.products == expected_userflux([records[0], *others])
+    assert acknowledged(h.store, "uf")[sku] == before
+    assert report.targets[0].rejected == 1
+    h.close()

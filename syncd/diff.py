@@ -152,6 +152,17 @@ class Tally:
                 entry["samples"].append({"key": shown, "reason": operation.reason})
         return self
 
+    def merge(self, other: Tally) -> Tally:
+        """Count ``other``'s figures on top of this one's (added after them)."""
+        self.counts.update(other.counts)
+        for name, theirs in other.by_request.items():
+            entry = self.by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
+            entry["requests"] += theirs["requests"]
+            entry["products"] += theirs["products"]
+            room = max(self.samples - len(entry["samples"]), 0)
+            entry["samples"].extend(theirs["samples"][:room])
+        return self
+
     def copy(self) -> Tally:
         """A tally counting on from this one's figures (this one unchanged)."""
         copied = Tally(self.samples)

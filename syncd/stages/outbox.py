@@ -79,6 +79,9 @@ class Outbox:
         """``put`` waits while the spool holds more than this and a group is not finished
         (None: never), until the sender catches up or ``halt``s."""
         self._halted = False
+        self._unstored = Tally()
+        """The requests put after ``halt`` (counted, never stored): ``cancel`` keeps them
+        counted (a key found twice among them stays counted: they are all not sent)."""
         self._closed = False
         self._aborted = False
 
@@ -90,6 +93,8 @@ class Outbox:
         with self._ready:
             if not self._halted:  # else never taken: counted (as not sent), not kept
                 self.operations.extend(operations)
+            else:
+                self._unstored.add(operations)
             self.tally.add(operations)
             self._ready.notify_all()
         if self._on_planned is not None:
@@ -247,7 +252,7 @@ class Outbox:
                 if kept != group:
                     self.operations.replace_chunk(number, kept)
                 tally.add(kept)
-            self.tally = tally
+            self.tally = tally.merge(self._unstored)
             return sent
 
 

@@ -48,3 +48,43 @@ def test_groups_put_after_the_sender_halted_still_count_when_a_key_is_found_twic
     assert not_sent(records) == 60
     # the same catalog and one more record repeating the last key: 59 products planned
     assert not_sent([*records, dict(records[-1], title="Twin")]) == 59
+
+
+def test_a_mirrored_refresh_is_not_fed_to_its_sender_one_group_at_a_time(
+    tmp_path: Path, vambe: FakeVambe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirrored full refresh (Vambe ``mirror_block``, not streamed) has its whole plan
+    in the spool by the read's end, and nothing of it is released before the outbox is
+    closed: waiting for room can't bring the spool under ``spool_max_mb``, it only makes
+    the deciding stage put each group once the sender has finished every one before (the
+    sender's pipeline drained between groups, and the other targets' decisions wait)."""
+    from syncd import reconcile
+    from syncd.config import parse_config
+    from syncd.stages import deciding
+    from syncd.stages.outbox import Outbox
+    from tests.support import expected_vambe, vambe_target
+
+    backlog_at_close: list[int] = []
+
+    class Recorded(Outbox):
+        def close(self) -> None:
+            backlog_at_close.append(self.backlog)
+            super().close()
+
+    monkeypatch.setattr(reconcile, "Outbox", Recorded)
+    monkeypatch.setattr(deciding, "MIRROR_MAX_PRODUCTS", 10)  # batches, not one upsert
+    block = vambe.add_block(name="catalog")
+    h = Harness(tmp_path, [vambe_target(vambe.url, block, batch_size=2, mirror_block=True)])
+    h.raw["schedule"] = {"spool_max_mb": 0.003}
+    h.config = parse_config(h.raw, environ=h.environ)
+    records = catalog(80)
+    h.write(records)
+    vambe.inject(Fault(delay=0.02, times=None))
+
+    report = h.sync()
+
+    assert report.ok, report
+    assert vambe.block_products(block) == expected_vambe(records)
+    # 20 groups of 4 put at the read's end: the sender had not finished them all then
+    assert backlog_at_close[0] > 3, backlog_at_close
+    h.close()

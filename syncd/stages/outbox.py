@@ -120,8 +120,11 @@ class Outbox:
             self._ready.wait_for(lambda: not self._waiting_for_room(limit))
 
     def _waiting_for_room(self, limit: int) -> bool:
+        # not streamed (a mirrored full refresh): the whole plan is on disk already and
+        # nothing is released before ``close``, so waiting would free nothing
         return (
-            self.spool.live > limit
+            self._streams
+            and self.spool.live > limit
             and self._settled < self.operations.chunk_count
             and not (self._halted or self._aborted)
         )

@@ -88,3 +88,126 @@ def test_a_mirrored_refresh_is_not_fed_to_its_sender_one_group_at_a_time(
     # 20 groups of 4 put at the read's end: the sender had not finished them all then
     assert backlog_at_close[0] > 3, backlog_at_close
     h.close()
+
+
+def test_a_sender_that_dies_while_the_read_waits_for_room_does_not_hang_the_run(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked sound: state fails under UserFlux's sender (its acknowledgements can't be
+    recorded) while the read waits for it; the read goes on and the run raises."""
+    import threading
+    import time
+
+    from syncd.state.sql import SqlStateStore
+    from tests.test_spool_bounded import behind
+
+    h = behind(tmp_path, userflux, vambe)
+    h.write(catalog(150))
+    real = SqlStateStore.apply_acks
+    calls = {"uf": 0}
+
+    def failing(self: Any, target: str, *args: Any, **kwargs: Any) -> Any:
+        if target == "uf":
+            calls["uf"] += 1
+            if calls["uf"] > 2:
+                raise RuntimeError("state went away")
+        return real(self, target, *args, **kwargs)
+
+    monkeypatch.setattr(SqlStateStore, "apply_acks", failing)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="state went away"):
+        h.sync()
+    assert time.monotonic() - started < 30
+    assert not [t for t in threading.enumerate() if t.name.startswith("syncd-target")]
+    h.close()
+
+
+def test_a_stop_while_the_read_waits_for_room_ends_the_run(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe
+) -> None:
+    """Checked sound: SIGTERM (the run's stop event) while the read waits for UserFlux."""
+    import threading
+    import time
+
+    from syncd.reconcile import Reconciler
+    from tests.support import ENV
+    from tests.test_spool_bounded import behind
+
+    h = behind(tmp_path, userflux, vambe)
+    h.write(catalog(300))
+    stop = threading.Event()
+    threading.Timer(0.4, stop.set).start()
+    started = time.monotonic()
+    report = Reconciler(h.config, h.store, environ=ENV, stop=stop).sync()
+    assert time.monotonic() - started < 30
+    assert [t.outcome for t in report.targets] == ["interrupted", "interrupted"], report
+    h.close()
+
+
+def test_a_vambe_batch_refused_and_split_in_a_released_run_keeps_state_true(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe
+) -> None:
+    """Checked sound: batches of 2 refused for one product are split into halves (tracked
+    to their group), the group is released only once the halves are over, and the refused
+    product is restored in state from what the sender kept."""
+    import json
+
+    from tests.support import acknowledged, expected_vambe
+    from tests.test_loop_streaming import both
+    from tests.test_spool_bounded import drained
+    from syncd import reconcile
+    from syncd.stages.outbox import Outbox
+
+    made: list[Outbox] = []
+
+    class Recorded(Outbox):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(reconcile, "Outbox", Recorded)
+    try:
+        h = both(tmp_path, userflux, vambe)
+        block = h.config.targets[1].block_id  # type: ignore[union-attr]
+        records = catalog(60)
+        bad = records[2]["sku"]
+
+        def about(method: str, path: str, body: object) -> bool:
+            return bad in json.dumps(body)
+
+        vambe.inject(Fault(status=400, body='{"error": "no"}', times=None, match=about))
+        source = Pausing(records, {i: drained(made) for i in range(20, 60, 10)})
+        report = run(h, source)
+        assert all(source.held.values())
+        vb = report.targets[1]
+        assert vb.rejected == 1, vb
+        assert vambe.block_products(block) == expected_vambe(
+            [r for r in records if r["sku"] != bad]
+        )
+        acked = acknowledged(h.store, "vb")
+        assert bad not in acked and len(acked) == 59
+        assert made[1].spool.size - made[1].spool.live > 5_000
+    finally:
+        mp.undo()
+    h.close()
+
+
+def test_the_read_waiting_for_a_target_is_logged_once_not_for_every_group(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe
+) -> None:
+    """README: the wait is "logged once as ``syncd.run.waiting_for_target``". Once a
+    target is that far behind, nearly every group put waits again: a line for each group
+    floods the log (~1500 for a 3M-product first sync)."""
+    from structlog.testing import capture_logs
+
+    from tests.test_spool_bounded import behind
+
+    h = behind(tmp_path, userflux, vambe)
+    h.write(catalog(150))
+    with capture_logs() as logs:
+        report = h.sync()
+    assert report.ok
+    waits = [e for e in logs if e["event"] == "syncd.run.waiting_for_target"]
+    assert 1 <= len(waits) <= 2, len(waits)  # once per target at most (UserFlux, Vambe)
+    h.close()

@@ -79,6 +79,8 @@ class Outbox:
         """``put`` waits while the spool holds more than this and a group is not finished
         (None: never), until the sender catches up or ``halt``s."""
         self._halted = False
+        self._waited = False
+        """``put`` has waited for room (logged the first time only)."""
         self._unstored = Tally()
         """The requests put after ``halt`` (counted, never stored): ``cancel`` keeps them
         counted (a key found twice among them stays counted: they are all not sent)."""
@@ -110,13 +112,15 @@ class Outbox:
         with self._ready:
             if not self._waiting_for_room(limit):
                 return
-            log.info(
-                "syncd.run.waiting_for_target",
-                spool_bytes=self.spool.live,
-                groups=self.operations.chunk_count - self._settled,
-                reason="the target's requests waiting to be sent reached spool_max_mb: "
-                "the read waits for it",
-            )
+            if not self._waited:  # once a run: behind once, it waits on nearly every put
+                self._waited = True
+                log.info(
+                    "syncd.run.waiting_for_target",
+                    spool_bytes=self.spool.live,
+                    groups=self.operations.chunk_count - self._settled,
+                    reason="the target's requests waiting to be sent reached spool_max_mb: "
+                    "the read waits for it",
+                )
             self._ready.wait_for(lambda: not self._waiting_for_room(limit))
 
     def _waiting_for_room(self, limit: int) -> bool:

@@ -252,3 +252,22 @@ def test_an_update_heavy_run_keeps_its_disk_bounded_journal_included(
     # what the run kept on disk for Vambe: its spool's peak and the journal
     assert vb._journal.spool.live < 4 * vb.spool.peak, (vb._journal.spool.live, vb.spool.peak)
     h.close()
+
+
+def test_a_plan_put_after_its_sender_halted_still_says_how_many_requests_it_has(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """After a fatal answer the sender halts and the groups the read still puts are only
+    counted, not stored: the plan's request count (run report, run details, status) must
+    still be the whole plan's, as it was before groups went unstored."""
+    fatal_after_first_write(userflux)
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    source = Pausing(catalog(60), {20: lambda: writes(userflux) >= 1})
+    report = run(h, source)
+    assert source.held == {20: True}
+    [uf] = report.targets
+    assert uf.outcome == "failed"
+    assert uf.plan["changes"] == {"create": 60}
+    assert uf.plan["request_count"] == 60, uf.plan["request_count"]  # one per product
+    assert uf.plan["status"] == "pending"
+    h.close()

@@ -271,3 +271,26 @@ def test_a_plan_put_after_its_sender_halted_still_says_how_many_requests_it_has(
     assert uf.plan["request_count"] == 60, uf.plan["request_count"]  # one per product
     assert uf.plan["status"] == "pending"
     h.close()
+
+
+def test_a_group_emptied_by_cancel_is_finished_and_the_run_ends(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """Checked sound: a slow target has not taken the group of records 40-43 when the read
+    ends; each of them is found again at the end (duplicates), so ``cancel`` empties that
+    group; taking it finishes it, the spool is released and the run ends."""
+    from syncd.config import parse_config
+    from tests.support import expected_userflux
+
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    h.raw["schedule"] = {"spool_max_mb": 1}
+    h.config = parse_config(h.raw, environ=h.environ)
+    records = catalog(60)
+    twins = [dict(r, title="Twin") for r in records[40:44]]
+    h.write([*records, *twins])
+    userflux.inject(Fault(delay=0.05, times=None))
+    report = h.sync()
+    [uf] = report.targets
+    assert uf.rejected == 4, uf
+    assert userflux.products == expected_userflux(records[:40] + records[44:])
+    h.close()

@@ -294,3 +294,29 @@ def test_a_group_emptied_by_cancel_is_finished_and_the_run_ends(
     assert uf.rejected == 4, uf
     assert userflux.products == expected_userflux(records[:40] + records[44:])
     h.close()
+
+
+def test_requests_abandoned_at_shutdown_are_remembered_in_doubt(
+    tmp_path: Path, userflux: FakeUserflux
+) -> None:
+    """Checked sound: a stop with a short grace abandons requests in flight; their groups
+    are finished (released) and their writes, kept by the sender, recorded in doubt."""
+    import threading
+
+    from syncd.config import parse_config
+    from syncd.reconcile import Reconciler
+    from tests.support import ENV
+
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    h.raw["schedule"] = {"shutdown_grace_s": 0.1}
+    h.config = parse_config(h.raw, environ=h.environ)
+    h.write(catalog(60))
+    userflux.inject(Fault(delay=1.5, times=None))
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    report = Reconciler(h.config, h.store, environ=ENV, stop=stop).sync()
+    [uf] = report.targets
+    assert uf.outcome == "interrupted", uf
+    assert uf.in_doubt > 0, uf
+    assert h.store.count_doubts("uf", now=float("inf"))[0] == uf.in_doubt
+    h.close()

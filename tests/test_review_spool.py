@@ -152,11 +152,11 @@ def test_a_vambe_batch_refused_and_split_in_a_released_run_keeps_state_true(
     product is restored in state from what the sender kept."""
     import json
 
+    from syncd import reconcile
+    from syncd.stages.outbox import Outbox
     from tests.support import acknowledged, expected_vambe
     from tests.test_loop_streaming import both
     from tests.test_spool_bounded import drained
-    from syncd import reconcile
-    from syncd.stages.outbox import Outbox
 
     made: list[Outbox] = []
 

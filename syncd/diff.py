@@ -152,6 +152,17 @@ class Tally:
                 entry["samples"].append({"key": shown, "reason": operation.reason})
         return self
 
+    def merge(self, other: Tally) -> Tally:
+        """Count ``other``'s figures on top of this one's (added after them)."""
+        self.counts.update(other.counts)
+        for name, theirs in other.by_request.items():
+            entry = self.by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
+            entry["requests"] += theirs["requests"]
+            entry["products"] += theirs["products"]
+            room = max(self.samples - len(entry["samples"]), 0)
+            entry["samples"].extend(theirs["samples"][:room])
+        return self
+
     def copy(self) -> Tally:
         """A tally counting on from this one's figures (this one unchanged)."""
         copied = Tally(self.samples)
@@ -226,11 +237,19 @@ class Plan:
         None without a rate limit; the target's latency over the concurrency adds to it."""
         if self.rate_limit_per_s <= 0:
             return None
-        return len(self.operations) / self.rate_limit_per_s
+        return self.request_count / self.rate_limit_per_s
+
+    @property
+    def request_count(self) -> int:
+        """The requests planned: counted as planned (``tally``), which includes those put
+        after the sender halted (counted, never stored in ``operations``)."""
+        if self.tally is None:
+            return len(self.operations)
+        return sum(entry["requests"] for entry in self.tally.by_request.values())
 
     @property
     def pending(self) -> bool:
-        return bool(self.operations)
+        return self.request_count > 0
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -323,7 +342,7 @@ class Plan:
             "unchanged": self.unchanged,
             "changes": dict(sorted(counts.items())),
             "requests": by_request,
-            "request_count": len(self.operations),
+            "request_count": self.request_count,
             "min_duration_s": self.min_duration_s,
             "rejected": len(self.rejected),
             "rejected_samples": [

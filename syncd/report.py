@@ -43,7 +43,7 @@ def render_plan(plan: Plan, sample: int = 5) -> str:
         least = plan.min_duration_s
         if least is not None:
             out.append(
-                f"  time: at least {_duration(least)} ({len(plan.operations)} requests at "
+                f"  time: at least {_duration(least)} ({plan.request_count} requests at "
                 f"rate_limit_per_s={plan.rate_limit_per_s:g}; the target's latency adds to it)"
             )
     elif plan.problems:

@@ -79,6 +79,11 @@ class Outbox:
         """``put`` waits while the spool holds more than this and a group is not finished
         (None: never), until the sender catches up or ``halt``s."""
         self._halted = False
+        self._waited = False
+        """``put`` has waited for room (logged the first time only)."""
+        self._unstored = Tally()
+        """The requests put after ``halt`` (counted, never stored): ``cancel`` keeps them
+        counted (a key found twice among them stays counted: they are all not sent)."""
         self._closed = False
         self._aborted = False
 
@@ -90,6 +95,8 @@ class Outbox:
         with self._ready:
             if not self._halted:  # else never taken: counted (as not sent), not kept
                 self.operations.extend(operations)
+            else:
+                self._unstored.add(operations)
             self.tally.add(operations)
             self._ready.notify_all()
         if self._on_planned is not None:
@@ -105,18 +112,23 @@ class Outbox:
         with self._ready:
             if not self._waiting_for_room(limit):
                 return
-            log.info(
-                "syncd.run.waiting_for_target",
-                spool_bytes=self.spool.live,
-                groups=self.operations.chunk_count - self._settled,
-                reason="the target's requests waiting to be sent reached spool_max_mb: "
-                "the read waits for it",
-            )
+            if not self._waited:  # once a run: behind once, it waits on nearly every put
+                self._waited = True
+                log.info(
+                    "syncd.run.waiting_for_target",
+                    spool_bytes=self.spool.live,
+                    groups=self.operations.chunk_count - self._settled,
+                    reason="the target's requests waiting to be sent reached spool_max_mb: "
+                    "the read waits for it",
+                )
             self._ready.wait_for(lambda: not self._waiting_for_room(limit))
 
     def _waiting_for_room(self, limit: int) -> bool:
+        # not streamed (a mirrored full refresh): the whole plan is on disk already and
+        # nothing is released before ``close``, so waiting would free nothing
         return (
-            self.spool.live > limit
+            self._streams
+            and self.spool.live > limit
             and self._settled < self.operations.chunk_count
             and not (self._halted or self._aborted)
         )
@@ -247,7 +259,7 @@ class Outbox:
                 if kept != group:
                     self.operations.replace_chunk(number, kept)
                 tally.add(kept)
-            self.tally = tally
+            self.tally = tally.merge(self._unstored)
             return sent
 
 

@@ -83,7 +83,11 @@ class SentCopy:
     key: str
     kind: ChangeKind
     previous: Acked | None
-    """What the target had acknowledged before (None: the change created the product)."""
+    """What the target had acknowledged before (None: the change created the product, or
+    for an update, the version was not ``kept``)."""
+    kept: bool = True
+    """Whether ``previous`` was kept: a run keeps the versions its sent updates replaced
+    up to ``schedule.spool_max_mb`` of them (an update-heavy run's journal is bounded)."""
 
 
 @quick_init

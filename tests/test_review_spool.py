@@ -213,44 +213,76 @@ def test_the_read_waiting_for_a_target_is_logged_once_not_for_every_group(
     h.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the journal of sent copies (Outbox._journal) keeps every update's replaced "
-    "version for the whole run in a spool never released nor counted by spool_max_mb: an "
-    "update-heavy run's disk grows with the catalog (README: at most about targets x "
-    "(spool_max_mb + 64 MB) whatever the catalog's size). Not fixed: needs a design "
-    "change (e.g. journal only key and kind, and keep the replaced versions of the keys "
-    "staging has seen twice so far), or the README bound must count the journal",
-)
-def test_an_update_heavy_run_keeps_its_disk_bounded_journal_included(
-    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from syncd import reconcile
-    from syncd.config import parse_config
-    from syncd.stages.outbox import Outbox
-    from tests.test_loop_streaming import both
+def journal_spools(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The spools the outboxes make for their journals (recorded as they are made)."""
+    from syncd.model import Spool
+    from syncd.stages import outbox
 
-    made: list[Outbox] = []
+    made: list[Any] = []
 
-    class Recorded(Outbox):
+    class Recorded(Spool):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(reconcile, "Outbox", Recorded)
+    monkeypatch.setattr(outbox, "Spool", Recorded)
+    return made
+
+
+def test_an_update_heavy_run_keeps_its_disk_bounded_journal_included(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal keeps the versions sent updates replace up to spool_max_mb, then only
+    keys: an update-heavy run's journal does not grow with the catalog."""
+    from syncd.config import parse_config
+    from tests.test_loop_streaming import both
+
     h = both(tmp_path, userflux, vambe)
     records = [dict(r, body="<p>" + "long text " * 40 + "</p>") for r in catalog(150)]
     h.write(records)
     assert h.sync().ok
-    made.clear()
+    journals = journal_spools(monkeypatch)
     h.raw["schedule"] = {"spool_max_mb": 0.003}
     h.config = parse_config(h.raw, environ=h.environ)
     h.write([dict(r, price="99.00") for r in records])
     assert h.sync().ok
-    vb = made[1]
-    assert vb._journal is not None
-    # what the run kept on disk for Vambe: its spool's peak and the journal
-    assert vb._journal.spool.live < 4 * vb.spool.peak, (vb._journal.spool.live, vb.spool.peak)
+    assert journals
+    for journal in journals:
+        # up to 3 KB and the group that crossed it (4 replaced versions of ~800 bytes),
+        # then keys alone (at most ~40 bytes a product); every replaced version: ~100 KB
+        assert journal.peak < 3_000 + 4_000 + 40 * 150, journal.peak
+    h.close()
+
+
+def test_a_duplicate_whose_replaced_version_was_not_kept_stays_as_sent_and_says_so(
+    tmp_path: Path, userflux: FakeUserflux, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past spool_max_mb of journal, a key found twice whose update went out can't be
+    restored: the target keeps the copy sent, state says so, and the plan's notes say why."""
+    from syncd.config import parse_config
+    from tests.support import acknowledged, expected_userflux
+
+    h = Harness(tmp_path, [userflux_target(userflux.url)])
+    records = [dict(r, title=r["title"] + "-long" * 60) for r in catalog(60)]
+    h.write(records)
+    assert h.sync().ok
+    h.raw["schedule"] = {"spool_max_mb": 0.001}
+    h.config = parse_config(h.raw, environ=h.environ)
+    edited = [dict(r, price="99.00") for r in records]
+    late = edited[40]  # its update goes out after the journal is full
+    read = [*edited, dict(late, title="Impostor")]
+    sku = late["sku"]
+    source = Pausing(read, {len(read) - 1: lambda: writes(userflux, sku) >= 1})
+    report = run(h, source)
+
+    assert source.held == {len(read) - 1: True}
+    [uf] = report.targets
+    assert any("was not kept" in note for note in uf.plan["notes"]), uf.plan["notes"]
+    # the copy sent stays on the target, and state holds what the target acknowledged
+    assert userflux.products == expected_userflux(edited)
+    acked = acknowledged(h.store, "uf")[sku]
+    assert b"99" in acked.canonical
+    assert uf.rejected == 1
     h.close()
 
 

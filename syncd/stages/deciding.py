@@ -328,14 +328,24 @@ def _first_copies(sent: Sequence[SentCopy]) -> dict[str, SentCopy]:
 def _undo_notes(sent: Sequence[SentCopy]) -> list[str]:
     """What the plan says of the copies ``undo_requests`` restores."""
     first = _first_copies(sent)
-    if not first:
-        return []
-    removes = sum(1 for copy in first.values() if copy.previous is None)
-    return [
-        f"{len(first)} products with a duplicate key had a copy sent before the second was "
-        f"read: restored after the run's other requests ({removes} removed, new this run); "
-        f"first: {min(first)!r}"
-    ]
+    lost = sorted(key for key, copy in first.items() if not copy.kept)
+    restored = sorted(key for key, copy in first.items() if copy.kept)
+    notes = []
+    if restored:
+        removes = sum(1 for key in restored if first[key].previous is None)
+        notes.append(
+            f"{len(restored)} products with a duplicate key had a copy sent before the second "
+            f"was read: restored after the run's other requests ({removes} removed, new this "
+            f"run); first: {restored[0]!r}"
+        )
+    if lost:
+        notes.append(
+            f"{len(lost)} products with a duplicate key had an update sent before the second "
+            "copy was read, and the version it replaced was not kept (the run keeps them up "
+            "to schedule.spool_max_mb): the target keeps the copy sent (state says so) until "
+            f"the source has one copy; first: {lost[0]!r}"
+        )
+    return notes
 
 
 def undo_requests(
@@ -357,8 +367,8 @@ def undo_requests(
     removes: list[Change] = []
     for key, copy in first.items():
         landed = now.get(key)
-        if landed is None:
-            continue
+        if landed is None or not copy.kept:
+            continue  # never sent; or what it replaced is unknown: the copy stays
         before = copy.previous
         if before is None:
             removes.append(Change(ChangeKind.DELETE, key, None, landed))

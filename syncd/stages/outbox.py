@@ -11,7 +11,8 @@ the group's requests and payloads took is released (``Spool.release``), so the o
 holds what is planned and not sent yet, not the whole plan. What the run needs of a sent
 group afterwards is kept small: each change taken is journaled as its key, kind and the
 version it replaces (``SentCopy``: nothing of the new payload; for a create, the key
-alone), and the sender keeps the changes of the requests refused or in doubt.
+alone; the replaced versions up to ``spool_max_mb`` of journal a run, dropped when the
+read ends), and the sender keeps the changes of the requests refused or in doubt.
 
 Some decisions need the whole read: a key found twice is pushed in neither copy. When the
 read ends, ``cancel`` removes such keys from every group the sender has not begun and
@@ -146,6 +147,9 @@ class Outbox:
             self._closed = True
             self._ready.notify_all()
             self._release()
+            if self._journal is not None:  # the read is over: no copy turns up any more
+                self._journal.spool.close()
+                self._journal = None
 
     def abort(self) -> None:
         """The run failed before its plan was complete: ``take`` ends now (what the sender
@@ -169,20 +173,26 @@ class Outbox:
             if self._begun < self.operations.chunk_count:
                 number = self._begun
                 group = self.operations.chunk(number)
-                if self._journal is None:
-                    self._journal = SpilledList(
-                        Spool(self.spool.directory), packing=SentCopyPacking()
-                    )
-                self._journal.extend(
-                    SentCopy(change.key, change.kind, change.previous)
-                    for operation in group
-                    for change in operation.changes
-                    if change.kind in _RESTORABLE
-                )
+                if not self._closed:  # the read goes on: a copy may still turn up
+                    self._journal_group(group)
                 self._begun_tally.add(group)
                 self._begun += 1
                 return number, group
             return None if self._closed else False
+
+    def _journal_group(self, group: Sequence[Operation]) -> None:
+        """Journal the creates and updates of ``group`` (the lock held). The versions
+        updates replace are kept up to ``max_bytes`` of journal; past that, an update is
+        journaled without it (``SentCopy.kept`` false: it can't be restored)."""
+        if self._journal is None:
+            self._journal = SpilledList(Spool(self.spool.directory), packing=SentCopyPacking())
+        room = self._max_bytes is None or self._journal.spool.size < self._max_bytes
+        self._journal.extend(
+            SentCopy(change.key, change.kind, change.previous if room else None, room)
+            for operation in group
+            for change in operation.changes
+            if change.kind in _RESTORABLE
+        )
 
     def untaken_group(self, number: int) -> list[Operation] | None:
         """Group ``number`` read back from disk, when the sender has not taken it yet
@@ -225,8 +235,9 @@ class Outbox:
     def dispose(self) -> None:
         """Delete the spools' files (the run is over)."""
         self.spool.close()
-        if self._journal is not None:
-            self._journal.spool.close()
+        with self._ready:
+            if self._journal is not None:
+                self._journal.spool.close()
 
     def wait(self, timeout: float) -> None:
         """Until a group is put, the plan completes, or ``timeout`` seconds pass."""
@@ -252,7 +263,7 @@ class Outbox:
                 group = self.operations.chunk(number)
                 kept, carried = _without(group, keys)
                 sent += [
-                    SentCopy(change.key, change.kind, change.previous)
+                    SentCopy(change.key, change.kind, change.previous, True)
                     for change in carried
                     if change.kind in _RESTORABLE
                 ]

@@ -128,15 +128,20 @@ class SentCopyPacking:
     @staticmethod
     def pack(items: list[SentCopy], spool: Spool) -> Any:
         return [
-            (c.key, c.kind.value, None if (p := c.previous) is None else (p.hash, p.canonical))
+            (
+                c.key,
+                c.kind.value,
+                None if (p := c.previous) is None else (p.hash, p.canonical),
+                c.kept,
+            )
             for c in items
         ]
 
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[SentCopy]:
         return [
-            SentCopy(key, ChangeKind(kind), None if p is None else Acked(key, *p))
-            for key, kind, p in data
+            SentCopy(key, ChangeKind(kind), None if p is None else Acked(key, *p), kept)
+            for key, kind, p, kept in data
         ]
 
     @staticmethod

@@ -123,3 +123,28 @@ def test_packed_operations_come_back_equal_with_their_changes_and_bodies(tmp_pat
 
         assert [seen(o) for o in spilled] == [seen(o) for o in operations]
         assert spilled[1].body == {"id": "k3"} and spilled[2].removes_unlisted
+
+
+def test_an_outboxs_journal_packs_keys_markers_and_replaced_versions_and_reads_them_back(
+    tmp_path,
+):
+    """Creates cost about their key's length; updates keep their replaced version when
+    kept; a key holding a NUL still round-trips."""
+    from syncd.diff import ChangeKind, SentCopy
+    from syncd.model import Acked
+    from syncd.stages.packing import SentCopyPacking
+
+    copies = [
+        SentCopy("a", ChangeKind.CREATE, None),
+        SentCopy("b", ChangeKind.UPDATE, Acked("b", b"h" * 16, b'{"x":1}')),
+        SentCopy("c", ChangeKind.UPDATE, None, False),
+        SentCopy("d\x00e", ChangeKind.CREATE, None),
+    ]
+    with Spool(str(tmp_path)) as spool:
+        for items in (copies, copies[:3]):
+            spilled = SpilledList[SentCopy](spool, items, packing=SentCopyPacking())
+            assert list(spilled) == items
+        creates = [SentCopy(f"P{i:07d}", ChangeKind.CREATE, None) for i in range(2000)]
+        before = spool.size
+        SpilledList[SentCopy](spool, creates, packing=SentCopyPacking())
+        assert spool.size - before < 2000 * 11  # ~a key's length each

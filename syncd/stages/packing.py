@@ -123,26 +123,35 @@ class OperationPacking:
 
 
 class SentCopyPacking:
-    """``SpilledList``'s packing of ``SentCopy`` items (an outbox's journal): rows."""
+    """``SpilledList``'s packing of ``SentCopy`` items (an outbox's journal), as compact as
+    a first sync needs: the keys joined by NUL (about a key's length a product), the
+    markers (``c`` a create, ``u`` an update whose replaced version was kept, ``n`` one
+    whose was not), and the replaced versions (hash, canonical) of the kept updates."""
 
     @staticmethod
     def pack(items: list[SentCopy], spool: Spool) -> Any:
-        return [
-            (
-                c.key,
-                c.kind.value,
-                None if (p := c.previous) is None else (p.hash, p.canonical),
-                c.kept,
-            )
-            for c in items
-        ]
+        marks = "".join("n" if not c.kept else "c" if c.previous is None else "u" for c in items)
+        replaced = [(p.hash, p.canonical) for c in items if c.kept and (p := c.previous)]
+        keys: str | list[str] = "\0".join(c.key for c in items)
+        if keys.count("\0") != len(items) - 1:  # a key with a NUL in it: as a list
+            keys = [c.key for c in items]
+        return keys, marks, replaced
 
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[SentCopy]:
-        return [
-            SentCopy(key, ChangeKind(kind), None if p is None else Acked(key, *p), kept)
-            for key, kind, p, kept in data
-        ]
+        keys, marks, replaced = data
+        versions = iter(replaced)
+        out: list[SentCopy] = []
+        for key, mark in zip(
+            keys.split("\0") if isinstance(keys, str) else keys, marks, strict=True
+        ):
+            if mark == "c":
+                out.append(SentCopy(key, ChangeKind.CREATE, None))
+            elif mark == "u":
+                out.append(SentCopy(key, ChangeKind.UPDATE, Acked(key, *next(versions))))
+            else:
+                out.append(SentCopy(key, ChangeKind.UPDATE, None, False))
+        return out
 
     @staticmethod
     def lowest(data: Any) -> int | None:

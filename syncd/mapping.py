@@ -988,6 +988,8 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
                     out.append({"key": f"{label}.{name}", "value": item})
             elif leaf is int:
                 out.append({"key": f"{label}.{name}", "value": str(item)})
+            elif leaf is float:
+                out.append({"key": f"{label}.{name}", "value": stringify(item)})
             elif item is not None:
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:

@@ -627,16 +627,8 @@ def _field_code(
                 call()
         return
     kind, required = spec.type or type, spec.required or required
-    if (
-        not _is_simple(spec)
-        or spec.path is None
-        or "." in spec.path
-        or (kind, required)
-        == (
-            None,
-            False,
-        )
-    ):
+    untyped = kind is None and not required  # a dotted path's plain field: a call
+    if not _is_simple(spec) or spec.path is None or "." in spec.path or untyped:
         call()
         return
     coerce = code.name_of(_coercion(kind, raw), "coerce")

@@ -627,6 +627,9 @@ def _field_code(
                 call()
         return
     kind, required = spec.type or type, spec.required or required
+    if _is_html(spec):
+        _html_field_code(code, spec, kind, required, raw, use, problem, missing)
+        return
     untyped = kind is None and not required  # a dotted path's plain field: a call
     if not _is_simple(spec) or spec.path is None or "." in spec.path or untyped:
         call()
@@ -646,6 +649,61 @@ def _field_code(
     with code.block("else:"):
         with code.block("try:"):
             code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
+            with code.block("if value is not MISSING:"):
+                use()
+            if required:
+                with code.block("else:"):
+                    code.line(missing)
+        with code.block("except RecordError as exc:"):
+            code.line(problem)
+
+
+def _is_html(spec: FieldSpec) -> bool:
+    """Whether ``spec`` is a record key's HTML as text, perhaps cut and typed, and no more."""
+    return (
+        spec.html
+        and spec.path is not None
+        and "." not in spec.path
+        and spec.const is None
+        and spec.template is None
+        and not spec.fallback
+        and spec.default is None
+        and spec.index is None
+        and spec.trim is True
+        and _unpacking(spec) is None
+    )
+
+
+def _html_field_code(
+    code: Source,
+    spec: FieldSpec,
+    kind: ValueType | None,
+    required: bool,
+    raw: bool,
+    use: Callable[[], None],
+    problem: str,
+    missing: str,
+) -> None:
+    """``_field_code`` of an ``_is_html`` spec: ``compile_field``'s general steps for it
+    (the text converted, blank text missing, the value typed, then cut), written out."""
+    html, hole = code.name_of(_html_text, "html_text"), code.name_of(_Hole, "hole")
+    coerce = code.name_of(_coercion(kind, raw), "coerce")
+    code.line(f"value = get({spec.path!r})")
+    with code.block("if value.__class__ is str:"):
+        code.line(f"value = {html}(value)")
+        with code.block("if not value or value.isspace():"):
+            code.line("value = None")
+    with code.block(f"elif value.__class__ is {hole}:"):
+        code.line("value = None")
+    with code.block("if value is None:"):
+        code.line(missing if required else "pass")
+    with code.block("else:"):
+        with code.block("try:"):
+            code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
+            if spec.max_length is not None:
+                with code.block("if value.__class__ is str:"):
+                    cut = code.name_of(truncate_words, "truncate_words")
+                    code.line(f"value = {cut}(value, {spec.max_length!r})")
             with code.block("if value is not MISSING:"):
                 use()
             if required:

@@ -54,6 +54,14 @@ _SPECS = st.one_of(
             "split": st.just(","),
         },
     ),
+    st.fixed_dictionaries(  # HTML as text, perhaps typed and cut: written out inline
+        {"path": st.sampled_from(["desc", "title", "price", "tags", "a.b"]), "html": st.just(True)},
+        optional={
+            "type": st.sampled_from(["string", "number", "json"]),
+            "required": st.booleans(),
+            "max_length": st.sampled_from([1, 3, 50]),
+        },
+    ),
     st.fixed_dictionaries({"const": st.sampled_from(["USD", "EUR", 5, True])}),
     st.fixed_dictionaries({"template": st.sampled_from(["{title} ({id})", "{price:.2f}"])}),
 )

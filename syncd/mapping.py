@@ -13,11 +13,13 @@ import operator
 import traceback
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import partial
 from string import Formatter
 from typing import Any, Protocol
 
 import structlog
 
+from syncd.codegen import Source
 from syncd.config import (
     FieldSpec,
     PairsSpec,
@@ -409,17 +411,35 @@ def _raw_value(value: Any) -> Any:
     return value
 
 
+def _is_simple(spec: FieldSpec) -> bool:
+    """Whether ``spec`` is one path and perhaps a type (``_simple_field``)."""
+    return (
+        spec.path is not None
+        and not (spec.fallback or spec.html)
+        and spec.default is None
+        and spec.index is None
+        and spec.max_length is None
+        and spec.trim is True
+        and _unpacking(spec) is None
+    )
+
+
+def _coercion(kind: ValueType | None, raw: bool) -> Callable[[Any, str], Any]:
+    return COERCIONS[kind] if not (raw and kind is None) else as_it_is
+
+
 def _simple_field(
     path: str, kind: ValueType | None, separator: str, raw: bool, required: bool
 ) -> FieldFn:
-    """A field that is one path and perhaps a type: the hot path of most mappings."""
+    """A field that is one path and perhaps a type: the hot path of most mappings
+    (``_field_code`` writes the same steps inline)."""
     get = _compile_path(path)
     if kind is None and not required:
         finish = _raw_value if raw else _plain_value
         if "." not in path:
             return lambda record: MISSING if (v := record.get(path)) is None else finish(v)
         return lambda record: MISSING if (v := get(record)) is None else finish(v)
-    coerce = COERCIONS[kind] if not (raw and kind is None) else as_it_is
+    coerce = _coercion(kind, raw)
     is_string = kind == "string"
 
     def value(record: Record) -> Any:
@@ -452,15 +472,8 @@ def compile_field(
     kind = spec.type or type
     required = spec.required or required
     separator = spec.decimal_separator
-    if (
-        spec.path is not None
-        and not (spec.fallback or spec.html)
-        and spec.default is None
-        and spec.index is None
-        and spec.max_length is None
-        and spec.trim is True
-        and _unpacking(spec) is None
-    ):
+    if _is_simple(spec):
+        assert spec.path is not None
         return _simple_field(spec.path, kind, separator, raw, required)
     getters: list[Getter] = []
     if spec.path is not None:
@@ -565,6 +578,143 @@ def evaluate(spec: FieldSpec, record: Record) -> Any:
     Compiles the spec on every call: a mapper compiles once, use it for many records.
     """
     return compile_field(spec)(record)
+
+
+def _field_code(
+    code: Source,
+    field: FieldFn,
+    spec: FieldSpec,
+    label: str,
+    use: Callable[[], None],
+    *,
+    use_text: Callable[[], None] | None = None,
+    type: ValueType | None = None,
+    required: bool = False,
+    raw: bool = False,
+) -> None:
+    """Write the lines that evaluate ``field`` (``compile_field(spec, type=type, ...)``)
+    into ``value`` and then the lines ``use`` writes, unless the value is ``MISSING``;
+    a ``RecordError`` of either appends ``(label, reason)`` to ``problems``.
+
+    A field that only reads a record key is read inline, a text there trimmed and
+    handed to ``use_text`` (else ``use``) and anything else to ``field``; one that is
+    a record key and a type goes through ``_simple_field``'s steps inline; any other
+    is a call of ``field``. Expects ``record``, ``get`` (``record.get``) and ``problems``.
+    """
+    problem = f"problems.append(({label!r}, exc.reason))"
+    missing = f"problems.append(({label!r}, {'missing (required)'!r}))"
+
+    def call() -> None:
+        with code.block("try:"):
+            code.line(f"value = {code.name_of(field, 'field')}(record)")
+            with code.block("if value is not MISSING:"):
+                use()
+        with code.block("except RecordError as exc:"):
+            code.line(problem)
+
+    path = plain_path(spec) if type is None and not required else None
+    if path is not None:
+        code.line(f"value = get({path!r})")
+        with code.block("if value is not None:"):
+            with code.block("if value.__class__ is str:"):
+                code.line("value = value.strip()")
+                with code.block("if value:"):
+                    with code.block("try:"):
+                        (use_text or use)()
+                    with code.block("except RecordError as exc:"):
+                        code.line(problem)
+            with code.block("else:"):
+                call()
+        return
+    kind, required = spec.type or type, spec.required or required
+    if _is_html(spec):
+        _html_field_code(code, spec, kind, required, raw, use, problem, missing)
+        return
+    untyped = kind is None and not required  # a dotted path's plain field: a call
+    if not _is_simple(spec) or spec.path is None or "." in spec.path or untyped:
+        call()
+        return
+    coerce = code.name_of(_coercion(kind, raw), "coerce")
+    code.line(f"value = get({spec.path!r})")
+    with code.block("if value.__class__ is str:"):
+        code.line("value = value.strip()")
+    with code.block('if value is None or value == "":'):
+        code.line(missing if required else "pass")
+    if kind == "string":
+        with code.block("elif value.__class__ is str:"):
+            with code.block("try:"):
+                use()
+            with code.block("except RecordError as exc:"):
+                code.line(problem)
+    with code.block("else:"):
+        with code.block("try:"):
+            code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
+            with code.block("if value is not MISSING:"):
+                use()
+            if required:
+                with code.block("else:"):
+                    code.line(missing)
+        with code.block("except RecordError as exc:"):
+            code.line(problem)
+
+
+def _is_html(spec: FieldSpec) -> bool:
+    """Whether ``spec`` is a record key's HTML as text, perhaps cut and typed, and no more."""
+    return (
+        spec.html
+        and spec.path is not None
+        and "." not in spec.path
+        and spec.const is None
+        and spec.template is None
+        and not spec.fallback
+        and spec.default is None
+        and spec.index is None
+        and spec.trim is True
+        and _unpacking(spec) is None
+    )
+
+
+def _html_field_code(
+    code: Source,
+    spec: FieldSpec,
+    kind: ValueType | None,
+    required: bool,
+    raw: bool,
+    use: Callable[[], None],
+    problem: str,
+    missing: str,
+) -> None:
+    """``_field_code`` of an ``_is_html`` spec: ``compile_field``'s general steps for it
+    (the text converted, blank text missing, the value typed, then cut), written out."""
+    html, hole = code.name_of(_html_text, "html_text"), code.name_of(_Hole, "hole")
+    coerce = code.name_of(_coercion(kind, raw), "coerce")
+    code.line(f"value = get({spec.path!r})")
+    with code.block("if value.__class__ is str:"):
+        code.line(f"value = {html}(value)")
+        with code.block("if not value or value.isspace():"):
+            code.line("value = None")
+    with code.block(f"elif value.__class__ is {hole}:"):
+        code.line("value = None")
+    with code.block("if value is None:"):
+        code.line(missing if required else "pass")
+    with code.block("else:"):
+        with code.block("try:"):
+            code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
+            if spec.max_length is not None:
+                with code.block("if value.__class__ is str:"):
+                    cut = code.name_of(truncate_words, "truncate_words")
+                    code.line(f"value = {cut}(value, {spec.max_length!r})")
+            with code.block("if value is not MISSING:"):
+                use()
+            if required:
+                with code.block("else:"):
+                    code.line(missing)
+        with code.block("except RecordError as exc:"):
+            code.line(problem)
+
+
+_CODE_NAMES: dict[str, Any] = {"MISSING": MISSING, "RecordError": RecordError}
+"""What every generated ``map`` uses besides the objects it names (``Source.name_of``)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -709,9 +859,17 @@ def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **optio
 
 
 class UserfluxMapper:
-    """Records → UserFlux products: ``{"id", "typeId", "properties", "aiPropertyOverrides"}``."""
+    """Records → UserFlux products: ``{"id", "typeId", "properties", "aiPropertyOverrides"}``.
 
-    __slots__ = ("_flat", "_hook", "_key", "_nested", "_overrides", "_type_id")
+    ``map`` is generated from the mapping once (``code``, ``syncd.codegen``): one flat
+    function, each field's steps written out; ``interpret`` is the same mapping read
+    from tuples of fields for every record, the reference ``map`` is tested against.
+    """
+
+    __slots__ = ("_flat", "_hook", "_key", "_nested", "_overrides", "_type_id", "code", "map")
+
+    map: Callable[[Record], Document]
+    """The record's document; raise ``RecordError`` when it can't be mapped."""
 
     def __init__(self, target: UserfluxTargetConfig, source_key: str) -> None:
         mapping = target.mapping
@@ -736,9 +894,9 @@ class UserfluxMapper:
                     )
             field = _compile(problems, f"{where}.properties.{name}", spec)
             if len(parts) == 1:
-                flat.append((f"properties.{name}", name, field, plain_path(spec)))
+                flat.append((f"properties.{name}", name, field, spec))
             else:
-                nested.append((f"properties.{name}", tuple(parts[:-1]), parts[-1], field))
+                nested.append((f"properties.{name}", tuple(parts[:-1]), parts[-1], field, spec))
         self._flat = tuple(flat)
         self._nested = tuple(nested)
         self._overrides = tuple(
@@ -746,28 +904,58 @@ class UserfluxMapper:
                 f"aiPropertyOverrides.{name}",
                 name,
                 _compile(problems, f"{where}.ai_property_overrides.{name}", spec),
+                spec,
             )
             for name, spec in mapping.ai_property_overrides.items()
         )
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
+        self.code = self._code()
+        self.map = self.code.compile(f"UserfluxMapper {target.name}")
 
-    def map(self, record: Record) -> Document:
+    def _code(self) -> Source:
+        """``map``'s lines: ``interpret``'s steps for this mapping, written out."""
+        code = Source("map", "record", _CODE_NAMES)
+        key, finish = code.name_of(self._key, "field"), code.name_of(self._finish, "finish")
+        code.line("problems = []")
+        code.line(f"key, refused = _key_or_problem({key}, record, 'id', problems)")
+        code.namespace["_key_or_problem"] = _key_or_problem
+        code.line("get = record.get")
+        code.line("properties = {}")
+        for label, name, field, spec in self._flat:
+            code.line(f"# {label!r}")
+            _field_code(
+                code, field, spec, label, partial(code.line, f"properties[{name!r}] = value")
+            )
+
+        def nest(parents: tuple[str, ...], leaf: str) -> None:
+            code.line("node = properties")
+            for parent in parents:
+                code.line(f"child = node.get({parent!r})")
+                with code.block("if child is None:"):
+                    code.line(f"child = node[{parent!r}] = {{}}")
+                code.line("node = child")
+            code.line(f"node[{leaf!r}] = value")
+
+        for label, parents, leaf, field, spec in self._nested:
+            code.line(f"# {label!r}")
+            _field_code(code, field, spec, label, partial(nest, parents, leaf))
+        code.line("overrides = {}")
+        for label, name, field, spec in self._overrides:
+            code.line(f"# {label!r}")
+            _field_code(
+                code, field, spec, label, partial(code.line, f"overrides[{name!r}] = value")
+            )
+        code.line(f"return {finish}(record, key, refused, problems, properties, overrides)")
+        return code
+
+    def interpret(self, record: Record) -> Document:
+        """What ``map`` gives, the fields read from tuples: the reference for ``map``."""
         problems: list[tuple[str, str]] = []
         key, refused = _key_or_problem(self._key, record, "id", problems)
         properties: dict[str, Any] = {}
-        get = record.get
-        for label, name, field, path in self._flat:
-            if path is not None:  # field(record), inline
-                value = get(path)
-                if value is None:
-                    continue
-                if value.__class__ is str:
-                    value = value.strip()
-                    if value:
-                        properties[name] = value
-                    continue
+        for label, name, field, _ in self._flat:
             try:
                 value = field(record)
             except RecordError as exc:
@@ -775,7 +963,7 @@ class UserfluxMapper:
                 continue
             if value is not MISSING:
                 properties[name] = value
-        for label, parents, leaf, field in self._nested:
+        for label, parents, leaf, field, _ in self._nested:
             try:
                 value = field(record)
             except RecordError as exc:
@@ -791,7 +979,7 @@ class UserfluxMapper:
                 node = child
             node[leaf] = value
         overrides = {}
-        for label, name, field in self._overrides:
+        for label, name, field, _ in self._overrides:
             try:
                 value = field(record)
             except RecordError as exc:
@@ -799,6 +987,18 @@ class UserfluxMapper:
                 continue
             if value is not MISSING:
                 overrides[name] = value
+        return self._finish(record, key, refused, problems, properties, overrides)
+
+    def _finish(
+        self,
+        record: Record,
+        key: str,
+        refused: RecordError | None,
+        problems: list[tuple[str, str]],
+        properties: dict[str, Any],
+        overrides: dict[str, Any],
+    ) -> Document:
+        """The document of the fields found (or the record's refusal), the hook run."""
         if problems:
             raise _refusal(problems, key, refused)
         payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
@@ -838,6 +1038,8 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
                     out.append({"key": f"{label}.{name}", "value": item})
             elif leaf is int:
                 out.append({"key": f"{label}.{name}", "value": str(item)})
+            elif leaf is float:
+                out.append({"key": f"{label}.{name}", "value": stringify(item)})
             elif item is not None:
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
@@ -858,10 +1060,14 @@ class VambeMapper:
 
     The contract's rules (price > 0, currency list, description length) are checked
     by the Vambe target; here the values are found, cleaned and typed, and a product
-    without name, description, price or currency is rejected as missing them.
+    without name, description, price or currency is rejected as missing them. ``map``
+    is generated once, ``interpret`` its reference (see ``UserfluxMapper``).
     """
 
-    __slots__ = ("_fields", "_hook", "_key", "_metadata", "_optional", "_type")
+    __slots__ = ("_fields", "_hook", "_key", "_metadata", "_optional", "_type", "code", "map")
+
+    map: Callable[[Record], Document]
+    """The record's document; raise ``RecordError`` when it can't be mapped."""
 
     def __init__(self, target: VambeTargetConfig, source_key: str) -> None:
         mapping = target.mapping
@@ -869,18 +1075,23 @@ class VambeMapper:
         problems: list[ConfigProblem] = []
         self._key = _compile(problems, f"{where}.key", mapping.key or FieldSpec(path=source_key))
         self._type = target.product_type
-        specs = {
+        specs: dict[str, tuple[FieldSpec, ValueType]] = {
             "name": (mapping.name, "string"),
             "description": (mapping.description, "string"),
             "price": (mapping.price, "number"),
             "currency": (mapping.currency, "string"),
         }
         self._fields = tuple(
-            (name, _compile(problems, f"{where}.{name}", spec, type=kind, required=True))
+            (
+                name,
+                _compile(problems, f"{where}.{name}", spec, type=kind, required=True),
+                spec,
+                kind,
+            )
             for name, (spec, kind) in specs.items()
         )
         self._optional = tuple(
-            (name, _compile(problems, f"{where}.{name}", spec, type="string"))
+            (name, _compile(problems, f"{where}.{name}", spec, type="string"), spec)
             for name, spec in (("file_url", mapping.file_url), ("sku", mapping.sku))
             if spec is not None
         )
@@ -895,19 +1106,74 @@ class VambeMapper:
                 f"metadata.{label}",
                 label,
                 _compile(problems, f"{where}.metadata.{label}", spec, raw=True),
-                plain_path(spec),
+                spec,
             )
             for label, spec in pairs
         )
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
+        self.code = self._code()
+        self.map = self.code.compile(f"VambeMapper {target.name}")
 
-    def map(self, record: Record) -> Document:
+    def _code(self) -> Source:
+        """``map``'s lines: ``interpret``'s steps for this mapping, written out."""
+        code = Source("map", "record", _CODE_NAMES)
+        key, finish = code.name_of(self._key, "field"), code.name_of(self._finish, "finish")
+        code.namespace.update(_key_or_problem=_key_or_problem, stringify=stringify)
+        code.line("problems = []")
+        code.line(f"key, refused = _key_or_problem({key}, record, 'external_id', problems)")
+        code.line("get = record.get")
+        code.line("payload = {'external_id': key}")
+
+        def required(label: str) -> None:
+            if label != "price":
+                with code.block("if value.__class__ is not str:"):
+                    code.line("value = stringify(value)")
+            code.line(f"payload[{label!r}] = value")
+
+        for label, field, spec, kind in self._fields:
+            code.line(f"# {label!r}")
+            _field_code(
+                code, field, spec, label, partial(required, label), type=kind, required=True
+            )
+        for label, field, spec in self._optional:
+            code.line(f"# {label!r}")
+            _field_code(
+                code,
+                field,
+                spec,
+                label,
+                partial(
+                    code.line,
+                    f"payload[{label!r}] = value if value.__class__ is str else stringify(value)",
+                ),
+                type="string",
+            )
+        code.line("metadata = []")
+        flatten = code.name_of(_flatten, "flatten")
+        for label, name, field, spec in self._metadata:
+            code.line(f"# {label!r}")
+            _field_code(
+                code,
+                field,
+                spec,
+                label,
+                partial(code.line, f"{flatten}(metadata, {name!r}, value)"),
+                use_text=partial(
+                    code.line, f"metadata.append({{'key': {name!r}, 'value': value}})"
+                ),
+                raw=True,
+            )
+        code.line(f"return {finish}(record, key, refused, problems, payload, metadata)")
+        return code
+
+    def interpret(self, record: Record) -> Document:
+        """What ``map`` gives, the fields read from tuples: the reference for ``map``."""
         problems: list[tuple[str, str]] = []
         key, refused = _key_or_problem(self._key, record, "external_id", problems)
         payload: Payload = {"external_id": key}
-        for label, field in self._fields:
+        for label, field, _, _ in self._fields:
             try:
                 value = field(record)
                 if label != "price" and value.__class__ is not str:
@@ -915,7 +1181,7 @@ class VambeMapper:
                 payload[label] = value
             except RecordError as exc:
                 problems.append((label, exc.reason))
-        for label, field in self._optional:
+        for label, field, _ in self._optional:
             try:
                 value = field(record)
                 if value is not MISSING:
@@ -923,23 +1189,25 @@ class VambeMapper:
             except RecordError as exc:
                 problems.append((label, exc.reason))
         metadata: list[dict[str, str]] = []
-        get = record.get
-        for label, name, field, path in self._metadata:
-            if path is not None:  # field(record) and _flatten of a text, inline
-                value = get(path)
-                if value is None:
-                    continue
-                if value.__class__ is str:
-                    value = value.strip()
-                    if value:  # stripped: not blank
-                        metadata.append({"key": name, "value": value})
-                    continue
+        for label, name, field, _ in self._metadata:
             try:
                 value = field(record)
                 if value is not MISSING:
                     _flatten(metadata, name, value)
             except RecordError as exc:
                 problems.append((label, exc.reason))
+        return self._finish(record, key, refused, problems, payload, metadata)
+
+    def _finish(
+        self,
+        record: Record,
+        key: str,
+        refused: RecordError | None,
+        problems: list[tuple[str, str]],
+        payload: Payload,
+        metadata: list[dict[str, str]],
+    ) -> Document:
+        """The document of the fields found (or the record's refusal), the hook run."""
         if problems:
             raise _refusal(problems, key, refused)
         payload["currency"] = payload["currency"].upper()

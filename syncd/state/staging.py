@@ -85,6 +85,12 @@ class SqlStaging:
                 conn.close()
                 raise
         self._conn = conn
+        self._blob: type[bytes] | type[bytearray] = (
+            bytearray if conn.dialect.name == "sqlite" else bytes
+        )
+        """How a hash is handed to the driver: Python's sqlite3 binds a ``bytearray``
+        directly but tries adapters on ``bytes`` first (an ``AttributeError`` built and
+        dropped for each: 2.3 against 1.6 µs a staged row); the same BLOB is stored."""
 
     def __enter__(self) -> SqlStaging:
         return self
@@ -123,8 +129,9 @@ class SqlStaging:
             return {}
         first = self._staged + 1
         fingerprints = sources if sources is not None else [None] * len(entries)
+        blob = self._blob
         rows = [
-            (seq, key, hash_, source)
+            (seq, key, blob(hash_), source and blob(source))
             for seq, ((key, hash_), source) in enumerate(
                 zip(entries, fingerprints, strict=True), start=first
             )

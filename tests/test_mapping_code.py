@@ -1,0 +1,233 @@
+"""The mappers' generated ``map`` gives what ``interpret`` (the fields read from tuples)
+gives, over generated mappings and records; its text can be read, and a config's names
+stay quoted in it."""
+
+from __future__ import annotations
+
+import math
+import traceback
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench import catalog
+from syncd.codegen import SHOW_CODE_ENV, source_of
+from syncd.config import UserfluxTargetConfig, VambeTargetConfig
+from syncd.errors import ConfigError, RecordError
+from syncd.mapping import UserfluxMapper, VambeMapper, build_mapper
+from tests.test_fast_paths import _bench_config
+
+_KEYS = ["id", "title", "price", "tags", "attrs", "desc", "stock", "a.b", "flag"]
+"""The record keys generated records use (``a.b`` a key with a dot in its name)."""
+
+_VALUES = st.one_of(
+    st.none(),
+    st.sampled_from(["", " ", "  x ", "19.90", "1,234.50", "12", "abc", "<p>Hi</p> <b>x</b>"]),
+    st.sampled_from(["USD", "usd", "yes", "0", "a, b | c", "\u200bK", "\t"]),
+    st.integers(min_value=-(2**60), max_value=2**60),
+    st.sampled_from([2**53 + 1, 0, True, False, 1.5, -0.0, 1e-7, math.nan, math.inf]),
+    st.sampled_from([Decimal("2.50"), Decimal("1E+2"), b"bytes"]),
+    st.lists(st.sampled_from(["x", " y ", "", None, 3, 2.5, {"k": "v"}]), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["k", "color", "dims", "b"]),
+        st.sampled_from(["v", "", 1, 2.25, None, [1, "two"], {"w": 1}]),
+        max_size=3,
+    ),
+)
+
+_SPECS = st.one_of(
+    st.sampled_from(_KEYS),  # a plain path
+    st.fixed_dictionaries(
+        {"path": st.sampled_from([*_KEYS, "attrs.k", "tags.0"])},
+        optional={
+            "type": st.sampled_from(["string", "number", "integer", "boolean", "list", "json"]),
+            "required": st.booleans(),
+            "html": st.just(True),
+            "max_length": st.sampled_from([3, 50]),
+            "default": st.sampled_from(["n/a", "0"]),
+            "fallback": st.just(["title"]),
+            "decimal_separator": st.just(","),
+            "trim": st.sampled_from([False, "*"]),
+            "split": st.just(","),
+        },
+    ),
+    st.fixed_dictionaries(  # HTML as text, perhaps typed and cut: written out inline
+        {"path": st.sampled_from(["desc", "title", "price", "tags", "a.b"]), "html": st.just(True)},
+        optional={
+            "type": st.sampled_from(["string", "number", "json"]),
+            "required": st.booleans(),
+            "max_length": st.sampled_from([1, 3, 50]),
+        },
+    ),
+    st.fixed_dictionaries({"const": st.sampled_from(["USD", "EUR", 5, True])}),
+    st.fixed_dictionaries({"template": st.sampled_from(["{title} ({id})", "{price:.2f}"])}),
+)
+
+
+_RECORDS = st.lists(
+    st.builds(
+        lambda base, changed: {**base, **changed},
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "id": st.sampled_from(["SKU-1", " k ", 7]),
+                "title": st.just("T"),
+                "desc": st.just("<p>D</p>"),
+                "price": st.just("19.90"),
+                "flag": st.just("usd"),
+            },
+        ),
+        st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4),
+    ),
+    min_size=1,
+    max_size=4,
+)
+"""Records, many with usable values for the fields most mappings read."""
+
+
+def _mostly(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``usual`` three times in four, else any spec."""
+    return st.integers(0, 3).flatmap(lambda n: usual if n else _SPECS)
+
+
+def _outcome(mapper: UserfluxMapper | VambeMapper, map_: Any, record: dict[str, Any]) -> Any:
+    """A document as its key, canonical bytes and hash; a refusal as all it says."""
+    try:
+        document = map_(record)
+    except RecordError as exc:
+        return ("refused", str(exc), exc.key, exc.field, exc.also_keys)
+    except Exception as exc:  # the same unexpected error from both is still the same
+        return ("raised", type(exc).__name__, str(exc))
+    return (document.key, document.canonical, document.hash)
+
+
+def _same(mapper: UserfluxMapper | VambeMapper, record: dict[str, Any]) -> None:
+    assert _outcome(mapper, mapper.map, record) == _outcome(mapper, mapper.interpret, record)
+
+
+@given(
+    properties=st.dictionaries(
+        st.sampled_from(["name", "price", "tags", "d.html", "d.text", "x.y.z", "stock", "on"]),
+        _SPECS,
+        max_size=6,
+    ),
+    overrides=st.dictionaries(st.sampled_from(["name", "brand"]), _SPECS, max_size=2),
+    key=st.sampled_from([None, "id", {"path": "id", "type": "string"}, {"template": "{id}-x"}]),
+    records=_RECORDS,
+)
+@settings(max_examples=300, deadline=None)
+def test_the_generated_userflux_map_gives_what_the_interpreted_one_gives(
+    properties: dict[str, Any],
+    overrides: dict[str, Any],
+    key: Any,
+    records: list[dict[str, Any]],
+) -> None:
+    mapping: dict[str, Any] = {"properties": properties, "ai_property_overrides": overrides}
+    if key is not None:
+        mapping["key"] = key
+    config = UserfluxTargetConfig.model_validate(
+        {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "t", "mapping": mapping}
+    )
+    try:
+        mapper = build_mapper(config, "id")
+    except ConfigError:
+        return  # colliding names, a bad const: refused before any code is generated
+    assert isinstance(mapper, UserfluxMapper)
+    for record in records:
+        _same(mapper, record)
+
+
+@given(
+    fields=st.fixed_dictionaries(
+        {
+            "name": _mostly(st.sampled_from(["title", "desc"])),
+            "description": _mostly(st.just({"path": "desc", "html": True})),
+            "price": _mostly(st.just("price")),
+            "currency": _mostly(st.sampled_from([{"const": "USD"}, "flag"])),
+        },
+        optional={"file_url": _SPECS, "sku": _SPECS},
+    ),
+    metadata=st.one_of(
+        st.lists(st.sampled_from(_KEYS), max_size=4, unique=True),
+        st.dictionaries(st.sampled_from(["brand", "size", "m"]), _SPECS, max_size=3),
+    ),
+    records=_RECORDS,
+)
+@settings(max_examples=300, deadline=None)
+def test_the_generated_vambe_map_gives_what_the_interpreted_one_gives(
+    fields: dict[str, Any], metadata: Any, records: list[dict[str, Any]]
+) -> None:
+    config = VambeTargetConfig.model_validate(
+        {
+            "kind": "vambe",
+            "name": "vb",
+            "api_key_env": "K",
+            "block_id": "b-1",
+            "mapping": {**fields, "metadata": metadata},
+        }
+    )
+    try:
+        mapper = build_mapper(config, "id")
+    except ConfigError:
+        return
+    assert isinstance(mapper, VambeMapper)
+    for record in records:
+        _same(mapper, record)
+
+
+def test_the_generated_maps_give_the_interpreted_documents_of_the_benchmark() -> None:
+    mappers = [build_mapper(target, "id") for target in _bench_config().targets]
+    for record in catalog.products(2000):
+        for mapper in mappers:
+            assert isinstance(mapper, (UserfluxMapper, VambeMapper))
+            _same(mapper, record)
+
+
+def test_the_generated_code_can_be_read_and_names_each_field() -> None:
+    userflux, vambe = (build_mapper(target, "id") for target in _bench_config().targets)
+    assert isinstance(userflux, UserfluxMapper) and isinstance(vambe, VambeMapper)
+    text = source_of(userflux.map)
+    assert text == userflux.code.text
+    assert text.startswith("def map(record):")
+    assert "# 'properties.description.text'" in text
+    assert "properties['brand'] = value" in text
+    assert "# 'metadata.attributes'" in source_of(vambe.map)
+
+
+def test_show_code_prints_each_generated_function(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(SHOW_CODE_ENV, "1")
+    mapper = build_mapper(_bench_config().targets[0], "id")
+    assert isinstance(mapper, UserfluxMapper)
+    assert mapper.code.text in capsys.readouterr().err
+
+
+def test_a_traceback_through_generated_code_shows_its_line() -> None:
+    config = UserfluxTargetConfig.model_validate(
+        {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "t",
+         "mapping": {"properties": {"name": "title"}}}
+    )  # fmt: skip
+    mapper = build_mapper(config, "id")
+    with pytest.raises(AttributeError) as caught:
+        mapper.map(None)  # type: ignore[arg-type]
+    lines = traceback.format_exception(caught.value)
+    assert any(
+        "<syncd-code-" in line and "record.get" in line for line in "".join(lines).split("\n\n")
+    )
+
+
+def test_names_from_the_config_stay_quoted_in_the_code() -> None:
+    odd = "x'\n    import os  # \"\\"
+    config = UserfluxTargetConfig.model_validate(
+        {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "t",
+         "mapping": {"properties": {odd: odd, f"n.{odd}": {"path": odd, "type": "string"}}}}
+    )  # fmt: skip
+    mapper = build_mapper(config, "id")
+    assert isinstance(mapper, UserfluxMapper)
+    document = mapper.map({"id": "k", odd: " v "})
+    assert document.payload["properties"] == {odd: "v", "n": {odd: "v"}}
+    assert "import os" not in [line.strip() for line in mapper.code.lines]

@@ -255,6 +255,7 @@ class Reconciler:
                 doubted=sent.doubted,
             )
         finally:
+            outbox.halt()  # however sending ended (an exception too): the read never waits
             structlog.contextvars.unbind_contextvars("target", "run_id")
 
     def _finished(self, opened: OpenTarget, plan: Plan, started: float) -> TargetReport:

@@ -3,7 +3,6 @@ withdrawals, writes left in doubt, and the outcome the run ends with (``Sent``).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -93,7 +92,7 @@ def send(
         grace_s=grace_s,
         deadline=deadline,
     )
-    with _Kept(outbox.spool.directory) as kept, _halting(outbox):
+    with _Kept(outbox.spool.directory) as kept:
         marked = _Marked(outbox, store, name, kept)
         execution = executor.run(marked, on_ack, flush, marked.settled)
         plan = decided()
@@ -132,15 +131,6 @@ def send(
             ),
         )
     return plan, Sent(execution, outcome, error, doubted)
-
-
-@contextlib.contextmanager
-def _halting(outbox: Outbox) -> Iterator[None]:
-    """However sending ends (an exception too), the read never waits for it again."""
-    try:
-        yield
-    finally:
-        outbox.halt()
 
 
 def _outcome(

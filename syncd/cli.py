@@ -233,7 +233,8 @@ def plan(
         state = open_store_for_plan(config.state.resolved_url())
         try:
             plans = Reconciler(config, state.store).plan(
-                RunOptions(full=full, targets=tuple(targets))
+                RunOptions(full=full, targets=tuple(targets)),
+                payloads=False,  # shown, never sent: no payload waits in TMPDIR
             )
         finally:
             state.store.close()

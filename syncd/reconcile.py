@@ -82,14 +82,16 @@ class Reconciler:
         self._source = source
 
     # -- the two entry points -------------------------------------------------------
-    def plan(self, options: RunOptions | None = None) -> list[Plan]:
-        """What a run would send to each target, sending nothing and writing nothing."""
+    def plan(self, options: RunOptions | None = None, *, payloads: bool = True) -> list[Plan]:
+        """What a run would send to each target, sending nothing and writing nothing.
+        ``payloads=False``: the plans' requests keep keys and hashes, not the payloads (a
+        plan only counted and shown: its spool is a few dozen bytes a product)."""
         options = options or RunOptions()
         with ExitStack() as stack:
             # the spool outlives this call: the plans' documents read their payloads from it
             spool = Spool()
             opened = self._open(options, stack, leases=None)
-            outboxes = [Outbox(spool) for _ in opened]
+            outboxes = [Outbox(spool, hollow=not payloads) for _ in opened]
             plans, _ = self._plan_all(opened, options, outboxes, Budget(self.stop))
             return plans
 

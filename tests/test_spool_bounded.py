@@ -244,3 +244,45 @@ def test_a_target_that_stops_while_the_read_waits_for_it_does_not_hang_the_run(
     assert h.sync().ok
     assert userflux.products == expected_userflux(records)
     h.close()
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_plan_only_shown_keeps_no_payload_and_says_the_same(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, full: bool
+) -> None:
+    """``syncd plan`` keeps keys and hashes of its requests, not their payloads: the same
+    summary (counts, requests, samples, duplicates taken out) from a fraction of the disk."""
+    from syncd import reconcile as module
+
+    h = both(tmp_path, userflux, vambe)
+    # payloads of a realistic size (a name, a description): ~1 KB a product and target
+    records = [
+        dict(r, title=r["title"] + "-long" * 60, body="<p>" + "text " * 150 + "</p>")
+        for r in catalog(120)
+    ]
+    h.write(records[:60])
+    assert h.sync().ok
+    edited = [dict(r, price="55.00") for r in records[:60]] + records[60:]
+    h.write([*edited, dict(records[3], title="Twin"), dict(records[90], title="Twin")])
+    spools: list[Spool] = []
+
+    class Recorded(Spool):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            spools.append(self)
+
+    def plan(payloads: bool) -> tuple[list[Any], int]:
+        spools.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(module, "Spool", Recorded)
+            plans = Reconciler(h.config, h.store, environ=ENV).plan(
+                RunOptions(full=full), payloads=payloads
+            )
+        return [p.summary(50) for p in plans], sum(s.size for s in spools)
+
+    whole, whole_bytes = plan(payloads=True)
+    shown, shown_bytes = plan(payloads=False)
+    assert shown == whole
+    assert all(s["rejected"] == 2 for s in shown)  # the two keys found twice
+    assert shown_bytes < whole_bytes / 5, (shown_bytes, whole_bytes)
+    h.close()

@@ -50,12 +50,16 @@ class Outbox:
         *,
         streams: bool = True,
         max_bytes: int | None = None,
+        hollow: bool = False,
     ) -> None:
         self.spool = spool
         """Where the requests and their payloads are (the target's own, when sending)."""
-        self.operations: SpilledList[Operation] = SpilledList(spool, packing=OperationPacking())
+        self.operations: SpilledList[Operation] = SpilledList(
+            spool, packing=OperationPacking(hollow=hollow)
+        )
         """Every request planned, in order (the plan's ``operations``): a group once
-        finished can't be read back (its disk is released)."""
+        finished can't be read back (its disk is released). ``hollow``: kept without their
+        payloads (a plan only counted and shown, never sent)."""
         self.tally = Tally()
         """The requests counted as they were planned (less what ``cancel`` removed)."""
         self._on_planned = on_planned

@@ -29,24 +29,33 @@ def _where(body: bytes | Spooled, spool: Spool, offset: int) -> tuple[Any, int]:
     return body, offset  # another spool's: pickled as it is
 
 
-def pack_changes(changes: Sequence[Change], spool: Spool) -> list[ChangeRow]:
+def pack_changes(
+    changes: Sequence[Change], spool: Spool, *, hollow: bool = False
+) -> list[ChangeRow]:
     """``changes`` as rows; the payloads not yet in ``spool`` are put there, in one write
-    (what ``Document.spooled`` does one payload at a time), and the decoded dicts dropped."""
-    new = [
-        d.body
-        for d in (change.document for change in changes)
-        if d is not None and isinstance(d.body, bytes)
-    ]
+    (what ``Document.spooled`` does one payload at a time), and the decoded dicts dropped.
+    ``hollow``: no payload is kept at all (a plan that is only counted and shown)."""
+    new = (
+        []
+        if hollow
+        else [
+            d.body
+            for d in (change.document for change in changes)
+            if d is not None and isinstance(d.body, bytes)
+        ]
+    )
     offset = spool.put_all(new) if new else 0
     rows: list[ChangeRow] = []
     for change in changes:
         d = change.document
         document = None
         if d is not None:
-            where, offset = _where(d.body, spool, offset)
+            where = None
+            if not hollow:
+                where, offset = _where(d.body, spool, offset)
             document = (d.key, where, d.hash, d.source_hash)
         p = change.previous
-        previous = None if p is None else (p.key, p.hash, p.canonical)
+        previous = None if p is None else (p.key, p.hash, b"" if hollow else p.canonical)
         rows.append((change.kind, change.key, document, previous))
     return rows
 
@@ -68,7 +77,13 @@ def unpack_changes(rows: Sequence[ChangeRow], spool: Spool) -> list[Change]:
         d = None
         if document is not None:
             doc_key, where, digest, source_hash = document
-            body = Spooled(spool, *where) if where.__class__ is tuple else where
+            body = (
+                Spooled(spool, *where)
+                if where.__class__ is tuple
+                else b""  # hollow
+                if where is None
+                else where
+            )
             d = Document(doc_key, body, digest, source_hash)
         p = None if previous is None else Acked(*previous)
         out.append(Change(kind, key, d, p))
@@ -93,16 +108,20 @@ class ChangePacking:
 
 class OperationPacking:
     """``SpilledList``'s packing of ``Operation`` items: their fields, and all their
-    changes as one list of rows (``pack_changes``) that each operation takes a slice of."""
+    changes as one list of rows (``pack_changes``) that each operation takes a slice of.
+    ``hollow``: without their payloads (documents read back with empty bodies), for a plan
+    that is only counted and shown (``syncd plan``): its spool holds keys and hashes."""
 
-    @staticmethod
-    def pack(items: list[Operation], spool: Spool) -> Any:
+    def __init__(self, *, hollow: bool = False) -> None:
+        self.hollow = hollow
+
+    def pack(self, items: list[Operation], spool: Spool) -> Any:
         changes = [change for operation in items for change in operation.changes]
         heads = [
             (o.endpoint, o.mode, o.reason, len(o.changes), o.body, o.path, o.removes_unlisted)
             for o in items
         ]
-        return heads, pack_changes(changes, spool)
+        return heads, pack_changes(changes, spool, hollow=self.hollow)
 
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[Operation]:

@@ -647,15 +647,33 @@ def _field_code(
             with code.block("except RecordError as exc:"):
                 code.line(problem)
     with code.block("else:"):
-        with code.block("try:"):
-            code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
-            with code.block("if value is not MISSING:"):
-                use()
-            if required:
-                with code.block("else:"):
-                    code.line(missing)
-        with code.block("except RecordError as exc:"):
-            code.line(problem)
+        _coerced_code(code, spec, coerce, required, use, problem, missing)
+
+
+def _coerced_code(
+    code: Source,
+    spec: FieldSpec,
+    coerce: str,
+    required: bool,
+    use: Callable[[], None],
+    problem: str,
+    missing: str,
+    cut: str | None = None,
+) -> None:
+    """The lines typing ``value`` with ``coerce`` (then cutting a text with ``cut``), using
+    it unless it is missing, and turning a ``RecordError`` into the field's problem."""
+    with code.block("try:"):
+        code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
+        if cut is not None:
+            with code.block("if value.__class__ is str:"):
+                code.line(f"value = {cut}(value, {spec.max_length!r})")
+        with code.block("if value is not MISSING:"):
+            use()
+        if required:
+            with code.block("else:"):
+                code.line(missing)
+    with code.block("except RecordError as exc:"):
+        code.line(problem)
 
 
 def _is_html(spec: FieldSpec) -> bool:
@@ -697,20 +715,9 @@ def _html_field_code(
         code.line("value = None")
     with code.block("if value is None:"):
         code.line(missing if required else "pass")
+    cut = None if spec.max_length is None else code.name_of(truncate_words, "truncate_words")
     with code.block("else:"):
-        with code.block("try:"):
-            code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
-            if spec.max_length is not None:
-                with code.block("if value.__class__ is str:"):
-                    cut = code.name_of(truncate_words, "truncate_words")
-                    code.line(f"value = {cut}(value, {spec.max_length!r})")
-            with code.block("if value is not MISSING:"):
-                use()
-            if required:
-                with code.block("else:"):
-                    code.line(missing)
-        with code.block("except RecordError as exc:"):
-            code.line(problem)
+        _coerced_code(code, spec, coerce, required, use, problem, missing, cut)
 
 
 _CODE_NAMES: dict[str, Any] = {"MISSING": MISSING, "RecordError": RecordError}

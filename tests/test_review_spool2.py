@@ -7,12 +7,13 @@ Chunks of 5 records and groups of 4 changes, 1 KB spool segments (``small_groups
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from syncd.diff import ChangeKind, SentCopy
 from syncd.model import Acked, Spool
-from syncd.sandbox import FakeUserflux
+from syncd.sandbox import FakeUserflux, FakeVambe
 from syncd.stages.packing import SentCopyPacking
 from tests.support import Harness, acknowledged, catalog, expected_userflux, userflux_target
 from tests.test_loop_streaming import Pausing, run, writes
@@ -67,3 +68,45 @@ def test_a_duplicate_created_after_the_journal_is_full_is_still_removed(
     assert userflux.products == expected_userflux(kept)
     assert sku not in acknowledged(h.store, "uf")
     h.close()
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("full", [False, True])
+def test_a_hollow_plan_says_what_the_whole_plan_says_guards_and_rejections_included(
+    tmp_path: Path, userflux: FakeUserflux, vambe: FakeVambe, full: bool, mirror: bool
+) -> None:
+    """``syncd plan``'s hollow plan equals the whole plan's summary and rendering for any
+    sample size: deletes held by a guard, a rejected product, a key found twice."""
+    from syncd.reconcile import Reconciler, RunOptions
+    from syncd.report import render_plan
+    from tests.support import ENV
+    from tests.support import vambe_target
+
+    if True:
+        block = vambe.add_block(name="catalog")
+        vb = vambe_target(vambe.url, block, batch_size=2, mirror_block=mirror)
+        h = Harness(tmp_path, [userflux_target(userflux.url), vb])
+        records = [dict(r, body="<p>" + "text " * 50 + "</p>") for r in catalog(40)]
+        h.write(records)
+        assert h.sync().ok
+        kept = [dict(r, price="55.00") for r in records[:15]] + records[15:18]
+        h.write(
+            [*kept, *catalog(25, start=500), dict(records[1], title="Twin"),
+             dict(catalog(1, start=800)[0], price=0)]
+        )
+
+        def plan(payloads: bool) -> list[Any]:
+            plans = Reconciler(h.config, h.store, environ=ENV).plan(
+                RunOptions(full=full), payloads=payloads
+            )
+            return [
+                (p.summary(n), render_plan(p, n), p.counts(), p.request_count)
+                for p in plans
+                for n in (0, 1, 3, 200)
+            ]
+
+        whole, shown = plan(True), plan(False)
+        assert shown == whole
+        assert any(s["held"] for s, *_ in shown), [s["held"] for s, *_ in shown]
+        assert all(s["rejected"] >= 1 for s, *_ in shown), [s["rejected"] for s, *_ in shown]
+        h.close()

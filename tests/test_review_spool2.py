@@ -79,8 +79,7 @@ def test_a_hollow_plan_says_what_the_whole_plan_says_guards_and_rejections_inclu
     sample size: deletes held by a guard, a rejected product, a key found twice."""
     from syncd.reconcile import Reconciler, RunOptions
     from syncd.report import render_plan
-    from tests.support import ENV
-    from tests.support import vambe_target
+    from tests.support import ENV, vambe_target
 
     if True:
         block = vambe.add_block(name="catalog")
@@ -91,8 +90,12 @@ def test_a_hollow_plan_says_what_the_whole_plan_says_guards_and_rejections_inclu
         assert h.sync().ok
         kept = [dict(r, price="55.00") for r in records[:15]] + records[15:18]
         h.write(
-            [*kept, *catalog(25, start=500), dict(records[1], title="Twin"),
-             dict(catalog(1, start=800)[0], price=0)]
+            [
+                *kept,
+                *catalog(25, start=500),
+                dict(records[1], title="Twin"),
+                dict(catalog(1, start=800)[0], price=0),
+            ]
         )
 
         def plan(payloads: bool) -> list[Any]:

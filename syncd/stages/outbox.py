@@ -192,7 +192,13 @@ class Outbox:
             self._journal = SpilledList(Spool(self.spool.directory), packing=SentCopyPacking())
         room = self._max_bytes is None or self._journal.spool.size < self._max_bytes
         self._journal.extend(
-            SentCopy(change.key, change.kind, change.previous if room else None, room)
+            # a create replaced nothing: restorable (removed) whatever the bound
+            SentCopy(
+                change.key,
+                change.kind,
+                change.previous if room else None,
+                room or change.kind is ChangeKind.CREATE,
+            )
             for operation in group
             for change in operation.changes
             if change.kind in _RESTORABLE

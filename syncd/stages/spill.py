@@ -86,9 +86,9 @@ class SpilledList(Sequence[T], Generic[T]):
     def spool(self) -> Spool:
         return self._spool
 
-    def chunks(self, stop: int | None = None) -> Iterator[list[T]]:
-        """The chunks as appended (the first ``stop`` of them), each read back from disk."""
-        for where in self._chunks[:stop]:
+    def chunks(self) -> Iterator[list[T]]:
+        """The chunks as appended, each read back from disk."""
+        for where in self._chunks:
             yield self._load(where)
 
     @property

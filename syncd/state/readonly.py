@@ -127,13 +127,13 @@ def open_store_for_plan(url: str) -> PlanState:
 def read_revision(url: str) -> tuple[str | None, str | None]:
     """The schema revision of the state database at ``url`` and a notice (None: nothing to
     say), read only: a missing SQLite file is reported, never created."""
+    from syncd.state import migrate  # Alembic (~0.1 s to load): only ``db current`` asks
+
     parsed = normalize_url(url)
     path = _sqlite_file(parsed)
     if path is not None and not path.exists():
         return None, f"state database {safe_url(parsed)} does not exist"
     probe = _read_only(parsed, path) if path is not None else parsed
-    from syncd.state import migrate  # Alembic (~0.1 s to load): not for the other commands
-
     with translated("read the schema revision", probe):
         engine = sa.create_engine(probe)
         try:

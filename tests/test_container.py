@@ -8,6 +8,7 @@ site-packages (no network here), but syncd itself only from the wheel.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -96,6 +97,24 @@ def _healthz(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_syncd_compiled_to_bytecode(tmp_path: Path) -> None:
+    venv = _install_wheel(tmp_path)
+    located = _run(
+        venv / "bin" / "python",
+        "-c",
+        "import syncd; print(syncd.__file__)",
+        cwd=tmp_path,
+        env=_container_env(tmp_path / "none.toml"),
+    )
+    package = Path(located.stdout.strip()).parent
+    modules = list(package.rglob("*.py"))
+
+    assert package.is_relative_to(venv) and len(modules) > 50
+    uncompiled = [m for m in modules if not Path(importlib.util.cache_from_source(str(m))).exists()]
+    assert uncompiled == []
 
 
 @pytest.mark.slow

@@ -192,6 +192,13 @@ def test_the_build_backend_is_locked_with_hashes_and_the_wheel_built_without_iso
         assert "--no-build-isolation" in line, f"the build fetches its backend unpinned: {line}"
 
 
+def test_the_image_installs_syncd_compiled_to_bytecode() -> None:
+    lines = _dockerfile()
+    installs = [line for line in lines if "pip install" in line]
+    assert installs and not any("--no-compile" in line for line in installs), installs
+    assert any("cache_from_source" in line for line in lines), "the build checks no bytecode"
+
+
 # -- compose ---------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,16 +17,14 @@ from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
 import sqlalchemy as sa
-from alembic.util.exc import CommandError
 from sqlalchemy import event
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from syncd.errors import StateError
 from syncd.logs import scrub_snippet
 from syncd.model import Acked
-from syncd.state import migrate
 
 T = TypeVar("T")
 
@@ -82,6 +81,16 @@ def describe_failure(what: str, url: URL, exc: BaseException) -> str:
     return f"state database {safe_url(url)}: {what} failed: {detail}"
 
 
+def _translated_errors() -> tuple[type[Exception], ...]:
+    """The errors ``translated`` turns into ``StateError``: SQLAlchemy's, the OS's, and
+    Alembic's ``CommandError`` once Alembic is loaded. Exact: no such error exists before
+    its module is imported, and importing it here would load all of Alembic (~0.1 s) into
+    commands that never migrate, such as ``plan``."""
+    alembic_errors = sys.modules.get("alembic.util.exc")
+    migrating = () if alembic_errors is None else (alembic_errors.CommandError,)
+    return (SQLAlchemyError, OSError, *migrating)
+
+
 @contextlib.contextmanager
 def translated(what: str, url: URL) -> Iterator[None]:
     """Turn database and migration errors into ``StateError``, chained with ``from``."""
@@ -89,7 +98,7 @@ def translated(what: str, url: URL) -> Iterator[None]:
         yield
     except StateError:
         raise
-    except (SQLAlchemyError, CommandError, OSError) as exc:
+    except _translated_errors() as exc:
         raise StateError(describe_failure(what, url, exc)) from exc
 
 
@@ -157,6 +166,8 @@ def create_state_engine(url: str | URL, *, echo: bool = False) -> Engine:
 
 def upgrade_database(url: str) -> str:
     """Bring the state database at ``url`` to the newest schema; return its revision."""
+    from syncd.state import migrate  # Alembic (~0.1 s to load): only when migrating
+
     parsed = normalize_url(url)
     with translated("upgrade", parsed):
         engine = create_state_engine(parsed)
@@ -168,6 +179,8 @@ def upgrade_database(url: str) -> str:
 
 def current_revision(url: str) -> str | None:
     """The schema revision of the state database at ``url`` (None: never migrated)."""
+    from syncd.state import migrate  # Alembic (~0.1 s to load): only for ``db`` commands
+
     parsed = normalize_url(url)
     with translated("read the schema revision", parsed):
         engine = create_state_engine(parsed)
@@ -192,10 +205,15 @@ def upsert(
     if name == "sqlite":
         lite = sqlite.insert(table)
         return lite.on_conflict_do_update(index_elements=keys, set_=updates(lite.excluded))
+    # The server dialects are loaded only for a server's state (~30 ms for PostgreSQL).
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         pg = postgresql.insert(table)
         return pg.on_conflict_do_update(index_elements=keys, set_=updates(pg.excluded))
     if name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects import mysql
+
         my = mysql.insert(table)
         return my.on_duplicate_key_update(updates(my.inserted))
     raise StateError(f"unsupported state database dialect {name!r}")

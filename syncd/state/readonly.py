@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from syncd.errors import StateError
-from syncd.state import migrate
 from syncd.state.base import StateStore
 from syncd.state.db import normalize_url, safe_url, translated
+from syncd.state.schema import HEAD_REVISION, create_at_head, stamped_revisions
 from syncd.state.sql import SqlStateStore
 
 
@@ -37,7 +37,8 @@ class _ScratchStateStore(SqlStateStore):
     def __init__(self) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="syncd-plan-")
         super().__init__(f"sqlite:///{Path(self._folder.name) / 'empty-state.db'}")
-        self.upgrade()
+        with self.translated("create"), self.engine.begin() as conn:
+            create_at_head(conn)
 
     def close(self) -> None:
         try:
@@ -67,12 +68,21 @@ def _read_only(url: URL, path: Path) -> URL:
 
 
 def _schema_revision(url: URL) -> tuple[str | None, bool]:
-    """(Alembic revision or None, whether a ``products`` table exists), read only."""
+    """(Alembic revision or None, whether a ``products`` table exists), read only.
+
+    A database at ``HEAD_REVISION`` (the usual case) is recognised without Alembic: its
+    one recorded revision is the one Alembic would return. Any other is left to Alembic,
+    which tells a schema behind from one of a newer syncd (``StateVersionError``).
+    """
     with translated("read the schema revision", url):
         engine = sa.create_engine(url)
         try:
             with engine.connect() as conn:
-                revision = migrate.check_known(conn)
+                revision: str | None = HEAD_REVISION
+                if stamped_revisions(conn) != [HEAD_REVISION]:
+                    from syncd.state import migrate  # Alembic: only for a database not at head
+
+                    revision = migrate.check_known(conn)
                 has_products = sa.inspect(conn).has_table("products")
                 conn.rollback()
                 return revision, has_products
@@ -105,11 +115,11 @@ def open_store_for_plan(url: str) -> PlanState:
             f"state database {shown} has no syncd schema yet: a sync would create it and "
             "send everything (planned here against empty state)",
         )
-    head = migrate.head_revision()
-    if revision != head:
+    if revision != HEAD_REVISION:
         raise StateError(
             f"state database {shown} is at schema revision {revision or 'none'}, this syncd "
-            f"needs {head}: plan never migrates; run `syncd db upgrade` (or a sync) first"
+            f"needs {HEAD_REVISION}: plan never migrates; run `syncd db upgrade` (or a sync) "
+            "first"
         )
     return PlanState(SqlStateStore(probe.render_as_string(hide_password=False)))
 
@@ -117,6 +127,8 @@ def open_store_for_plan(url: str) -> PlanState:
 def read_revision(url: str) -> tuple[str | None, str | None]:
     """The schema revision of the state database at ``url`` and a notice (None: nothing to
     say), read only: a missing SQLite file is reported, never created."""
+    from syncd.state import migrate  # Alembic (~0.1 s to load): only ``db current`` asks
+
     parsed = normalize_url(url)
     path = _sqlite_file(parsed)
     if path is not None and not path.exists():

@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from alembic.runtime.migration import MigrationContext
 
 import syncd
 from syncd.errors import StateError, StateVersionError
-from syncd.state import migrate
-from syncd.state.schema import metadata
+from syncd.state import migrate, readonly
+from syncd.state.db import create_state_engine, normalize_url, translated
+from syncd.state.schema import HEAD_REVISION, create_at_head, metadata
 from syncd.state.sql import SqlStateStore, current_revision, upgrade_database
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
@@ -81,6 +83,81 @@ def test_a_database_from_a_newer_syncd_is_refused(sqlite_url) -> None:
     assert str(raised.value) == expected
     with pytest.raises(StateVersionError):
         upgrade_database(sqlite_url)
+
+
+def test_the_pinned_head_revision_is_alembics_head() -> None:
+    assert migrate.head_revision() == HEAD_REVISION
+
+
+def _sqlite_schema(url: str) -> list[tuple[str, str, str]]:
+    """Every table and index of an SQLite database with its DDL (whitespace aside)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT type, name, sql FROM sqlite_master").all()
+    finally:
+        engine.dispose()
+    return sorted((kind, name, " ".join((sql or "").split())) for kind, name, sql in rows)
+
+
+def test_a_database_created_at_head_is_the_one_the_migrations_leave(tmp_path) -> None:
+    migrated, created = (f"sqlite:///{tmp_path / name}" for name in ("migrated.db", "created.db"))
+    upgrade_database(migrated)
+    engine = create_state_engine(created)
+    with engine.begin() as conn:
+        create_at_head(conn)
+    engine.dispose()
+
+    assert _sqlite_schema(created) == _sqlite_schema(migrated)
+    assert current_revision(created) == current_revision(migrated) == HEAD_REVISION
+
+
+def _recorded(url: str, revisions: list[str]) -> None:
+    """Put ``revisions`` in the database's ``alembic_version`` in place of what it holds."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM alembic_version"))
+        for revision in revisions:
+            conn.execute(sa.text("INSERT INTO alembic_version VALUES (:r)"), {"r": revision})
+    engine.dispose()
+
+
+def _revision_by_alembic(url: sa.URL) -> tuple[str | None, bool]:
+    """What plan's schema check read before it recognised the head without Alembic."""
+    with translated("read the schema revision", url):
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return migrate.check_known(conn), sa.inspect(conn).has_table("products")
+        finally:
+            engine.dispose()
+
+
+def _outcome(read: Callable[[sa.URL], object], url: str) -> object:
+    """What ``read`` returns, or the class and message of what it raises."""
+    try:
+        return read(normalize_url(url))
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
+@pytest.mark.parametrize(
+    "revisions",
+    [
+        pytest.param(None, id="empty database"),
+        *(pytest.param([f"000{n}"], id=f"at 000{n}") for n in range(1, 7)),
+        pytest.param(["0999_future"], id="from a newer syncd"),
+        pytest.param([], id="no revision recorded"),
+        pytest.param([HEAD_REVISION, "0999_future"], id="two heads"),
+    ],
+)
+def test_plan_reads_the_schema_revision_as_alembic_does(sqlite_url, revisions) -> None:
+    if revisions is not None:
+        upgrade_database(sqlite_url)
+        _recorded(sqlite_url, revisions)
+
+    fast = _outcome(readonly._schema_revision, sqlite_url)
+    assert fast == _outcome(_revision_by_alembic, sqlite_url)
 
 
 def test_the_sqlite_file_and_its_folder_are_created_owner_only(tmp_path) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
+
 from syncd.config import CONDITION_OPTIONS, Condition, Where, parse_condition
 from syncd.errors import RecordError
 from syncd.model import Record, SourceItem, UnreadableRow
@@ -409,3 +411,41 @@ def loads_strict(text: str) -> Any:
         return STRICT_JSON.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply to parse") from None
+
+
+def quick_object(data: bytes) -> dict[str, Any] | None:
+    """The JSON object UTF-8 ``data`` holds, parsed by orjson (about three times faster
+    than ``loads_strict``), when that is provably what ``loads_strict(data.decode())``
+    returns; None when it can't tell (ask ``loads_strict``, which also words the errors).
+
+    Where orjson parses the text, it parses it to the same values as the standard library
+    (it refuses NaN, lone surrogates, invalid UTF-8, a byte order mark, numbers rounding
+    to infinity: all left to ``loads_strict``), except in two ways, both detected here in
+    ``dumped``, the value written back compactly by orjson:
+
+    - an integer past 64 bits becomes a float (the standard library keeps an ``int``): a
+      float of at least 2**63 in size, which ``orjson.dumps`` writes with an exponent
+      (``e+18`` and up); so no ``+`` in ``dumped``, no such float.
+    - a repeated key keeps its last copy silently. Each member of an object in valid JSON
+      holds exactly one ``:`` outside its strings, and a ``:`` inside a string is one in
+      the string parsed unless it is escaped (``\u003a``, not checked: left to
+      ``loads_strict``). So ``data`` holds as many ``:`` as the objects it writes have
+      members plus the strings it writes have colons; ``dumped`` the same of the value
+      parsed, whose objects lost a member (and its colons) per copy dropped: the counts are
+      equal iff no key is repeated.
+
+    Nesting deeper than ``orjson.dumps`` writes (254) is left to ``loads_strict`` too.
+    """
+    try:
+        value = orjson.loads(data)
+        dumped = orjson.dumps(value)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    if (
+        not isinstance(value, dict)
+        or b"+" in dumped
+        or (b"\\" in data and b"\\u003" in data)
+        or data.count(b":") != dumped.count(b":")
+    ):
+        return None
+    return value

@@ -27,7 +27,7 @@ from typing import Any, Literal, NamedTuple
 from syncd.config import FileSourceConfig
 from syncd.errors import SourceError
 from syncd.model import SourceItem, UnreadableRow
-from syncd.sources.base import loads_strict
+from syncd.sources.base import loads_strict, quick_object
 
 Format = Literal["jsonl", "json", "csv"]
 
@@ -38,6 +38,9 @@ _EXTENSIONS: dict[str, Format] = {
     ".csv": "csv",
 }
 _BOM = codecs.BOM_UTF8
+_UTF8 = ("utf-8", "utf-8-sig")
+"""The codecs whose lines ``quick_object`` may parse undecoded (``utf-8-sig`` only strips
+the first line's byte order mark, in ``read_blocks``)."""
 _PROBE = '\n\r,;"{}[]:az09'
 
 
@@ -447,6 +450,10 @@ class _FileReader:
         if line.data.startswith(_OVERSIZED):
             size = int(line.data[len(_OVERSIZED) :].rstrip(b"\n"))
             return self._over_limit(line.number, size, ended=line.data.endswith(b"\n"))
+        if self._codec in _UTF8:
+            record = quick_object(line.data)
+            if record is not None:
+                return record
         text = self._raw_lines.decode(line, self._codec)
         return self._parse_jsonl(text, line.number, ended=line.data.endswith(b"\n"))
 

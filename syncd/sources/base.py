@@ -78,10 +78,6 @@ class RawBlock(Protocol):
     lines: list[bytes]
     """Each row's bytes, as read."""
 
-    def row(self, index: int) -> Any:
-        """Row ``index`` as the source's ``parse_line`` takes it."""
-        ...
-
 
 @runtime_checkable
 class RawRows(Protocol):
@@ -97,8 +93,9 @@ class RawRows(Protocol):
         """Every row, in blocks, blank rows included."""
         ...
 
-    def parse_line(self, line: Any) -> SourceItem | None:
-        """The record of a ``RawBlock.row`` (None: a blank row, not a record)."""
+    def parse_rows(self, block: Any, indexes: Iterable[int]) -> Iterator[SourceItem | None]:
+        """The records of rows ``indexes`` (ascending) of a block ``read_blocks`` yielded,
+        in that order (None: a blank row, not a record)."""
         ...
 
 

@@ -19,7 +19,7 @@ import csv
 import glob
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -447,13 +447,27 @@ class _FileReader:
 
     def parse_line(self, line: RawLine) -> SourceItem | None:
         """The record of a line from ``read_lines`` (None: a blank line, not a record)."""
-        if line.data.startswith(_OVERSIZED):
-            size = int(line.data[len(_OVERSIZED) :].rstrip(b"\n"))
-            return self._over_limit(line.number, size, ended=line.data.endswith(b"\n"))
         if self._codec in _UTF8:
             record = quick_object(line.data)
             if record is not None:
                 return record
+        return self._parse_raw(line)
+
+    def parse_rows(self, block: LineBlock, indexes: Iterable[int]) -> Iterator[SourceItem | None]:
+        """``parse_line`` of the block's rows at ``indexes``, in order; a row that
+        ``quick_object`` parses is not made a ``RawLine`` first (its newline, JSON
+        whitespace, changes nothing to the parse)."""
+        quick = self._codec in _UTF8
+        lines = block.lines
+        for index in indexes:
+            record = quick_object(lines[index]) if quick else None
+            yield self._parse_raw(block.row(index)) if record is None else record
+
+    def _parse_raw(self, line: RawLine) -> SourceItem | None:
+        """``parse_line`` the general way: decoded, parsed by ``loads_strict``."""
+        if line.data.startswith(_OVERSIZED):
+            size = int(line.data[len(_OVERSIZED) :].rstrip(b"\n"))
+            return self._over_limit(line.number, size, ended=line.data.endswith(b"\n"))
         text = self._raw_lines.decode(line, self._codec)
         return self._parse_jsonl(text, line.number, ended=line.data.endswith(b"\n"))
 
@@ -880,7 +894,14 @@ class FileSource:
 
     def parse_line(self, line: RawLine) -> SourceItem | None:
         """The record of a line from ``read_blocks`` (None: a blank line, not a record)."""
-        reader = self._readers.get(line.path) if line.path is not None else None
+        return self._reader_of(line.path).parse_line(line)
+
+    def parse_rows(self, block: LineBlock, indexes: Iterable[int]) -> Iterator[SourceItem | None]:
+        """The records of the block's rows at ``indexes`` (``parse_line`` of each)."""
+        return self._reader_of(block.path).parse_rows(block, indexes)
+
+    def _reader_of(self, path: Path | None) -> _FileReader:
+        reader = self._readers.get(path) if path is not None else None
         if reader is None:
-            raise SourceError(f"{line.path}: a line of a file this read did not open")
-        return reader.parse_line(line)
+            raise SourceError(f"{path}: a line of a file this read did not open")
+        return reader

@@ -20,14 +20,14 @@ import glob
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import accumulate
+from itertools import accumulate, islice
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from syncd.config import FileSourceConfig
 from syncd.errors import SourceError
 from syncd.model import SourceItem, UnreadableRow
-from syncd.sources.base import loads_strict, quick_object
+from syncd.sources.base import loads_strict, quick_object, quick_objects
 
 Format = Literal["jsonl", "json", "csv"]
 
@@ -118,6 +118,8 @@ class RawLine(NamedTuple):
 
 BLOCK_BYTES = 1 << 22
 """Bytes read at a time by ``FileSource.read_blocks`` (a block is then split on newlines)."""
+QUICK_BATCH = 128
+"""Lines ``parse_rows`` hands to ``quick_objects`` at a time (their records held at once)."""
 
 
 class LineBlock:
@@ -459,9 +461,11 @@ class _FileReader:
         whitespace, changes nothing to the parse)."""
         quick = self._codec in _UTF8
         lines = block.lines
-        for index in indexes:
-            record = quick_object(lines[index]) if quick else None
-            yield self._parse_raw(block.row(index)) if record is None else record
+        rows = iter(indexes)
+        while batch := list(islice(rows, QUICK_BATCH)):
+            records = quick_objects([lines[i] for i in batch]) if quick else [None] * len(batch)
+            for index, record in zip(batch, records, strict=True):
+                yield self._parse_raw(block.row(index)) if record is None else record
 
     def _parse_raw(self, line: RawLine) -> SourceItem | None:
         """``parse_line`` the general way: decoded, parsed by ``loads_strict``."""

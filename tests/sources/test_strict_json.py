@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench import catalog
-from syncd.sources.base import loads_strict, quick_object
+from syncd.sources.base import loads_strict, quick_object, quick_objects
 
 
 def same(a: Any, b: Any) -> bool:
@@ -166,6 +166,17 @@ _OBJECTS = st.builds(
 @example('{"s": "\\ud800"}')
 def test_a_json_line_parses_as_the_standard_library_parses_it(text: str) -> None:
     check(text.encode())
+
+
+@given(st.lists(st.one_of(_OBJECTS, _VALUES).map(str.encode), max_size=6))
+@settings(max_examples=300, deadline=None)
+@example([b'{"a": 1}', b'{"a": 1, "a": 2}', b'{"b": ":"}'])
+def test_lines_parsed_together_are_each_what_it_is_alone(lines: list[bytes]) -> None:
+    together = quick_objects(lines)
+    assert len(together) == len(lines)
+    for line, quick in zip(lines, together, strict=True):
+        alone = quick_object(line)
+        assert (quick is None and alone is None) or same(quick, alone), (line, quick, alone)
 
 
 @given(_VALUES)

@@ -82,8 +82,8 @@ class RawBlock(Protocol):
 
 @runtime_checkable
 class RawRows(Protocol):
-    """A source that can hand over its rows undecoded, a block at a time, and parse one
-    when asked: a run then fingerprints rows before parsing them, and parses only those
+    """A source that can hand over its rows undecoded, a block at a time, and parse those
+    asked for: a run then fingerprints rows before parsing them, and parses only those
     some target does not know (see ``raw_rows``)."""
 
     def can_read_lines(self) -> bool:
@@ -432,7 +432,8 @@ def quick_object(data: bytes) -> dict[str, Any] | None:
       parsed, whose objects lost a member (and its colons) per copy dropped: the counts are
       equal iff no key is repeated.
 
-    Nesting deeper than ``orjson.dumps`` writes (254) is left to ``loads_strict`` too.
+    Nesting deeper than ``orjson.dumps`` writes (254 levels) is left to ``loads_strict``
+    too (which parses that deep well within Python's recursion limit).
     """
     parsed = _quick_parse(data)
     if parsed is None or data.count(b":") != parsed[1].count(b":"):

@@ -239,7 +239,7 @@ def test_what_the_fast_parse_cant_vouch_for_is_left_to_the_standard_library(
     assert quick_object(line) is None
 
 
-def test_orjson_writes_every_float_an_integer_past_64_bits_becomes_with_a_plus() -> None:
+def test_orjson_writes_every_float_past_2_to_the_63_with_a_plus() -> None:
     """What the test for big integers relies on: ``orjson.dumps`` writes a float of at
     least 2**63 in size with an exponent (``e+18``)."""
     for power in range(63, 1024):

@@ -123,18 +123,24 @@ def line_blocks(source: RawRows, config: SourceConfig) -> Iterator[RowBlock]:
         def parse(
             needed: Sequence[int], block: RawBlock = block, lines: Sequence[int] = lines
         ) -> Iterator[SourceItem | None]:
-            for i in needed:
-                yield _filtered(source.parse_line(block.row(lines[i])), config)
+            return _filtered(source.parse_rows(block, map(lines.__getitem__, needed)), config)
 
         yield stripped, parse
 
 
-def _filtered(item: SourceItem | None, config: SourceConfig) -> SourceItem | None:
-    """``item``, or None when ``source.where`` leaves it out (a record where can't test
-    becomes an unreadable row)."""
-    if isinstance(item, dict) and config.where:
-        return next(filter_records([item], config.where, config.key), None)
-    return item
+def _filtered(
+    items: Iterator[SourceItem | None], config: SourceConfig
+) -> Iterator[SourceItem | None]:
+    """``items``, each record ``source.where`` leaves out made None (a record where can't
+    test becomes an unreadable row)."""
+    if not config.where:
+        return items
+    return (
+        next(filter_records([item], config.where, config.key), None)
+        if isinstance(item, dict)
+        else item
+        for item in items
+    )
 
 
 def fingerprint_blocks(
@@ -148,8 +154,7 @@ def fingerprint_blocks(
         def parse(
             needed: Sequence[int], block: FingerprintBlock = block
         ) -> Iterator[SourceItem | None]:
-            for item in block.records(needed):
-                yield _filtered(item, config)
+            return _filtered(block.records(needed), config)
 
         yield block.fingerprints, parse
 
@@ -235,11 +240,6 @@ def read_rows(
         needed = _needed([known for _, _, known in rows], len(raws))
         base, dropped = count, 0  # dropped: needed rows that are no record
         for i, item in zip(needed, parse(needed), strict=True):
-            wanted = [
-                (planner, None if hashes is None else hashes[16 * i : 16 * i + 16])
-                for planner, hashes, known in rows
-                if known is None or not known[i]
-            ]
             if item is None:
                 dropped += 1  # blank once decoded, or left out by source.where
                 continue
@@ -247,7 +247,10 @@ def read_rows(
                 unreadable.append(item)
                 dropped += 1
                 continue
-            for planner, row_hash in wanted:
-                planner.map_one(item, base + i + 1 - dropped, row_hash)
+            ordinal = base + i + 1 - dropped
+            for planner, row_hashes, known in rows:
+                if known is None or not known[i]:
+                    row_hash = None if row_hashes is None else row_hashes[16 * i : 16 * i + 16]
+                    planner.map_one(item, ordinal, row_hash)
         count = base + len(raws) - dropped  # rows known to every target are records
     return count

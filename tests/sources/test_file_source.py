@@ -843,3 +843,47 @@ def test_csv_delimiter_auto_fails_the_read_naming_the_file_when_the_header_cant_
 def test_csv_delimiter_is_one_character_or_auto() -> None:
     with pytest.raises(ValueError, match="csv_delimiter"):
         FileSourceConfig(kind="file", path=Path("c.csv"), csv_delimiter="tab")
+
+
+_ODD_LINES = [
+    b'{"id": "p1", "n": 1.5e3, "s": "a:b"}',
+    b"",
+    b"  \t",
+    b"\x0c",
+    b'{"id": "p2", "id": "p3"}',
+    b'{"id": "p4", "n": 18446744073709551616}',
+    b"not json",
+    b"[1, 2]",
+    b'{"s": "\\ud800"}',
+    b'{"s": ":", "\\u003a": 1, ":": 2}',
+    b'{"id": "' + b"x" * 200 + b'"}',
+    '{"id": "é", "t": "\u2028"}'.encode(),
+    b'\xef\xbb\xbf{"id": "bom"}',
+    b'{"n": 1e400}',
+]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "latin-1"])
+@pytest.mark.parametrize("last", [b'{"id": "last"}', b'{"id": "last"', b""])
+def test_a_block_of_rows_parses_as_each_line_alone_the_general_way(
+    tmp_path: Path, encoding: str, last: bytes
+) -> None:
+    """``parse_rows`` (orjson where it can vouch for it) gives each line what the general
+    way (decoded, ``loads_strict``) gives: the record, the unreadable row, or the error."""
+    path = tmp_path / "catalog.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + b"\n".join([*_ODD_LINES, last]))
+    reader = source(path, encoding=encoding, max_record_bytes=100)
+
+    def outcome(parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except SourceError as exc:
+            return f"SourceError: {exc}"
+
+    for block in reader.read_blocks():
+        general = reader._readers[path]._parse_raw
+        indexes = range(len(block.lines))
+        expected = [outcome(general, block.row(i)) for i in indexes]
+        rows = reader.parse_rows(block, indexes)
+        assert [outcome(next, rows) for _ in indexes] == expected
+        assert [outcome(reader.parse_line, block.row(i)) for i in indexes] == expected

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,10 @@ class _Wrapped:
     def read_blocks(self) -> Iterator[Any]:
         return self.inner.read_blocks()
 
-    def parse_line(self, line: Any) -> Any:
-        self.parsed += 1
-        return self.inner.parse_line(line)
+    def parse_rows(self, block: Any, indexes: Iterable[int]) -> Iterator[Any]:
+        indexes = list(indexes)
+        self.parsed += len(indexes)
+        return self.inner.parse_rows(block, indexes)
 
 
 def test_a_json_lines_file_source_hands_over_raw_rows_and_a_csv_one_does_not(tmp_path: Path):

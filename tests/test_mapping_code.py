@@ -27,6 +27,7 @@ _VALUES = st.one_of(
     st.none(),
     st.sampled_from(["", " ", "  x ", "19.90", "1,234.50", "12", "abc", "<p>Hi</p> <b>x</b>"]),
     st.sampled_from(["USD", "usd", "yes", "0", "a, b | c", "\u200bK", "\t"]),
+    st.sampled_from(["k" * 513, f" {'k' * 512}\t", f" {'k' * 512} ", "caf\u00e9"]),  # keys
     st.integers(min_value=-(2**60), max_value=2**60),
     st.sampled_from([2**53 + 1, 0, True, False, 1.5, -0.0, 1e-7, math.nan, math.inf]),
     st.sampled_from([Decimal("2.50"), Decimal("1E+2"), b"bytes"]),

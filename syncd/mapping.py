@@ -676,8 +676,8 @@ def _coerced_code(
                 code.line(typing)
         else:
             code.line(typing)
-        if cut is not None:
-            with code.block("if value.__class__ is str:"):
+        if cut is not None:  # a text no longer than the limit is kept whole: no call
+            with code.block(f"if value.__class__ is str and len(value) > {spec.max_length!r}:"):
                 code.line(f"value = {cut}(value, {spec.max_length!r})")
         with code.block("if value is not MISSING:"):
             use()

@@ -232,3 +232,16 @@ def test_names_from_the_config_stay_quoted_in_the_code() -> None:
     document = mapper.map({"id": "k", odd: " v "})
     assert document.payload["properties"] == {odd: "v", "n": {odd: "v"}}
     assert "import os" not in [line.strip() for line in mapper.code.lines]
+
+
+@pytest.mark.parametrize("text", ["abc", "ab cd", "abcd", "a b", "abc d", "<p>Hi</p> <b>x</b>"])
+@pytest.mark.parametrize("kind", [None, "string"])
+def test_an_html_text_is_cut_at_its_limit_as_interpreted(text: str, kind: str | None) -> None:
+    spec = {"path": "desc", "html": True, "max_length": 3, "type": kind}
+    config = UserfluxTargetConfig.model_validate(
+        {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "t",
+         "mapping": {"properties": {"d": spec}}}
+    )  # fmt: skip
+    mapper = build_mapper(config, "id")
+    assert isinstance(mapper, UserfluxMapper)
+    _same(mapper, {"id": "k", "desc": text})

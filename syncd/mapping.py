@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import operator
 import traceback
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -1066,14 +1065,18 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
     elif kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
         if depth >= MAX_DEPTH:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
+        # the positions of a list, the keys of a dict sorted (by their text when they don't
+        # compare, a Mapping with mixed keys); each item is then looked up by its name
+        names: Any
         if kind is list or kind is tuple:
-            items: Any = enumerate(value)
+            names = range(len(value))
         else:
             try:
-                items = sorted(value.items(), key=_FIRST)
+                names = sorted(value)
             except TypeError:
-                items = sorted(value.items(), key=_first_text)
-        for name, item in items:
+                names = sorted(value, key=str)
+        for name in names:
+            item = value[name]
             leaf = item.__class__
             if leaf is str:  # the common leaves, without a call
                 if item and not item.isspace():
@@ -1086,15 +1089,6 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
         out.append({"key": label, "value": stringify(value)})
-
-
-_FIRST = operator.itemgetter(0)
-"""Sorts a dict's items by key alone, as ``sorted(dict)`` does (never by value)."""
-
-
-def _first_text(item: tuple[Any, Any]) -> str:
-    """Sorts items whose keys don't compare (a Mapping with mixed keys) by the key's text."""
-    return str(item[0])
 
 
 class VambeMapper:

@@ -17,7 +17,8 @@ from bench import catalog
 from syncd.codegen import SHOW_CODE_ENV, source_of
 from syncd.config import UserfluxTargetConfig, VambeTargetConfig
 from syncd.errors import ConfigError, RecordError
-from syncd.mapping import UserfluxMapper, VambeMapper, build_mapper
+from syncd.mapping import UserfluxMapper, VambeMapper, _flatten, build_mapper
+from syncd.values import stringify
 from tests.test_fast_paths import _bench_config
 
 _KEYS = ["id", "title", "price", "tags", "attrs", "desc", "stock", "a.b", "flag"]
@@ -245,3 +246,43 @@ def test_an_html_text_is_cut_at_its_limit_as_interpreted(text: str, kind: str | 
     mapper = build_mapper(config, "id")
     assert isinstance(mapper, UserfluxMapper)
     _same(mapper, {"id": "k", "desc": text})
+
+
+def _flattened_the_long_way(label: str, value: Any) -> list[dict[str, str]]:
+    """Vambe's metadata pairs of ``value``, by the rule ``_flatten`` follows."""
+    if isinstance(value, str):
+        return [{"key": label, "value": value}] if value and not value.isspace() else []
+    if isinstance(value, list):
+        items = list(enumerate(value))
+    elif isinstance(value, dict):
+        try:
+            items = sorted(value.items(), key=lambda item: item[0])
+        except TypeError:
+            items = sorted(value.items(), key=lambda item: str(item[0]))
+    else:
+        return [] if value is None else [{"key": label, "value": stringify(value)}]
+    return [
+        pair for name, item in items for pair in _flattened_the_long_way(f"{label}.{name}", item)
+    ]
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", " ", "x", " y "]),
+)
+_NAMES = st.one_of(st.sampled_from(["b", "a", "B", "ä"]), st.integers(0, 2))  # mixed: by text
+_NESTED = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(_NESTED)
+def test_vambe_metadata_is_flattened_by_its_rule(value: Any) -> None:
+    found: list[dict[str, str]] = []
+    _flatten(found, "m", value)
+    assert found == _flattened_the_long_way("m", value)

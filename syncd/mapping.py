@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import operator
 import traceback
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -623,8 +622,13 @@ def _field_code(
                         (use_text or use)()
                     with code.block("except RecordError as exc:"):
                         code.line(problem)
-            with code.block("else:"):
-                call()
+            with code.block("else:"):  # what ``field`` makes of it (``_simple_field``)
+                with code.block("try:"):
+                    if not raw:  # ``_plain_value``: the same as ``jsonable`` for no text
+                        code.line(f"value = {code.name_of(jsonable, 'jsonable')}(value)")
+                    use()
+                with code.block("except RecordError as exc:"):
+                    code.line(problem)
         return
     kind, required = spec.type or type, spec.required or required
     if _is_html(spec):
@@ -659,13 +663,20 @@ def _coerced_code(
     problem: str,
     missing: str,
     cut: str | None = None,
+    keeps_text: bool = False,
 ) -> None:
     """The lines typing ``value`` with ``coerce`` (then cutting a text with ``cut``), using
-    it unless it is missing, and turning a ``RecordError`` into the field's problem."""
+    it unless it is missing, and turning a ``RecordError`` into the field's problem;
+    ``keeps_text``: ``coerce`` gives a ``str`` back as it is, so a text skips the call."""
     with code.block("try:"):
-        code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
-        if cut is not None:
-            with code.block("if value.__class__ is str:"):
+        typing = f"value = {coerce}(value, {spec.decimal_separator!r})"
+        if keeps_text:
+            with code.block("if value.__class__ is not str:"):
+                code.line(typing)
+        else:
+            code.line(typing)
+        if cut is not None:  # a text no longer than the limit is kept whole: no call
+            with code.block(f"if value.__class__ is str and len(value) > {spec.max_length!r}:"):
                 code.line(f"value = {cut}(value, {spec.max_length!r})")
         with code.block("if value is not MISSING:"):
             use()
@@ -716,8 +727,10 @@ def _html_field_code(
     with code.block("if value is None:"):
         code.line(missing if required else "pass")
     cut = None if spec.max_length is None else code.name_of(truncate_words, "truncate_words")
+    # untyped (``as_it_is``, ``jsonable``) or a string (``stringify``): a text as it is
+    keeps_text = kind is None or kind == "string"
     with code.block("else:"):
-        _coerced_code(code, spec, coerce, required, use, problem, missing, cut)
+        _coerced_code(code, spec, coerce, required, use, problem, missing, cut, keeps_text)
 
 
 _CODE_NAMES: dict[str, Any] = {"MISSING": MISSING, "RecordError": RecordError}
@@ -766,6 +779,26 @@ def _key_or_problem(
     except RecordError as exc:
         problems.append((label, exc.reason))
         return "", exc
+
+
+def _key_code(code: Source, field: FieldFn, spec: FieldSpec, label: str) -> None:
+    """The lines setting ``key`` and ``refused`` as ``_key_or_problem`` does (expects
+    ``get`` and ``problems``). A key that only reads a record key and is printable ASCII
+    text is taken inline: ``key_text`` leaves such a text as it is, stripped, so only
+    when it is empty or too long (or any other value) does the call decide."""
+    field_name = code.name_of(field, "field")
+    call = f"key, refused = _key_or_problem({field_name}, record, {label!r}, problems)"
+    code.namespace["_key_or_problem"] = _key_or_problem
+    path = plain_path(spec)
+    if path is None:
+        code.line(call)
+        return
+    code.line(f"key = get({path!r})")
+    common = "key.__class__ is str and key.isascii() and key.isprintable()"
+    with code.block(f"if {common} and 0 < len(key := key.strip()) <= {MAX_KEY_LENGTH}:"):
+        code.line("refused = None")
+    with code.block("else:"):
+        code.line(call)
 
 
 def _refusal(problems: list[tuple[str, str]], key: str, refused: RecordError | None) -> RecordError:
@@ -882,7 +915,8 @@ class UserfluxMapper:
         mapping = target.mapping
         where = f"target {target.name!r} mapping"
         problems: list[ConfigProblem] = []
-        self._key = _compile(problems, f"{where}.key", mapping.key or FieldSpec(path=source_key))
+        key = mapping.key or FieldSpec(path=source_key)
+        self._key = _compile(problems, f"{where}.key", key)
         self._type_id = target.type_id
         names = set(mapping.properties)
         flat, nested = [], []
@@ -918,17 +952,17 @@ class UserfluxMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
-        self.code = self._code()
+        self.code = self._code(key)
         self.map = self.code.compile(f"UserfluxMapper {target.name}")
 
-    def _code(self) -> Source:
-        """``map``'s lines: ``interpret``'s steps for this mapping, written out."""
+    def _code(self, key: FieldSpec) -> Source:
+        """``map``'s lines: ``interpret``'s steps for this mapping (``key`` its key's spec),
+        written out."""
         code = Source("map", "record", _CODE_NAMES)
-        key, finish = code.name_of(self._key, "field"), code.name_of(self._finish, "finish")
+        finish = code.name_of(self._finish, "finish")
         code.line("problems = []")
-        code.line(f"key, refused = _key_or_problem({key}, record, 'id', problems)")
-        code.namespace["_key_or_problem"] = _key_or_problem
         code.line("get = record.get")
+        _key_code(code, self._key, key, "id")
         code.line("properties = {}")
         for label, name, field, spec in self._flat:
             code.line(f"# {label!r}")
@@ -1031,14 +1065,18 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
     elif kind is dict or kind is list or kind is tuple or isinstance(value, Mapping):
         if depth >= MAX_DEPTH:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
+        # the positions of a list, the keys of a dict sorted (by their text when they don't
+        # compare, a Mapping with mixed keys); each item is then looked up by its name
+        names: Any
         if kind is list or kind is tuple:
-            items: Any = enumerate(value)
+            names = range(len(value))
         else:
             try:
-                items = sorted(value.items(), key=_FIRST)
+                names = sorted(value)
             except TypeError:
-                items = sorted(value.items(), key=_first_text)
-        for name, item in items:
+                names = sorted(value, key=str)
+        for name in names:
+            item = value[name]
             leaf = item.__class__
             if leaf is str:  # the common leaves, without a call
                 if item and not item.isspace():
@@ -1051,15 +1089,6 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
         out.append({"key": label, "value": stringify(value)})
-
-
-_FIRST = operator.itemgetter(0)
-"""Sorts a dict's items by key alone, as ``sorted(dict)`` does (never by value)."""
-
-
-def _first_text(item: tuple[Any, Any]) -> str:
-    """Sorts items whose keys don't compare (a Mapping with mixed keys) by the key's text."""
-    return str(item[0])
 
 
 class VambeMapper:
@@ -1080,7 +1109,8 @@ class VambeMapper:
         mapping = target.mapping
         where = f"target {target.name!r} mapping"
         problems: list[ConfigProblem] = []
-        self._key = _compile(problems, f"{where}.key", mapping.key or FieldSpec(path=source_key))
+        key = mapping.key or FieldSpec(path=source_key)
+        self._key = _compile(problems, f"{where}.key", key)
         self._type = target.product_type
         specs: dict[str, tuple[FieldSpec, ValueType]] = {
             "name": (mapping.name, "string"),
@@ -1120,17 +1150,18 @@ class VambeMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
-        self.code = self._code()
+        self.code = self._code(key)
         self.map = self.code.compile(f"VambeMapper {target.name}")
 
-    def _code(self) -> Source:
-        """``map``'s lines: ``interpret``'s steps for this mapping, written out."""
+    def _code(self, key: FieldSpec) -> Source:
+        """``map``'s lines: ``interpret``'s steps for this mapping (``key`` its key's spec),
+        written out."""
         code = Source("map", "record", _CODE_NAMES)
-        key, finish = code.name_of(self._key, "field"), code.name_of(self._finish, "finish")
-        code.namespace.update(_key_or_problem=_key_or_problem, stringify=stringify)
+        finish = code.name_of(self._finish, "finish")
+        code.namespace["stringify"] = stringify
         code.line("problems = []")
-        code.line(f"key, refused = _key_or_problem({key}, record, 'external_id', problems)")
         code.line("get = record.get")
+        _key_code(code, self._key, key, "external_id")
         code.line("payload = {'external_id': key}")
 
         def required(label: str) -> None:

@@ -76,6 +76,8 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             leaf = type(item)
             if leaf is str or leaf is int or leaf is bool or item is None:
                 continue  # the common leaves, as they are, without a call
+            if leaf is float and item - item == 0.0:
+                continue  # a finite float (``_finite``'s test), as it is too
             new = jsonable(item, depth + 1)
             if new is not item:
                 if copy is None:
@@ -89,6 +91,8 @@ def jsonable(value: Any, depth: int = 0) -> Any:
         for position, item in enumerate(value):
             leaf = type(item)
             if leaf is str or leaf is int or leaf is bool or item is None:
+                continue
+            if leaf is float and item - item == 0.0:
                 continue
             new = jsonable(item, depth + 1)
             if new is not item:

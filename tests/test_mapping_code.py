@@ -17,7 +17,8 @@ from bench import catalog
 from syncd.codegen import SHOW_CODE_ENV, source_of
 from syncd.config import UserfluxTargetConfig, VambeTargetConfig
 from syncd.errors import ConfigError, RecordError
-from syncd.mapping import UserfluxMapper, VambeMapper, build_mapper
+from syncd.mapping import UserfluxMapper, VambeMapper, _flatten, build_mapper
+from syncd.values import stringify
 from tests.test_fast_paths import _bench_config
 
 _KEYS = ["id", "title", "price", "tags", "attrs", "desc", "stock", "a.b", "flag"]
@@ -27,6 +28,7 @@ _VALUES = st.one_of(
     st.none(),
     st.sampled_from(["", " ", "  x ", "19.90", "1,234.50", "12", "abc", "<p>Hi</p> <b>x</b>"]),
     st.sampled_from(["USD", "usd", "yes", "0", "a, b | c", "\u200bK", "\t"]),
+    st.sampled_from(["k" * 513, f" {'k' * 512}\t", f" {'k' * 512} ", "caf\u00e9"]),  # keys
     st.integers(min_value=-(2**60), max_value=2**60),
     st.sampled_from([2**53 + 1, 0, True, False, 1.5, -0.0, 1e-7, math.nan, math.inf]),
     st.sampled_from([Decimal("2.50"), Decimal("1E+2"), b"bytes"]),
@@ -231,3 +233,56 @@ def test_names_from_the_config_stay_quoted_in_the_code() -> None:
     document = mapper.map({"id": "k", odd: " v "})
     assert document.payload["properties"] == {odd: "v", "n": {odd: "v"}}
     assert "import os" not in [line.strip() for line in mapper.code.lines]
+
+
+@pytest.mark.parametrize("text", ["abc", "ab cd", "abcd", "a b", "abc d", "<p>Hi</p> <b>x</b>"])
+@pytest.mark.parametrize("kind", [None, "string"])
+def test_an_html_text_is_cut_at_its_limit_as_interpreted(text: str, kind: str | None) -> None:
+    spec = {"path": "desc", "html": True, "max_length": 3, "type": kind}
+    config = UserfluxTargetConfig.model_validate(
+        {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "t",
+         "mapping": {"properties": {"d": spec}}}
+    )  # fmt: skip
+    mapper = build_mapper(config, "id")
+    assert isinstance(mapper, UserfluxMapper)
+    _same(mapper, {"id": "k", "desc": text})
+
+
+def _flattened_the_long_way(label: str, value: Any) -> list[dict[str, str]]:
+    """Vambe's metadata pairs of ``value``, by the rule ``_flatten`` follows."""
+    if isinstance(value, str):
+        return [{"key": label, "value": value}] if value and not value.isspace() else []
+    if isinstance(value, list):
+        items = list(enumerate(value))
+    elif isinstance(value, dict):
+        try:
+            items = sorted(value.items(), key=lambda item: item[0])
+        except TypeError:
+            items = sorted(value.items(), key=lambda item: str(item[0]))
+    else:
+        return [] if value is None else [{"key": label, "value": stringify(value)}]
+    return [
+        pair for name, item in items for pair in _flattened_the_long_way(f"{label}.{name}", item)
+    ]
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", " ", "x", " y "]),
+)
+_NAMES = st.one_of(st.sampled_from(["b", "a", "B", "ä"]), st.integers(0, 2))  # mixed: by text
+_NESTED = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(_NESTED)
+def test_vambe_metadata_is_flattened_by_its_rule(value: Any) -> None:
+    found: list[dict[str, str]] = []
+    _flatten(found, "m", value)
+    assert found == _flattened_the_long_way("m", value)

@@ -6,13 +6,14 @@ on generated decimals (hypothesis), and the key rule through a whole run against
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import RecordError
@@ -225,6 +226,37 @@ def test_an_untyped_decimal_is_refused_when_a_double_would_change_it(value: Deci
 
 def test_an_untyped_decimal_a_double_holds_is_sent_as_a_number() -> None:
     assert jsonable({"price": Decimal("12.99")}) == {"price": 12.99}
+
+
+_JSON_DATA = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.text(max_size=2),
+        st.floats(),
+        st.sampled_from([2.5, -0.0, math.nan, math.inf, -math.inf]),
+    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner),
+    max_leaves=8,
+)
+
+
+def _floats_in(value: Any) -> Iterator[float]:
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, (list, dict)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _floats_in(item)
+
+
+@given(_JSON_DATA)
+@settings(max_examples=300)
+def test_json_data_is_kept_as_it_is_unless_a_float_in_it_is_not_finite(value: Any) -> None:
+    if all(math.isfinite(number) for number in _floats_in(value)):
+        assert jsonable(value) is value
+    else:
+        assert refusal(jsonable, value).reason.startswith("not a finite number")
 
 
 # --------------------------------------------------------------------------------------

@@ -54,6 +54,8 @@ class Outbox:
     ) -> None:
         self.spool = spool
         """Where the requests and their payloads are (the target's own, when sending)."""
+        self.hollow = hollow
+        """The requests are kept without their payloads: a plan only counted and shown."""
         self.operations: SpilledList[Operation] = SpilledList(
             spool, packing=OperationPacking(hollow=hollow)
         )

@@ -103,9 +103,11 @@ class TargetPlanner:
     """What planning the groups put so far said (once each)."""
 
     def __post_init__(self) -> None:
-        self._changes = SpilledList(self.spool, packing=ChangePacking())
         if self.outbox is None:
             self.outbox = Outbox(self.spool)
+        # a plan only counted and shown spills no payload either (a mirrored full refresh's
+        # changes, planned into the outbox's hollow requests once the read is over)
+        self._changes = SpilledList(self.spool, packing=ChangePacking(hollow=self.outbox.hollow))
         self._streams = streams(self.opened)
 
     @property

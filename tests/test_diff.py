@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.diff import (
@@ -280,6 +280,7 @@ _operations = st.lists(
 )
 
 
+@settings(deadline=None)  # a loaded machine must not fail it
 @given(groups=st.lists(_operations, max_size=3), samples=st.integers(0, 4))
 def test_tally_counts_as_one_operation_at_a_time_would(groups, samples):
     tally = Tally(samples)

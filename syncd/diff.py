@@ -47,6 +47,10 @@ class Change:
         return Change, (self.kind, self.key, self.document, self.previous)
 
 
+_UNCHANGED: Any = object()
+"""``diff_chunk``'s answer for a key not in ``differing`` (one lookup a document)."""
+
+
 def diff_chunk(
     documents: Mapping[str, Document],
     differing: Mapping[str, Acked | None],
@@ -61,11 +65,11 @@ def diff_chunk(
     change; the unchanged ones are ``REFRESH`` (``previous`` may give their entries).
     """
     changes: list[Change] = []
+    create, update = ChangeKind.CREATE, ChangeKind.UPDATE  # looked up once, not per document
     for key, document in documents.items():
-        if key in differing:
-            acked = differing[key]
-            kind = ChangeKind.CREATE if acked is None else ChangeKind.UPDATE
-            changes.append(Change(kind, key, document, acked))
+        acked = differing.get(key, _UNCHANGED)
+        if acked is not _UNCHANGED:
+            changes.append(Change(create if acked is None else update, key, document, acked))
         elif full:
             known = previous.get(key) if previous is not None else None
             changes.append(Change(ChangeKind.REFRESH, key, document, known))

@@ -11,6 +11,8 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, groupby
+from operator import attrgetter
 from typing import Any
 
 from syncd.model import Acked, Document, Rejection, quick_init
@@ -45,6 +47,10 @@ class Change:
         return Change, (self.kind, self.key, self.document, self.previous)
 
 
+_UNCHANGED: Any = object()
+"""``diff_chunk``'s answer for a key not in ``differing`` (one lookup a document)."""
+
+
 def diff_chunk(
     documents: Mapping[str, Document],
     differing: Mapping[str, Acked | None],
@@ -59,11 +65,11 @@ def diff_chunk(
     change; the unchanged ones are ``REFRESH`` (``previous`` may give their entries).
     """
     changes: list[Change] = []
+    create, update = ChangeKind.CREATE, ChangeKind.UPDATE  # looked up once, not per document
     for key, document in documents.items():
-        if key in differing:
-            acked = differing[key]
-            kind = ChangeKind.CREATE if acked is None else ChangeKind.UPDATE
-            changes.append(Change(kind, key, document, acked))
+        acked = differing.get(key, _UNCHANGED)
+        if acked is not _UNCHANGED:
+            changes.append(Change(create if acked is None else update, key, document, acked))
         elif full:
             known = previous.get(key) if previous is not None else None
             changes.append(Change(ChangeKind.REFRESH, key, document, known))
@@ -143,14 +149,20 @@ class Tally:
         self.by_request: dict[str, dict[str, Any]] = {}
 
     def add(self, operations: Iterable[Operation]) -> Tally:
-        for operation in operations:
-            for change in operation.changes:
-                self.counts[change.kind.value] += 1
-            name = f"{operation.endpoint} {operation.mode}"
+        # a run of requests of one endpoint and mode at a time (a group is mostly one), the
+        # changes counted by their ``ChangeKind`` (hashed as the str it is) and named by its
+        # ``value`` once per kind: ``.value`` is a Python property, ~0.9 µs a change
+        for (endpoint, mode), run in groupby(operations, attrgetter("endpoint", "mode")):
+            batch = list(run)
+            changes = [operation.changes for operation in batch]
+            kinds = Counter(map(attrgetter("kind"), chain.from_iterable(changes)))
+            for kind, count in kinds.items():
+                self.counts[kind.value] += count
+            name = f"{endpoint} {mode}"
             entry = self.by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
-            entry["requests"] += 1
-            entry["products"] += len(operation.changes)
-            if len(entry["samples"]) < self.samples:
+            entry["requests"] += len(batch)
+            entry["products"] += sum(map(len, changes))
+            for operation in batch[: self.samples - len(entry["samples"])]:
                 keys = operation.keys
                 shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
                 entry["samples"].append({"key": shown, "reason": operation.reason})

@@ -6,6 +6,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.diff import (
     Change,
@@ -13,6 +15,7 @@ from syncd.diff import (
     GuardVerdict,
     Operation,
     Plan,
+    Tally,
     chunked,
     deletes_of,
     diff_chunk,
@@ -240,3 +243,52 @@ def test_chunked_yields_consecutive_tuples_of_at_most_size(count, size, sizes):
     assert [len(chunk) for chunk in chunks] == sizes
     assert all(isinstance(chunk, tuple) for chunk in chunks)
     assert [c for chunk in chunks for c in chunk] == changes
+
+
+# -- Tally ------------------------------------------------------------------------------
+
+
+def tally_one_by_one(operations: list[Operation], samples: int) -> Tally:
+    """The reference ``Tally.add`` takes runs of operations in place of: one at a time."""
+    tally = Tally(samples)
+    for operation in operations:
+        for change in operation.changes:
+            tally.counts[change.kind.value] += 1
+        name = f"{operation.endpoint} {operation.mode}"
+        entry = tally.by_request.setdefault(name, {"requests": 0, "products": 0, "samples": []})
+        entry["requests"] += 1
+        entry["products"] += len(operation.changes)
+        if len(entry["samples"]) < samples:
+            keys = operation.keys
+            shown = keys[0] if len(keys) == 1 else f"{keys[0]} (+{len(keys) - 1} more)"
+            entry["samples"].append({"key": shown, "reason": operation.reason})
+    return tally
+
+
+_operations = st.lists(
+    st.builds(
+        lambda request, reason, changes: Operation(*request, reason, tuple(changes)),
+        st.sampled_from([("product.upsert", "FULL_UPDATE"), ("product.delete", "DELETE")]),
+        st.sampled_from(["new", "changed"]),
+        st.lists(
+            st.builds(Change, st.sampled_from(list(ChangeKind)), st.sampled_from("abc")),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+    max_size=12,
+)
+
+
+@settings(deadline=None)  # a loaded machine must not fail it
+@given(groups=st.lists(_operations, max_size=3), samples=st.integers(0, 4))
+def test_tally_counts_as_one_operation_at_a_time_would(groups, samples):
+    tally = Tally(samples)
+    for group in groups:
+        tally.add(group)
+
+    expected = tally_one_by_one([o for group in groups for o in group], samples)
+    assert (tally.counts, tally.by_request) == (expected.counts, expected.by_request)
+    # in the same order too: the summary lists them as first seen
+    assert list(tally.counts) == list(expected.counts)
+    assert list(tally.by_request) == list(expected.by_request)

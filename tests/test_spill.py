@@ -125,6 +125,36 @@ def test_packed_operations_come_back_equal_with_their_changes_and_bodies(tmp_pat
         assert spilled[1].body == {"id": "k3"} and spilled[2].removes_unlisted
 
 
+@pytest.mark.parametrize("hollow", [False, True])
+def test_hollow_packings_keep_keys_and_hashes_and_point_at_no_payload(tmp_path, hollow):
+    """What a plan only counted and shown spills: no payload (not even a fresh one put in
+    the spool), so no chunk holds the spool below it (``lowest`` as ``lowest_offset``)."""
+    from syncd.stages.packing import ChangePacking, OperationPacking, lowest_offset
+
+    with Spool(str(tmp_path)) as spool:
+        fresh = Change(ChangeKind.CREATE, "new", Document.of("new", {"i": 0}).slim(b"s" * 16))
+        changes = [change(1, spool), fresh, change(2, spool)]
+        operations = [Operation("block.create", "create", "why", tuple(changes), path="/p")]
+        written = spool.size
+        for packing, items in (
+            (ChangePacking(hollow=hollow), changes),
+            (OperationPacking(hollow=hollow), operations),
+        ):
+            data = packing.pack(items, spool)  # type: ignore[attr-defined]
+            rows = data if isinstance(packing, ChangePacking) else data[1]
+
+            assert packing.lowest(data) == lowest_offset(rows)
+            assert (packing.lowest(data) is None) is hollow
+        assert (spool.size == written) is hollow, "a hollow packing spools no payload"
+        back = SpilledList[Change](spool, changes, packing=ChangePacking(hollow=hollow))
+        assert [(c.kind, c.key, c.document.hash, c.document.source_hash) for c in back] == [  # type: ignore[union-attr]
+            (c.kind, c.key, c.document.hash, c.document.source_hash)  # type: ignore[union-attr]
+            for c in changes
+        ]
+        bodies = [c.document.canonical for c in back]  # type: ignore[union-attr]
+        assert bodies == ([b""] * 3 if hollow else [c.document.canonical for c in changes])  # type: ignore[union-attr]
+
+
 def test_an_outboxs_journal_packs_keys_markers_and_replaced_versions_and_reads_them_back(
     tmp_path,
 ):

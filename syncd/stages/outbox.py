@@ -54,6 +54,8 @@ class Outbox:
     ) -> None:
         self.spool = spool
         """Where the requests and their payloads are (the target's own, when sending)."""
+        self.hollow = hollow
+        """The requests are kept without their payloads: a plan only counted and shown."""
         self.operations: SpilledList[Operation] = SpilledList(
             spool, packing=OperationPacking(hollow=hollow)
         )
@@ -96,7 +98,6 @@ class Outbox:
         """Append one group of requests (none: nothing)."""
         if not operations:
             return
-        products = sum(len(operation.changes) for operation in operations)
         with self._ready:
             if not self._halted:  # else never taken: counted (as not sent), not kept
                 self.operations.extend(operations)
@@ -105,7 +106,7 @@ class Outbox:
             self.tally.add(operations)
             self._ready.notify_all()
         if self._on_planned is not None:
-            self._on_planned(products)
+            self._on_planned(sum(len(operation.changes) for operation in operations))
         self._wait_for_room()
 
     def _wait_for_room(self) -> None:

@@ -91,19 +91,22 @@ def unpack_changes(rows: Sequence[ChangeRow], spool: Spool) -> list[Change]:
 
 
 class ChangePacking:
-    """``SpilledList``'s packing of ``Change`` items."""
+    """``SpilledList``'s packing of ``Change`` items. ``hollow``: without their payloads
+    (documents read back with empty bodies), for the changes of a plan only counted and
+    shown, as ``OperationPacking``'s."""
 
-    @staticmethod
-    def pack(items: list[Change], spool: Spool) -> Any:
-        return pack_changes(items, spool)
+    def __init__(self, *, hollow: bool = False) -> None:
+        self.hollow = hollow
+
+    def pack(self, items: list[Change], spool: Spool) -> Any:
+        return pack_changes(items, spool, hollow=self.hollow)
 
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[Change]:
         return unpack_changes(data, spool)
 
-    @staticmethod
-    def lowest(data: Any) -> int | None:
-        return lowest_offset(data)
+    def lowest(self, data: Any) -> int | None:
+        return None if self.hollow else lowest_offset(data)  # hollow: no payload spooled
 
 
 class OperationPacking:
@@ -136,9 +139,8 @@ class OperationPacking:
             start = end
         return out
 
-    @staticmethod
-    def lowest(data: Any) -> int | None:
-        return lowest_offset(data[1])
+    def lowest(self, data: Any) -> int | None:
+        return None if self.hollow else lowest_offset(data[1])  # hollow: no payload spooled
 
 
 class SentCopyPacking:

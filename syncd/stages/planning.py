@@ -103,9 +103,11 @@ class TargetPlanner:
     """What planning the groups put so far said (once each)."""
 
     def __post_init__(self) -> None:
-        self._changes = SpilledList(self.spool, packing=ChangePacking())
         if self.outbox is None:
             self.outbox = Outbox(self.spool)
+        # a plan only counted and shown spills no payload either (a mirrored full refresh's
+        # changes, planned into the outbox's hollow requests once the read is over)
+        self._changes = SpilledList(self.spool, packing=ChangePacking(hollow=self.outbox.hollow))
         self._streams = streams(self.opened)
 
     @property
@@ -201,8 +203,9 @@ class TargetPlanner:
         differing = staging.compare(entries, sources)
         documents = {d.key: d for d in chunk if d.hash not in (UNSEEN_HASH, SEEN_ONLY)}
         changes = diff_chunk(documents, differing, full=self.opened.full)
-        self._unchanged += sum(1 for key in documents if key not in differing)
-        if self.opened.remember:
+        unchanged = len(documents.keys() - differing.keys())
+        self._unchanged += unchanged
+        if self.opened.remember and unchanged:
             # unchanged by payload, mapped from a row not yet known: skip that row next run
             staging.remember(
                 [
@@ -211,16 +214,7 @@ class TargetPlanner:
                     if d.source_hash is not None and d.key not in differing
                 ]
             )
-        held = self.opened.held_rejections
-        found: list[Change] = []
-        for change in changes:
-            document = change.document
-            if document is not None and held.get(change.key, UNSEEN_HASH) == document.hash:
-                # refused before, unchanged since: wait out the back-off
-                self._held_rejected += 1
-                self._unsendable.add(change.key)
-                continue
-            found.append(change)
+        found = self._not_held(changes) if self.opened.held_rejections else changes
         if not self._streams:
             self._changes.extend(found)  # to disk: memory holds one chunk's changes at most
             return
@@ -232,6 +226,20 @@ class TargetPlanner:
         while not last and len(self._part) >= 2 * group:
             part, self._part = self._part[:group], self._part[group:]
             self._put(part)
+
+    def _not_held(self, changes: list[Change]) -> list[Change]:
+        """``changes`` but those of products refused before and unchanged since: they wait
+        out the back-off (counted, and unsendable this run)."""
+        held = self.opened.held_rejections
+        found: list[Change] = []
+        for change in changes:
+            document = change.document
+            if document is not None and held.get(change.key, UNSEEN_HASH) == document.hash:
+                self._held_rejected += 1
+                self._unsendable.add(change.key)
+                continue
+            found.append(change)
+        return found
 
     def _put(self, part: Sequence[Change]) -> None:
         """Plan ``part`` (a whole group of creates and updates) into requests and put them

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from syncd.errors import StateError
-from syncd.model import UNACKNOWLEDGED, Acked, Document, Rejection, RunRecord, refresh_age
+from syncd.model import (
+    SEEN_ONLY,
+    UNACKNOWLEDGED,
+    Acked,
+    Document,
+    Rejection,
+    RunRecord,
+    refresh_age,
+)
 from syncd.state import sql, staging
 from syncd.state.schema import products, runs
 from syncd.state.sql import SqlStateStore
@@ -196,6 +207,51 @@ def test_staging_leaves_no_trace_after_close(store) -> None:
         assert [a.key for a in second.unseen()] == ["a"]
     with pytest.raises(StateError, match="closed"):
         first.compare([("a", doc("a").hash)])
+
+
+_examples = itertools.count()
+"""Numbers the targets of generated examples: each starts with a state of its own."""
+_staged_chunks = st.lists(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from([doc("x").hash, doc("y").hash, SEEN_ONLY, b""]),
+        ),
+        max_size=6,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(chunks=_staged_chunks)
+def test_staging_an_empty_target_answers_as_the_join_does(store, chunks) -> None:
+    # the reference: the same chunks against a target holding one product, of another
+    # key, so every chunk goes through the join that an empty target's shortcut skips
+    number = next(_examples)
+    empty, joined = f"empty-{number}", f"joined-{number}"
+    store.apply_acks(joined, acks(doc("unrelated")))
+
+    with store.begin_staging(empty) as fast, store.begin_staging(joined) as slow:
+        for chunk in chunks:
+            assert fast.compare(chunk) == slow.compare(chunk)
+        assert fast.duplicates() == slow.duplicates()
+        assert list(fast.unseen()) == []
+        assert [a.key for a in slow.unseen()] == ["unrelated"]
+
+
+def test_staging_an_empty_target_finds_the_products_acknowledged_meanwhile(store) -> None:
+    with store.begin_staging("uf") as staging:
+        assert staging.compare([("a", doc("a").hash)]) == {"a": None}
+        store.apply_acks("uf", acks(doc("a")))  # a sync acknowledges while reading
+
+        assert staging.compare([("a", doc("a", v=2).hash), ("b", doc("b").hash)]) == {
+            "a": acked(doc("a")),
+            "b": None,
+        }
 
 
 def test_chunked_staging_of_50k_keys(store) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,8 @@ from syncd.targets.base import PlannedRequests
 FULL = "FULL_UPDATE"
 INCREMENTAL = "INCREMENTAL_UPDATE"
 UPSERT = "product.upsert"
+UPSERT_PATH = "/product"
+"""Where an upsert is posted."""
 DELETE = "product.delete"
 
 
@@ -81,13 +84,9 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
     """
     document = change.document
     assert document is not None
-    path = "/product"
-
-    def full(reason: str) -> Operation:
-        return Operation(UPSERT, FULL, reason, (change,), None, path)
-
     if full_reason is not None:
-        return full(full_reason)
+        return _full_update(change, full_reason)
+    full = partial(_full_update, change)
     if change.previous is None:
         return full("not in state: the target's copy is unknown, so send every property")
     age = refresh_age(change.previous.hash)
@@ -127,7 +126,14 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
     if changed_ai:
         parts.append(f"AI overrides {_describe(changed_ai)}")
     reason = " and ".join(parts) or "payload changed"
-    return Operation(UPSERT, INCREMENTAL, f"{reason}; nothing removed", (change,), body, path)
+    return Operation(
+        UPSERT, INCREMENTAL, f"{reason}; nothing removed", (change,), body, UPSERT_PATH
+    )
+
+
+def _full_update(change: Change, reason: str) -> Operation:
+    """A FULL_UPDATE of ``change``, its body left to ``request_body``."""
+    return Operation(UPSERT, FULL, reason, (change,), None, UPSERT_PATH)
 
 
 def request_body(operation: Operation) -> dict[str, Any]:

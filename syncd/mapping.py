@@ -883,9 +883,9 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     return result  # type: ignore[no-any-return]
 
 
-def _document(key: str, payload: Payload) -> Document:
+def _document(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Document:
     try:
-        return Document.of(key, payload)
+        return Document.of(key, payload, floats)
     except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
         raise RecordError(f"payload is not JSON: {exc}", key=key) from None
 
@@ -1253,7 +1253,10 @@ class VambeMapper:
         payload["metadata"] = metadata
         if self._hook is not None:
             payload = _run_hook(self._hook, record, payload, key, "external_id")
-        return _document(payload["external_id"], payload)
+            return _document(payload["external_id"], payload)
+        # the price is the payload's only number: every other field is made a string, and
+        # metadata's values are strings (``_flatten``), so it is the only float to check
+        return _document(payload["external_id"], payload, (payload["price"],))
 
 
 def build_mapper(target: UserfluxTargetConfig | VambeTargetConfig, source_key: str) -> Mapper:

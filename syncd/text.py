@@ -202,14 +202,13 @@ def _bare_html_text(html: str) -> str | None:
     if "&" in html or _BREAK_MARK in html:
         return None
     parts = _BARE_TAG.split(html)  # text, tag, text, ..., text
-    tags = parts[1::2]
-    if len(tags) != html.count("<"):
-        return None  # a "<" that is not a bare tag
-    texts = list(map(_BARE_TAGS.__getitem__, tags))
+    texts = list(map(_BARE_TAGS.__getitem__, parts[1::2]))
     if None in texts:
         return None
     parts[1::2] = texts
     text = "".join(parts)
+    if "<" in text:  # (a ``memchr``, where ``html.count("<")`` steps through every character)
+        return None  # a "<" that is not a bare tag (a tag's text has none, and a tag one only)
     if text.isprintable() and "  " not in text:  # no line needs more than a strip
         return "\n".join(filter(None, map(str.strip, text.split(_BREAK_MARK))))
     return "\n".join(filter(None, map(_folded, text.split(_BREAK_MARK))))

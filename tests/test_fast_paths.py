@@ -240,6 +240,47 @@ def test_canonical_json_writes_every_float_as_repr_does(floats: list[float]) -> 
         assert json.loads(canonical_json({"f": floats})) == {"f": floats}
 
 
+def _floats_in(value: Any) -> list[Any]:
+    """Every float in ``value`` (at any depth), and a few values that are not floats."""
+    if isinstance(value, dict):
+        return [found for item in value.values() for found in _floats_in(item)]
+    if isinstance(value, list | tuple):
+        return [found for item in value for found in _floats_in(item)]
+    return [value] if isinstance(value, float) else []
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5), st.sampled_from([(), (1, "x")]))
+@settings(max_examples=300, deadline=None)
+def test_canonical_json_told_every_float_is_the_standard_librarys_byte_for_byte(
+    payload: dict[str, Any], others: tuple[Any, ...]
+) -> None:
+    floats = (*_floats_in(payload), *others)
+    try:
+        expected: bytes | type[BaseException] = _reference_json(payload)
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        found: bytes | type[BaseException] = canonical_json(payload, floats)
+    except (TypeError, ValueError) as exc:
+        found = type(exc)
+    assert found == expected
+
+
+@given(st.lists(_FLOATS, min_size=1, max_size=3))
+@settings(max_examples=500, deadline=None)
+def test_canonical_json_told_the_floats_writes_each_as_repr_does(floats: list[float]) -> None:
+    payload = {"f": floats, "n": None}
+    try:
+        expected: bytes | type[BaseException] = _reference_json(payload)
+    except ValueError as exc:
+        expected = type(exc)
+    try:
+        found: bytes | type[BaseException] = canonical_json(payload, tuple(floats))
+    except ValueError as exc:
+        found = type(exc)
+    assert found == expected
+
+
 def test_canonical_json_of_the_benchmark_payloads_is_unchanged() -> None:
     config = _bench_config()
     mappers = [build_mapper(target, "id") for target in config.targets]

@@ -19,7 +19,7 @@ from syncd.config import UserfluxTargetConfig, VambeTargetConfig
 from syncd.errors import ConfigError, RecordError
 from syncd.mapping import UserfluxMapper, VambeMapper, _flatten, build_mapper
 from syncd.values import stringify
-from tests.test_fast_paths import _bench_config
+from tests.test_fast_paths import _bench_config, _reference_json
 
 _KEYS = ["id", "title", "price", "tags", "attrs", "desc", "stock", "a.b", "flag"]
 """The record keys generated records use (``a.b`` a key with a dot in its name)."""
@@ -178,6 +178,26 @@ def test_the_generated_vambe_map_gives_what_the_interpreted_one_gives(
     assert isinstance(mapper, VambeMapper)
     for record in records:
         _same(mapper, record)
+        _canonical(mapper, record)
+
+
+def _canonical(mapper: VambeMapper, record: dict[str, Any]) -> None:
+    """A Vambe document's canonical bytes are the standard library's (``_finish`` checks
+    only its price for what orjson writes otherwise: the payload's only float)."""
+    try:
+        document = mapper.map(record)
+    except RecordError:
+        return
+    assert document.canonical == _reference_json(document.payload)
+
+
+@pytest.mark.parametrize("price", ["0.00001", "0.000099", "1.5e-8", "1e-10", "0.0001", "12.5"])
+def test_a_vambe_price_is_written_as_the_standard_library_writes_it(price: str) -> None:
+    vambe = build_mapper(_bench_config().targets[1], "id")
+    assert isinstance(vambe, VambeMapper)
+    record = {**next(iter(catalog.products(1))), "price": price}
+    _canonical(vambe, record)
+    assert f'"price":{float(price)!r}'.encode() in vambe.map(record).canonical
 
 
 def test_the_generated_maps_give_the_interpreted_documents_of_the_benchmark() -> None:

@@ -3,6 +3,7 @@ HTTP status of its answers means (``STATUSES``)."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from syncd.errors import record_error
@@ -29,6 +30,7 @@ DELETE_STATUSES: StatusTable = {**STATUSES, 404: OK}
 """A delete answered 404: the product is already gone, which is what was wanted."""
 
 _UNSAFE_IN_SEGMENT = "/\\?#%"
+_UNSAFE_CHARACTER = re.compile(f"[{re.escape(_UNSAFE_IN_SEGMENT)}]")
 
 
 def unsafe_segment(value: str) -> str | None:
@@ -42,9 +44,9 @@ def unsafe_segment(value: str) -> str | None:
     if value != value.strip():
         return "has leading or trailing whitespace"
     if value.isascii() and value.isprintable():  # no control character: the five to look for
-        found = [value.index(char) for char in _UNSAFE_IN_SEGMENT if char in value]
-        if found:
-            return f"contains {value[min(found)]!r}, which a URL path segment can't carry safely"
+        unsafe = _UNSAFE_CHARACTER.search(value)  # the first of them (one C call, no list)
+        if unsafe is not None:
+            return f"contains {unsafe.group()!r}, which a URL path segment can't carry safely"
         return None
     for char in value:
         if char in _UNSAFE_IN_SEGMENT:

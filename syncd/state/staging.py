@@ -417,7 +417,8 @@ def _stage_packed(
     NUL (SQLite's JSON strings end at one): the rows are then those ``_stage`` writes.
     Otherwise stages nothing and returns False (the caller uses ``_stage``).
     """
-    keys, hashes = zip(*entries, strict=True)
+    keys = [key for key, _ in entries]
+    hashes = [hash_ for _, hash_ in entries]
     width = _PACKED_HASH_BYTES
     if set(map(len, hashes)) != {width}:
         return False

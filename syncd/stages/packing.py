@@ -1,9 +1,9 @@
-"""Planned changes and requests as rows of plain values, the form ``SpilledList`` pickles.
+"""Planned changes and requests as columns of plain values, the form ``SpilledList`` pickles.
 
 Pickling a ``Change`` whole calls a Python ``__reduce__`` for it, its document and its
 spooled payload, and unpickling runs three dataclass constructors through pickle's
-machinery: ~5 µs per product and target, on every first sync. Rows of tuples, strings and
-bytes pickle in C (~0.2 µs), and a chunk's payloads go to the spool with one write.
+machinery: ~5 µs per product and target, on every first sync. Columns of strings and bytes
+pickle in C (~0.1 µs), and a chunk's payloads go to the spool with one write.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ from typing import Any
 from syncd.diff import Change, ChangeKind, Operation, SentCopy
 from syncd.model import Acked, Document, Spool, Spooled
 
-ChangeRow = tuple[Any, str, Any, Any]
-"""``(kind, key, document, previous)``: the document as ``(key, where, hash, source_hash)``
-(``where``: ``(offset, length)`` in the list's spool, or a ``Spooled`` of another spool),
-the previous entry as ``(key, hash, canonical)``; None for either when absent."""
+ChangeColumns = tuple[list[Any], list[str], list[Any], list[Any], list[Any], list[Any], list[Any]]
+"""A chunk's changes as columns, one item a change: ``(kinds, keys, document keys, wheres,
+hashes, source hashes, previous)``. A change without a document has None in the four
+document columns; ``where`` is ``(offset, length)`` in the list's spool, a ``Spooled`` of
+another spool, or None (hollow); the previous entry is ``(key, hash, canonical)`` or None.
+
+Columns, not a tuple a change (or two, with the document's): pickle writes a list of
+strings or bytes in C and keeps no memo entry for tuples it never sees (~0.2 against
+~0.4 µs a change packed and pickled)."""
 
 
 def _where(body: bytes | Spooled, spool: Spool, offset: int) -> tuple[Any, int]:
@@ -29,54 +34,45 @@ def _where(body: bytes | Spooled, spool: Spool, offset: int) -> tuple[Any, int]:
     return body, offset  # another spool's: pickled as it is
 
 
-def pack_changes(
-    changes: Sequence[Change], spool: Spool, *, hollow: bool = False
-) -> list[ChangeRow]:
-    """``changes`` as rows; the payloads not yet in ``spool`` are put there, in one write
+def pack_changes(changes: Sequence[Change], spool: Spool, *, hollow: bool = False) -> ChangeColumns:
+    """``changes`` as columns; the payloads not yet in ``spool`` are put there, in one write
     (what ``Document.spooled`` does one payload at a time), and the decoded dicts dropped.
     ``hollow``: no payload is kept at all (a plan that is only counted and shown)."""
-    new = (
-        []
-        if hollow
-        else [
-            d.body
-            for d in (change.document for change in changes)
-            if d is not None and isinstance(d.body, bytes)
-        ]
+    documents = [change.document for change in changes]
+    wheres: list[Any] = [None] * len(documents)
+    if not hollow:
+        new = [d.body for d in documents if d is not None and isinstance(d.body, bytes)]
+        offset = spool.put_all(new) if new else 0
+        for number, d in enumerate(documents):
+            if d is not None:
+                wheres[number], offset = _where(d.body, spool, offset)
+    return (
+        [change.kind for change in changes],
+        [change.key for change in changes],
+        [None if d is None else d.key for d in documents],
+        wheres,
+        [None if d is None else d.hash for d in documents],
+        [None if d is None else d.source_hash for d in documents],
+        [
+            None
+            if (p := change.previous) is None
+            else (p.key, p.hash, b"" if hollow else p.canonical)
+            for change in changes
+        ],
     )
-    offset = spool.put_all(new) if new else 0
-    rows: list[ChangeRow] = []
-    for change in changes:
-        d = change.document
-        document = None
-        if d is not None:
-            where = None
-            if not hollow:
-                where, offset = _where(d.body, spool, offset)
-            document = (d.key, where, d.hash, d.source_hash)
-        p = change.previous
-        previous = None if p is None else (p.key, p.hash, b"" if hollow else p.canonical)
-        rows.append((change.kind, change.key, document, previous))
-    return rows
 
 
-def lowest_offset(rows: Sequence[ChangeRow]) -> int | None:
-    """The lowest offset of the list's spool a payload of ``rows`` is at (None: none is)."""
-    offsets = [
-        document[1][0]
-        for _, _, document, _ in rows
-        if document is not None and document[1].__class__ is tuple
-    ]
-    return min(offsets, default=None)
+def lowest_offset(columns: ChangeColumns) -> int | None:
+    """The lowest offset of the list's spool a payload of ``columns`` is at (None: none is)."""
+    return min((where[0] for where in columns[3] if where.__class__ is tuple), default=None)
 
 
-def unpack_changes(rows: Sequence[ChangeRow], spool: Spool) -> list[Change]:
-    """The changes ``pack_changes`` made ``rows`` of, their payloads read from ``spool``."""
+def unpack_changes(columns: ChangeColumns, spool: Spool) -> list[Change]:
+    """The changes ``pack_changes`` made ``columns`` of, their payloads read from ``spool``."""
     out: list[Change] = []
-    for kind, key, document, previous in rows:
+    for kind, key, doc_key, where, digest, source_hash, previous in zip(*columns, strict=True):
         d = None
-        if document is not None:
-            doc_key, where, digest, source_hash = document
+        if doc_key is not None:
             body = (
                 Spooled(spool, *where)
                 if where.__class__ is tuple
@@ -111,7 +107,7 @@ class ChangePacking:
 
 class OperationPacking:
     """``SpilledList``'s packing of ``Operation`` items: their fields, and all their
-    changes as one list of rows (``pack_changes``) that each operation takes a slice of.
+    changes as one set of columns (``pack_changes``) each operation takes a slice of.
     ``hollow``: without their payloads (documents read back with empty bodies), for a plan
     that is only counted and shown (``syncd plan``): its spool holds keys and hashes."""
 
@@ -128,8 +124,8 @@ class OperationPacking:
 
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[Operation]:
-        heads, rows = data
-        changes = unpack_changes(rows, spool)
+        heads, columns = data
+        changes = unpack_changes(columns, spool)
         out: list[Operation] = []
         start = 0
         for endpoint, mode, reason, count, body, path, removes_unlisted in heads:

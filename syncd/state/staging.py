@@ -8,10 +8,11 @@ rows are skipped by fingerprint, the target's fingerprints: at most 21 bytes a p
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -128,14 +129,6 @@ class SqlStaging:
         if not entries:
             return {}
         first = self._staged + 1
-        fingerprints = sources if sources is not None else [None] * len(entries)
-        blob = self._blob
-        rows = [
-            (seq, key, blob(hash_), source and blob(source))
-            for seq, ((key, hash_), source) in enumerate(
-                zip(entries, fingerprints, strict=True), start=first
-            )
-        ]
         s, p = self._table.c, products.c
         changed = (
             sa.select(s.key, p.hash, p.payload, s.seq, s.hash, p.source_hash)
@@ -143,19 +136,23 @@ class SqlStaging:
                 self._table.outerjoin(products, sa.and_(p.target == self._target, p.key == s.key))
             )
             .where(
-                s.seq.between(first, first + len(rows) - 1),
+                s.seq.between(first, first + len(entries) - 1),
                 sa.or_(p.hash.is_(None), p.hash != s.hash),
             )
         )
         any_product = sa.select(sa.exists().where(p.target == self._target))
         with self._transaction("stage keys") as conn:
-            _stage(conn, self._table, STAGED_COLUMNS, rows)
+            if not (
+                conn.dialect.name == "sqlite"
+                and _stage_packed(conn, self._table, first, entries, sources)
+            ):
+                _stage(conn, self._table, STAGED_COLUMNS, self._rows(first, entries, sources))
             # A target with no product yet (a first sync's plan, its first chunks) finds
             # every key new without the join building a row for each (~1 µs a key). Exact:
             # the join would read the same products, one probe later; what another process
             # writes after either read, neither sees.
             found = conn.execute(changed).all() if conn.execute(any_product).scalar() else None
-        self._staged += len(rows)
+        self._staged += len(entries)
         if found is None:
             return dict.fromkeys(key for key, _ in entries)
         if self._fingerprints is not None:  # skipping: a skipped row may be an old copy
@@ -164,6 +161,23 @@ class SqlStaging:
                     self._prior_seqs.append(row[3])
                     self._prior_fingerprints += bytes(row[5])
         return {row[0]: None if row[1] is None else acked_from_row(row[:3]) for row in found}
+
+    def _rows(
+        self,
+        first: int,
+        entries: Sequence[tuple[str, bytes]],
+        sources: Sequence[bytes | None] | None,
+    ) -> list[tuple[int, str, bytes | bytearray, bytes | bytearray | None]]:
+        """``entries`` as the staging table's rows (``STAGED_COLUMNS``), numbered from
+        ``first``."""
+        fingerprints = sources if sources is not None else [None] * len(entries)
+        blob = self._blob
+        return [
+            (seq, key, blob(hash_), source and blob(source))
+            for seq, ((key, hash_), source) in enumerate(
+                zip(entries, fingerprints, strict=True), start=first
+            )
+        ]
 
     def known(self, fingerprints: bytes) -> list[bool]:
         if not fingerprints:
@@ -380,6 +394,54 @@ def _sqlite_fingerprints(cursor: Any, target: str) -> Iterator[bytes]:
 def _inserted(result: sa.CursorResult[Any]) -> int:
     """Rows an INSERT ... SELECT wrote; 1 when the driver can't tell (some may be there)."""
     return result.rowcount if result.rowcount >= 0 else 1
+
+
+_PACKED_HASH_BYTES = 16
+"""The width ``_stage_packed`` cuts the joined hashes at (a payload's BLAKE2b-128, a raw
+row's fingerprint)."""
+
+
+def _stage_packed(
+    conn: Connection,
+    table: sa.Table,
+    first: int,
+    entries: Sequence[tuple[str, bytes]],
+    sources: Sequence[bytes | None] | None,
+) -> bool:
+    """Stage ``entries`` (numbered from ``first``) on SQLite with one statement: the keys
+    as one JSON array that ``json_each`` walks, the hashes and fingerprints as one blob
+    each, cut by the element's index. ~0.5 µs a row against ~1.2 µs through executemany,
+    which binds four values, steps the statement and builds a row tuple for each.
+
+    Exact when every hash (and every fingerprint, or none) is 16 bytes and no key holds a
+    NUL (SQLite's JSON strings end at one): the rows are then those ``_stage`` writes.
+    Otherwise stages nothing and returns False (the caller uses ``_stage``).
+    """
+    keys = [key for key, _ in entries]
+    hashes = [hash_ for _, hash_ in entries]
+    width = _PACKED_HASH_BYTES
+    if set(map(len, hashes)) != {width}:
+        return False
+    fingerprints: bytes | None = None
+    if sources is not None and sources.count(None) != len(sources):  # some, so all
+        if None in sources:
+            return False
+        present = cast("Sequence[bytes]", sources)
+        if set(map(len, present)) != {width}:
+            return False
+        fingerprints = b"".join(present)
+    # ensure_ascii off: a key Python can't encode to UTF-8 (a lone surrogate) fails to
+    # bind, as it does through executemany; a NUL is escaped, so the test is exact
+    keys_json = json.dumps(keys, ensure_ascii=False)
+    if "\\u0000" in keys_json:
+        return False
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} (seq, key, hash, source_hash) "
+        f"SELECT ? + item.key, item.value, substr(?, {width} * item.key + 1, {width}), "
+        f"substr(?, {width} * item.key + 1, {width}) FROM json_each(?) AS item",
+        (first, b"".join(hashes), fingerprints, keys_json),
+    )
+    return True
 
 
 def _stage(

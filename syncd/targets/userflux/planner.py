@@ -86,9 +86,10 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
     assert document is not None
     if full_reason is not None:
         return _full_update(change, full_reason)
+    if change.previous is None:  # a first sync's every change: no ``partial`` built
+        reason = "not in state: the target's copy is unknown, so send every property"
+        return _full_update(change, reason)
     full = partial(_full_update, change)
-    if change.previous is None:
-        return full("not in state: the target's copy is unknown, so send every property")
     age = refresh_age(change.previous.hash)
     if age is not None:  # acknowledged, but long ago: re-asserted whole (a changed one too)
         return full(refresh_reason(age))

@@ -1083,8 +1083,9 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
                     out.append({"key": f"{label}.{name}", "value": item})
             elif leaf is int:
                 out.append({"key": f"{label}.{name}", "value": str(item)})
-            elif leaf is float:
-                out.append({"key": f"{label}.{name}", "value": stringify(item)})
+            elif leaf is float and item - item == 0.0 and not item.is_integer():
+                # what ``stringify`` gives a finite (``_finite``'s test), fractional float
+                out.append({"key": f"{label}.{name}", "value": repr(item)})
             elif item is not None:
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:

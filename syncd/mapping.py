@@ -1054,6 +1054,24 @@ class UserfluxMapper:
         return _document(payload["id"], payload)
 
 
+def _constant_text(field: FieldFn, spec: FieldSpec) -> str | None:
+    """The text ``field`` gives every record when ``spec`` is a non-blank ``const`` (then
+    only the const is read, ``compile_field`` works it out once); None for any other."""
+    const = spec.const
+    if (
+        const is None
+        or spec.path is not None
+        or spec.template is not None
+        or (isinstance(const, str) and not const.strip())
+    ):
+        return None
+    try:
+        value = field({})
+    except RecordError:
+        return None
+    return value if value.__class__ is str else None
+
+
 def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) -> None:
     """Append ``value`` as metadata pairs; nested values under dotted keys, dict keys sorted."""
     kind = value.__class__
@@ -1083,8 +1101,9 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
                     out.append({"key": f"{label}.{name}", "value": item})
             elif leaf is int:
                 out.append({"key": f"{label}.{name}", "value": str(item)})
-            elif leaf is float:
-                out.append({"key": f"{label}.{name}", "value": stringify(item)})
+            elif leaf is float and item - item == 0.0 and not item.is_integer():
+                # what ``stringify`` gives a finite (``_finite``'s test), fractional float
+                out.append({"key": f"{label}.{name}", "value": repr(item)})
             elif item is not None:
                 _flatten(out, f"{label}.{name}", item, depth + 1)
     elif value is not None:
@@ -1172,6 +1191,10 @@ class VambeMapper:
 
         for label, field, spec, kind in self._fields:
             code.line(f"# {label!r}")
+            constant = _constant_text(field, spec)
+            if constant is not None:  # ``currency = { const = "USD" }``: written in
+                code.line(f"payload[{label!r}] = {constant!r}")
+                continue
             _field_code(
                 code, field, spec, label, partial(required, label), type=kind, required=True
             )

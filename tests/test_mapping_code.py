@@ -148,7 +148,9 @@ def test_the_generated_userflux_map_gives_what_the_interpreted_one_gives(
             "name": _mostly(st.sampled_from(["title", "desc"])),
             "description": _mostly(st.just({"path": "desc", "html": True})),
             "price": _mostly(st.just("price")),
-            "currency": _mostly(st.sampled_from([{"const": "USD"}, "flag"])),
+            "currency": _mostly(
+                st.sampled_from([{"const": "USD"}, {"const": " eur "}, {"const": 3}, "flag"])
+            ),
         },
         optional={"file_url": _SPECS, "sku": _SPECS},
     ),

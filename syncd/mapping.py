@@ -1277,9 +1277,12 @@ class VambeMapper:
         if self._hook is not None:
             payload = _run_hook(self._hook, record, payload, key, "external_id")
             return _document(payload["external_id"], payload)
-        # the price is the payload's only number: every other field is made a string, and
-        # metadata's values are strings (``_flatten``), so it is the only float to check
-        return _document(payload["external_id"], payload, (payload["price"],))
+        # every other field is made a string, and metadata's values are strings
+        # (``_flatten``): a number price is the only float to check. A price typed ``list``
+        # or ``json`` (refused by the contract) may hold floats anywhere: its text is searched
+        price = payload["price"]
+        floats = (price,) if price.__class__ is float or price.__class__ is int else None
+        return _document(payload["external_id"], payload, floats)
 
 
 def build_mapper(target: UserfluxTargetConfig | VambeTargetConfig, source_key: str) -> Mapper:

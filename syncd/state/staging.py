@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 import uuid
 from array import array
 from collections.abc import Iterator, Sequence
@@ -144,6 +145,7 @@ class SqlStaging:
         with self._transaction("stage keys") as conn:
             if not (
                 conn.dialect.name == "sqlite"
+                and _SQLITE_JSON_EACH
                 and _stage_packed(conn, self._table, first, entries, sources)
             ):
                 _stage(conn, self._table, STAGED_COLUMNS, self._rows(first, entries, sources))
@@ -396,6 +398,9 @@ def _inserted(result: sa.CursorResult[Any]) -> int:
     return result.rowcount if result.rowcount >= 0 else 1
 
 
+_SQLITE_JSON_EACH = sqlite3.sqlite_version_info >= (3, 38)
+"""Whether the SQLite Python links has ``json_each`` for ``_stage_packed``: built in from
+3.38; an older one may have been built without it (``executemany`` then, as before)."""
 _PACKED_HASH_BYTES = 16
 """The width ``_stage_packed`` cuts the joined hashes at (a payload's BLAKE2b-128, a raw
 row's fingerprint)."""

@@ -423,7 +423,8 @@ def quick_object(data: bytes) -> dict[str, Any] | None:
 
     - an integer past 64 bits becomes a float (the standard library keeps an ``int``): a
       float of at least 2**63 in size, which ``orjson.dumps`` writes with an exponent
-      (``e+18`` and up); so no ``+`` in ``dumped``, no such float.
+      (``e+18`` and up); so no ``e+`` in ``dumped``, no such float (a string holding
+      ``e+`` only sends the line the slow way; a bare ``+``, as in "C++", does not).
     - a repeated key keeps its last copy silently. Each member of an object in valid JSON
       holds exactly one ``:`` outside its strings, and a ``:`` inside a string is one in
       the string parsed unless it is escaped (``\\u003a``, not checked: left to
@@ -468,7 +469,7 @@ def _quick_parse(data: bytes) -> tuple[dict[str, Any], bytes] | None:
         return None
     if (
         not isinstance(value, dict)
-        or b"+" in dumped
+        or b"e+" in dumped
         or (b"\\" in data and b"\\u003" in data)  # a backslash first: found faster
     ):
         return None

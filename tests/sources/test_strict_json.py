@@ -239,13 +239,21 @@ def test_what_the_fast_parse_cant_vouch_for_is_left_to_the_standard_library(
     assert quick_object(line) is None
 
 
-def test_orjson_writes_every_float_past_2_to_the_63_with_a_plus() -> None:
+def test_orjson_writes_every_float_past_2_to_the_63_with_a_positive_exponent() -> None:
     """What the test for big integers relies on: ``orjson.dumps`` writes a float of at
     least 2**63 in size with an exponent (``e+18``)."""
     for power in range(63, 1024):
         for number in (2.0**power, -(2.0**power), math.nextafter(2.0**power, math.inf)):
-            assert b"+" in orjson.dumps(number), number
-    assert b"+" in orjson.dumps(math.nextafter(2.0**63, 0))  # already past 1e16
+            assert b"e+" in orjson.dumps(number), number
+    assert b"e+" in orjson.dumps(math.nextafter(2.0**63, 0))  # already past 1e16
+
+
+@pytest.mark.parametrize(
+    "line", [b'{"a":"C++"}', b'{"a":"+1 555 0100","b":[1,{"c":"x+y"}]}', b'{"a":1e3}']
+)
+def test_a_plus_outside_an_exponent_keeps_the_fast_path(line: bytes) -> None:
+    assert quick_object(line) == loads_strict(line.decode())
+    assert check(line) is not None
 
 
 def test_every_line_of_the_benchmark_takes_the_fast_path(tmp_path: Path) -> None:

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from syncd.text import html_to_text, parse_pairs, split_pairs, split_text, truncate_words
+from syncd.text import (
+    html_to_text,
+    parse_pairs,
+    printable,
+    split_pairs,
+    split_text,
+    truncate_words,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,3 +81,18 @@ def test_parse_pairs_keeps_the_value_after_the_first_kv_whole() -> None:
     }
     with pytest.raises(ValueError, match="is not a key=value pair"):
         parse_pairs("loose,a=1")
+
+
+# -- printable: str.isprintable by a table of bytes --------------------------------------
+
+
+def test_printable_is_isprintable_for_every_latin1_character_and_beyond() -> None:
+    for code in [*range(0x100), 0x100, 0x2028, 0x3164, 0xFEFF, 0x1F600, 0x10FFFF]:
+        char = chr(code)
+        for text in (char, f"a{char}b", f"plain words {char}¶more"):
+            assert printable(text) is text.isprintable(), repr(text)
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x2FF)) | st.text())
+def test_printable_agrees_with_isprintable(text: str) -> None:
+    assert printable(text) is text.isprintable()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import hashlib
 import json
 import os
 import statistics
@@ -34,7 +33,7 @@ from bench import catalog
 from bench.config import ENV, write_config
 from syncd.config import load_config
 from syncd.mapping import build_mapper
-from syncd.model import canonical_json
+from syncd.model import canonical_json, payload_hash
 from syncd.sandbox import FakeUserflux, FakeVambe
 from syncd.text import html_to_text
 
@@ -91,7 +90,7 @@ def floors(path: Path, config: Path, repeat: int) -> dict[str, float]:
 
     def canonical() -> None:
         for payload in payloads:
-            hashlib.blake2b(canonical_json(payload), digest_size=16).digest()
+            payload_hash(canonical_json(payload))
 
     def mapped() -> None:
         for record in records:
@@ -100,7 +99,7 @@ def floors(path: Path, config: Path, repeat: int) -> dict[str, float]:
 
     parts: dict[str, Callable[[], object]] = {
         "json.loads of the lines": lambda: [json.loads(line) for line in lines],
-        "canonical JSON + BLAKE2b": canonical,
+        "canonical JSON + hash": canonical,
         "canonical JSON, stdlib encoder (before)": lambda: [reference(p) for p in payloads],
         "HTML to text (once a product)": lambda: [html_to_text(r["description"]) for r in records],
         "the two mappers (incl. canonical + hash)": mapped,

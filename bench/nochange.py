@@ -17,7 +17,6 @@ mapped, differ, and be pushed, which the 0-request check catches).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -33,6 +32,7 @@ from bench.postgres import ScratchDatabase
 from bench.sqldbs import RATIO_TARGET, ScratchMariaDB, ScratchSqlite
 from bench.suite import Fakes, Run, prepare_catalogs, restore, snapshot, sync
 from syncd.config import load_config
+from syncd.model import payload_hash
 from syncd.reconcile import mapping_fingerprint, row_digest, row_fingerprint
 from syncd.sources import open_source
 from syncd.sources.base import fingerprinted_rows
@@ -40,7 +40,7 @@ from syncd.sources.file import FileSource
 from syncd.state import open_store
 
 _PLACEHOLDER = b"{}"
-_PLACEHOLDER_HASH = hashlib.blake2b(_PLACEHOLDER, digest_size=16).digest()
+_PLACEHOLDER_HASH = payload_hash(_PLACEHOLDER)
 _CHUNK = 5000
 
 

@@ -11,14 +11,24 @@ import pytest
 import sqlalchemy as sa
 import xxhash
 from alembic import command
+from click.testing import CliRunner
 
 from syncd import model
+from syncd.cli import main
 from syncd.model import SEEN_ONLY, UNACKNOWLEDGED, payload_hash, refresh_marker
 from syncd.sandbox import FakeUserflux, FakeVambe
 from syncd.state import migrate
 from syncd.state.schema import products, rejections
 from syncd.state.sql import current_revision, upgrade_database
-from tests.support import KEY, Harness, catalog, userflux_target, vambe_target
+from tests.support import (
+    ENV,
+    KEY,
+    Harness,
+    catalog,
+    userflux_target,
+    vambe_target,
+    write_jsonl,
+)
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
 BACKENDS = [
@@ -202,3 +212,56 @@ def test_without_the_upgrade_a_state_hashed_by_blake2b_would_re_push_everything(
 
         assert [sum(p.summary()["changes"].values()) for p in plans] == [10, 10]
         h.close()
+
+
+_CLI_CONFIG = """\
+[source]
+kind = "file"
+path = "catalog.jsonl"
+key = "sku"
+skip_unchanged_rows = false
+
+[state]
+url = "sqlite:///{state}"
+
+[[targets]]
+name = "uf"
+kind = "userflux"
+base_url = "{url}"
+api_key_env = "UF_KEY"
+type_id = "product"
+rate_limit_per_s = 0
+
+[targets.mapping.properties]
+name = "title"
+price = {{ path = "price", type = "number" }}
+"""
+
+
+def test_plan_asks_for_the_upgrade_then_finds_a_blake2b_state_in_line(
+    tmp_path, monkeypatch
+) -> None:
+    with FakeUserflux(api_key=KEY) as userflux:
+        config = tmp_path / "syncd.toml"
+        state = tmp_path / "state.db"
+        config.write_text(_CLI_CONFIG.format(state=state, url=userflux.url))
+        write_jsonl(tmp_path / "catalog.jsonl", catalog(12))
+
+        def run(*args: str) -> Any:
+            return CliRunner().invoke(main, ["--config", str(config), *args], env=ENV)
+
+        with monkeypatch.context() as old:
+            old.setattr(model, "payload_hash", blake2b_128)
+            assert run("sync").exit_code == 0
+        command.downgrade(migrate.alembic_config(url=f"sqlite:///{state}"), "0006")
+        userflux.reset_requests()
+
+        behind = run("plan", "--exit-code")
+        upgraded = run("db", "upgrade")
+        in_line = run("plan", "--exit-code")
+
+        assert behind.exit_code not in (0, 3)
+        assert "syncd db upgrade" in behind.output
+        assert upgraded.exit_code == 0, upgraded.output
+        assert in_line.exit_code == 0, in_line.output  # 3 would mean changes pending
+        assert userflux.request_count() - userflux.request_count("GET") == 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import sqlalchemy as sa
 import xxhash
@@ -36,10 +37,10 @@ PAGE = 2000
 
 products = sa.table(
     "products",
-    sa.column("target", sa.String),
-    sa.column("key", sa.String),
-    sa.column("hash", sa.LargeBinary),
-    sa.column("payload", sa.Text),
+    sa.column("target", sa.String()),
+    sa.column("key", sa.String()),
+    sa.column("hash", sa.LargeBinary()),
+    sa.column("payload", sa.Text()),
 )
 
 
@@ -63,7 +64,9 @@ def rehash(old: Callable[[bytes], bytes], new: Callable[[bytes], bytes]) -> int:
         )
     conn = op.get_bind()
     p = products.c
-    targets = conn.execute(sa.select(p.target).distinct().order_by(p.target)).scalars().all()
+    targets: list[str] = list(
+        conn.execute(sa.select(p.target).distinct().order_by(p.target)).scalars()
+    )
     # plain text, its parameters untyped: the drivers take bytes as they are, and
     # SQLAlchemy's per-row processing of typed ones was a third of the migration's time
     key = conn.dialect.identifier_preparer.quote("key")  # a reserved word on MySQL
@@ -81,7 +84,10 @@ def rehash(old: Callable[[bytes], bytes], new: Callable[[bytes], bytes]) -> int:
         )
         last: str | None = None
         while True:
-            rows = conn.execute(page if last is None else page.where(p.key > last)).all()
+            rows = cast(
+                "list[tuple[str, bytes, str]]",
+                conn.execute(page if last is None else page.where(p.key > last)).all(),
+            )
             batch = []
             for product, stored, payload in rows:
                 text = payload.encode("utf-8")

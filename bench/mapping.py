@@ -99,7 +99,7 @@ def floors(path: Path, config: Path, repeat: int) -> dict[str, float]:
 
     parts: dict[str, Callable[[], object]] = {
         "json.loads of the lines": lambda: [json.loads(line) for line in lines],
-        "canonical JSON + its hash": canonical,
+        "canonical JSON + hash": canonical,
         "canonical JSON, stdlib encoder (before)": lambda: [reference(p) for p in payloads],
         "HTML to text (once a product)": lambda: [html_to_text(r["description"]) for r in records],
         "the two mappers (incl. canonical + hash)": mapped,

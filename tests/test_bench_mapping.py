@@ -23,7 +23,7 @@ def test_the_mapping_figure_is_printed_beside_its_target_and_floors(tmp_path: Pa
     assert "300 products x 2 targets" in out.stdout
     assert "target 25 µs" in out.stdout
     assert "compiled to bytecode first" in out.stdout
-    for floor in ("json.loads of the lines", "canonical JSON + BLAKE2b", "HTML to text"):
+    for floor in ("json.loads of the lines", "canonical JSON + hash", "HTML to text"):
         assert floor in out.stdout
     assert "mapping: plan on an empty state <= 25 µs per product and target" in out.stdout
     assert not list(tmp_path.glob("mapping-*.db"))  # plan wrote no state

@@ -35,7 +35,9 @@ Target = sa.String(128)
 Key = sa.String(512).with_variant(sa.VARCHAR(512, collation="C"), "postgresql")
 """A product key; compared byte for byte on every backend (PostgreSQL: ``COLLATE "C"``)."""
 Hash = sa.LargeBinary(16).with_variant(sa.VARBINARY(16), "mysql", "mariadb")
-"""A 16-byte BLAKE2b digest, or ``UNACKNOWLEDGED`` (empty): VARBINARY on MySQL, never padded."""
+"""A 16-byte digest (a payload's XXH3-128 since revision 0007, BLAKE2b-128 before; a source
+row's fingerprint), or a marker (``UNACKNOWLEDGED``, empty; ``SEEN_ONLY``; a rolling
+refresh's 9 bytes): VARBINARY on MySQL, never padded."""
 Json = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 """Canonical JSON as UTF-8 text; LONGTEXT on MySQL so big payloads fit."""
 Seconds: sa.Double[float] = sa.Double()
@@ -145,7 +147,7 @@ replicas = sa.Table(
 (``expires_at`` on the database server's clock): they divide the targets between them."""
 
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 """The newest migration in ``migrations/versions``: a database at it has exactly the tables
 above. Bump it with each new migration (a test checks it is Alembic's head)."""
 

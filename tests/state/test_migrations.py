@@ -145,7 +145,7 @@ def _outcome(read: Callable[[sa.URL], object], url: str) -> object:
     "revisions",
     [
         pytest.param(None, id="empty database"),
-        *(pytest.param([f"000{n}"], id=f"at 000{n}") for n in range(1, 7)),
+        *(pytest.param([f"000{n}"], id=f"at 000{n}") for n in range(1, 8)),
         pytest.param(["0999_future"], id="from a newer syncd"),
         pytest.param([], id="no revision recorded"),
         pytest.param([HEAD_REVISION, "0999_future"], id="two heads"),

@@ -2,9 +2,10 @@
 ``python -m bench.floors CONFIG`` prints one JSON line of CPU seconds.
 
 What a run that skips every row by fingerprint can't do without: start the interpreter
-and import what a sync imports (``IMPORTS``, in a process of their own),
-read the file, split it into lines, hash each line (XXH3-128, as syncd does), read each target's fingerprints
-from state, and look each row's fingerprint up among them (``np.searchsorted``). Each is
+and import what a sync imports (``IMPORTS``, in a process of their own), read the file,
+split it into lines, hash each line (XXH3-128, as syncd does), read each target's
+fingerprints from state, and look each row's fingerprint up among them
+(``np.searchsorted``). Each is
 timed alone with ``time.process_time``, in a process of its own beside the measured run.
 """
 

@@ -225,7 +225,7 @@ def _bare_html_text(html: str) -> str | None:
     text = "".join(parts)
     if "<" in text:  # (a ``memchr``, where ``html.count("<")`` steps through every character)
         return None  # a "<" that is not a bare tag (a tag's text has none, and a tag one only)
-    if text.isprintable() and "  " not in text:  # no line needs more than a strip
+    if printable(text) and "  " not in text:  # no line needs more than a strip
         return "\n".join(filter(None, map(str.strip, text.split(_BREAK_MARK))))
     return "\n".join(filter(None, map(_folded, text.split(_BREAK_MARK))))
 

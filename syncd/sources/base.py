@@ -467,10 +467,10 @@ def _quick_parse(data: bytes) -> tuple[dict[str, Any], bytes] | None:
         dumped = orjson.dumps(value)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
-    if (
+    if (  # find, not ``in`` (which first tries the needle as an int, an exception each)
         not isinstance(value, dict)
-        or b"e+" in dumped
-        or (b"\\" in data and b"\\u003" in data)  # a backslash first: found faster
+        or dumped.find(b"e+") >= 0
+        or (data.find(b"\\") >= 0 and data.find(b"\\u003") >= 0)  # a backslash first: faster
     ):
         return None
     return value, dumped

@@ -345,6 +345,33 @@ def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep:
     assert type(found) is type(expected)
 
 
+def test_a_price_text_is_converted_once_for_every_target_that_maps_it() -> None:
+    config = _bench_config()
+    mappers = [build_mapper(target, "id") for target in config.targets]
+    record = {"id": "SKU-1", "title": "A", "description": "B", "price": "1,234.57"}
+    values._plain_number.cache_clear()
+    documents = [mapper.map(record) for mapper in mappers]
+    info = values._plain_number.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # the second target took the first one's
+    assert documents[0].payload["properties"]["price"] == 1234.57
+    assert documents[1].payload["price"] == 1234.57
+
+
+def test_a_remembered_price_is_never_another_texts_or_another_separators() -> None:
+    number = values.COERCIONS["number"]
+    assert number("1,234", ".") == 1234
+    assert number("1,234", ",") == 1.234  # the comma a decimal separator: not remembered
+    assert number("1,234", ".") == 1234
+    assert number("1.5", ".") == 1.5
+    assert number("1.50", ".") == 1.5
+    assert number("1.0", ".") == 1 and type(number("1.0", ".")) is int
+    assert number("1.234,5", ",") == 1234.5
+    assert _number("1.234,5", ".") is RecordError  # not plain with ".": the long way refuses
+    assert number("2", ".") == 2 and number("3", ".") == 3
+    assert _number("12a", ".") is RecordError
+    assert _number("12a", ".") is RecordError  # a refusal is never remembered as a number
+
+
 def _unsafe_segment_the_long_way(value: str) -> str | None:
     """``unsafe_segment`` before its ASCII shortcut."""
     if not value:

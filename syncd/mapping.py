@@ -54,6 +54,8 @@ from syncd.values import (
 
 MAX_KEY_LENGTH = 512
 """Longest product key, in characters."""
+WELL_FORMED_METADATA = frozenset({"metadata"})
+"""A Vambe mapper's ``well_formed`` without a ``mapping.callable``."""
 
 Hook = Callable[[Record, Payload], Payload]
 
@@ -62,6 +64,11 @@ log = structlog.get_logger("syncd.mapping")
 
 class Mapper(Protocol):
     """Turns records into one target's documents."""
+
+    well_formed: frozenset[str]
+    """The payload fields every document of this mapper has the shape of the target's
+    contract by construction, item by item (``Target.validate`` need not check them):
+    what the mapping code builds, never with a ``mapping.callable`` (it may change them)."""
 
     def map(self, record: Record) -> Document:
         """The record's document; raise ``RecordError`` when it can't be mapped."""
@@ -906,7 +913,17 @@ class UserfluxMapper:
     from tuples of fields for every record, the reference ``map`` is tested against.
     """
 
-    __slots__ = ("_flat", "_hook", "_key", "_nested", "_overrides", "_type_id", "code", "map")
+    __slots__ = (
+        "_flat",
+        "_hook",
+        "_key",
+        "_nested",
+        "_overrides",
+        "_type_id",
+        "code",
+        "map",
+        "well_formed",
+    )
 
     map: Callable[[Record], Document]
     """The record's document; raise ``RecordError`` when it can't be mapped."""
@@ -952,6 +969,7 @@ class UserfluxMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
+        self.well_formed: frozenset[str] = frozenset()
         self.code = self._code(key)
         self.map = self.code.compile(f"UserfluxMapper {target.name}")
 
@@ -1119,7 +1137,17 @@ class VambeMapper:
     is generated once, ``interpret`` its reference (see ``UserfluxMapper``).
     """
 
-    __slots__ = ("_fields", "_hook", "_key", "_metadata", "_optional", "_type", "code", "map")
+    __slots__ = (
+        "_fields",
+        "_hook",
+        "_key",
+        "_metadata",
+        "_optional",
+        "_type",
+        "code",
+        "map",
+        "well_formed",
+    )
 
     map: Callable[[Record], Document]
     """The record's document; raise ``RecordError`` when it can't be mapped."""
@@ -1169,6 +1197,9 @@ class VambeMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
+        # ``metadata`` is built here alone, of ``{"key": str, "value": str}`` items
+        # (``_flatten``, or a text appended as it is): a hook may return anything there
+        self.well_formed = frozenset() if self._hook is not None else WELL_FORMED_METADATA
         self.code = self._code(key)
         self.map = self.code.compile(f"VambeMapper {target.name}")
 

@@ -138,7 +138,7 @@ class TargetPlanner:
             document = opened.mapper.map(record)
             if only and document.key not in only:
                 return  # a resend: another product, neither sent nor seen
-            opened.target.validate(document.key, document.payload)
+            opened.target.validate(document.key, document.payload, opened.mapper.well_formed)
             if document.size > MAX_DOCUMENT_BYTES:
                 raise RecordError(
                     f"payload is {document.size} bytes, over {MAX_DOCUMENT_BYTES}",

@@ -63,12 +63,14 @@ class Source:
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
-    def compile(self, owner: str) -> Callable[..., Any]:
-        """The function these lines define; ``owner`` names it in its file name."""
+    def compile(self, owner: str, **names: Any) -> Callable[..., Any]:
+        """The function these lines define; ``owner`` names it in its file name, ``names``
+        are objects its lines name that this function binds differently (the same lines
+        compiled twice, to end two ways)."""
         text = self.text
         filename = f"<syncd-code-{next(_COMPILED)} {owner}>"
         code = compile(text, filename, "exec")
-        namespace = dict(self.namespace)
+        namespace = {**self.namespace, **names}
         exec(code, namespace)  # noqa: S102 (text made by syncd from the config's names, quoted)
         function: Callable[..., Any] = namespace[self.name]
         linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)

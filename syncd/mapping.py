@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import partial
 from string import Formatter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -28,7 +28,7 @@ from syncd.config import (
     VambeTargetConfig,
 )
 from syncd.errors import ConfigError, ConfigProblem, RecordError, record_error
-from syncd.model import Document, Payload, Record
+from syncd.model import Document, Payload, Record, canonical_json
 from syncd.text import (
     Trim,
     html_to_text,
@@ -54,8 +54,13 @@ from syncd.values import (
 
 MAX_KEY_LENGTH = 512
 """Longest product key, in characters."""
+WELL_FORMED_METADATA = frozenset({"metadata"})
+"""A Vambe mapper's ``well_formed`` without a ``mapping.callable``."""
 
 Hook = Callable[[Record, Payload], Payload]
+Encoded = tuple[str, Payload, bytes]
+"""A mapped record's key, payload and canonical bytes (``Mapper.encode``)."""
+_Out = TypeVar("_Out")
 
 log = structlog.get_logger("syncd.mapping")
 
@@ -63,8 +68,19 @@ log = structlog.get_logger("syncd.mapping")
 class Mapper(Protocol):
     """Turns records into one target's documents."""
 
+    well_formed: frozenset[str]
+    """The payload fields every document of this mapper has the shape of the target's
+    contract by construction, item by item (``Target.validate`` need not check them):
+    what the mapping code builds, never with a ``mapping.callable`` (it may change them)."""
+
     def map(self, record: Record) -> Document:
         """The record's document; raise ``RecordError`` when it can't be mapped."""
+        ...
+
+    def encode(self, record: Record) -> Encoded:
+        """What ``map``'s document is made of, not made into one: its key, payload and
+        canonical bytes (the planner validates the payload, then makes the one document
+        it keeps, without the dict); ``RecordError`` as ``map``."""
         ...
 
 
@@ -890,6 +906,14 @@ def _document(key: str, payload: Payload, floats: tuple[Any, ...] | None = None)
         raise RecordError(f"payload is not JSON: {exc}", key=key) from None
 
 
+def _encoded(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Encoded:
+    """What ``_document`` makes its document of (``Mapper.encode``), refused alike."""
+    try:
+        return key, payload, canonical_json(payload, floats)
+    except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
+        raise RecordError(f"payload is not JSON: {exc}", key=key) from None
+
+
 def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **options: Any) -> FieldFn:
     try:
         return compile_field(spec, **options)
@@ -906,7 +930,18 @@ class UserfluxMapper:
     from tuples of fields for every record, the reference ``map`` is tested against.
     """
 
-    __slots__ = ("_flat", "_hook", "_key", "_nested", "_overrides", "_type_id", "code", "map")
+    __slots__ = (
+        "_flat",
+        "_hook",
+        "_key",
+        "_nested",
+        "_overrides",
+        "_type_id",
+        "code",
+        "encode",
+        "map",
+        "well_formed",
+    )
 
     map: Callable[[Record], Document]
     """The record's document; raise ``RecordError`` when it can't be mapped."""
@@ -952,8 +987,10 @@ class UserfluxMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
+        self.well_formed: frozenset[str] = frozenset()
         self.code = self._code(key)
-        self.map = self.code.compile(f"UserfluxMapper {target.name}")
+        self.map = self.code.compile(f"UserfluxMapper {target.name}", out=_document)
+        self.encode = self.code.compile(f"UserfluxMapper {target.name} encode", out=_encoded)
 
     def _code(self, key: FieldSpec) -> Source:
         """``map``'s lines: ``interpret``'s steps for this mapping (``key`` its key's spec),
@@ -988,7 +1025,7 @@ class UserfluxMapper:
             _field_code(
                 code, field, spec, label, partial(code.line, f"overrides[{name!r}] = value")
             )
-        code.line(f"return {finish}(record, key, refused, problems, properties, overrides)")
+        code.line(f"return {finish}(record, key, refused, problems, properties, overrides, out)")
         return code
 
     def interpret(self, record: Record) -> Document:
@@ -1028,7 +1065,7 @@ class UserfluxMapper:
                 continue
             if value is not MISSING:
                 overrides[name] = value
-        return self._finish(record, key, refused, problems, properties, overrides)
+        return self._finish(record, key, refused, problems, properties, overrides, _document)
 
     def _finish(
         self,
@@ -1038,8 +1075,10 @@ class UserfluxMapper:
         problems: list[tuple[str, str]],
         properties: dict[str, Any],
         overrides: dict[str, Any],
-    ) -> Document:
-        """The document of the fields found (or the record's refusal), the hook run."""
+        out: Callable[[str, Payload, tuple[Any, ...] | None], _Out],
+    ) -> _Out:
+        """The document of the fields found (or the record's refusal), the hook run:
+        ``out`` (``_document``, ``_encoded``) makes it of the key, payload and floats."""
         if problems:
             raise _refusal(problems, key, refused)
         payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
@@ -1051,7 +1090,7 @@ class UserfluxMapper:
                 raise RecordError("must be an object", key=payload["id"], field="properties")
             if payload.get("aiPropertyOverrides") == {}:
                 del payload["aiPropertyOverrides"]
-        return _document(payload["id"], payload)
+        return out(payload["id"], payload, None)
 
 
 def _constant_text(field: FieldFn, spec: FieldSpec) -> str | None:
@@ -1119,7 +1158,18 @@ class VambeMapper:
     is generated once, ``interpret`` its reference (see ``UserfluxMapper``).
     """
 
-    __slots__ = ("_fields", "_hook", "_key", "_metadata", "_optional", "_type", "code", "map")
+    __slots__ = (
+        "_fields",
+        "_hook",
+        "_key",
+        "_metadata",
+        "_optional",
+        "_type",
+        "code",
+        "encode",
+        "map",
+        "well_formed",
+    )
 
     map: Callable[[Record], Document]
     """The record's document; raise ``RecordError`` when it can't be mapped."""
@@ -1169,8 +1219,12 @@ class VambeMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
+        # ``metadata`` is built here alone, of ``{"key": str, "value": str}`` items
+        # (``_flatten``, or a text appended as it is): a hook may return anything there
+        self.well_formed = frozenset() if self._hook is not None else WELL_FORMED_METADATA
         self.code = self._code(key)
-        self.map = self.code.compile(f"VambeMapper {target.name}")
+        self.map = self.code.compile(f"VambeMapper {target.name}", out=_document)
+        self.encode = self.code.compile(f"VambeMapper {target.name} encode", out=_encoded)
 
     def _code(self, key: FieldSpec) -> Source:
         """``map``'s lines: ``interpret``'s steps for this mapping (``key`` its key's spec),
@@ -1226,7 +1280,7 @@ class VambeMapper:
                 ),
                 raw=True,
             )
-        code.line(f"return {finish}(record, key, refused, problems, payload, metadata)")
+        code.line(f"return {finish}(record, key, refused, problems, payload, metadata, out)")
         return code
 
     def interpret(self, record: Record) -> Document:
@@ -1257,7 +1311,7 @@ class VambeMapper:
                     _flatten(metadata, name, value)
             except RecordError as exc:
                 problems.append((label, exc.reason))
-        return self._finish(record, key, refused, problems, payload, metadata)
+        return self._finish(record, key, refused, problems, payload, metadata, _document)
 
     def _finish(
         self,
@@ -1267,8 +1321,10 @@ class VambeMapper:
         problems: list[tuple[str, str]],
         payload: Payload,
         metadata: list[dict[str, str]],
-    ) -> Document:
-        """The document of the fields found (or the record's refusal), the hook run."""
+        out: Callable[[str, Payload, tuple[Any, ...] | None], _Out],
+    ) -> _Out:
+        """The document of the fields found (or the record's refusal), the hook run:
+        ``out`` (``_document``, ``_encoded``) makes it of the key, payload and floats."""
         if problems:
             raise _refusal(problems, key, refused)
         payload["currency"] = payload["currency"].upper()
@@ -1276,13 +1332,13 @@ class VambeMapper:
         payload["metadata"] = metadata
         if self._hook is not None:
             payload = _run_hook(self._hook, record, payload, key, "external_id")
-            return _document(payload["external_id"], payload)
+            return out(payload["external_id"], payload, None)
         # every other field is made a string, and metadata's values are strings
         # (``_flatten``): a number price is the only float to check. A price typed ``list``
         # or ``json`` (refused by the contract) may hold floats anywhere: its text is searched
         price = payload["price"]
         floats = (price,) if price.__class__ is float or price.__class__ is int else None
-        return _document(payload["external_id"], payload, floats)
+        return out(payload["external_id"], payload, floats)
 
 
 def build_mapper(target: UserfluxTargetConfig | VambeTargetConfig, source_key: str) -> Mapper:

@@ -445,6 +445,12 @@ class Document:
         canonical = canonical_json(payload, floats)
         return cls(key, canonical, payload_hash(canonical), None, payload)
 
+    @classmethod
+    def encoded(cls, key: str, canonical: bytes, source_hash: bytes | None = None) -> Document:
+        """The document of a payload's ``canonical_json`` bytes, without its dict (what
+        ``of(...).slim(source_hash)`` gives, made once)."""
+        return cls(key, canonical, payload_hash(canonical), source_hash)
+
     @property
     def canonical(self) -> bytes:
         body = self.body

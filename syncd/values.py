@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 import math
 import re
@@ -350,9 +351,16 @@ def _number_text(text: str, decimal_separator: str) -> str:
     return f"{match['sign']}{digits}.{match['frac'] or '0'}{exponent}"
 
 
-def _plain_decimal(text: str) -> str | None:
-    """``"1,234.56"`` as ``"1234.56"``: ASCII digits, at most one ``.``, ``,`` only between
-    groups of three, at most 15 digits; None for anything else (the long way reads it)."""
+@functools.lru_cache(maxsize=64)
+def _plain_number(text: str) -> int | float | None:
+    """The number of ``"1,234.56"`` (the decimal separator ``.``): ASCII digits, at most
+    one ``.``, ``,`` only between groups of three, at most 15 digits; None for any other
+    text (the long way reads it).
+
+    Remembered for a while: every target maps the same record in turn, so a price is
+    converted once per record rather than once per target. Keyed by the text alone: only
+    the ``.`` separator asks (``_to_number``), and what it keeps (an int, a float, None)
+    can't be changed by a caller."""
     if len(text) > 20 or not text.isascii():
         return None
     digits = text.replace(",", "") if "," in text else text
@@ -360,12 +368,15 @@ def _plain_decimal(text: str) -> str | None:
         return None
     if digits is not text and _GROUPED.fullmatch(text) is None:
         return None
-    return digits
+    # at most 15 digits, which a double's shortest text keeps exactly (what ``exact_float``
+    # checks), so the long way gives this same number
+    number = float(digits)
+    return int(number) if number.is_integer() else number
 
 
 _GROUPED = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
 """Groups of three between ``,`` (the first of one to three), none after the ``.``: for a
-text whose digits ``_plain_decimal`` already found plain, one C match instead of cutting
+text whose digits ``_plain_number`` already found plain, one C match instead of cutting
 and measuring the groups (0.3 against 1.3 µs)."""
 
 
@@ -385,12 +396,10 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
     if kind is float:
         number: float = _finite(value)
     elif kind is str:
-        plain = _plain_decimal(value) if decimal_separator == "." else None
-        if plain is not None:
-            # at most 15 digits, which a double's shortest text keeps exactly (what
-            # ``exact_float`` checks), so the long way gives this same number
-            number = float(plain)
-            return int(number) if number.is_integer() else number
+        if decimal_separator == ".":
+            plain_number = _plain_number(value)
+            if plain_number is not None:
+                return plain_number
         try:
             exact = Decimal(_number_text(value, decimal_separator))
         except InvalidOperation:  # an exponent past what Decimal holds

@@ -104,10 +104,15 @@ def test_seeded_state_lets_a_postgres_run_skip_every_unchanged_row(tmp_path, mon
     class CountingMapper:
         def __init__(self, mapper):
             self._mapper = mapper
+            self.well_formed = mapper.well_formed
 
         def map(self, record):
             mapped.append(record["id"])
             return self._mapper.map(record)
+
+        def encode(self, record):
+            mapped.append(record["id"])
+            return self._mapper.encode(record)
 
     def counting_build_mapper(*args, **kwargs):
         return CountingMapper(real_build_mapper(*args, **kwargs))

@@ -4,6 +4,7 @@ benchmark's catalog (the general path is the reference, kept in the package)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -11,6 +12,7 @@ import re
 import struct
 import tempfile
 import unicodedata
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -346,6 +348,33 @@ def test_a_plain_decimal_string_is_the_number_the_long_way_gives(text: str, sep:
     assert type(found) is type(expected)
 
 
+def test_a_price_text_is_converted_once_for_every_target_that_maps_it() -> None:
+    config = _bench_config()
+    mappers = [build_mapper(target, "id") for target in config.targets]
+    record = {"id": "SKU-1", "title": "A", "description": "B", "price": "1,234.57"}
+    values._plain_number.cache_clear()
+    documents = [mapper.map(record) for mapper in mappers]
+    info = values._plain_number.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # the second target took the first one's
+    assert documents[0].payload["properties"]["price"] == 1234.57
+    assert documents[1].payload["price"] == 1234.57
+
+
+def test_a_remembered_price_is_never_another_texts_or_another_separators() -> None:
+    number = values.COERCIONS["number"]
+    assert number("1,234", ".") == 1234
+    assert number("1,234", ",") == 1.234  # the comma a decimal separator: not remembered
+    assert number("1,234", ".") == 1234
+    assert number("1.5", ".") == 1.5
+    assert number("1.50", ".") == 1.5
+    assert number("1.0", ".") == 1 and type(number("1.0", ".")) is int
+    assert number("1.234,5", ",") == 1234.5
+    assert _number("1.234,5", ".") is RecordError  # not plain with ".": the long way refuses
+    assert number("2", ".") == 2 and number("3", ".") == 3
+    assert _number("12a", ".") is RecordError
+    assert _number("12a", ".") is RecordError  # a refusal is never remembered as a number
+
+
 def _unsafe_segment_the_long_way(value: str) -> str | None:
     """``unsafe_segment`` before its ASCII shortcut."""
     if not value:
@@ -459,3 +488,127 @@ def _exact(value: object) -> bool:
     if isinstance(value, list):
         return all(map(_exact, value))
     return not isinstance(value, _Text)
+
+
+def _metadata_of_numbers(record: dict[str, Any], product: dict[str, Any]) -> dict[str, Any]:
+    """A mapping callable that breaks the metadata's shape (a number value)."""
+    product["metadata"] = [*product["metadata"], {"key": "stock", "value": 7}]
+    return product
+
+
+def _vambe_config(**mapping: Any) -> Any:
+    from syncd.config import VambeTargetConfig
+
+    base = {"name": "title", "description": "title", "price": "price", "currency": "currency"}
+    return VambeTargetConfig.model_validate(
+        {"kind": "vambe", "name": "vb", "api_key_env": "VB_KEY", "block_id": "b-1",
+         "mapping": {**base, **mapping}}
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _vambe_target() -> Iterator[Any]:
+    from syncd.config import HttpConfig
+    from syncd.targets import open_target
+
+    target = open_target(_vambe_config(), HttpConfig(), api_key="k")
+    try:
+        yield target
+    finally:
+        target.close()
+
+
+_RECORD = {"id": "A-1", "title": "Shoe", "price": "9.5", "currency": "usd", "brand": "X"}
+
+
+def test_a_vambe_mapper_vouches_for_its_metadata_only_without_a_callable() -> None:
+    assert build_mapper(_vambe_config(metadata=["brand"]), "id").well_formed == {"metadata"}
+    hooked = _vambe_config(
+        metadata=["brand"], callable="tests.test_fast_paths:_metadata_of_numbers"
+    )
+    assert build_mapper(hooked, "id").well_formed == frozenset()
+    assert build_mapper(_bench_config().targets[0], "id").well_formed == frozenset()
+
+
+def test_metadata_a_callable_breaks_is_still_refused_item_by_item() -> None:
+    hooked = _vambe_config(
+        metadata=["brand"], callable="tests.test_fast_paths:_metadata_of_numbers"
+    )
+    mapper = build_mapper(hooked, "id")
+    document = mapper.map(_RECORD)
+    with _vambe_target() as target:
+        try:
+            target.validate(document.key, document.payload, mapper.well_formed)
+        except RecordError as exc:
+            assert "metadata[1]" in str(exc)
+        else:
+            raise AssertionError("a metadata value that is a number passed")
+
+
+def test_a_product_with_well_formed_metadata_still_has_every_other_rule_checked() -> None:
+    mapper = build_mapper(_vambe_config(metadata=["brand"]), "id")
+    with _vambe_target() as target:
+        for change, field in (({"price": "0"}, "price"), ({"currency": "XXX"}, "currency")):
+            document = mapper.map({**_RECORD, **change})
+            try:
+                target.validate(document.key, document.payload, mapper.well_formed)
+            except RecordError as exc:
+                assert field in str(exc)
+            else:
+                raise AssertionError(f"a bad {field} passed")
+
+
+def test_metadata_vouched_for_is_not_looked_at_item_by_item_but_a_bad_product_lists_it() -> None:
+    from syncd.targets.vambe.contract import validate_product
+
+    product = {
+        "name": "Shoe", "external_id": "A-1", "type": "vambe", "description": "Nice",
+        "price": 1, "currency": "USD", "metadata": [{"key": "a", "value": 1}],
+    }  # fmt: skip
+    validate_product("A-1", product, {"metadata"})  # the item is the mapper's to vouch for
+    for well_formed in ((), {"metadata"}):
+        try:
+            validate_product("A-1", {**product, "price": 0}, well_formed)
+        except RecordError as exc:  # found otherwise invalid: every rule checked
+            assert "metadata[0]" in str(exc) and "price" in str(exc)
+        else:
+            raise AssertionError("a price of 0 passed")
+
+
+_SOURCE_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=3)
+    | st.text(max_size=4)
+    | st.sampled_from(["  ", "a,b|c", "1,234.5", "[1, 2.5]", '{"a": [1, {"b": null}]}']),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.text(max_size=2), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), _SOURCE_VALUES))
+@settings(max_examples=300, deadline=None)
+def test_the_metadata_a_vambe_mapper_builds_is_well_formed_whatever_the_record_holds(
+    values: dict[str, Any],
+) -> None:
+    """What lets ``validate_product`` skip the metadata's items (``Mapper.well_formed``)."""
+    metadata = {
+        "a": "a",
+        "b": {"path": "b", "type": "json"},
+        "c": {"path": "c", "split": ",", "type": "number"},
+        "d": {"path": "d", "type": "list"},
+        "e": {"path": "e", "html": True, "type": "string"},
+        "f": {"template": "{a}-{b}"},
+    }
+    for form in (metadata, ["a", "b", "c", "d", "e"]):
+        mapper = build_mapper(_vambe_config(metadata=form), "id")
+        try:
+            payload = mapper.map({**_RECORD, **values}).payload
+        except RecordError:
+            continue
+        for item in payload["metadata"]:
+            assert item.__class__ is dict and len(item) == 2
+            assert item["key"].__class__ is str and item["value"].__class__ is str

@@ -12,7 +12,7 @@ import pytest
 
 from syncd import reconcile
 from syncd.config import parse_config
-from syncd.mapping import Mapper
+from syncd.mapping import Encoded, Mapper
 from syncd.model import Document, Record
 from syncd.sandbox import FakeUserflux, FakeVambe
 from syncd.sandbox.catalog import FakeCatalogApi
@@ -38,10 +38,15 @@ def passthrough(record: Record, document: dict[str, Any]) -> dict[str, Any]:
 class _Counting:
     def __init__(self, mapper: Mapper, calls: dict[str, int], name: str) -> None:
         self._mapper, self._calls, self._name = mapper, calls, name
+        self.well_formed = mapper.well_formed
 
     def map(self, record: Record) -> Document:
         self._calls[self._name] = self._calls.get(self._name, 0) + 1
         return self._mapper.map(record)
+
+    def encode(self, record: Record) -> Encoded:
+        self._calls[self._name] = self._calls.get(self._name, 0) + 1
+        return self._mapper.encode(record)
 
 
 @pytest.fixture

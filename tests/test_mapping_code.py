@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import traceback
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from syncd.codegen import SHOW_CODE_ENV, source_of
 from syncd.config import UserfluxTargetConfig, VambeTargetConfig
 from syncd.errors import ConfigError, RecordError
 from syncd.mapping import UserfluxMapper, VambeMapper, _flatten, build_mapper
+from syncd.model import Document
 from syncd.values import stringify
 from tests.test_fast_paths import _bench_config, _reference_json
 
@@ -107,7 +109,22 @@ def _outcome(mapper: UserfluxMapper | VambeMapper, map_: Any, record: dict[str, 
 
 
 def _same(mapper: UserfluxMapper | VambeMapper, record: dict[str, Any]) -> None:
-    assert _outcome(mapper, mapper.map, record) == _outcome(mapper, mapper.interpret, record)
+    outcome = _outcome(mapper, mapper.map, record)
+    assert outcome == _outcome(mapper, mapper.interpret, record)
+    assert _outcome(mapper, partial(_encoded_document, mapper), record) == outcome
+
+
+def _encoded_document(mapper: UserfluxMapper | VambeMapper, record: dict[str, Any]) -> Document:
+    """The one document the planner makes of ``encode`` (checked against ``map``'s)."""
+    key, payload, canonical = mapper.encode(record)
+    document = Document.encoded(key, canonical, SOURCE_HASH)
+    mapped = mapper.map(record)
+    assert payload == mapped.payload and document == mapped.slim(SOURCE_HASH)
+    assert document.decoded is None  # the plan holds bytes, not dicts
+    return document
+
+
+SOURCE_HASH = b"\x07" * 16
 
 
 @given(
@@ -247,6 +264,7 @@ def test_the_generated_code_can_be_read_and_names_each_field() -> None:
     assert "# 'properties.description.text'" in text
     assert "properties['brand'] = value" in text
     assert "# 'metadata.attributes'" in source_of(vambe.map)
+    assert source_of(vambe.encode) == source_of(vambe.map)  # the same lines, ended two ways
 
 
 def test_show_code_prints_each_generated_function(

@@ -135,14 +135,14 @@ class TargetPlanner:
         try:
             if opened.config.where and not self._kept_by_target(record):
                 return
-            document = opened.mapper.map(record)
-            if only and document.key not in only:
+            # the payload is validated before its one document is made (no dict kept)
+            product, payload, canonical = opened.mapper.encode(record)
+            if only and product not in only:
                 return  # a resend: another product, neither sent nor seen
-            opened.target.validate(document.key, document.payload)
-            if document.size > MAX_DOCUMENT_BYTES:
+            opened.target.validate(product, payload, opened.mapper.well_formed)
+            if len(canonical) > MAX_DOCUMENT_BYTES:
                 raise RecordError(
-                    f"payload is {document.size} bytes, over {MAX_DOCUMENT_BYTES}",
-                    key=document.key,
+                    f"payload is {len(canonical)} bytes, over {MAX_DOCUMENT_BYTES}", key=product
                 )
         except RecordError as exc:
             key = exc.key
@@ -165,9 +165,10 @@ class TargetPlanner:
             else:
                 self._keyless.append(reason)
         else:
-            self._chunk.append(document.slim(source_hash))  # the plan holds bytes, not dicts
+            # the plan holds bytes, not dicts
+            self._chunk.append(Document.encoded(product, canonical, source_hash or None))
             if only:
-                self._found.add(document.key)
+                self._found.add(product)
         if len(self._chunk) >= CHUNK:
             self.flush()
 

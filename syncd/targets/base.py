@@ -53,8 +53,11 @@ class Target(Protocol):
         """
         ...
 
-    def validate(self, key: str, payload: Payload) -> None:
-        """Raise ``RecordError`` when a payload breaks the target's contract."""
+    def validate(self, key: str, payload: Payload, well_formed: Collection[str] = ()) -> None:
+        """Raise ``RecordError`` when a payload breaks the target's contract.
+
+        ``well_formed``: fields whose shape the mapping code guarantees (``Mapper.well_formed``),
+        which need not be checked item by item; what their contents break is still found."""
         ...
 
     def plan(

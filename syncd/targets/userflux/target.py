@@ -88,7 +88,7 @@ class UserfluxTarget:
             raise fatal(f"{what}: UserFlux answered {response_reason(response)}")
         return TargetInfo()
 
-    def validate(self, key: str, payload: Payload) -> None:
+    def validate(self, key: str, payload: Payload, well_formed: Collection[str] = ()) -> None:
         validate_payload(key, payload)
 
     def plan(

@@ -4,6 +4,7 @@ before anything is sent, and what each HTTP status of its answers means (``STATU
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 from syncd.errors import record_error
 from syncd.model import Payload
@@ -42,17 +43,22 @@ _FIELDS = frozenset(
 _REQUIRED = ("name", "description", "price", "currency", "type", "external_id", "metadata")
 
 
-def validate_product(key: str, product: Payload) -> None:
+def validate_product(key: str, product: Payload, well_formed: Collection[str] = ()) -> None:
     """Every rule of Vambe's product object (TARGETS.md), checked before anything is sent;
-    one ``RecordError`` lists every field that breaks one."""
-    if _plainly_valid(product):
+    one ``RecordError`` lists every field that breaks one.
+
+    ``well_formed`` holding ``metadata``: the mapping code built it (``Mapper.well_formed``),
+    so its items are ``{"key": str, "value": str}`` and only the list itself is checked
+    on the way that finds a product valid (~0.1 µs an item less); a product found
+    otherwise has every rule checked, the metadata's items too."""
+    if _plainly_valid(product, "metadata" in well_formed):
         return
     problems = _product_problems(product)
     if problems:
         raise record_error(problems, key=key)
 
 
-def _plainly_valid(product: Payload) -> bool:
+def _plainly_valid(product: Payload, metadata_well_formed: bool = False) -> bool:
     """Whether ``product`` keeps every rule, told in one pass without building the list of
     problems: ~3.5 µs where ``_product_problems`` takes ~5.5. False means only "look
     closer": exact types are asked for where the rules take subclasses (a ``str``
@@ -83,6 +89,8 @@ def _plainly_valid(product: Payload) -> bool:
         and isinstance(product.get("sku", ""), str)
     ):
         return False
+    if metadata_well_formed:
+        return True
     for item in metadata:  # exactly "key" and "value" (two entries, both strings)
         if (
             item.__class__ is not dict

@@ -111,8 +111,8 @@ class VambeTarget:
             f"blocks this key sees ({names or 'none'}): check block_id of target {self.name!r}"
         )
 
-    def validate(self, key: str, payload: Payload) -> None:
-        validate_product(key, payload)
+    def validate(self, key: str, payload: Payload, well_formed: Collection[str] = ()) -> None:
+        validate_product(key, payload, well_formed)
 
     def plan(
         self,

@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from itertools import count
+from types import CodeType
 from typing import Any
 
 SHOW_CODE_ENV = "SYNCD_SHOW_CODE"
@@ -34,6 +35,7 @@ class Source:
         self.namespace = dict(namespace)
         self._depth = 1
         self._named: dict[int, str] = {}
+        self._compiled: tuple[str, str, CodeType] | None = None  # text, file name, code
 
     def line(self, text: str) -> None:
         """Append ``text`` at the current indentation."""
@@ -66,17 +68,19 @@ class Source:
     def compile(self, owner: str, **names: Any) -> Callable[..., Any]:
         """The function these lines define; ``owner`` names it in its file name, ``names``
         are objects its lines name that this function binds differently (the same lines
-        compiled twice, to end two ways)."""
+        made into two functions that end two ways: compiled once, bound twice)."""
         text = self.text
-        filename = f"<syncd-code-{next(_COMPILED)} {owner}>"
-        code = compile(text, filename, "exec")
+        if self._compiled is None or self._compiled[0] != text:
+            filename = f"<syncd-code-{next(_COMPILED)} {owner}>"
+            self._compiled = (text, filename, compile(text, filename, "exec"))
+            linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+            if os.environ.get(SHOW_CODE_ENV) == "1":
+                print(f"# {filename}\n{text}", file=sys.stderr)
+        _, filename, code = self._compiled
         namespace = {**self.namespace, **names}
         exec(code, namespace)  # noqa: S102 (text made by syncd from the config's names, quoted)
         function: Callable[..., Any] = namespace[self.name]
-        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
         function.__syncd_source__ = text  # type: ignore[attr-defined]
-        if os.environ.get(SHOW_CODE_ENV) == "1":
-            print(f"# {filename}\n{text}", file=sys.stderr)
         return function
 
 

@@ -990,7 +990,7 @@ class UserfluxMapper:
         self.well_formed: frozenset[str] = frozenset()
         self.code = self._code(key)
         self.map = self.code.compile(f"UserfluxMapper {target.name}", out=_document)
-        self.encode = self.code.compile(f"UserfluxMapper {target.name} encode", out=_encoded)
+        self.encode = self.code.compile(f"UserfluxMapper {target.name}", out=_encoded)
 
     def _code(self, key: FieldSpec) -> Source:
         """``map``'s lines: ``interpret``'s steps for this mapping (``key`` its key's spec),
@@ -1224,7 +1224,7 @@ class VambeMapper:
         self.well_formed = frozenset() if self._hook is not None else WELL_FORMED_METADATA
         self.code = self._code(key)
         self.map = self.code.compile(f"VambeMapper {target.name}", out=_document)
-        self.encode = self.code.compile(f"VambeMapper {target.name} encode", out=_encoded)
+        self.encode = self.code.compile(f"VambeMapper {target.name}", out=_encoded)
 
     def _code(self, key: FieldSpec) -> Source:
         """``map``'s lines: ``interpret``'s steps for this mapping (``key`` its key's spec),

@@ -1,7 +1,14 @@
 """syncd: a catalog sync daemon that mirrors a source catalog into product APIs."""
 
+import os
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+
+# NumPy's OpenBLAS starts a thread per core on import, and they spin while they wait: ~85 ms
+# of CPU per process on the 2-core build machine, for linear algebra syncd never does (it
+# uses NumPy for buffers of hashes, XOR, sorting and counts). One thread, unless the
+# environment says otherwise; set before any syncd module imports NumPy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _version() -> str:

@@ -355,7 +355,8 @@ class SqlStaging:
         On SQLite the index is first built unique: when that succeeds, no key was staged
         twice and ``duplicates`` needs no ``GROUP BY`` over every staged row (~0.4 µs a
         row); when a key was (a duplicate, or a key only seen besides a real row), the
-        failed build leaves nothing and the plain index is built instead.
+        failed build leaves nothing and the plain index is built instead. Nothing is
+        staged after it (``duplicates`` and ``unseen`` come once the read is over).
         """
         if self._indexed:
             return

@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 from array import array
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
@@ -158,7 +159,7 @@ class SqlStaging:
             found = conn.execute(changed).all() if conn.execute(any_product).scalar() else None
         self._staged += len(entries)
         if found is None:
-            return dict.fromkeys(key for key, _ in entries)
+            return dict.fromkeys(map(_FIRST, entries))
         if self._fingerprints is not None:  # skipping: a skipped row may be an old copy
             for row in found:
                 if row[5] is not None and bytes(row[4]) != SEEN_ONLY:
@@ -414,6 +415,8 @@ def _inserted(result: sa.CursorResult[Any]) -> int:
     return result.rowcount if result.rowcount >= 0 else 1
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+"""An entry's key and hash, taken in C (``map``) over a chunk."""
 _SQLITE_JSON_EACH = sqlite3.sqlite_version_info >= (3, 38)
 """Whether the SQLite Python links has ``json_each`` for ``_stage_packed``: built in from
 3.38; an older one may have been built without it (``executemany`` then, as before)."""
@@ -438,8 +441,8 @@ def _stage_packed(
     NUL (SQLite's JSON strings end at one): the rows are then those ``_stage`` writes.
     Otherwise stages nothing and returns False (the caller uses ``_stage``).
     """
-    keys = [key for key, _ in entries]
-    hashes = [hash_ for _, hash_ in entries]
+    keys = list(map(_FIRST, entries))
+    hashes = list(map(_SECOND, entries))
     width = _PACKED_HASH_BYTES
     if set(map(len, hashes)) != {width}:
         return False

@@ -11,7 +11,7 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, groupby
+from itertools import chain, groupby, repeat
 from operator import attrgetter
 from typing import Any
 
@@ -64,8 +64,11 @@ def diff_chunk(
     (``Acked``) or that are unknown (``None``). On a full refresh every document is a
     change; the unchanged ones are ``REFRESH`` (``previous`` may give their entries).
     """
-    changes: list[Change] = []
     create, update = ChangeKind.CREATE, ChangeKind.UPDATE  # looked up once, not per document
+    if not any(differing.values()) and documents.keys() <= differing.keys():
+        # every document is new (a first sync's every chunk): no loop in Python
+        return list(map(Change, repeat(create), documents.keys(), documents.values()))
+    changes: list[Change] = []
     for key, document in documents.items():
         acked = differing.get(key, _UNCHANGED)
         if acked is not _UNCHANGED:

@@ -76,6 +76,16 @@ def test_diff_chunk_keeps_document_order_and_ignores_state_keys_outside_the_chun
     assert "zzz" not in {c.key for c in changes}
 
 
+@pytest.mark.parametrize("full", [False, True])
+def test_diff_chunk_of_new_documents_creates_each_in_order_whatever_else_state_names(full):
+    documents = {key: doc(key) for key in ("c", "a", "b")}
+    differing = {"a": None, "other": None, "b": None, "c": None}
+
+    changes = diff_chunk(documents, differing, full=full)
+
+    assert changes == [Change(ChangeKind.CREATE, key, documents[key]) for key in "cab"]
+
+
 def test_diff_chunk_of_an_unchanged_chunk_is_empty_so_nothing_is_sent():
     documents = {key: doc(key) for key in ("a", "b")}
 

@@ -125,6 +125,49 @@ def test_packed_operations_come_back_equal_with_their_changes_and_bodies(tmp_pat
         assert spilled[1].body == {"id": "k3"} and spilled[2].removes_unlisted
 
 
+def test_a_first_syncs_group_packs_one_run_of_requests_and_no_column_of_nones(tmp_path):
+    from syncd.stages.packing import ChangePacking, OperationPacking
+
+    with Spool(str(tmp_path)) as spool:
+        creates = [
+            Change(ChangeKind.CREATE, f"k{i}", Document.of(f"k{i}", {"i": i}).slim())
+            for i in range(4)
+        ]
+        operations = [
+            Operation("product.upsert", "FULL_UPDATE", "new", (c,), None, "/product")
+            for c in creates
+        ]
+        (heads, counts, bodies), columns = OperationPacking(hollow=True).pack(operations, spool)
+
+        assert heads == [("product.upsert", "FULL_UPDATE", "new", "/product", False, 4)]
+        assert counts == [1, 1, 1, 1] and bodies is None
+        kinds, keys, document_keys, wheres, hashes, sources, previous = columns
+        assert kinds == "create\0create\0create\0create"
+        assert keys == ["k0", "k1", "k2", "k3"] and hashes == [c.document.hash for c in creates]  # type: ignore[union-attr]
+        # the document keys are the keys; no payload, fingerprint or previous version
+        assert document_keys is wheres is sources is previous is None
+        assert ChangePacking.unpack(columns, spool) == [
+            Change(c.kind, c.key, Document(c.key, b"", c.document.hash))
+            for c in creates  # type: ignore[union-attr]
+        ]
+
+
+def test_a_packed_chunk_is_pickled_without_a_memo_and_an_unpacked_one_with_it(tmp_path):
+    import pickletools
+
+    from syncd.stages.packing import ChangePacking
+
+    def memoized(items: SpilledList[Change]) -> bool:
+        data = items._chunks[0].read()  # the chunk as written
+        return any(op.name in ("MEMOIZE", "BINPUT") for op, _, _ in pickletools.genops(data))
+
+    with Spool(str(tmp_path)) as spool:
+        changes = [change(i, spool) for i in range(3)]
+
+        assert not memoized(SpilledList[Change](spool, changes, packing=ChangePacking()))
+        assert memoized(SpilledList[Change](spool, changes))
+
+
 @pytest.mark.parametrize("hollow", [False, True])
 def test_hollow_packings_keep_keys_and_hashes_and_point_at_no_payload(tmp_path, hollow):
     """What a plan only counted and shown spills: no payload (not even a fresh one put in

@@ -217,7 +217,7 @@ def test_a_target_too_far_behind_makes_the_read_wait_for_it(
     assert vambe.block_products(block) == expected_vambe(records)
     slow = outboxes[0].spool
     # without the wait the slow target's backlog would be nearly the whole plan
-    assert slow.size > 30_000
+    assert slow.size > 25_000
     assert slow.peak < 10_000, (slow.peak, slow.size)
     h.close()
 

@@ -9,20 +9,29 @@ pickle in C (~0.1 µs), and a chunk's payloads go to the spool with one write.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from itertools import groupby, repeat
+from operator import is_
+from typing import Any, cast
 
 from syncd.diff import Change, ChangeKind, Operation, SentCopy
 from syncd.model import Acked, Document, Spool, Spooled
 
-ChangeColumns = tuple[list[Any], list[str], list[Any], list[Any], list[Any], list[Any], list[Any]]
-"""A chunk's changes as columns, one item a change: ``(kinds, keys, document keys, wheres,
-hashes, source hashes, previous)``. A change without a document has None in the four
-document columns; ``where`` is ``(offset, length)`` in the list's spool, a ``Spooled`` of
-another spool, or None (hollow); the previous entry is ``(key, hash, canonical)`` or None.
+ChangeColumns = tuple[str, list[str], list[Any] | None, list[Any] | None, list[Any], Any, Any]
+"""A chunk's changes as columns: ``(kinds, keys, document keys, wheres, hashes, source
+hashes, previous)``. ``kinds`` are the kinds' values joined by NUL; a change without a
+document has None in the four document columns; ``where`` is ``(offset, length)`` in the
+list's spool, a ``Spooled`` of another spool, or None (hollow); the previous entry is
+``(key, hash, canonical)`` or None. A column of the same value for every change (the
+document keys the keys, no payload kept, no fingerprint, nothing previous: a first sync)
+is None (``_SAME``), not a list of them.
 
-Columns, not a tuple a change (or two, with the document's): pickle writes a list of
-strings or bytes in C and keeps no memo entry for tuples it never sees (~0.2 against
-~0.4 µs a change packed and pickled)."""
+Columns, not a tuple a change (or two, with the document's), pickled without a memo (see
+``syncd.stages.spill``): pickle writes a list of strings or bytes in C and keeps no memo
+entry for what it never sees twice (~0.2 against ~0.4 µs a change packed and pickled)."""
+
+_KINDS = {kind.value: kind for kind in ChangeKind}
+_SAME = None
+"""A column packed as None: every change has the same value (see ``ChangeColumns``)."""
 
 
 def _where(body: bytes | Spooled, spool: Spool, offset: int) -> tuple[Any, int]:
@@ -34,43 +43,75 @@ def _where(body: bytes | Spooled, spool: Spool, offset: int) -> tuple[Any, int]:
     return body, offset  # another spool's: pickled as it is
 
 
+def _column(values: list[Any], same: Any) -> list[Any] | None:
+    """``values``, or None when each is ``same`` (compared in C, by identity)."""
+    return _SAME if all(map(is_, values, repeat(same))) else values
+
+
 def pack_changes(changes: Sequence[Change], spool: Spool, *, hollow: bool = False) -> ChangeColumns:
     """``changes`` as columns; the payloads not yet in ``spool`` are put there, in one write
     (what ``Document.spooled`` does one payload at a time), and the decoded dicts dropped.
     ``hollow``: no payload is kept at all (a plan that is only counted and shown)."""
     documents = [change.document for change in changes]
-    wheres: list[Any] = [None] * len(documents)
+    keys = [change.key for change in changes]
+    wheres: list[Any] | None = _SAME
     if not hollow:
+        wheres = [None] * len(documents)
         new = [d.body for d in documents if d is not None and isinstance(d.body, bytes)]
         offset = spool.put_all(new) if new else 0
         for number, d in enumerate(documents):
             if d is not None:
                 wheres[number], offset = _where(d.body, spool, offset)
+    doc_keys: list[Any]
+    hashes: list[Any]
+    sources: list[Any]
+    if not any(map(is_, documents, repeat(None))):  # each has its document
+        whole = cast("list[Document]", documents)
+        doc_keys = [d.key for d in whole]
+        hashes = [d.hash for d in whole]
+        sources = [d.source_hash for d in whole]
+    else:
+        doc_keys = [None if d is None else d.key for d in documents]
+        hashes = [None if d is None else d.hash for d in documents]
+        sources = [None if d is None else d.source_hash for d in documents]
+    previous = [change.previous for change in changes]
     return (
-        [change.kind for change in changes],
-        [change.key for change in changes],
-        [None if d is None else d.key for d in documents],
+        "\0".join([change.kind for change in changes]),  # a StrEnum's join as their values
+        keys,
+        _SAME if doc_keys == keys else doc_keys,
         wheres,
-        [None if d is None else d.hash for d in documents],
-        [None if d is None else d.source_hash for d in documents],
-        [
-            None
-            if (p := change.previous) is None
-            else (p.key, p.hash, b"" if hollow else p.canonical)
-            for change in changes
+        hashes,
+        _column(sources, None),
+        _SAME
+        if _column(previous, None) is _SAME
+        else [
+            None if p is None else (p.key, p.hash, b"" if hollow else p.canonical) for p in previous
         ],
     )
 
 
 def lowest_offset(columns: ChangeColumns) -> int | None:
     """The lowest offset of the list's spool a payload of ``columns`` is at (None: none is)."""
-    return min((where[0] for where in columns[3] if where.__class__ is tuple), default=None)
+    wheres = columns[3] or ()
+    return min((where[0] for where in wheres if where.__class__ is tuple), default=None)
 
 
 def unpack_changes(columns: ChangeColumns, spool: Spool) -> list[Change]:
     """The changes ``pack_changes`` made ``columns`` of, their payloads read from ``spool``."""
+    kinds, keys, doc_keys, wheres, digests, source_hashes, previous = columns
     out: list[Change] = []
-    for kind, key, doc_key, where, digest, source_hash, previous in zip(*columns, strict=True):
+    if not keys:
+        return out
+    for kind, key, doc_key, where, digest, source_hash, before in zip(
+        map(_KINDS.__getitem__, kinds.split("\0")),
+        keys,
+        keys if doc_keys is _SAME else doc_keys,
+        repeat(None) if wheres is _SAME else wheres,
+        digests,
+        repeat(None) if source_hashes is _SAME else source_hashes,
+        repeat(None) if previous is _SAME else previous,
+        strict=False,  # a column packed as None repeats None; the lists are as long
+    ):
         d = None
         if doc_key is not None:
             body = (
@@ -81,7 +122,7 @@ def unpack_changes(columns: ChangeColumns, spool: Spool) -> list[Change]:
                 else where
             )
             d = Document(doc_key, body, digest, source_hash)
-        p = None if previous is None else Acked(*previous)
+        p = None if before is None else Acked(*before)
         out.append(Change(kind, key, d, p))
     return out
 
@@ -115,24 +156,34 @@ class OperationPacking:
         self.hollow = hollow
 
     def pack(self, items: list[Operation], spool: Spool) -> Any:
-        changes = [change for operation in items for change in operation.changes]
+        # the requests' fields but the body as runs of requests alike (a first sync's
+        # UserFlux group is one run of 2000: pickled once, see ``syncd.stages.spill``)
         heads = [
-            (o.endpoint, o.mode, o.reason, len(o.changes), o.body, o.path, o.removes_unlisted)
-            for o in items
+            (*head, len(list(run)))
+            for head, run in groupby(
+                [(o.endpoint, o.mode, o.reason, o.path, o.removes_unlisted) for o in items]
+            )
         ]
-        return heads, pack_changes(changes, spool, hollow=self.hollow)
+        bodies = _column([operation.body for operation in items], None)
+        counts = [len(operation.changes) for operation in items]
+        changes = [change for operation in items for change in operation.changes]
+        return (heads, counts, bodies), pack_changes(changes, spool, hollow=self.hollow)
 
     @staticmethod
     def unpack(data: Any, spool: Spool) -> list[Operation]:
-        heads, columns = data
+        (heads, counts, bodies), columns = data
         changes = unpack_changes(columns, spool)
         out: list[Operation] = []
         start = 0
-        for endpoint, mode, reason, count, body, path, removes_unlisted in heads:
-            end = start + count
-            part = tuple(changes[start:end])
-            out.append(Operation(endpoint, mode, reason, part, body, path, removes_unlisted))
-            start = end
+        number = 0
+        for endpoint, mode, reason, path, removes_unlisted, alike in heads:
+            for _ in range(alike):
+                end = start + counts[number]
+                body = None if bodies is _SAME else bodies[number]
+                part = tuple(changes[start:end])
+                out.append(Operation(endpoint, mode, reason, part, body, path, removes_unlisted))
+                start = end
+                number += 1
         return out
 
     def lowest(self, data: Any) -> int | None:

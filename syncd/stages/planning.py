@@ -199,12 +199,21 @@ class TargetPlanner:
         staging = self.opened.staging
         if not chunk or staging is None:
             return
-        entries = [(document.key, document.hash) for document in chunk]
-        sources = [document.source_hash for document in chunk]
-        differing = staging.compare(entries, sources)
-        documents = {d.key: d for d in chunk if d.hash not in (UNSEEN_HASH, SEEN_ONLY)}
+        keys, hashes = [d.key for d in chunk], [d.hash for d in chunk]
+        sources = [d.source_hash for d in chunk]
+        differing = staging.compare(list(zip(keys, hashes, strict=True)), sources)
+        documents = (
+            {d.key: d for d in chunk if d.hash not in (UNSEEN_HASH, SEEN_ONLY)}
+            if UNSEEN_HASH in hashes or SEEN_ONLY in hashes
+            else dict(zip(keys, chunk, strict=True))
+        )
         changes = diff_chunk(documents, differing, full=self.opened.full)
-        unchanged = len(documents.keys() - differing.keys())
+        # not a full refresh, a change is a document that differs: the others are unchanged
+        unchanged = (
+            len(documents.keys() - differing.keys())
+            if self.opened.full
+            else len(documents) - len(changes)
+        )
         self._unchanged += unchanged
         if self.opened.remember and unchanged:
             # unchanged by payload, mapped from a row not yet known: skip that row next run

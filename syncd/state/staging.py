@@ -13,11 +13,12 @@ import sqlite3
 import uuid
 from array import array
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from syncd.errors import StateError
 from syncd.model import SEEN_ONLY, Acked
@@ -56,6 +57,8 @@ class SqlStaging:
         self._target = target
         self._staged = 0
         self._indexed = False
+        self._unique = False
+        """The staged keys were indexed unique (``_index``): no key was staged twice."""
         self._conn: Connection | None = None
         self._fingerprints: FingerprintIndex | None = None
         """The target's fingerprints (``known``), read on first use."""
@@ -156,7 +159,7 @@ class SqlStaging:
             found = conn.execute(changed).all() if conn.execute(any_product).scalar() else None
         self._staged += len(entries)
         if found is None:
-            return dict.fromkeys(key for key, _ in entries)
+            return dict.fromkeys(map(_FIRST, entries))
         if self._fingerprints is not None:  # skipping: a skipped row may be an old copy
             for row in found:
                 if row[5] is not None and bytes(row[4]) != SEEN_ONLY:
@@ -243,7 +246,7 @@ class SqlStaging:
         real = s.hash != SEEN_ONLY  # a key staged only as seen duplicates nothing
         twice = sa.select(s.key).where(real).group_by(s.key).having(sa.func.count() > 1)
         with self._transaction("find duplicate keys") as conn:
-            keys: set[str] = set(conn.execute(twice).scalars())
+            keys: set[str] = set() if self._unique else set(conn.execute(twice).scalars())
             index = self._fingerprints
             if index is not None and index.matched and self._staged:
                 # a parsed row whose product a skipped row's fingerprint also found
@@ -348,11 +351,25 @@ class SqlStaging:
         return candidates if count else None
 
     def _index(self) -> None:
-        """Index the staged keys once, before the set operations that need it."""
+        """Index the staged keys once, before the set operations that need it.
+
+        On SQLite the index is first built unique: when that succeeds, no key was staged
+        twice and ``duplicates`` needs no ``GROUP BY`` over every staged row (~0.4 µs a
+        row); when a key was (a duplicate, or a key only seen besides a real row), the
+        failed build leaves nothing and the plain index is built instead. Nothing is
+        staged after it (``duplicates`` and ``unseen`` come once the read is over).
+        """
         if self._indexed:
             return
+        name, key = f"{self._table.name}_key", self._table.c.key
         with self._transaction("index staged keys") as conn:
-            sa.Index(f"{self._table.name}_key", self._table.c.key).create(conn)
+            if conn.dialect.name == "sqlite":
+                # outside a transaction (DDL opens none here) or undone alone (a statement)
+                with contextlib.suppress(IntegrityError):
+                    sa.Index(name, key, unique=True).create(conn)
+                    self._unique = True
+            if not self._unique:
+                sa.Index(name, key).create(conn)
             if conn.dialect.name in ("postgresql", "sqlite"):
                 conn.exec_driver_sql(f"ANALYZE {self._table.name}")
         self._indexed = True
@@ -398,6 +415,8 @@ def _inserted(result: sa.CursorResult[Any]) -> int:
     return result.rowcount if result.rowcount >= 0 else 1
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+"""An entry's key and hash, taken in C (``map``) over a chunk."""
 _SQLITE_JSON_EACH = sqlite3.sqlite_version_info >= (3, 38)
 """Whether the SQLite Python links has ``json_each`` for ``_stage_packed``: built in from
 3.38; an older one may have been built without it (``executemany`` then, as before)."""
@@ -422,8 +441,8 @@ def _stage_packed(
     NUL (SQLite's JSON strings end at one): the rows are then those ``_stage`` writes.
     Otherwise stages nothing and returns False (the caller uses ``_stage``).
     """
-    keys = [key for key, _ in entries]
-    hashes = [hash_ for _, hash_ in entries]
+    keys = list(map(_FIRST, entries))
+    hashes = list(map(_SECOND, entries))
     width = _PACKED_HASH_BYTES
     if set(map(len, hashes)) != {width}:
         return False

@@ -166,6 +166,37 @@ def test_staging_finds_duplicate_keys(store) -> None:
         assert sorted(staging.duplicates()) == ["a", "b"]
 
 
+def test_staging_finds_duplicate_keys_after_the_deletes_were_asked_for(store) -> None:
+    with store.begin_staging("uf") as staging:
+        staging.compare([("a", doc("a").hash), ("b", doc("b").hash), ("a", doc("a").hash)])
+        staging.compare([("b", SEEN_ONLY), ("c", SEEN_ONLY)])
+
+        assert list(staging.unseen()) == []  # indexes the staged keys first
+        assert staging.duplicates() == ["a"]  # b: one real row, one only seen
+
+
+def test_staging_on_sqlite_groups_no_keys_when_each_was_staged_once(store) -> None:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("the unique index is tried on SQLite only")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *_) -> None:
+        statements.append(statement)
+
+    with store.begin_staging("uf") as staging:
+        staging.compare([(key, doc(key).hash) for key in "abc"])
+        staging.compare([("d", SEEN_ONLY)])
+        sa.event.listen(store.engine, "before_cursor_execute", record)
+        try:
+            assert staging.duplicates() == []
+            assert list(staging.unseen()) == []
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", record)
+
+    assert any("CREATE UNIQUE INDEX" in statement for statement in statements)
+    assert not [statement for statement in statements if "GROUP BY" in statement]
+
+
 def test_staging_unseen_gives_exactly_the_keys_not_staged(store, small_batches) -> None:
     docs = [doc(f"k{i:02d}") for i in range(12)]
     store.apply_acks("uf", acks(*docs))

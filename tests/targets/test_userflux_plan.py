@@ -294,6 +294,18 @@ def test_a_full_refresh_sends_every_product_as_full_update_with_the_runs_reason(
         assert_valid_request(operation)
 
 
+def test_a_full_refresh_plans_the_requests_plan_update_plans_for_each_change():
+    changes = [
+        create(payload("n1", BASE)),
+        update(payload("u1", BASE), payload("u1", {**BASE, "price": 3})),
+        refresh(payload("r1", BASE, {"title": "AI"})),
+    ]
+
+    planned = plan_userflux(changes, [], full=True, full_reason="why", deletes_allowed=False)
+
+    assert list(planned.operations) == [plan_update(c, full_reason="why") for c in changes]
+
+
 def test_an_incremental_run_plans_one_request_per_change_by_the_table():
     changes = [
         create(payload("n1", BASE)),

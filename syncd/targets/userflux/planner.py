@@ -190,9 +190,13 @@ def plan_userflux(
     deletes_allowed: bool,
 ) -> PlannedRequests:
     """One operation per change; deletes only when the guards allow them."""
-    operations = [
-        plan_update(change, full_reason=full_reason if full else None) for change in changes
-    ]
+    operations = (
+        # a full refresh (every first sync): each change's FULL_UPDATE built here, not
+        # through ``plan_update`` and ``_full_update`` (two calls a change)
+        [Operation(UPSERT, FULL, full_reason, (change,), None, UPSERT_PATH) for change in changes]
+        if full
+        else [plan_update(change) for change in changes]
+    )
     held: tuple[Change, ...] = ()
     if deletes_allowed:
         operations.extend(plan_delete(change) for change in deletes)

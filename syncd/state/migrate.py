@@ -153,6 +153,8 @@ def upgrade_engine(engine: Engine) -> str:
             return head  # the usual case: no lock, no write
         connection.rollback()
     with engine.connect() as connection, migration_lock(connection):
+        if connection.dialect.name in ("mysql", "mariadb"):
+            return _upgrade_stepwise(connection)
         with connection.begin():
             if connection.dialect.name == "sqlite":
                 # SQLite's write lock, taken before reading the revision (the driver
@@ -160,6 +162,28 @@ def upgrade_engine(engine: Engine) -> str:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             revision = upgrade_connection(connection)
         return revision
+
+
+def _upgrade_stepwise(connection: Connection) -> str:
+    """Upgrade one revision a transaction, each committed with its version row.
+
+    MySQL and MariaDB commit each DDL statement at once: in one transaction for every
+    revision, a migration dying half-way (0007 rewrites every product's hash) would roll
+    the version back to before the revisions whose DDL stayed applied, and every later
+    upgrade would fail to apply that DDL again. One at a time, it rolls back to the
+    revision before it, which is run again whole."""
+    head = head_revision()
+    while True:
+        with connection.begin():
+            current = check_known(connection)
+            if current == head:
+                return head
+            following = [
+                script.revision
+                for script in script_directory().walk_revisions("base", "heads")
+                if script.down_revision == current
+            ]
+            command.upgrade(alembic_config(connection), following[0])
 
 
 def missing_tables(connection: Connection) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 
 from syncd.diff import (
@@ -58,6 +59,10 @@ class _Unpushable:
     keep: frozenset[str]
     """Keys no request may remove from the target."""
     notes: tuple[str, ...]
+
+
+_by_key = attrgetter("key")
+"""Orders acknowledged entries by product key."""
 
 
 def not_planned(opened: OpenTarget) -> Plan:
@@ -479,7 +484,11 @@ def _unpushable(
     (``ambiguous``) is always kept: the source does hold that product. Also the keys no
     request may remove from the target."""
     changes: list[Change] = []
-    acked = store.acked_of(opened.name, sorted(unsendable)) if unsendable else []
+    # in key order (the store's is the database's: PostgreSQL's changes with its plan),
+    # so the notes' "first" and the withdrawals' order are the same on every backend
+    acked = (
+        sorted(store.acked_of(opened.name, sorted(unsendable)), key=_by_key) if unsendable else []
+    )
     if not acked:
         return _Unpushable(changes, frozenset(), ())
     notes: list[str] = []

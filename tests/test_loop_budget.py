@@ -110,7 +110,13 @@ def test_a_budget_stops_each_target_on_its_own_and_both_carry_on(tmp_path: Path)
             if report.ok:
                 break
 
-        assert outcomes[0] == ("incomplete", "ok"), outcomes  # 12 batches fit, 120 posts don't
+        # 120 posts never fit one run (2.4 s of the limiter's waits alone); 12 batches do
+        # (0.22 s), but the stepping clock adds up both targets' waits, so whether Vambe's
+        # last batch comes before UserFlux's waits have spent the budget depends on how the
+        # threads interleave: in some run UserFlux stops while Vambe ends ok, not always
+        # the first
+        assert outcomes[0][0] == "incomplete", outcomes
+        assert ("incomplete", "ok") in outcomes, outcomes  # each target stopped on its own
         assert outcomes[-1] == ("ok", "ok")
         assert userflux.products == expected_userflux(records)
         assert vambe.block_products(block) == expected_vambe(records)

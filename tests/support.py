@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from syncd.config import SyncdConfig, parse_config
@@ -15,6 +16,15 @@ from syncd.state import StateStore, open_store
 
 KEY = "test-key-0123456789"
 ENV = {"UF_KEY": KEY, "VB_KEY": KEY}
+
+STATE_URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
+"""Each state backend's URL fixture (``tests/conftest.py``)."""
+STATE_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
+]
+"""The state backends, to parametrize a test over (the servers' marked)."""
 FAST_RETRY = {"max_attempts": 3, "initial_delay_s": 0.01, "max_delay_s": 0.05, "budget_s": 2}
 
 

@@ -22,20 +22,12 @@ from syncd.state import migrate, readonly
 from syncd.state.db import create_state_engine, normalize_url, translated
 from syncd.state.schema import HEAD_REVISION, create_at_head, metadata
 from syncd.state.sql import SqlStateStore, current_revision, upgrade_database
+from tests.support import STATE_BACKENDS, STATE_URL_FIXTURES
 
-URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
 
-
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
-    ],
-)
+@pytest.mark.parametrize("backend", STATE_BACKENDS)
 def test_migrations_build_exactly_the_schema_of_the_models(request, backend) -> None:
-    url = request.getfixturevalue(URL_FIXTURES[backend])
+    url = request.getfixturevalue(STATE_URL_FIXTURES[backend])
     upgrade_database(url)
 
     engine = sa.create_engine(url)
@@ -264,18 +256,11 @@ def _drop_everything(url: str) -> None:
         engine.dispose()
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
-    ],
-)
+@pytest.mark.parametrize("backend", STATE_BACKENDS)
 def test_instances_upgrading_a_fresh_database_at_once_all_succeed_at_the_head(
     request, backend
 ) -> None:
-    url = request.getfixturevalue(URL_FIXTURES[backend])
+    url = request.getfixturevalue(STATE_URL_FIXTURES[backend])
     head = migrate.head_revision()
     for _ in range(4):
         results = _upgrade_at_once(url, instances=4)

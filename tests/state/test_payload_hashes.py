@@ -23,19 +23,14 @@ from syncd.state.sql import current_revision, upgrade_database
 from tests.support import (
     ENV,
     KEY,
+    STATE_BACKENDS,
+    STATE_URL_FIXTURES,
     Harness,
     catalog,
     userflux_target,
     vambe_target,
     write_jsonl,
 )
-
-URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
-]
 
 
 def blake2b_128(data: bytes) -> bytes:
@@ -117,11 +112,11 @@ def _stored(url: str) -> tuple[dict[tuple[str, str], bytes], dict[tuple[str, str
     return hashes, held
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", STATE_BACKENDS)
 def test_upgrade_rehashes_exactly_the_products_whose_hash_is_blake2b_of_their_payload(
     request, backend
 ) -> None:
-    url = request.getfixturevalue(URL_FIXTURES[backend])
+    url = request.getfixturevalue(STATE_URL_FIXTURES[backend])
     rows, matching = _state_at_0006(url)
     before, held_before = _stored(url)
 
@@ -271,12 +266,12 @@ class _Killed(BaseException):
     """The process dying half-way through a migration (not an error syncd handles)."""
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", STATE_BACKENDS)
 def test_an_upgrade_that_dies_while_rehashing_can_be_run_again(
     request, backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # from 0005, so the DDL of 0006 (which MariaDB commits at once) comes before the rehash
-    url = request.getfixturevalue(URL_FIXTURES[backend])
+    url = request.getfixturevalue(STATE_URL_FIXTURES[backend])
     command.upgrade(migrate.alembic_config(url=url), "0005")
     payload = '{"name":"Product"}'
     engine = sa.create_engine(url)

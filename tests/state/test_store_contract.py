@@ -24,18 +24,12 @@ from syncd.model import (
 from syncd.state import sql, staging
 from syncd.state.schema import products, runs
 from syncd.state.sql import SqlStateStore
-
-URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "pg_url", "mariadb": "mariadb_url"}
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mariadb),
-]
+from tests.support import STATE_BACKENDS, STATE_URL_FIXTURES
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=STATE_BACKENDS)
 def store(request) -> Iterator[SqlStateStore]:
-    url = request.getfixturevalue(URL_FIXTURES[request.param])
+    url = request.getfixturevalue(STATE_URL_FIXTURES[request.param])
     store = SqlStateStore(url)
     store.upgrade()
     yield store

@@ -28,7 +28,7 @@ from syncd.config import (
     VambeTargetConfig,
 )
 from syncd.errors import ConfigError, ConfigProblem, RecordError, record_error
-from syncd.model import Document, Payload, Record, canonical_json
+from syncd.model import Document, Payload, Record, canonical_json, payload_hash
 from syncd.text import (
     Trim,
     html_to_text,
@@ -899,19 +899,19 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     return result  # type: ignore[no-any-return]
 
 
-def _document(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Document:
-    try:
-        return Document.of(key, payload, floats)
-    except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
-        raise RecordError(f"payload is not JSON: {exc}", key=key) from None
-
-
 def _encoded(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Encoded:
-    """What ``_document`` makes its document of (``Mapper.encode``), refused alike."""
+    """The key, payload and canonical bytes a document is made of (``Mapper.encode``);
+    ``RecordError`` for a payload that is not JSON."""
     try:
         return key, payload, canonical_json(payload, floats)
     except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
         raise RecordError(f"payload is not JSON: {exc}", key=key) from None
+
+
+def _document(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Document:
+    """The document of ``_encoded``'s parts, its dict kept (``Mapper.map``)."""
+    _, _, canonical = _encoded(key, payload, floats)
+    return Document(key, canonical, payload_hash(canonical), None, payload)
 
 
 def _compile(problems: list[ConfigProblem], where: str, spec: FieldSpec, **options: Any) -> FieldFn:

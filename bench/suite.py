@@ -705,7 +705,7 @@ def main(opts: Options) -> int:
     in_parallel = parallel.run_parallel(opts, cats, say) if opts.parallel else None
     mapped = mapping.measure(opts.n, cats.v1, opts.workdir, opts.repeat, say)
     summary = summarize(opts, cats, scenarios)
-    found = [*checks(opts, cats, summary, scenarios, throughput), mapping.check(mapped)]
+    found = [*checks(opts, cats, summary, scenarios, throughput), *mapping.checks(mapped)]
     if in_parallel is not None:
         found += parallel.check_parallel(in_parallel)
     sections = [] if in_parallel is None else [parallel.render_parallel(in_parallel, opts.repeat)]

@@ -26,4 +26,8 @@ def test_the_mapping_figure_is_printed_beside_its_target_and_floors(tmp_path: Pa
     for floor in ("json.loads of the lines", "canonical JSON + hash", "HTML to text"):
         assert floor in out.stdout
     assert "mapping: plan on an empty state <= 25 µs per product and target" in out.stdout
+    # the code before the issue planned the same catalog in the same run, from git history
+    assert "before issue 17 (39523b9), same run" in out.stdout
+    assert "mapping: at least 3x cheaper than before issue 17 (39523b9), same run" in out.stdout
+    assert (tmp_path / "reference-39523b9" / "syncd" / "__init__.py").is_file()
     assert not list(tmp_path.glob("mapping-*.db"))  # plan wrote no state

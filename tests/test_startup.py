@@ -133,3 +133,40 @@ def test_a_plan_on_sqlite_state_loads_nothing_only_other_commands_or_databases_n
     assert "syncd.reconcile" in loaded  # the probe saw the plan's modules
     within = tuple(f"{name}." for name in NOT_FOR_A_PLAN)
     assert [m for m in loaded if m in NOT_FOR_A_PLAN or m.startswith(within)] == []
+
+
+HEALTHCHECK_PROBE = (
+    "import atexit, pathlib, sys;"
+    "out = pathlib.Path(sys.argv.pop());"
+    "atexit.register(lambda: out.write_text('\\n'.join(sorted(sys.modules))));"
+    "from syncd.cli import entry;"
+    "sys.argv = ['syncd', '--config', sys.argv[1], 'healthcheck', '--timeout', '0.5'];"
+    "entry()"
+)
+
+
+def test_a_healthcheck_loads_neither_the_run_nor_the_state_database(tmp_path) -> None:
+    """Docker's HEALTHCHECK runs `syncd healthcheck` every few seconds: the config, the probe
+    and nothing of a run (NumPy, httpx, the mappers) or of the state (SQLAlchemy)."""
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[source]\nkind = "file"\npath = "catalog.jsonl"\nkey = "id"\n\n'
+        "[health]\nport = 9\n\n"
+        '[[targets]]\nname = "uf"\nkind = "userflux"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_key_env = "UF_KEY"\ntype_id = "product"\n\n'
+        '[targets.mapping.properties]\nname = "title"\n',
+        encoding="utf-8",
+    )
+    modules = tmp_path / "modules.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", HEALTHCHECK_PROBE, str(config), str(modules)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 1, done.stderr  # nothing listens on port 9
+    assert "/healthz" in done.stderr
+    loaded = modules.read_text().split()
+    assert "syncd.health" in loaded and "syncd.config" in loaded
+    heavy = ("numpy", "httpx", "sqlalchemy", "syncd.reconcile", "syncd.mapping", "syncd.stages")
+    assert [m for m in loaded if m in heavy or m.startswith(tuple(f"{h}." for h in heavy))] == []

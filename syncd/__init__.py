@@ -10,12 +10,6 @@ from importlib.metadata import PackageNotFoundError, version
 # environment says otherwise; set before any syncd module imports NumPy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-# Pydantic looks for plugins (``pydantic`` entry points) when it builds its first model: a
-# scan of every installed distribution's metadata (~19 M instructions, 0.7% of an empty
-# ``syncd plan``), for observers of validation syncd has no use for. None, unless the
-# environment names some; set before any syncd module builds a config model.
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-
 
 def _version() -> str:
     """The version the build took from git tags (``syncd/_version.py``, written by

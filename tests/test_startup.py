@@ -1,5 +1,5 @@
-"""What importing syncd sets up for the process (one OpenBLAS thread and no Pydantic plugin
-lookup, unless told otherwise), and what a plan leaves unloaded."""
+"""What importing syncd sets up for the process (one OpenBLAS thread, unless told otherwise),
+and what a plan leaves unloaded."""
 
 from __future__ import annotations
 
@@ -45,36 +45,6 @@ def test_importing_syncd_keeps_numpy_to_one_blas_thread() -> None:
 def test_an_explicit_blas_thread_count_is_kept() -> None:
     setting, _ = _probe(OPENBLAS_NUM_THREADS="2")
     assert setting == "2"
-
-
-PLUGINS_PROBE = (
-    "import os, syncd.config;"
-    "from pydantic.plugin import _loader;"
-    "print(os.environ['PYDANTIC_DISABLE_PLUGINS'], _loader._plugins is None)"
-)
-
-
-def _plugins_probe(**env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
-    return subprocess.run(
-        [sys.executable, "-c", PLUGINS_PROBE],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parent.parent,
-    ).stdout.split()
-
-
-def test_building_the_config_models_scans_no_installed_distribution_for_pydantic_plugins() -> None:
-    setting, never_looked = _plugins_probe()
-    assert setting == "__all__"
-    assert never_looked == "True", "Pydantic read every distribution's entry points"
-
-
-def test_pydantic_plugins_named_by_the_environment_are_kept() -> None:
-    setting, _ = _plugins_probe(PYDANTIC_DISABLE_PLUGINS="some_plugin")
-    assert setting == "some_plugin"
 
 
 PLAN_PROBE = (

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -36,12 +36,16 @@ from syncd.logs import (
     scrub_snippet,
 )
 from syncd.model import RunRecord
-from syncd.product import ProductView
-from syncd.reconcile import NOT_IN_SOURCE, Reconciler, RunOptions, RunReport
 from syncd.report import not_attempted_note, render_plan, table
-from syncd.runs import FEED_MODE
+from syncd.runs import FEED_MODE, RunOptions, RunReport
 from syncd.state import StateStore, open_store
-from syncd.state.readonly import PlanState, open_store_for_plan, read_revision
+
+# The run (NumPy, httpx, the mappers, the stages) and the state database (SQLAlchemy) are
+# imported by the commands that use them: `syncd healthcheck`, Docker's HEALTHCHECK, runs
+# every few seconds and needs neither.
+if TYPE_CHECKING:
+    from syncd.product import ProductView
+    from syncd.state.readonly import PlanState
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PENDING, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
@@ -70,6 +74,8 @@ class _Context:
 
     def reader(self) -> PlanState:
         """The state database opened read-only: never created, never migrated."""
+        from syncd.state.readonly import open_store_for_plan  # SQLAlchemy: see the imports
+
         return open_store_for_plan(self.config(require_secrets=False).state.resolved_url())
 
 
@@ -227,6 +233,9 @@ def plan(
          key, source read failed, deletes held by a guard, products rejected,
          drift, or no plan could be made); beats 3
     """
+    from syncd.reconcile import Reconciler  # the run: see the imports
+    from syncd.state.readonly import open_store_for_plan
+
     config = obj.config()
     _selected(config, targets)
     try:
@@ -605,6 +614,8 @@ def db_upgrade(obj: _Context) -> None:
 @click.pass_obj
 def db_current(obj: _Context) -> None:
     """Print the state database's revision (read only: never creates or migrates it)."""
+    from syncd.state.readonly import read_revision  # SQLAlchemy: see the imports
+
     revision, notice = read_revision(obj.config(require_secrets=False).state.resolved_url())
     if notice:
         _echo(f"note: {notice}", err=True)
@@ -777,6 +788,7 @@ def resend(obj: _Context, keys: Sequence[str], targets: Sequence[str], as_json: 
     the source.
     """
     from syncd.daemon import sync_once
+    from syncd.reconcile import NOT_IN_SOURCE
 
     config = obj.config()
     _selected(config, targets)

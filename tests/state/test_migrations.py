@@ -104,6 +104,34 @@ def test_a_database_created_at_head_is_the_one_the_migrations_leave(tmp_path) ->
     assert current_revision(created) == current_revision(migrated) == HEAD_REVISION
 
 
+def _created_tables(url: str) -> list[str]:
+    """The CREATE TABLE statements ``create_at_head`` emits on the dialect of ``url``."""
+    statements: list[str] = []
+
+    def record(sql: sa.schema.ExecutableDDLElement, *_: object, **__: object) -> None:
+        statements.append(" ".join(str(sql.compile(dialect=engine.dialect)).split()))
+
+    engine = sa.create_mock_engine(url, record)
+    metadata.create_all(engine, checkfirst=False)
+    return [s for s in statements if s.startswith("CREATE TABLE")]
+
+
+def test_the_models_tables_are_innodb_utf8mb4_with_longtext_json_on_mysql() -> None:
+    created = _created_tables("mysql+pymysql://")
+    assert len(created) == len(metadata.tables)
+    assert all(s.endswith(")ENGINE=InnoDB CHARSET=utf8mb4") for s in created)
+    assert sum(" LONGTEXT" in s for s in created) == 3  # products, runs and doubts' JSON
+    assert not any(" TEXT" in s.replace("LONGTEXT", "") for s in created if "payload" in s)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "postgresql+psycopg://"])
+def test_the_models_tables_have_no_mysql_options_elsewhere(url) -> None:
+    created = _created_tables(url)
+    assert len(created) == len(metadata.tables)
+    assert not any("ENGINE" in s or "LONGTEXT" in s for s in created)
+    assert sum("payload TEXT" in s for s in created) == 2  # products' and doubts'
+
+
 def _recorded(url: str, revisions: list[str]) -> None:
     """Put ``revisions`` in the database's ``alembic_version`` in place of what it holds."""
     engine = sa.create_engine(url)

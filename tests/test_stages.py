@@ -107,3 +107,65 @@ def test_a_read_ends_with_a_source_error_when_asked_to_stop():
     stop.set()
     with pytest.raises(SourceError, match="stopped"):
         budget.check_read()
+
+
+def _planner(**opened):
+    from types import SimpleNamespace
+
+    from syncd.errors import RecordError
+    from syncd.model import Spool
+    from syncd.stages.planning import MAX_DOCUMENT_BYTES, TargetPlanner
+
+    def encode(record):
+        key = record.get("id")
+        if key is None:
+            raise RecordError("no id")
+        if record.get("twin"):
+            raise RecordError("invisible character", key=key, also_keys=(key + "\u200b",))
+        if record.get("bad"):
+            raise RecordError("bad field", key=key, field="price")
+        size = MAX_DOCUMENT_BYTES + 1 if record.get("huge") else 10
+        return key, {"id": key}, b"x" * size
+
+    def validate(key, payload, well_formed):
+        if key.startswith("invalid"):
+            raise RecordError("refused by the contract", key=key)
+
+    config = SimpleNamespace(where=opened.pop("where", None), mirror_block=False)
+    return TargetPlanner(
+        SimpleNamespace(
+            config=config,
+            index=0,
+            mapper=SimpleNamespace(encode=encode, well_formed=frozenset(), map=None),
+            target=SimpleNamespace(validate=validate),
+            full=False,
+            only=opened.pop("only", frozenset()),
+            staging=None,
+        ),
+        Spool(),
+    )
+
+
+@pytest.mark.parametrize("only", [frozenset(), frozenset({"a1", "invalid-2", "b3"})])
+def test_a_block_of_records_maps_as_the_same_records_one_at_a_time(only):
+    records = [
+        {"id": f"{kind}{n}", **flags}
+        for n in range(30)
+        for kind, flags in (
+            ("a", {}),
+            ("invalid-", {}),
+            ("b", {"bad": True}),
+            ("c", {"twin": True}),
+            ("d", {"huge": True}),
+        )
+    ] + [{"name": "keyless"}, {"id": "z"}]
+    ordinals = [n * 3 + 1 for n in range(len(records))]
+    sources = [bytes([n % 7]) * 16 if n % 5 else None for n in range(len(records))]
+    one, block = _planner(only=only), _planner(only=only)
+    for record, ordinal, source in zip(records, ordinals, sources, strict=True):
+        one.map_one(record, ordinal, source)
+    block.map_records(records, ordinals, sources)
+
+    assert block._chunk == one._chunk and len(one._chunk) >= 3
+    assert block.planned() == one.planned()
+    assert block.planned().rejections and (only or block.planned().keyless)

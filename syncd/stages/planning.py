@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from syncd.diff import Change, diff_chunk
 from syncd.errors import RecordError
-from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool
+from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool, payload_hash
 from syncd.sources.base import record_matches
 from syncd.stages.opening import OpenTarget
 from syncd.stages.outbox import Outbox
@@ -145,25 +145,7 @@ class TargetPlanner:
                     f"payload is {len(canonical)} bytes, over {MAX_DOCUMENT_BYTES}", key=product
                 )
         except RecordError as exc:
-            key = exc.key
-            if only:
-                if key not in only:
-                    return  # a resend: not one of the named products
-                self._found.add(key)
-            # named by its product key, stable between runs; a keyless record by position
-            reason = f"{key}: {exc}" if key else f"record {ordinal}: {exc}"
-            self._rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
-            if key and exc.also_keys:
-                # a key refused for an invisible character: its visible twin and the forms it
-                # may have been pushed under are only seen (not deleted, not withdrawn, not a
-                # duplicate of a real row with that key)
-                for seen in (key, *exc.also_keys):
-                    self._chunk.append(Document(seen, b"", SEEN_ONLY))
-            elif key:
-                self._chunk.append(Document(key, b"", UNSEEN_HASH))
-                self._unsendable.add(key)
-            else:
-                self._keyless.append(reason)
+            self._reject(exc, ordinal)
         else:
             # the plan holds bytes, not dicts
             self._chunk.append(Document.encoded(product, canonical, source_hash or None))
@@ -171,6 +153,67 @@ class TargetPlanner:
                 self._found.add(product)
         if len(self._chunk) >= CHUNK:
             self.flush()
+
+    def map_records(
+        self,
+        records: Sequence[Record],
+        ordinals: Sequence[int],
+        source_hashes: Sequence[bytes | None],
+    ) -> None:
+        """``map_one`` of each record (with its ordinal and source hash), in order: without
+        a ``where`` or a resend's keys, in one loop with the steps looked up once, not a
+        call and half a dozen attribute lookups a record (cg.py 5000: 177.9k -> 175.6k
+        instructions per product and target, with ``read_rows`` handing ``TURN`` at a time)."""
+        opened = self.opened
+        if opened.config.where or opened.only:
+            for record, ordinal, source_hash in zip(records, ordinals, source_hashes, strict=True):
+                self.map_one(record, ordinal, source_hash)
+            return
+        encode, well_formed = opened.mapper.encode, opened.mapper.well_formed
+        validate = opened.target.validate
+        chunk = self._chunk
+        for record, ordinal, source_hash in zip(records, ordinals, source_hashes, strict=True):
+            try:
+                product, payload, canonical = encode(record)
+                validate(product, payload, well_formed)
+                if len(canonical) > MAX_DOCUMENT_BYTES:
+                    raise RecordError(
+                        f"payload is {len(canonical)} bytes, over {MAX_DOCUMENT_BYTES}",
+                        key=product,
+                    )
+            except RecordError as exc:
+                self._reject(exc, ordinal)
+            else:
+                chunk.append(
+                    Document(product, canonical, payload_hash(canonical), source_hash or None)
+                )
+            if len(chunk) >= CHUNK:
+                self.flush()
+                chunk = self._chunk
+
+    def _reject(self, exc: RecordError, ordinal: int) -> None:
+        """Keep the rejection of the ``ordinal``-th record read (its key staged as only
+        seen, or unseen; a keyless one counted by its reason)."""
+        key = exc.key
+        only = self.opened.only
+        if only:
+            if key not in only:
+                return  # a resend: not one of the named products
+            self._found.add(key)
+        # named by its product key, stable between runs; a keyless record by position
+        reason = f"{key}: {exc}" if key else f"record {ordinal}: {exc}"
+        self._rejections.append(Rejection(key if key else f"#record-{ordinal}", reason))
+        if key and exc.also_keys:
+            # a key refused for an invisible character: its visible twin and the forms it
+            # may have been pushed under are only seen (not deleted, not withdrawn, not a
+            # duplicate of a real row with that key)
+            for seen in (key, *exc.also_keys):
+                self._chunk.append(Document(seen, b"", SEEN_ONLY))
+        elif key:
+            self._chunk.append(Document(key, b"", UNSEEN_HASH))
+            self._unsendable.add(key)
+        else:
+            self._keyless.append(reason)
 
     def _kept_by_target(self, record: Record) -> bool:
         """Whether the target's ``where`` keeps ``record``. One left out is absent there (a

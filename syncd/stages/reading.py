@@ -36,6 +36,12 @@ from syncd.stages.planning import CHUNK, TargetPlanner
 
 log = structlog.get_logger("syncd.run")
 
+TURN = 32
+"""Records mapped for one target before the next target maps them (``read_rows``): half
+the conversions the mapping remembers (``syncd.mapping._html_text``,
+``syncd.values._plain_number``: 64 each), so the next target still finds every one of
+them (a description is converted to text once for both targets, not once each)."""
+
 RowBlock = tuple[Sequence[bytes], Callable[[Sequence[int]], Iterator[SourceItem | None]]]
 """Raw rows to fingerprint, and the items of the rows at some indexes (ascending), in their
 order (None: no record), made on demand."""
@@ -202,6 +208,32 @@ def _needed(flags: Sequence[list[bool] | None], size: int) -> Sequence[int]:
     return list(compress(range(size), map(not_, every)))
 
 
+def _map_block(
+    planner: TargetPlanner,
+    records: list[Record],
+    places: list[int],
+    ordinals: list[int],
+    row_hashes: bytes | None,
+    known: list[bool] | None,
+) -> None:
+    """Hand a block's records (at ``places`` in it) to ``planner``: those whose row the
+    target's state doesn't know (``known``), with their rows' fingerprints (``row_hashes``,
+    16 bytes each; None: not fingerprinted)."""
+    if not records:
+        return
+    if known is not None and any(map(known.__getitem__, places)):
+        kept = [n for n, i in enumerate(places) if not known[i]]
+        records = [records[n] for n in kept]
+        ordinals = [ordinals[n] for n in kept]
+        places = [places[n] for n in kept]
+    sources: Sequence[bytes | None] = (
+        [None] * len(places)
+        if row_hashes is None
+        else [row_hashes[16 * i : 16 * i + 16] for i in places]
+    )
+    planner.map_records(records, ordinals, sources)
+
+
 def read_rows(
     blocks: Iterable[RowBlock],
     planners: Sequence[TargetPlanner],
@@ -238,18 +270,30 @@ def read_rows(
             rows.append((planner, hashes, planner.known(hashes, len(raws))))
         needed = _needed([known for _, _, known in rows], len(raws))
         base, dropped = count, 0  # dropped: needed rows that are no record
-        for i, item in zip(needed, parse(needed), strict=True):
-            if item is None:
-                dropped += 1  # blank once decoded, or left out by source.where
-                continue
-            if isinstance(item, UnreadableRow):
-                unreadable.append(item)
-                dropped += 1
-                continue
-            ordinal = base + i + 1 - dropped
+        # the block's records are mapped ``TURN`` at a time for one target after the
+        # other, each target's in one call (``map_records``); a read failing midway maps
+        # what it returned first
+        records: list[Record] = []
+        places: list[int] = []  # each record's row in the block
+        ordinals: list[int] = []
+        try:
+            for i, item in zip(needed, parse(needed), strict=True):
+                if item is None:
+                    dropped += 1  # blank once decoded, or left out by source.where
+                    continue
+                if isinstance(item, UnreadableRow):
+                    unreadable.append(item)
+                    dropped += 1
+                    continue
+                records.append(item)
+                places.append(i)
+                ordinals.append(base + i + 1 - dropped)
+                if len(records) == TURN:
+                    for planner, row_hashes, known in rows:
+                        _map_block(planner, records, places, ordinals, row_hashes, known)
+                    records, places, ordinals = [], [], []
+        finally:
             for planner, row_hashes, known in rows:
-                if known is None or not known[i]:
-                    row_hash = None if row_hashes is None else row_hashes[16 * i : 16 * i + 16]
-                    planner.map_one(item, ordinal, row_hash)
+                _map_block(planner, records, places, ordinals, row_hashes, known)
         count = base + len(raws) - dropped  # rows known to every target are records
     return count

@@ -171,6 +171,10 @@ def test_a_json_line_parses_as_the_standard_library_parses_it(text: str) -> None
 @given(st.lists(st.one_of(_OBJECTS, _VALUES).map(str.encode), max_size=6))
 @settings(max_examples=300, deadline=None)
 @example([b'{"a": 1}', b'{"a": 1, "a": 2}', b'{"b": ":"}'])
+@example([b'{"a": "C++"}', b'{"n": 18446744073709551616}', b'{"a": 1}'])  # a + in one dump
+@example([b'{"a": "\\\\"}', b'{"a": "\\u003a", "a": 1}', b"[1]", b'{"b": 2}'])  # backslashes
+@example([b'{"a":0,"a":0}', b'{"a":0,"\\u003a":0}'])  # a dropped copy, an escaped colon
+@example([b'{"n": 1e400}', b"7", b'{"s": "\\ud800"}', b'{"a": {"b": 1, "b": 2}}'])
 def test_lines_parsed_together_are_each_what_it_is_alone(lines: list[bytes]) -> None:
     together = quick_objects(lines)
     assert len(together) == len(lines)

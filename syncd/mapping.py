@@ -56,6 +56,9 @@ MAX_KEY_LENGTH = 512
 """Longest product key, in characters."""
 WELL_FORMED_METADATA = frozenset({"metadata"})
 """A Vambe mapper's ``well_formed`` without a ``mapping.callable``."""
+WELL_FORMED_PRODUCT = frozenset({"properties", "aiPropertyOverrides"})
+"""A UserFlux mapper's ``well_formed`` without a ``mapping.callable``: both objects (the
+latter absent when empty), built by the mapping code."""
 
 Hook = Callable[[Record, Payload], Payload]
 Encoded = tuple[str, Payload, bytes]
@@ -987,7 +990,9 @@ class UserfluxMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
-        self.well_formed: frozenset[str] = frozenset()
+        # ``properties`` (and ``aiPropertyOverrides`` when there are any) are dicts made
+        # here: a hook may return anything there
+        self.well_formed = frozenset() if self._hook is not None else WELL_FORMED_PRODUCT
         self.code = self._code(key)
         self.map = self.code.compile(f"UserfluxMapper {target.name}", out=_document)
         self.encode = self.code.compile(f"UserfluxMapper {target.name}", out=_encoded)

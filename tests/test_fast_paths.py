@@ -26,7 +26,7 @@ from bench.config import ENV, write_config
 from syncd import values
 from syncd.config import SyncdConfig, load_config
 from syncd.errors import RecordError
-from syncd.mapping import build_mapper
+from syncd.mapping import WELL_FORMED_PRODUCT, build_mapper
 from syncd.model import canonical_json
 from syncd.targets.userflux import unsafe_segment
 from syncd.text import _bare_html_text, _parsed_html_text, _simple_html_text, html_to_text
@@ -527,7 +527,7 @@ def test_a_vambe_mapper_vouches_for_its_metadata_only_without_a_callable() -> No
         metadata=["brand"], callable="tests.test_fast_paths:_metadata_of_numbers"
     )
     assert build_mapper(hooked, "id").well_formed == frozenset()
-    assert build_mapper(_bench_config().targets[0], "id").well_formed == frozenset()
+    assert build_mapper(_bench_config().targets[0], "id").well_formed == WELL_FORMED_PRODUCT
 
 
 def test_metadata_a_callable_breaks_is_still_refused_item_by_item() -> None:

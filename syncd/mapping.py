@@ -902,18 +902,23 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     return result  # type: ignore[no-any-return]
 
 
-def _encoded(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Encoded:
+def _encoded(
+    key: str, payload: Payload, floats: tuple[Any, ...] | None = None, finite: bool = False
+) -> Encoded:
     """The key, payload and canonical bytes a document is made of (``Mapper.encode``);
-    ``RecordError`` for a payload that is not JSON."""
+    ``RecordError`` for a payload that is not JSON (``floats``, ``finite``: see
+    ``canonical_json``)."""
     try:
-        return key, payload, canonical_json(payload, floats)
+        return key, payload, canonical_json(payload, floats, finite)
     except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
         raise RecordError(f"payload is not JSON: {exc}", key=key) from None
 
 
-def _document(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Document:
+def _document(
+    key: str, payload: Payload, floats: tuple[Any, ...] | None = None, finite: bool = False
+) -> Document:
     """The document of ``_encoded``'s parts, its dict kept (``Mapper.map``)."""
-    _, _, canonical = _encoded(key, payload, floats)
+    _, _, canonical = _encoded(key, payload, floats, finite)
     return Document(key, canonical, payload_hash(canonical), None, payload)
 
 
@@ -1030,7 +1035,19 @@ class UserfluxMapper:
             _field_code(
                 code, field, spec, label, partial(code.line, f"overrides[{name!r}] = value")
             )
-        code.line(f"return {finish}(record, key, refused, problems, properties, overrides, out)")
+        if self._hook is not None:
+            code.line(
+                f"return {finish}(record, key, refused, problems, properties, overrides, out)"
+            )
+            return code
+        # ``_finish`` without a hook, written out: no call of seven arguments
+        refusal = code.name_of(_refusal, "refusal")
+        with code.block("if problems:"):
+            code.line(f"raise {refusal}(problems, key, refused)")
+        code.line(f"payload = {{'id': key, 'typeId': {self._type_id!r}, 'properties': properties}}")
+        with code.block("if overrides:"):
+            code.line("payload['aiPropertyOverrides'] = overrides")
+        code.line("return out(key, payload, None, True)")
         return code
 
     def interpret(self, record: Record) -> Document:
@@ -1080,10 +1097,12 @@ class UserfluxMapper:
         problems: list[tuple[str, str]],
         properties: dict[str, Any],
         overrides: dict[str, Any],
-        out: Callable[[str, Payload, tuple[Any, ...] | None], _Out],
+        out: Callable[[str, Payload, tuple[Any, ...] | None, bool], _Out],
     ) -> _Out:
         """The document of the fields found (or the record's refusal), the hook run:
-        ``out`` (``_document``, ``_encoded``) makes it of the key, payload and floats."""
+        ``out`` (``_document``, ``_encoded``) makes it of the key, payload and floats (all
+        finite: ``jsonable`` and the typed coercions refuse the others, in what a hook
+        returns too). ``map`` writes the same steps out when there is no hook."""
         if problems:
             raise _refusal(problems, key, refused)
         payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
@@ -1095,7 +1114,7 @@ class UserfluxMapper:
                 raise RecordError("must be an object", key=payload["id"], field="properties")
             if payload.get("aiPropertyOverrides") == {}:
                 del payload["aiPropertyOverrides"]
-        return out(payload["id"], payload, None)
+        return out(payload["id"], payload, None, True)
 
 
 def _constant_text(field: FieldFn, spec: FieldSpec) -> str | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bench import catalog
@@ -280,6 +280,24 @@ def test_canonical_json_told_the_floats_writes_each_as_repr_does(floats: list[fl
     try:
         found: bytes | type[BaseException] = canonical_json(payload, tuple(floats))
     except ValueError as exc:
+        found = type(exc)
+    assert found == expected
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_canonical_json_told_its_floats_are_finite_is_the_standard_librarys_byte_for_byte(
+    payload: dict[str, Any],
+) -> None:
+    """A mapper's payload (``finite``): its nulls are Nones, not searched for."""
+    assume(all(math.isfinite(found) for found in _floats_in(payload)))
+    try:
+        expected: bytes | type[BaseException] = _reference_json(payload)
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        found: bytes | type[BaseException] = canonical_json(payload, None, True)
+    except (TypeError, ValueError) as exc:
         found = type(exc)
     assert found == expected
 

@@ -40,6 +40,7 @@ from syncd.text import (
 )
 from syncd.values import (
     COERCIONS,
+    EXACT_INTEGER,
     INDEX_TEXT,
     MAX_DEPTH,
     MISSING,
@@ -48,6 +49,7 @@ from syncd.values import (
     jsonable,
     key_text,
     pick_values,
+    plain_number,
     show,
     stringify,
 )
@@ -670,7 +672,40 @@ def _field_code(
             with code.block("except RecordError as exc:"):
                 code.line(problem)
     with code.block("else:"):
-        _coerced_code(code, spec, coerce, required, use, problem, missing)
+        _coerced_code(code, spec, coerce, required, use, problem, missing, kind=kind)
+
+
+def _typing_code(code: Source, kind: ValueType | None, coerce: str, separator: str) -> None:
+    """The line typing ``value`` with ``coerce`` (``values.COERCIONS[kind]``); for the
+    common values of a type, the steps the coercion takes for them written out instead
+    (no call, or one C call): the same value, and anything else goes to ``coerce``."""
+    typing = f"value = {coerce}(value, {separator!r})"
+    exact = f"-{EXACT_INTEGER} <= value <= {EXACT_INTEGER}"
+    if kind == "number" and separator == ".":  # ``_to_number``: a price's text remembered
+        number = code.name_of(plain_number, "plain_number")
+        with code.block(f"if value.__class__ is str and (number := {number}(value)) is not None:"):
+            code.line("value = number")
+        with code.block(f"elif value.__class__ is not int or not {exact}:"):
+            code.line(typing)
+    elif kind == "integer":  # ``_to_integer``: an exact int as it is
+        with code.block(f"if value.__class__ is not int or not {exact}:"):
+            code.line(typing)
+    elif kind == "list":  # ``_to_list``: a list copied, its texts as they are (``jsonable``)
+        with code.block("if value.__class__ is list:"):
+            code.line("value = list(value)")
+            loop, other = "for item in value:", "if item.__class__ is not str:"
+            with code.block(loop), code.block(other):
+                code.line(f"value = {code.name_of(jsonable, 'jsonable')}(value)")
+                code.line("break")
+        with code.block("else:"):
+            code.line(typing)
+    elif kind == "json":  # ``_parse_json``: what is not a text is made JSON data
+        with code.block("if value.__class__ is dict:"):
+            code.line(f"value = {code.name_of(jsonable, 'jsonable')}(value)")
+        with code.block("else:"):
+            code.line(typing)
+    else:
+        code.line(typing)
 
 
 def _coerced_code(
@@ -683,17 +718,18 @@ def _coerced_code(
     missing: str,
     cut: str | None = None,
     keeps_text: bool = False,
+    kind: ValueType | None = None,
 ) -> None:
     """The lines typing ``value`` with ``coerce`` (then cutting a text with ``cut``), using
     it unless it is missing, and turning a ``RecordError`` into the field's problem;
-    ``keeps_text``: ``coerce`` gives a ``str`` back as it is, so a text skips the call."""
+    ``keeps_text``: ``coerce`` gives a ``str`` back as it is, so a text skips the call;
+    ``kind``: the type ``coerce`` is of, whose common values skip it (``_typing_code``)."""
     with code.block("try:"):
-        typing = f"value = {coerce}(value, {spec.decimal_separator!r})"
         if keeps_text:
             with code.block("if value.__class__ is not str:"):
-                code.line(typing)
+                code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
         else:
-            code.line(typing)
+            _typing_code(code, kind, coerce, spec.decimal_separator)
         if cut is not None:  # a text no longer than the limit is kept whole: no call
             with code.block(f"if value.__class__ is str and len(value) > {spec.max_length!r}:"):
                 code.line(f"value = {cut}(value, {spec.max_length!r})")

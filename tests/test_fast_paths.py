@@ -370,9 +370,9 @@ def test_a_price_text_is_converted_once_for_every_target_that_maps_it() -> None:
     config = _bench_config()
     mappers = [build_mapper(target, "id") for target in config.targets]
     record = {"id": "SKU-1", "title": "A", "description": "B", "price": "1,234.57"}
-    values._plain_number.cache_clear()
+    values.plain_number.cache_clear()
     documents = [mapper.map(record) for mapper in mappers]
-    info = values._plain_number.cache_info()
+    info = values.plain_number.cache_info()
     assert (info.misses, info.hits) == (1, 1)  # the second target took the first one's
     assert documents[0].payload["properties"]["price"] == 1234.57
     assert documents[1].payload["price"] == 1234.57

@@ -40,6 +40,7 @@ from syncd.text import (
 )
 from syncd.values import (
     COERCIONS,
+    EXACT_INTEGER,
     INDEX_TEXT,
     MAX_DEPTH,
     MISSING,
@@ -48,6 +49,7 @@ from syncd.values import (
     jsonable,
     key_text,
     pick_values,
+    plain_number,
     show,
     stringify,
 )
@@ -56,6 +58,9 @@ MAX_KEY_LENGTH = 512
 """Longest product key, in characters."""
 WELL_FORMED_METADATA = frozenset({"metadata"})
 """A Vambe mapper's ``well_formed`` without a ``mapping.callable``."""
+WELL_FORMED_PRODUCT = frozenset({"properties", "aiPropertyOverrides"})
+"""A UserFlux mapper's ``well_formed`` without a ``mapping.callable``: both objects (the
+latter absent when empty), built by the mapping code."""
 
 Hook = Callable[[Record, Payload], Payload]
 Encoded = tuple[str, Payload, bytes]
@@ -667,7 +672,40 @@ def _field_code(
             with code.block("except RecordError as exc:"):
                 code.line(problem)
     with code.block("else:"):
-        _coerced_code(code, spec, coerce, required, use, problem, missing)
+        _coerced_code(code, spec, coerce, required, use, problem, missing, kind=kind)
+
+
+def _typing_code(code: Source, kind: ValueType | None, coerce: str, separator: str) -> None:
+    """The line typing ``value`` with ``coerce`` (``values.COERCIONS[kind]``); for the
+    common values of a type, the steps the coercion takes for them written out instead
+    (no call, or one C call): the same value, and anything else goes to ``coerce``."""
+    typing = f"value = {coerce}(value, {separator!r})"
+    exact = f"-{EXACT_INTEGER} <= value <= {EXACT_INTEGER}"
+    if kind == "number" and separator == ".":  # ``_to_number``: a price's text remembered
+        number = code.name_of(plain_number, "plain_number")
+        with code.block(f"if value.__class__ is str and (number := {number}(value)) is not None:"):
+            code.line("value = number")
+        with code.block(f"elif value.__class__ is not int or not {exact}:"):
+            code.line(typing)
+    elif kind == "integer":  # ``_to_integer``: an exact int as it is
+        with code.block(f"if value.__class__ is not int or not {exact}:"):
+            code.line(typing)
+    elif kind == "list":  # ``_to_list``: a list copied, its texts as they are (``jsonable``)
+        with code.block("if value.__class__ is list:"):
+            code.line("value = list(value)")
+            loop, other = "for item in value:", "if item.__class__ is not str:"
+            with code.block(loop), code.block(other):
+                code.line(f"value = {code.name_of(jsonable, 'jsonable')}(value)")
+                code.line("break")
+        with code.block("else:"):
+            code.line(typing)
+    elif kind == "json":  # ``_parse_json``: what is not a text is made JSON data
+        with code.block("if value.__class__ is dict:"):
+            code.line(f"value = {code.name_of(jsonable, 'jsonable')}(value)")
+        with code.block("else:"):
+            code.line(typing)
+    else:
+        code.line(typing)
 
 
 def _coerced_code(
@@ -680,17 +718,18 @@ def _coerced_code(
     missing: str,
     cut: str | None = None,
     keeps_text: bool = False,
+    kind: ValueType | None = None,
 ) -> None:
     """The lines typing ``value`` with ``coerce`` (then cutting a text with ``cut``), using
     it unless it is missing, and turning a ``RecordError`` into the field's problem;
-    ``keeps_text``: ``coerce`` gives a ``str`` back as it is, so a text skips the call."""
+    ``keeps_text``: ``coerce`` gives a ``str`` back as it is, so a text skips the call;
+    ``kind``: the type ``coerce`` is of, whose common values skip it (``_typing_code``)."""
     with code.block("try:"):
-        typing = f"value = {coerce}(value, {spec.decimal_separator!r})"
         if keeps_text:
             with code.block("if value.__class__ is not str:"):
-                code.line(typing)
+                code.line(f"value = {coerce}(value, {spec.decimal_separator!r})")
         else:
-            code.line(typing)
+            _typing_code(code, kind, coerce, spec.decimal_separator)
         if cut is not None:  # a text no longer than the limit is kept whole: no call
             with code.block(f"if value.__class__ is str and len(value) > {spec.max_length!r}:"):
                 code.line(f"value = {cut}(value, {spec.max_length!r})")
@@ -899,18 +938,23 @@ def _run_hook(hook: Hook, record: Record, payload: Payload, key: str, key_field:
     return result  # type: ignore[no-any-return]
 
 
-def _encoded(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Encoded:
+def _encoded(
+    key: str, payload: Payload, floats: tuple[Any, ...] | None = None, finite: bool = False
+) -> Encoded:
     """The key, payload and canonical bytes a document is made of (``Mapper.encode``);
-    ``RecordError`` for a payload that is not JSON."""
+    ``RecordError`` for a payload that is not JSON (``floats``, ``finite``: see
+    ``canonical_json``)."""
     try:
-        return key, payload, canonical_json(payload, floats)
+        return key, payload, canonical_json(payload, floats, finite)
     except (TypeError, ValueError) as exc:  # a last guard: the mapping already checked
         raise RecordError(f"payload is not JSON: {exc}", key=key) from None
 
 
-def _document(key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Document:
+def _document(
+    key: str, payload: Payload, floats: tuple[Any, ...] | None = None, finite: bool = False
+) -> Document:
     """The document of ``_encoded``'s parts, its dict kept (``Mapper.map``)."""
-    _, _, canonical = _encoded(key, payload, floats)
+    _, _, canonical = _encoded(key, payload, floats, finite)
     return Document(key, canonical, payload_hash(canonical), None, payload)
 
 
@@ -987,7 +1031,9 @@ class UserfluxMapper:
         if problems:
             raise ConfigError(problems)
         self._hook = _import_hook(mapping.callable, target.name)
-        self.well_formed: frozenset[str] = frozenset()
+        # ``properties`` (and ``aiPropertyOverrides`` when there are any) are dicts made
+        # here: a hook may return anything there
+        self.well_formed = frozenset() if self._hook is not None else WELL_FORMED_PRODUCT
         self.code = self._code(key)
         self.map = self.code.compile(f"UserfluxMapper {target.name}", out=_document)
         self.encode = self.code.compile(f"UserfluxMapper {target.name}", out=_encoded)
@@ -1025,7 +1071,19 @@ class UserfluxMapper:
             _field_code(
                 code, field, spec, label, partial(code.line, f"overrides[{name!r}] = value")
             )
-        code.line(f"return {finish}(record, key, refused, problems, properties, overrides, out)")
+        if self._hook is not None:
+            code.line(
+                f"return {finish}(record, key, refused, problems, properties, overrides, out)"
+            )
+            return code
+        # ``_finish`` without a hook, written out: no call of seven arguments
+        refusal = code.name_of(_refusal, "refusal")
+        with code.block("if problems:"):
+            code.line(f"raise {refusal}(problems, key, refused)")
+        code.line(f"payload = {{'id': key, 'typeId': {self._type_id!r}, 'properties': properties}}")
+        with code.block("if overrides:"):
+            code.line("payload['aiPropertyOverrides'] = overrides")
+        code.line("return out(key, payload, None, True)")
         return code
 
     def interpret(self, record: Record) -> Document:
@@ -1075,10 +1133,12 @@ class UserfluxMapper:
         problems: list[tuple[str, str]],
         properties: dict[str, Any],
         overrides: dict[str, Any],
-        out: Callable[[str, Payload, tuple[Any, ...] | None], _Out],
+        out: Callable[[str, Payload, tuple[Any, ...] | None, bool], _Out],
     ) -> _Out:
         """The document of the fields found (or the record's refusal), the hook run:
-        ``out`` (``_document``, ``_encoded``) makes it of the key, payload and floats."""
+        ``out`` (``_document``, ``_encoded``) makes it of the key, payload and floats (all
+        finite: ``jsonable`` and the typed coercions refuse the others, in what a hook
+        returns too). ``map`` writes the same steps out when there is no hook."""
         if problems:
             raise _refusal(problems, key, refused)
         payload: Payload = {"id": key, "typeId": self._type_id, "properties": properties}
@@ -1090,7 +1150,7 @@ class UserfluxMapper:
                 raise RecordError("must be an object", key=payload["id"], field="properties")
             if payload.get("aiPropertyOverrides") == {}:
                 del payload["aiPropertyOverrides"]
-        return out(payload["id"], payload, None)
+        return out(payload["id"], payload, None, True)
 
 
 def _constant_text(field: FieldFn, spec: FieldSpec) -> str | None:

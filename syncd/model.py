@@ -89,7 +89,9 @@ def _not_plain(value: object) -> NoReturn:
     raise TypeError(type(value).__name__)
 
 
-def canonical_json(payload: Mapping[str, Any], floats: tuple[Any, ...] | None = None) -> bytes:
+def canonical_json(
+    payload: Mapping[str, Any], floats: tuple[Any, ...] | None = None, finite: bool = False
+) -> bytes:
     """The canonical JSON of a payload: sorted keys, no whitespace, UTF-8, no NaN.
 
     orjson writes it, byte for byte what ``_CANONICAL`` writes for JSON data; whatever it
@@ -101,7 +103,11 @@ def canonical_json(payload: Mapping[str, Any], floats: tuple[Any, ...] | None = 
     ``floats``: every value of ``payload`` that can be a float, when the caller knows them
     (a mapper whose fields are typed does): each is then checked (``_written_alike``)
     instead of orjson's text being searched three times over for what they may write. A
-    ``null`` then stands for a None, which ``_CANONICAL`` writes so too."""
+    ``null`` then stands for a None, which ``_CANONICAL`` writes so too.
+
+    ``finite``: the caller knows every float of ``payload`` is finite (a mapper's payload,
+    made JSON data by ``jsonable`` and the typed coercions, which refuse the others): a
+    ``null`` is then a None too, and only the small floats' text is searched for."""
     try:
         out = orjson.dumps(payload, default=_not_plain, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError too
@@ -111,7 +117,7 @@ def canonical_json(payload: Mapping[str, Any], floats: tuple[Any, ...] | None = 
             return out
         return _CANONICAL.encode(payload).encode()
     if (  # find, not ``in`` (which first tries the needle as an int, an exception each)
-        out.find(b"null") >= 0
+        (not finite and out.find(b"null") >= 0)
         or out.find(b"0.0000") >= 0
         or (out.find(b"e-") >= 0 and _SHORT_EXPONENT.search(out) is not None)  # find first
     ):

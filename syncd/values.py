@@ -352,15 +352,15 @@ def _number_text(text: str, decimal_separator: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _plain_number(text: str) -> int | float | None:
+def plain_number(text: str) -> int | float | None:
     """The number of ``"1,234.56"`` (the decimal separator ``.``): ASCII digits, at most
     one ``.``, ``,`` only between groups of three, at most 15 digits; None for any other
     text (the long way reads it).
 
     Remembered for a while: every target maps the same record in turn, so a price is
     converted once per record rather than once per target. Keyed by the text alone: only
-    the ``.`` separator asks (``_to_number``), and what it keeps (an int, a float, None)
-    can't be changed by a caller."""
+    the ``.`` separator asks (``_to_number``, a mapper's number field), and what it keeps
+    (an int, a float, None) can't be changed by a caller."""
     if len(text) > 20 or not text.isascii():
         return None
     digits = text.replace(",", "") if "," in text else text
@@ -376,7 +376,7 @@ def _plain_number(text: str) -> int | float | None:
 
 _GROUPED = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
 """Groups of three between ``,`` (the first of one to three), none after the ``.``: for a
-text whose digits ``_plain_number`` already found plain, one C match instead of cutting
+text whose digits ``plain_number`` already found plain, one C match instead of cutting
 and measuring the groups (0.3 against 1.3 µs)."""
 
 
@@ -397,9 +397,9 @@ def _to_number(value: Any, decimal_separator: str) -> int | float:
         number: float = _finite(value)
     elif kind is str:
         if decimal_separator == ".":
-            plain_number = _plain_number(value)
-            if plain_number is not None:
-                return plain_number
+            plain = plain_number(value)
+            if plain is not None:
+                return plain
         try:
             exact = Decimal(_number_text(value, decimal_separator))
         except InvalidOperation:  # an exponent past what Decimal holds

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import xxhash
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bench import catalog
@@ -26,7 +26,7 @@ from bench.config import ENV, write_config
 from syncd import values
 from syncd.config import SyncdConfig, load_config
 from syncd.errors import RecordError
-from syncd.mapping import build_mapper
+from syncd.mapping import WELL_FORMED_PRODUCT, build_mapper
 from syncd.model import canonical_json
 from syncd.targets.userflux import unsafe_segment
 from syncd.text import _bare_html_text, _parsed_html_text, _simple_html_text, html_to_text
@@ -284,6 +284,24 @@ def test_canonical_json_told_the_floats_writes_each_as_repr_does(floats: list[fl
     assert found == expected
 
 
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_canonical_json_told_its_floats_are_finite_is_the_standard_librarys_byte_for_byte(
+    payload: dict[str, Any],
+) -> None:
+    """A mapper's payload (``finite``): its nulls are Nones, not searched for."""
+    assume(all(math.isfinite(found) for found in _floats_in(payload)))
+    try:
+        expected: bytes | type[BaseException] = _reference_json(payload)
+    except (TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        found: bytes | type[BaseException] = canonical_json(payload, None, True)
+    except (TypeError, ValueError) as exc:
+        found = type(exc)
+    assert found == expected
+
+
 def test_canonical_json_of_the_benchmark_payloads_is_unchanged() -> None:
     config = _bench_config()
     mappers = [build_mapper(target, "id") for target in config.targets]
@@ -352,9 +370,9 @@ def test_a_price_text_is_converted_once_for_every_target_that_maps_it() -> None:
     config = _bench_config()
     mappers = [build_mapper(target, "id") for target in config.targets]
     record = {"id": "SKU-1", "title": "A", "description": "B", "price": "1,234.57"}
-    values._plain_number.cache_clear()
+    values.plain_number.cache_clear()
     documents = [mapper.map(record) for mapper in mappers]
-    info = values._plain_number.cache_info()
+    info = values.plain_number.cache_info()
     assert (info.misses, info.hits) == (1, 1)  # the second target took the first one's
     assert documents[0].payload["properties"]["price"] == 1234.57
     assert documents[1].payload["price"] == 1234.57
@@ -527,7 +545,7 @@ def test_a_vambe_mapper_vouches_for_its_metadata_only_without_a_callable() -> No
         metadata=["brand"], callable="tests.test_fast_paths:_metadata_of_numbers"
     )
     assert build_mapper(hooked, "id").well_formed == frozenset()
-    assert build_mapper(_bench_config().targets[0], "id").well_formed == frozenset()
+    assert build_mapper(_bench_config().targets[0], "id").well_formed == WELL_FORMED_PRODUCT
 
 
 def test_metadata_a_callable_breaks_is_still_refused_item_by_item() -> None:

@@ -1209,6 +1209,43 @@ def _flatten(out: list[dict[str, str]], label: str, value: Any, depth: int = 0) 
         out.append({"key": label, "value": stringify(value)})
 
 
+_LIST_KEYS = 16
+"""The positions of a list whose metadata keys (``tags.0``) a Vambe ``map`` holds written
+out: a longer list is flattened by ``_flatten``."""
+
+
+def _flatten_code(code: Source, name: str) -> None:
+    """The lines appending ``value`` (not None) to ``metadata`` as ``_flatten(metadata,
+    name, value)`` does. The common shapes are flattened inline, their text items
+    appended without a call: a list (at most ``_LIST_KEYS`` items, their keys written
+    once) and a dict; any other value, and an item that is not text, is ``_flatten``'s."""
+    flatten = code.name_of(_flatten, "flatten")
+    keys = code.name_of(tuple(f"{name}.{position}" for position in range(_LIST_KEYS)), "keys")
+    label = code.name_of(name, "label")
+
+    def item(item_key: str) -> None:
+        text = code.block("if item.__class__ is str:")
+        with text, code.block("if item and not item.isspace():"):
+            code.line(f"metadata.append({{'key': {item_key}, 'value': item}})")
+        with code.block("elif item is not None:"):
+            code.line(f"{flatten}(metadata, {item_key}, item, 1)")
+
+    code.line("kind = value.__class__")
+    short_list = code.block(f"if kind is list and len(value) <= {_LIST_KEYS}:")
+    with short_list, code.block(f"for item_key, item in zip({keys}, value):"):
+        item("item_key")
+    with code.block("elif kind is dict:"):
+        with code.block("try:"):
+            code.line("names = sorted(value)")
+        with code.block("except TypeError:"):
+            code.line("names = sorted(value, key=str)")
+        with code.block("for name in names:"):
+            code.line("item = value[name]")
+            item(f"f'{{{label}}}.{{name}}'")
+    with code.block("else:"):
+        code.line(f"{flatten}(metadata, {name!r}, value)")
+
+
 class VambeMapper:
     """Records → Vambe products (``external_id``, ``name``, ``price``, ``metadata``, ...).
 
@@ -1326,7 +1363,6 @@ class VambeMapper:
                 type="string",
             )
         code.line("metadata = []")
-        flatten = code.name_of(_flatten, "flatten")
         for label, name, field, spec in self._metadata:
             code.line(f"# {label!r}")
             _field_code(
@@ -1334,7 +1370,7 @@ class VambeMapper:
                 field,
                 spec,
                 label,
-                partial(code.line, f"{flatten}(metadata, {name!r}, value)"),
+                partial(_flatten_code, code, name),
                 use_text=partial(
                     code.line, f"metadata.append({{'key': {name!r}, 'value': value}})"
                 ),

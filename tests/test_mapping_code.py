@@ -354,3 +354,37 @@ def test_vambe_metadata_is_flattened_by_its_rule(value: Any) -> None:
     found: list[dict[str, str]] = []
     _flatten(found, "m", value)
     assert found == _flattened_the_long_way("m", value)
+
+
+_INLINE = VambeTargetConfig.model_validate(
+    {
+        "kind": "vambe",
+        "name": "vb",
+        "api_key_env": "K",
+        "block_id": "b-1",
+        "mapping": {
+            "name": "title",
+            "description": "description",
+            "price": "price",
+            "currency": {"const": "USD"},
+            "metadata": ["m", "n"],
+        },
+    }
+)
+
+
+@given(st.one_of(_NESTED, st.lists(_LEAVES, min_size=14, max_size=20), st.tuples(_LEAVES)))
+@settings(max_examples=300, deadline=None)
+def test_vambe_metadata_flattened_inline_is_flattened_by_its_rule(value: Any) -> None:
+    """The generated ``map`` flattens a list (longer ones too) or a dict itself, not with
+    ``_flatten`` (``_flatten_code``): the same pairs, in the same order."""
+    mapper = build_mapper(_INLINE, "id")
+    assert isinstance(mapper, VambeMapper)
+    record = {"id": "A", "title": "T", "description": "D", "price": "1", "m": value, "n": value}
+    mapped = mapper.map(record)
+    assert mapped.payload == mapper.interpret(record).payload
+    if not isinstance(value, str):
+        assert mapped.payload["metadata"] == [
+            *_flattened_the_long_way("m", list(value) if isinstance(value, tuple) else value),
+            *_flattened_the_long_way("n", list(value) if isinstance(value, tuple) else value),
+        ]

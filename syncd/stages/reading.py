@@ -289,9 +289,10 @@ def read_rows(
                 places.append(i)
                 ordinals.append(base + i + 1 - dropped)
                 if len(records) == TURN:
+                    # taken before they are mapped: a mapping that fails leaves none to map again
+                    turn, records, places, ordinals = (records, places, ordinals), [], [], []
                     for planner, row_hashes, known in rows:
-                        _map_block(planner, records, places, ordinals, row_hashes, known)
-                    records, places, ordinals = [], [], []
+                        _map_block(planner, *turn, row_hashes, known)
         finally:
             for planner, row_hashes, known in rows:
                 _map_block(planner, records, places, ordinals, row_hashes, known)

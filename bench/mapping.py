@@ -76,7 +76,7 @@ def reference_tree(workdir: Path) -> Path | None:
         return tree
     try:
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", REFERENCE, "syncd"],
+            ["git", "-C", str(ROOT), "archive", "--format=tar", REFERENCE, "syncd", "migrations"],
             capture_output=True,
             check=True,
         ).stdout
@@ -92,13 +92,28 @@ def reference_tree(workdir: Path) -> Path | None:
     return tree
 
 
+def _check_runs_from(root: Path) -> None:
+    """Fail unless ``_plan_cpu(..., root)``'s processes import the ``syncd`` in ``root``."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import syncd; print(syncd.__file__)"],
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(root.resolve()):
+        raise RuntimeError(f"a plan meant to run the syncd in {root} imports {found}")
+
+
 def _plan_cpu(config: Path, log: Path, root: Path = ROOT) -> float:
     """CPU seconds of one ``syncd plan`` process over ``config`` (its own, ``os.wait4``),
-    running the ``syncd`` package found in ``root``."""
+    running the ``syncd`` package found in ``root`` (its working directory too: ``-m``
+    puts that first on the path, before ``PYTHONPATH``)."""
     argv = [sys.executable, "-m", "syncd", "plan", "--config", str(config)]
     env = dict(os.environ, **ENV, PYTHONPATH=str(root))
     with log.open("ab") as err:
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(argv, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 3):
@@ -178,6 +193,8 @@ def measure(n: int, path: Path, workdir: Path, repeat: int, say: Any) -> dict[st
             "(syncd's bytecode compiled first, as installed)"
         )
         reference = reference_tree(workdir)
+        for root in (ROOT,) if reference is None else (ROOT, reference):
+            _check_runs_from(root)
         plans: list[float] = []
         before: list[float] = []
         for _ in range(repeat):  # syncd and the reference alternating: the same load on both

@@ -49,8 +49,8 @@ TARGET_US = 25.0
 TARGET_RATIO = 3.0
 """Issue 17: mapping at least 3x cheaper than ``REFERENCE``, measured in the same run."""
 REFERENCE = "39523b98392cf23d9e44e9b8d9d02b2ee378ec38"
-"""syncd before issue 17's mapping work (2026-12-04): the issue measured it at 73 µs per
-product and target (a 1M first sync, 146 s of CPU)."""
+"""syncd before issue 17's mapping work (2026-12-04): the issue measured the code of its
+day, whose mapping this is, at 73 µs per product and target (a 1M first sync, 146 s of CPU)."""
 TARGETS = 2
 """The benchmark's config maps every product for UserFlux and for Vambe."""
 SAMPLE = 20_000

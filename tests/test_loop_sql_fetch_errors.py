@@ -197,3 +197,55 @@ def test_a_json_key_column_is_read_by_fingerprint(pg_url: str) -> None:
         fetched.extend(block.records(range(len(block.fingerprints))))
 
     assert fetched == list(sql.read())
+
+
+@pytest.mark.parametrize(
+    "database",
+    [
+        pytest.param("sqlite_url", id="sqlite"),
+        pytest.param("pg_url", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mariadb_url", id="mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_read_failing_midway_reports_the_records_it_read(
+    tmp_path: Path,
+    fakes: Any,
+    maps: dict[str, int],
+    database: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count a failed read reports is of the records it returned (those every target
+    knows by fingerprint, and those fetched before the failure), not zero."""
+    url = request.getfixturevalue(database)
+    records = catalog(300)
+    load_table(url, records)
+    h = sql_harness(tmp_path, fakes, url)
+    assert h.sync().ok
+    edited = [
+        dict(r, title=r["title"] + " (new)") if i % 3 == 0 else r for i, r in enumerate(records)
+    ]
+    load_table(url, edited)  # 100 rows edited: fetched whole, the fetch failing after 70
+
+    def failing(original: Any) -> Any:
+        def records(self: Any, indexes: Any) -> Iterator[dict[str, Any]]:
+            for n, record in enumerate(original(self, indexes)):
+                if n == 70:
+                    raise SourceError("sql: the connection was lost")
+                yield record
+
+        return records
+
+    for block in (sql_fingerprints.SqlFingerprintBlock, sql_fingerprints.SqlRowBlock):
+        monkeypatch.setattr(block, "records", failing(block.records))
+    reset(fakes, maps)
+
+    report = h.sync()
+
+    assert not report.source_complete
+    assert report.source_error == "sql: the connection was lost"
+    # the 200 rows every target knows, and the 70 edited ones fetched before the failure
+    assert report.source_count == 270
+    assert maps == {"uf": 70, "vb": 70}
+    assert [t.deleted for t in report.targets] == [0, 0]
+    h.close()

@@ -58,6 +58,15 @@ class SourceRead:
     unreadable: tuple[UnreadableRow, ...] = ()
 
 
+@dataclass
+class ReadCount:
+    """The records a read has returned so far, kept up to date as it goes: a read that
+    fails midway still says how many it read (and so the reject guard weighs its
+    rejections against them, not against none)."""
+
+    records: int = 0
+
+
 def read_source(
     source: Source,
     config: SourceConfig,
@@ -67,7 +76,7 @@ def read_source(
     """Read ``source`` once, handing every record to each planner (flushed at the end, even
     after a failed read: what was read is still planned, and sends no deletes)."""
     unreadable: list[UnreadableRow] = []
-    count = 0
+    read = ReadCount()
     error: str | None = None
     try:
         if any(planner.fingerprint is not None for planner in planners):
@@ -81,18 +90,19 @@ def read_source(
                 if fingerprinted is not None
                 else record_blocks(source, config, unreadable)
             )
-            count = read_rows(blocks, planners, unreadable, budget)
+            read_rows(blocks, planners, unreadable, budget, read)
         else:
             for item in read_catalog(source, config):
                 budget.check_read()
                 if isinstance(item, UnreadableRow):
                     unreadable.append(item)
                     continue
-                count += 1
+                read.records += 1
                 for planner in planners:
-                    planner.map_one(item, count)
+                    planner.map_one(item, read.records)
     except SourceError as exc:
         error = str(exc)
+    count = read.records
     for planner in planners:
         planner.flush(last=True)
     if error is None and count < config.min_records:
@@ -239,7 +249,8 @@ def read_rows(
     planners: Sequence[TargetPlanner],
     unreadable: list[UnreadableRow],
     budget: Budget,
-) -> int:
+    read: ReadCount,
+) -> None:
     """Read the source skipping, per target, the rows whose fingerprint state knows.
 
     Each block of raw rows is fingerprinted once (``row_digest``), then for every
@@ -248,8 +259,8 @@ def read_rows(
     targets. A skipped row's product is unchanged. Known fingerprints also count as
     seen (no delete), and duplicates are still found: a fingerprint known twice, or
     a parsed row's key that a skipped row's product has, is a duplicate key
-    (``Staging.duplicates``). Unreadable rows are appended to ``unreadable``. Returns the
-    records read.
+    (``Staging.duplicates``). Unreadable rows are appended to ``unreadable``; the records
+    read are counted in ``read``, block by block, and up to the row where a read fails.
     """
     count = 0
     for raws, parse in blocks:
@@ -276,6 +287,7 @@ def read_rows(
         records: list[Record] = []
         places: list[int] = []  # each record's row in the block
         ordinals: list[int] = []
+        taken = 0  # records of the block handed to the planners, in whole turns
         try:
             for i, item in zip(needed, parse(needed), strict=True):
                 if item is None:
@@ -291,10 +303,16 @@ def read_rows(
                 if len(records) == TURN:
                     # taken before they are mapped: a mapping that fails leaves none to map again
                     turn, records, places, ordinals = (records, places, ordinals), [], [], []
+                    taken += TURN
                     for planner, row_hashes, known in rows:
                         _map_block(planner, *turn, row_hashes, known)
+        except SourceError:
+            # the rows every target knows were read (by their fingerprints), and the
+            # records returned before the failure: the count a failed read reports
+            read.records = base + len(raws) - len(needed) + taken + len(records)
+            raise
         finally:
             for planner, row_hashes, known in rows:
                 _map_block(planner, records, places, ordinals, row_hashes, known)
         count = base + len(raws) - dropped  # rows known to every target are records
-    return count
+        read.records = count

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import orjson
 
 from syncd.config import CONDITION_OPTIONS, Condition, Where, parse_condition
@@ -504,4 +503,8 @@ def _quick_parse(data: bytes) -> tuple[dict[str, Any], bytes] | None:
 
 
 def _colons(data: bytes) -> int:
+    # NumPy (~300 M instructions to import) only once there are lines to count: a plan
+    # that reads none (an empty catalog, another source) never loads it
+    import numpy as np
+
     return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == ord(":")))

@@ -13,7 +13,6 @@ from functools import reduce
 from itertools import compress
 from operator import and_, not_
 
-import numpy as np
 import structlog
 from xxhash import xxh3_128_digest
 
@@ -253,6 +252,8 @@ def read_rows(
     """
     count = 0
     for raws, parse in blocks:
+        import numpy as np  # on the first block: see ``syncd.sources.base._colons``
+
         budget.check_read()
         # row_digest of each row, by one C loop, as pairs of 64-bit words
         joined = b"".join(map(xxh3_128_digest, raws))

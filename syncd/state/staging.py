@@ -38,7 +38,8 @@ from syncd.state.schema import (
 )
 
 if TYPE_CHECKING:
-    from syncd.state.fingerprints import FingerprintIndex  # NumPy: read on first use
+    # NumPy (~60 ms to import): loaded only by a run that looks fingerprints up
+    from syncd.state.fingerprints import FingerprintIndex
     from syncd.state.sql import SqlStateStore
 
 # -- staging -------------------------------------------------------------------
@@ -200,7 +201,7 @@ class SqlStaging:
         batch at a time.
         """
         if self._fingerprints is None:
-            from syncd.state.fingerprints import FingerprintIndex  # NumPy: see TYPE_CHECKING
+            from syncd.state.fingerprints import FingerprintIndex  # NumPy: see the imports
 
             p = products.c
             query = (

@@ -8,7 +8,10 @@ import threading
 import time
 from pathlib import Path
 
+import numpy
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from syncd.diff import Plan
@@ -17,6 +20,7 @@ from syncd.runs import TargetReport
 from syncd.sandbox import FakeUserflux
 from syncd.stages.budget import Budget
 from syncd.stages.finishing import run_record
+from syncd.stages.reading import _keyed
 from tests.support import KEY, Harness, catalog, userflux_target
 
 
@@ -169,3 +173,14 @@ def test_a_block_of_records_maps_as_the_same_records_one_at_a_time(only):
     assert block._chunk == one._chunk and len(one._chunk) >= 3
     assert block.planned() == one.planned()
     assert block.planned().rejections and (only or block.planned().keyless)
+
+
+@given(
+    st.lists(st.binary(min_size=16, max_size=16), max_size=40), st.binary(min_size=16, max_size=16)
+)
+def test_a_rows_fingerprint_is_its_digest_xor_the_key_by_numpy_or_not(
+    digests: list[bytes], key: bytes
+) -> None:
+    expected = b"".join(bytes(a ^ b for a, b in zip(d, key, strict=True)) for d in digests)
+    assert _keyed(b"".join(digests), key, numpy) == expected
+    assert _keyed(b"".join(digests), key, None) == expected

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,14 +73,13 @@ NOT_FOR_A_PLAN = (
 """Modules (and their packages' submodules) a plan on a SQLite state never needs."""
 
 
-def test_a_plan_on_sqlite_state_loads_nothing_only_other_commands_or_databases_need(
-    tmp_path, userflux, vambe
-) -> None:
+def _plan_modules(tmp_path: Path, userflux: Any, vambe: Any, line: str) -> list[str]:
+    """The modules ``syncd plan`` loaded, on an SQLite state not there yet, of a JSON Lines
+    catalog of ``line``, to the sandbox's two targets."""
     from bench.config import write_config
 
-    record = {"id": "SKU-1", "title": "Shoe", "description": "<p>Light</p>", "price": "12.50"}
     catalog = tmp_path / "catalog.jsonl"
-    catalog.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    catalog.write_text(line + "\n", encoding="utf-8")
     config = write_config(
         tmp_path / "syncd.toml",
         source="jsonl",
@@ -101,8 +101,25 @@ def test_a_plan_on_sqlite_state_loads_nothing_only_other_commands_or_databases_n
     assert "block.create create: 1 requests, 1 products" in done.stdout, done.stdout
     loaded = modules.read_text().split()
     assert "syncd.reconcile" in loaded  # the probe saw the plan's modules
+    return loaded
+
+
+RECORD = {"id": "SKU-1", "title": "Shoe", "description": "<p>Light</p>", "price": "12.50"}
+
+
+def test_a_plan_on_sqlite_state_loads_nothing_only_other_commands_or_databases_need(
+    tmp_path, userflux, vambe
+) -> None:
+    loaded = _plan_modules(tmp_path, userflux, vambe, json.dumps(RECORD))
     within = tuple(f"{name}." for name in NOT_FOR_A_PLAN)
     assert [m for m in loaded if m in NOT_FOR_A_PLAN or m.startswith(within)] == []
+
+
+def test_a_first_plan_of_compact_json_lines_loads_no_numpy(tmp_path, userflux, vambe) -> None:
+    """NumPy (~60 ms to load) counts the colons of lines not written compact and looks up
+    fingerprints state holds: a full refresh of lines as orjson writes them needs neither."""
+    loaded = _plan_modules(tmp_path, userflux, vambe, json.dumps(RECORD, separators=(",", ":")))
+    assert [m for m in loaded if m == "numpy" or m.startswith("numpy.")] == []
 
 
 HEALTHCHECK_PROBE = (

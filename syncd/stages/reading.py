@@ -7,13 +7,15 @@ and a row is parsed only when some target doesn't know it (``read_rows``).
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from itertools import compress
 from operator import and_, not_
+from types import ModuleType
 
-import numpy as np
 import structlog
 from xxhash import xxh3_128_digest
 
@@ -206,6 +208,32 @@ def record_blocks(
         yield _record_block(records)
 
 
+def _keyed(digests: bytes, key: bytes, numpy: ModuleType | None) -> bytes:
+    """Each 16-byte digest of ``digests`` XOR ``key`` (XOR is bytewise: any word order will do).
+
+    By ``numpy`` when the run has loaded it (a target's fingerprint index, the colons of
+    lines not written compact): 85 instructions a row. Otherwise (None) by Python ints, 430
+    a row (~70 M instructions more for the benchmark's 100k products and two targets), where
+    loading NumPy would cost ~270 M (~60 ms): a full refresh of compact JSON Lines never
+    needs NumPy.
+    """
+    if numpy is not None:
+        words = numpy.frombuffer(digests, dtype=numpy.uint64).reshape(-1, 2)
+        keyed: bytes = (words ^ numpy.frombuffer(key, dtype=numpy.uint64)).tobytes()
+        return keyed
+    size = len(digests)
+    # the key repeated over a power of two of rows, cut to the block's (little-endian: its
+    # low bytes): one conversion serves the blocks of a read, whose sizes vary by a few rows
+    keys = _repeated(key, 1 << (size // 16 - 1).bit_length()) & ((1 << 8 * size) - 1)
+    return (int.from_bytes(digests, "little") ^ keys).to_bytes(size, "little")
+
+
+@functools.lru_cache(maxsize=16)
+def _repeated(key: bytes, rows: int) -> int:
+    """``key`` ``rows`` times over, as one int (a conversion costs a third of ``_keyed``)."""
+    return int.from_bytes(key * rows, "little")
+
+
 def _needed(flags: Sequence[list[bool] | None], size: int) -> Sequence[int]:
     """The rows some target doesn't know (every row when a target isn't fingerprinted),
     found in C loops over the targets' flags, not a Python loop over the rows."""
@@ -265,9 +293,8 @@ def read_rows(
     count = 0
     for raws, parse in blocks:
         budget.check_read()
-        # row_digest of each row, by one C loop, as pairs of 64-bit words
-        joined = b"".join(map(xxh3_128_digest, raws))
-        digests = np.frombuffer(joined, dtype=np.uint64).reshape(-1, 2)
+        # row_digest of each row, by one C loop, concatenated
+        digests = b"".join(map(xxh3_128_digest, raws))
         # per target: each row's fingerprint (16 bytes each, concatenated) and whether
         # state knows it (None: not fingerprinted, every row is mapped)
         rows: list[tuple[TargetPlanner, bytes | None, list[bool] | None]] = []
@@ -275,9 +302,8 @@ def read_rows(
             if planner.fingerprint is None:
                 rows.append((planner, None, None))
                 continue
-            # row_fingerprint of every row: XOR is bytewise, any word order will do
-            key = np.frombuffer(planner.fingerprint, dtype=np.uint64)
-            hashes = (digests ^ key).tobytes()
+            # row_fingerprint of every row (by NumPy only when the run loaded it already)
+            hashes = _keyed(digests, planner.fingerprint, sys.modules.get("numpy"))
             rows.append((planner, hashes, planner.known(hashes, len(raws))))
         needed = _needed([known for _, _, known in rows], len(raws))
         base, dropped = count, 0  # dropped: needed rows that are no record

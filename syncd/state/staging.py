@@ -30,7 +30,6 @@ from syncd.state.db import (
     chunks,
     executemany,
 )
-from syncd.state.fingerprints import FingerprintIndex
 from syncd.state.schema import (
     fingerprint_table,
     key_table,
@@ -39,6 +38,8 @@ from syncd.state.schema import (
 )
 
 if TYPE_CHECKING:
+    # NumPy (~60 ms to import): loaded only by a run that looks fingerprints up
+    from syncd.state.fingerprints import FingerprintIndex
     from syncd.state.sql import SqlStateStore
 
 # -- staging -------------------------------------------------------------------
@@ -200,6 +201,8 @@ class SqlStaging:
         batch at a time.
         """
         if self._fingerprints is None:
+            from syncd.state.fingerprints import FingerprintIndex  # NumPy: see the imports
+
             p = products.c
             query = (
                 sa.select(p.source_hash)

@@ -183,6 +183,23 @@ def test_lines_parsed_together_are_each_what_it_is_alone(lines: list[bytes]) -> 
         assert (quick is None and alone is None) or same(quick, alone), (line, quick, alone)
 
 
+@given(st.lists(_OBJECTS.map(str.encode), max_size=6))
+@settings(max_examples=300, deadline=None)
+@example([b'{"a":1}', b'{"a":0,"a":0}'])  # compact, but a dropped copy: not its dump
+@example([b'{"a":1}', b'{"b":":"}'])
+def test_lines_written_as_orjson_writes_them_are_each_what_it_is_alone(
+    lines: list[bytes],
+) -> None:
+    """Lines that are their dumps skip the count of colons: each is still what it is alone."""
+    lines = [
+        line if quick_object(line) is None else orjson.dumps(orjson.loads(line)) for line in lines
+    ]
+    together = quick_objects(lines)
+    for line, quick in zip(lines, together, strict=True):
+        alone = quick_object(line)
+        assert (quick is None and alone is None) or same(quick, alone), (line, quick, alone)
+
+
 @given(_VALUES)
 @settings(max_examples=300, deadline=None)
 def test_any_json_value_that_is_not_an_object_is_left_to_the_standard_library(

@@ -717,9 +717,12 @@ def _typing_code(
     typing = f"value = {coerce}(value, {separator!r})"
 
     def typed(kind: ValueType | None) -> None:
-        code.line(typing)
-        if floats:
-            _floats_code(code, kind)
+        if floats and (kind == "list" or kind == "json"):  # ``jsonable`` told ``floats``
+            code.line(f"value = {coerce}(value, {separator!r}, floats)")
+        else:
+            code.line(typing)
+            if floats:
+                _floats_code(code, kind)
 
     exact = f"-{EXACT_INTEGER} <= value <= {EXACT_INTEGER}"
     if kind == "number" and separator == ".":  # ``_to_number``: a price's text remembered

@@ -523,11 +523,12 @@ def _reject_constant(name: str) -> Any:
 _JSON_TEXT = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _parse_json(value: Any, decimal_separator: str) -> Any:
+def _parse_json(value: Any, decimal_separator: str, floats: list[float] | None = None) -> Any:
     """``type = "json"``: a text is parsed as JSON (a database's JSON aggregate returned as
-    a string); any other value is taken as it is. Either must be JSON-compatible."""
+    a string); any other value is taken as it is. Either must be JSON-compatible
+    (``floats``: see ``jsonable``)."""
     if not isinstance(value, str):
-        return jsonable(value)
+        return jsonable(value, 0, floats)
     try:
         parsed = _JSON_TEXT.decode(value)
     except json.JSONDecodeError as exc:
@@ -539,22 +540,26 @@ def _parse_json(value: Any, decimal_separator: str) -> Any:
         raise RecordError(f"not valid JSON: {exc}: {show(value)}") from None
     except RecursionError:
         raise RecordError("not valid JSON: nested too deeply to parse") from None
-    return jsonable(parsed)
+    return jsonable(parsed, 0, floats)
 
 
 def as_it_is(value: Any, decimal_separator: str) -> Any:
     return value
 
 
-def _to_list(value: Any, decimal_separator: str) -> list[Any] | _Missing:
+def _to_list(
+    value: Any, decimal_separator: str, floats: list[float] | None = None
+) -> list[Any] | _Missing:
+    """``type = "list"``: a text cut at ``,`` and ``|``, anything else a list of JSON data
+    (``floats``: see ``jsonable``)."""
     if isinstance(value, str):
         items = [item.strip() for item in _LIST_SEPARATORS.split(value)]
         return [item for item in items if item] or MISSING
     if isinstance(value, (list, tuple)):
-        return jsonable(list(value))  # type: ignore[no-any-return]
+        return jsonable(list(value), 0, floats)  # type: ignore[no-any-return]
     if isinstance(value, Mapping):
         raise RecordError(f"not a list: {show(value)}")
-    return [jsonable(value)]
+    return [jsonable(value, 0, floats)]
 
 
 COERCIONS: dict[ValueType | None, Callable[[Any, str], Any]] = {

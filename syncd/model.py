@@ -16,7 +16,7 @@ import struct
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING as MISSING_FIELD
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, NoReturn, TypeVar
@@ -85,12 +85,16 @@ text inside a string only costs the slower encoder. (Separate searches: one rege
 every alternative is several times slower than all of them.)"""
 
 
+_INF = math.inf
+"""For ``canonical_json``'s test of a float, one lookup where ``math.inf`` takes two."""
+
+
 def _not_plain(value: object) -> NoReturn:
     raise TypeError(type(value).__name__)
 
 
 def canonical_json(
-    payload: Mapping[str, Any], floats: tuple[Any, ...] | None = None, finite: bool = False
+    payload: Mapping[str, Any], floats: Collection[Any] | None = None, finite: bool = False
 ) -> bytes:
     """The canonical JSON of a payload: sorted keys, no whitespace, UTF-8, no NaN.
 
@@ -101,9 +105,12 @@ def canonical_json(
     (``_SHORT_EXPONENT``).
 
     ``floats``: every value of ``payload`` that can be a float, when the caller knows them
-    (a mapper whose fields are typed does): each is then checked (``_written_alike``)
-    instead of orjson's text being searched three times over for what they may write. A
-    ``null`` then stands for a None, which ``_CANONICAL`` writes so too.
+    (a mapper whose fields are typed does, and a UserFlux mapper notes the floats of the
+    rest as it reads them): each is then checked instead of orjson's text being searched
+    three times over for what they may write. orjson and ``_CANONICAL`` write a float
+    alike when it is 0 or finite and at least 1e-4 in magnitude (the text searched for
+    is that of the others); anything else (an int, a str) is written alike or refused.
+    A ``null`` then stands for a None, which ``_CANONICAL`` writes so too.
 
     ``finite``: the caller knows every float of ``payload`` is finite (a mapper's payload,
     made JSON data by ``jsonable`` and the typed coercions, which refuse the others): a
@@ -113,9 +120,10 @@ def canonical_json(
     except TypeError:  # orjson.JSONEncodeError too
         return _CANONICAL.encode(payload).encode()
     if floats is not None:
-        if all(map(_written_alike, floats)):
-            return out
-        return _CANONICAL.encode(payload).encode()
+        for value in floats:  # the test inline, not a call each (~0.1 µs less a float)
+            if value.__class__ is float and not (value == 0.0 or 1e-4 <= abs(value) < _INF):
+                return _CANONICAL.encode(payload).encode()
+        return out
     if (  # find, not ``in`` (which first tries the needle as an int, an exception each)
         (not finite and out.find(b"null") >= 0)
         or out.find(b"0.0000") >= 0
@@ -123,13 +131,6 @@ def canonical_json(
     ):
         return _CANONICAL.encode(payload).encode()
     return out
-
-
-def _written_alike(value: Any) -> bool:
-    """Whether orjson and ``_CANONICAL`` write ``value`` alike when it is a float: 0 or
-    finite and at least 1e-4 in magnitude (the text ``canonical_json`` searches for is
-    that of the others). Anything else (an int, a str) is written alike or refused."""
-    return value.__class__ is not float or value == 0.0 or 1e-4 <= abs(value) < math.inf
 
 
 payload_hash: Callable[[bytes], bytes] = xxhash.xxh3_128_digest
@@ -446,7 +447,7 @@ class Document:
     decoded: Payload | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, key: str, payload: Payload, floats: tuple[Any, ...] | None = None) -> Document:
+    def of(cls, key: str, payload: Payload, floats: Collection[Any] | None = None) -> Document:
         """The document of ``payload`` (``floats``: see ``canonical_json``)."""
         canonical = canonical_json(payload, floats)
         return cls(key, canonical, payload_hash(canonical), None, payload)

@@ -60,13 +60,20 @@ def _finite(value: float) -> float:
     raise RecordError(f"not a finite number: {show(value)}")
 
 
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """``value`` as JSON-compatible data, the same object when it already is."""
+def jsonable(value: Any, depth: int = 0, floats: list[float] | None = None) -> Any:
+    """``value`` as JSON-compatible data, the same object when it already is.
+
+    ``floats``: a list every float of the result is appended to (each float leaf is
+    tested here anyway): what ``canonical_json`` is told instead of searching its text
+    (a generated UserFlux ``map``). Nothing more is done for the other leaves."""
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is float:
-        return _finite(value)
+        value = _finite(value)
+        if floats is not None:
+            floats.append(value)
+        return value
     if kind is dict:
         if depth >= MAX_DEPTH:
             raise RecordError(f"nested deeper than {MAX_DEPTH} levels")
@@ -78,8 +85,10 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             if leaf is str or leaf is int or leaf is bool or item is None:
                 continue  # the common leaves, as they are, without a call
             if leaf is float and item - item == 0.0:
-                continue  # a finite float (``_finite``'s test), as it is too
-            new = jsonable(item, depth + 1)
+                if floats is not None:  # a finite float (``_finite``'s test), as it is too
+                    floats.append(item)
+                continue
+            new = jsonable(item, depth + 1, floats)
             if new is not item:
                 if copy is None:
                     copy = dict(value)
@@ -94,34 +103,63 @@ def jsonable(value: Any, depth: int = 0) -> Any:
             if leaf is str or leaf is int or leaf is bool or item is None:
                 continue
             if leaf is float and item - item == 0.0:
+                if floats is not None:
+                    floats.append(item)
                 continue
-            new = jsonable(item, depth + 1)
+            new = jsonable(item, depth + 1, floats)
             if new is not item:
                 if items is None:
                     items = list(value)
                 items[position] = new
         return value if items is None else items
-    return _jsonable_other(value, depth)
+    return _jsonable_other(value, depth, floats)
 
 
-def _jsonable_other(value: Any, depth: int) -> Any:
+def _jsonable_other(value: Any, depth: int, floats: list[float] | None = None) -> Any:
     if isinstance(value, Decimal):
-        return exact_float(value, value)
-    if isinstance(value, int):  # an int-based enum, say
+        number = exact_float(value, value)
+    elif isinstance(value, int):  # an int-based enum, say
         return int(value)
-    if isinstance(value, float):
-        return _finite(float(value))
-    if isinstance(value, str):
+    elif isinstance(value, float):
+        number = _finite(float(value))
+    elif isinstance(value, str):
         return value[:]  # a plain str, even from a str-based enum
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+    elif isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
-    if isinstance(value, uuid.UUID):
+    elif isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, Mapping):
-        return jsonable(dict(value), depth)
-    if isinstance(value, (list, tuple)):
-        return jsonable(list(value), depth)
-    raise RecordError(f"not JSON-compatible: {type(value).__name__} {show(value)}")
+    elif isinstance(value, Mapping):
+        return jsonable(dict(value), depth, floats)
+    elif isinstance(value, (list, tuple)):
+        return jsonable(list(value), depth, floats)
+    else:
+        raise RecordError(f"not JSON-compatible: {type(value).__name__} {show(value)}")
+    if floats is not None:
+        floats.append(number)
+    return number
+
+
+def float_leaves(value: Any, floats: list[float]) -> None:
+    """Append every float of ``value`` to ``floats``, at any depth (no limit, no refusal):
+    ``jsonable``'s ``floats`` for a value made JSON data elsewhere (a coercion, a field
+    function), whose floats no one noted. What is neither JSON data nor a dict, list or
+    tuple of it (a subclass, say) appends NaN, which ``canonical_json`` does not take
+    for written alike: such a payload is written the long way, as it would be untold."""
+    stack = [value]
+    pop, push, note = stack.pop, stack.extend, floats.append
+    while stack:
+        item = pop()
+        kind = item.__class__
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            note(item)
+        elif kind is dict:
+            push(item.values())
+        elif kind is list or kind is tuple:
+            push(item)
+        else:
+            note(math.nan)
 
 
 def stringify(value: Any) -> str:
@@ -485,11 +523,12 @@ def _reject_constant(name: str) -> Any:
 _JSON_TEXT = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _parse_json(value: Any, decimal_separator: str) -> Any:
+def _parse_json(value: Any, decimal_separator: str, floats: list[float] | None = None) -> Any:
     """``type = "json"``: a text is parsed as JSON (a database's JSON aggregate returned as
-    a string); any other value is taken as it is. Either must be JSON-compatible."""
+    a string); any other value is taken as it is. Either must be JSON-compatible
+    (``floats``: see ``jsonable``)."""
     if not isinstance(value, str):
-        return jsonable(value)
+        return jsonable(value, 0, floats)
     try:
         parsed = _JSON_TEXT.decode(value)
     except json.JSONDecodeError as exc:
@@ -501,22 +540,26 @@ def _parse_json(value: Any, decimal_separator: str) -> Any:
         raise RecordError(f"not valid JSON: {exc}: {show(value)}") from None
     except RecursionError:
         raise RecordError("not valid JSON: nested too deeply to parse") from None
-    return jsonable(parsed)
+    return jsonable(parsed, 0, floats)
 
 
 def as_it_is(value: Any, decimal_separator: str) -> Any:
     return value
 
 
-def _to_list(value: Any, decimal_separator: str) -> list[Any] | _Missing:
+def _to_list(
+    value: Any, decimal_separator: str, floats: list[float] | None = None
+) -> list[Any] | _Missing:
+    """``type = "list"``: a text cut at ``,`` and ``|``, anything else a list of JSON data
+    (``floats``: see ``jsonable``)."""
     if isinstance(value, str):
         items = [item.strip() for item in _LIST_SEPARATORS.split(value)]
         return [item for item in items if item] or MISSING
     if isinstance(value, (list, tuple)):
-        return jsonable(list(value))  # type: ignore[no-any-return]
+        return jsonable(list(value), 0, floats)  # type: ignore[no-any-return]
     if isinstance(value, Mapping):
         raise RecordError(f"not a list: {show(value)}")
-    return [jsonable(value)]
+    return [jsonable(value, 0, floats)]
 
 
 COERCIONS: dict[ValueType | None, Callable[[Any, str], Any]] = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import traceback
+from collections import Counter
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bench import catalog
 from syncd.codegen import SHOW_CODE_ENV, source_of
 from syncd.config import UserfluxTargetConfig, VambeTargetConfig
 from syncd.errors import ConfigError, RecordError
 from syncd.mapping import UserfluxMapper, VambeMapper, _flatten, build_mapper
-from syncd.model import Document
+from syncd.model import Document, canonical_json
 from syncd.values import stringify
 from tests.test_fast_paths import _bench_config, _reference_json
 
@@ -157,6 +159,220 @@ def test_the_generated_userflux_map_gives_what_the_interpreted_one_gives(
     assert isinstance(mapper, UserfluxMapper)
     for record in records:
         _same(mapper, record)
+
+
+_TINY = st.sampled_from([1e-5, 1.5e-8, -1e-7, 5e-324, "1e-5", "0.00001", Decimal("1E-5")])
+"""Values that are (or a type reads as) a float orjson writes otherwise than the standard
+library: under 1e-4."""
+_FLOAT_VALUES = st.one_of(
+    _TINY,
+    _VALUES,
+    st.sampled_from([1e-4, 1e16, 1e22, -0.0, 0.0, 2.5, 2**64, "0,00001", "1e-05, 2.5", "3 | 1e-7"]),
+    st.sampled_from(['{"a": 1e-7, "b": [1.5e-8, 2]}', "[1e-05, 2]", "[-0.0]", "[1e999]", "2e400"]),
+    st.lists(
+        st.one_of(_TINY, st.sampled_from([2.5, [1.5e-8], {"w": 1e-6}, None, "x"])), max_size=3
+    ),
+    st.dictionaries(
+        st.sampled_from(["k", "w", "d"]),
+        st.one_of(_TINY, st.sampled_from([2.5, -0.0, [1e-7, "x"], {"x": 1.5e-8}, "1e-5"])),
+        max_size=3,
+    ),
+)
+"""Record values that hold such floats anywhere: as numbers, in texts a type reads, in
+lists and objects (and the values ``_VALUES`` has for every mapping)."""
+
+_FLOAT_PATHS = st.sampled_from([*_KEYS[1:], "attrs.k", "attrs.d", "tags.0"])
+_FLOAT_TYPES = st.sampled_from(["number", "integer", "list", "json", "string", "boolean"])
+_TYPED = st.fixed_dictionaries(  # a typed path: written out inline
+    {"path": _FLOAT_PATHS, "type": _FLOAT_TYPES},
+    optional={"required": st.booleans(), "decimal_separator": st.just(",")},
+)
+_FLOAT_SPECS = st.one_of(
+    _FLOAT_PATHS,  # a plain path (a dotted one: a call)
+    _TYPED,
+    _TYPED,
+    st.fixed_dictionaries(  # HTML as text, perhaps typed: written out inline
+        {"path": _FLOAT_PATHS, "html": st.just(True)},
+        optional={"type": st.sampled_from(["string", "number", "json", "list"])},
+    ),
+    st.fixed_dictionaries(  # unpacked: a call
+        {"path": _FLOAT_PATHS},
+        optional={
+            "type": _FLOAT_TYPES,
+            "split": st.sampled_from([",", "|"]),
+            "aggregate": st.sampled_from(["min", "max", "sum", "first", "last", "count"]),
+            "pick": st.sampled_from(["w", "k", "d.x"]),
+            "index": st.sampled_from([0, -1]),
+            "required": st.booleans(),
+        },
+    ),
+    st.fixed_dictionaries(
+        {"const": st.sampled_from([1e-5, 2.5, -0.0, [1e-7, "x"], {"a": {"b": 1.5e-8}}, "1e-5"])},
+        optional={"type": st.sampled_from(["number", "list", "json"])},
+    ),
+    st.fixed_dictionaries(
+        {"path": _FLOAT_PATHS, "default": st.sampled_from([1e-5, [1e-6], {"d": 1.5e-8}])}
+    ),
+    st.fixed_dictionaries(
+        {"template": st.just("{price}"), "type": st.sampled_from(["number", "json", "list"])}
+    ),
+)
+"""Field specs whose values may hold such floats: every kind of field ``_field_code``
+writes (a plain path, a typed one, HTML, unpacked, constant, defaulted, templated)."""
+
+
+def _payload_and_floats(
+    mapper: UserfluxMapper, record: dict[str, Any]
+) -> tuple[dict[str, Any], Any] | None:
+    """The payload a generated ``map`` hands its ``out`` and the floats it noted (None:
+    the record is refused)."""
+    handed: list[tuple[dict[str, Any], Any]] = []
+    map_ = mapper.code.compile(
+        "test", out=lambda _, payload, floats: handed.append((payload, floats))
+    )
+    try:
+        map_(record)
+    except RecordError:
+        return None
+    return handed[0]
+
+
+def _float_texts(value: Any) -> Counter[str]:
+    """Every float in ``value`` (at any depth), as a multiset of texts (``-0.0`` is not 0)."""
+    if isinstance(value, dict):
+        return sum((_float_texts(item) for item in value.values()), Counter())
+    if isinstance(value, list | tuple):
+        return sum((_float_texts(item) for item in value), Counter())
+    return Counter([repr(value)] if isinstance(value, float) else [])
+
+
+def _userflux(properties: dict[str, Any], overrides: dict[str, Any]) -> UserfluxMapper | None:
+    """The mapper of these properties and overrides; None when the config is refused
+    (options that don't go together, colliding names, a bad const)."""
+    try:
+        config = UserfluxTargetConfig.model_validate(
+            {
+                "kind": "userflux",
+                "name": "uf",
+                "api_key_env": "K",
+                "type_id": "t",
+                "mapping": {"properties": properties, "ai_property_overrides": overrides},
+            }
+        )
+        mapper = build_mapper(config, "id")
+    except (ValidationError, ConfigError):
+        return None
+    assert isinstance(mapper, UserfluxMapper)
+    return mapper
+
+
+def _floats_noted(mapper: UserfluxMapper, record: dict[str, Any]) -> dict[str, Any] | None:
+    """Check that ``map`` notes every float of its payload, whose bytes are then those
+    of the payload untold, the standard library's; the payload (None: refused)."""
+    _same(mapper, record)
+    handed = _payload_and_floats(mapper, record)
+    if handed is None:
+        return None
+    payload, floats = handed
+    assert floats is not None and _float_texts(payload) <= _float_texts(floats)
+    assert canonical_json(payload, floats) == canonical_json(payload)
+    assert canonical_json(payload) == _reference_json(payload)
+    assert mapper.map(record).canonical == _reference_json(payload)
+    return payload
+
+
+@given(
+    properties=st.dictionaries(
+        st.sampled_from(["name", "price", "tags", "d.html", "d.text", "x.y.z", "stock", "on"]),
+        _FLOAT_SPECS,
+        max_size=4,
+    ),
+    overrides=st.dictionaries(st.sampled_from(["name", "brand"]), _FLOAT_SPECS, max_size=2),
+    records=st.lists(
+        st.fixed_dictionaries({"id": st.just("SKU-1")} | dict.fromkeys(_KEYS[1:], _FLOAT_VALUES)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+@settings(max_examples=500, deadline=None)
+def test_a_userflux_map_notes_every_float_of_its_payload_whose_bytes_are_the_standard_librarys(
+    properties: dict[str, Any], overrides: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    """Without a hook, ``map`` tells ``canonical_json`` the payload's floats instead of
+    having its text searched: they are all there, so the bytes are those of the payload
+    untold, which are the standard library's."""
+    mapper = _userflux(properties, overrides)
+    if mapper is None:
+        return
+    for record in records:
+        _floats_noted(mapper, record)
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        ("price", {"w": [1e-5]}),  # a plain path's value made JSON data: ``jsonable``
+        ("attrs.k", 1e-5),  # a dotted path: a call
+        ({"path": "price", "type": "number"}, "1e-5"),  # the coercion
+        ({"path": "price", "type": "number"}, "0.00001"),  # ``plain_number``
+        ({"path": "price", "type": "number"}, 1.5e-8),
+        ({"path": "price", "type": "number", "decimal_separator": ","}, "0,00001"),
+        ({"path": "price", "type": "list"}, [1e-5, "x"]),  # ``jsonable``
+        ({"path": "price", "type": "list"}, 1e-5),  # the coercion
+        ({"path": "price", "type": "json"}, {"a": {"b": 1e-7}}),  # ``jsonable``
+        ({"path": "price", "type": "json"}, '{"a": [1e-7]}'),  # the coercion
+        ({"path": "price", "type": "json"}, [1e-7]),
+        ({"path": "price", "required": True}, {"w": 1e-5}),  # untyped, inline
+        ({"path": "price", "html": True}, {"w": 1e-5}),  # HTML, a value not a text
+        ({"path": "price", "html": True, "type": "number"}, "<b>1e-5</b>"),
+        ({"path": "price", "split": ",", "type": "number"}, "1e-5, 2.5"),  # unpacked: a call
+        ({"path": "price", "aggregate": "min"}, [1e-5, 2.5]),
+        ({"const": 1e-5}, None),
+        ({"const": {"a": [1e-7]}}, None),
+        ({"path": "price", "default": 1e-5}, None),
+        ({"template": "{price}", "type": "number"}, "1e-5"),
+    ],
+)
+@pytest.mark.parametrize("where", ["property", "nested", "override"])
+def test_a_userflux_map_notes_a_small_float_whatever_field_holds_it(
+    spec: Any, value: Any, where: str
+) -> None:
+    """Each way ``_field_code`` writes a field, holding a float under 1e-4 (which orjson
+    writes otherwise: ``0.00001``, not ``1e-05``)."""
+    properties = {"name": "title"}
+    overrides = {}
+    if where == "override":
+        overrides["o"] = spec
+    else:
+        properties["n.v" if where == "nested" else "v"] = spec
+    mapper = _userflux(properties, overrides)
+    assert mapper is not None
+    payload = _floats_noted(
+        mapper, {"id": "SKU-1", "title": "T", "price": value, "attrs": {"k": value}}
+    )
+    assert payload is not None
+    assert any(0 < abs(float(text)) < 1e-4 for text in _float_texts(payload))
+
+
+def test_a_userflux_map_with_a_hook_has_its_payloads_text_searched() -> None:
+    """A hook may put floats anywhere: the generated ``map`` notes none."""
+    config = UserfluxTargetConfig.model_validate(
+        {"kind": "userflux", "name": "uf", "api_key_env": "K", "type_id": "t",
+         "mapping": {"properties": {"p": {"path": "price", "type": "number"}},
+                     "callable": "tests.test_mapping_code:_tiny_hook"}}
+    )  # fmt: skip
+    mapper = build_mapper(config, "id")
+    assert isinstance(mapper, UserfluxMapper)
+    assert "floats" not in mapper.code.text
+    document = mapper.map({"id": "k", "price": "2.5"})
+    assert document.payload["properties"] == {"p": 2.5, "tiny": 1e-5}
+    assert document.canonical == _reference_json(document.payload)
+    assert b'"tiny":1e-05' in document.canonical
+
+
+def _tiny_hook(record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    payload["properties"]["tiny"] = 1e-5
+    return payload
 
 
 @given(

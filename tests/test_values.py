@@ -6,10 +6,13 @@ on generated decimals (hypothesis), and the key rule through a whole run against
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -17,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.errors import RecordError
+from syncd.model import canonical_json
 from syncd.sandbox import RecordedRequest
-from syncd.values import coerce, jsonable, key_text, visible_twin
+from syncd.values import coerce, float_leaves, jsonable, key_text, visible_twin
 from tests.robustness.helpers import (
     UF_NAME,
     VB_NAME,
@@ -257,6 +261,85 @@ def test_json_data_is_kept_as_it_is_unless_a_float_in_it_is_not_finite(value: An
         assert jsonable(value) is value
     else:
         assert refusal(jsonable, value).reason.startswith("not a finite number")
+
+
+class _Float(float):
+    """A float subclass: orjson passes it to the standard library's encoder."""
+
+
+class _Tiny(enum.Enum):
+    """An enum orjson writes (its value) and the standard library refuses."""
+
+    FLOAT = 1e-5
+
+
+_NOT_JSON_DATA = st.recursive(
+    st.one_of(
+        _JSON_DATA,
+        st.sampled_from([Decimal("2.50"), Decimal("1E-5"), Decimal("1e400"), Decimal("NaN")]),
+        st.sampled_from([_Float(1e-5), _Float(2.5), _Tiny.FLOAT, True, 2**64, 1e-7, 1.5e-8]),
+        st.sampled_from([1e16, 1e22, 5e-324]),
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+        | st.dictionaries(st.text(max_size=2), inner, max_size=2).map(MappingProxyType)
+    ),
+    max_leaves=10,
+)
+"""JSON data and what ``jsonable`` makes JSON data (or refuses): decimals, tuples, a float
+subclass, an enum, a mapping that is not a dict."""
+
+
+def _reprs(floats: Iterable[float]) -> Counter[str]:
+    """Floats as a multiset of their text (``-0.0`` is not ``0.0``, NaN is NaN)."""
+    return Counter(map(repr, floats))
+
+
+@given(_NOT_JSON_DATA)
+@settings(max_examples=500)
+def test_jsonable_told_a_list_notes_every_float_it_returns_and_returns_the_same(
+    value: Any,
+) -> None:
+    floats: list[float] = []
+    try:
+        expected = jsonable(value)
+    except RecordError as exc:
+        assert refusal(jsonable, value, 0, floats).reason == exc.reason
+        return
+    found = jsonable(value, 0, floats)
+    assert found == expected and repr(found) == repr(expected)
+    assert (found is value) == (expected is value)
+    assert all(number.__class__ is float for number in floats)
+    assert _reprs(floats) == _reprs(_floats_in(found))
+
+
+@given(_JSON_DATA)
+@settings(max_examples=300)
+def test_float_leaves_notes_every_float_of_json_data(value: Any) -> None:
+    floats: list[float] = []
+    float_leaves(value, floats)
+    assert _reprs(floats) == _reprs(_floats_in(value))
+
+
+@given(_NOT_JSON_DATA)
+@settings(max_examples=300, deadline=None)
+def test_canonical_json_told_the_float_leaves_of_anything_writes_what_it_writes_untold(
+    value: Any,
+) -> None:
+    """What is not JSON data (a decimal, a float subclass) notes NaN: ``canonical_json``
+    then writes (or refuses) the payload the standard library's way, as it does untold."""
+    payload = {"v": value, "n": None}
+    floats: list[float] = []
+    float_leaves(payload, floats)
+    outcomes = []
+    for told in (None, floats):
+        try:
+            outcomes.append(canonical_json(payload, told))
+        except (TypeError, ValueError) as exc:
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
 
 
 # --------------------------------------------------------------------------------------

@@ -81,6 +81,17 @@ def quick_init(cls: type[_Slotted]) -> type[_Slotted]:
     return cls
 
 
+def quick_new(cls: type[_Slotted]) -> Callable[..., _Slotted]:
+    """The maker of a ``quick_init`` class's instances, for a loop making one per product:
+    ``new(cls, *fields)`` makes what ``cls(*fields)`` does, without the ``type.__call__``
+    around it (the class's ``__new__`` and an ``__init__`` to skip: ~3.1k against ~3.7k
+    instructions a ``Change``, callgrind)."""
+    new = cls.__dict__.get("__new__")
+    if not isinstance(new, type):
+        raise TypeError(f"{cls.__name__} is not made by quick_init")
+    return new
+
+
 Payload = dict[str, Any]
 """The document a target receives for one product (JSON-compatible)."""
 

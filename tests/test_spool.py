@@ -263,3 +263,24 @@ def test_quick_init_objects_are_of_their_class_and_copy_pickle_and_replace_as_da
         Change(ChangeKind.CREATE, "k", None, None, None)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         Change(ChangeKind.CREATE, "k", kind=ChangeKind.CREATE)  # type: ignore[misc]
+
+
+def test_quick_new_makes_what_the_class_makes() -> None:
+    from dataclasses import dataclass
+
+    from syncd.diff import Change, ChangeKind, Operation
+    from syncd.model import quick_new
+
+    document = Document("k", b"{}", b"h" * 16)
+    made = quick_new(Change)(Change, ChangeKind.CREATE, "k", document)
+    assert type(made) is Change and made == Change(ChangeKind.CREATE, "k", document)
+    request = quick_new(Operation)(Operation, "e", "m", "r", (made,), None, "/p")
+    assert request == Operation("e", "m", "r", (made,), path="/p")
+    assert quick_new(Document)(Document, "k", b"{}", b"h" * 16) == document
+
+    @dataclass(frozen=True, slots=True)
+    class Plain:
+        value: int
+
+    with pytest.raises(TypeError):
+        quick_new(Plain)

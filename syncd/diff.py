@@ -15,7 +15,7 @@ from itertools import chain, groupby, repeat
 from operator import attrgetter
 from typing import Any
 
-from syncd.model import Acked, Document, Rejection, quick_init
+from syncd.model import Acked, Document, Rejection, quick_init, quick_new
 
 
 class ChangeKind(enum.StrEnum):
@@ -47,6 +47,9 @@ class Change:
         return Change, (self.kind, self.key, self.document, self.previous)
 
 
+_NEW_CHANGE = quick_new(Change)
+"""``Change(...)`` for ``diff_chunk``: a change a product and target, on a first sync or
+a full refresh."""
 _UNCHANGED: Any = object()
 """``diff_chunk``'s answer for a key not in ``differing`` (one lookup a document)."""
 
@@ -65,17 +68,18 @@ def diff_chunk(
     change; the unchanged ones are ``REFRESH`` (``previous`` may give their entries).
     """
     create, update = ChangeKind.CREATE, ChangeKind.UPDATE  # looked up once, not per document
+    new = _NEW_CHANGE
     if not any(differing.values()) and documents.keys() <= differing.keys():
         # every document is new (a first sync's every chunk): no loop in Python
-        return list(map(Change, repeat(create), documents.keys(), documents.values()))
+        return list(map(new, repeat(Change), repeat(create), documents.keys(), documents.values()))
     changes: list[Change] = []
     for key, document in documents.items():
         acked = differing.get(key, _UNCHANGED)
         if acked is not _UNCHANGED:
-            changes.append(Change(create if acked is None else update, key, document, acked))
+            changes.append(new(Change, create if acked is None else update, key, document, acked))
         elif full:
             known = previous.get(key) if previous is not None else None
-            changes.append(Change(ChangeKind.REFRESH, key, document, known))
+            changes.append(new(Change, ChangeKind.REFRESH, key, document, known))
     return changes
 
 

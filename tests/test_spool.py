@@ -236,3 +236,51 @@ def test_quick_init_builds_what_the_dataclass_init_built() -> None:
         document.key = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         Document("k", b"{}")  # type: ignore[call-arg]
+
+
+def test_quick_init_objects_are_of_their_class_and_copy_pickle_and_replace_as_dataclasses() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    from syncd.diff import Change, ChangeKind, Operation
+    from syncd.model import Acked
+
+    acked = Acked("k", b"a" * 16, b"{}")
+    document = Document(key="k", body=b"{}", hash=b"h" * 16)
+    change = Change(ChangeKind.UPDATE, "k", document, previous=acked)
+    operation = Operation("e", "m", "r", (change,), path="/p")
+    assert type(Spooled(Spool(), 0, 0)) is Spooled
+    for value in (acked, document, change, operation):
+        assert dataclasses.is_dataclass(value)
+        assert pickle.loads(pickle.dumps(value)) == value
+        assert copy.copy(value) == value == copy.deepcopy(value)
+        assert hash(value) == hash(copy.copy(value))
+    assert type(change) is Change and isinstance(operation, Operation)
+    assert dataclasses.replace(change, key="z") == Change(ChangeKind.UPDATE, "z", document, acked)
+    assert dataclasses.replace(operation, removes_unlisted=True).removes_unlisted
+    with pytest.raises(TypeError):
+        Change(ChangeKind.CREATE, "k", None, None, None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Change(ChangeKind.CREATE, "k", kind=ChangeKind.CREATE)  # type: ignore[misc]
+
+
+def test_quick_new_makes_what_the_class_makes() -> None:
+    from dataclasses import dataclass
+
+    from syncd.diff import Change, ChangeKind, Operation
+    from syncd.model import quick_new
+
+    document = Document("k", b"{}", b"h" * 16)
+    made = quick_new(Change)(Change, ChangeKind.CREATE, "k", document)
+    assert type(made) is Change and made == Change(ChangeKind.CREATE, "k", document)
+    request = quick_new(Operation)(Operation, "e", "m", "r", (made,), None, "/p")
+    assert request == Operation("e", "m", "r", (made,), path="/p")
+    assert quick_new(Document)(Document, "k", b"{}", b"h" * 16) == document
+
+    @dataclass(frozen=True, slots=True)
+    class Plain:
+        value: int
+
+    with pytest.raises(TypeError):
+        quick_new(Plain)

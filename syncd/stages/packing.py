@@ -14,7 +14,7 @@ from operator import is_
 from typing import Any, cast
 
 from syncd.diff import Change, ChangeKind, Operation, SentCopy
-from syncd.model import Acked, Document, Spool, Spooled
+from syncd.model import Acked, Document, Spool, Spooled, quick_new
 
 ChangeColumns = tuple[str, list[str], list[Any] | None, list[Any] | None, list[Any], Any, Any]
 """A chunk's changes as columns: ``(kinds, keys, document keys, wheres, hashes, source
@@ -30,6 +30,9 @@ Columns, not a tuple a change (or two, with the document's), pickled without a m
 entry for what it never sees twice (~0.2 against ~0.4 µs a change packed and pickled)."""
 
 _KINDS = {kind.value: kind for kind in ChangeKind}
+_NEW_SPOOLED, _NEW_DOCUMENT, _NEW_ACKED = quick_new(Spooled), quick_new(Document), quick_new(Acked)
+_NEW_CHANGE, _NEW_OPERATION = quick_new(Change), quick_new(Operation)
+"""Their ``cls(...)`` for unpacking: a few objects a change read back (see ``quick_new``)."""
 _SAME = None
 """A column packed as None: every change has the same value (see ``ChangeColumns``)."""
 
@@ -102,6 +105,12 @@ def unpack_changes(columns: ChangeColumns, spool: Spool) -> list[Change]:
     out: list[Change] = []
     if not keys:
         return out
+    new_spooled, new_document, new_acked, new_change = (
+        _NEW_SPOOLED,
+        _NEW_DOCUMENT,
+        _NEW_ACKED,
+        _NEW_CHANGE,
+    )
     for kind, key, doc_key, where, digest, source_hash, before in zip(
         map(_KINDS.__getitem__, kinds.split("\0")),
         keys,
@@ -115,15 +124,15 @@ def unpack_changes(columns: ChangeColumns, spool: Spool) -> list[Change]:
         d = None
         if doc_key is not None:
             body = (
-                Spooled(spool, *where)
+                new_spooled(Spooled, spool, *where)
                 if where.__class__ is tuple
                 else b""  # hollow
                 if where is None
                 else where
             )
-            d = Document(doc_key, body, digest, source_hash)
-        p = None if before is None else Acked(*before)
-        out.append(Change(kind, key, d, p))
+            d = new_document(Document, doc_key, body, digest, source_hash)
+        p = None if before is None else new_acked(Acked, *before)
+        out.append(new_change(Change, kind, key, d, p))
     return out
 
 
@@ -176,12 +185,15 @@ class OperationPacking:
         out: list[Operation] = []
         start = 0
         number = 0
+        new = _NEW_OPERATION
         for endpoint, mode, reason, path, removes_unlisted, alike in heads:
             for _ in range(alike):
                 end = start + counts[number]
                 body = None if bodies is _SAME else bodies[number]
                 part = tuple(changes[start:end])
-                out.append(Operation(endpoint, mode, reason, part, body, path, removes_unlisted))
+                out.append(
+                    new(Operation, endpoint, mode, reason, part, body, path, removes_unlisted)
+                )
                 start = end
                 number += 1
         return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from syncd.diff import Change, diff_chunk
 from syncd.errors import RecordError
-from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool, payload_hash
+from syncd.model import SEEN_ONLY, Document, Record, Rejection, Spool, payload_hash, quick_new
 from syncd.sources.base import record_matches
 from syncd.stages.opening import OpenTarget
 from syncd.stages.outbox import Outbox
@@ -33,6 +33,8 @@ MAX_DOCUMENT_BYTES = 1_000_000
 """A mapped payload larger than this is rejected (no API documents a larger one)."""
 UNSEEN_HASH = b""
 """Staged for a product present in the source but rejected: it must not look deleted."""
+_NEW_DOCUMENT = quick_new(Document)
+"""``Document(...)`` for ``map_records``: a document a product and target."""
 GROUP = 2000
 """Changes planned into requests at a time (rounded up to whole batches): what planning
 holds in memory besides one chunk."""
@@ -172,6 +174,7 @@ class TargetPlanner:
         encode, well_formed = opened.mapper.encode, opened.mapper.well_formed
         validate = opened.target.validate
         chunk = self._chunk
+        new_document = _NEW_DOCUMENT
         for record, ordinal, source_hash in zip(records, ordinals, source_hashes, strict=True):
             try:
                 product, payload, canonical = encode(record)
@@ -185,7 +188,9 @@ class TargetPlanner:
                 self._reject(exc, ordinal)
             else:
                 chunk.append(
-                    Document(product, canonical, payload_hash(canonical), source_hash or None)
+                    new_document(
+                        Document, product, canonical, payload_hash(canonical), source_hash or None
+                    )
                 )
             if len(chunk) >= CHUNK:
                 self.flush()

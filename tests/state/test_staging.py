@@ -64,3 +64,14 @@ def test_packed_staging_takes_a_chunk_of_plain_keys() -> None:
             b"f" * 16,
             "text",
         )
+
+
+def test_packed_staging_declines_a_key_utf8_cannot_hold_and_stages_nothing() -> None:
+    # a lone surrogate: executemany then fails to bind it, as it always did
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as conn:
+        table = staging_table("packed", conn.dialect)
+        table.create(conn)
+        entries = [("SKU-1", b"a" * 16), ("SKU-\ud800", b"b" * 16)]
+        assert not _stage_packed(conn, table, 1, entries, None)
+        assert _staged(table, conn) == []

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from syncd.diff import Change, Operation
-from syncd.model import UNACKNOWLEDGED, Payload, refresh_age, refresh_reason
+from syncd.model import UNACKNOWLEDGED, Payload, quick_new, refresh_age, refresh_reason
 from syncd.targets.base import PlannedRequests
 
 FULL = "FULL_UPDATE"
@@ -23,6 +23,8 @@ UPSERT = "product.upsert"
 UPSERT_PATH = "/product"
 """Where an upsert is posted."""
 DELETE = "product.delete"
+_NEW_OPERATION = quick_new(Operation)
+"""``Operation(...)`` for the request of each change."""
 
 
 def leaf_paths(value: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -134,7 +136,7 @@ def plan_update(change: Change, *, full_reason: str | None = None) -> Operation:
 
 def _full_update(change: Change, reason: str) -> Operation:
     """A FULL_UPDATE of ``change``, its body left to ``request_body``."""
-    return Operation(UPSERT, FULL, reason, (change,), None, UPSERT_PATH)
+    return _NEW_OPERATION(Operation, UPSERT, FULL, reason, (change,), None, UPSERT_PATH)
 
 
 def request_body(operation: Operation) -> dict[str, Any]:
@@ -190,10 +192,14 @@ def plan_userflux(
     deletes_allowed: bool,
 ) -> PlannedRequests:
     """One operation per change; deletes only when the guards allow them."""
+    new = _NEW_OPERATION
     operations = (
         # a full refresh (every first sync): each change's FULL_UPDATE built here, not
         # through ``plan_update`` and ``_full_update`` (two calls a change)
-        [Operation(UPSERT, FULL, full_reason, (change,), None, UPSERT_PATH) for change in changes]
+        [
+            new(Operation, UPSERT, FULL, full_reason, (change,), None, UPSERT_PATH)
+            for change in changes
+        ]
         if full
         else [plan_update(change) for change in changes]
     )

@@ -237,7 +237,7 @@ def _bare_html_text(html: str) -> str | None:
     many ``>`` as ``<``, and every other piece starts with ``<`` (as only a piece after a
     ``<`` can, the text having none left) and is a bare tag, the HTML is text, tag, ...,
     text, with no ``<`` or ``>`` in its text. When every tag breaks a line (paragraphs and
-    lists, as most descriptions), the texts are the lines: ~40k instructions a bench
+    lists, as most descriptions), the texts are the lines: ~41k instructions a bench
     description where cutting it by ``_BARE_TAG`` and joining the lines back took ~65k.
     A ``>`` in the text (``7 > 3``) leaves the cutting to ``_BARE_TAG``."""
     if "&" in html:

@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xxhash
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -163,6 +164,53 @@ def test_bare_html_gives_the_parsers_text_without_a_step_per_tag(html: str) -> N
     text = re.sub(r"</?[a-zA-Z][a-zA-Z0-9]*>", "", html)
     if not any(char in text for char in "<&¶"):  # every "<" starts a tag, no entity
         assert bare == _parsed_html_text(html)
+
+
+_BREAK_NAMES = st.sampled_from(["p", "P", "li", "LI", "ul", "h2", "div", "br", "BR", "Li", "tr"])
+_CUT_TEXT = st.sampled_from(
+    [
+        "Durable", " ", "  ", "\n", "\u00a0", "¶", ">", "> ", "> p", "> /p", "<", "< p", "<p",
+        "7 > 3", "é", "",
+    ]
+)  # fmt: skip
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _BREAK_NAMES.map(lambda name: f"<{name}>"),
+            _BREAK_NAMES.map(lambda name: f"</{name}>"),
+            _SIMPLE_NAMES.map(lambda name: f"<{name}>"),
+            _CUT_TEXT,
+            st.text(alphabet="<>/p ¶\n", max_size=4),
+        ),
+        max_size=20,
+    ).map("".join)
+)
+@settings(max_examples=400, deadline=None)
+def test_bare_html_cut_at_its_brackets_gives_the_parsers_text(html: str) -> None:
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
+    text = re.sub(r"</?[a-zA-Z][a-zA-Z0-9]*>", "", html)
+    if not any(char in text for char in "<&¶"):
+        assert bare == _parsed_html_text(html)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "a> p<b",  # as many ">" as "<", a text ">" before what looks like a tag name
+        "x>p<y",
+        "<p>a> /p<b</p>",
+        "<li>7 > 3</li><li>¶ kept</li>",  # a ">" in the text; a mark in a line
+        "<P>one</P>two<BR>three</br>four<Li>five",
+        "<p>a  b</p>\n<p>\tc </p>",
+    ],
+)
+def test_bare_html_whose_brackets_do_not_pair_up_gives_the_parsers_text(html: str) -> None:
+    assert html_to_text(html) == _parsed_html_text(html)
+    bare = _bare_html_text(html)
+    assert bare is None or bare == _parsed_html_text(html)
 
 
 def test_the_benchmark_descriptions_take_the_fast_path_and_give_the_parsers_text() -> None:

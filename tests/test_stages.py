@@ -4,8 +4,11 @@ line, and the read's budget."""
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy
@@ -184,3 +187,27 @@ def test_a_rows_fingerprint_is_its_digest_xor_the_key_by_numpy_or_not(
     expected = b"".join(bytes(a ^ b for a, b in zip(d, key, strict=True)) for d in digests)
     assert _keyed(b"".join(digests), key, numpy) == expected
     assert _keyed(b"".join(digests), key, None) == expected
+
+
+def test_a_first_sync_reads_while_another_thread_is_halfway_through_importing_numpy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that skips no row XORs its fingerprints without NumPy, and never takes NumPy
+    from ``sys.modules``, where a change feed's thread importing it leaves it half made
+    (found by CI: "partially initialized module 'numpy' has no attribute 'frombuffer'").
+    Lines written compact need no NumPy at all; where NumPy is needed, an ``import``
+    waits for the other thread to finish it (which a module put here can't stand for)."""
+    half_made = types.ModuleType("numpy")  # what the importing thread's module holds so far
+    monkeypatch.setitem(sys.modules, "numpy", half_made)
+    with FakeUserflux(api_key=KEY) as userflux:
+        h = Harness(tmp_path, [userflux_target(userflux.url)])
+        h.path.write_text(
+            "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in catalog(40)),
+            encoding="utf-8",
+        )
+        try:
+            report = h.sync()
+        finally:
+            h.close()
+    assert report.ok and report.source_complete, report
+    assert [t.created for t in report.targets] == [40]

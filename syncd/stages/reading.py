@@ -8,7 +8,6 @@ and a row is parsed only when some target doesn't know it (``read_rows``).
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -211,11 +210,10 @@ def record_blocks(
 def _keyed(digests: bytes, key: bytes, numpy: ModuleType | None) -> bytes:
     """Each 16-byte digest of ``digests`` XOR ``key`` (XOR is bytewise: any word order will do).
 
-    By ``numpy`` when the run has loaded it (a target's fingerprint index, the colons of
-    lines not written compact): 85 instructions a row. Otherwise (None) by Python ints, 430
-    a row (~70 M instructions more for the benchmark's 100k products and two targets), where
-    loading NumPy would cost ~270 M (~60 ms): a full refresh of compact JSON Lines never
-    needs NumPy.
+    By ``numpy`` (85 instructions a row) when the read skips rows (``_xor_by``), otherwise
+    (None) by Python ints, 430 a row (~70 M instructions more for the benchmark's 100k
+    products and two targets), where loading NumPy would cost ~270 M (~60 ms): a first
+    sync or a full refresh of compact JSON Lines never needs NumPy.
     """
     if numpy is not None:
         words = numpy.frombuffer(digests, dtype=numpy.uint64).reshape(-1, 2)
@@ -226,6 +224,18 @@ def _keyed(digests: bytes, key: bytes, numpy: ModuleType | None) -> bytes:
     # low bytes): one conversion serves the blocks of a read, whose sizes vary by a few rows
     keys = _repeated(key, 1 << (size // 16 - 1).bit_length()) & ((1 << 8 * size) - 1)
     return (int.from_bytes(digests, "little") ^ keys).to_bytes(size, "little")
+
+
+def _xor_by(planners: Sequence[TargetPlanner]) -> ModuleType | None:
+    """What ``_keyed`` XORs with in a read for ``planners``: NumPy when some target skips
+    rows (it looks them up in a fingerprint index, which loads NumPy anyway, and a
+    no-change read is mostly this XOR), else None. Imported, never taken from
+    ``sys.modules``: another thread (a change feed's) may be importing it halfway."""
+    if not any(planner.skipping for planner in planners):
+        return None
+    import numpy
+
+    return numpy
 
 
 @functools.lru_cache(maxsize=16)
@@ -291,6 +301,7 @@ def read_rows(
     read are counted in ``read``, block by block, and up to the row where a read fails.
     """
     count = 0
+    xor_by = _xor_by(planners)
     for raws, parse in blocks:
         budget.check_read()
         # row_digest of each row, by one C loop, concatenated
@@ -302,8 +313,8 @@ def read_rows(
             if planner.fingerprint is None:
                 rows.append((planner, None, None))
                 continue
-            # row_fingerprint of every row (by NumPy only when the run loaded it already)
-            hashes = _keyed(digests, planner.fingerprint, sys.modules.get("numpy"))
+            # row_fingerprint of every row
+            hashes = _keyed(digests, planner.fingerprint, xor_by)
             rows.append((planner, hashes, planner.known(hashes, len(raws))))
         needed = _needed([known for _, _, known in rows], len(raws))
         base, dropped = count, 0  # dropped: needed rows that are no record

@@ -85,9 +85,10 @@ def _translated_errors() -> tuple[type[Exception], ...]:
     """The errors ``translated`` turns into ``StateError``: SQLAlchemy's, the OS's, and
     Alembic's ``CommandError`` once Alembic is loaded. Exact: no such error exists before
     its module is imported, and importing it here would load all of Alembic (~0.1 s) into
-    commands that never migrate, such as ``plan``."""
-    alembic_errors = sys.modules.get("alembic.util.exc")
-    migrating = () if alembic_errors is None else (alembic_errors.CommandError,)
+    commands that never migrate, such as ``plan``. (A module another thread is importing
+    may not define it yet: then none of its errors was raised either.)"""
+    command_error = getattr(sys.modules.get("alembic.util.exc"), "CommandError", None)
+    migrating = () if command_error is None else (command_error,)
     return (SQLAlchemyError, OSError, *migrating)
 
 

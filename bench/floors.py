@@ -28,9 +28,11 @@ BLOCK = 1 << 22
 """Bytes read at a time."""
 
 
-IMPORTS = "import bench.child, syncd.state.sql"
-"""What a sync imports before it reads a row: ``bench.child``'s imports and the SQL state
-store it opens (SQLAlchemy, and Alembic for the schema check)."""
+IMPORTS = "import bench.child, syncd.state.sql, numpy"
+"""What a sync imports before it reads a row: ``bench.child``'s imports, the SQL state
+store it opens (SQLAlchemy, and Alembic for the schema check), and NumPy, which a run
+skipping rows by fingerprint loads for its fingerprint index (since 2026-12-06 where it is
+used, no longer with syncd's modules: a first plan of compact JSON Lines doesn't need it)."""
 
 
 def import_cpu() -> float:

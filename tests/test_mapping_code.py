@@ -127,15 +127,16 @@ def _encoded_document(mapper: UserfluxMapper | VambeMapper, record: dict[str, An
 
 
 SOURCE_HASH = b"\x07" * 16
+_PROPERTY_NAMES = st.sampled_from(
+    ["name", "price", "tags", "d.html", "d.text", "x.y.z", "stock", "on"]
+)
+"""Property names of the generated mappings: plain, nested (``d.html``), deeper (``x.y.z``)."""
+_OVERRIDE_NAMES = st.sampled_from(["name", "brand"])
 
 
 @given(
-    properties=st.dictionaries(
-        st.sampled_from(["name", "price", "tags", "d.html", "d.text", "x.y.z", "stock", "on"]),
-        _SPECS,
-        max_size=6,
-    ),
-    overrides=st.dictionaries(st.sampled_from(["name", "brand"]), _SPECS, max_size=2),
+    properties=st.dictionaries(_PROPERTY_NAMES, _SPECS, max_size=6),
+    overrides=st.dictionaries(_OVERRIDE_NAMES, _SPECS, max_size=2),
     key=st.sampled_from([None, "id", {"path": "id", "type": "string"}, {"template": "{id}-x"}]),
     records=_RECORDS,
 )
@@ -282,12 +283,8 @@ def _floats_noted(mapper: UserfluxMapper, record: dict[str, Any]) -> dict[str, A
 
 
 @given(
-    properties=st.dictionaries(
-        st.sampled_from(["name", "price", "tags", "d.html", "d.text", "x.y.z", "stock", "on"]),
-        _FLOAT_SPECS,
-        max_size=4,
-    ),
-    overrides=st.dictionaries(st.sampled_from(["name", "brand"]), _FLOAT_SPECS, max_size=2),
+    properties=st.dictionaries(_PROPERTY_NAMES, _FLOAT_SPECS, max_size=4),
+    overrides=st.dictionaries(_OVERRIDE_NAMES, _FLOAT_SPECS, max_size=2),
     records=st.lists(
         st.fixed_dictionaries({"id": st.just("SKU-1")} | dict.fromkeys(_KEYS[1:], _FLOAT_VALUES)),
         min_size=1,
